@@ -1,0 +1,129 @@
+//! dumb-init's command line, for a `dumb-init` symlink: options stop at the
+//! first operand, `-r s:r` rewrites, `DUMB_INIT_SETSID` and `DUMB_INIT_DEBUG`,
+//! and errors worded as dumb-init words them.
+
+use super::{Env, Outcome, job_control_rewrites, parse_rewrite};
+use crate::init::policy::{Delivery, JobControl, Rules};
+use crate::init::{InitConfig, Isolation, Reaping};
+use crate::personality::Personality;
+use lexopt::prelude::*;
+use log::LevelFilter;
+use std::ffi::OsString;
+
+fn help() -> String {
+    format!(
+        "dumb-init v1.2.5 (moltd {})
+Usage: dumb-init [option] command [[arg] ...]
+
+Runs command as a child and stands in for init: proxies signals to it (and to
+its process group), reaps zombies, and exits with its status.
+
+Optional arguments:
+   -c, --single-child   Proxy signals to the direct child only, and do not
+                        start it in a session of its own.
+   -r, --rewrite s:r    Proxy received signal s as signal r; r = 0 drops s.
+                        Repeatable.
+   -v, --verbose        Print debugging information to stderr.
+   -h, --help           Print this help and exit.
+   -V, --version        Print the version and exit.
+",
+        env!("CARGO_PKG_VERSION")
+    )
+}
+
+pub fn parse(args: Vec<OsString>, env: Env) -> Outcome {
+    let mut setsid = env("DUMB_INIT_SETSID").is_none_or(|v| v != "0");
+    let mut debug = env("DUMB_INIT_DEBUG").is_some_and(|v| v == "1");
+    let mut user_rewrites = Vec::new();
+    let mut command = Vec::new();
+
+    let mut parser = lexopt::Parser::from_iter(args);
+    loop {
+        let arg = match parser.next() {
+            Ok(Some(arg)) => arg,
+            Ok(None) => break,
+            Err(err) => return Outcome::stderr(1, format!("dumb-init: {err}\n")),
+        };
+        match arg {
+            Short('h') | Long("help") => return Outcome::stderr(0, help()),
+            Short('V') | Long("version") => {
+                return Outcome::stderr(
+                    0,
+                    format!("dumb-init v1.2.5 (moltd {})\n", env!("CARGO_PKG_VERSION")),
+                );
+            }
+            Short('v') | Long("verbose") => debug = true,
+            Short('c') | Long("single-child") => setsid = false,
+            Short('r') | Long("rewrite") => {
+                let pair = match parser.value() {
+                    Ok(value) => parse_rewrite(&value),
+                    Err(_) => {
+                        return Outcome::stderr(
+                            1,
+                            "dumb-init: option requires an argument -- 'r'\n",
+                        );
+                    }
+                };
+                match pair {
+                    Some(pair) => user_rewrites.push(pair),
+                    None => {
+                        return Outcome::stderr(
+                            1,
+                            "Usage: -r option takes <signum>:<signum>, where <signum> is between 1 and 31.\n",
+                        );
+                    }
+                }
+            }
+            Value(first) => {
+                command.push(first);
+                command.extend(parser.raw_args().into_iter().flatten());
+                break;
+            }
+            Short(letter) => {
+                return Outcome::stderr(1, format!("dumb-init: invalid option -- '{letter}'\n"));
+            }
+            Long(name) => {
+                return Outcome::stderr(1, format!("dumb-init: unrecognized option '--{name}'\n"));
+            }
+        }
+    }
+    if command.is_empty() {
+        return Outcome::stderr(
+            1,
+            "Usage: dumb-init [option] program [args]\nTry dumb-init --help for full usage.\n",
+        );
+    }
+    let (isolation, delivery, mut rewrites) = if setsid {
+        (
+            Isolation::NewSession,
+            Delivery::Group,
+            job_control_rewrites(),
+        )
+    } else {
+        (Isolation::Shared, Delivery::Child, Vec::new())
+    };
+    rewrites.extend(user_rewrites);
+    let config = InitConfig {
+        personality: Personality::DumbInit,
+        command,
+        isolation,
+        rules: Rules {
+            delivery,
+            job_control: JobControl::ForwardThenStop,
+            rewrites,
+            success_codes: Vec::new(),
+            term_group_on_exit: setsid,
+        },
+        reaping: Reaping::Silent,
+        parent_death_signal: None,
+        warn_on_reap: false,
+    };
+    Outcome::Run(
+        config,
+        if debug {
+            LevelFilter::Debug
+        } else {
+            LevelFilter::Error
+        },
+    )
+}

@@ -1,0 +1,161 @@
+//! moltd's own command line: the union of tini's and dumb-init's flags where
+//! they do not clash, with dumb-init's defaults (see the README for why).
+
+use super::{Env, Outcome, job_control_rewrites, parse_exit_code, parse_rewrite, truthy};
+use crate::init::policy::{Delivery, JobControl, Rules};
+use crate::init::{InitConfig, Isolation, Reaping};
+use crate::personality::Personality;
+use crate::signals;
+use lexopt::prelude::*;
+use log::LevelFilter;
+use std::ffi::OsString;
+
+const HELP: &str = "\
+moltd: a container PID 1 that reaps zombies and forwards signals.
+
+Usage: moltd [OPTIONS] [--] COMMAND [ARGS...]
+
+Runs COMMAND as its child, forwards signals to it and exits with its status
+(128+N when it dies of signal N).
+
+Options:
+  -c, --single-child         forward signals to the child only, and keep it in
+                             moltd's session (default: its whole process group,
+                             in a session of its own)
+  -g, --group                forward signals to the child's process group (default)
+  -r, --rewrite S:R          forward signal S as signal R; R=0 drops S (repeatable)
+  -e, --success-exit CODE    report the child's exit code CODE as 0 (repeatable)
+  -s, --subreaper            reap orphans when not PID 1 (always on: accepted for tini)
+  -p, --parent-death-signal SIGNAL
+                             receive SIGNAL when moltd's parent dies
+  -w, --warn-on-reap         warn about every zombie reaped that was not the child
+  -v, --verbose              say more (repeat for more)
+  -V, --version              print the version and exit
+  -h, --help                 print this help and exit
+  -l, --license              print the license and exit
+
+Environment: MOLTD_LOG (error, warn, info, debug, trace), VERBOSE (1/true: debug),
+DUMB_INIT_SETSID=0 (same as -c).
+Installed as `tini` or `dumb-init` (a symlink), moltd behaves as that program.
+";
+
+pub const LICENSE: &str = "moltd is distributed under the MIT license.\n";
+
+fn usage_error(problem: impl std::fmt::Display) -> Outcome {
+    Outcome::stderr(1, format!("moltd: error: {problem} (see 'moltd --help')\n"))
+}
+
+pub fn parse(args: Vec<OsString>, env: Env) -> Outcome {
+    match parse_args(args, env) {
+        Ok(outcome) => outcome,
+        Err(err) => usage_error(err),
+    }
+}
+
+fn parse_args(args: Vec<OsString>, env: Env) -> Result<Outcome, lexopt::Error> {
+    let mut single_child = env("DUMB_INIT_SETSID").is_some_and(|v| v == "0");
+    let mut user_rewrites = Vec::new();
+    let mut success_codes = Vec::new();
+    let mut parent_death_signal = None;
+    let mut warn_on_reap = false;
+    let mut verbose = 0u32;
+    let mut command = Vec::new();
+
+    let mut parser = lexopt::Parser::from_iter(args);
+    while let Some(arg) = parser.next()? {
+        match arg {
+            Short('c') | Long("single-child") => single_child = true,
+            Short('g') | Long("group") => single_child = false,
+            Short('s') | Long("subreaper") => {}
+            Short('w') | Long("warn-on-reap") => warn_on_reap = true,
+            Short('v') | Long("verbose") => verbose += 1,
+            Short('r') | Long("rewrite") => {
+                let value = parser.value()?;
+                let pair = parse_rewrite(&value).ok_or_else(|| {
+                    format!("bad rewrite {value:?}: expected S:R with S in 1-31 and R in 0-31")
+                })?;
+                user_rewrites.push(pair);
+            }
+            Short('e') | Long("success-exit") => {
+                let value = parser.value()?;
+                let code = parse_exit_code(&value)
+                    .ok_or_else(|| format!("bad exit code {value:?}: expected 0-255"))?;
+                success_codes.push(code);
+            }
+            Short('p') | Long("parent-death-signal") => {
+                let value = parser.value()?;
+                let signal = value.to_str().and_then(signals::parse);
+                parent_death_signal = Some(
+                    signal
+                        .ok_or_else(|| format!("bad signal {value:?}: expected a name or 1-64"))?,
+                );
+            }
+            Short('V') | Long("version") => {
+                return Ok(Outcome::stdout(format!(
+                    "moltd {}\n",
+                    env!("CARGO_PKG_VERSION")
+                )));
+            }
+            Short('h') | Long("help") => return Ok(Outcome::stdout(HELP)),
+            Short('l') | Long("license") => return Ok(Outcome::stdout(LICENSE)),
+            Value(first) => {
+                command.push(first);
+                command.extend(parser.raw_args()?);
+                break;
+            }
+            _ => return Err(arg.unexpected()),
+        }
+    }
+    if command.is_empty() {
+        return Err("no command given".into());
+    }
+
+    let level = match env("MOLTD_LOG") {
+        _ if verbose > 0 => level_for_verbose(verbose),
+        Some(name) => match name.to_str().and_then(|n| n.parse().ok()) {
+            Some(level) => level,
+            None => {
+                return Err(format!(
+                    "bad MOLTD_LOG {name:?}: expected error, warn, info, debug or trace"
+                )
+                .into());
+            }
+        },
+        None if env("VERBOSE").is_some_and(|v| truthy(&v)) => LevelFilter::Debug,
+        None => LevelFilter::Warn,
+    };
+    let (isolation, delivery, mut rewrites) = if single_child {
+        (Isolation::NewProcessGroup, Delivery::Child, Vec::new())
+    } else {
+        (
+            Isolation::NewSession,
+            Delivery::Group,
+            job_control_rewrites(),
+        )
+    };
+    rewrites.extend(user_rewrites);
+    let config = InitConfig {
+        personality: Personality::Moltd,
+        command,
+        isolation,
+        rules: Rules {
+            delivery,
+            job_control: JobControl::ForwardThenStop,
+            rewrites,
+            success_codes,
+            term_group_on_exit: !single_child,
+        },
+        reaping: Reaping::Subreaper,
+        parent_death_signal,
+        warn_on_reap,
+    };
+    Ok(Outcome::Run(config, level))
+}
+
+fn level_for_verbose(count: u32) -> LevelFilter {
+    match count {
+        1 => LevelFilter::Info,
+        2 => LevelFilter::Debug,
+        _ => LevelFilter::Trace,
+    }
+}

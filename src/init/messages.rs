@@ -1,0 +1,200 @@
+//! What single-command mode says, in the words of the program it stands in
+//! for. Users grep logs for tini's and dumb-init's lines, so under those names
+//! the text matches theirs; under its own name moltd speaks plainly.
+//!
+//! Each function logs at the level the original program uses.
+
+use crate::personality::Personality;
+use crate::signals;
+use crate::sys::reap::ExitStatus;
+use crate::sys::signals::describe_signal;
+use crate::sys::spawn::SpawnError;
+use log::{debug, error, info, trace, warn};
+use nix::errno::Errno;
+use std::ffi::OsStr;
+
+pub struct Messages(pub Personality);
+
+impl Messages {
+    /// A setup syscall failed; returns the exit code to leave with.
+    pub fn fatal_setup(&self, what: &str, err: Errno) -> i32 {
+        error!("cannot {what}: {}", err.desc());
+        1
+    }
+
+    pub fn subreaper_failed(&self, err: Errno) {
+        warn!(
+            "cannot register as child subreaper, orphans will not be reaped: {}",
+            err.desc()
+        );
+    }
+
+    /// tini's warning when it is neither PID 1 nor a subreaper.
+    pub fn not_reaping(&self) {
+        warn!(
+            "Tini is not running as PID 1 and isn't registered as a child subreaper.\n\
+             Zombie processes will not be re-parented to Tini, so zombie reaping won't work.\n\
+             To fix the problem, use the -s option or set the environment variable \
+             TINI_SUBREAPER to register Tini as a child subreaper, or run Tini as PID 1."
+        );
+    }
+
+    /// The command could not be started; returns the exit code to leave with.
+    pub fn spawn_failed(&self, command: &OsStr, err: SpawnError) -> i32 {
+        let command = command.to_string_lossy();
+        let errno = match err {
+            SpawnError::Exec { errno, .. } => errno,
+            SpawnError::Setup(what, errno) => return self.fatal_setup(what, errno),
+            SpawnError::NulInArgument(arg) => {
+                error!("argument {arg:?} holds a NUL byte");
+                return 1;
+            }
+        };
+        match self.0 {
+            Personality::DumbInit => {
+                error!("{command}: {}", errno.desc());
+                2
+            }
+            Personality::Tini => {
+                error!("exec {command} failed: {}", errno.desc());
+                exec_failure_code(errno)
+            }
+            Personality::Moltd => {
+                error!("cannot run {command}: {}", errno.desc());
+                exec_failure_code(errno)
+            }
+        }
+    }
+
+    pub fn spawned(&self, command: &OsStr, pid: i32) {
+        let command = command.to_string_lossy();
+        match self.0 {
+            Personality::DumbInit => debug!("Child spawned with PID {pid}."),
+            Personality::Tini => info!("Spawned child process '{command}' with pid '{pid}'"),
+            Personality::Moltd => info!("started {command} as pid {pid}"),
+        }
+    }
+
+    pub fn received(&self, signal: i32) {
+        match self.0 {
+            Personality::DumbInit => debug!("Received signal {signal}."),
+            Personality::Tini => debug!("Passing signal: '{}'", describe_signal(signal)),
+            Personality::Moltd => debug!("received {}", signals::name(signal)),
+        }
+    }
+
+    pub fn forwarded(&self, signal: i32, target: i32) {
+        match self.0 {
+            Personality::DumbInit => debug!("Forwarded signal {signal} to children."),
+            Personality::Tini => trace!("Forwarded signal {signal} to {target}"),
+            Personality::Moltd => debug!(
+                "forwarded {} to {}",
+                signals::name(signal),
+                describe(target)
+            ),
+        }
+    }
+
+    pub fn forward_failed(&self, signal: i32, target: i32, err: Errno) {
+        match (self.0, err) {
+            (Personality::Tini, Errno::ESRCH) => warn!("Child was dead when forwarding signal"),
+            (Personality::Tini, _) => {
+                error!("Unexpected error when forwarding signal: '{}'", err.desc())
+            }
+            _ => debug!(
+                "could not send {} to {}: {}",
+                signals::name(signal),
+                describe(target),
+                err.desc()
+            ),
+        }
+    }
+
+    pub fn dropped(&self, signal: i32) {
+        match self.0 {
+            Personality::DumbInit => {
+                debug!("Not forwarding signal {signal} to children (ignored).")
+            }
+            _ => debug!("not forwarding {}", signals::name(signal)),
+        }
+    }
+
+    pub fn stopping_self(&self) {
+        match self.0 {
+            Personality::Moltd => debug!("stopping until SIGCONT, like the child"),
+            _ => debug!("Suspending self due to TTY signal."),
+        }
+    }
+
+    /// A process other than the child was reaped.
+    pub fn reaped(&self, pid: i32, status: ExitStatus, warn_on_reap: bool) {
+        match self.0 {
+            Personality::DumbInit => debug!("A child with PID {pid} {}.", dumb_init_status(status)),
+            Personality::Tini if warn_on_reap => warn!("Reaped zombie process with pid={pid}"),
+            Personality::Tini => debug!("Reaped child with pid: '{pid}'"),
+            Personality::Moltd if warn_on_reap => {
+                warn!("reaped orphan {pid} ({})", describe_status(status))
+            }
+            Personality::Moltd => trace!("reaped orphan {pid} ({})", describe_status(status)),
+        }
+    }
+
+    pub fn child_exited(&self, pid: i32, status: ExitStatus, code: i32) {
+        match (self.0, status) {
+            (Personality::DumbInit, _) => {
+                debug!("A child with PID {pid} {}.", dumb_init_status(status))
+            }
+            (Personality::Tini, ExitStatus::Exited(c)) => {
+                info!("Main child exited normally (with status '{c}')")
+            }
+            (Personality::Tini, ExitStatus::Signaled(s)) => {
+                info!(
+                    "Main child exited with signal (with signal '{}')",
+                    describe_signal(s)
+                )
+            }
+            (Personality::Moltd, _) => {
+                info!("child {}, leaving with {code}", describe_status(status))
+            }
+        }
+    }
+
+    pub fn leaving(&self, code: i32) {
+        match self.0 {
+            Personality::DumbInit => debug!("Child exited with status {code}. Goodbye."),
+            Personality::Tini => trace!("Exiting: child has exited"),
+            Personality::Moltd => {}
+        }
+    }
+}
+
+/// tini's and the shell's convention: 127 for a missing command, 126 for one
+/// that is there but cannot be run.
+fn exec_failure_code(errno: Errno) -> i32 {
+    match errno {
+        Errno::ENOENT | Errno::ENOTDIR => 127,
+        _ => 126,
+    }
+}
+
+fn describe(target: i32) -> String {
+    if target < 0 {
+        format!("process group {}", -target)
+    } else {
+        format!("pid {target}")
+    }
+}
+
+fn describe_status(status: ExitStatus) -> String {
+    match status {
+        ExitStatus::Exited(code) => format!("exited with {code}"),
+        ExitStatus::Signaled(signal) => format!("killed by {}", signals::name(signal)),
+    }
+}
+
+fn dumb_init_status(status: ExitStatus) -> String {
+    match status {
+        ExitStatus::Exited(code) => format!("exited with exit status {code}"),
+        ExitStatus::Signaled(signal) => format!("was terminated by signal {signal}"),
+    }
+}

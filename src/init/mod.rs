@@ -1,0 +1,130 @@
+//! Single-command mode: run one command as moltd's child, forward signals to
+//! it, reap every zombie, and exit with the child's status.
+//!
+//! This file is the event loop; the decisions are made by the pure
+//! [`policy::Forwarder`], and the syscalls live in [`crate::sys`].
+
+pub mod messages;
+pub mod policy;
+
+use crate::personality::Personality;
+use crate::sys::{process, reap, signals::SignalSource, spawn};
+use messages::Messages;
+use nix::libc;
+use policy::{Action, Forwarder, Rules};
+use std::ffi::OsString;
+
+pub use spawn::Isolation;
+
+/// How orphans get reaped when moltd is not PID 1.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reaping {
+    /// Register as child subreaper (PR_SET_CHILD_SUBREAPER).
+    Subreaper,
+    /// Do nothing, but warn that zombies will pile up (tini without `-s`).
+    WarnIfNotPid1,
+    /// Do nothing and say nothing (dumb-init).
+    Silent,
+}
+
+/// Everything single-command mode needs, whichever personality parsed it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InitConfig {
+    pub personality: Personality,
+    pub command: Vec<OsString>,
+    pub isolation: Isolation,
+    pub rules: Rules,
+    pub reaping: Reaping,
+    pub parent_death_signal: Option<i32>,
+    pub warn_on_reap: bool,
+}
+
+/// Runs the command and returns the code moltd should exit with.
+pub fn run(config: InitConfig) -> i32 {
+    let say = Messages(config.personality);
+    let mut signals = match SignalSource::install() {
+        Ok(signals) => signals,
+        Err(err) => return say.fatal_setup("block signals", err),
+    };
+    if !process::is_pid1() {
+        match config.reaping {
+            Reaping::Subreaper => {
+                if let Err(err) = process::become_subreaper() {
+                    say.subreaper_failed(err);
+                }
+            }
+            Reaping::WarnIfNotPid1 => say.not_reaping(),
+            Reaping::Silent => {}
+        }
+    }
+    if let Some(signal) = config.parent_death_signal {
+        if let Err(err) = process::set_parent_death_signal(signal) {
+            return say.fatal_setup("set the parent-death signal", err);
+        }
+    }
+    let ignore_once =
+        if config.isolation == Isolation::NewSession && process::release_controlling_tty() {
+            vec![libc::SIGHUP, libc::SIGCONT]
+        } else {
+            Vec::new()
+        };
+
+    let path = std::env::var_os("PATH");
+    let child = spawn::Program::new(&config.command, path.as_deref())
+        .and_then(|program| spawn::spawn(&program, config.isolation, signals.inherited_mask()));
+    let child = match child {
+        Ok(pid) => pid,
+        // The failed child exited at once; leaving reaps it with us.
+        Err(err) => return say.spawn_failed(&config.command[0], err),
+    };
+    say.spawned(&config.command[0], child);
+
+    let mut forwarder = Forwarder::new(config.rules, child, ignore_once);
+    loop {
+        let signal = match signals.wait() {
+            Ok(signal) => signal,
+            Err(err) => return say.fatal_setup("read signals", err),
+        };
+        if signal != libc::SIGCHLD {
+            say.received(signal);
+            for action in forwarder.on_signal(signal) {
+                perform(&say, action);
+            }
+            continue;
+        }
+        let mut child_code = None;
+        let reaped = reap::reap_terminated(|pid, status| match forwarder.on_exit(pid, status) {
+            Some(code) => {
+                say.child_exited(pid, status, code);
+                child_code = Some(code);
+            }
+            None => say.reaped(pid, status, config.warn_on_reap),
+        });
+        if let Err(err) = reaped {
+            return say.fatal_setup("wait for children", err);
+        }
+        if let Some(code) = child_code {
+            for action in forwarder.on_child_gone() {
+                perform(&say, action);
+            }
+            say.leaving(code);
+            return code;
+        }
+    }
+}
+
+fn perform(say: &Messages, action: Action) {
+    match action {
+        Action::Send { target, signal } => match process::send_signal(target, signal) {
+            Ok(()) => say.forwarded(signal, target),
+            Err(err) => say.forward_failed(signal, target, err),
+        },
+        Action::StopSelf => {
+            say.stopping_self();
+            if let Err(err) = process::stop_self() {
+                say.forward_failed(libc::SIGSTOP, 0, err);
+            }
+        }
+        Action::Drop { signal } => say.dropped(signal),
+    }
+}

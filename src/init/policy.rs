@@ -1,0 +1,296 @@
+//! What single-command mode does with each signal and each exit: a pure core
+//! with no syscalls, so every rule can be checked in a table.
+//!
+//! The event loop in `init::run` feeds it what the kernel reports and carries
+//! out the [`Action`]s it returns.
+
+use crate::sys::reap::ExitStatus;
+use crate::sys::signals::FAULT_SIGNALS;
+use nix::libc;
+
+/// Who receives forwarded signals.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Delivery {
+    /// Only the direct child.
+    Child,
+    /// The child's whole process group (the child leads it).
+    Group,
+}
+
+/// What the job-control signals TSTP, TTIN and TTOU do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JobControl {
+    /// Forwarded like any signal, then moltd stops itself until CONT.
+    ForwardThenStop,
+    /// TSTP is forwarded; TTIN and TTOU, which only mean "a background
+    /// process touched the terminal", are dropped. moltd never stops.
+    ForwardTstpOnly,
+}
+
+/// The rules single-command mode forwards and exits by.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rules {
+    pub delivery: Delivery,
+    pub job_control: JobControl,
+    /// `rewrites[s] = r` forwards signal `s` as `r`; `r = 0` drops it.
+    pub rewrites: Vec<(i32, i32)>,
+    /// Exit codes of the child that moltd reports as 0.
+    pub success_codes: Vec<u8>,
+    /// Send TERM to what is left of the child's group once the child exits.
+    pub term_group_on_exit: bool,
+}
+
+/// Something for the event loop to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// `kill(target, signal)`: a pid, or minus a process-group id.
+    Send { target: i32, signal: i32 },
+    /// Stop moltd itself until SIGCONT.
+    StopSelf,
+    /// Log that the signal was received and dropped.
+    Drop { signal: i32 },
+}
+
+/// The state of one supervised command.
+#[derive(Debug)]
+pub struct Forwarder {
+    rules: Rules,
+    child: i32,
+    /// Signals the kernel sends moltd once as a side effect of handing over
+    /// the terminal; they are swallowed the first time they arrive.
+    ignore_once: Vec<i32>,
+}
+
+impl Forwarder {
+    pub fn new(rules: Rules, child: i32, ignore_once: Vec<i32>) -> Forwarder {
+        Forwarder {
+            rules,
+            child,
+            ignore_once,
+        }
+    }
+
+    pub fn child(&self) -> i32 {
+        self.child
+    }
+
+    fn target(&self) -> i32 {
+        match self.rules.delivery {
+            Delivery::Child => self.child,
+            Delivery::Group => -self.child,
+        }
+    }
+
+    /// What to do with a signal moltd received (never SIGCHLD: that one means
+    /// "reap", and the event loop handles it).
+    pub fn on_signal(&mut self, signal: i32) -> Vec<Action> {
+        if let Some(at) = self.ignore_once.iter().position(|&s| s == signal) {
+            self.ignore_once.swap_remove(at);
+            return vec![Action::Drop { signal }];
+        }
+        if FAULT_SIGNALS.iter().any(|&fault| fault as i32 == signal) {
+            return vec![Action::Drop { signal }];
+        }
+        let job_control = matches!(signal, libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU);
+        if job_control
+            && self.rules.job_control == JobControl::ForwardTstpOnly
+            && signal != libc::SIGTSTP
+        {
+            return vec![Action::Drop { signal }];
+        }
+        let forwarded = self
+            .rules
+            .rewrites
+            .iter()
+            .rev()
+            .find(|&&(from, _)| from == signal)
+            .map_or(signal, |&(_, to)| to);
+        let mut actions = vec![if forwarded == 0 {
+            Action::Drop { signal }
+        } else {
+            Action::Send {
+                target: self.target(),
+                signal: forwarded,
+            }
+        }];
+        if job_control && self.rules.job_control == JobControl::ForwardThenStop {
+            actions.push(Action::StopSelf);
+        }
+        actions
+    }
+
+    /// The exit code moltd should leave with, if `pid` was the child.
+    pub fn on_exit(&self, pid: i32, status: ExitStatus) -> Option<i32> {
+        if pid != self.child {
+            return None;
+        }
+        let code = status.shell_code() % 256;
+        let remapped = self
+            .rules
+            .success_codes
+            .iter()
+            .any(|&c| i32::from(c) == code);
+        Some(if remapped { 0 } else { code })
+    }
+
+    /// What to do once the child has exited, before moltd leaves.
+    pub fn on_child_gone(&self) -> Vec<Action> {
+        if self.rules.term_group_on_exit && self.rules.delivery == Delivery::Group {
+            vec![Action::Send {
+                target: -self.child,
+                signal: libc::SIGTERM,
+            }]
+        } else {
+            Vec::new()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use libc::*;
+
+    const CHILD: i32 = 42;
+
+    fn dumb_init_like() -> Rules {
+        Rules {
+            delivery: Delivery::Group,
+            job_control: JobControl::ForwardThenStop,
+            rewrites: vec![(SIGTSTP, SIGSTOP), (SIGTTIN, SIGSTOP), (SIGTTOU, SIGSTOP)],
+            success_codes: vec![],
+            term_group_on_exit: true,
+        }
+    }
+
+    fn tini_like() -> Rules {
+        Rules {
+            delivery: Delivery::Child,
+            job_control: JobControl::ForwardTstpOnly,
+            rewrites: vec![],
+            success_codes: vec![],
+            term_group_on_exit: false,
+        }
+    }
+
+    fn send(target: i32, signal: i32) -> Action {
+        Action::Send { target, signal }
+    }
+
+    #[test]
+    fn signal_table() {
+        let mut user_rewrites = dumb_init_like();
+        user_rewrites
+            .rewrites
+            .extend([(SIGUSR1, SIGUSR2), (SIGHUP, 0), (SIGTSTP, SIGTSTP)]);
+        let table: Vec<(&str, Rules, i32, Vec<Action>)> = vec![
+            (
+                "group term",
+                dumb_init_like(),
+                SIGTERM,
+                vec![send(-CHILD, SIGTERM)],
+            ),
+            (
+                "child term",
+                tini_like(),
+                SIGTERM,
+                vec![send(CHILD, SIGTERM)],
+            ),
+            ("realtime", tini_like(), 40, vec![send(CHILD, 40)]),
+            (
+                "tstp becomes stop",
+                dumb_init_like(),
+                SIGTSTP,
+                vec![send(-CHILD, SIGSTOP), Action::StopSelf],
+            ),
+            (
+                "ttou becomes stop",
+                dumb_init_like(),
+                SIGTTOU,
+                vec![send(-CHILD, SIGSTOP), Action::StopSelf],
+            ),
+            (
+                "tini tstp",
+                tini_like(),
+                SIGTSTP,
+                vec![send(CHILD, SIGTSTP)],
+            ),
+            (
+                "tini ttin",
+                tini_like(),
+                SIGTTIN,
+                vec![Action::Drop { signal: SIGTTIN }],
+            ),
+            (
+                "fault",
+                tini_like(),
+                SIGSEGV,
+                vec![Action::Drop { signal: SIGSEGV }],
+            ),
+            (
+                "rewrite",
+                user_rewrites.clone(),
+                SIGUSR1,
+                vec![send(-CHILD, SIGUSR2)],
+            ),
+            (
+                "drop",
+                user_rewrites.clone(),
+                SIGHUP,
+                vec![Action::Drop { signal: SIGHUP }],
+            ),
+            (
+                "later rewrite wins",
+                user_rewrites,
+                SIGTSTP,
+                vec![send(-CHILD, SIGTSTP), Action::StopSelf],
+            ),
+        ];
+        for (name, rules, signal, expected) in table {
+            let mut forwarder = Forwarder::new(rules, CHILD, vec![]);
+            assert_eq!(forwarder.on_signal(signal), expected, "{name}");
+        }
+    }
+
+    #[test]
+    fn terminal_handover_signals_are_swallowed_once() {
+        let mut forwarder = Forwarder::new(dumb_init_like(), CHILD, vec![SIGHUP, SIGCONT]);
+        assert_eq!(
+            forwarder.on_signal(SIGHUP),
+            vec![Action::Drop { signal: SIGHUP }]
+        );
+        assert_eq!(
+            forwarder.on_signal(SIGCONT),
+            vec![Action::Drop { signal: SIGCONT }]
+        );
+        assert_eq!(forwarder.on_signal(SIGHUP), vec![send(-CHILD, SIGHUP)]);
+    }
+
+    #[test]
+    fn exit_codes() {
+        let mut rules = tini_like();
+        rules.success_codes = vec![3, 143];
+        let forwarder = Forwarder::new(rules, CHILD, vec![]);
+        let table = [
+            (ExitStatus::Exited(0), 0),
+            (ExitStatus::Exited(1), 1),
+            (ExitStatus::Exited(3), 0),
+            (ExitStatus::Exited(255), 255),
+            (ExitStatus::Signaled(SIGKILL), 137),
+            (ExitStatus::Signaled(SIGTERM), 0),
+            (ExitStatus::Signaled(64), 192),
+        ];
+        for (status, code) in table {
+            assert_eq!(forwarder.on_exit(CHILD, status), Some(code), "{status:?}");
+        }
+        assert_eq!(forwarder.on_exit(CHILD + 1, ExitStatus::Exited(0)), None);
+    }
+
+    #[test]
+    fn group_gets_term_after_child_exits_only_in_group_mode() {
+        let group = Forwarder::new(dumb_init_like(), CHILD, vec![]);
+        assert_eq!(group.on_child_gone(), vec![send(-CHILD, SIGTERM)]);
+        let child_only = Forwarder::new(tini_like(), CHILD, vec![]);
+        assert_eq!(child_only.on_child_gone(), vec![]);
+    }
+}

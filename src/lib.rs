@@ -1,0 +1,11 @@
+//! moltd: a container PID 1 that reaps zombies, forwards signals and passes
+//! exit codes like tini and dumb-init.
+//!
+//! See ARCHITECTURE.md for the map of the crate and the rules it keeps.
+
+pub mod cli;
+pub mod init;
+pub mod logging;
+pub mod personality;
+pub mod signals;
+pub mod sys;

@@ -1,0 +1,49 @@
+//! Calls on moltd's own process: its pid, subreaper and parent-death
+//! settings, its controlling terminal, and sending signals to others.
+
+use nix::errno::Errno;
+use nix::libc;
+use nix::unistd::{getpid, getsid};
+
+/// Whether moltd is PID 1 of its PID namespace, and so reaps orphans without
+/// asking.
+pub fn is_pid1() -> bool {
+    getpid().as_raw() == 1
+}
+
+/// Makes orphaned descendants re-parent to moltd instead of to PID 1, so that
+/// moltd can reap them when something else is PID 1.
+pub fn become_subreaper() -> Result<(), Errno> {
+    nix::sys::prctl::set_child_subreaper(true)
+}
+
+/// Asks the kernel to send `signal` to moltd when its parent dies.
+pub fn set_parent_death_signal(signal: i32) -> Result<(), Errno> {
+    // SAFETY: PR_SET_PDEATHSIG takes the signal number as its only argument.
+    let rc = unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, signal as libc::c_ulong, 0, 0, 0) };
+    Errno::result(rc).map(drop)
+}
+
+/// Sends `signal` to a process (`target > 0`) or a process group
+/// (`target < 0`). Takes raw numbers because real-time signals have no
+/// `nix::Signal` variant.
+pub fn send_signal(target: i32, signal: i32) -> Result<(), Errno> {
+    // SAFETY: kill has no memory-safety preconditions.
+    Errno::result(unsafe { libc::kill(target, signal) }).map(drop)
+}
+
+/// Stops moltd until it receives SIGCONT (a no-op for PID 1, which the kernel
+/// never stops from inside its namespace).
+pub fn stop_self() -> Result<(), Errno> {
+    send_signal(getpid().as_raw(), libc::SIGSTOP)
+}
+
+/// Gives up the controlling terminal on stdin so that a child in a new
+/// session can take it. Returns true when moltd led the terminal's session: the
+/// kernel then sends SIGHUP and SIGCONT to moltd's group, which are not meant
+/// for the child.
+pub fn release_controlling_tty() -> bool {
+    // SAFETY: TIOCNOTTY takes no argument.
+    let released = unsafe { libc::ioctl(libc::STDIN_FILENO, libc::TIOCNOTTY) } == 0;
+    released && getsid(None).is_ok_and(|sid| sid == getpid())
+}

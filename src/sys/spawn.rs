@@ -1,0 +1,183 @@
+//! Starting a child: fork, set it up, exec.
+//!
+//! Everything the child needs (the paths to try, argv as C strings, the mask
+//! to restore) is prepared before `fork`. Between `fork` and `exec` the child
+//! only makes async-signal-safe calls (`setsid`, `setpgid`, `ioctl`,
+//! `tcsetpgrp`, `pthread_sigmask`, `execv`, `write`, `_exit`), because moltd may
+//! have other threads whose locks the child would inherit held.
+//!
+//! A failed exec is reported through a close-on-exec pipe, so the parent
+//! learns the errno and can word the error the way the personality in use
+//! (moltd, tini or dumb-init) does.
+
+use nix::errno::Errno;
+use nix::libc;
+use nix::sys::signal::SigSet;
+use nix::unistd::{ForkResult, fork, pipe2};
+use std::ffi::{CString, OsStr, OsString};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+
+/// Where the child lives in the session and process-group hierarchy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Isolation {
+    /// Its own session (setsid), taking over stdin's terminal if moltd let go
+    /// of it. Signals can then reach its whole process group.
+    NewSession,
+    /// Its own process group in moltd's session, in the terminal's foreground.
+    NewProcessGroup,
+    /// moltd's own process group and session (dumb-init without setsid).
+    Shared,
+}
+
+/// A command ready to be started: argv and every path `execvp` would try.
+#[derive(Debug)]
+pub struct Program {
+    name: OsString,
+    candidates: Vec<CString>,
+    argv: Vec<CString>,
+}
+
+/// Why a child could not be started.
+#[derive(Debug)]
+pub enum SpawnError {
+    /// An argument held a NUL byte, which exec cannot pass.
+    NulInArgument(OsString),
+    /// fork or pipe failed.
+    Setup(&'static str, Errno),
+    /// Every candidate path failed to exec; the child exited with 127.
+    Exec { pid: i32, errno: Errno },
+}
+
+impl Program {
+    /// Resolves `argv[0]` against `path` (the value of `PATH`) the way
+    /// `execvp` does: a name holding a slash is used as it is.
+    pub fn new(argv: &[OsString], path: Option<&OsStr>) -> Result<Program, SpawnError> {
+        let name = argv.first().cloned().unwrap_or_default();
+        let c_string = |arg: &OsStr| {
+            CString::new(arg.as_bytes()).map_err(|_| SpawnError::NulInArgument(arg.to_owned()))
+        };
+        let argv = argv
+            .iter()
+            .map(|arg| c_string(arg))
+            .collect::<Result<Vec<_>, _>>()?;
+        let candidates = if name.as_bytes().contains(&b'/') {
+            vec![c_string(&name)?]
+        } else if name.is_empty() {
+            Vec::new()
+        } else {
+            // glibc's default when PATH is unset.
+            let path = path.map_or(&b"/bin:/usr/bin"[..], OsStr::as_bytes);
+            path.split(|&b| b == b':')
+                .map(|dir| {
+                    let dir = if dir.is_empty() { &b"."[..] } else { dir };
+                    let mut full = dir.to_vec();
+                    full.push(b'/');
+                    full.extend_from_slice(name.as_bytes());
+                    c_string(OsStr::from_bytes(&full))
+                })
+                .collect::<Result<_, _>>()?
+        };
+        Ok(Program {
+            name,
+            candidates,
+            argv,
+        })
+    }
+
+    /// The command as the user wrote it.
+    pub fn name(&self) -> &OsStr {
+        &self.name
+    }
+}
+
+/// Forks and execs `program`, restoring `mask` in the child. Returns the
+/// child's pid once exec has succeeded.
+pub fn spawn(program: &Program, isolation: Isolation, mask: &SigSet) -> Result<i32, SpawnError> {
+    let mut argv: Vec<*const libc::c_char> = program.argv.iter().map(|a| a.as_ptr()).collect();
+    argv.push(std::ptr::null());
+    let (report_read, report_write) =
+        pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| SpawnError::Setup("pipe", e))?;
+
+    // SAFETY: the child branch only calls async-signal-safe functions on data
+    // prepared above, and leaves through exec or _exit.
+    match unsafe { fork() }.map_err(|e| SpawnError::Setup("fork", e))? {
+        ForkResult::Child => {
+            let errno = exec_in_child(&program.candidates, &argv, isolation, mask);
+            let bytes = errno.to_ne_bytes();
+            // SAFETY: write and _exit are async-signal-safe.
+            unsafe {
+                libc::write(report_write.as_raw_fd(), bytes.as_ptr().cast(), bytes.len());
+                libc::_exit(127);
+            }
+        }
+        ForkResult::Parent { child } => {
+            drop(report_write);
+            match read_exec_report(report_read) {
+                None => Ok(child.as_raw()),
+                Some(errno) => Err(SpawnError::Exec {
+                    pid: child.as_raw(),
+                    errno,
+                }),
+            }
+        }
+    }
+}
+
+/// Runs in the child. Returns only if exec failed, with the errno `execvp`
+/// would have reported.
+fn exec_in_child(
+    candidates: &[CString],
+    argv: &[*const libc::c_char],
+    isolation: Isolation,
+    mask: &SigSet,
+) -> i32 {
+    // SAFETY: all calls below are async-signal-safe and take valid pointers
+    // prepared before fork. Their failures are deliberately ignored: a child
+    // without a terminal is still a working child.
+    unsafe {
+        match isolation {
+            Isolation::NewSession => {
+                libc::setsid();
+                libc::ioctl(libc::STDIN_FILENO, libc::TIOCSCTTY, 0);
+            }
+            Isolation::NewProcessGroup => {
+                libc::setpgid(0, 0);
+                libc::tcsetpgrp(libc::STDIN_FILENO, libc::getpid());
+            }
+            Isolation::Shared => {}
+        }
+        libc::pthread_sigmask(libc::SIG_SETMASK, mask.as_ref(), std::ptr::null_mut());
+        let mut permission_denied = false;
+        let mut last = libc::ENOENT;
+        for path in candidates {
+            libc::execv(path.as_ptr(), argv.as_ptr());
+            last = Errno::last_raw();
+            match last {
+                libc::EACCES => permission_denied = true,
+                libc::ENOENT | libc::ENOTDIR | libc::ESTALE | libc::ENODEV | libc::ETIMEDOUT => {}
+                _ => return last,
+            }
+        }
+        if permission_denied {
+            libc::EACCES
+        } else {
+            last
+        }
+    }
+}
+
+/// Reads the child's exec report: end of file means exec succeeded.
+fn read_exec_report(pipe: OwnedFd) -> Option<Errno> {
+    let mut buf = [0u8; 4];
+    let mut filled = 0;
+    while filled < buf.len() {
+        match nix::unistd::read(&pipe, &mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(Errno::EINTR) => continue,
+            Err(_) => break,
+        }
+    }
+    (filled == buf.len()).then(|| Errno::from_raw(i32::from_ne_bytes(buf)))
+}
