@@ -9,8 +9,12 @@ use crate::personality::Personality;
 use crate::signals;
 use lexopt::prelude::*;
 use std::ffi::{OsStr, OsString};
+use std::path::Path;
 
-fn usage(program: &str) -> String {
+fn usage(argv0: &str) -> String {
+    let program = Path::new(argv0)
+        .file_name()
+        .map_or("tini".into(), |n| n.to_string_lossy());
     format!(
         "{program} (tini version 0.19.0, moltd {version})
 Usage: {program} [OPTIONS] PROGRAM -- [ARGS] | --version
@@ -62,10 +66,7 @@ pub fn parse(args: Vec<OsString>, env: Env) -> Outcome {
 
     let mut subreaper = env("TINI_SUBREAPER").is_some();
     let mut group = env("TINI_KILL_PROCESS_GROUP").is_some();
-    let mut verbosity = match env("TINI_VERBOSITY").map(|v| v.to_string_lossy().parse::<u32>()) {
-        Some(Ok(level)) => level,
-        Some(Err(_)) | None => 1,
-    };
+    let mut verbosity = 1;
     let mut warn_on_reap = false;
     let mut success_codes = Vec::new();
     let mut parent_death_signal = None;
@@ -127,6 +128,10 @@ pub fn parse(args: Vec<OsString>, env: Env) -> Outcome {
     if command.is_empty() {
         return Outcome::stderr(1, usage(&program));
     }
+    // tini reads TINI_VERBOSITY after the flags, and it replaces their count.
+    if let Some(value) = env("TINI_VERBOSITY") {
+        verbosity = atoi_verbosity(&value.to_string_lossy());
+    }
     let config = InitConfig {
         personality: Personality::Tini,
         command,
@@ -162,4 +167,42 @@ fn tini_signal(value: &OsStr) -> Option<i32> {
                 .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
         })
         .and_then(|_| signals::parse(text))
+}
+
+/// tini reads its verbosity with `atoi` into an unsigned number: leading
+/// digits count, garbage is 0, and a negative number means "everything".
+fn atoi_verbosity(text: &str) -> u32 {
+    let text = text.trim_start();
+    if text.starts_with('-') && text[1..].starts_with(|c: char| c.is_ascii_digit() && c != '0') {
+        return u32::MAX;
+    }
+    let digits: String = text
+        .trim_start_matches('+')
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits
+        .parse()
+        .unwrap_or(if digits.is_empty() { 0 } else { u32::MAX })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verbosity_is_read_like_atoi() {
+        let table = [
+            ("2", 2),
+            ("2x", 2),
+            ("abc", 0),
+            ("", 0),
+            ("-1", u32::MAX),
+            (" 3", 3),
+            ("+4", 4),
+        ];
+        for (text, expected) in table {
+            assert_eq!(atoi_verbosity(text), expected, "{text:?}");
+        }
+    }
 }

@@ -57,11 +57,16 @@ impl Messages {
             }
             Personality::Tini => {
                 error!("exec {command} failed: {}", errno.desc());
-                exec_failure_code(errno)
+                match errno {
+                    Errno::ENOENT => 127,
+                    Errno::EACCES => 126,
+                    _ => 1,
+                }
             }
             Personality::Moltd => {
                 error!("cannot run {command}: {}", errno.desc());
-                exec_failure_code(errno)
+                // The shell's convention: 127 not found, 126 found but not runnable.
+                if errno == Errno::ENOENT { 127 } else { 126 }
             }
         }
     }
@@ -165,15 +170,6 @@ impl Messages {
             Personality::Tini => trace!("Exiting: child has exited"),
             Personality::Moltd => {}
         }
-    }
-}
-
-/// tini's and the shell's convention: 127 for a missing command, 126 for one
-/// that is there but cannot be run.
-fn exec_failure_code(errno: Errno) -> i32 {
-    match errno {
-        Errno::ENOENT | Errno::ENOTDIR => 127,
-        _ => 126,
     }
 }
 

@@ -6,7 +6,7 @@
 //! no other code can steal an exit status that belongs to someone else.
 
 use nix::errno::Errno;
-use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::libc;
 
 /// How a process ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,14 +29,22 @@ impl ExitStatus {
 
 /// Collects every terminated child without blocking and hands each to
 /// `on_exit`. Returns once no terminated child is left.
+///
+/// Calls libc directly: nix's `waitpid` fails with EINVAL for a child killed
+/// by a real-time signal, which has no `nix::Signal` variant.
 pub fn reap_terminated(mut on_exit: impl FnMut(i32, ExitStatus)) -> Result<(), Errno> {
     loop {
-        match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::Exited(pid, code)) => on_exit(pid.as_raw(), ExitStatus::Exited(code)),
-            Ok(WaitStatus::Signaled(pid, signal, _core)) => {
-                on_exit(pid.as_raw(), ExitStatus::Signaled(signal as i32))
+        let mut status = 0;
+        // SAFETY: waitpid writes only to `status`, a valid local.
+        let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+        match Errno::result(pid) {
+            Ok(0) | Err(Errno::ECHILD) => return Ok(()),
+            Ok(pid) if libc::WIFEXITED(status) => {
+                on_exit(pid, ExitStatus::Exited(libc::WEXITSTATUS(status)))
             }
-            Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => return Ok(()),
+            Ok(pid) if libc::WIFSIGNALED(status) => {
+                on_exit(pid, ExitStatus::Signaled(libc::WTERMSIG(status)))
+            }
             // Stops and continues are not asked for (no WUNTRACED/WCONTINUED).
             Ok(_) | Err(Errno::EINTR) => continue,
             Err(err) => return Err(err),

@@ -18,6 +18,8 @@ use std::ffi::{CString, OsStr, OsString};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 
+const SHELL: &std::ffi::CStr = c"/bin/sh";
+
 /// Where the child lives in the session and process-group hierarchy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Isolation {
@@ -96,6 +98,10 @@ impl Program {
 pub fn spawn(program: &Program, isolation: Isolation, mask: &SigSet) -> Result<i32, SpawnError> {
     let mut argv: Vec<*const libc::c_char> = program.argv.iter().map(|a| a.as_ptr()).collect();
     argv.push(std::ptr::null());
+    // For a file without a `#!` line, execvp's fallback: `/bin/sh FILE ARGS`.
+    // Slot 1 is filled in by the child with the path that failed.
+    let mut script_argv = vec![SHELL.as_ptr(), std::ptr::null()];
+    script_argv.extend_from_slice(argv.get(1..).unwrap_or(&[std::ptr::null()]));
     let (report_read, report_write) =
         pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| SpawnError::Setup("pipe", e))?;
 
@@ -103,7 +109,13 @@ pub fn spawn(program: &Program, isolation: Isolation, mask: &SigSet) -> Result<i
     // prepared above, and leaves through exec or _exit.
     match unsafe { fork() }.map_err(|e| SpawnError::Setup("fork", e))? {
         ForkResult::Child => {
-            let errno = exec_in_child(&program.candidates, &argv, isolation, mask);
+            let errno = exec_in_child(
+                &program.candidates,
+                &argv,
+                &mut script_argv,
+                isolation,
+                mask,
+            );
             let bytes = errno.to_ne_bytes();
             // SAFETY: write and _exit are async-signal-safe.
             unsafe {
@@ -129,6 +141,7 @@ pub fn spawn(program: &Program, isolation: Isolation, mask: &SigSet) -> Result<i
 fn exec_in_child(
     candidates: &[CString],
     argv: &[*const libc::c_char],
+    script_argv: &mut [*const libc::c_char],
     isolation: Isolation,
     mask: &SigSet,
 ) -> i32 {
@@ -153,6 +166,11 @@ fn exec_in_child(
         for path in candidates {
             libc::execv(path.as_ptr(), argv.as_ptr());
             last = Errno::last_raw();
+            if last == libc::ENOEXEC {
+                script_argv[1] = path.as_ptr();
+                libc::execv(SHELL.as_ptr(), script_argv.as_ptr());
+                return Errno::last_raw();
+            }
             match last {
                 libc::EACCES => permission_denied = true,
                 libc::ENOENT | libc::ENOTDIR | libc::ESTALE | libc::ENODEV | libc::ETIMEDOUT => {}

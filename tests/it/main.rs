@@ -1,0 +1,7 @@
+//! moltd's integration tests: one binary, one module per area.
+//!
+//! Every test runs the real `moltd` binary, usually as PID 1 of a fresh PID
+//! namespace, in a directory of its own (see [`util::TestDir`]).
+
+mod pid1;
+mod util;

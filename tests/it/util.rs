@@ -1,0 +1,412 @@
+//! Shared test plumbing: a temp dir per test, a builder that runs moltd as
+//! PID 1 of a new PID namespace or as a plain subreaper, and bounded waits.
+//!
+//! Every failure message carries the command line, moltd's output so far and
+//! a listing of the test's directory.
+
+use std::ffi::OsString;
+use std::fmt::Write as _;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// How long any single wait may take before the test fails. Generous: the
+/// suite must pass on a busy two-core machine.
+pub const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A directory that belongs to one test.
+pub struct TestDir {
+    path: PathBuf,
+}
+
+impl TestDir {
+    pub fn new(name: &str) -> TestDir {
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let unique = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let path = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join("it")
+            .join(format!("{name}-{}-{unique}", std::process::id()));
+        let _ = fs::remove_dir_all(&path);
+        fs::create_dir_all(&path).expect("create test dir");
+        TestDir { path }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn join(&self, name: &str) -> PathBuf {
+        self.path.join(name)
+    }
+
+    /// Writes a file, creating parent folders.
+    pub fn write(&self, name: &str, contents: &str) -> PathBuf {
+        let path = self.join(name);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(&path, contents).unwrap();
+        path
+    }
+
+    /// Writes an executable script.
+    pub fn script(&self, name: &str, contents: &str) -> PathBuf {
+        let path = self.write(name, contents);
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+        path
+    }
+
+    /// Reads a file, empty if it does not exist yet.
+    pub fn read(&self, name: &str) -> String {
+        fs::read_to_string(self.join(name)).unwrap_or_default()
+    }
+
+    /// A symlink to moltd under another name (`tini`, `dumb-init`, `sv`).
+    pub fn moltd_as(&self, name: &str) -> PathBuf {
+        let link = self.join(name);
+        if !link.exists() {
+            std::os::unix::fs::symlink(moltd_bin(), &link).unwrap();
+        }
+        link
+    }
+
+    /// Every file below the directory, for failure messages.
+    pub fn listing(&self) -> String {
+        fn walk(dir: &Path, out: &mut String) {
+            let Ok(entries) = fs::read_dir(dir) else {
+                return;
+            };
+            let mut entries: Vec<_> = entries.flatten().collect();
+            entries.sort_by_key(|e| e.path());
+            for entry in entries {
+                let path = entry.path();
+                let meta = fs::symlink_metadata(&path).ok();
+                let size = meta.as_ref().map_or(0, |m| m.len());
+                let _ = writeln!(out, "  {} ({size} bytes)", path.display());
+                if meta.is_some_and(|m| m.is_dir()) {
+                    walk(&path, out);
+                }
+            }
+        }
+        let mut out = String::new();
+        walk(&self.path, &mut out);
+        out
+    }
+}
+
+pub fn moltd_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_moltd"))
+}
+
+/// How moltd is started.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// PID 1 of a new PID namespace (`unshare --pid --fork --mount-proc`).
+    Pid1,
+    /// A plain child of the test: not PID 1, so it must be a subreaper to reap.
+    Child,
+}
+
+/// A moltd command line to run.
+pub struct Moltd<'a> {
+    dir: &'a TestDir,
+    program: PathBuf,
+    args: Vec<OsString>,
+    env: Vec<(OsString, Option<OsString>)>,
+    mode: Mode,
+}
+
+impl<'a> Moltd<'a> {
+    pub fn new(dir: &'a TestDir, mode: Mode) -> Moltd<'a> {
+        Moltd {
+            dir,
+            program: moltd_bin(),
+            args: Vec::new(),
+            env: Vec::new(),
+            mode,
+        }
+    }
+
+    /// Runs moltd through a symlink with this name.
+    pub fn named(mut self, name: &str) -> Self {
+        self.program = self.dir.moltd_as(name);
+        self
+    }
+
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    pub fn env(mut self, key: &str, value: impl Into<OsString>) -> Self {
+        self.env.push((key.into(), Some(value.into())));
+        self
+    }
+
+    pub fn env_remove(mut self, key: &str) -> Self {
+        self.env.push((key.into(), None));
+        self
+    }
+
+    fn command(&self) -> Command {
+        let mut command = match self.mode {
+            Mode::Pid1 => {
+                let mut c = Command::new("unshare");
+                if !nix::unistd::geteuid().is_root() {
+                    c.args(["--user", "--map-root-user"]);
+                }
+                c.args(["--pid", "--fork", "--mount-proc", "--"])
+                    .arg(&self.program);
+                c
+            }
+            Mode::Child => Command::new(&self.program),
+        };
+        command.args(&self.args).current_dir(self.dir.path());
+        // Keep the suite's own settings from leaking into moltd.
+        for key in [
+            "VERBOSE",
+            "MOLTD_LOG",
+            "TINI_SUBREAPER",
+            "TINI_VERBOSITY",
+            "DUMB_INIT_SETSID",
+        ] {
+            command.env_remove(key);
+        }
+        for (key, value) in &self.env {
+            match value {
+                Some(value) => command.env(key, value),
+                None => command.env_remove(key),
+            };
+        }
+        command
+    }
+
+    fn describe(&self) -> String {
+        let command = self.command();
+        let mut text = String::new();
+        for (key, value) in command.get_envs() {
+            let _ = write!(
+                text,
+                "{}={} ",
+                key.to_string_lossy(),
+                value.map_or("(unset)".into(), |v| v.to_string_lossy())
+            );
+        }
+        text.push_str(&command.get_program().to_string_lossy());
+        for arg in command.get_args() {
+            let _ = write!(text, " {:?}", arg);
+        }
+        text
+    }
+
+    /// Starts moltd with stdin from /dev/null and output into the test dir.
+    pub fn spawn(self) -> Running<'a> {
+        let stdout = fs::File::create(self.dir.join("moltd.stdout")).unwrap();
+        let stderr = fs::File::create(self.dir.join("moltd.stderr")).unwrap();
+        let child = self
+            .command()
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.describe()));
+        Running {
+            dir: self.dir,
+            description: self.describe(),
+            mode: self.mode,
+            child,
+            exited: None,
+        }
+    }
+
+    /// Runs moltd to completion.
+    pub fn run(self) -> Finished {
+        self.spawn().wait()
+    }
+}
+
+/// How a finished moltd ended.
+pub struct Finished {
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+    context: String,
+}
+
+impl Finished {
+    /// Fails the test with the full context unless moltd exited with `code`.
+    pub fn expect_code(&self, code: i32) -> &Self {
+        if self.code != Some(code) {
+            panic!(
+                "expected exit code {code}, got {:?} (signal {:?})\n{}",
+                self.code, self.signal, self.context
+            );
+        }
+        self
+    }
+
+    pub fn expect_stderr_contains(&self, text: &str) -> &Self {
+        if !self.stderr.contains(text) {
+            panic!("stderr lacks {text:?}\n{}", self.context);
+        }
+        self
+    }
+
+    pub fn expect_stdout_contains(&self, text: &str) -> &Self {
+        if !self.stdout.contains(text) {
+            panic!("stdout lacks {text:?}\n{}", self.context);
+        }
+        self
+    }
+
+    pub fn fail(&self, why: &str) -> ! {
+        panic!("{why}\n{}", self.context)
+    }
+}
+
+/// A moltd that is running.
+pub struct Running<'a> {
+    dir: &'a TestDir,
+    description: String,
+    mode: Mode,
+    child: Child,
+    exited: Option<std::process::ExitStatus>,
+}
+
+impl Running<'_> {
+    /// moltd's pid as seen from the test (not 1, even in PID-1 mode).
+    pub fn moltd_pid(&mut self) -> i32 {
+        match self.mode {
+            Mode::Child => self.child.id() as i32,
+            Mode::Pid1 => {
+                let unshare = self.child.id();
+                let mut found = None;
+                self.wait_for("moltd to start inside the namespace", || {
+                    let children =
+                        fs::read_to_string(format!("/proc/{unshare}/task/{unshare}/children"));
+                    found = children
+                        .ok()
+                        .and_then(|c| c.split_whitespace().next()?.parse().ok());
+                    found.is_some()
+                });
+                found.unwrap()
+            }
+        }
+    }
+
+    /// Sends a signal to moltd.
+    pub fn signal(&mut self, signal: i32) {
+        let pid = self.moltd_pid();
+        // SAFETY: kill has no memory-safety preconditions.
+        if unsafe { nix::libc::kill(pid, signal) } != 0 {
+            self.fail(&format!("cannot send signal {signal} to moltd ({pid})"));
+        }
+    }
+
+    /// Polls `condition` until it holds, failing the test after [`TIMEOUT`].
+    pub fn wait_for(&mut self, what: &str, mut condition: impl FnMut() -> bool) {
+        let deadline = Instant::now() + TIMEOUT;
+        while !condition() {
+            if Instant::now() > deadline {
+                self.fail(&format!("timed out waiting for {what}"));
+            }
+            if self.exited.is_none() {
+                self.exited = self.child.try_wait().unwrap();
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Waits until the test dir's file `name` contains `text`.
+    pub fn wait_for_file(&mut self, name: &str, text: &str) {
+        let dir = self.dir;
+        self.wait_for(&format!("{name} to contain {text:?}"), || {
+            dir.read(name).contains(text)
+        });
+    }
+
+    /// Waits for moltd (or unshare around it) to exit.
+    pub fn wait(mut self) -> Finished {
+        let deadline = Instant::now() + TIMEOUT;
+        let status = loop {
+            if let Some(status) = self
+                .exited
+                .take()
+                .or_else(|| self.child.try_wait().unwrap())
+            {
+                break status;
+            }
+            if Instant::now() > deadline {
+                self.fail("timed out waiting for moltd to exit");
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        use std::os::unix::process::ExitStatusExt;
+        let mut finished = Finished {
+            code: status.code(),
+            signal: status.signal(),
+            stdout: self.dir.read("moltd.stdout"),
+            stderr: self.dir.read("moltd.stderr"),
+            context: String::new(),
+        };
+        finished.context = self.context();
+        finished
+    }
+
+    /// Whether moltd has exited.
+    pub fn has_exited(&mut self) -> bool {
+        if self.exited.is_none() {
+            self.exited = self.child.try_wait().unwrap();
+        }
+        self.exited.is_some()
+    }
+
+    fn context(&self) -> String {
+        format!(
+            "command: {}\n--- stdout ---\n{}\n--- stderr ---\n{}\n--- {} ---\n{}",
+            self.description,
+            self.dir.read("moltd.stdout"),
+            self.dir.read("moltd.stderr"),
+            self.dir.path().display(),
+            self.dir.listing()
+        )
+    }
+
+    pub fn fail(&mut self, why: &str) -> ! {
+        let _ = self.child.kill();
+        panic!("{why}\n{}", self.context())
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        if self.has_exited() {
+            return;
+        }
+        // Killing PID 1 of the namespace takes everything in it along.
+        if self.mode == Mode::Pid1 {
+            let pid = fs::read_to_string(format!("/proc/{0}/task/{0}/children", self.child.id()));
+            if let Some(pid) = pid
+                .ok()
+                .and_then(|c| c.split_whitespace().next()?.parse::<i32>().ok())
+            {
+                // SAFETY: kill has no memory-safety preconditions.
+                unsafe { nix::libc::kill(pid, nix::libc::SIGKILL) };
+            }
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The state letter of a process (`R`, `S`, `T`, `Z`), from /proc.
+pub fn process_state(pid: i32) -> Option<char> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
+}
