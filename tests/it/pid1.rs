@@ -431,3 +431,54 @@ fn child_pids(pid: i32) -> Vec<i32> {
         .filter_map(|p| p.parse().ok())
         .collect()
 }
+
+#[test]
+fn child_takes_over_the_terminal_and_the_handover_signals_are_not_forwarded() {
+    let dir = TestDir::new("tty_handover");
+    let recorder = recorder(&dir);
+    // Under `script`, moltd leads a session with a terminal on stdin. Giving
+    // it up makes the kernel send moltd HUP and CONT, which must not reach the
+    // child; the child must end up owning the terminal, in the foreground.
+    let child =
+        format!("echo $PPID > moltd.pid; ps -o stat= -p $$ > stat.txt; exec {recorder} out.log");
+    let command = format!("{} -- sh -c '{child}'", crate::util::moltd_bin().display());
+    let mut script = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .current_dir(dir.path())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("script(1) from util-linux");
+    let deadline = std::time::Instant::now() + crate::util::TIMEOUT;
+    while !dir.read("out.log").contains("ready") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "child never got ready:\n{}",
+            dir.listing()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let moltd: i32 = dir.read("moltd.pid").trim().parse().unwrap();
+    // Pending HUP would be read before USR1 (lower signals come first).
+    unsafe { kill(moltd, SIGUSR1) };
+    while !dir.read("out.log").contains("got 10") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "USR1 never arrived:\n{}",
+            dir.read("out.log")
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    unsafe { kill(moltd, SIGTERM) };
+    assert!(script.wait().unwrap().success());
+    assert_eq!(
+        dir.read("out.log"),
+        "ready\ngot 10\ngot 15\n",
+        "no HUP or CONT may reach the child"
+    );
+    assert_eq!(
+        dir.read("stat.txt").trim(),
+        "Ss+",
+        "session leader in the terminal's foreground"
+    );
+}
