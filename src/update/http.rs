@@ -11,8 +11,9 @@ use super::Error;
 use super::config::{Config, Source, Timeouts};
 use reqwest::blocking::{Client, RequestBuilder, Response};
 use reqwest::header::{ACCEPT, AUTHORIZATION, USER_AGENT};
-use std::io::Read;
+use std::io::{self, Read};
 use std::sync::Arc;
+use std::time::Instant;
 
 pub struct Http {
     client: Client,
@@ -108,33 +109,49 @@ impl Http {
                 message: String::new(),
             });
         }
-        read_limited(response, url, limit, "document")
+        self.read_limited(response, url, limit, "document")
     }
-}
 
-/// Reads a body up to `limit` bytes; more is an [`Error::TooLarge`].
-pub fn read_limited(
-    response: Response,
-    url: &str,
-    limit: u64,
-    what: &'static str,
-) -> Result<Vec<u8>, Error> {
-    let mut body = Vec::new();
-    response
-        .take(limit + 1)
-        .read_to_end(&mut body)
-        .map_err(|source| Error::Download {
-            url: url.to_string(),
-            done: 0,
-            total: None,
-            source,
-        })?;
-    if body.len() as u64 > limit {
-        return Err(Error::TooLarge {
-            what,
-            url: url.to_string(),
-            limit,
-        });
+    /// Reads a body up to `limit` bytes (more is an [`Error::TooLarge`])
+    /// within the overall document deadline.
+    ///
+    /// Deadlines are kept here rather than with reqwest's per-request
+    /// timeout, which would replace the per-read stall timeout.
+    pub fn read_limited(
+        &self,
+        mut response: Response,
+        url: &str,
+        limit: u64,
+        what: &'static str,
+    ) -> Result<Vec<u8>, Error> {
+        let deadline = Instant::now() + self.timeouts.document;
+        let mut body = Vec::new();
+        let mut chunk = [0; 16 * 1024];
+        loop {
+            let failed = |source| Error::Download {
+                url: url.to_string(),
+                done: body.len() as u64,
+                total: None,
+                source,
+            };
+            if Instant::now() > deadline {
+                return Err(failed(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "overall deadline passed",
+                )));
+            }
+            let n = response.read(&mut chunk).map_err(failed)?;
+            if n == 0 {
+                return Ok(body);
+            }
+            body.extend_from_slice(&chunk[..n]);
+            if body.len() as u64 > limit {
+                return Err(Error::TooLarge {
+                    what,
+                    url: url.to_string(),
+                    limit,
+                });
+            }
+        }
     }
-    Ok(body)
 }

@@ -8,7 +8,7 @@
 
 use super::Error;
 use super::config::Source;
-use super::http::{Http, read_limited};
+use super::http::Http;
 use super::poll::rate_limit_wait;
 use super::release::{Release, parse_api, parse_manifest};
 use super::state::State;
@@ -66,10 +66,7 @@ pub fn refresh(
         Source::GitHub { .. } => "application/vnd.github+json",
         _ => "application/json",
     };
-    let mut request = http
-        .get(&url)
-        .header(ACCEPT, accept)
-        .timeout(http.timeouts.document);
+    let mut request = http.get(&url).header(ACCEPT, accept);
     if matches!(source, Source::GitHub { .. }) {
         request = request.header("X-GitHub-Api-Version", "2022-11-28");
     }
@@ -99,7 +96,9 @@ pub fn refresh(
         }
     }
     if !(200..300).contains(&status) {
-        let body = read_limited(response, &url, 64 * 1024, "error answer").unwrap_or_default();
+        let body = http
+            .read_limited(response, &url, 64 * 1024, "error answer")
+            .unwrap_or_default();
         let mut message = message(&body);
         if matches!(status, 401 | 404) && !matches!(source, Source::Manifest { .. }) {
             message.push_str(" (a private repository needs GITHUB_TOKEN)");
@@ -110,7 +109,7 @@ pub fn refresh(
             message,
         });
     }
-    let body = read_limited(response, &url, limit, "release list")?;
+    let body = http.read_limited(response, &url, limit, "release list")?;
     let releases: Vec<Release> = match source {
         Source::Manifest { .. } => parse_manifest(&body, &url),
         _ => parse_api(&body),
