@@ -169,16 +169,7 @@ pub fn fetch_and_unpack(
     progress: Progress,
 ) -> Result<Unpacked, Error> {
     let url = request.url;
-    let get = http.get(url).header(ACCEPT, request.accept);
-    let response = http.send(get, url)?;
-    let status = response.status().as_u16();
-    if !response.status().is_success() {
-        return Err(Error::Status {
-            url: url.to_string(),
-            status,
-            message: String::new(),
-        });
-    }
+    let response = http.get_ok(url, request.accept)?;
     let total = response.content_length();
     if let (Some(announced), Some(sent)) = (request.size, total) {
         if announced != sent {

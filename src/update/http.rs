@@ -93,22 +93,23 @@ impl Http {
         })
     }
 
-    /// Fetches a small document (a checksum file, a signature) in full,
-    /// failing on any non-2xx answer or past the size limit.
-    pub fn document(&self, url: &str, accept: &str, limit: u64) -> Result<Vec<u8>, Error> {
-        let request = self
-            .get(url)
-            .header(ACCEPT, accept)
-            .timeout(self.timeouts.document);
-        let response = self.send(request, url)?;
-        let status = response.status().as_u16();
+    /// A GET with `Accept: accept` that must answer 2xx.
+    pub fn get_ok(&self, url: &str, accept: &str) -> Result<Response, Error> {
+        let response = self.send(self.get(url).header(ACCEPT, accept), url)?;
         if !response.status().is_success() {
             return Err(Error::Status {
                 url: url.to_string(),
-                status,
+                status: response.status().as_u16(),
                 message: String::new(),
             });
         }
+        Ok(response)
+    }
+
+    /// Fetches a small document (a checksum file, a signature) in full,
+    /// failing on any non-2xx answer or past the size limit.
+    pub fn document(&self, url: &str, accept: &str, limit: u64) -> Result<Vec<u8>, Error> {
+        let response = self.get_ok(url, accept)?;
         self.read_limited(response, url, limit, "document")
     }
 
