@@ -9,3 +9,4 @@ pub mod logging;
 pub mod personality;
 pub mod signals;
 pub mod sys;
+pub mod update;

@@ -7,6 +7,7 @@
 mod dumb_init;
 mod moltd;
 mod tini;
+mod update;
 
 use crate::init::{self, InitConfig};
 use crate::logging;
@@ -19,6 +20,8 @@ use std::ffi::{OsStr, OsString};
 pub enum Outcome {
     /// Run a command as PID 1.
     Run(InitConfig, LevelFilter),
+    /// Run `moltd update`.
+    Update(update::UpdateCommand),
     /// Print something (help, version, or a usage error) and exit.
     Exit {
         code: i32,
@@ -55,6 +58,9 @@ pub fn main(args: Vec<OsString>) -> i32 {
     let personality = Personality::from_argv0(&argv0);
     let env = |name: &str| std::env::var_os(name);
     let outcome = match personality {
+        Personality::Moltd if args.get(1).is_some_and(|a| a == "update") => {
+            update::parse(args.into_iter().skip(2), &env)
+        }
         Personality::Moltd => moltd::parse(args, &env),
         Personality::Tini => tini::parse(args, &env),
         Personality::DumbInit => dumb_init::parse(args, &env),
@@ -63,6 +69,10 @@ pub fn main(args: Vec<OsString>) -> i32 {
         Outcome::Run(config, level) => {
             logging::init(personality, level);
             init::run(config)
+        }
+        Outcome::Update(command) => {
+            logging::init(personality, command.level);
+            update::run(command)
         }
         Outcome::Exit {
             code,

@@ -110,20 +110,7 @@ fn parse_args(args: Vec<OsString>, env: Env) -> Result<Outcome, lexopt::Error> {
         return Err("no command given".into());
     }
 
-    let level = match env("MOLTD_LOG") {
-        _ if verbose > 0 => level_for_verbose(verbose),
-        Some(name) => match name.to_str().and_then(|n| n.parse().ok()) {
-            Some(level) => level,
-            None => {
-                return Err(format!(
-                    "bad MOLTD_LOG {name:?}: expected error, warn, info, debug or trace"
-                )
-                .into());
-            }
-        },
-        None if env("VERBOSE").is_some_and(|v| truthy(&v)) => LevelFilter::Debug,
-        None => LevelFilter::Warn,
-    };
+    let level = log_level(verbose, env, LevelFilter::Warn)?;
     let (isolation, delivery, mut rewrites) = if single_child {
         (Isolation::NewProcessGroup, Delivery::Child, Vec::new())
     } else {
@@ -150,6 +137,28 @@ fn parse_args(args: Vec<OsString>, env: Env) -> Result<Outcome, lexopt::Error> {
         warn_on_reap,
     };
     Ok(Outcome::Run(config, level))
+}
+
+/// The log level: from `-v` flags, else `MOLTD_LOG`, else `VERBOSE`, else
+/// `default`.
+pub(super) fn log_level(
+    verbose: u32,
+    env: Env,
+    default: LevelFilter,
+) -> Result<LevelFilter, String> {
+    Ok(match env("MOLTD_LOG") {
+        _ if verbose > 0 => level_for_verbose(verbose),
+        Some(name) => match name.to_str().and_then(|n| n.parse().ok()) {
+            Some(level) => level,
+            None => {
+                return Err(format!(
+                    "bad MOLTD_LOG {name:?}: expected error, warn, info, debug or trace"
+                ));
+            }
+        },
+        None if env("VERBOSE").is_some_and(|v| truthy(&v)) => LevelFilter::Debug,
+        None => default,
+    })
 }
 
 fn level_for_verbose(count: u32) -> LevelFilter {

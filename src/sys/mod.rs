@@ -9,7 +9,9 @@
 //!   only calls async-signal-safe functions there.
 //! * [`signals`] owns the signal mask: everything forwardable is blocked and
 //!   read synchronously from a signalfd, so no handler ever runs.
+//! * [`fs`] holds the two file-system calls std lacks (statvfs, syncfs).
 
+pub mod fs;
 pub mod process;
 pub mod reap;
 pub mod signals;

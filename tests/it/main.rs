@@ -4,5 +4,7 @@
 //! namespace, in a directory of its own (see [`util::TestDir`]).
 
 mod cli;
+mod feed;
 mod pid1;
+mod update;
 mod util;

@@ -172,6 +172,23 @@ impl<'a> Moltd<'a> {
         ] {
             command.env_remove(key);
         }
+        // Nor its update settings (tests point moltd at their own feed).
+        for (key, _) in std::env::vars_os() {
+            let name = key.to_string_lossy();
+            let update_var = name.starts_with("MOLTD_")
+                || [
+                    "GH_USER",
+                    "GH_REPO",
+                    "GH_TOKEN",
+                    "GITHUB_TOKEN",
+                    "GITHUB_API_URL",
+                ]
+                .contains(&name.as_ref())
+                || name == "SLEEP";
+            if update_var {
+                command.env_remove(&key);
+            }
+        }
         command.envs(self.env.iter().map(|(k, v)| (k, v)));
         command
     }

@@ -1,0 +1,486 @@
+//! The updater's settings, read from environment variables.
+//!
+//! Containers are configured through the environment, and the names follow
+//! the original container where one existed (`GH_USER`, `GH_REPO`, `SLEEP`,
+//! `GITHUB_TOKEN`), so an image can switch to moltd without new settings.
+//! Everything is parsed and checked here, once, so a typo is reported at
+//! start with the variable's name instead of at the first poll.
+
+use super::Error;
+use super::poll::Schedule;
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Where release lists come from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// GitHub's (or GitHub Enterprise's) REST API.
+    GitHub {
+        api: String,
+        owner: String,
+        repo: String,
+    },
+    /// Gitea and Forgejo: the same release shape under `/api/v1`.
+    Gitea {
+        api: String,
+        owner: String,
+        repo: String,
+    },
+    /// A JSON manifest at a fixed URL.
+    Manifest { url: String },
+}
+
+/// What one run of the updater does once it found a newer release.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Stage and apply (applying arrives with the switch-over step).
+    Auto,
+    /// Stage and wait for a trigger.
+    Stage,
+    /// Only report that a newer release exists.
+    Check,
+}
+
+/// Which releases are eligible.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Policy {
+    pub tag_prefix: String,
+    pub requirement: semver::VersionReq,
+    pub prerelease: bool,
+}
+
+/// Caps that stop a hostile or broken feed from filling memory or disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Bytes of the compressed asset.
+    pub download: u64,
+    /// Bytes written while unpacking.
+    pub unpacked: u64,
+    /// Entries in the archive.
+    pub entries: u64,
+    /// Bytes of a release list, checksum file or signature.
+    pub document: u64,
+}
+
+/// Network time limits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    pub connect: Duration,
+    /// No byte for this long counts as a stalled connection.
+    pub stall: Duration,
+    /// Overall cap for a release list or another small document.
+    pub document: Duration,
+    /// Overall cap for a download.
+    pub download: Duration,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    pub source: Source,
+    pub token: Option<String>,
+    pub schedule: Schedule,
+    pub policy: Policy,
+    pub asset: Option<String>,
+    pub app_dir: PathBuf,
+    pub require_checksum: bool,
+    pub minisign_key: Option<String>,
+    pub strip_components: Option<usize>,
+    pub mode: Mode,
+    pub limits: Limits,
+    pub timeouts: Timeouts,
+    pub status_file: Option<PathBuf>,
+}
+
+const MIB: u64 = 1024 * 1024;
+
+impl Config {
+    /// Reads the configuration through `env` (a parameter so tests need not
+    /// touch the process environment).
+    pub fn from_env(env: &dyn Fn(&str) -> Option<OsString>) -> Result<Config, Error> {
+        let var = |name: &str| {
+            env(name)
+                .map(|v| v.to_string_lossy().trim().to_string())
+                .filter(|v| !v.is_empty())
+        };
+        let bad = |var: &'static str, value: &str, expected: &'static str| Error::Config {
+            var,
+            value: value.to_string(),
+            expected,
+        };
+
+        let repo = match (var("MOLTD_REPO"), var("GH_USER"), var("GH_REPO")) {
+            (Some(full), _, _) => match full.split_once('/') {
+                Some((owner, repo))
+                    if !owner.is_empty() && !repo.is_empty() && !repo.contains('/') =>
+                {
+                    Some((owner.to_string(), repo.to_string()))
+                }
+                _ => return Err(bad("MOLTD_REPO", &full, "owner/repo")),
+            },
+            (None, Some(owner), Some(repo)) => Some((owner, repo)),
+            _ => None,
+        };
+        let source_kind = var("MOLTD_SOURCE").unwrap_or_else(|| "github".into());
+        let source = match source_kind.as_str() {
+            "github" => {
+                let (owner, repo) = repo.ok_or(Error::NoSource)?;
+                let api = var("GITHUB_API_URL").unwrap_or_else(|| "https://api.github.com".into());
+                Source::GitHub {
+                    api: trim_slash(api),
+                    owner,
+                    repo,
+                }
+            }
+            "gitea" | "forgejo" => {
+                let (owner, repo) = repo.ok_or(Error::NoSource)?;
+                let api = var("MOLTD_API_URL").ok_or(Error::Config {
+                    var: "MOLTD_API_URL",
+                    value: String::new(),
+                    expected: "the API base of the Gitea or Forgejo server, e.g. https://codeberg.org/api/v1",
+                })?;
+                Source::Gitea {
+                    api: trim_slash(api),
+                    owner,
+                    repo,
+                }
+            }
+            "url" | "manifest" => Source::Manifest {
+                url: var("MOLTD_URL").ok_or(Error::NoSource)?,
+            },
+            _ => return Err(bad("MOLTD_SOURCE", &source_kind, "github, gitea or url")),
+        };
+        let token = var("MOLTD_TOKEN")
+            .or_else(|| var("GITHUB_TOKEN"))
+            .or_else(|| var("GH_TOKEN"));
+
+        let interval = match (var("MOLTD_INTERVAL"), var("SLEEP")) {
+            (Some(text), _) => parse_duration(&text)
+                .ok_or_else(|| bad("MOLTD_INTERVAL", &text, "a duration such as 90s, 5m or 1h"))?,
+            (None, Some(text)) => text
+                .parse()
+                .map(Duration::from_secs)
+                .map_err(|_| bad("SLEEP", &text, "seconds"))?,
+            (None, None) => Duration::from_secs(300),
+        };
+        if interval.is_zero() {
+            return Err(bad("MOLTD_INTERVAL", "0", "a duration above zero"));
+        }
+        let jitter = match var("MOLTD_JITTER") {
+            None => interval / 10,
+            Some(text) => match text.strip_suffix('%') {
+                Some(percent) => percent
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|p| *p <= 100)
+                    .map(|p| interval * p / 100),
+                None => parse_duration(&text),
+            }
+            .ok_or_else(|| {
+                bad(
+                    "MOLTD_JITTER",
+                    &text,
+                    "a duration (30s) or a percentage of the interval (10%)",
+                )
+            })?,
+        };
+
+        let tag_prefix = var("MOLTD_TAG_PREFIX").unwrap_or_default();
+        let requirement = match var("MOLTD_VERSION") {
+            None => semver::VersionReq::STAR,
+            Some(text) => {
+                semver::VersionReq::parse(text.trim_start_matches('v')).map_err(|_| {
+                    bad(
+                        "MOLTD_VERSION",
+                        &text,
+                        "a semver requirement such as ^1.4, ~2.0 or =1.2.3",
+                    )
+                })?
+            }
+        };
+        let prerelease = flag(&var, "MOLTD_PRERELEASE", false)?;
+        let require_checksum = flag(&var, "MOLTD_REQUIRE_CHECKSUM", true)?;
+        let strip_components = match var("MOLTD_STRIP_COMPONENTS") {
+            None => None,
+            Some(text) => Some(text.parse().map_err(|_| {
+                bad(
+                    "MOLTD_STRIP_COMPONENTS",
+                    &text,
+                    "a number of leading folders",
+                )
+            })?),
+        };
+        let mode = match var("MOLTD_MODE").as_deref() {
+            None | Some("auto") => Mode::Auto,
+            Some("stage") => Mode::Stage,
+            Some("check") => Mode::Check,
+            Some(other) => return Err(bad("MOLTD_MODE", other, "auto, stage or check")),
+        };
+        let size = |name: &'static str, default: u64| match var(name) {
+            None => Ok(default),
+            Some(text) => {
+                parse_size(&text).ok_or_else(|| bad(name, &text, "a size such as 500M or 2G"))
+            }
+        };
+        let limits = Limits {
+            download: size("MOLTD_MAX_DOWNLOAD", 1024 * MIB)?,
+            unpacked: size("MOLTD_MAX_UNPACKED", 4096 * MIB)?,
+            entries: match var("MOLTD_MAX_ENTRIES") {
+                None => 100_000,
+                Some(text) => text
+                    .parse()
+                    .map_err(|_| bad("MOLTD_MAX_ENTRIES", &text, "a number"))?,
+            },
+            document: 8 * MIB,
+        };
+        let duration = |name: &'static str, default: u64| match var(name) {
+            None => Ok(Duration::from_secs(default)),
+            Some(text) => {
+                parse_duration(&text).ok_or_else(|| bad(name, &text, "a duration such as 30s"))
+            }
+        };
+        let timeouts = Timeouts {
+            connect: Duration::from_secs(10),
+            stall: duration("MOLTD_STALL_TIMEOUT", 30)?,
+            document: Duration::from_secs(60),
+            download: duration("MOLTD_DOWNLOAD_TIMEOUT", 3600)?,
+        };
+        let status_file = match env("MOLTD_STATUS_FILE") {
+            None => Some(PathBuf::from("/run/moltd/status.json")),
+            Some(path) if path.is_empty() => None,
+            Some(path) => Some(PathBuf::from(path)),
+        };
+        Ok(Config {
+            source,
+            token,
+            schedule: Schedule::new(interval, jitter),
+            policy: Policy {
+                tag_prefix,
+                requirement,
+                prerelease,
+            },
+            asset: var("MOLTD_ASSET"),
+            app_dir: var("MOLTD_APP_DIR").map_or_else(|| PathBuf::from("/app"), PathBuf::from),
+            require_checksum,
+            minisign_key: var("MOLTD_MINISIGN_KEY"),
+            strip_components,
+            mode,
+            limits,
+            timeouts,
+            status_file,
+        })
+    }
+
+    /// Where installed releases live: `$MOLTD_APP_DIR/releases`.
+    pub fn releases_dir(&self) -> PathBuf {
+        self.app_dir.join("releases")
+    }
+
+    /// moltd's own files inside the app dir: `$MOLTD_APP_DIR/.moltd`.
+    pub fn state_dir(&self) -> PathBuf {
+        self.app_dir.join(".moltd")
+    }
+}
+
+fn trim_slash(url: String) -> String {
+    url.trim_end_matches('/').to_string()
+}
+
+fn flag(
+    var: &dyn Fn(&str) -> Option<String>,
+    name: &'static str,
+    default: bool,
+) -> Result<bool, Error> {
+    match var(name) {
+        None => Ok(default),
+        Some(text) => match text.to_ascii_lowercase().as_str() {
+            "1" | "true" | "yes" | "on" => Ok(true),
+            "0" | "false" | "no" | "off" => Ok(false),
+            _ => Err(Error::Config {
+                var: name,
+                value: text,
+                expected: "true or false",
+            }),
+        },
+    }
+}
+
+/// `300`, `300s`, `5m`, `1h`, `500ms`.
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().ok()?;
+    let millis = match unit.trim() {
+        "ms" => 1,
+        "" | "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        _ => return None,
+    };
+    Some(Duration::from_millis(number.checked_mul(millis)?))
+}
+
+/// `1048576`, `512K`, `500M`, `2G` (powers of 1024; a trailing `B` or `iB` is
+/// accepted).
+pub fn parse_size(text: &str) -> Option<u64> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().ok()?;
+    let unit = unit.trim().to_ascii_uppercase();
+    let factor = match unit.trim_end_matches("IB").trim_end_matches('B') {
+        "" => 1,
+        "K" => 1024,
+        "M" => MIB,
+        "G" => 1024 * MIB,
+        _ => return None,
+    };
+    number.checked_mul(factor)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    type Vars<'a> = &'a [(&'a str, &'a str)];
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, Error> {
+        let map: HashMap<String, OsString> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), OsString::from(v)))
+            .collect();
+        Config::from_env(&|name| map.get(name).cloned())
+    }
+
+    #[test]
+    fn durations_and_sizes() {
+        let durations = [
+            ("300", Some(300_000)),
+            ("90s", Some(90_000)),
+            ("5m", Some(300_000)),
+            ("1h", Some(3_600_000)),
+            ("250ms", Some(250)),
+            ("5x", None),
+            ("", None),
+            ("m", None),
+        ];
+        for (text, millis) in durations {
+            assert_eq!(
+                parse_duration(text),
+                millis.map(Duration::from_millis),
+                "{text}"
+            );
+        }
+        let sizes = [
+            ("1024", Some(1024)),
+            ("1K", Some(1024)),
+            ("500M", Some(500 * MIB)),
+            ("2GiB", Some(2048 * MIB)),
+            ("3mb", Some(3 * MIB)),
+            ("1T", None),
+            ("x", None),
+        ];
+        for (text, bytes) in sizes {
+            assert_eq!(parse_size(text), bytes, "{text}");
+        }
+    }
+
+    #[test]
+    fn sources() {
+        let table: [(Vars, Option<Source>); 6] = [
+            (
+                &[("MOLTD_REPO", "acme/app")],
+                Some(Source::GitHub {
+                    api: "https://api.github.com".into(),
+                    owner: "acme".into(),
+                    repo: "app".into(),
+                }),
+            ),
+            (
+                &[
+                    ("GH_USER", "acme"),
+                    ("GH_REPO", "app"),
+                    ("GITHUB_API_URL", "http://127.0.0.1:9/"),
+                ],
+                Some(Source::GitHub {
+                    api: "http://127.0.0.1:9".into(),
+                    owner: "acme".into(),
+                    repo: "app".into(),
+                }),
+            ),
+            (
+                &[
+                    ("MOLTD_SOURCE", "gitea"),
+                    ("MOLTD_REPO", "a/b"),
+                    ("MOLTD_API_URL", "https://c.org/api/v1"),
+                ],
+                Some(Source::Gitea {
+                    api: "https://c.org/api/v1".into(),
+                    owner: "a".into(),
+                    repo: "b".into(),
+                }),
+            ),
+            (
+                &[("MOLTD_SOURCE", "url"), ("MOLTD_URL", "https://x/m.json")],
+                Some(Source::Manifest {
+                    url: "https://x/m.json".into(),
+                }),
+            ),
+            (&[], None),
+            (&[("MOLTD_REPO", "no-slash")], None),
+        ];
+        for (vars, expected) in table {
+            assert_eq!(config(vars).ok().map(|c| c.source), expected, "{vars:?}");
+        }
+    }
+
+    #[test]
+    fn interval_and_jitter() {
+        let table: [(Vars, Option<(u64, u64)>); 7] = [
+            (&[], Some((300, 30))),
+            (&[("SLEEP", "60")], Some((60, 6))),
+            (
+                &[("MOLTD_INTERVAL", "1h"), ("SLEEP", "60")],
+                Some((3600, 360)),
+            ),
+            (
+                &[("MOLTD_INTERVAL", "100s"), ("MOLTD_JITTER", "50%")],
+                Some((100, 50)),
+            ),
+            (
+                &[("MOLTD_INTERVAL", "100s"), ("MOLTD_JITTER", "0")],
+                Some((100, 0)),
+            ),
+            (&[("SLEEP", "soon")], None),
+            (&[("MOLTD_INTERVAL", "0")], None),
+        ];
+        for (vars, expected) in table {
+            let mut vars = vars.to_vec();
+            vars.push(("MOLTD_REPO", "a/b"));
+            let got = config(&vars)
+                .ok()
+                .map(|c| (c.schedule.interval.as_secs(), c.schedule.jitter.as_secs()));
+            assert_eq!(got, expected, "{vars:?}");
+        }
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        let table = [
+            ("MOLTD_VERSION", "banana"),
+            ("MOLTD_PRERELEASE", "maybe"),
+            ("MOLTD_MODE", "fast"),
+            ("MOLTD_MAX_DOWNLOAD", "lots"),
+            ("MOLTD_STRIP_COMPONENTS", "-1"),
+            ("MOLTD_SOURCE", "ftp"),
+        ];
+        for (name, value) in table {
+            let err = config(&[("MOLTD_REPO", "a/b"), (name, value)]).unwrap_err();
+            assert!(err.to_string().contains(name), "{err}");
+        }
+    }
+}

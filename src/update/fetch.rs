@@ -1,0 +1,293 @@
+//! The one streaming pass: socket → SHA-256 (and minisign) → gunzip → tar →
+//! staging folder.
+//!
+//! Nothing is written to disk but the unpacked files themselves, so a
+//! release needs its unpacked size once, not archive plus tree. The digest is
+//! only known at the end of the stream, which is why the tree stays in a
+//! staging folder until [`super::staging::Staging::commit`].
+//!
+//! [`Download`] is the byte source. It enforces the download size limit and
+//! the overall deadline, feeds the hashers and the progress reporter, and
+//! when the connection drops it asks for the rest with a `Range` request
+//! (guarded by `If-Range`) where the server accepts ranges, invisibly to the
+//! gunzip and tar readers above it. Errors it meets are kept in the struct,
+//! since the readers above only pass an `io::Error` along: the caller
+//! reports the network's own error, not "corrupt gzip".
+
+use super::Error;
+use super::config::{Limits, Timeouts};
+use super::http::Http;
+use super::unpack::{Unpacked, unpack};
+use super::verify::Expected;
+use reqwest::blocking::Response;
+use reqwest::header::{ACCEPT, ACCEPT_RANGES, CONTENT_RANGE, ETAG, IF_RANGE, RANGE};
+use sha2::{Digest, Sha256};
+use std::io::{self, Read};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// Range requests after a dropped connection, per download.
+const RESUMES: u32 = 3;
+
+/// What to download and how to check it.
+pub struct Request<'a> {
+    pub url: &'a str,
+    /// `application/octet-stream` for GitHub's API asset URLs.
+    pub accept: &'a str,
+    /// The size the feed announced.
+    pub size: Option<u64>,
+    pub name: &'a str,
+    pub expected: Option<&'a Expected>,
+    pub signature: Option<(
+        &'a minisign_verify::PublicKey,
+        &'a minisign_verify::Signature,
+    )>,
+}
+
+/// Called with bytes done and bytes total while the download runs.
+pub type Progress<'p> = &'p mut dyn FnMut(u64, Option<u64>);
+
+struct Download<'a, 'p> {
+    http: &'a Http,
+    url: &'a str,
+    accept: &'a str,
+    response: Response,
+    done: u64,
+    total: Option<u64>,
+    ranges: bool,
+    validator: Option<String>,
+    resumes: u32,
+    deadline: Instant,
+    timeout: Duration,
+    limit: u64,
+    sha256: Sha256,
+    minisign: Option<minisign_verify::StreamVerifier<'a>>,
+    progress: Progress<'p>,
+    failure: Option<Error>,
+}
+
+impl Download<'_, '_> {
+    fn fail(&mut self, error: Error) -> io::Error {
+        let text = error.to_string();
+        self.failure.get_or_insert(error);
+        io::Error::other(text)
+    }
+
+    fn download_error(&self, source: io::Error) -> Error {
+        Error::Download {
+            url: self.url.to_string(),
+            done: self.done,
+            total: self.total,
+            source,
+        }
+    }
+
+    /// Replaces a dropped response with one for the remaining bytes.
+    fn resume(&mut self, cause: io::Error) -> Result<(), Error> {
+        if !self.ranges || self.resumes == 0 {
+            return Err(self.download_error(cause));
+        }
+        self.resumes -= 1;
+        log::warn!(
+            "download of {} interrupted after {} bytes ({cause}); resuming",
+            self.url,
+            self.done
+        );
+        let mut request = self
+            .http
+            .get(self.url)
+            .header(ACCEPT, self.accept)
+            .header(RANGE, format!("bytes={}-", self.done));
+        if let Some(validator) = &self.validator {
+            request = request.header(IF_RANGE, validator);
+        }
+        let response = self.http.send(request, self.url)?;
+        let start = format!("bytes {}-", self.done);
+        let resumed = response.status().as_u16() == 206
+            && response
+                .headers()
+                .get(CONTENT_RANGE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.starts_with(&start));
+        if !resumed {
+            let why = format!(
+                "{cause}; resuming got http {} instead of the rest",
+                response.status().as_u16()
+            );
+            return Err(self.download_error(io::Error::other(why)));
+        }
+        self.response = response;
+        Ok(())
+    }
+}
+
+impl Read for Download<'_, '_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            if Instant::now() > self.deadline {
+                let timeout = self.timeout;
+                return Err(self.fail(Error::Deadline(timeout)));
+            }
+            let interrupted = match self.response.read(buf) {
+                Ok(0) if self.total.is_some_and(|t| self.done < t) => {
+                    io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed early")
+                }
+                Ok(n) => {
+                    self.done += n as u64;
+                    if self.done > self.limit {
+                        let limit = self.limit;
+                        return Err(self.fail(Error::Limit {
+                            what: "downloaded bytes",
+                            limit,
+                        }));
+                    }
+                    self.sha256.update(&buf[..n]);
+                    if let Some(verifier) = &mut self.minisign {
+                        verifier.update(&buf[..n]);
+                    }
+                    (self.progress)(self.done, self.total);
+                    return Ok(n);
+                }
+                Err(err) => err,
+            };
+            if let Err(error) = self.resume(interrupted) {
+                return Err(self.fail(error));
+            }
+        }
+    }
+}
+
+/// Downloads `request` and unpacks it into `tree`, checking digest and
+/// signature at the end of the stream. On error the caller discards `tree`.
+pub fn fetch_and_unpack(
+    http: &Http,
+    request: &Request,
+    tree: &Path,
+    limits: &Limits,
+    timeouts: &Timeouts,
+    strip: Option<usize>,
+    progress: Progress,
+) -> Result<Unpacked, Error> {
+    let url = request.url;
+    let response = http.get_ok(url, request.accept)?;
+    let total = response.content_length();
+    if let (Some(announced), Some(sent)) = (request.size, total) {
+        if announced != sent {
+            return Err(Error::WrongLength {
+                url: url.to_string(),
+                expected: announced,
+                actual: sent,
+            });
+        }
+    }
+    let needed = total.or(request.size).unwrap_or(0);
+    if needed > limits.download {
+        return Err(Error::Limit {
+            what: "downloaded bytes",
+            limit: limits.download,
+        });
+    }
+    let free =
+        crate::sys::fs::free_space(tree).map_err(Error::io("measure free space in", tree))?;
+    if free < needed {
+        return Err(Error::NoSpace {
+            dir: tree.to_path_buf(),
+            free,
+            needed,
+        });
+    }
+    let headers = response.headers();
+    let ranges = headers
+        .get(ACCEPT_RANGES)
+        .is_some_and(|v| v.as_bytes() == b"bytes");
+    let validator = headers
+        .get(ETAG)
+        .and_then(|v| v.to_str().ok())
+        .map(String::from);
+    let minisign = match request.signature {
+        Some((key, signature)) => {
+            Some(
+                key.verify_stream(signature)
+                    .map_err(|source| Error::BadSignature {
+                        asset: request.name.to_string(),
+                        source,
+                    })?,
+            )
+        }
+        None => None,
+    };
+    let mut download = Download {
+        http,
+        url,
+        accept: request.accept,
+        response,
+        done: 0,
+        total,
+        ranges,
+        validator,
+        resumes: RESUMES,
+        deadline: Instant::now() + timeouts.download,
+        timeout: timeouts.download,
+        limit: limits.download,
+        sha256: Sha256::new(),
+        minisign,
+        progress,
+        failure: None,
+    };
+
+    let mut gunzip = flate2::read::MultiGzDecoder::new(&mut download);
+    let unpacked = unpack(&mut gunzip, tree, limits, strip, request.name).and_then(|unpacked| {
+        // Past tar's end marker: the rest must still be read, to hash every
+        // byte, but it counts against the unpacked limit like any other.
+        let room = limits.unpacked.saturating_sub(unpacked.bytes);
+        let rest =
+            io::copy(&mut (&mut gunzip).take(room + 1), &mut io::sink()).map_err(|source| {
+                Error::BadArchive {
+                    asset: request.name.to_string(),
+                    source,
+                }
+            })?;
+        if rest > room {
+            return Err(Error::Limit {
+                what: "unpacked bytes",
+                limit: limits.unpacked,
+            });
+        }
+        Ok(unpacked)
+    });
+    drop(gunzip);
+    if let Some(error) = download.failure.take() {
+        return Err(error);
+    }
+    // A broken archive may just be the wrong bytes: read the rest, and
+    // report a digest mismatch first if that is what it is.
+    if let Err(Error::BadArchive { .. }) = &unpacked {
+        let _ = io::copy(&mut download, &mut io::sink());
+        if let Some(error) = download.failure.take() {
+            return Err(error);
+        }
+    }
+    let actual = hex(&download.sha256.finalize_reset());
+    if let Some(expected) = request.expected {
+        if actual != expected.sha256 {
+            return Err(Error::DigestMismatch {
+                asset: request.name.to_string(),
+                actual,
+                expected: expected.sha256.clone(),
+                origin: expected.origin.clone(),
+            });
+        }
+    }
+    let unpacked = unpacked?;
+    if let Some(verifier) = &mut download.minisign {
+        verifier.finalize().map_err(|source| Error::BadSignature {
+            asset: request.name.to_string(),
+            source,
+        })?;
+    }
+    Ok(unpacked)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,158 @@
+//! The HTTP client: TLS, timeouts, identification and the token.
+//!
+//! TLS is rustls on ring with Mozilla's roots compiled in, so moltd works in
+//! images without a CA store; `SSL_CERT_FILE` adds a PEM bundle for private
+//! CAs (GitHub Enterprise behind a company CA). The token is only sent to the
+//! origin of the configured API; redirects to another host or port (GitHub
+//! sends private assets to a storage host) drop it, which reqwest's redirect
+//! policy guarantees.
+
+use super::Error;
+use super::config::{Config, Source, Timeouts};
+use reqwest::blocking::{Client, RequestBuilder, Response};
+use reqwest::header::{ACCEPT, AUTHORIZATION, USER_AGENT};
+use std::io::{self, Read};
+use std::sync::Arc;
+use std::time::Instant;
+
+pub struct Http {
+    client: Client,
+    /// `Authorization` value and the origin it may go to.
+    auth: Option<(String, reqwest::Url)>,
+    pub timeouts: Timeouts,
+}
+
+fn tls_config() -> rustls::ClientConfig {
+    let mut roots =
+        rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(path) = std::env::var_os("SSL_CERT_FILE") {
+        use rustls::pki_types::{CertificateDer, pem::PemObject};
+        match CertificateDer::pem_file_iter(&path) {
+            Ok(certs) => {
+                let (added, ignored) = roots.add_parsable_certificates(certs.flatten());
+                log::debug!("SSL_CERT_FILE: {added} certificates added, {ignored} ignored");
+            }
+            Err(err) => log::warn!(
+                "cannot read SSL_CERT_FILE {}: {err}",
+                path.to_string_lossy()
+            ),
+        }
+    }
+    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default TLS versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth()
+}
+
+impl Http {
+    pub fn new(config: &Config) -> Result<Http, Error> {
+        let client = Client::builder()
+            .tls_backend_preconfigured(tls_config())
+            .connect_timeout(config.timeouts.connect)
+            // The blocking client applies this to every read: a stall.
+            .timeout(config.timeouts.stall)
+            .build()
+            .map_err(Error::Client)?;
+        let auth = config.token.as_ref().and_then(|token| {
+            let (api, scheme) = match &config.source {
+                Source::GitHub { api, .. } => (api, "Bearer"),
+                Source::Gitea { api, .. } => (api, "token"),
+                Source::Manifest { url } => (url, "Bearer"),
+            };
+            Some((format!("{scheme} {token}"), reqwest::Url::parse(api).ok()?))
+        });
+        Ok(Http {
+            client,
+            auth,
+            timeouts: config.timeouts,
+        })
+    }
+
+    /// A GET that identifies moltd and carries the token when `url` belongs
+    /// to the configured origin.
+    pub fn get(&self, url: &str) -> RequestBuilder {
+        let mut request = self
+            .client
+            .get(url)
+            .header(USER_AGENT, concat!("moltd/", env!("CARGO_PKG_VERSION")));
+        if let Some((value, origin)) = &self.auth {
+            let same = reqwest::Url::parse(url).is_ok_and(|u| u.origin() == origin.origin());
+            if same {
+                request = request.header(AUTHORIZATION, value);
+            }
+        }
+        request
+    }
+
+    /// Sends a request, turning transport failures into [`Error::Transport`].
+    pub fn send(&self, request: RequestBuilder, url: &str) -> Result<Response, Error> {
+        request.send().map_err(|source| Error::Transport {
+            url: url.to_string(),
+            source,
+        })
+    }
+
+    /// A GET with `Accept: accept` that must answer 2xx.
+    pub fn get_ok(&self, url: &str, accept: &str) -> Result<Response, Error> {
+        let response = self.send(self.get(url).header(ACCEPT, accept), url)?;
+        if !response.status().is_success() {
+            return Err(Error::Status {
+                url: url.to_string(),
+                status: response.status().as_u16(),
+                message: String::new(),
+            });
+        }
+        Ok(response)
+    }
+
+    /// Fetches a small document (a checksum file, a signature) in full,
+    /// failing on any non-2xx answer or past the size limit.
+    pub fn document(&self, url: &str, accept: &str, limit: u64) -> Result<Vec<u8>, Error> {
+        let response = self.get_ok(url, accept)?;
+        self.read_limited(response, url, limit, "document")
+    }
+
+    /// Reads a body up to `limit` bytes (more is an [`Error::TooLarge`])
+    /// within the overall document deadline.
+    ///
+    /// Deadlines are kept here rather than with reqwest's per-request
+    /// timeout, which would replace the per-read stall timeout.
+    pub fn read_limited(
+        &self,
+        mut response: Response,
+        url: &str,
+        limit: u64,
+        what: &'static str,
+    ) -> Result<Vec<u8>, Error> {
+        let deadline = Instant::now() + self.timeouts.document;
+        let mut body = Vec::new();
+        let mut chunk = [0; 16 * 1024];
+        loop {
+            let failed = |source| Error::Download {
+                url: url.to_string(),
+                done: body.len() as u64,
+                total: None,
+                source,
+            };
+            if Instant::now() > deadline {
+                return Err(failed(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "overall deadline passed",
+                )));
+            }
+            let n = response.read(&mut chunk).map_err(failed)?;
+            if n == 0 {
+                return Ok(body);
+            }
+            body.extend_from_slice(&chunk[..n]);
+            if body.len() as u64 > limit {
+                return Err(Error::TooLarge {
+                    what,
+                    url: url.to_string(),
+                    limit,
+                });
+            }
+        }
+    }
+}

@@ -1,0 +1,347 @@
+//! Finding, downloading, verifying and staging a new release while the app
+//! keeps running.
+//!
+//! The pieces, in the order a check runs them:
+//!
+//! * [`config`] reads the environment once and checks it.
+//! * [`source`] reads the release list (GitHub, Gitea, manifest) with ETags
+//!   and rate-limit handling; [`release`] is the common shape it produces.
+//! * [`select`] applies the version policy and picks the asset.
+//! * [`verify`] finds the expected SHA-256 and the signature key.
+//! * [`fetch`] streams the asset through the hashes and gunzip into
+//!   [`unpack`], inside a folder from [`staging`], which renames it into
+//!   `releases/<tag>` only when everything passed.
+//! * [`status`] writes the status document; [`state`] keeps what must
+//!   survive a restart; [`poll`] says when to look again.
+//!
+//! [`Updater`] ties them together for one check or one staging run. It does
+//! no waiting of its own: [`Updater::watch`] is a plain loop for the CLI, and
+//! the supervisor can drive [`Updater::run_once`] and [`poll::Schedule`]
+//! from its own event loop instead.
+
+pub mod config;
+mod error;
+pub mod fetch;
+pub mod http;
+pub mod poll;
+pub mod release;
+pub mod select;
+pub mod source;
+pub mod staging;
+pub mod state;
+pub mod status;
+pub mod unpack;
+pub mod verify;
+
+pub use config::{Config, Mode};
+pub use error::{Error, chain};
+
+use http::Http;
+use select::{AssetRule, Candidate};
+use source::Freshness;
+use state::State;
+use status::{Phase, Reporter};
+use std::path::PathBuf;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// What one run found and did.
+#[derive(Debug)]
+pub struct Ran {
+    pub current: Option<String>,
+    /// The newer release, if there is one.
+    pub newer: Option<Candidate>,
+    /// Where it was staged (modes `stage` and `auto`).
+    pub staged: Option<PathBuf>,
+}
+
+pub struct Updater {
+    config: Config,
+    http: Http,
+    state: State,
+    reporter: Reporter,
+    key: Option<minisign_verify::PublicKey>,
+}
+
+impl Updater {
+    pub fn new(config: Config) -> Result<Updater, Error> {
+        let key = config
+            .minisign_key
+            .as_deref()
+            .map(verify::public_key)
+            .transpose()
+            .map_err(Error::MinisignKey)?;
+        let http = Http::new(&config)?;
+        let mut state = State::load(&config.state_dir().join("state.json"));
+        if state.current.is_none() {
+            // Until the switch-over step records it, the `current` link says.
+            state.current = std::fs::read_link(config.app_dir.join("current"))
+                .ok()
+                .and_then(|target| Some(target.file_name()?.to_string_lossy().into_owned()));
+        }
+        let releases = config.releases_dir();
+        if releases.is_dir() {
+            if let Err(err) = staging::clean_leftovers(&releases, &config.state_dir()) {
+                log::warn!("{}", chain(&err));
+            }
+        }
+        let reporter = Reporter::new(
+            config.status_file.clone(),
+            state.current.clone(),
+            state.bad.iter().cloned().collect(),
+        );
+        Ok(Updater {
+            config,
+            http,
+            state,
+            reporter,
+            key,
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Reads the release list and picks the release to move to, if any.
+    pub fn check(&mut self) -> Result<Option<Candidate>, Error> {
+        let url = source::listing_url(&self.config.source);
+        self.reporter
+            .phase(Phase::Checking, 1, format!("checking {url} for releases"));
+        let freshness = source::refresh(
+            &self.http,
+            &self.config.source,
+            &mut self.state,
+            self.config.limits.document,
+        )?;
+        if freshness == Freshness::NotModified {
+            log::info!("release list not modified since the last check");
+        }
+        self.state.last_check = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .ok()
+            .map(|d| d.as_secs());
+        let path = self.config.state_dir().join("state.json");
+        if let Err(err) = self.state.save(&path) {
+            log::warn!("cannot save {}: {err}", path.display());
+        }
+        let newer = select::choose(
+            &self.state.listing,
+            &self.config.policy,
+            self.state.current.as_deref(),
+            &self.state.bad,
+        );
+        self.reporter.found(newer.as_ref().map(|c| &c.release));
+        Ok(newer)
+    }
+
+    /// Downloads, verifies and stages `candidate`; returns its folder.
+    pub fn stage(&mut self, candidate: &Candidate) -> Result<PathBuf, Error> {
+        let Updater {
+            config,
+            http,
+            reporter,
+            key,
+            ..
+        } = self;
+        let release = &candidate.release;
+        let tag = &release.tag;
+        let releases = config.releases_dir();
+        let target = staging::release_dir(&releases, tag)?;
+        if target.is_dir() {
+            reporter.phase(
+                Phase::Staged,
+                4,
+                format!("release {tag} is already staged in {}", target.display()),
+            );
+            return Ok(target);
+        }
+        let rule = match (&config.asset, &config.source) {
+            (Some(glob), _) => AssetRule::Glob(glob),
+            (None, config::Source::Manifest { .. }) => AssetRule::Only,
+            (None, _) => AssetRule::Default,
+        };
+        let asset = select::pick_asset(release, &candidate.version, &rule, std::env::consts::ARCH)
+            .map_err(|problem| Error::Asset {
+                tag: tag.clone(),
+                problem,
+            })?;
+        let expected = match verify::from_digest_field(asset) {
+            Some(expected) => Some(expected),
+            None => match verify::checksum_asset(release, &asset.name) {
+                Some(sums) => {
+                    let text = http.document(
+                        &sums.download_url,
+                        "application/octet-stream",
+                        config.limits.document,
+                    )?;
+                    let sha256 = verify::parse_sums(&String::from_utf8_lossy(&text), &asset.name)
+                        .ok_or_else(|| Error::ChecksumNotListed {
+                        file: sums.name.clone(),
+                        asset: asset.name.clone(),
+                    })?;
+                    Some(verify::Expected {
+                        sha256,
+                        origin: sums.name.clone(),
+                    })
+                }
+                None if config.require_checksum => {
+                    return Err(Error::MissingChecksum {
+                        tag: tag.clone(),
+                        asset: asset.name.clone(),
+                    });
+                }
+                None => {
+                    log::warn!(
+                        "no checksum for {}: installing it unchecked (MOLTD_REQUIRE_CHECKSUM=false)",
+                        asset.name
+                    );
+                    None
+                }
+            },
+        };
+        let signature = match key {
+            None => None,
+            Some(_) => {
+                let sig_asset = release
+                    .asset(&format!("{}.minisig", asset.name))
+                    .ok_or_else(|| Error::MissingSignature {
+                        tag: tag.clone(),
+                        asset: asset.name.clone(),
+                    })?;
+                let text = http.document(
+                    &sig_asset.download_url,
+                    "application/octet-stream",
+                    config.limits.document,
+                )?;
+                Some(
+                    minisign_verify::Signature::decode(&String::from_utf8_lossy(&text)).map_err(
+                        |source| Error::BadSignature {
+                            asset: asset.name.clone(),
+                            source,
+                        },
+                    )?,
+                )
+            }
+        };
+        // Private GitHub repositories serve assets only through the API URL.
+        let url = match (&config.token, &asset.api_url, &config.source) {
+            (Some(_), Some(api_url), config::Source::GitHub { .. }) => api_url,
+            _ => &asset.download_url,
+        };
+        let request = fetch::Request {
+            url,
+            accept: "application/octet-stream",
+            size: asset.size,
+            name: &asset.name,
+            expected: expected.as_ref(),
+            signature: key.as_ref().zip(signature.as_ref()),
+        };
+        let staging = staging::Staging::begin(&releases, &config.state_dir(), tag)?;
+        let size = asset
+            .size
+            .map_or_else(String::new, |s| format!(" ({s} bytes)"));
+        reporter.phase(
+            Phase::Downloading,
+            2,
+            format!("downloading {}{size} from {url}", asset.name),
+        );
+        let unpacked = fetch::fetch_and_unpack(
+            http,
+            &request,
+            &staging.tree(),
+            &config.limits,
+            &config.timeouts,
+            config.strip_components,
+            &mut |done, total| reporter.progress(done, total),
+        )?;
+        let checked = match (&expected, &signature) {
+            (Some(e), Some(_)) => format!(
+                "sha256 matches {} and the minisign signature verifies",
+                e.origin
+            ),
+            (Some(e), None) => format!("sha256 matches {}", e.origin),
+            (None, _) => "no checksum to compare".into(),
+        };
+        reporter.phase(
+            Phase::Verifying,
+            3,
+            format!(
+                "{checked}; {} entries, {} bytes unpacked",
+                unpacked.entries, unpacked.bytes
+            ),
+        );
+        let path = staging.commit(&unpacked.root, tag)?;
+        reporter.phase(
+            Phase::Staged,
+            4,
+            format!("release {tag} staged in {}", path.display()),
+        );
+        Ok(path)
+    }
+
+    /// One check, and staging when the mode asks for it.
+    pub fn run_once(&mut self, mode: Mode) -> Result<Ran, Error> {
+        let result = self.check_and_stage(mode);
+        if let Err(err) = &result {
+            self.reporter.failed(chain(err));
+        }
+        result
+    }
+
+    fn check_and_stage(&mut self, mode: Mode) -> Result<Ran, Error> {
+        let newer = self.check()?;
+        let current = self.state.current.clone();
+        let staged = match (&newer, mode) {
+            (None, _) => {
+                let now = current.as_deref().unwrap_or("nothing installed");
+                self.reporter
+                    .phase(Phase::Idle, 1, format!("no newer release (current: {now})"));
+                None
+            }
+            (Some(c), Mode::Check) => {
+                self.reporter.phase(
+                    Phase::Idle,
+                    1,
+                    format!("newer release {} available", c.release.tag),
+                );
+                None
+            }
+            (Some(c), Mode::Stage | Mode::Auto) => Some(self.stage(c)?),
+        };
+        Ok(Ran {
+            current,
+            newer,
+            staged,
+        })
+    }
+
+    /// Checks forever on the schedule (interval, jitter, backoff, rate
+    /// limits), for `moltd update --watch`.
+    pub fn watch(&mut self, mode: Mode) -> ! {
+        let mut failures = 0;
+        loop {
+            let outcome = match self.run_once(mode) {
+                Ok(_) => poll::Outcome::Normal,
+                Err(Error::RateLimited { wait, .. }) => poll::Outcome::RateLimited(wait),
+                Err(err) if err.is_transient() => {
+                    failures += 1;
+                    poll::Outcome::Failed(failures)
+                }
+                Err(_) => poll::Outcome::Normal,
+            };
+            if !matches!(outcome, poll::Outcome::Failed(_)) {
+                failures = 0;
+            }
+            let wait = self
+                .config
+                .schedule
+                .next_wait(outcome, poll::random_fraction());
+            log::info!("next check in {:.1}s", wait.as_secs_f64());
+            std::thread::sleep(wait);
+        }
+    }
+
+    pub fn status(&self) -> &status::Status {
+        self.reporter.status()
+    }
+}

@@ -1,0 +1,114 @@
+//! The staging folder, and the one rename that makes a release visible.
+//!
+//! A download unpacks into `releases/.staging-<tag>-<pid>/tree`. Only after
+//! the digest and signature passed is the file system synced and the release
+//! root renamed to `releases/<tag>`, and the `releases` folder fsynced. A
+//! rename is atomic, so whatever moment moltd is killed at, `releases/<tag>`
+//! is either absent or whole; dot-folders are never taken for releases, and
+//! the next run removes them. A lock file keeps two moltd processes from
+//! staging (and cleaning) at once.
+
+use super::Error;
+use crate::sys;
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+
+const PREFIX: &str = ".staging-";
+
+/// `releases/<tag>`, refusing tags that are not a plain folder name.
+pub fn release_dir(releases: &Path, tag: &str) -> Result<PathBuf, Error> {
+    let plain = !tag.is_empty() && !tag.starts_with('.') && !tag.contains(['/', '\0']);
+    if plain {
+        Ok(releases.join(tag))
+    } else {
+        Err(Error::BadTag(tag.to_string()))
+    }
+}
+
+/// A staging folder in use; removed on drop unless committed.
+pub struct Staging {
+    dir: PathBuf,
+    releases: PathBuf,
+    _lock: nix::fcntl::Flock<File>,
+}
+
+/// Takes the staging lock (in `state_dir`) and removes leftovers of earlier
+/// runs from `releases`.
+fn lock_and_clean(releases: &Path, state_dir: &Path) -> Result<nix::fcntl::Flock<File>, Error> {
+    for dir in [releases, state_dir] {
+        fs::create_dir_all(dir).map_err(Error::io("create", dir))?;
+    }
+    let lock_path = state_dir.join("staging.lock");
+    let file = File::create(&lock_path).map_err(Error::io("create", &lock_path))?;
+    let lock = sys::fs::try_lock(file)
+        .map_err(Error::io("lock", &lock_path))?
+        .ok_or_else(|| Error::Busy(releases.to_path_buf()))?;
+    let entries = fs::read_dir(releases).map_err(Error::io("list", releases))?;
+    for entry in entries.flatten() {
+        if entry.file_name().to_string_lossy().starts_with(PREFIX) {
+            log::info!("removing the leftover {}", entry.path().display());
+            fs::remove_dir_all(entry.path()).map_err(Error::io("remove", entry.path()))?;
+        }
+    }
+    Ok(lock)
+}
+
+/// Removes what an interrupted run left behind, unless a run is going on.
+pub fn clean_leftovers(releases: &Path, state_dir: &Path) -> Result<(), Error> {
+    lock_and_clean(releases, state_dir).map(drop)
+}
+
+impl Staging {
+    pub fn begin(releases: &Path, state_dir: &Path, tag: &str) -> Result<Staging, Error> {
+        release_dir(releases, tag)?;
+        let lock = lock_and_clean(releases, state_dir)?;
+        let dir = releases.join(format!("{PREFIX}{tag}-{}", std::process::id()));
+        let tree = dir.join("tree");
+        fs::create_dir_all(&tree).map_err(Error::io("create", &tree))?;
+        Ok(Staging {
+            dir,
+            releases: releases.to_path_buf(),
+            _lock: lock,
+        })
+    }
+
+    /// The empty folder to unpack into.
+    pub fn tree(&self) -> PathBuf {
+        self.dir.join("tree")
+    }
+
+    /// Makes `root` (the tree or a folder inside it) the release `tag`.
+    pub fn commit(self, root: &Path, tag: &str) -> Result<PathBuf, Error> {
+        let target = release_dir(&self.releases, tag)?;
+        sys::fs::sync_file_system(root).map_err(Error::io("sync", root))?;
+        fs::rename(root, &target).map_err(Error::io("rename into place", &target))?;
+        File::open(&self.releases)
+            .and_then(|d| d.sync_all())
+            .map_err(Error::io("sync", &self.releases))?;
+        Ok(target)
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        if let Err(err) = fs::remove_dir_all(&self.dir) {
+            log::warn!("cannot remove {}: {err}", self.dir.display());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags_as_folder_names() {
+        let releases = Path::new("/app/releases");
+        for ok in ["v1.2.3", "backend-v0.8.7", "1.0.0+build.5"] {
+            assert_eq!(release_dir(releases, ok).unwrap(), releases.join(ok));
+        }
+        for bad in ["", ".", "..", ".staging-x", "a/b", "../x"] {
+            assert!(release_dir(releases, bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,70 @@
+//! moltd's own memory across restarts: `$MOLTD_APP_DIR/.moltd/state.json`.
+//!
+//! Written atomically (temporary file, fsync, rename), so a kill never leaves
+//! half a file. The last release list is kept with its ETag: a 304 means
+//! "what you have is current", which is only useful if what we have
+//! survived the restart. The switch-over step adds writers for `current`,
+//! `previous` and `bad`.
+
+use super::release::Release;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+use std::fs;
+use std::io::{self, Write};
+use std::path::Path;
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct State {
+    /// The installed release's tag.
+    pub current: Option<String>,
+    pub previous: Option<String>,
+    /// Tags that failed their health check: never chosen again automatically.
+    pub bad: BTreeSet<String>,
+    /// Unix time of the last successful check.
+    pub last_check: Option<u64>,
+    /// The ETag of `listing`, for If-None-Match.
+    pub etag: Option<String>,
+    /// Which URL `listing` came from: a different feed ignores it.
+    pub listing_url: Option<String>,
+    pub listing: Vec<Release>,
+}
+
+impl State {
+    /// Loads the state; a missing file is a fresh start, a damaged one is
+    /// reported and replaced.
+    pub fn load(path: &Path) -> State {
+        match fs::read(path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|err| {
+                log::warn!("ignoring the damaged state file {}: {err}", path.display());
+                State::default()
+            }),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => State::default(),
+            Err(err) => {
+                log::warn!("cannot read the state file {}: {err}", path.display());
+                State::default()
+            }
+        }
+    }
+
+    pub fn save(&self, path: &Path) -> io::Result<()> {
+        write_atomically(path, &serde_json::to_vec_pretty(self)?)
+    }
+}
+
+/// Replaces `path` with `contents` so that readers see the old or the new
+/// file, never a mix: write a temporary file beside it, fsync, rename.
+pub fn write_atomically(path: &Path, contents: &[u8]) -> io::Result<()> {
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_file_name(format!(
+        ".{}.tmp-{}",
+        path.file_name().unwrap_or_default().to_string_lossy(),
+        std::process::id()
+    ));
+    let mut file = fs::File::create(&tmp)?;
+    file.write_all(contents)?;
+    file.sync_all()?;
+    fs::rename(&tmp, path)
+}

@@ -1,0 +1,192 @@
+//! The status document: what the updater is doing, for people and apps.
+//!
+//! A JSON file (`MOLTD_STATUS_FILE`, default `/run/moltd/status.json`),
+//! replaced atomically at every step, so an app can draw a progress bar by
+//! reading it whenever it likes. Every step is also logged. Progress writes
+//! are throttled; step changes are written at once. The switch-over step
+//! adds its states (stopping, switching, ...) to [`Phase`].
+
+use super::release::Release;
+use super::state::write_atomically;
+use serde::Serialize;
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    Idle,
+    Checking,
+    Downloading,
+    Verifying,
+    Staged,
+    Failed,
+}
+
+/// A newer release that was found.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Available {
+    pub tag: String,
+    pub notes: Option<String>,
+    pub url: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Status {
+    pub state: Phase,
+    pub current: Option<String>,
+    pub target: Option<String>,
+    pub step: u32,
+    pub total_steps: u32,
+    /// Percent of the download, when its size is known.
+    pub progress: Option<u8>,
+    pub bytes_done: u64,
+    pub bytes_total: Option<u64>,
+    pub message: String,
+    pub started_at: Option<String>,
+    pub updated_at: String,
+    pub last_error: Option<String>,
+    pub available: Option<Available>,
+    pub bad_releases: Vec<String>,
+}
+
+/// Steps of a staging run: check, download and unpack, verify, stage.
+const STAGING_STEPS: u32 = 4;
+
+pub struct Reporter {
+    path: Option<PathBuf>,
+    status: Status,
+    last_write: Option<Instant>,
+    warned: bool,
+}
+
+impl Reporter {
+    pub fn new(path: Option<PathBuf>, current: Option<String>, bad: Vec<String>) -> Reporter {
+        Reporter {
+            path,
+            status: Status {
+                state: Phase::Idle,
+                current,
+                target: None,
+                step: 0,
+                total_steps: STAGING_STEPS,
+                progress: None,
+                bytes_done: 0,
+                bytes_total: None,
+                message: String::new(),
+                started_at: None,
+                updated_at: rfc3339(SystemTime::now()),
+                last_error: None,
+                available: None,
+                bad_releases: bad,
+            },
+            last_write: None,
+            warned: false,
+        }
+    }
+
+    pub fn status(&self) -> &Status {
+        &self.status
+    }
+
+    /// Enters a step: logged and written at once.
+    pub fn phase(&mut self, state: Phase, step: u32, message: String) {
+        log::info!("{message}");
+        if step == 1 {
+            self.status.started_at = Some(rfc3339(SystemTime::now()));
+            self.status.bytes_done = 0;
+            self.status.bytes_total = None;
+            self.status.progress = None;
+        }
+        self.status.state = state;
+        self.status.step = step;
+        self.status.message = message;
+        self.write();
+    }
+
+    pub fn found(&mut self, release: Option<&Release>) {
+        self.status.available = release.map(|r| Available {
+            tag: r.tag.clone(),
+            notes: r.notes.clone(),
+            url: r.url.clone(),
+        });
+        self.status.target = release.map(|r| r.tag.clone());
+    }
+
+    /// Download progress; written at most every 200 ms, and at the end.
+    pub fn progress(&mut self, done: u64, total: Option<u64>) {
+        self.status.bytes_done = done;
+        self.status.bytes_total = total;
+        self.status.progress = total
+            .filter(|t| *t > 0)
+            .map(|t| (done.min(t) * 100 / t) as u8);
+        let due = self
+            .last_write
+            .is_none_or(|w| w.elapsed() >= Duration::from_millis(200));
+        if due || Some(done) == total {
+            self.write();
+        }
+    }
+
+    /// Records a failure: the state becomes `failed` with the reason.
+    pub fn failed(&mut self, error: String) {
+        log::error!("{error}");
+        self.status.state = Phase::Failed;
+        self.status.message = error.clone();
+        self.status.last_error = Some(error);
+        self.write();
+    }
+
+    fn write(&mut self) {
+        self.last_write = Some(Instant::now());
+        self.status.updated_at = rfc3339(SystemTime::now());
+        let Some(path) = &self.path else { return };
+        let json = serde_json::to_vec_pretty(&self.status).unwrap_or_default();
+        if let Err(err) = write_atomically(path, &json) {
+            if !self.warned {
+                log::warn!("cannot write the status file {}: {err}", path.display());
+                self.warned = true;
+            }
+        }
+    }
+}
+
+/// `2024-05-01T12:34:56Z`.
+pub fn rfc3339(time: SystemTime) -> String {
+    let secs = time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    // Days since 1970-01-01 to a civil date (proleptic Gregorian).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps() {
+        let table = [
+            (0, "1970-01-01T00:00:00Z"),
+            (951_782_400, "2000-02-29T00:00:00Z"),
+            (1_714_566_896, "2024-05-01T12:34:56Z"),
+            (4_102_444_799, "2099-12-31T23:59:59Z"),
+        ];
+        for (secs, expected) in table {
+            assert_eq!(rfc3339(UNIX_EPOCH + Duration::from_secs(secs)), expected);
+        }
+    }
+}

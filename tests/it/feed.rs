@@ -1,0 +1,390 @@
+//! A real HTTP/1.1 server on 127.0.0.1 for the update tests, shaped like
+//! GitHub's releases API (and Gitea's, and a manifest host), plus builders
+//! for real tar.gz archives, including hostile ones.
+//!
+//! One thread per connection, `Connection: close` after every answer. Each
+//! test decides the answers with a handler closure; [`Feed`] is the usual
+//! one, with hooks to misbehave. Every request is recorded for assertions.
+
+use flate2::Compression;
+use flate2::write::GzEncoder;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+#[derive(Clone, Debug)]
+pub struct Request {
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub at: Instant,
+}
+
+impl Request {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// An answer, with ways to misbehave.
+#[derive(Clone, Debug, Default)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    /// Announce this Content-Length instead of the body's.
+    pub content_length: Option<u64>,
+    /// Send only this many body bytes, then close.
+    pub cut_after: Option<usize>,
+    /// Wait this long after the headers before sending the body.
+    pub stall: Option<Duration>,
+}
+
+impl Response {
+    pub fn new(status: u16, body: impl Into<Vec<u8>>) -> Response {
+        Response {
+            status,
+            body: body.into(),
+            ..Response::default()
+        }
+    }
+
+    pub fn header(mut self, name: &str, value: impl Into<String>) -> Response {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+}
+
+type Handler = dyn Fn(&Request) -> Response + Send + Sync;
+
+pub struct Server {
+    pub url: String,
+    requests: Arc<Mutex<Vec<Request>>>,
+}
+
+impl Server {
+    pub fn start(handler: impl Fn(&Request) -> Response + Send + Sync + 'static) -> Server {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let handler: Arc<Handler> = Arc::new(handler);
+        let log = requests.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let (handler, log) = (handler.clone(), log.clone());
+                std::thread::spawn(move || serve(stream, &*handler, &log));
+            }
+        });
+        Server { url, requests }
+    }
+
+    pub fn requests(&self) -> Vec<Request> {
+        self.requests.lock().unwrap().clone()
+    }
+
+    /// Requests whose path starts with `prefix`.
+    pub fn requests_to(&self, prefix: &str) -> Vec<Request> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.path.starts_with(prefix))
+            .collect()
+    }
+}
+
+fn serve(stream: TcpStream, handler: &Handler, log: &Mutex<Vec<Request>>) {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut line = String::new();
+    if reader.read_line(&mut line).is_err() {
+        return;
+    }
+    let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
+    let mut headers = Vec::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 || line.trim().is_empty() {
+            break;
+        }
+        if let Some((k, v)) = line.split_once(':') {
+            headers.push((k.trim().to_string(), v.trim().to_string()));
+        }
+    }
+    let request = Request {
+        path,
+        headers,
+        at: Instant::now(),
+    };
+    log.lock().unwrap().push(request.clone());
+    let response = handler(&request);
+    let mut head = format!("HTTP/1.1 {} X\r\nConnection: close\r\n", response.status);
+    let length = response
+        .content_length
+        .unwrap_or(response.body.len() as u64);
+    head.push_str(&format!("Content-Length: {length}\r\n"));
+    for (k, v) in &response.headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    let mut stream = stream;
+    if stream.write_all(head.as_bytes()).is_err() {
+        return;
+    }
+    if let Some(stall) = response.stall {
+        let _ = stream.flush();
+        std::thread::sleep(stall);
+    }
+    let body = match response.cut_after {
+        Some(n) => &response.body[..n.min(response.body.len())],
+        None => &response.body[..],
+    };
+    let _ = stream.write_all(body);
+    let _ = stream.flush();
+    let _ = stream.shutdown(std::net::Shutdown::Both);
+}
+
+/// Serves `data` honouring `Range: bytes=N-`, with an ETag and
+/// `Accept-Ranges` when `ranges` is true.
+pub fn serve_file(request: &Request, data: &[u8], ranges: bool) -> Response {
+    let etag = format!("\"{}\"", &sha256_hex(data)[..16]);
+    let start = request
+        .header("range")
+        .and_then(|r| r.strip_prefix("bytes="))
+        .and_then(|r| r.strip_suffix('-'))
+        .and_then(|n| n.parse::<usize>().ok());
+    match start {
+        Some(start) if ranges && start < data.len() => Response::new(206, &data[start..])
+            .header(
+                "Content-Range",
+                format!("bytes {start}-{}/{}", data.len() - 1, data.len()),
+            )
+            .header("ETag", etag)
+            .header("Accept-Ranges", "bytes"),
+        _ => {
+            let response = Response::new(200, data).header("ETag", etag);
+            if ranges {
+                response.header("Accept-Ranges", "bytes")
+            } else {
+                response
+            }
+        }
+    }
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// One asset of a fake release.
+#[derive(Clone)]
+pub struct FakeAsset {
+    pub name: String,
+    pub data: Vec<u8>,
+    /// Publish the `digest` field (GitHub since 2025).
+    pub digest: Option<String>,
+}
+
+impl FakeAsset {
+    pub fn new(name: &str, data: Vec<u8>) -> FakeAsset {
+        let digest = Some(format!("sha256:{}", sha256_hex(&data)));
+        FakeAsset {
+            name: name.into(),
+            data,
+            digest,
+        }
+    }
+
+    pub fn without_digest(mut self) -> FakeAsset {
+        self.digest = None;
+        self
+    }
+}
+
+#[derive(Clone)]
+pub struct FakeRelease {
+    pub tag: String,
+    pub prerelease: bool,
+    pub draft: bool,
+    pub assets: Vec<FakeAsset>,
+}
+
+impl FakeRelease {
+    pub fn new(tag: &str, assets: Vec<FakeAsset>) -> FakeRelease {
+        FakeRelease {
+            tag: tag.into(),
+            prerelease: false,
+            draft: false,
+            assets,
+        }
+    }
+}
+
+/// The GitHub (or Gitea) JSON for `releases`, with download URLs on
+/// `base` (`/dl/<tag>/<name>`) and API asset URLs (`/assets/<tag>/<name>`).
+pub fn releases_json(base: &str, releases: &[FakeRelease]) -> String {
+    let list: Vec<serde_json::Value> = releases
+        .iter()
+        .map(|r| {
+            let assets: Vec<serde_json::Value> = r
+                .assets
+                .iter()
+                .map(|a| {
+                    serde_json::json!({
+                        "name": a.name,
+                        "size": a.data.len(),
+                        "browser_download_url": format!("{base}/dl/{}/{}", r.tag, a.name),
+                        "url": format!("{base}/assets/{}/{}", r.tag, a.name),
+                        "digest": a.digest,
+                    })
+                })
+                .collect();
+            serde_json::json!({
+                "tag_name": r.tag,
+                "draft": r.draft,
+                "prerelease": r.prerelease,
+                "body": format!("notes for {}", r.tag),
+                "html_url": format!("{base}/releases/{}", r.tag),
+                "assets": assets,
+            })
+        })
+        .collect();
+    serde_json::to_string(&list).unwrap()
+}
+
+/// A GitHub-shaped feed: `/repos/acme/app/releases` (with ETag and 304) and
+/// `/dl/<tag>/<name>` (with ranges). `hook` may answer first.
+pub struct Feed {
+    pub server: Server,
+}
+
+pub type Hook = Box<dyn Fn(&Request, &str) -> Option<Response> + Send + Sync>;
+
+impl Feed {
+    pub fn start(releases: Vec<FakeRelease>) -> Feed {
+        Feed::with_hook(releases, Box::new(|_, _| None))
+    }
+
+    /// `hook` gets every request and the server's base URL.
+    pub fn with_hook(releases: Vec<FakeRelease>, hook: Hook) -> Feed {
+        let base = Arc::new(Mutex::new(String::new()));
+        let base_in = base.clone();
+        let files: HashMap<String, Vec<u8>> = releases
+            .iter()
+            .flat_map(|r| {
+                r.assets
+                    .iter()
+                    .map(move |a| (format!("/dl/{}/{}", r.tag, a.name), a.data.clone()))
+            })
+            .collect();
+        let server = Server::start(move |request| {
+            let base = base_in.lock().unwrap().clone();
+            if let Some(response) = hook(request, &base) {
+                return response;
+            }
+            if request.path.starts_with("/repos/acme/app/releases") {
+                let body = releases_json(&base, &releases);
+                let etag = format!("\"{}\"", &sha256_hex(body.as_bytes())[..16]);
+                if request.header("if-none-match") == Some(etag.as_str()) {
+                    return Response::new(304, "").header("ETag", etag);
+                }
+                return Response::new(200, body).header("ETag", etag);
+            }
+            match files.get(&request.path) {
+                Some(data) => serve_file(request, data, true),
+                None => Response::new(404, r#"{"message":"Not Found"}"#),
+            }
+        });
+        *base.lock().unwrap() = server.url.clone();
+        Feed { server }
+    }
+
+    pub fn url(&self) -> &str {
+        &self.server.url
+    }
+}
+
+/// One entry of a test archive. Paths and link targets are written into the
+/// header as given, so hostile names are possible.
+pub enum Entry<'a> {
+    File(&'a str, &'a [u8], u32),
+    Dir(&'a str),
+    Symlink(&'a str, &'a str),
+    HardLink(&'a str, &'a str),
+    CharDevice(&'a str),
+    Fifo(&'a str),
+}
+
+/// A tar.gz of `entries`.
+pub fn targz(entries: &[Entry]) -> Vec<u8> {
+    gzip(&tar(entries))
+}
+
+pub fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut encoder = GzEncoder::new(Vec::new(), Compression::default());
+    encoder.write_all(data).unwrap();
+    encoder.finish().unwrap()
+}
+
+pub fn tar(entries: &[Entry]) -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    for entry in entries {
+        let mut header = tar::Header::new_gnu();
+        let (path, link, kind, data, mode): (&str, &str, tar::EntryType, &[u8], u32) = match entry {
+            Entry::File(p, d, m) => (p, "", tar::EntryType::Regular, d, *m),
+            Entry::Dir(p) => (p, "", tar::EntryType::Directory, b"", 0o755),
+            Entry::Symlink(p, t) => (p, t, tar::EntryType::Symlink, b"", 0o777),
+            Entry::HardLink(p, t) => (p, t, tar::EntryType::Link, b"", 0o644),
+            Entry::CharDevice(p) => (p, "", tar::EntryType::Char, b"", 0o644),
+            Entry::Fifo(p) => (p, "", tar::EntryType::Fifo, b"", 0o644),
+        };
+        let gnu = header.as_gnu_mut().unwrap();
+        gnu.name[..path.len()].copy_from_slice(path.as_bytes());
+        gnu.linkname[..link.len()].copy_from_slice(link.as_bytes());
+        header.set_entry_type(kind);
+        header.set_mode(mode);
+        header.set_size(data.len() as u64);
+        header.set_mtime(1_700_000_000);
+        header.set_cksum();
+        builder.append(&header, data).unwrap();
+    }
+    builder.into_inner().unwrap()
+}
+
+/// A plausible release: `app-<version>/bin/app` (executable) and
+/// `app-<version>/VERSION`.
+pub fn app_archive(version: &str) -> Vec<u8> {
+    let top = format!("app-{version}");
+    let bin = format!("{top}/bin/app");
+    let file = format!("{top}/VERSION");
+    let script = format!("#!/bin/sh\necho {version}\n");
+    targz(&[
+        Entry::Dir(&top),
+        Entry::File(&bin, script.as_bytes(), 0o755),
+        Entry::File(&file, version.as_bytes(), 0o644),
+    ])
+}
+
+/// The default asset name for this machine.
+pub fn asset_name(version: &str) -> String {
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    format!("app-{version}-linux-{arch}.tar.gz")
+}
+
+/// A release `v<version>` with the app archive under its default name.
+pub fn app_release(version: &str) -> FakeRelease {
+    FakeRelease::new(
+        &format!("v{version}"),
+        vec![FakeAsset::new(&asset_name(version), app_archive(version))],
+    )
+}

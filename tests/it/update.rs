@@ -1,0 +1,718 @@
+//! `moltd update` against a real HTTP server on loopback: selection, ETags,
+//! rate limits, backoff, redirects and tokens, Gitea, manifests, resuming,
+//! signatures, and every kind of bad input, each of which must end in a
+//! clear error with nothing staged.
+
+use crate::feed::*;
+use crate::util::{Finished, Mode, Moltd, TestDir};
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// `moltd update ARGS` pointed at `feed`, with its app dir and status file
+/// inside the test dir.
+fn update<'a>(dir: &'a TestDir, feed: &str, args: &[&str]) -> Moltd<'a> {
+    Moltd::new(dir, Mode::Child)
+        .args(["update"])
+        .args(args)
+        .env("MOLTD_REPO", "acme/app")
+        .env("GITHUB_API_URL", feed)
+        .env("MOLTD_APP_DIR", dir.join("app"))
+        .env("MOLTD_STATUS_FILE", dir.join("status.json"))
+        .env("MOLTD_STALL_TIMEOUT", "2s")
+}
+
+/// Everything in app/releases, dot-entries included.
+fn releases(dir: &TestDir) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir.join("app/releases"))
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+fn expect_nothing_staged(dir: &TestDir, run: &Finished) {
+    if !releases(dir).is_empty() {
+        run.fail(&format!("something was staged: {:?}", releases(dir)));
+    }
+}
+
+fn status(dir: &TestDir) -> serde_json::Value {
+    serde_json::from_str(&dir.read("status.json")).unwrap_or_default()
+}
+
+#[test]
+fn stages_the_newest_release_once() {
+    let dir = TestDir::new("stage_newest");
+    let mut pre = app_release("2.0.0-rc.1");
+    pre.prerelease = true;
+    let feed = Feed::start(vec![pre, app_release("1.1.0"), app_release("1.0.0")]);
+    let run = update(&dir, feed.url(), &["--stage-only"]).run();
+    run.expect_code(0);
+    let staged = dir.join("app/releases/v1.1.0");
+    run.expect_stdout_contains(&staged.display().to_string());
+    if releases(&dir) != ["v1.1.0"] {
+        run.fail("expected exactly v1.1.0 in releases");
+    }
+    // The single top folder is stripped; modes survive.
+    let bin = staged.join("bin/app");
+    let mode = fs::metadata(&bin)
+        .ok()
+        .map(|m| m.permissions().mode() & 0o777);
+    if mode != Some(0o755) || dir.read("app/releases/v1.1.0/VERSION") != "1.1.0" {
+        run.fail(&format!("bad release contents (bin/app mode {mode:?})"));
+    }
+    let status = status(&dir);
+    if status["state"] != "staged"
+        || status["bytes_done"] != status["bytes_total"]
+        || status["progress"] != 100
+    {
+        run.fail(&format!("bad status {status}"));
+    }
+    // A second run finds it staged and downloads nothing.
+    let downloads = feed.server.requests_to("/dl/").len();
+    update(&dir, feed.url(), &["--stage-only"])
+        .run()
+        .expect_code(0)
+        .expect_stderr_contains("already staged");
+    assert_eq!(feed.server.requests_to("/dl/").len(), downloads);
+}
+
+#[test]
+fn version_policy_picks_the_release() {
+    let dir = TestDir::new("policy");
+    let mut releases = vec![
+        app_release("2.1.0-beta.1"),
+        app_release("2.0.0"),
+        app_release("1.5.0"),
+        app_release("1.4.2"),
+        app_release("1.0.0"),
+        FakeRelease::new("backend-v0.8.7", vec![]),
+        FakeRelease::new("frontend-v0.9.1", vec![]),
+    ];
+    releases[0].prerelease = true;
+    let mut draft = app_release("9.0.0");
+    draft.draft = true;
+    releases.push(draft);
+    let feed = Feed::start(releases);
+    fs::create_dir_all(dir.join("app")).unwrap();
+    std::os::unix::fs::symlink("releases/v1.4.2", dir.join("app/current")).unwrap();
+    let table: [(&[(&str, &str)], &str); 7] = [
+        (&[], "newer release v2.0.0 available (current: v1.4.2)"),
+        (
+            &[("MOLTD_PRERELEASE", "true")],
+            "newer release v2.1.0-beta.1",
+        ),
+        (&[("MOLTD_VERSION", "^1.4")], "newer release v1.5.0"),
+        (
+            &[("MOLTD_VERSION", "~1.4")],
+            "no newer release (current: v1.4.2)",
+        ),
+        (&[("MOLTD_VERSION", "=1.0.0")], "newer release v1.0.0"),
+        (
+            &[("MOLTD_TAG_PREFIX", "backend-")],
+            "newer release backend-v0.8.7",
+        ),
+        (
+            &[("MOLTD_TAG_PREFIX", "frontend-")],
+            "newer release frontend-v0.9.1",
+        ),
+    ];
+    for (env, expected) in table {
+        let mut moltd = update(&dir, feed.url(), &["--check"]);
+        for (k, v) in env {
+            moltd = moltd.env(k, v);
+        }
+        moltd.run().expect_code(0).expect_stdout_contains(expected);
+    }
+    assert!(releases_empty(&dir));
+}
+
+fn releases_empty(dir: &TestDir) -> bool {
+    releases(dir).is_empty()
+}
+
+#[test]
+fn etag_makes_the_second_check_a_304() {
+    let dir = TestDir::new("etag");
+    let feed = Feed::start(vec![app_release("1.0.0")]);
+    for _ in 0..2 {
+        update(&dir, feed.url(), &["--check"])
+            .run()
+            .expect_code(0)
+            .expect_stdout_contains("newer release v1.0.0");
+    }
+    let lists = feed.server.requests_to("/repos/");
+    assert_eq!(lists.len(), 2);
+    assert!(lists[0].header("if-none-match").is_none());
+    assert!(
+        lists[1].header("if-none-match").is_some(),
+        "no If-None-Match on the second check"
+    );
+    assert_eq!(lists[1].header("authorization"), None);
+    assert!(
+        lists[1]
+            .header("user-agent")
+            .is_some_and(|a| a.starts_with("moltd/"))
+    );
+}
+
+/// Runs `moltd update --watch` until `count` list requests arrived (or the
+/// release is staged), then returns their times.
+fn watch_until(dir: &TestDir, feed: &Feed, env: &[(&str, &str)], count: usize) -> Vec<Instant> {
+    let mut moltd = update(dir, feed.url(), &["--stage-only", "--watch"]).env("MOLTD_JITTER", "0");
+    for (k, v) in env {
+        moltd = moltd.env(k, v);
+    }
+    let mut running = moltd.spawn();
+    let server = &feed.server;
+    running.wait_for("the release to be staged", || {
+        server.requests_to("/repos/").len() >= count && dir.join("app/releases/v1.0.0").is_dir()
+    });
+    server.requests_to("/repos/").iter().map(|r| r.at).collect()
+}
+
+#[test]
+fn rate_limits_are_honoured() {
+    for (status, limit_headers) in [(429, true), (403, false)] {
+        let dir = TestDir::new("rate_limit");
+        let calls = AtomicUsize::new(0);
+        let hook: Hook = Box::new(move |request, _| {
+            let first =
+                request.path.starts_with("/repos/") && calls.fetch_add(1, Ordering::SeqCst) == 0;
+            first.then(|| {
+                let reset = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_secs()
+                    + 2;
+                let response = Response::new(status, r#"{"message":"API rate limit exceeded"}"#)
+                    .header("X-RateLimit-Remaining", "0");
+                if limit_headers {
+                    response.header("Retry-After", "1")
+                } else {
+                    response.header("X-RateLimit-Reset", reset.to_string())
+                }
+            })
+        });
+        let feed = Feed::with_hook(vec![app_release("1.0.0")], hook);
+        let times = watch_until(&dir, &feed, &[("SLEEP", "3600")], 2);
+        let gap = times[1] - times[0];
+        // Backoff alone would wait 30 s; the server's word says 1-2 s.
+        assert!(
+            gap >= Duration::from_millis(900) && gap < Duration::from_secs(20),
+            "{status}: gap {gap:?}"
+        );
+    }
+}
+
+#[test]
+fn server_errors_back_off_exponentially() {
+    let dir = TestDir::new("backoff");
+    let calls = AtomicUsize::new(0);
+    let hook: Hook = Box::new(move |request, _| {
+        let failing =
+            request.path.starts_with("/repos/") && calls.fetch_add(1, Ordering::SeqCst) < 2;
+        failing.then(|| Response::new(500, "oops"))
+    });
+    let feed = Feed::with_hook(vec![app_release("1.0.0")], hook);
+    let times = watch_until(&dir, &feed, &[("MOLTD_INTERVAL", "1s")], 3);
+    let (first, second) = (times[1] - times[0], times[2] - times[1]);
+    assert!(first >= Duration::from_millis(900), "{first:?}");
+    assert!(second >= Duration::from_millis(1900), "{second:?}");
+    assert!(dir.read("moltd.stderr").contains("answered http 500"));
+}
+
+#[test]
+fn stalled_feed_times_out() {
+    let dir = TestDir::new("stall");
+    let hook: Hook = Box::new(|request, _| {
+        request.path.starts_with("/repos/").then(|| Response {
+            stall: Some(Duration::from_secs(8)),
+            ..Response::new(200, "[]")
+        })
+    });
+    let feed = Feed::with_hook(vec![], hook);
+    let started = Instant::now();
+    let run = update(&dir, feed.url(), &["--check"])
+        .env("MOLTD_STALL_TIMEOUT", "1s")
+        .run();
+    run.expect_code(1);
+    if started.elapsed() > Duration::from_secs(6) {
+        run.fail("the stall was not cut short");
+    }
+}
+
+#[test]
+fn private_repository_token_stays_on_the_api_host() {
+    let dir = TestDir::new("private");
+    let archive = app_archive("1.0.0");
+    let name = asset_name("1.0.0");
+    let storage = {
+        let archive = archive.clone();
+        Server::start(move |request| serve_file(request, &archive, true))
+    };
+    let storage_url = storage.url.clone();
+    let hook: Hook = Box::new(move |request, _| {
+        if request.header("authorization") != Some("Bearer s3cret") {
+            return Some(Response::new(404, r#"{"message":"Not Found"}"#));
+        }
+        if request.path.starts_with("/assets/") {
+            assert_eq!(request.header("accept"), Some("application/octet-stream"));
+            return Some(
+                Response::new(302, "").header("Location", format!("{storage_url}/blob?sig=1")),
+            );
+        }
+        None
+    });
+    let feed = Feed::with_hook(
+        vec![FakeRelease::new(
+            "v1.0.0",
+            vec![FakeAsset::new(&name, archive)],
+        )],
+        hook,
+    );
+    // Without the token: a clear hint.
+    update(&dir, feed.url(), &["--check"])
+        .run()
+        .expect_code(1)
+        .expect_stderr_contains("private repository needs GITHUB_TOKEN");
+    update(&dir, feed.url(), &["--stage-only"])
+        .env("GITHUB_TOKEN", "s3cret")
+        .run()
+        .expect_code(0);
+    assert_eq!(releases(&dir), ["v1.0.0"]);
+    let blobs = storage.requests();
+    assert!(!blobs.is_empty(), "the storage host was not asked");
+    assert!(
+        blobs.iter().all(|r| r.header("authorization").is_none()),
+        "token leaked to another host"
+    );
+}
+
+#[test]
+fn gitea_shape_with_sha256sums() {
+    let dir = TestDir::new("gitea");
+    let name = asset_name("1.2.0");
+    let archive = app_archive("1.2.0");
+    let sums = format!("{}  {name}\n", sha256_hex(&archive));
+    let release = FakeRelease::new(
+        "v1.2.0",
+        vec![
+            FakeAsset::new(&name, archive).without_digest(),
+            FakeAsset::new("SHA256SUMS", sums.into_bytes()).without_digest(),
+        ],
+    );
+    let json = releases_json("", std::slice::from_ref(&release));
+    let hook: Hook = Box::new(move |request, base| {
+        if request.path.starts_with("/api/v1/repos/acme/app/releases") {
+            assert_eq!(request.header("authorization"), Some("token t0k"));
+            return Some(Response::new(
+                200,
+                json.replace("\"/dl/", &format!("\"{base}/dl/")),
+            ));
+        }
+        None
+    });
+    let feed = Feed::with_hook(vec![release], hook);
+    update(&dir, feed.url(), &["--stage-only"])
+        .env("MOLTD_SOURCE", "gitea")
+        .env("MOLTD_API_URL", format!("{}/api/v1", feed.url()))
+        .env("MOLTD_TOKEN", "t0k")
+        .run()
+        .expect_code(0)
+        .expect_stderr_contains("sha256 matches SHA256SUMS");
+    assert_eq!(releases(&dir), ["v1.2.0"]);
+}
+
+#[test]
+fn manifest_source() {
+    let dir = TestDir::new("manifest");
+    let archive = app_archive("3.0.0");
+    let manifest = format!(
+        r#"{{"releases":[{{"version":"3.0.0","url":"files/app.tar.gz","sha256":"{}"}},{{"version":"2.0.0","url":"files/old.tar.gz"}}]}}"#,
+        sha256_hex(&archive)
+    );
+    let server = Server::start(move |request| match request.path.as_str() {
+        "/m/manifest.json" => Response::new(200, manifest.clone()),
+        "/m/files/app.tar.gz" => serve_file(request, &archive, false),
+        _ => Response::new(404, ""),
+    });
+    update(&dir, "unused", &["--stage-only"])
+        .env("MOLTD_SOURCE", "url")
+        .env("MOLTD_URL", format!("{}/m/manifest.json", server.url))
+        .run()
+        .expect_code(0);
+    assert_eq!(releases(&dir), ["3.0.0"]);
+}
+
+#[test]
+fn dropped_download_resumes_with_range() {
+    let dir = TestDir::new("resume");
+    let calls = AtomicUsize::new(0);
+    let hook: Hook = Box::new(move |request, _| {
+        let first = request.path.starts_with("/dl/") && calls.fetch_add(1, Ordering::SeqCst) == 0;
+        first.then(|| {
+            let data = app_archive("1.0.0");
+            let half = data.len() / 2;
+            Response {
+                cut_after: Some(half),
+                ..serve_file(request, &data, true)
+            }
+        })
+    });
+    let feed = Feed::with_hook(vec![app_release("1.0.0")], hook);
+    update(&dir, feed.url(), &["--stage-only"])
+        .run()
+        .expect_code(0)
+        .expect_stderr_contains("resuming");
+    let downloads = feed.server.requests_to("/dl/");
+    assert_eq!(downloads.len(), 2);
+    assert!(
+        downloads[1]
+            .header("range")
+            .is_some_and(|r| r.starts_with("bytes="))
+    );
+    assert_eq!(releases(&dir), ["v1.0.0"]);
+}
+
+#[test]
+fn minisign_signatures() {
+    let keys = minisign::KeyPair::generate_unencrypted_keypair().unwrap();
+    let other = minisign::KeyPair::generate_unencrypted_keypair().unwrap();
+    let name = asset_name("1.0.0");
+    let archive = app_archive("1.0.0");
+    let sign = |pair: &minisign::KeyPair| {
+        minisign::sign(
+            Some(&pair.pk),
+            &pair.sk,
+            std::io::Cursor::new(&archive),
+            None,
+            None,
+        )
+        .unwrap()
+        .into_string()
+    };
+    let table = [
+        (Some(sign(&keys)), 0, "minisign signature verifies"),
+        (
+            Some(sign(&other)),
+            1,
+            "does not verify against MOLTD_MINISIGN_KEY",
+        ),
+        (None, 1, ".minisig, and MOLTD_MINISIGN_KEY requires one"),
+    ];
+    for (signature, code, expected) in table {
+        let dir = TestDir::new("minisign");
+        let mut assets = vec![FakeAsset::new(&name, archive.clone())];
+        if let Some(sig) = signature {
+            assets.push(FakeAsset::new(&format!("{name}.minisig"), sig.into_bytes()));
+        }
+        let feed = Feed::start(vec![FakeRelease::new("v1.0.0", assets)]);
+        let run = update(&dir, feed.url(), &["--stage-only"])
+            .env("MOLTD_MINISIGN_KEY", keys.pk.to_base64())
+            .run();
+        run.expect_code(code).expect_stderr_contains(expected);
+        if code != 0 {
+            expect_nothing_staged(&dir, &run);
+        }
+    }
+}
+
+/// A bad-input case: the feed's one release, extra settings, a hook, and
+/// the words the error must contain.
+struct Bad {
+    name: &'static str,
+    assets: Vec<FakeAsset>,
+    env: Vec<(&'static str, String)>,
+    hook: Option<Hook>,
+    expect: &'static str,
+}
+
+fn bad(name: &'static str, archive: Vec<u8>, expect: &'static str) -> Bad {
+    Bad {
+        name,
+        assets: vec![FakeAsset::new(&asset_name("1.0.0"), archive)],
+        env: Vec::new(),
+        hook: None,
+        expect,
+    }
+}
+
+#[test]
+fn bad_input_ends_in_a_clear_error_and_nothing_staged() {
+    let good = app_archive("1.0.0");
+    let name = asset_name("1.0.0");
+    let zeros = vec![0u8; 4 * 1024 * 1024];
+    let bomb = targz(&[Entry::File("big", &zeros, 0o644)]);
+    let mut cases = vec![
+        bad(
+            "path traversal",
+            targz(&[Entry::File("../evil", b"x", 0o644)]),
+            "path contains ..",
+        ),
+        bad(
+            "absolute path",
+            targz(&[Entry::File("/tmp/evil", b"x", 0o644)]),
+            "absolute path",
+        ),
+        bad(
+            "link escape",
+            targz(&[Entry::Dir("a"), Entry::Symlink("a/up", "../../..")]),
+            "link points outside the release",
+        ),
+        bad(
+            "absolute link",
+            targz(&[Entry::Symlink("etc", "/etc")]),
+            "link target is absolute",
+        ),
+        bad(
+            "write through a link",
+            targz(&[Entry::Symlink("d", "."), Entry::File("d/x", b"x", 0o644)]),
+            "duplicate entry",
+        ),
+        bad(
+            "hard link outside",
+            targz(&[Entry::HardLink("h", "/etc/passwd")]),
+            "absolute path",
+        ),
+        bad(
+            "device",
+            targz(&[Entry::CharDevice("null")]),
+            "device entries are not allowed",
+        ),
+        bad(
+            "fifo",
+            targz(&[Entry::Fifo("pipe")]),
+            "fifo entries are not allowed",
+        ),
+        bad(
+            "invalid gzip",
+            b"this is not gzip at all".repeat(100),
+            "is not a valid tar.gz",
+        ),
+        bad(
+            "gzip of garbage",
+            gzip(&[7u8; 5000]),
+            "is not a valid tar.gz",
+        ),
+        Bad {
+            env: vec![("MOLTD_MAX_UNPACKED", "1M".into())],
+            ..bad("bomb", bomb.clone(), "limit of 1048576 unpacked bytes")
+        },
+        Bad {
+            env: vec![("MOLTD_MAX_ENTRIES", "2".into())],
+            ..bad("entry count", good.clone(), "limit of 2 entries")
+        },
+        Bad {
+            env: vec![("MOLTD_MAX_DOWNLOAD", "100".into())],
+            ..bad(
+                "download size",
+                good.clone(),
+                "limit of 100 downloaded bytes",
+            )
+        },
+        Bad {
+            assets: vec![FakeAsset {
+                digest: Some(format!("sha256:{}", sha256_hex(b"other"))),
+                ..FakeAsset::new(&name, good.clone())
+            }],
+            ..bad("wrong digest", vec![], "expected")
+        },
+        Bad {
+            assets: vec![FakeAsset::new(&name, good.clone()).without_digest()],
+            ..bad("missing checksum", vec![], "has no checksum")
+        },
+        Bad {
+            assets: vec![
+                FakeAsset::new(&name, good.clone()).without_digest(),
+                FakeAsset::new(
+                    "checksums.txt",
+                    format!("{}  other.tar.gz\n", sha256_hex(&good)).into_bytes(),
+                ),
+            ],
+            ..bad(
+                "checksum not listed",
+                vec![],
+                "checksums.txt lists no sha256",
+            )
+        },
+        Bad {
+            assets: vec![
+                FakeAsset::new(&name, good.clone()),
+                FakeAsset::new(&name.replace(".tar.gz", "-musl.tar.gz"), good.clone()),
+            ],
+            ..bad("ambiguous asset", vec![], "2 assets match")
+        },
+        Bad {
+            hook: Some(Box::new(|r, _| {
+                r.path
+                    .starts_with("/repos/")
+                    .then(|| Response::new(200, r#"[{"tag_name": 5}]"#))
+            })),
+            ..bad("malformed json", vec![], "cannot parse the release list")
+        },
+        Bad {
+            hook: Some(Box::new(|r, _| {
+                r.path
+                    .starts_with("/repos/")
+                    .then(|| Response::new(200, vec![b' '; 9 * 1024 * 1024]))
+            })),
+            ..bad(
+                "huge json",
+                vec![],
+                "larger than the limit of 8388608 bytes",
+            )
+        },
+        Bad {
+            hook: Some(Box::new(|r, _| {
+                r.path.starts_with("/dl/").then(|| {
+                    let data = app_archive("1.0.0");
+                    Response {
+                        cut_after: Some(data.len() / 2),
+                        ..serve_file(r, &data, false)
+                    }
+                })
+            })),
+            ..bad("truncated download", good.clone(), "failed after")
+        },
+        Bad {
+            hook: Some(Box::new(|r, _| {
+                r.path.starts_with("/dl/").then(|| {
+                    let data = app_archive("1.0.0");
+                    Response {
+                        content_length: Some(data.len() as u64 + 10),
+                        ..serve_file(r, &data, false)
+                    }
+                })
+            })),
+            ..bad("wrong content-length", good.clone(), "were announced")
+        },
+        Bad {
+            hook: Some(Box::new(|r, _| {
+                r.path.starts_with("/dl/").then(|| Response {
+                    stall: Some(Duration::from_secs(8)),
+                    ..serve_file(r, &app_archive("1.0.0"), false)
+                })
+            })),
+            ..bad("stalled download", good.clone(), "failed after 0 of")
+        },
+    ];
+    for case in cases.drain(..) {
+        let dir = TestDir::new("bad_input");
+        let release = FakeRelease::new("v1.0.0", case.assets);
+        let feed = match case.hook {
+            Some(hook) => Feed::with_hook(vec![release], hook),
+            None => Feed::start(vec![release]),
+        };
+        let mut moltd =
+            update(&dir, feed.url(), &["--stage-only"]).env("MOLTD_STALL_TIMEOUT", "1s");
+        for (k, v) in &case.env {
+            moltd = moltd.env(k, v);
+        }
+        let run = moltd.run();
+        if run.code != Some(1) || !run.stderr.contains(case.expect) {
+            run.fail(&format!(
+                "case {:?}: expected exit 1 and {:?}",
+                case.name, case.expect
+            ));
+        }
+        expect_nothing_staged(&dir, &run);
+        let status = status(&dir);
+        if status["state"] != "failed"
+            || !status["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains(case.expect))
+        {
+            run.fail(&format!("case {:?}: bad status {status}", case.name));
+        }
+    }
+}
+
+/// Mounts a 1 MiB tmpfs on `path`; `None` (with a message) where mounting
+/// is impossible.
+fn small_tmpfs(path: &std::path::Path) -> Option<TmpfsGuard> {
+    fs::create_dir_all(path).unwrap();
+    let ok = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(path)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        eprintln!("skipping the disk-full test: cannot mount a tmpfs (not root?)");
+        return None;
+    }
+    Some(TmpfsGuard(path.to_path_buf()))
+}
+
+struct TmpfsGuard(std::path::PathBuf);
+
+impl Drop for TmpfsGuard {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn disk_full_on_a_small_tmpfs() {
+    // Incompressible bytes: the archive itself is bigger than the disk.
+    let mut noise = Vec::with_capacity(2 * 1024 * 1024);
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    while noise.len() < 2 * 1024 * 1024 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        noise.extend_from_slice(&x.to_le_bytes());
+    }
+    let zeros = vec![0u8; 3 * 1024 * 1024];
+    let table = [
+        (
+            targz(&[Entry::File("noise", &noise, 0o644)]),
+            "not enough free space",
+        ),
+        (
+            targz(&[Entry::File("zeros", &zeros, 0o644)]),
+            "disk full while unpacking",
+        ),
+    ];
+    for (archive, expected) in table {
+        let dir = TestDir::new("disk_full");
+        let Some(_mount) = small_tmpfs(&dir.join("app")) else {
+            return;
+        };
+        let feed = Feed::start(vec![FakeRelease::new(
+            "v1.0.0",
+            vec![FakeAsset::new(&asset_name("1.0.0"), archive)],
+        )]);
+        let run = update(&dir, feed.url(), &["--stage-only"]).run();
+        run.expect_code(1).expect_stderr_contains(expected);
+        expect_nothing_staged(&dir, &run);
+    }
+}
+
+#[test]
+fn update_is_only_a_subcommand_as_the_first_argument() {
+    let dir = TestDir::new("update_operand");
+    dir.script("update", "#!/bin/sh\necho program-ran\n");
+    Moltd::new(&dir, Mode::Child)
+        .args(["--", "./update"])
+        .run()
+        .expect_code(0)
+        .expect_stdout_contains("program-ran");
+    Moltd::new(&dir, Mode::Child)
+        .args(["update", "--bogus"])
+        .run()
+        .expect_code(1)
+        .expect_stderr_contains("moltd update --help");
+    Moltd::new(&dir, Mode::Child)
+        .args(["update", "--check"])
+        .run()
+        .expect_code(1)
+        .expect_stderr_contains("no release source");
+}
