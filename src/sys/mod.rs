@@ -10,6 +10,7 @@
 //! * [`signals`] owns the signal mask: everything forwardable is blocked and
 //!   read synchronously from a signalfd, so no handler ever runs.
 
+pub mod io;
 pub mod process;
 pub mod reap;
 pub mod signals;
