@@ -44,6 +44,14 @@ pub fn parse(args: Vec<OsString>, env: Env) -> Outcome {
             Ok(None) => break,
             Err(err) => return Outcome::stderr(1, format!("dumb-init: {err}\n")),
         };
+        // getopt_long accepts any unambiguous prefix of a long option.
+        let arg = match arg {
+            Long(name) => match long_option(name) {
+                Ok(full) => Long(full),
+                Err(problem) => return Outcome::stderr(1, format!("dumb-init: {problem}\n")),
+            },
+            other => other,
+        };
         match arg {
             Short('h') | Long("help") => return Outcome::stderr(0, help()),
             Short('V') | Long("version") => {
@@ -126,4 +134,40 @@ pub fn parse(args: Vec<OsString>, env: Env) -> Outcome {
             LevelFilter::Error
         },
     )
+}
+
+const LONG_OPTIONS: [&str; 5] = ["help", "single-child", "rewrite", "verbose", "version"];
+
+/// Expands `name` to the one long option it names or abbreviates.
+fn long_option(name: &str) -> Result<&'static str, String> {
+    if let Some(&exact) = LONG_OPTIONS.iter().find(|&&o| o == name) {
+        return Ok(exact);
+    }
+    let mut matches = LONG_OPTIONS.iter().filter(|o| o.starts_with(name));
+    match (matches.next(), matches.next()) {
+        (Some(&only), None) => Ok(only),
+        (Some(_), Some(_)) => Err(format!("option '--{name}' is ambiguous")),
+        _ => Err(format!("unrecognized option '--{name}'")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_options_accept_unambiguous_prefixes() {
+        let table = [
+            ("version", Ok("version")),
+            ("vers", Ok("version")),
+            ("verb", Ok("verbose")),
+            ("single", Ok("single-child")),
+            ("rew", Ok("rewrite")),
+            ("ver", Err("option '--ver' is ambiguous".to_owned())),
+            ("bogus", Err("unrecognized option '--bogus'".to_owned())),
+        ];
+        for (name, expected) in table {
+            assert_eq!(long_option(name), expected, "{name}");
+        }
+    }
 }

@@ -3,5 +3,6 @@
 //! Every test runs the real `moltd` binary, usually as PID 1 of a fresh PID
 //! namespace, in a directory of its own (see [`util::TestDir`]).
 
+mod cli;
 mod pid1;
 mod util;

@@ -141,3 +141,344 @@ fn hundreds_of_orphans_are_reaped_as_subreaper() {
         .run()
         .expect_code(0);
 }
+
+/// Sends each of `signals` to moltd and waits until the recorder has logged
+/// `expected` for it before sending the next.
+fn send_and_expect(moltd: &mut crate::util::Running, out: &str, signals: &[(i32, i32)]) {
+    for &(sent, expected) in signals {
+        moltd.signal(sent);
+        moltd.wait_for_file(out, &format!("got {expected}\n"));
+    }
+}
+
+#[test]
+fn every_forwardable_signal_reaches_the_child() {
+    let dir = TestDir::new("forward_child");
+    let recorder = recorder(&dir);
+    let pairs: Vec<(i32, i32)> = FORWARDED.iter().map(|&s| (s, s)).collect();
+    let modes: [(&str, &[&str]); 4] = [
+        ("moltd", &[]),
+        ("moltd", &["-c"]),
+        ("tini", &["--"]),
+        ("dumb-init", &["-c"]),
+    ];
+    for (name, flags) in modes {
+        for mode in [Mode::Pid1, Mode::Child] {
+            let out = format!("{name}{}-{}.log", flags.join(""), mode as u8);
+            let mut moltd = Moltd::new(&dir, mode)
+                .named(name)
+                .args(flags)
+                .args([&recorder, &out])
+                .spawn();
+            moltd.wait_for_file(&out, "ready");
+            send_and_expect(&mut moltd, &out, &pairs);
+            moltd.wait().expect_code(0);
+        }
+    }
+}
+
+#[test]
+fn group_mode_forwards_every_signal_to_a_grandchild() {
+    let dir = TestDir::new("forward_group");
+    let recorder = recorder(&dir);
+    // The direct child shrugs every signal off and runs the recorder in the
+    // foreground (a background job would start with INT and QUIT ignored).
+    let middle = format!(
+        "for s in 1 2 3 10 12 13 14 15 16 18 23 24 25 26 27 28 29 30 40; do trap : $s; done\n\
+         {recorder} grandchild.log"
+    );
+    let pairs: Vec<(i32, i32)> = FORWARDED.iter().map(|&s| (s, s)).collect();
+    for name in ["moltd", "tini", "dumb-init"] {
+        let flags: &[&str] = if name == "tini" { &["-g", "--"] } else { &[] };
+        std::fs::remove_file(dir.join("grandchild.log")).ok();
+        let mut moltd = Moltd::new(&dir, Mode::Pid1)
+            .named(name)
+            .args(flags)
+            .args(["bash", "-c", &middle])
+            .spawn();
+        moltd.wait_for_file("grandchild.log", "ready");
+        send_and_expect(&mut moltd, "grandchild.log", &pairs);
+        moltd.wait().expect_code(0);
+    }
+}
+
+#[test]
+fn single_child_mode_does_not_reach_grandchildren() {
+    let dir = TestDir::new("single_child");
+    let recorder = recorder(&dir);
+    // The child traps USR1 and exits 42 on it; its own child records.
+    let middle =
+        format!("trap 'exit 42' USR1\n{recorder} grandchild.log &\nwhile ! wait; do :; done");
+    let mut moltd = Moltd::new(&dir, Mode::Pid1)
+        .args(["-c", "bash", "-c", &middle])
+        .spawn();
+    moltd.wait_for_file("grandchild.log", "ready");
+    moltd.signal(SIGUSR1);
+    moltd.wait().expect_code(42);
+    assert!(
+        !dir.read("grandchild.log").contains("got 10"),
+        "grandchild got USR1 in single-child mode"
+    );
+}
+
+#[test]
+fn rewrites_translate_and_drop_signals() {
+    let dir = TestDir::new("rewrites");
+    let recorder = recorder(&dir);
+    for name in ["moltd", "dumb-init"] {
+        let out = format!("{name}.log");
+        let mut moltd = Moltd::new(&dir, Mode::Pid1)
+            .named(name)
+            .args(["-r", "10:12", "--rewrite", "1:0", "-r", "3:2"])
+            .args([&recorder, &out])
+            .spawn();
+        moltd.wait_for_file(&out, "ready");
+        // HUP is dropped: the next signal's line must be the only new one.
+        moltd.signal(SIGHUP);
+        send_and_expect(
+            &mut moltd,
+            &out,
+            &[(SIGUSR1, SIGUSR2), (SIGQUIT, SIGINT), (SIGTERM, SIGTERM)],
+        );
+        moltd.wait().expect_code(0);
+        let log = dir.read(&out);
+        for absent in ["got 1\n", "got 10\n", "got 3\n"] {
+            assert!(
+                !log.contains(absent),
+                "{name}: {absent:?} should not arrive:\n{log}"
+            );
+        }
+    }
+}
+
+#[test]
+fn fault_signals_are_never_forwarded() {
+    let dir = TestDir::new("faults");
+    let recorder = recorder(&dir);
+    let mut moltd = Moltd::new(&dir, Mode::Pid1)
+        .args([&recorder, "out.log"])
+        .spawn();
+    moltd.wait_for_file("out.log", "ready");
+    // As PID 1 moltd ignores an unblocked fault signal from outside; USR1 then
+    // proves the pipeline is still moving and that nothing else arrived.
+    for fault in [SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT, SIGTRAP, SIGSYS] {
+        moltd.signal(fault);
+    }
+    send_and_expect(
+        &mut moltd,
+        "out.log",
+        &[(SIGUSR1, SIGUSR1), (SIGTERM, SIGTERM)],
+    );
+    moltd.wait().expect_code(0);
+    let log = dir.read("out.log");
+    assert_eq!(
+        log, "ready\ngot 10\ngot 15\n",
+        "only USR1 and TERM may arrive"
+    );
+}
+
+/// The `SigBlk:` and `SigIgn:` lines of a /proc status text.
+fn mask_lines(status: &str) -> String {
+    status
+        .lines()
+        .filter(|l| l.starts_with("SigBlk") || l.starts_with("SigIgn"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn child_inherits_the_launchers_mask_and_ignored_signals() {
+    let dir = TestDir::new("inherited_mask");
+    // A launcher that blocks USR2 and INT, ignores QUIT, PIPE and USR1, records
+    // its own state, then execs moltd.
+    let launcher = dir.write(
+        "launch.py",
+        "import os, signal, sys\n\
+         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR2, signal.SIGINT})\n\
+         for s in (signal.SIGQUIT, signal.SIGPIPE, signal.SIGUSR1):\n    signal.signal(s, signal.SIG_IGN)\n\
+         signal.signal(signal.SIGINT, signal.SIG_DFL)\n\
+         open('launcher.status', 'w').write(open('/proc/self/status').read())\n\
+         os.execv(sys.argv[1], sys.argv[1:])\n",
+    );
+    for name in ["moltd", "tini", "dumb-init"] {
+        let program = dir.moltd_as(name);
+        let child_status = format!("{name}.status");
+        std::process::Command::new("python3")
+            .current_dir(dir.path())
+            .arg(&launcher)
+            .arg(&program)
+            .args(["--", "cp", "/proc/self/status", &child_status])
+            .env("TINI_SUBREAPER", "1")
+            .status()
+            .expect("python3");
+        let expected = mask_lines(&dir.read("launcher.status"));
+        assert!(
+            expected.contains("0000000000000802"),
+            "launcher did not block as planned:\n{expected}"
+        );
+        assert_eq!(
+            mask_lines(&dir.read(&child_status)),
+            expected,
+            "{name}'s child"
+        );
+    }
+}
+
+/// The `SigIgn:` mask of a /proc status text.
+fn ignored_mask(status: &str) -> u64 {
+    let hex = status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigIgn:"))
+        .expect("SigIgn line");
+    u64::from_str_radix(hex.trim(), 16).unwrap()
+}
+
+#[test]
+fn regression_rust_runtime_sigpipe_ignore_does_not_leak_into_child() {
+    let dir = TestDir::new("sigpipe");
+    // std resets SIGPIPE to default for the processes it spawns, so moltd is
+    // started with PIPE not ignored; Rust's own start-up would ignore it.
+    let finished = Moltd::new(&dir, Mode::Child)
+        .args(["cat", "/proc/self/status"])
+        .run();
+    finished.expect_code(0);
+    if ignored_mask(&finished.stdout) & (1 << (SIGPIPE - 1)) != 0 {
+        finished.fail("the child ignores SIGPIPE");
+    }
+}
+
+#[test]
+fn job_control_stops_child_then_moltd_and_cont_resumes_both() {
+    let dir = TestDir::new("job_control");
+    let recorder = recorder(&dir);
+    for name in ["moltd", "dumb-init"] {
+        let out = format!("{name}.log");
+        let mut moltd = Moltd::new(&dir, Mode::Child)
+            .named(name)
+            .args([&recorder, &out])
+            .spawn();
+        moltd.wait_for_file(&out, "ready");
+        let pid = moltd.moltd_pid();
+        let child = child_pids(pid)[0];
+        for signal in [SIGTSTP, SIGTTIN, SIGTTOU] {
+            moltd.signal(signal);
+            moltd.wait_for("the child to stop", || process_state(child) == Some('T'));
+            moltd.wait_for("moltd to stop itself", || process_state(pid) == Some('T'));
+            moltd.signal(SIGCONT);
+            moltd.wait_for("moltd to continue", || process_state(pid) == Some('S'));
+            moltd.wait_for_file(&out, "got 18");
+            std::fs::write(dir.join(&out), "").unwrap();
+            moltd.wait_for("the child to continue", || {
+                process_state(child) != Some('T')
+            });
+        }
+        moltd.signal(SIGTERM);
+        moltd.wait().expect_code(0);
+    }
+}
+
+#[test]
+fn tini_forwards_tstp_without_stopping_and_drops_ttin_ttou() {
+    let dir = TestDir::new("tini_job_control");
+    let recorder = recorder(&dir);
+    let mut moltd = Moltd::new(&dir, Mode::Child)
+        .named("tini")
+        .args(["-s", "--", &recorder, "out.log"])
+        .spawn();
+    moltd.wait_for_file("out.log", "ready");
+    let pid = moltd.moltd_pid();
+    moltd.signal(SIGTTIN);
+    moltd.signal(SIGTTOU);
+    send_and_expect(&mut moltd, "out.log", &[(SIGTSTP, SIGTSTP)]);
+    assert_ne!(process_state(pid), Some('T'), "tini never stops itself");
+    send_and_expect(&mut moltd, "out.log", &[(SIGTERM, SIGTERM)]);
+    moltd.wait().expect_code(0);
+    assert_eq!(dir.read("out.log"), "ready\ngot 20\ngot 15\n");
+}
+
+#[test]
+fn group_gets_term_when_the_child_exits() {
+    let dir = TestDir::new("term_on_exit");
+    let recorder = recorder(&dir);
+    let script = format!(
+        "{recorder} grandchild.log &\nwhile ! grep -q ready grandchild.log 2>/dev/null; do sleep 0.01; done"
+    );
+    for name in ["moltd", "dumb-init"] {
+        std::fs::remove_file(dir.join("grandchild.log")).ok();
+        let moltd = Moltd::new(&dir, Mode::Child)
+            .named(name)
+            .args(["sh", "-c", &script])
+            .spawn();
+        let finished = moltd.wait();
+        finished.expect_code(0);
+        // The recorder, now an orphan elsewhere, logs TERM and exits.
+        let deadline = std::time::Instant::now() + crate::util::TIMEOUT;
+        while !dir.read("grandchild.log").contains("got 15") {
+            if std::time::Instant::now() > deadline {
+                finished.fail(&format!("{name}: the group never got TERM"));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+}
+
+/// The pids whose parent is `pid`.
+fn child_pids(pid: i32) -> Vec<i32> {
+    let children =
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    children
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+#[test]
+fn child_takes_over_the_terminal_and_the_handover_signals_are_not_forwarded() {
+    let dir = TestDir::new("tty_handover");
+    let recorder = recorder(&dir);
+    // Under `script`, moltd leads a session with a terminal on stdin. Giving
+    // it up makes the kernel send moltd HUP and CONT, which must not reach the
+    // child; the child must end up owning the terminal, in the foreground.
+    let child =
+        format!("echo $PPID > moltd.pid; ps -o stat= -p $$ > stat.txt; exec {recorder} out.log");
+    let command = format!("{} -- sh -c '{child}'", crate::util::moltd_bin().display());
+    let mut script = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .current_dir(dir.path())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("script(1) from util-linux");
+    let deadline = std::time::Instant::now() + crate::util::TIMEOUT;
+    while !dir.read("out.log").contains("ready") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "child never got ready:\n{}",
+            dir.listing()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let moltd: i32 = dir.read("moltd.pid").trim().parse().unwrap();
+    // Pending HUP would be read before USR1 (lower signals come first).
+    unsafe { kill(moltd, SIGUSR1) };
+    while !dir.read("out.log").contains("got 10") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "USR1 never arrived:\n{}",
+            dir.read("out.log")
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    unsafe { kill(moltd, SIGTERM) };
+    assert!(script.wait().unwrap().success());
+    assert_eq!(
+        dir.read("out.log"),
+        "ready\ngot 10\ngot 15\n",
+        "no HUP or CONT may reach the child"
+    );
+    assert_eq!(
+        dir.read("stat.txt").trim(),
+        "Ss+",
+        "session leader in the terminal's foreground"
+    );
+}

@@ -113,7 +113,7 @@ pub struct Moltd<'a> {
     dir: &'a TestDir,
     program: PathBuf,
     args: Vec<OsString>,
-    env: Vec<(OsString, Option<OsString>)>,
+    env: Vec<(OsString, OsString)>,
     mode: Mode,
 }
 
@@ -144,12 +144,7 @@ impl<'a> Moltd<'a> {
     }
 
     pub fn env(mut self, key: &str, value: impl Into<OsString>) -> Self {
-        self.env.push((key.into(), Some(value.into())));
-        self
-    }
-
-    pub fn env_remove(mut self, key: &str) -> Self {
-        self.env.push((key.into(), None));
+        self.env.push((key.into(), value.into()));
         self
     }
 
@@ -177,12 +172,7 @@ impl<'a> Moltd<'a> {
         ] {
             command.env_remove(key);
         }
-        for (key, value) in &self.env {
-            match value {
-                Some(value) => command.env(key, value),
-                None => command.env_remove(key),
-            };
-        }
+        command.envs(self.env.iter().map(|(k, v)| (k, v)));
         command
     }
 
