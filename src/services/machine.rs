@@ -1179,6 +1179,10 @@ impl Supervisor {
             Op::Status => Goal::Any,
             Op::Up | Op::Once => Goal::Up,
             Op::Down => Goal::Down,
+            // try-restart leaves a program that is not running alone.
+            Op::Restart {
+                only_if_running: true,
+            } if !matches!(slot.life, Life::Running { .. }) => Goal::Any,
             Op::Signal(libc::SIGTERM) | Op::Restart { .. } => Goal::Restarted(starts),
             Op::Signal(libc::SIGCONT) => Goal::Up,
             Op::Signal(_) => Goal::Any,

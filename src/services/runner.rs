@@ -59,7 +59,7 @@ pub fn run(config: ServicesConfig) -> i32 {
     let listing =
         scan::scan(&dir).map_err(|err| format!("services directory {}: {err}", dir.display()));
     if let (Err(problem), None) = (&listing, &config.main) {
-        error!("{problem}");
+        error!("{problem}; give a command or --services DIR");
         return 1;
     }
     let inotify = Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK)

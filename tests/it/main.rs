@@ -5,4 +5,6 @@
 
 mod cli;
 mod pid1;
+mod services;
+mod sv;
 mod util;
