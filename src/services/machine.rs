@@ -1300,3 +1300,393 @@ fn push_forwarded(actions: &mut Vec<Action>, forwarded: Vec<policy::Action>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    const SVWAIT: Duration = Duration::from_secs(7);
+
+    fn settings() -> Settings {
+        Settings {
+            svwait: SVWAIT,
+            backoff_max: Duration::from_secs(4),
+        }
+    }
+
+    fn part() -> Part {
+        Part {
+            down: false,
+            finish: false,
+            down_signal: libc::SIGTERM,
+            down_signal_problem: None,
+        }
+    }
+
+    fn def(name: &str) -> Definition {
+        Definition {
+            name: name.into(),
+            dir: PathBuf::from("/svc").join(name),
+            main: part(),
+            log: None,
+            essential: false,
+        }
+    }
+
+    fn listing(defs: &[Definition]) -> Event {
+        Event::Scanned(Ok(Listing {
+            services: defs.to_vec(),
+            ..Listing::default()
+        }))
+    }
+
+    fn spawn(name: &str, which: Which, program: Program) -> Action {
+        Action::Spawn {
+            service: name.into(),
+            which,
+            program,
+        }
+    }
+
+    fn spawned(name: &str, which: Which, program: Program, pid: i32) -> Event {
+        Event::Spawned {
+            service: name.into(),
+            which,
+            program,
+            result: Ok(pid),
+        }
+    }
+
+    fn exited(pid: i32, status: ExitStatus, group_alive: bool) -> Event {
+        Event::Exited {
+            pid,
+            status,
+            group_alive,
+        }
+    }
+
+    fn signal(target: i32, signal: i32) -> Action {
+        Action::Signal { target, signal }
+    }
+
+    fn request(op: Op, name: &str, wait: Option<u64>) -> Event {
+        Event::Command {
+            client: 9,
+            request: Request {
+                op,
+                names: vec![name.into()],
+                wait: wait.map(Duration::from_secs),
+                kill_on_timeout: false,
+            },
+        }
+    }
+
+    /// A supervisor running `defs`, each main `run` started with pids 100,
+    /// 101, ... in name order.
+    fn running(t0: Instant, defs: &[Definition]) -> Supervisor {
+        let mut sup = Supervisor::new(settings(), None);
+        sup.step(t0, listing(defs));
+        for (i, d) in defs.iter().enumerate() {
+            sup.step(
+                t0,
+                spawned(&d.name, Which::Main, Program::Run, 100 + i as i32),
+            );
+        }
+        sup
+    }
+
+    fn answers(actions: &[Action]) -> Vec<Answer> {
+        actions
+            .iter()
+            .find_map(|a| match a {
+                Action::Reply { answers, .. } => Some(answers.clone()),
+                _ => None,
+            })
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn new_services_start_unless_down() {
+        let t0 = Instant::now();
+        let mut lazy = def("lazy");
+        lazy.main.down = true;
+        let mut sup = Supervisor::new(settings(), None);
+        assert_eq!(
+            sup.step(t0, listing(&[def("web"), lazy])),
+            vec![spawn("web", Which::Main, Program::Run)]
+        );
+        assert_eq!(sup.next_deadline(), None, "idle means no timer");
+    }
+
+    #[test]
+    fn quick_deaths_back_off_exponentially_up_to_the_cap() {
+        let t0 = Instant::now();
+        let mut sup = running(t0, &[def("a")]);
+        let mut now = t0;
+        let mut pid = 100;
+        // Delays after each quick death: 1 s (runit's minimum), then
+        // doubling up to the 4 s cap.
+        for (n, delay) in [1u64, 2, 4, 4].into_iter().enumerate() {
+            now += Duration::from_millis(100);
+            let actions = sup.step(now, exited(pid, ExitStatus::Exited(1), false));
+            assert_eq!(actions, vec![], "death {n}");
+            let phase = sup.status_of("a", now).unwrap().main.phase;
+            let expected = if n == 0 {
+                Phase::Backoff
+            } else {
+                Phase::CrashLoop
+            };
+            assert_eq!(phase, expected, "death {n}");
+            let due = sup.next_deadline().unwrap();
+            let wanted = now + Duration::from_secs(delay);
+            assert_eq!(due, wanted, "death {n}");
+            assert_eq!(
+                sup.step(due - Duration::from_millis(1), Event::Tick),
+                vec![]
+            );
+            assert_eq!(
+                sup.step(due, Event::Tick),
+                vec![spawn("a", Which::Main, Program::Run)]
+            );
+            now = due;
+            pid += 1;
+            sup.step(now, spawned("a", Which::Main, Program::Run, pid));
+        }
+        // A run that stayed up resets the count: restart at once.
+        now += STABLE;
+        assert_eq!(
+            sup.step(now, exited(pid, ExitStatus::Exited(1), false)),
+            vec![spawn("a", Which::Main, Program::Run)]
+        );
+    }
+
+    #[test]
+    fn leftovers_are_stopped_before_finish_runs_with_runits_arguments() {
+        let t0 = Instant::now();
+        let mut d = def("a");
+        d.main.finish = true;
+        d.main.down_signal = libc::SIGQUIT;
+        let mut sup = running(t0, &[d]);
+        let t1 = t0 + STABLE;
+        assert_eq!(
+            sup.step(t1, exited(100, ExitStatus::Signaled(libc::SIGSEGV), true)),
+            vec![signal(-100, libc::SIGQUIT), signal(-100, libc::SIGCONT)]
+        );
+        assert_eq!(sup.lingering_groups(), vec![100]);
+        assert_eq!(sup.status_of("a", t1).unwrap().main.phase, Phase::Stopping);
+        assert_eq!(
+            sup.step(t1, Event::GroupGone { pgid: 100 }),
+            vec![spawn(
+                "a",
+                Which::Main,
+                Program::Finish {
+                    code: -1,
+                    signal: libc::SIGSEGV
+                }
+            )]
+        );
+        sup.step(
+            t1,
+            spawned(
+                "a",
+                Which::Main,
+                Program::Finish {
+                    code: -1,
+                    signal: 11,
+                },
+                200,
+            ),
+        );
+        // finish is killed if it hangs, and the service restarts after it.
+        let late = t1 + SVWAIT;
+        assert_eq!(
+            sup.step(late, Event::Tick),
+            vec![signal(-200, libc::SIGKILL)]
+        );
+        assert_eq!(
+            sup.step(
+                late,
+                exited(200, ExitStatus::Signaled(libc::SIGKILL), false)
+            ),
+            vec![spawn("a", Which::Main, Program::Run)]
+        );
+    }
+
+    #[test]
+    fn sv_down_waits_for_the_group_and_kills_it_after_svwait() {
+        let t0 = Instant::now();
+        let mut sup = running(t0, &[def("a")]);
+        let actions = sup.step(t0, request(Op::Down, "a", Some(30)));
+        assert_eq!(
+            actions,
+            vec![signal(-100, libc::SIGTERM), signal(-100, libc::SIGCONT)]
+        );
+        // run exits, but its group lives on: not down yet.
+        assert_eq!(
+            sup.step(t0, exited(100, ExitStatus::Signaled(libc::SIGTERM), true)),
+            vec![]
+        );
+        assert_eq!(
+            sup.step(t0 + SVWAIT, Event::Tick),
+            vec![signal(-100, libc::SIGKILL)]
+        );
+        let done = sup.step(t0 + SVWAIT, Event::GroupGone { pgid: 100 });
+        match &answers(&done)[..] {
+            [Answer::Ok(status)] => assert_eq!(status.main.phase, Phase::Down),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(sup.next_deadline(), None);
+    }
+
+    #[test]
+    fn waits_time_out_and_force_kills() {
+        let t0 = Instant::now();
+        let mut sup = running(t0, &[def("a")]);
+        let mut force = request(Op::Down, "a", Some(2));
+        if let Event::Command { request, .. } = &mut force {
+            request.kill_on_timeout = true;
+        }
+        sup.step(t0, force);
+        let actions = sup.step(t0 + Duration::from_secs(2), Event::Tick);
+        assert_eq!(actions[0], signal(-100, libc::SIGKILL));
+        assert!(matches!(answers(&actions)[..], [Answer::Killed(_)]));
+        let unknown = sup.step(t0, request(Op::Up, "nope", Some(2)));
+        assert_eq!(answers(&unknown), vec![Answer::Unknown("nope".into())]);
+    }
+
+    #[test]
+    fn shutdown_exit_codes_follow_the_signal() {
+        for (sig, code) in [
+            (libc::SIGTERM, 0),
+            (libc::SIGINT, 130),
+            (libc::SIGQUIT, 131),
+        ] {
+            let t0 = Instant::now();
+            let mut sup = running(t0, &[def("a"), def("b")]);
+            let actions = sup.step(t0, Event::Signal(sig));
+            assert_eq!(actions.len(), 4, "TERM and CONT to both groups");
+            assert_eq!(
+                sup.step(t0, exited(100, ExitStatus::Signaled(15), false)),
+                vec![]
+            );
+            assert_eq!(
+                sup.step(t0, exited(101, ExitStatus::Signaled(15), false)),
+                vec![Action::Exit(code)]
+            );
+        }
+        let t0 = Instant::now();
+        let mut sup = running(t0, &[def("a")]);
+        assert_eq!(sup.step(t0, Event::Signal(libc::SIGHUP)), vec![]);
+    }
+
+    #[test]
+    fn log_service_stops_after_its_service_by_closing_its_input() {
+        let t0 = Instant::now();
+        let mut d = def("web");
+        d.log = Some(part());
+        let mut sup = Supervisor::new(settings(), None);
+        assert_eq!(
+            sup.step(t0, listing(&[d])),
+            vec![
+                spawn("web", Which::Log, Program::Run),
+                spawn("web", Which::Main, Program::Run)
+            ]
+        );
+        sup.step(t0, spawned("web", Which::Log, Program::Run, 50));
+        sup.step(t0, spawned("web", Which::Main, Program::Run, 51));
+        assert_eq!(sup.step(t0, Event::Signal(libc::SIGTERM)).len(), 2);
+        assert_eq!(
+            sup.step(t0, exited(51, ExitStatus::Signaled(15), false)),
+            vec![Action::CloseLogInput {
+                service: "web".into()
+            }]
+        );
+        assert_eq!(
+            sup.step(t0, exited(50, ExitStatus::Exited(0), false)),
+            vec![Action::Exit(0)]
+        );
+    }
+
+    #[test]
+    fn essential_service_whose_finish_says_125_stops_the_container() {
+        let t0 = Instant::now();
+        let mut d = def("db");
+        d.essential = true;
+        d.main.finish = true;
+        let mut sup = running(t0, &[d, def("other")]);
+        sup.step(t0, exited(100, ExitStatus::Exited(1), false));
+        sup.step(
+            t0,
+            spawned(
+                "db",
+                Which::Main,
+                Program::Finish { code: 1, signal: 0 },
+                300,
+            ),
+        );
+        let actions = sup.step(
+            t0,
+            exited(300, ExitStatus::Exited(FINISH_NO_RESTART), false),
+        );
+        assert_eq!(
+            actions,
+            vec![signal(-101, libc::SIGTERM), signal(-101, libc::SIGCONT)]
+        );
+        assert_eq!(
+            sup.step(t0, exited(101, ExitStatus::Signaled(15), false)),
+            vec![Action::Exit(ESSENTIAL_FAILED)]
+        );
+    }
+
+    #[test]
+    fn removed_folder_is_stopped_then_forgotten() {
+        let t0 = Instant::now();
+        let mut sup = running(t0, &[def("a"), def("b")]);
+        assert_eq!(
+            sup.step(t0, listing(&[def("b")])),
+            vec![signal(-100, libc::SIGTERM), signal(-100, libc::SIGCONT)]
+        );
+        assert_eq!(
+            sup.step(t0, exited(100, ExitStatus::Signaled(15), false)),
+            vec![Action::Forget {
+                service: "a".into()
+            }]
+        );
+        // The scan that follows picks the folder up again if it came back.
+        assert_eq!(sup.step(t0, Event::Tick), vec![Action::Scan]);
+        assert_eq!(sup.step(t0, listing(&[def("b")])), vec![]);
+    }
+
+    #[test]
+    fn exec_failure_counts_as_exit_111() {
+        let t0 = Instant::now();
+        let mut d = def("a");
+        d.main.finish = true;
+        let mut sup = Supervisor::new(settings(), None);
+        sup.step(t0, listing(&[d]));
+        sup.step(
+            t0,
+            Event::Spawned {
+                service: "a".into(),
+                which: Which::Main,
+                program: Program::Run,
+                result: Err(SpawnFailure {
+                    pid: Some(70),
+                    reason: "Permission denied".into(),
+                }),
+            },
+        );
+        assert_eq!(
+            sup.step(t0, exited(70, ExitStatus::Exited(127), false)),
+            vec![spawn(
+                "a",
+                Which::Main,
+                Program::Finish {
+                    code: COULD_NOT_START,
+                    signal: 0
+                }
+            )]
+        );
+    }
+}
