@@ -564,48 +564,39 @@ impl Slot {
     }
 
     fn tick(&mut self, cx: &mut Ctx) {
-        match &mut self.life {
+        let expired = |deadline: &Option<Instant>| deadline.is_some_and(|d| d <= cx.now);
+        let (group, what) = match &mut self.life {
             Life::Backoff { until } if *until <= cx.now => {
                 if self.intent == Intent::Down {
                     self.set_life(Life::Down, cx.now);
                 } else {
                     self.start(cx);
                 }
+                return;
             }
-            Life::Stopping {
-                pgid,
-                deadline: deadline @ Some(_),
-                ..
-            } if deadline.is_some_and(|d| d <= cx.now) => {
-                warn!(
-                    "{}: still running {}s after being told to stop, killing its process group",
-                    cx.label,
-                    cx.settings.svwait.as_secs()
-                );
+            Life::Stopping { pgid, deadline, .. } if expired(deadline) => {
                 *deadline = None;
-                cx.actions.push(Action::Signal {
-                    target: -*pgid,
-                    signal: libc::SIGKILL,
-                });
+                (*pgid, "still running after being told to stop")
             }
             Life::Finishing {
                 pid: Some(pid),
-                deadline: deadline @ Some(_),
+                deadline,
                 ..
-            } if deadline.is_some_and(|d| d <= cx.now) => {
-                warn!(
-                    "{}: finish still running after {}s, killing it",
-                    cx.label,
-                    cx.settings.svwait.as_secs()
-                );
+            } if expired(deadline) => {
                 *deadline = None;
-                cx.actions.push(Action::Signal {
-                    target: -*pid,
-                    signal: libc::SIGKILL,
-                });
+                (*pid, "finish still running")
             }
-            _ => {}
-        }
+            _ => return,
+        };
+        warn!(
+            "{}: {what} after {}s, killing its process group",
+            cx.label,
+            cx.settings.svwait.as_secs()
+        );
+        cx.actions.push(Action::Signal {
+            target: -group,
+            signal: libc::SIGKILL,
+        });
     }
 
     /// The pid of `run` while it is alive.

@@ -359,7 +359,7 @@ fn bad_input_gives_one_line_and_the_rest_keeps_running() {
     moltd.wait_for_file("moltd.stderr", "badexec: cannot run ./run");
     moltd.wait_for_file(
         "moltd.stderr",
-        "hangs: finish still running after 1s, killing it",
+        "hangs: finish still running after 1s, killing its process group",
     );
     // The broken ones keep failing without more noise, and the good one is
     // undisturbed.
