@@ -7,6 +7,7 @@ pub mod cli;
 pub mod init;
 pub mod logging;
 pub mod personality;
+pub mod services;
 pub mod signals;
 pub mod sys;
 pub mod update;

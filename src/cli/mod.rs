@@ -6,14 +6,17 @@
 
 mod dumb_init;
 mod moltd;
+mod sv;
 mod tini;
 mod update;
 
 use crate::init::{self, InitConfig};
 use crate::logging;
 use crate::personality::Personality;
+use crate::services::{self, ServicesConfig};
 use log::LevelFilter;
 use std::ffi::{OsStr, OsString};
+use std::path::{Path, PathBuf};
 
 /// What the command line asks for.
 #[derive(Debug, PartialEq, Eq)]
@@ -22,6 +25,18 @@ pub enum Outcome {
     Run(InitConfig, LevelFilter),
     /// Run `moltd update`.
     Update(update::UpdateCommand),
+    /// Supervise a services directory, maybe beside a command.
+    Services(ServicesConfig, LevelFilter),
+    /// Be an `sv` client of the supervisor listening on `socket`.
+    Sv {
+        args: Vec<OsString>,
+        socket: PathBuf,
+    },
+    /// Print the status table of the supervisor listening on `socket`.
+    Status {
+        names: Vec<OsString>,
+        socket: PathBuf,
+    },
     /// Print something (help, version, or a usage error) and exit.
     Exit {
         code: i32,
@@ -57,6 +72,10 @@ pub fn main(args: Vec<OsString>) -> i32 {
     let argv0 = args.first().cloned().unwrap_or_default();
     let personality = Personality::from_argv0(&argv0);
     let env = |name: &str| std::env::var_os(name);
+    if Path::new(&argv0).file_name() == Some(OsStr::new("sv")) {
+        let args = args.into_iter().skip(1).collect();
+        return sv::sv(args, &control_socket(None, &env), &env);
+    }
     let outcome = match personality {
         Personality::Moltd if args.get(1).is_some_and(|a| a == "update") => {
             update::parse(args.into_iter().skip(2), &env)
@@ -74,6 +93,12 @@ pub fn main(args: Vec<OsString>) -> i32 {
             logging::init(personality, command.level);
             update::run(command)
         }
+        Outcome::Services(config, level) => {
+            logging::init(personality, level);
+            services::run(config)
+        }
+        Outcome::Sv { args, socket } => sv::sv(args, &socket, &env),
+        Outcome::Status { names, socket } => sv::status(names, &socket),
         Outcome::Exit {
             code,
             stdout,
@@ -84,6 +109,13 @@ pub fn main(args: Vec<OsString>) -> i32 {
             code
         }
     }
+}
+
+/// The control socket: the `--control` flag, else `MOLTD_CONTROL`, else the
+/// default.
+fn control_socket(flag: Option<PathBuf>, env: Env) -> PathBuf {
+    flag.or_else(|| env("MOLTD_CONTROL").map(PathBuf::from))
+        .unwrap_or_else(|| services::DEFAULT_CONTROL.into())
 }
 
 /// Parses an exit code for tini's `-e`: 0 to 255.

@@ -1,24 +1,36 @@
 //! moltd's own command line: the union of tini's and dumb-init's flags where
 //! they do not clash, with dumb-init's defaults (see the README for why).
 
-use super::{Env, Outcome, job_control_rewrites, parse_exit_code, parse_rewrite, truthy};
+use super::{
+    Env, Outcome, control_socket, job_control_rewrites, parse_exit_code, parse_rewrite, truthy,
+};
 use crate::init::policy::{Delivery, JobControl, Rules};
 use crate::init::{InitConfig, Isolation, Reaping};
 use crate::personality::Personality;
+use crate::services::{self, ServicesConfig, Settings};
 use crate::signals;
 use lexopt::prelude::*;
 use log::LevelFilter;
 use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
 
 const HELP: &str = "\
 moltd: a container PID 1 that reaps zombies and forwards signals.
 
 Usage: moltd [OPTIONS] [--] COMMAND [ARGS...]
+       moltd [OPTIONS] --services DIR [[--] COMMAND [ARGS...]]
+       moltd [--control PATH] sv [-v] [-w SEC] VERB SERVICE...
+       moltd [--control PATH] status [SERVICE...]
 
 Runs COMMAND as its child, forwards signals to it and exits with its status
-(128+N when it dies of signal N).
+(128+N when it dies of signal N). With a services directory (and with no
+COMMAND at all, /etc/service), it also supervises every service folder in it
+runit-style; `sv` and `status` control them through the control socket.
 
 Options:
+      --services DIR         supervise the service folders in DIR
+      --control PATH         the control socket (default /run/moltd/control.sock)
   -c, --single-child         forward signals to the child only, and keep it in
                              moltd's session (default: its whole process group,
                              in a session of its own)
@@ -35,7 +47,9 @@ Options:
   -l, --license              print the license and exit
 
 Environment: MOLTD_LOG (error, warn, info, debug, trace), VERBOSE (1/true: debug),
-DUMB_INIT_SETSID=0 (same as -c).
+DUMB_INIT_SETSID=0 (same as -c), MOLTD_SERVICES (same as --services),
+MOLTD_CONTROL (same as --control), SVWAIT (seconds a stopping service gets
+before KILL, default 7), MOLTD_BACKOFF_MAX (longest restart delay, default 30).
 Installed as `tini` or `dumb-init` (a symlink), moltd behaves as that program.
 ";
 
@@ -59,11 +73,24 @@ fn parse_args(args: Vec<OsString>, env: Env) -> Result<Outcome, lexopt::Error> {
     let mut parent_death_signal = None;
     let mut warn_on_reap = false;
     let mut verbose = 0u32;
+    let mut services_dir = env("MOLTD_SERVICES").map(PathBuf::from);
+    let mut control = None;
     let mut command = Vec::new();
+    // Whether `--` came before the first operand: `moltd -- status` runs a
+    // program named status, `moltd status` is the subcommand.
+    let mut after_dashes = false;
 
     let mut parser = lexopt::Parser::from_iter(args);
-    while let Some(arg) = parser.next()? {
+    loop {
+        if let Some(raw) = parser.try_raw_args() {
+            after_dashes |= raw.peek() == Some("--".as_ref());
+        }
+        let Some(arg) = parser.next()? else {
+            break;
+        };
         match arg {
+            Long("services") => services_dir = Some(parser.value()?.into()),
+            Long("control") => control = Some(parser.value()?.into()),
             Short('c') | Long("single-child") => single_child = true,
             Short('g') | Long("group") => single_child = false,
             Short('s') | Long("subreaper") => {}
@@ -106,8 +133,22 @@ fn parse_args(args: Vec<OsString>, env: Env) -> Result<Outcome, lexopt::Error> {
             _ => return Err(arg.unexpected()),
         }
     }
-    if command.is_empty() {
-        return Err("no command given".into());
+    let subcommand = command.first().filter(|_| !after_dashes).cloned();
+    let socket = || control_socket(control.clone(), env);
+    match subcommand.as_ref().and_then(|c| c.to_str()) {
+        Some("sv") => {
+            return Ok(Outcome::Sv {
+                args: command.split_off(1),
+                socket: socket(),
+            });
+        }
+        Some("status") => {
+            return Ok(Outcome::Status {
+                names: command.split_off(1),
+                socket: socket(),
+            });
+        }
+        _ => {}
     }
 
     let level = log_level(verbose, env, LevelFilter::Warn)?;
@@ -123,7 +164,7 @@ fn parse_args(args: Vec<OsString>, env: Env) -> Result<Outcome, lexopt::Error> {
     rewrites.extend(user_rewrites);
     let config = InitConfig {
         personality: Personality::Moltd,
-        command,
+        command: command.clone(),
         isolation,
         rules: Rules {
             delivery,
@@ -136,6 +177,19 @@ fn parse_args(args: Vec<OsString>, env: Env) -> Result<Outcome, lexopt::Error> {
         parent_death_signal,
         warn_on_reap,
     };
+    if command.is_empty() || services_dir.is_some() {
+        let settings = Settings {
+            svwait: seconds_from(env, "SVWAIT", services::DEFAULT_SVWAIT, 0)?,
+            backoff_max: seconds_from(env, "MOLTD_BACKOFF_MAX", services::DEFAULT_BACKOFF_MAX, 1)?,
+        };
+        let services = ServicesConfig {
+            dir: services_dir.unwrap_or_else(|| services::DEFAULT_DIR.into()),
+            control: socket(),
+            settings,
+            main: (!command.is_empty()).then_some(config),
+        };
+        return Ok(Outcome::Services(services, level));
+    }
     Ok(Outcome::Run(config, level))
 }
 
@@ -159,6 +213,22 @@ pub(super) fn log_level(
         None if env("VERBOSE").is_some_and(|v| truthy(&v)) => LevelFilter::Debug,
         None => default,
     })
+}
+
+/// Reads a whole number of seconds, at least `min`, from the environment.
+fn seconds_from(
+    env: Env,
+    name: &str,
+    default: Duration,
+    min: u64,
+) -> Result<Duration, lexopt::Error> {
+    let Some(value) = env(name) else {
+        return Ok(default);
+    };
+    match value.to_str().and_then(|v| v.parse::<u64>().ok()) {
+        Some(secs) if secs >= min => Ok(Duration::from_secs(secs)),
+        _ => Err(format!("bad {name} {value:?}: expected whole seconds, at least {min}").into()),
+    }
 }
 
 fn level_for_verbose(count: u32) -> LevelFilter {

@@ -42,44 +42,19 @@ pub struct InitConfig {
 /// Runs the command and returns the code moltd should exit with.
 pub fn run(config: InitConfig) -> i32 {
     let say = Messages(config.personality);
-    let mut signals = match SignalSource::install() {
-        Ok(signals) => signals,
-        Err(err) => return say.fatal_setup("block signals", err),
+    let started = prepare(
+        config.personality,
+        config.reaping,
+        config.parent_death_signal,
+    )
+    .and_then(|signals| {
+        let forwarder = start(&config, &signals)?;
+        Ok((signals, forwarder))
+    });
+    let (mut signals, mut forwarder) = match started {
+        Ok(started) => started,
+        Err(code) => return code,
     };
-    if !process::is_pid1() {
-        match config.reaping {
-            Reaping::Subreaper => {
-                if let Err(err) = process::become_subreaper() {
-                    say.subreaper_failed(err);
-                }
-            }
-            Reaping::WarnIfNotPid1 => say.not_reaping(),
-            Reaping::Silent => {}
-        }
-    }
-    if let Some(signal) = config.parent_death_signal {
-        if let Err(err) = process::set_parent_death_signal(signal) {
-            return say.fatal_setup("set the parent-death signal", err);
-        }
-    }
-    let ignore_once =
-        if config.isolation == Isolation::NewSession && process::release_controlling_tty() {
-            vec![libc::SIGHUP, libc::SIGCONT]
-        } else {
-            Vec::new()
-        };
-
-    let path = std::env::var_os("PATH");
-    let child = spawn::Program::new(&config.command, path.as_deref())
-        .and_then(|program| spawn::spawn(&program, config.isolation, signals.inherited_mask()));
-    let child = match child {
-        Ok(pid) => pid,
-        // The failed child exited at once; leaving reaps it with us.
-        Err(err) => return say.spawn_failed(&config.command[0], err),
-    };
-    say.spawned(&config.command[0], child);
-
-    let mut forwarder = Forwarder::new(config.rules, child, ignore_once);
     loop {
         let signal = match signals.wait() {
             Ok(signal) => signal,
@@ -111,6 +86,57 @@ pub fn run(config: InitConfig) -> i32 {
             return code;
         }
     }
+}
+
+/// Sets moltd up as PID 1 before anything is started: blocks signals, makes
+/// sure orphans come to it, and asks for the parent-death signal. Returns
+/// the exit code to leave with on failure.
+pub fn prepare(
+    personality: Personality,
+    reaping: Reaping,
+    parent_death_signal: Option<i32>,
+) -> Result<SignalSource, i32> {
+    let say = Messages(personality);
+    let signals = SignalSource::install().map_err(|err| say.fatal_setup("block signals", err))?;
+    if !process::is_pid1() {
+        match reaping {
+            Reaping::Subreaper => {
+                if let Err(err) = process::become_subreaper() {
+                    say.subreaper_failed(err);
+                }
+            }
+            Reaping::WarnIfNotPid1 => say.not_reaping(),
+            Reaping::Silent => {}
+        }
+    }
+    if let Some(signal) = parent_death_signal {
+        process::set_parent_death_signal(signal)
+            .map_err(|err| say.fatal_setup("set the parent-death signal", err))?;
+    }
+    Ok(signals)
+}
+
+/// Starts the command and returns what forwards signals to it, or the exit
+/// code to leave with.
+pub fn start(config: &InitConfig, signals: &SignalSource) -> Result<Forwarder, i32> {
+    let say = Messages(config.personality);
+    let ignore_once =
+        if config.isolation == Isolation::NewSession && process::release_controlling_tty() {
+            vec![libc::SIGHUP, libc::SIGCONT]
+        } else {
+            Vec::new()
+        };
+    let path = std::env::var_os("PATH");
+    let child = spawn::Program::new(&config.command, path.as_deref()).and_then(|program| {
+        spawn::spawn(
+            &program,
+            &spawn::Options::new(config.isolation, signals.inherited_mask()),
+        )
+    });
+    // A child that failed to exec exits at once; leaving reaps it with us.
+    let child = child.map_err(|err| say.spawn_failed(&config.command[0], err))?;
+    say.spawned(&config.command[0], child);
+    Ok(Forwarder::new(config.rules.clone(), child, ignore_once))
 }
 
 fn perform(say: &Messages, action: Action) {

@@ -12,6 +12,7 @@
 //! * [`fs`] holds the two file-system calls std lacks (statvfs, syncfs).
 
 pub mod fs;
+pub mod io;
 pub mod process;
 pub mod reap;
 pub mod signals;

@@ -32,6 +32,12 @@ pub fn send_signal(target: i32, signal: i32) -> Result<(), Errno> {
     Errno::result(unsafe { libc::kill(target, signal) }).map(drop)
 }
 
+/// Whether any process, zombies included, is left in process group `pgid`.
+pub fn group_exists(pgid: i32) -> bool {
+    // Signal 0 checks for existence; EPERM still means someone is there.
+    send_signal(-pgid, 0) != Err(Errno::ESRCH)
+}
+
 /// Stops moltd until it receives SIGCONT (a no-op for PID 1, which the kernel
 /// never stops from inside its namespace).
 pub fn stop_self() -> Result<(), Errno> {

@@ -1,10 +1,12 @@
 //! Starting a child: fork, set it up, exec.
 //!
 //! Everything the child needs (the paths to try, argv as C strings, the mask
-//! to restore) is prepared before `fork`. Between `fork` and `exec` the child
-//! only makes async-signal-safe calls (`setsid`, `setpgid`, `ioctl`,
-//! `tcsetpgrp`, `pthread_sigmask`, `execv`, `write`, `_exit`), because moltd may
-//! have other threads whose locks the child would inherit held.
+//! to restore, the directory and the descriptors to install) is prepared
+//! before `fork`. Between `fork` and `exec` the child only makes
+//! async-signal-safe calls (`setsid`, `setpgid`, `ioctl`, `tcsetpgrp`,
+//! `chdir`, `dup2`, `fcntl`, `pthread_sigmask`, `execv`, `write`, `_exit`),
+//! because moltd may have other threads whose locks the child would inherit
+//! held.
 //!
 //! A failed exec is reported through a close-on-exec pipe, so the parent
 //! learns the errno and can word the error the way the personality in use
@@ -14,11 +16,11 @@ use nix::errno::Errno;
 use nix::libc;
 use nix::sys::signal::SigSet;
 use nix::unistd::{ForkResult, fork, pipe2};
-use std::ffi::{CString, OsStr, OsString};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::ffi::{CStr, CString, OsStr, OsString};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 
-const SHELL: &std::ffi::CStr = c"/bin/sh";
+const SHELL: &CStr = c"/bin/sh";
 
 /// Where the child lives in the session and process-group hierarchy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,6 +32,35 @@ pub enum Isolation {
     NewProcessGroup,
     /// moltd's own process group and session (dumb-init without setsid).
     Shared,
+    /// Its own process group, left in the background: a supervised service,
+    /// which must neither take the terminal from the main command nor be hit
+    /// by signals meant for moltd's group.
+    Background,
+}
+
+/// How to set the child up between fork and exec.
+pub struct Options<'a> {
+    pub isolation: Isolation,
+    /// The signal mask the child gets back (the one moltd was started with).
+    pub mask: &'a SigSet,
+    /// The working directory to change to before exec.
+    pub cwd: Option<&'a CStr>,
+    /// Descriptors to install as stdin, stdout and stderr; `None` inherits
+    /// moltd's. They must not be 0, 1 or 2 themselves (see
+    /// [`crate::sys::io::ensure_std_fds`]).
+    pub stdio: [Option<BorrowedFd<'a>>; 3],
+}
+
+impl<'a> Options<'a> {
+    /// Inherit directory and standard streams.
+    pub fn new(isolation: Isolation, mask: &'a SigSet) -> Options<'a> {
+        Options {
+            isolation,
+            mask,
+            cwd: None,
+            stdio: [None; 3],
+        }
+    }
 }
 
 /// A command ready to be started: argv and every path `execvp` would try.
@@ -93,9 +124,10 @@ impl Program {
     }
 }
 
-/// Forks and execs `program`, restoring `mask` in the child. Returns the
-/// child's pid once exec has succeeded.
-pub fn spawn(program: &Program, isolation: Isolation, mask: &SigSet) -> Result<i32, SpawnError> {
+/// Forks and execs `program`, set up as `options` says. Returns the child's
+/// pid once exec has succeeded; by then it has its own group if asked, so its
+/// group can be signalled at once.
+pub fn spawn(program: &Program, options: &Options) -> Result<i32, SpawnError> {
     let mut argv: Vec<*const libc::c_char> = program.argv.iter().map(|a| a.as_ptr()).collect();
     argv.push(std::ptr::null());
     // For a file without a `#!` line, execvp's fallback: `/bin/sh FILE ARGS`.
@@ -104,18 +136,18 @@ pub fn spawn(program: &Program, isolation: Isolation, mask: &SigSet) -> Result<i
     script_argv.extend_from_slice(argv.get(1..).unwrap_or(&[std::ptr::null()]));
     let (report_read, report_write) =
         pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| SpawnError::Setup("pipe", e))?;
+    let setup = ChildSetup {
+        isolation: options.isolation,
+        mask: options.mask,
+        cwd: options.cwd,
+        stdio: options.stdio.map(|fd| fd.map(|fd| fd.as_raw_fd())),
+    };
 
     // SAFETY: the child branch only calls async-signal-safe functions on data
     // prepared above, and leaves through exec or _exit.
     match unsafe { fork() }.map_err(|e| SpawnError::Setup("fork", e))? {
         ForkResult::Child => {
-            let errno = exec_in_child(
-                &program.candidates,
-                &argv,
-                &mut script_argv,
-                isolation,
-                mask,
-            );
+            let errno = exec_in_child(&program.candidates, &argv, &mut script_argv, &setup);
             let bytes = errno.to_ne_bytes();
             // SAFETY: write and _exit are async-signal-safe.
             unsafe {
@@ -136,20 +168,27 @@ pub fn spawn(program: &Program, isolation: Isolation, mask: &SigSet) -> Result<i
     }
 }
 
-/// Runs in the child. Returns only if exec failed, with the errno `execvp`
-/// would have reported.
+/// [`Options`] reduced to plain values the child can use without allocating.
+struct ChildSetup<'a> {
+    isolation: Isolation,
+    mask: &'a SigSet,
+    cwd: Option<&'a CStr>,
+    stdio: [Option<RawFd>; 3],
+}
+
+/// Runs in the child. Returns only if the set-up or exec failed, with the
+/// errno `execvp` would have reported.
 fn exec_in_child(
     candidates: &[CString],
     argv: &[*const libc::c_char],
     script_argv: &mut [*const libc::c_char],
-    isolation: Isolation,
-    mask: &SigSet,
+    setup: &ChildSetup,
 ) -> i32 {
     // SAFETY: all calls below are async-signal-safe and take valid pointers
-    // prepared before fork. Their failures are deliberately ignored: a child
-    // without a terminal is still a working child.
+    // prepared before fork. Failures of the terminal calls are deliberately
+    // ignored: a child without a terminal is still a working child.
     unsafe {
-        match isolation {
+        match setup.isolation {
             Isolation::NewSession => {
                 libc::setsid();
                 libc::ioctl(libc::STDIN_FILENO, libc::TIOCSCTTY, 0);
@@ -158,9 +197,25 @@ fn exec_in_child(
                 libc::setpgid(0, 0);
                 libc::tcsetpgrp(libc::STDIN_FILENO, libc::getpid());
             }
+            Isolation::Background => {
+                libc::setpgid(0, 0);
+            }
             Isolation::Shared => {}
         }
-        libc::pthread_sigmask(libc::SIG_SETMASK, mask.as_ref(), std::ptr::null_mut());
+        if let Some(cwd) = setup.cwd {
+            if libc::chdir(cwd.as_ptr()) != 0 {
+                return Errno::last_raw();
+            }
+        }
+        for (target, source) in (0..).zip(setup.stdio) {
+            // dup2 clears close-on-exec on the copy it makes.
+            if let Some(source) = source {
+                if libc::dup2(source, target) < 0 {
+                    return Errno::last_raw();
+                }
+            }
+        }
+        libc::pthread_sigmask(libc::SIG_SETMASK, setup.mask.as_ref(), std::ptr::null_mut());
         let mut permission_denied = false;
         let mut last = libc::ENOENT;
         for path in candidates {

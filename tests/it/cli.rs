@@ -56,7 +56,13 @@ fn moltd_answers_bad_input_with_one_line_and_the_anchor_codes() {
     check(
         &dir,
         &[
-            case("moltd", &[], 1, Err, "moltd: error: no command given"),
+            case(
+                "moltd",
+                &["--services", "missing-dir"],
+                1,
+                Err,
+                "moltd: error: services directory",
+            ),
             case(
                 "moltd",
                 &["-Z", "true"],

@@ -6,5 +6,7 @@
 mod cli;
 mod feed;
 mod pid1;
+mod services;
+mod sv;
 mod update;
 mod util;

@@ -71,6 +71,36 @@ impl TestDir {
         link
     }
 
+    /// The control socket of a moltd started in this directory.
+    pub fn control_socket(&self) -> PathBuf {
+        self.join("control.sock")
+    }
+
+    /// Runs `sv ARGS` (moltd through a symlink named `sv`) against the moltd
+    /// started in this directory.
+    pub fn sv(&self, args: &[&str]) -> Client {
+        self.client(Command::new(self.moltd_as("sv")).args(args))
+    }
+
+    /// Runs `moltd ARGS` as a client (`moltd status`, `moltd sv ...`).
+    pub fn moltd_client(&self, args: &[&str]) -> Client {
+        self.client(Command::new(moltd_bin()).args(args))
+    }
+
+    fn client(&self, command: &mut Command) -> Client {
+        let output = command
+            .env("MOLTD_CONTROL", self.control_socket())
+            .env_remove("SVWAIT")
+            .current_dir(self.path())
+            .output()
+            .expect("run the client");
+        Client {
+            code: output.status.code(),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
     /// Every file below the directory, for failure messages.
     pub fn listing(&self) -> String {
         fn walk(dir: &Path, out: &mut String) {
@@ -169,6 +199,9 @@ impl<'a> Moltd<'a> {
             "TINI_SUBREAPER",
             "TINI_VERBOSITY",
             "DUMB_INIT_SETSID",
+            "MOLTD_SERVICES",
+            "SVWAIT",
+            "MOLTD_BACKOFF_MAX",
         ] {
             command.env_remove(key);
         }
@@ -189,6 +222,8 @@ impl<'a> Moltd<'a> {
                 command.env_remove(&key);
             }
         }
+        // Never the machine's /run/moltd: each test has its own socket.
+        command.env("MOLTD_CONTROL", self.dir.control_socket());
         command.envs(self.env.iter().map(|(k, v)| (k, v)));
         command
     }
@@ -235,6 +270,14 @@ impl<'a> Moltd<'a> {
     pub fn run(self) -> Finished {
         self.spawn().wait()
     }
+}
+
+/// What a client command printed.
+#[derive(Debug)]
+pub struct Client {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
 }
 
 /// How a finished moltd ended.
@@ -328,6 +371,21 @@ impl Running<'_> {
             }
             std::thread::sleep(Duration::from_millis(5));
         }
+    }
+
+    /// Waits until `sv status SERVICE` prints a line starting with `prefix`
+    /// (`run:`, `down:`), and returns that line.
+    pub fn wait_for_sv(&mut self, service: &str, prefix: &str) -> String {
+        let dir = self.dir;
+        let mut line = String::new();
+        self.wait_for(
+            &format!("sv status {service} to start with {prefix:?}"),
+            || {
+                line = dir.sv(&["status", service]).stdout;
+                line.starts_with(prefix)
+            },
+        );
+        line
     }
 
     /// Waits until the test dir's file `name` contains `text`.

@@ -1,0 +1,41 @@
+//! Service mode: supervise a directory of runit-style service folders,
+//! optionally beside a main command (combined mode), and answer `sv` on a
+//! control socket.
+//!
+//! The decisions live in the pure [`machine`]; [`runner`] is the event loop
+//! that does the I/O for it; [`scan`] reads service folders; [`control`] and
+//! [`status`] are the protocol and the formats that `sv` and `moltd status`
+//! share with the supervisor; [`client`] is their side of the socket.
+
+pub mod client;
+pub mod control;
+pub mod machine;
+mod output;
+mod runner;
+pub mod scan;
+pub mod status;
+
+use crate::init::InitConfig;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use machine::Settings;
+pub use runner::run;
+
+/// Where services live when neither `--services` nor `MOLTD_SERVICES` says.
+pub const DEFAULT_DIR: &str = "/etc/service";
+/// Where the control socket lives unless `--control` or `MOLTD_CONTROL` says.
+pub const DEFAULT_CONTROL: &str = "/run/moltd/control.sock";
+/// runit's default for SVWAIT.
+pub const DEFAULT_SVWAIT: Duration = Duration::from_secs(7);
+pub const DEFAULT_BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// Everything service mode needs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServicesConfig {
+    pub dir: PathBuf,
+    pub control: PathBuf,
+    pub settings: Settings,
+    /// Combined mode's main command.
+    pub main: Option<InitConfig>,
+}

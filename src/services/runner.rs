@@ -1,0 +1,569 @@
+//! The event loop of service mode: it owns every descriptor (signalfd,
+//! inotify, control socket and clients, output pipes), sleeps in `poll`, and
+//! turns what happens into [`Event`]s for the [`Supervisor`], whose
+//! [`Action`]s it carries out.
+//!
+//! It sleeps without a timeout unless the supervisor has a deadline (a
+//! backoff, an SVWAIT, a client's wait, a directory settling), so an idle
+//! moltd costs nothing. Reaping happens only here, after a SIGCHLD, and every
+//! pid the supervisor starts is reported to it (through
+//! [`Event::Spawned`]) before the loop can reap again.
+
+use super::ServicesConfig;
+use super::control::{Answer, Request};
+use super::machine::{Action, Event, Program, SpawnFailure, Supervisor, Which};
+use super::output::Output;
+use super::scan::{self, Listing};
+use crate::init::{self, Isolation, Reaping};
+use crate::personality::Personality;
+use crate::sys::io::{self, Pipe};
+use crate::sys::signals::SignalSource;
+use crate::sys::spawn::{self, SpawnError};
+use crate::sys::{process, reap};
+use log::{debug, error, warn};
+use nix::fcntl::OFlag;
+use nix::libc;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+use nix::sys::signal::SigSet;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::ffi::{CString, OsString};
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// The longest request a client may send.
+const MAX_REQUEST: usize = 64 * 1024;
+
+/// Runs service mode and returns the code moltd should exit with.
+pub fn run(config: ServicesConfig) -> i32 {
+    if let Err(err) = io::ensure_std_fds() {
+        error!(
+            "cannot open /dev/null for closed standard streams: {}",
+            err.desc()
+        );
+        return 1;
+    }
+    let (personality, reaping, death) = match &config.main {
+        Some(main) => (main.personality, main.reaping, main.parent_death_signal),
+        None => (Personality::Moltd, Reaping::Subreaper, None),
+    };
+    let signals = match init::prepare(personality, reaping, death) {
+        Ok(signals) => signals,
+        Err(code) => return code,
+    };
+    let dir = std::path::absolute(&config.dir).unwrap_or(config.dir.clone());
+    let listing =
+        scan::scan(&dir).map_err(|err| format!("services directory {}: {err}", dir.display()));
+    if let (Err(problem), None) = (&listing, &config.main) {
+        error!("{problem}; give a command or --services DIR");
+        return 1;
+    }
+    let inotify = Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK)
+        .inspect_err(|err| {
+            warn!(
+                "cannot watch {}: {}; new services will not be noticed",
+                dir.display(),
+                err.desc()
+            )
+        })
+        .ok();
+    let listener = open_control(&config.control);
+    let devnull = match nix::fcntl::open(
+        "/dev/null",
+        OFlag::O_RDWR | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    ) {
+        Ok(fd) => fd,
+        Err(err) => {
+            error!("cannot open /dev/null: {}", err.desc());
+            return 1;
+        }
+    };
+    let forwarder = match &config.main {
+        Some(main) => match init::start(main, &signals) {
+            Ok(forwarder) => Some(forwarder),
+            Err(code) => return code,
+        },
+        None => None,
+    };
+    let mut runner = Runner {
+        supervisor: Supervisor::new(config.settings, forwarder),
+        mask: *signals.inherited_mask(),
+        signals,
+        dir,
+        devnull,
+        inotify,
+        watched: BTreeSet::new(),
+        listener,
+        control: config.control,
+        clients: BTreeMap::new(),
+        next_client: 0,
+        io: BTreeMap::new(),
+        exit: None,
+    };
+    runner.watch(&runner.dir.clone());
+    let listing = listing.map(|l| runner.watch_folders(l));
+    runner.handle(Event::Scanned(listing));
+    runner.run()
+}
+
+/// Binds the control socket, creating its folder. Service mode works
+/// without it, so a failure is a warning.
+fn open_control(path: &Path) -> Option<UnixListener> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        if let Err(err) = std::fs::create_dir_all(parent) {
+            warn!(
+                "cannot create {}: {err}; sv will not work",
+                parent.display()
+            );
+            return None;
+        }
+    }
+    io::bind_private(path)
+        .inspect_err(|err| {
+            warn!(
+                "cannot listen on {}: {err}; sv will not work",
+                path.display()
+            )
+        })
+        .ok()
+}
+
+/// A connected control client.
+struct Client {
+    stream: UnixStream,
+    request: Vec<u8>,
+    /// Its request is being handled: wait for the reply, read no more.
+    asked: bool,
+}
+
+/// The pipes of one service.
+struct ServiceIo {
+    out: Output,
+    err: Output,
+    /// `run`'s stdout into `log/run`'s stdin.
+    log_pipe: Option<Pipe>,
+    log_out: Option<Output>,
+    log_err: Option<Output>,
+}
+
+impl ServiceIo {
+    fn new(name: &str, has_log: bool) -> Result<ServiceIo, nix::errno::Errno> {
+        let log_label = format!("{name}/log");
+        Ok(ServiceIo {
+            out: Output::new(name.to_owned(), false)?,
+            err: Output::new(name.to_owned(), true)?,
+            log_pipe: has_log.then(|| Pipe::new(false)).transpose()?,
+            log_out: has_log
+                .then(|| Output::new(log_label.clone(), false))
+                .transpose()?,
+            log_err: has_log.then(|| Output::new(log_label, true)).transpose()?,
+        })
+    }
+
+    fn outputs(&mut self) -> impl Iterator<Item = &mut Output> {
+        [
+            Some(&mut self.out),
+            Some(&mut self.err),
+            self.log_out.as_mut(),
+            self.log_err.as_mut(),
+        ]
+        .into_iter()
+        .flatten()
+    }
+}
+
+struct Runner {
+    supervisor: Supervisor,
+    signals: SignalSource,
+    mask: SigSet,
+    dir: PathBuf,
+    devnull: OwnedFd,
+    inotify: Option<Inotify>,
+    watched: BTreeSet<PathBuf>,
+    listener: Option<UnixListener>,
+    control: PathBuf,
+    clients: BTreeMap<u64, Client>,
+    next_client: u64,
+    io: BTreeMap<String, ServiceIo>,
+    exit: Option<i32>,
+}
+
+/// What a ready descriptor in the poll set belongs to.
+#[derive(Clone, Copy)]
+enum Source {
+    Signals,
+    Inotify,
+    Listener,
+    Client(u64),
+    Output,
+}
+
+impl Runner {
+    fn run(mut self) -> i32 {
+        loop {
+            if let Some(code) = self.exit {
+                for io in self.io.values_mut() {
+                    io.outputs().for_each(Output::flush);
+                }
+                if self.listener.is_some() {
+                    let _ = std::fs::remove_file(&self.control);
+                }
+                return code;
+            }
+            let (ready, outputs_ready) = match self.wait() {
+                Ok(ready) => ready,
+                Err(err) => {
+                    error!("cannot poll: {}", err.desc());
+                    return 1;
+                }
+            };
+            if outputs_ready {
+                for io in self.io.values_mut() {
+                    io.outputs().for_each(Output::drain);
+                }
+            }
+            for source in ready {
+                match source {
+                    Source::Signals => self.on_signal(),
+                    Source::Inotify => self.on_inotify(),
+                    Source::Listener => self.accept(),
+                    Source::Client(id) => self.read_client(id),
+                    Source::Output => {}
+                }
+            }
+            if self
+                .supervisor
+                .next_deadline()
+                .is_some_and(|d| d <= Instant::now())
+            {
+                self.handle(Event::Tick);
+            }
+            for pgid in self.supervisor.lingering_groups() {
+                if !process::group_exists(pgid) {
+                    self.handle(Event::GroupGone { pgid });
+                }
+            }
+        }
+    }
+
+    /// Sleeps until a descriptor is ready or the next deadline; returns the
+    /// ready sources, and whether any output pipe had data.
+    fn wait(&mut self) -> nix::Result<(Vec<Source>, bool)> {
+        let mut sources = vec![Source::Signals];
+        let mut fds = vec![PollFd::new(self.signals.as_fd(), PollFlags::POLLIN)];
+        if let Some(inotify) = &self.inotify {
+            sources.push(Source::Inotify);
+            fds.push(PollFd::new(inotify.as_fd(), PollFlags::POLLIN));
+        }
+        if let Some(listener) = &self.listener {
+            sources.push(Source::Listener);
+            fds.push(PollFd::new(listener.as_fd(), PollFlags::POLLIN));
+        }
+        for (&id, client) in &self.clients {
+            if !client.asked {
+                sources.push(Source::Client(id));
+                fds.push(PollFd::new(client.stream.as_fd(), PollFlags::POLLIN));
+            }
+        }
+        for io in self.io.values_mut() {
+            for output in io.outputs() {
+                sources.push(Source::Output);
+                fds.push(PollFd::new(output.pipe.read.as_fd(), PollFlags::POLLIN));
+            }
+        }
+        let timeout = match self.supervisor.next_deadline() {
+            None => PollTimeout::NONE,
+            Some(deadline) => {
+                // Round up, so the deadline has passed when poll returns.
+                let left = deadline.saturating_duration_since(Instant::now());
+                let ms = left.as_micros().div_ceil(1000);
+                PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)
+            }
+        };
+        match poll(&mut fds, timeout) {
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => return Ok((Vec::new(), false)),
+            Err(err) => return Err(err),
+        }
+        let mut ready = Vec::new();
+        let mut outputs_ready = false;
+        for (source, fd) in sources.into_iter().zip(&fds) {
+            if fd.revents().is_some_and(|r| !r.is_empty()) {
+                outputs_ready |= matches!(source, Source::Output);
+                ready.push(source);
+            }
+        }
+        Ok((ready, outputs_ready))
+    }
+
+    /// Feeds one event to the supervisor and carries out everything it asks,
+    /// including the events those actions produce in turn.
+    fn handle(&mut self, event: Event) {
+        let mut queue: VecDeque<Action> = self.supervisor.step(Instant::now(), event).into();
+        while let Some(action) = queue.pop_front() {
+            let follow_up = match action {
+                Action::Scan => {
+                    let listing = scan::scan(&self.dir)
+                        .map(|l| self.watch_folders(l))
+                        .map_err(|err| format!("services directory {}: {err}", self.dir.display()));
+                    Some(Event::Scanned(listing))
+                }
+                Action::Spawn {
+                    service,
+                    which,
+                    program,
+                } => {
+                    let result = self.spawn(&service, which, program);
+                    Some(Event::Spawned {
+                        service,
+                        which,
+                        program,
+                        result,
+                    })
+                }
+                Action::Signal { target, signal } => {
+                    if let Err(err) = process::send_signal(target, signal) {
+                        debug!("cannot send signal {signal} to {target}: {}", err.desc());
+                    }
+                    None
+                }
+                Action::CloseLogInput { service } => {
+                    if let Some(pipe) = self
+                        .io
+                        .get_mut(&service)
+                        .and_then(|io| io.log_pipe.as_mut())
+                    {
+                        pipe.write = None;
+                    }
+                    None
+                }
+                Action::Forget { service } => {
+                    if let Some(mut io) = self.io.remove(&service) {
+                        io.outputs().for_each(Output::flush);
+                    }
+                    None
+                }
+                Action::Reply { client, answers } => {
+                    self.reply(client, &answers);
+                    None
+                }
+                Action::StopSelf => {
+                    let _ = process::stop_self();
+                    None
+                }
+                Action::Exit(code) => {
+                    self.exit = Some(code);
+                    None
+                }
+            };
+            if let Some(event) = follow_up {
+                queue.extend(self.supervisor.step(Instant::now(), event));
+            }
+        }
+    }
+
+    fn on_signal(&mut self) {
+        let signal = match self.signals.wait() {
+            Ok(signal) => signal,
+            Err(err) => return warn!("cannot read signals: {}", err.desc()),
+        };
+        if signal != libc::SIGCHLD {
+            return self.handle(Event::Signal(signal));
+        }
+        // Collect the whole batch first, so that when a group is probed its
+        // members that died together are already reaped.
+        let mut batch = Vec::new();
+        if let Err(err) = reap::reap_terminated(|pid, status| batch.push((pid, status))) {
+            warn!("cannot wait for children: {}", err.desc());
+        }
+        for (pid, status) in batch {
+            let group_alive = process::group_exists(pid);
+            self.handle(Event::Exited {
+                pid,
+                status,
+                group_alive,
+            });
+        }
+    }
+
+    fn on_inotify(&mut self) {
+        let changed = self
+            .inotify
+            .as_ref()
+            .is_some_and(|inotify| inotify.read_events().is_ok_and(|events| !events.is_empty()));
+        if changed {
+            self.handle(Event::DirChanged);
+        }
+    }
+
+    /// Watches a folder for entries appearing, vanishing or changing mode.
+    fn watch(&mut self, path: &Path) -> bool {
+        let Some(inotify) = &self.inotify else {
+            return false;
+        };
+        let flags = AddWatchFlags::IN_CREATE
+            | AddWatchFlags::IN_DELETE
+            | AddWatchFlags::IN_MOVED_FROM
+            | AddWatchFlags::IN_MOVED_TO
+            | AddWatchFlags::IN_ATTRIB
+            | AddWatchFlags::IN_CLOSE_WRITE;
+        match inotify.add_watch(path, flags) {
+            Ok(_) => self.watched.insert(path.to_owned()),
+            Err(err) => {
+                debug!("cannot watch {}: {}", path.display(), err.desc());
+                false
+            }
+        }
+    }
+
+    /// Watches every folder in the listing; if one was new, reads the
+    /// directory again, since it may have changed before the watch existed.
+    fn watch_folders(&mut self, listing: Listing) -> Listing {
+        self.watched.retain(|path| path.exists());
+        let mut added = false;
+        for folder in &listing.folders {
+            if !self.watched.contains(folder) {
+                added |= self.watch(folder);
+            }
+        }
+        match added {
+            true => scan::scan(&self.dir).unwrap_or(listing),
+            false => listing,
+        }
+    }
+
+    fn spawn(
+        &mut self,
+        service: &str,
+        which: Which,
+        program: Program,
+    ) -> Result<i32, SpawnFailure> {
+        let setup_failed = |what: &str, reason: String| SpawnFailure {
+            pid: None,
+            reason: format!("{what}: {reason}"),
+        };
+        let def = self
+            .supervisor
+            .definition(service)
+            .ok_or_else(|| setup_failed("unknown service", service.to_owned()))?;
+        let dir = match which {
+            Which::Main => def.dir.clone(),
+            Which::Log => def.dir.join("log"),
+        };
+        if !self.io.contains_key(service) {
+            let io = ServiceIo::new(service, def.log.is_some())
+                .map_err(|e| setup_failed("cannot create pipes", e.desc().into()))?;
+            self.io.insert(service.to_owned(), io);
+        }
+        let io = &self.io[service];
+        let argv: Vec<OsString> = match program {
+            Program::Run => vec!["./run".into()],
+            Program::Finish { code, signal } => {
+                vec![
+                    "./finish".into(),
+                    code.to_string().into(),
+                    signal.to_string().into(),
+                ]
+            }
+        };
+        let cwd = CString::new(dir.as_os_str().as_bytes())
+            .map_err(|_| setup_failed("folder name", "holds a NUL byte".into()))?;
+        let program = spawn::Program::new(&argv, None)
+            .map_err(|_| setup_failed("arguments", "hold a NUL byte".into()))?;
+        let mut options = spawn::Options::new(Isolation::Background, &self.mask);
+        options.cwd = Some(&cwd);
+        options.stdio = match which {
+            Which::Main => [
+                Some(self.devnull.as_fd()),
+                io.log_pipe
+                    .as_ref()
+                    .and_then(Pipe::writer)
+                    .or(io.out.pipe.writer()),
+                io.err.pipe.writer(),
+            ],
+            Which::Log => [
+                io.log_pipe.as_ref().map(|p| p.read.as_fd()),
+                io.log_out.as_ref().and_then(|o| o.pipe.writer()),
+                io.log_err.as_ref().and_then(|o| o.pipe.writer()),
+            ],
+        };
+        spawn::spawn(&program, &options).map_err(|err| match err {
+            SpawnError::Exec { pid, errno } => SpawnFailure {
+                pid: Some(pid),
+                reason: errno.desc().into(),
+            },
+            SpawnError::Setup(what, errno) => setup_failed(what, errno.desc().into()),
+            SpawnError::NulInArgument(_) => setup_failed("arguments", "hold a NUL byte".into()),
+        })
+    }
+
+    fn accept(&mut self) {
+        let Some(listener) = &self.listener else {
+            return;
+        };
+        while let Ok((stream, _)) = listener.accept() {
+            if stream.set_nonblocking(true).is_err() {
+                continue;
+            }
+            self.next_client += 1;
+            self.clients.insert(
+                self.next_client,
+                Client {
+                    stream,
+                    request: Vec::new(),
+                    asked: false,
+                },
+            );
+        }
+    }
+
+    fn read_client(&mut self, id: u64) {
+        let Some(client) = self.clients.get_mut(&id) else {
+            return;
+        };
+        let mut buf = [0u8; 4096];
+        let closed = loop {
+            match client.stream.read(&mut buf) {
+                Ok(0) => break true,
+                Ok(n) => client.request.extend_from_slice(&buf[..n]),
+                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => break false,
+                Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => break true,
+            }
+        };
+        let Some(end) = client.request.iter().position(|&b| b == b'\n') else {
+            if closed || client.request.len() > MAX_REQUEST {
+                self.clients.remove(&id);
+            }
+            return;
+        };
+        client.asked = true;
+        let request = std::str::from_utf8(&client.request[..end])
+            .ok()
+            .and_then(Request::decode);
+        match request {
+            Some(request) => self.handle(Event::Command {
+                client: id,
+                request,
+            }),
+            None => {
+                let _ = client.stream.write_all(b"error\tbad request\n");
+                self.clients.remove(&id);
+            }
+        }
+    }
+
+    fn reply(&mut self, id: u64, answers: &[Answer]) {
+        let Some(mut client) = self.clients.remove(&id) else {
+            return;
+        };
+        let text: String = answers.iter().map(Answer::encode).collect();
+        // Replies are small; a client that does not read them loses them.
+        let _ = client.stream.write_all(text.as_bytes());
+    }
+}

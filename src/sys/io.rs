@@ -1,0 +1,89 @@
+//! Descriptors moltd owns on behalf of its services: the standard streams it
+//! hands down, output pipes, and the private control socket.
+
+use nix::errno::Errno;
+use nix::fcntl::{FcntlArg, OFlag, fcntl, open};
+use nix::sys::stat::{Mode, umask};
+use nix::unistd::pipe2;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::net::UnixListener;
+use std::path::Path;
+
+/// Makes sure descriptors 0, 1 and 2 are open (on /dev/null if they were
+/// closed). Otherwise a pipe could be given one of those numbers, and
+/// installing it as a child's stdio would clobber another of them.
+pub fn ensure_std_fds() -> Result<(), Errno> {
+    for fd in 0..3 {
+        // SAFETY: fd is only probed with F_GETFD, never used as owned.
+        let probe = unsafe { BorrowedFd::borrow_raw(fd) };
+        if fcntl(probe, FcntlArg::F_GETFD) == Err(Errno::EBADF) {
+            // open returns the lowest free number: the missing one. It must
+            // stay open for moltd's whole life, so it is leaked on purpose.
+            std::mem::forget(open("/dev/null", OFlag::O_RDWR, Mode::empty())?);
+        }
+    }
+    Ok(())
+}
+
+/// A pipe whose both ends moltd keeps open for as long as it lives, so that
+/// children come and go without the reader ever seeing end of file. Neither
+/// end leaks into children except where it is installed as a standard
+/// stream.
+#[derive(Debug)]
+pub struct Pipe {
+    pub read: OwnedFd,
+    pub write: Option<OwnedFd>,
+}
+
+impl Pipe {
+    /// `nonblocking_read` is for pipes moltd reads itself; a pipe whose read
+    /// end becomes a child's stdin must block, as the child expects.
+    pub fn new(nonblocking_read: bool) -> Result<Pipe, Errno> {
+        let (read, write) = pipe2(OFlag::O_CLOEXEC)?;
+        if nonblocking_read {
+            let flags = OFlag::from_bits_truncate(fcntl(&read, FcntlArg::F_GETFL)?);
+            fcntl(&read, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
+        }
+        Ok(Pipe {
+            read,
+            write: Some(write),
+        })
+    }
+
+    /// The write end, while moltd still holds it.
+    pub fn writer(&self) -> Option<BorrowedFd<'_>> {
+        self.write.as_ref().map(AsFd::as_fd)
+    }
+
+    /// Reads what is available without blocking; `Ok(0)` when nothing is.
+    pub fn read_some(&self, buf: &mut [u8]) -> Result<usize, Errno> {
+        match nix::unistd::read(&self.read, buf) {
+            Err(Errno::EAGAIN) => Ok(0),
+            other => other,
+        }
+    }
+}
+
+/// Binds a Unix socket that only moltd's own user can connect to: it is
+/// created with mode 0600 (through the umask, so there is no window in which
+/// it is open to others). A stale socket left by an earlier moltd is
+/// replaced; a live one is not.
+pub fn bind_private(path: &Path) -> std::io::Result<UnixListener> {
+    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::AddrInUse,
+            "another moltd is listening there",
+        ));
+    }
+    match std::fs::remove_file(path) {
+        Err(err) if err.kind() != std::io::ErrorKind::NotFound => return Err(err),
+        _ => {}
+    }
+    // moltd is single-threaded here, so no other file is created meanwhile.
+    let previous = umask(Mode::from_bits_truncate(0o177));
+    let bound = UnixListener::bind(path);
+    umask(previous);
+    let listener = bound?;
+    listener.set_nonblocking(true)?;
+    Ok(listener)
+}
