@@ -77,9 +77,6 @@ pub fn main(args: Vec<OsString>) -> i32 {
         return sv::sv(args, &control_socket(None, &env), &env);
     }
     let outcome = match personality {
-        Personality::Moltd if args.get(1).is_some_and(|a| a == "update") => {
-            update::parse(args.into_iter().skip(2), &env)
-        }
         Personality::Moltd => moltd::parse(args, &env),
         Personality::Tini => tini::parse(args, &env),
         Personality::DumbInit => dumb_init::parse(args, &env),

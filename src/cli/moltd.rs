@@ -148,6 +148,7 @@ fn parse_args(args: Vec<OsString>, env: Env) -> Result<Outcome, lexopt::Error> {
                 socket: socket(),
             });
         }
+        Some("update") => return Ok(super::update::parse(command.split_off(1), env)),
         _ => {}
     }
 
