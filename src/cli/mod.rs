@@ -14,8 +14,10 @@ use crate::init::{self, InitConfig};
 use crate::logging;
 use crate::personality::Personality;
 use crate::services::{self, ServicesConfig};
+use crate::sys::signals::Inherited;
 use log::LevelFilter;
 use std::ffi::{OsStr, OsString};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// What the command line asks for.
@@ -76,6 +78,18 @@ pub fn main(args: Vec<OsString>) -> i32 {
         let args = args.into_iter().skip(1).collect();
         return sv::sv(args, &control_socket(None, &env), &env);
     }
+    // Block signals before parsing: as PID 1, a signal that arrives while
+    // nothing waits for it would be lost. Client commands get them back.
+    let inherited = match Inherited::capture_and_block() {
+        Ok(inherited) => inherited,
+        Err(err) => {
+            write_err(&format!(
+                "moltd: error: cannot block signals: {}\n",
+                err.desc()
+            ));
+            return 1;
+        }
+    };
     let outcome = match personality {
         Personality::Moltd => moltd::parse(args, &env),
         Personality::Tini => tini::parse(args, &env),
@@ -84,25 +98,32 @@ pub fn main(args: Vec<OsString>) -> i32 {
     match outcome {
         Outcome::Run(config, level) => {
             logging::init(personality, level);
-            init::run(config)
-        }
-        Outcome::Update(command) => {
-            logging::init(personality, command.level);
-            update::run(command)
+            init::run(config, inherited)
         }
         Outcome::Services(config, level) => {
             logging::init(personality, level);
-            services::run(config)
+            services::run(config, inherited)
         }
-        Outcome::Sv { args, socket } => sv::sv(args, &socket, &env),
-        Outcome::Status { names, socket } => sv::status(names, &socket),
+        Outcome::Update(command) => {
+            inherited.restore();
+            logging::init(personality, command.level);
+            update::run(command)
+        }
+        Outcome::Sv { args, socket } => {
+            inherited.restore();
+            sv::sv(args, &socket, &env)
+        }
+        Outcome::Status { names, socket } => {
+            inherited.restore();
+            sv::status(names, &socket)
+        }
         Outcome::Exit {
             code,
             stdout,
             stderr,
         } => {
-            print!("{stdout}");
-            eprint!("{stderr}");
+            write_out(&stdout);
+            write_err(&stderr);
             code
         }
     }
@@ -152,6 +173,19 @@ fn parse_rewrite(text: &OsStr) -> Option<(i32, i32)> {
 fn job_control_rewrites() -> Vec<(i32, i32)> {
     use nix::libc::{SIGSTOP, SIGTSTP, SIGTTIN, SIGTTOU};
     vec![(SIGTSTP, SIGSTOP), (SIGTTIN, SIGSTOP), (SIGTTOU, SIGSTOP)]
+}
+
+/// Writes to stdout, ignoring a closed or full stream: output that goes
+/// nowhere is not worth a crash (`print!` would panic, and panics abort).
+fn write_out(text: &str) {
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(text.as_bytes());
+    let _ = stdout.flush();
+}
+
+/// Writes to stderr, ignoring failures, for the same reason as [`write_out`].
+fn write_err(text: &str) {
+    let _ = std::io::stderr().write_all(text.as_bytes());
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@
 //! work unchanged. It talks to moltd over the control socket instead of
 //! runsv's named pipes.
 
-use super::Env;
+use super::{Env, write_err, write_out};
 use crate::services::DEFAULT_SVWAIT;
 use crate::services::client::{self, ClientError};
 use crate::services::control::{Answer, Op, Request};
@@ -246,13 +246,13 @@ pub fn sv(args: Vec<OsString>, socket: &Path, env: Env) -> i32 {
     let invocation = match parse(args, env) {
         Ok(invocation) => invocation,
         Err(problem) => {
-            eprint!("sv: {problem}\n{USAGE}");
+            write_err(&format!("sv: {problem}\n{USAGE}"));
             return USAGE_CODE;
         }
     };
     let answers = client::ask(socket, &invocation.request);
     let (out, code) = report(&invocation, answers);
-    print!("{out}");
+    write_out(&out);
     code
 }
 
@@ -270,7 +270,7 @@ pub fn status(names: Vec<OsString>, socket: &Path) -> i32 {
     let answers = match client::ask(socket, &request) {
         Ok(answers) => answers,
         Err(err) => {
-            eprintln!("moltd: error: {err} ({})", socket.display());
+            write_err(&format!("moltd: error: {err} ({})\n", socket.display()));
             return 1;
         }
     };
@@ -280,13 +280,13 @@ pub fn status(names: Vec<OsString>, socket: &Path) -> i32 {
         match answer {
             Answer::Done(status) => known.push(status),
             Answer::Unknown(name) => {
-                eprintln!("moltd: error: no service {name:?}");
+                write_err(&format!("moltd: error: no service {name:?}\n"));
                 code = 1;
             }
             _ => {}
         }
     }
-    print!("{}", status::table(&known));
+    write_out(&status::table(&known));
     code
 }
 

@@ -4,7 +4,7 @@
 //! `moltd ./update` still run a program called update as PID 1. Settings come
 //! from the same environment variables the supervisor reads.
 
-use super::{Env, Outcome};
+use super::{Env, Outcome, write_err, write_out};
 use crate::update::{self, Config, Mode, Updater};
 use lexopt::prelude::*;
 use log::LevelFilter;
@@ -77,7 +77,7 @@ pub fn run(command: UpdateCommand) -> i32 {
     let mut updater = match updater {
         Ok(updater) => updater,
         Err(err) => {
-            eprintln!("moltd: error: {}", update::chain(&err));
+            write_err(&format!("moltd: error: {}\n", update::chain(&err)));
             return 1;
         }
     };
@@ -94,19 +94,19 @@ pub fn run(command: UpdateCommand) -> i32 {
         Ok(ran) => {
             let current = ran.current.as_deref().unwrap_or("nothing installed");
             match (ran.staged, ran.newer) {
-                (Some(path), _) => println!("{}", path.display()),
+                (Some(path), _) => write_out(&format!("{}\n", path.display())),
                 (None, Some(newer)) => {
                     let url = newer
                         .release
                         .url
                         .map(|u| format!(": {u}"))
                         .unwrap_or_default();
-                    println!(
-                        "newer release {} available (current: {current}){url}",
+                    write_out(&format!(
+                        "newer release {} available (current: {current}){url}\n",
                         newer.release.tag
-                    );
+                    ));
                 }
-                (None, None) => println!("no newer release (current: {current})"),
+                (None, None) => write_out(&format!("no newer release (current: {current})\n")),
             }
             0
         }

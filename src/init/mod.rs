@@ -8,7 +8,8 @@ pub mod messages;
 pub mod policy;
 
 use crate::personality::Personality;
-use crate::sys::{process, reap, signals::SignalSource, spawn};
+use crate::sys::signals::{Inherited, SignalSource};
+use crate::sys::{process, reap, spawn};
 use messages::Messages;
 use nix::libc;
 use policy::{Action, Forwarder, Rules};
@@ -40,12 +41,13 @@ pub struct InitConfig {
 }
 
 /// Runs the command and returns the code moltd should exit with.
-pub fn run(config: InitConfig) -> i32 {
+pub fn run(config: InitConfig, inherited: Inherited) -> i32 {
     let say = Messages(config.personality);
     let started = prepare(
         config.personality,
         config.reaping,
         config.parent_death_signal,
+        inherited,
     )
     .and_then(|signals| {
         let forwarder = start(&config, &signals)?;
@@ -65,8 +67,10 @@ pub fn run(config: InitConfig) -> i32 {
             for action in forwarder.on_signal(signal) {
                 perform(&say, action);
             }
-            continue;
         }
+        // Reap after every signal, not only SIGCHLD: the signalfd hands out
+        // lower-numbered signals first, so a flood of them must not starve
+        // reaping.
         let mut child_code = None;
         let reaped = reap::reap_terminated(|pid, status| match forwarder.on_exit(pid, status) {
             Some(code) => {
@@ -95,9 +99,11 @@ pub fn prepare(
     personality: Personality,
     reaping: Reaping,
     parent_death_signal: Option<i32>,
+    inherited: Inherited,
 ) -> Result<SignalSource, i32> {
     let say = Messages(personality);
-    let signals = SignalSource::install().map_err(|err| say.fatal_setup("block signals", err))?;
+    let signals =
+        SignalSource::install(inherited).map_err(|err| say.fatal_setup("read signals", err))?;
     if !process::is_pid1() {
         match reaping {
             Reaping::Subreaper => {
@@ -130,11 +136,16 @@ pub fn start(config: &InitConfig, signals: &SignalSource) -> Result<Forwarder, i
     let child = spawn::Program::new(&config.command, path.as_deref()).and_then(|program| {
         spawn::spawn(
             &program,
-            &spawn::Options::new(config.isolation, signals.inherited_mask()),
+            &spawn::Options::new(config.isolation, signals.inherited()),
         )
     });
-    // A child that failed to exec exits at once; leaving reaps it with us.
-    let child = child.map_err(|err| say.spawn_failed(&config.command[0], err))?;
+    let child = child.map_err(|err| {
+        // The child that failed to exec has already exited: collect it.
+        if let spawn::SpawnError::Exec { .. } = err {
+            let _ = reap::reap_terminated(|_, _| {});
+        }
+        say.spawn_failed(&config.command[0], err)
+    })?;
     say.spawned(&config.command[0], child);
     Ok(Forwarder::new(config.rules.clone(), child, ignore_once))
 }

@@ -32,7 +32,8 @@ pub enum JobControl {
 pub struct Rules {
     pub delivery: Delivery,
     pub job_control: JobControl,
-    /// `rewrites[s] = r` forwards signal `s` as `r`; `r = 0` drops it.
+    /// Pairs `(s, r)`: signal `s` is forwarded as `r`, or dropped when `r = 0`.
+    /// When `s` appears more than once, the last pair wins.
     pub rewrites: Vec<(i32, i32)>,
     /// Exit codes of the child that moltd reports as 0.
     pub success_codes: Vec<u8>,

@@ -17,7 +17,7 @@ use super::scan::{self, Listing};
 use crate::init::{self, Isolation, Reaping};
 use crate::personality::Personality;
 use crate::sys::io::{self, Pipe};
-use crate::sys::signals::SignalSource;
+use crate::sys::signals::{Inherited, SignalSource};
 use crate::sys::spawn::{self, SpawnError};
 use crate::sys::{process, reap};
 use log::{debug, error, warn};
@@ -25,7 +25,6 @@ use nix::fcntl::OFlag;
 use nix::libc;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
-use nix::sys::signal::SigSet;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::ffi::{CString, OsString};
 use std::io::{Read, Write};
@@ -39,7 +38,7 @@ use std::time::Instant;
 const MAX_REQUEST: usize = 64 * 1024;
 
 /// Runs service mode and returns the code moltd should exit with.
-pub fn run(config: ServicesConfig) -> i32 {
+pub fn run(config: ServicesConfig, inherited: Inherited) -> i32 {
     if let Err(err) = io::ensure_std_fds() {
         error!(
             "cannot open /dev/null for closed standard streams: {}",
@@ -51,7 +50,7 @@ pub fn run(config: ServicesConfig) -> i32 {
         Some(main) => (main.personality, main.reaping, main.parent_death_signal),
         None => (Personality::Moltd, Reaping::Subreaper, None),
     };
-    let signals = match init::prepare(personality, reaping, death) {
+    let signals = match init::prepare(personality, reaping, death, inherited) {
         Ok(signals) => signals,
         Err(code) => return code,
     };
@@ -92,7 +91,7 @@ pub fn run(config: ServicesConfig) -> i32 {
     };
     let mut runner = Runner {
         supervisor: Supervisor::new(config.settings, forwarder),
-        mask: *signals.inherited_mask(),
+        inherited: *signals.inherited(),
         signals,
         dir,
         devnull,
@@ -180,7 +179,7 @@ impl ServiceIo {
 struct Runner {
     supervisor: Supervisor,
     signals: SignalSource,
-    mask: SigSet,
+    inherited: Inherited,
     dir: PathBuf,
     devnull: OwnedFd,
     inotify: Option<Inotify>,
@@ -373,9 +372,11 @@ impl Runner {
             Err(err) => return warn!("cannot read signals: {}", err.desc()),
         };
         if signal != libc::SIGCHLD {
-            return self.handle(Event::Signal(signal));
+            self.handle(Event::Signal(signal));
         }
-        // Collect the whole batch first, so that when a group is probed its
+        // Reap after every signal, not only SIGCHLD: the signalfd hands out
+        // lower-numbered signals first, so a flood of them must not starve
+        // reaping. Collect the whole batch first, so that when a group is probed its
         // members that died together are already reaped.
         let mut batch = Vec::new();
         if let Err(err) = reap::reap_terminated(|pid, status| batch.push((pid, status))) {
@@ -475,7 +476,7 @@ impl Runner {
             .map_err(|_| setup_failed("folder name", "holds a NUL byte".into()))?;
         let program = spawn::Program::new(&argv, None)
             .map_err(|_| setup_failed("arguments", "hold a NUL byte".into()))?;
-        let mut options = spawn::Options::new(Isolation::Background, &self.mask);
+        let mut options = spawn::Options::new(Isolation::Background, &self.inherited);
         options.cwd = Some(&cwd);
         options.stdio = match which {
             Which::Main => [

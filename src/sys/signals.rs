@@ -5,12 +5,15 @@
 //! a PID 1 with nothing to do sleeps in `read` without any timeout.
 
 use nix::errno::Errno;
+use nix::libc;
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use std::os::fd::{AsFd, BorrowedFd};
 
-/// Signals that mean moltd itself is broken. They stay unblocked with their
-/// default action, so a fault crashes moltd loudly; they are never forwarded.
+/// Signals that mean moltd itself is broken. They are never forwarded. Like
+/// every other signal they are blocked, so one sent with kill() lands in the
+/// signalfd and is dropped; a real fault in moltd still kills it, because the
+/// kernel unblocks a synchronous fault signal when it delivers it.
 pub const FAULT_SIGNALS: [Signal; 7] = [
     Signal::SIGSEGV,
     Signal::SIGBUS,
@@ -21,37 +24,86 @@ pub const FAULT_SIGNALS: [Signal; 7] = [
     Signal::SIGSYS,
 ];
 
-/// Where moltd's signals arrive, plus the mask it found at start-up, which
-/// every child gets back before exec.
+/// The signal state moltd was started with, which every child gets back
+/// before exec: the mask, and whether SIGCHLD was ignored (the one ignored
+/// signal moltd cannot keep, because the kernel would then reap its children
+/// for it and never tell).
+#[derive(Clone, Copy, Debug)]
+pub struct Inherited {
+    pub mask: SigSet,
+    pub sigchld_ignored: bool,
+}
+
+impl Inherited {
+    /// Records the start-up state, then blocks every signal so that none is
+    /// lost before the signalfd exists. The first thing PID 1 does.
+    pub fn capture_and_block() -> Result<Inherited, Errno> {
+        let mask = SigSet::thread_get_mask()?;
+        let sigchld_ignored = set_sigchld_handler(libc::SIG_DFL)? == libc::SIG_IGN;
+        SigSet::all().thread_block()?;
+        Ok(Inherited {
+            mask,
+            sigchld_ignored,
+        })
+    }
+
+    /// Puts the start-up state back, for commands that are clients rather
+    /// than PID 1 (`sv`, `status`, `update`, help).
+    pub fn restore(&self) {
+        if self.sigchld_ignored {
+            let _ = set_sigchld_handler(libc::SIG_IGN);
+        }
+        let _ = self.mask.thread_set_mask();
+    }
+}
+
+/// Sets SIGCHLD's disposition and returns the previous one.
+fn set_sigchld_handler(handler: libc::sighandler_t) -> Result<libc::sighandler_t, Errno> {
+    // SAFETY: only SIG_DFL and SIG_IGN are installed, never a function; both
+    // structs are fully initialised.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = handler;
+        let mut previous: libc::sigaction = std::mem::zeroed();
+        Errno::result(libc::sigaction(libc::SIGCHLD, &action, &mut previous))?;
+        Ok(previous.sa_sigaction)
+    }
+}
+
+/// Where moltd's signals arrive, plus the state it was started with.
 pub struct SignalSource {
     fd: SignalFd,
-    inherited_mask: SigSet,
+    inherited: Inherited,
+    own_pid: u32,
 }
 
 impl SignalSource {
-    /// Blocks every catchable signal but the faults and opens a signalfd for
-    /// them. Call it before any thread starts: threads inherit the mask, and a
-    /// thread with a signal unblocked would steal it from the signalfd.
-    pub fn install() -> Result<Self, Errno> {
-        let inherited_mask = SigSet::thread_get_mask()?;
-        let mut blocked = SigSet::all();
-        for fault in FAULT_SIGNALS {
-            blocked.remove(fault);
-        }
-        blocked.thread_block()?;
-        let fd = SignalFd::with_flags(&blocked, SfdFlags::SFD_CLOEXEC)?;
-        Ok(SignalSource { fd, inherited_mask })
+    /// Opens a signalfd for every signal (all blocked by
+    /// [`Inherited::capture_and_block`]). Call it before any thread starts:
+    /// threads inherit the mask, and a thread with a signal unblocked would
+    /// steal it from the signalfd.
+    pub fn install(inherited: Inherited) -> Result<Self, Errno> {
+        let fd = SignalFd::with_flags(&SigSet::all(), SfdFlags::SFD_CLOEXEC)?;
+        Ok(SignalSource {
+            fd,
+            inherited,
+            own_pid: std::process::id(),
+        })
     }
 
-    /// The mask moltd was started with.
-    pub fn inherited_mask(&self) -> &SigSet {
-        &self.inherited_mask
+    /// The signal state moltd was started with.
+    pub fn inherited(&self) -> &Inherited {
+        &self.inherited
     }
 
-    /// Sleeps until a signal arrives and returns its number.
+    /// Sleeps until a signal arrives and returns its number. Signals moltd
+    /// raised on itself are skipped: a SIGPIPE from writing a log line to a
+    /// closed pipe is moltd's own business, and forwarding it would only
+    /// cause the next one.
     pub fn wait(&mut self) -> Result<i32, Errno> {
         loop {
             match self.fd.read_signal() {
+                Ok(Some(info)) if info.ssi_pid == self.own_pid => continue,
                 Ok(Some(info)) => return Ok(info.ssi_signo as i32),
                 Ok(None) | Err(Errno::EINTR) => continue,
                 Err(err) => return Err(err),

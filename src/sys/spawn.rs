@@ -4,7 +4,8 @@
 //! to restore, the directory and the descriptors to install) is prepared
 //! before `fork`. Between `fork` and `exec` the child only makes
 //! async-signal-safe calls (`setsid`, `setpgid`, `ioctl`, `tcsetpgrp`,
-//! `chdir`, `dup2`, `fcntl`, `pthread_sigmask`, `execv`, `write`, `_exit`),
+//! `chdir`, `dup2`, `fcntl`, `sigaction`, `pthread_sigmask`, `execv`, `write`,
+//! `_exit`),
 //! because moltd may have other threads whose locks the child would inherit
 //! held.
 //!
@@ -12,9 +13,9 @@
 //! learns the errno and can word the error the way the personality in use
 //! (moltd, tini or dumb-init) does.
 
+use super::signals::Inherited;
 use nix::errno::Errno;
 use nix::libc;
-use nix::sys::signal::SigSet;
 use nix::unistd::{ForkResult, fork, pipe2};
 use std::ffi::{CStr, CString, OsStr, OsString};
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
@@ -41,8 +42,8 @@ pub enum Isolation {
 /// How to set the child up between fork and exec.
 pub struct Options<'a> {
     pub isolation: Isolation,
-    /// The signal mask the child gets back (the one moltd was started with).
-    pub mask: &'a SigSet,
+    /// The signal state the child gets back (the one moltd was started with).
+    pub inherited: &'a Inherited,
     /// The working directory to change to before exec.
     pub cwd: Option<&'a CStr>,
     /// Descriptors to install as stdin, stdout and stderr; `None` inherits
@@ -53,10 +54,10 @@ pub struct Options<'a> {
 
 impl<'a> Options<'a> {
     /// Inherit directory and standard streams.
-    pub fn new(isolation: Isolation, mask: &'a SigSet) -> Options<'a> {
+    pub fn new(isolation: Isolation, inherited: &'a Inherited) -> Options<'a> {
         Options {
             isolation,
-            mask,
+            inherited,
             cwd: None,
             stdio: [None; 3],
         }
@@ -138,7 +139,7 @@ pub fn spawn(program: &Program, options: &Options) -> Result<i32, SpawnError> {
         pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| SpawnError::Setup("pipe", e))?;
     let setup = ChildSetup {
         isolation: options.isolation,
-        mask: options.mask,
+        inherited: options.inherited,
         cwd: options.cwd,
         stdio: options.stdio.map(|fd| fd.map(|fd| fd.as_raw_fd())),
     };
@@ -171,7 +172,7 @@ pub fn spawn(program: &Program, options: &Options) -> Result<i32, SpawnError> {
 /// [`Options`] reduced to plain values the child can use without allocating.
 struct ChildSetup<'a> {
     isolation: Isolation,
-    mask: &'a SigSet,
+    inherited: &'a Inherited,
     cwd: Option<&'a CStr>,
     stdio: [Option<RawFd>; 3],
 }
@@ -215,7 +216,16 @@ fn exec_in_child(
                 }
             }
         }
-        libc::pthread_sigmask(libc::SIG_SETMASK, setup.mask.as_ref(), std::ptr::null_mut());
+        if setup.inherited.sigchld_ignored {
+            let mut ignore: libc::sigaction = std::mem::zeroed();
+            ignore.sa_sigaction = libc::SIG_IGN;
+            libc::sigaction(libc::SIGCHLD, &ignore, std::ptr::null_mut());
+        }
+        libc::pthread_sigmask(
+            libc::SIG_SETMASK,
+            setup.inherited.mask.as_ref(),
+            std::ptr::null_mut(),
+        );
         let mut permission_denied = false;
         let mut last = libc::ENOENT;
         for path in candidates {

@@ -8,22 +8,25 @@ use nix::libc::*;
 /// Signals that moltd forwards unchanged in every mode (1-31 minus KILL and
 /// STOP, CHLD, the faults, and the job-control trio tested on their own),
 /// plus a real-time one. TERM comes last: the recorder exits on it.
-const FORWARDED: [i32; 19] = [
+const FORWARDED: [i32; 21] = [
     SIGHUP, SIGINT, SIGQUIT, SIGUSR1, SIGUSR2, SIGPIPE, SIGALRM, SIGSTKFLT, SIGCONT, SIGURG,
-    SIGXCPU, SIGXFSZ, SIGVTALRM, SIGPROF, SIGWINCH, SIGIO, SIGPWR, 40, SIGTERM,
+    SIGXCPU, SIGXFSZ, SIGVTALRM, SIGPROF, SIGWINCH, SIGIO, SIGPWR, 34, 40, 64, SIGTERM,
 ];
 
 /// A bash script that appends the number of every signal it receives to the
 /// file named by its first argument, says `ready` once its traps are set, and
-/// exits 0 after TERM.
+/// exits 0 after TERM (or by itself after about two minutes).
 const RECORDER: &str = r#"#!/bin/bash
 out=$1
-for s in 1 2 3 10 12 13 14 16 18 20 21 22 23 24 25 26 27 28 29 30 40; do
+for s in 1 2 3 10 12 13 14 16 18 20 21 22 23 24 25 26 27 28 29 30 34 40 64; do
     trap "echo got $s >> $out" $s
 done
 trap "echo got 15 >> $out; exit 0" 15
 echo ready >> $out
-while :; do sleep 1 & wait $!; done
+# Bounded, so a failed test leaves nothing behind for long; no command
+# substitution, whose subshell would die of the signals under test.
+i=0
+while [ $i -lt 120 ]; do i=$((i + 1)); sleep 1 & wait $!; done
 "#;
 
 fn recorder(dir: &TestDir) -> String {
@@ -184,7 +187,7 @@ fn group_mode_forwards_every_signal_to_a_grandchild() {
     // The direct child shrugs every signal off and runs the recorder in the
     // foreground (a background job would start with INT and QUIT ignored).
     let middle = format!(
-        "for s in 1 2 3 10 12 13 14 15 16 18 23 24 25 26 27 28 29 30 40; do trap : $s; done\n\
+        "for s in 1 2 3 10 12 13 14 15 16 18 23 24 25 26 27 28 29 30 34 40 64; do trap : $s; done\n\
          {recorder} grandchild.log"
     );
     let pairs: Vec<(i32, i32)> = FORWARDED.iter().map(|&s| (s, s)).collect();
@@ -303,14 +306,15 @@ fn child_inherits_the_launchers_mask_and_ignored_signals() {
     for name in ["moltd", "tini", "dumb-init"] {
         let program = dir.moltd_as(name);
         let child_status = format!("{name}.status");
-        std::process::Command::new("python3")
+        let mut launch = std::process::Command::new("python3")
             .current_dir(dir.path())
             .arg(&launcher)
             .arg(&program)
             .args(["--", "cp", "/proc/self/status", &child_status])
             .env("TINI_SUBREAPER", "1")
-            .status()
+            .spawn()
             .expect("python3");
+        crate::util::wait_child(&mut launch, "the launcher");
         let expected = mask_lines(&dir.read("launcher.status"));
         assert!(
             expected.contains("0000000000000802"),
@@ -470,7 +474,7 @@ fn child_takes_over_the_terminal_and_the_handover_signals_are_not_forwarded() {
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
     unsafe { kill(moltd, SIGTERM) };
-    assert!(script.wait().unwrap().success());
+    assert!(crate::util::wait_child(&mut script, "script(1) to exit").success());
     assert_eq!(
         dir.read("out.log"),
         "ready\ngot 10\ngot 15\n",
@@ -481,4 +485,211 @@ fn child_takes_over_the_terminal_and_the_handover_signals_are_not_forwarded() {
         "Ss+",
         "session leader in the terminal's foreground"
     );
+}
+
+#[test]
+fn regression_sigchld_ignored_at_start_does_not_hang_and_is_passed_on() {
+    let dir = TestDir::new("sigchld_ignored");
+    // With SIGCHLD ignored the kernel would reap the child for moltd and
+    // never tell it; moltd must take SIGCHLD back and still pass the ignore on.
+    let launcher = dir.write(
+        "launch.py",
+        "import os, signal, sys\n\
+         signal.signal(signal.SIGCHLD, signal.SIG_IGN)\n\
+         os.execv(sys.argv[1], sys.argv[1:])\n",
+    );
+    let launch = |name: &str, command: &[&str]| {
+        let mut launch = std::process::Command::new("python3")
+            .current_dir(dir.path())
+            .arg(&launcher)
+            .arg(dir.moltd_as(name))
+            .arg("--")
+            .args(command)
+            .env("TINI_SUBREAPER", "1")
+            .spawn()
+            .expect("python3");
+        crate::util::wait_child(&mut launch, &format!("{name} {command:?}")).code()
+    };
+    for name in ["moltd", "tini", "dumb-init"] {
+        assert_eq!(launch(name, &["sh", "-c", "exit 3"]), Some(3), "{name}");
+        // Read by the child itself: a shell in between may reset SIGCHLD.
+        let status_file = format!("{name}.status");
+        let copied = launch(name, &["cp", "/proc/self/status", &status_file]);
+        assert_eq!(copied, Some(0), "{name}");
+        let ignored = ignored_mask(&dir.read(&status_file));
+        assert_ne!(
+            ignored & (1 << (SIGCHLD - 1)),
+            0,
+            "{name}'s child should ignore SIGCHLD"
+        );
+    }
+}
+
+#[test]
+fn fault_signals_sent_by_kill_neither_kill_moltd_nor_reach_the_child() {
+    let dir = TestDir::new("faults_not_pid1");
+    let recorder = recorder(&dir);
+    let mut moltd = Moltd::new(&dir, Mode::Child)
+        .args([&recorder, "out.log"])
+        .spawn();
+    moltd.wait_for_file("out.log", "ready");
+    for fault in [SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT, SIGTRAP, SIGSYS] {
+        moltd.signal(fault);
+    }
+    send_and_expect(
+        &mut moltd,
+        "out.log",
+        &[(SIGUSR1, SIGUSR1), (SIGTERM, SIGTERM)],
+    );
+    moltd.wait().expect_code(0);
+    assert_eq!(dir.read("out.log"), "ready\ngot 10\ngot 15\n");
+}
+
+#[test]
+fn regression_sigpipe_from_moltds_own_log_write_is_not_forwarded() {
+    let dir = TestDir::new("own_sigpipe");
+    let recorder = recorder(&dir);
+    // moltd -v logs to a stderr nobody reads: each line raises SIGPIPE on
+    // moltd itself, which once went to the child (and with tini's wording
+    // looped forever, starving reaping).
+    for (name, flags) in [("moltd", &["-v"][..]), ("tini", &["-vvv", "-s", "--"][..])] {
+        let out = format!("{name}.log");
+        let mut moltd = Moltd::new(&dir, Mode::Child)
+            .named(name)
+            .args(flags)
+            .args([&recorder, &out])
+            .broken_output()
+            .spawn();
+        moltd.wait_for_file(&out, "ready");
+        send_and_expect(&mut moltd, &out, &[(SIGUSR1, SIGUSR1), (SIGTERM, SIGTERM)]);
+        moltd.wait().expect_code(0);
+        assert_eq!(
+            dir.read(&out),
+            "ready\ngot 10\ngot 15\n",
+            "{name}: no SIGPIPE may arrive"
+        );
+    }
+}
+
+/// The number of the system call a process sleeps in, from /proc.
+fn sleeping_syscall(pid: i32) -> Option<i64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/syscall")).ok()?;
+    text.split_whitespace().next()?.parse().ok()
+}
+
+#[test]
+fn idle_moltd_sleeps_in_read_with_no_timer() {
+    let dir = TestDir::new("idle");
+    // The only way to sleep with no timeout in moltd's single-command mode is
+    // read() on the signalfd; a periodic wake-up would need a timed call.
+    #[cfg(target_arch = "x86_64")]
+    const READ: i64 = 0;
+    #[cfg(target_arch = "aarch64")]
+    const READ: i64 = 63;
+    let mut moltd = Moltd::new(&dir, Mode::Pid1).args(["sleep", "1000"]).spawn();
+    let pid = moltd.moltd_pid();
+    moltd.wait_for("moltd to sleep in read", || {
+        !child_pids(pid).is_empty() && sleeping_syscall(pid) == Some(READ)
+    });
+    let timers = std::fs::read_to_string(format!("/proc/{pid}/timerslack_ns")).ok();
+    let fds: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .map(|t| t.display().to_string())
+        .collect();
+    assert!(
+        !fds.iter().any(|t| t.contains("timerfd")),
+        "no timer may exist: {fds:?} {timers:?}"
+    );
+}
+
+#[test]
+fn tini_kill_process_group_variable_forwards_to_the_group() {
+    let dir = TestDir::new("tini_group_env");
+    let recorder = recorder(&dir);
+    let middle = format!("trap : USR1 TERM\n{recorder} grandchild.log");
+    let mut moltd = Moltd::new(&dir, Mode::Pid1)
+        .named("tini")
+        .env("TINI_KILL_PROCESS_GROUP", "1")
+        .args(["--", "bash", "-c", &middle])
+        .spawn();
+    moltd.wait_for_file("grandchild.log", "ready");
+    send_and_expect(
+        &mut moltd,
+        "grandchild.log",
+        &[(SIGUSR1, SIGUSR1), (SIGTERM, SIGTERM)],
+    );
+    moltd.wait().expect_code(0);
+}
+
+#[test]
+fn warn_on_reap_names_each_orphan() {
+    let dir = TestDir::new("warn_on_reap");
+    // The orphan records its pid; the child waits until /proc no longer has it
+    // (reaped, not merely a zombie) before exiting.
+    let child = "(sh -c 'echo $$ > orphan.pid' &); wait\n\
+                 until [ -s orphan.pid ] && [ ! -e /proc/$(cat orphan.pid) ]; do sleep 0.01; done";
+    for (name, flags, text) in [
+        (
+            "tini",
+            &["-w", "--"][..],
+            "[WARN  tini (1)] Reaped zombie process with pid=",
+        ),
+        ("moltd", &["-w", "--"][..], "moltd: warn: reaped orphan "),
+    ] {
+        std::fs::remove_file(dir.join("orphan.pid")).ok();
+        let finished = Moltd::new(&dir, Mode::Pid1)
+            .named(name)
+            .args(flags)
+            .args(["sh", "-c", child])
+            .run();
+        finished.expect_code(0).expect_stderr_contains(text);
+        let orphan = dir.read("orphan.pid");
+        finished.expect_stderr_contains(orphan.trim());
+    }
+}
+
+#[test]
+fn parent_death_signal_arrives_and_is_forwarded() {
+    let dir = TestDir::new("pdeathsig");
+    let recorder = recorder(&dir);
+    // moltd's parent is a shell the test kills; -p turns that into USR1.
+    let mut parent = std::process::Command::new("sh")
+        .current_dir(dir.path())
+        .args([
+            "-c",
+            &format!(
+                "'{}' -p SIGUSR1 -- {recorder} out.log & echo $! > moltd.pid; wait",
+                crate::util::moltd_bin().display()
+            ),
+        ])
+        .spawn()
+        .unwrap();
+    crate::util::wait_until("the recorder", || dir.read("out.log").contains("ready"));
+    let moltd: i32 = dir.read("moltd.pid").trim().parse().unwrap();
+    parent.kill().unwrap();
+    crate::util::wait_child(&mut parent, "the parent shell");
+    crate::util::wait_until("USR1 from the parent's death", || {
+        dir.read("out.log").contains("got 10")
+    });
+    unsafe { kill(moltd, SIGTERM) };
+    crate::util::wait_until("TERM", || dir.read("out.log").contains("got 15"));
+    crate::util::wait_until("moltd to exit", || {
+        process_state(moltd).is_none_or(|s| s == 'Z')
+    });
+}
+
+#[test]
+fn file_without_shebang_runs_through_bin_sh() {
+    let dir = TestDir::new("no_shebang");
+    dir.script("plain-script", "echo ran with \"$@\"\n");
+    for name in ["moltd", "tini", "dumb-init"] {
+        Moltd::new(&dir, Mode::Pid1)
+            .named(name)
+            .args(["--", "./plain-script", "a", "b"])
+            .run()
+            .expect_code(0)
+            .expect_stdout_contains("ran with a b");
+    }
 }

@@ -145,6 +145,7 @@ pub struct Moltd<'a> {
     args: Vec<OsString>,
     env: Vec<(OsString, OsString)>,
     mode: Mode,
+    broken_output: bool,
 }
 
 impl<'a> Moltd<'a> {
@@ -155,6 +156,7 @@ impl<'a> Moltd<'a> {
             args: Vec::new(),
             env: Vec::new(),
             mode,
+            broken_output: false,
         }
     }
 
@@ -173,6 +175,12 @@ impl<'a> Moltd<'a> {
         self
     }
 
+    /// Sends moltd's stdout and stderr into a pipe nobody reads.
+    pub fn broken_output(mut self) -> Self {
+        self.broken_output = true;
+        self
+    }
+
     pub fn env(mut self, key: &str, value: impl Into<OsString>) -> Self {
         self.env.push((key.into(), value.into()));
         self
@@ -185,7 +193,8 @@ impl<'a> Moltd<'a> {
                 if !nix::unistd::geteuid().is_root() {
                     c.args(["--user", "--map-root-user"]);
                 }
-                c.args(["--pid", "--fork", "--mount-proc", "--"])
+                // --kill-child: if unshare dies, so does the namespace.
+                c.args(["--pid", "--kill-child", "--mount-proc", "--"])
                     .arg(&self.program);
                 c
             }
@@ -248,8 +257,21 @@ impl<'a> Moltd<'a> {
 
     /// Starts moltd with stdin from /dev/null and output into the test dir.
     pub fn spawn(self) -> Running<'a> {
-        let stdout = fs::File::create(self.dir.join("moltd.stdout")).unwrap();
-        let stderr = fs::File::create(self.dir.join("moltd.stderr")).unwrap();
+        let (stdout, stderr): (Stdio, Stdio) = if self.broken_output {
+            // A pipe whose reading end is already closed: every write fails.
+            let (reader, writer) = nix::unistd::pipe().unwrap();
+            drop(reader);
+            (writer.try_clone().unwrap().into(), writer.into())
+        } else {
+            (
+                fs::File::create(self.dir.join("moltd.stdout"))
+                    .unwrap()
+                    .into(),
+                fs::File::create(self.dir.join("moltd.stderr"))
+                    .unwrap()
+                    .into(),
+            )
+        };
         let child = self
             .command()
             .stdin(Stdio::null())
@@ -434,7 +456,8 @@ impl Running<'_> {
 
     fn context(&self) -> String {
         format!(
-            "command: {}\n--- stdout ---\n{}\n--- stderr ---\n{}\n--- {} ---\n{}",
+            "exit status so far: {:?}\ncommand: {}\n--- stdout ---\n{}\n--- stderr ---\n{}\n--- {} ---\n{}",
+            self.exited,
             self.description,
             self.dir.read("moltd.stdout"),
             self.dir.read("moltd.stderr"),
@@ -444,13 +467,13 @@ impl Running<'_> {
     }
 
     pub fn fail(&mut self, why: &str) -> ! {
-        let _ = self.child.kill();
-        panic!("{why}\n{}", self.context())
+        let context = self.context();
+        self.kill();
+        panic!("{why}\n{context}")
     }
-}
 
-impl Drop for Running<'_> {
-    fn drop(&mut self) {
+    /// Kills moltd (and in PID-1 mode its whole namespace) and collects it.
+    fn kill(&mut self) {
         if self.has_exited() {
             return;
         }
@@ -470,8 +493,40 @@ impl Drop for Running<'_> {
     }
 }
 
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 /// The state letter of a process (`R`, `S`, `T`, `Z`), from /proc.
 pub fn process_state(pid: i32) -> Option<char> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     stat.rsplit_once(')')?.1.trim_start().chars().next()
+}
+
+/// Waits for a process the test started itself, killing it and failing the
+/// test after [`TIMEOUT`].
+pub fn wait_child(child: &mut Child, what: &str) -> std::process::ExitStatus {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("timed out waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Polls `condition` until it holds, failing the test after [`TIMEOUT`].
+pub fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + TIMEOUT;
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
