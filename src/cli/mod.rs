@@ -160,11 +160,23 @@ fn tini_level(verbosity: u32) -> LevelFilter {
     }
 }
 
-/// Parses dumb-init's `s:r` rewrite: both signals 1-31, `r = 0` drops `s`.
+/// Parses dumb-init's `s:r` rewrite the way its `sscanf("%d:%d")` does
+/// (leading blanks and a sign allowed, trailing text ignored): `s` in 1-31,
+/// `r` in 0-31, and `r = 0` drops `s`.
 fn parse_rewrite(text: &OsStr) -> Option<(i32, i32)> {
-    let (from, to) = text.to_str()?.split_once(':')?;
-    let from: i32 = from.parse().ok()?;
-    let to: i32 = to.parse().ok()?;
+    /// One `%d`: skips blanks, takes a sign and digits, returns the rest.
+    fn scan_int(text: &str) -> Option<(i32, &str)> {
+        let text = text.trim_start();
+        let sign_len = usize::from(text.starts_with(['+', '-']));
+        let digits = text[sign_len..]
+            .bytes()
+            .take_while(u8::is_ascii_digit)
+            .count();
+        let (number, rest) = text.split_at(sign_len + digits);
+        Some((number.parse().ok()?, rest))
+    }
+    let (from, rest) = scan_int(text.to_str()?)?;
+    let (to, _) = scan_int(rest.strip_prefix(':')?)?;
     ((1..=31).contains(&from) && (0..=31).contains(&to)).then_some((from, to))
 }
 
@@ -198,10 +210,18 @@ mod tests {
             ("15:10", Some((15, 10))),
             ("15:0", Some((15, 0))),
             ("31:1", Some((31, 1))),
+            (" 15:10", Some((15, 10))),
+            ("+15:10", Some((15, 10))),
+            ("15:10x", Some((15, 10))),
+            ("15:10:3", Some((15, 10))),
+            ("15: 10", Some((15, 10))),
+            ("15 :10", None),
             ("15:99", None),
             ("99:1", None),
             ("0:1", None),
+            ("-1:10", None),
             ("abc", None),
+            ("TERM:USR1", None),
             ("15", None),
             ("15:", None),
             (":15", None),

@@ -158,15 +158,14 @@ pub fn parse(args: Vec<OsString>, env: Env) -> Outcome {
     Outcome::Run(config, tini_level(verbosity))
 }
 
-/// tini's `-p` takes exactly the `SIG`-prefixed upper-case names.
+/// tini's `-p` takes exactly the `SIG`-prefixed upper-case names of its own
+/// table, which lacks STKFLT, IO and PWR.
 fn tini_signal(value: &OsStr) -> Option<i32> {
     let text = value.to_str()?;
-    text.strip_prefix("SIG")
-        .filter(|bare| {
-            bare.chars()
-                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
-        })
-        .and_then(|_| signals::parse(text))
+    let bare = text.strip_prefix("SIG")?;
+    let known =
+        bare.chars().all(|c| c.is_ascii_uppercase()) && !["STKFLT", "IO", "PWR"].contains(&bare);
+    known.then(|| signals::parse(text)).flatten()
 }
 
 /// tini reads its verbosity with `atoi` into an unsigned number: leading

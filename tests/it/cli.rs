@@ -198,6 +198,13 @@ fn tini_name_speaks_like_tini() {
             case("tini", &["-e", "abc", "true"], 1, Err, "[FATAL tini ("),
             case(
                 "tini",
+                &["-p", "SIGPWR", "true"],
+                1,
+                Err,
+                "] Not a valid option for -p: SIGPWR",
+            ),
+            case(
+                "tini",
                 &["-p", "KILL", "true"],
                 1,
                 Err,
@@ -363,6 +370,13 @@ fn dumb_init_name_speaks_like_dumb_init() {
                 1,
                 Err,
                 "Usage: -r option takes <signum>:<signum>, where <signum> is between 1 and 31.",
+            ),
+            case(
+                "dumb-init",
+                &["-r", "10:12x", "sh", "-c", "exit 6"],
+                6,
+                Err,
+                "",
             ),
             case(
                 "dumb-init",
