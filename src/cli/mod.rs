@@ -26,12 +26,14 @@ pub enum Outcome {
     /// Run `moltd update`.
     Update(update::UpdateCommand),
     /// Supervise a services directory, maybe beside a command.
-    Services(ServicesConfig, LevelFilter),
+    Services(Box<ServicesConfig>, LevelFilter),
     /// Be an `sv` client of the supervisor listening on `socket`.
     Sv {
         args: Vec<OsString>,
         socket: PathBuf,
     },
+    /// Ask the supervisor listening on `socket` to roll back.
+    Rollback { socket: PathBuf },
     /// Print the status table of the supervisor listening on `socket`.
     Status {
         names: Vec<OsString>,
@@ -92,10 +94,11 @@ pub fn main(args: Vec<OsString>) -> i32 {
         }
         Outcome::Services(config, level) => {
             logging::init(personality, level);
-            services::run(config)
+            services::run(*config)
         }
         Outcome::Sv { args, socket } => sv::sv(args, &socket, &env),
         Outcome::Status { names, socket } => sv::status(names, &socket),
+        Outcome::Rollback { socket } => update::rollback(&socket),
         Outcome::Exit {
             code,
             stdout,
