@@ -23,20 +23,36 @@ enum App {
     Unhealthy,
 }
 
+/// `bin/app DIR` of a good release.
+fn app_script(version: &str) -> String {
+    format!(
+        "#!/bin/sh\necho \"$$ {version}\" >> \"$1/started\"\necho {version} > \"$1/running\"\n\
+         exec busybox httpd -f -p 127.0.0.1:$(cat \"$1/port\") -h \"$(dirname \"$0\")/../www\"\n"
+    )
+}
+
+/// `www/cgi-bin/health` of a good release.
+const HEALTHY: &str = "#!/bin/sh\necho 'Content-Type: text/plain'\necho\necho ok\n";
+
+/// A feed with good releases v2.0.0 and v1.0.0.
+fn v1_and_v2() -> Feed {
+    Feed::start(vec![
+        release("2.0.0", App::Good),
+        release("1.0.0", App::Good),
+    ])
+}
+
 /// A release `v<version>`: `bin/app DIR` records its pid and version in
 /// DIR and serves `www/` on the port in `DIR/port`.
 fn release(version: &str, app: App) -> FakeRelease {
     let top = format!("app-{version}");
     let script = match app {
         App::Exits => "#!/bin/sh\nexit 1\n".to_owned(),
-        _ => format!(
-            "#!/bin/sh\necho \"$$ {version}\" >> \"$1/started\"\necho {version} > \"$1/running\"\n\
-             exec busybox httpd -f -p 127.0.0.1:$(cat \"$1/port\") -h \"$(dirname \"$0\")/../www\"\n"
-        ),
+        _ => app_script(version),
     };
     let health = match app {
         App::Unhealthy => "#!/bin/sh\necho 'Status: 500 Broken'\necho\necho broken\n",
-        _ => "#!/bin/sh\necho 'Content-Type: text/plain'\necho\necho ok\n",
+        _ => HEALTHY,
     };
     let paths = [
         format!("{top}/bin/app"),
@@ -131,20 +147,11 @@ fn served(port: u16) -> Option<String> {
 }
 
 /// Installs `version` in `app/releases` as an image would ship it.
-fn ship(dir: &TestDir, version: &str, feed: &Feed) {
-    let _ = feed;
-    let target = dir.join(&format!("app/releases/v{version}/bin"));
-    fs::create_dir_all(&target).unwrap();
-    let script = format!(
-        "#!/bin/sh\necho \"$$ {version}\" >> \"$1/started\"\necho {version} > \"$1/running\"\n\
-         exec busybox httpd -f -p 127.0.0.1:$(cat \"$1/port\") -h \"$(dirname \"$0\")/../www\"\n"
-    );
-    dir.script(&format!("app/releases/v{version}/bin/app"), &script);
-    dir.write(&format!("app/releases/v{version}/www/version"), version);
-    dir.script(
-        &format!("app/releases/v{version}/www/cgi-bin/health"),
-        "#!/bin/sh\necho 'Content-Type: text/plain'\necho\necho ok\n",
-    );
+fn ship(dir: &TestDir, version: &str) {
+    let release = format!("app/releases/v{version}");
+    dir.script(&format!("{release}/bin/app"), &app_script(version));
+    dir.write(&format!("{release}/www/version"), version);
+    dir.script(&format!("{release}/www/cgi-bin/health"), HEALTHY);
 }
 
 #[test]
@@ -223,7 +230,7 @@ fn first_boot_installs_then_update_and_rollback() {
 fn rolls_back(name: &str, app: App, health_url: bool) {
     let (dir, port) = setup(name);
     let feed = Feed::start(vec![release("3.0.0", app), release("2.0.0", App::Good)]);
-    ship(&dir, "2.0.0", &feed);
+    ship(&dir, "2.0.0");
     let mut command = moltd(&dir, &feed, Mode::Pid1);
     if health_url {
         let url = format!("http://127.0.0.1:{port}/cgi-bin/health");
@@ -274,7 +281,7 @@ fn a_failing_pre_update_hook_aborts_with_nothing_changed() {
         release("3.0.0", App::Good),
         release("2.0.0", App::Good),
     ]);
-    ship(&dir, "2.0.0", &feed);
+    ship(&dir, "2.0.0");
     let hook = format!("echo \"$1 -> $2\" > {}/hook; exit 3", dir.path().display());
     let mut running = moltd(&dir, &feed, Mode::Pid1)
         .env("MOLTD_PRE_UPDATE", hook)
@@ -297,11 +304,8 @@ fn a_failing_pre_update_hook_aborts_with_nothing_changed() {
 #[test]
 fn trigger_file_applies_a_staged_release() {
     let (dir, port) = setup("apply_trigger");
-    let feed = Feed::start(vec![
-        release("2.0.0", App::Good),
-        release("1.0.0", App::Good),
-    ]);
-    ship(&dir, "1.0.0", &feed);
+    let feed = v1_and_v2();
+    ship(&dir, "1.0.0");
     let mut running = moltd(&dir, &feed, Mode::Pid1)
         .env("MOLTD_MODE", "stage")
         .spawn();
@@ -320,11 +324,8 @@ fn trigger_file_applies_a_staged_release() {
 #[test]
 fn pin_to_an_older_version() {
     let (dir, port) = setup("apply_pin");
-    let feed = Feed::start(vec![
-        release("2.0.0", App::Good),
-        release("1.0.0", App::Good),
-    ]);
-    ship(&dir, "2.0.0", &feed);
+    let feed = v1_and_v2();
+    ship(&dir, "2.0.0");
     let mut running = moltd(&dir, &feed, Mode::Pid1)
         .env("MOLTD_VERSION", "=1.0.0")
         .spawn();
@@ -374,11 +375,8 @@ fn hand_edits_suspend_updates_until_forced() {
 /// on a whole release and finishes the update.
 fn killed_at(state: &str) {
     let (dir, port) = setup(&format!("apply_kill_{state}"));
-    let feed = Feed::start(vec![
-        release("2.0.0", App::Good),
-        release("1.0.0", App::Good),
-    ]);
-    ship(&dir, "1.0.0", &feed);
+    let feed = v1_and_v2();
+    ship(&dir, "1.0.0");
     let first = moltd(&dir, &feed, Mode::Child)
         .env("MOLTD_TEST_CRASH_AT", state)
         .run();
@@ -429,4 +427,32 @@ fn killed_at_every_step_comes_back_whole() {
     ] {
         killed_at(state);
     }
+}
+
+#[test]
+fn first_boot_waits_for_the_feed_and_says_so() {
+    let (dir, port) = setup("apply_first_boot_offline");
+    let down = Arc::new(AtomicBool::new(true));
+    let down_in = down.clone();
+    let feed = Feed::with_hook(
+        vec![release("1.0.0", App::Good)],
+        Box::new(move |_, _| {
+            down_in
+                .load(Ordering::Relaxed)
+                .then(|| Response::new(503, "maintenance"))
+        }),
+    );
+    let mut running = moltd(&dir, &feed, Mode::Pid1)
+        .env("MOLTD_INTERVAL", "1s")
+        .spawn();
+    let doc = wait_for_state(&mut running, &dir, "failed");
+    let error = doc["last_error"].as_str().unwrap_or("");
+    if !error.contains("no release installed yet") || !error.contains("retrying in") {
+        running.fail(&format!("status does not say so: {doc}"));
+    }
+    if dir.join("running").exists() {
+        running.fail("web started with no release installed");
+    }
+    down.store(false, Ordering::Relaxed);
+    running.wait_for("v1 to serve", || served(port).as_deref() == Some("1.0.0"));
 }
