@@ -132,29 +132,23 @@ impl Updater {
             tags.sort_by_key(|tag| super::select::tag_version(tag, prefix));
             tags.pop()
         };
-        let tag = match linked.or_else(shipped) {
-            Some(tag) => {
-                log::info!("adopting release {tag} from {}", releases.display());
-                tag
-            }
+        let (tag, phase, how) = match linked.or_else(shipped) {
+            Some(tag) => (tag, Phase::Idle, "adopted from the image"),
             None => {
                 self.reporter.total_steps(UPDATE_STEPS);
                 let candidate = self.check()?.ok_or_else(|| Error::NoRelease {
                     feed: super::source::listing_url(&self.config.source),
                 })?;
                 self.stage(&candidate)?;
-                candidate.release.tag
+                (candidate.release.tag, Phase::Completed, "installed")
             }
         };
         let dir = releases.join(&tag);
         layout::ensure_version_file(&dir, &tag)?;
         layout::switch_current(&app, &tag)?;
         self.commit_state(&tag, None)?;
-        self.reporter.phase(
-            Phase::Completed,
-            UPDATE_STEPS,
-            format!("release {tag} installed"),
-        );
+        self.reporter
+            .phase(phase, UPDATE_STEPS, format!("release {tag} {how}"));
         Ok(tag)
     }
 

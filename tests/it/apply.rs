@@ -326,13 +326,17 @@ fn pin_to_an_older_version() {
     let (dir, port) = setup("apply_pin");
     let feed = v1_and_v2();
     ship(&dir, "2.0.0");
+    let post = format!("echo \"$1 -> $2\" > {}/post", dir.path().display());
+    let health = format!("test \"$(cat {}/running)\" = 1.0.0", dir.path().display());
     let mut running = moltd(&dir, &feed, Mode::Pid1)
         .env("MOLTD_VERSION", "=1.0.0")
+        .env("MOLTD_HEALTH_CMD", health)
+        .env("MOLTD_POST_UPDATE", post)
         .spawn();
     wait_for_state(&mut running, &dir, "completed");
     running.wait_for("v1 to serve", || served(port).as_deref() == Some("1.0.0"));
-    if current(&dir) != "v1.0.0" {
-        running.fail("current is not v1");
+    if current(&dir) != "v1.0.0" || dir.read("post").trim() != "v2.0.0 -> v1.0.0" {
+        running.fail("current is not v1, or the post-update hook did not run");
     }
 }
 
