@@ -166,20 +166,23 @@ fn first_boot_installs_then_update_and_rollback() {
     // Publish v2 and ask for it, watching the app while it updates.
     feed.publish(release("2.0.0", App::Good));
     let stop = Arc::new(AtomicBool::new(false));
-    let outages = Arc::new(Mutex::new(Vec::<String>::new()));
+    // Each failed request is recorded with the state before and after it:
+    // the app may be down only while one of them is between stop and start.
+    let outages = Arc::new(Mutex::new(Vec::<(String, String)>::new()));
     let watcher = {
         let (stop, outages) = (stop.clone(), outages.clone());
         let status_file = dir.join("status.json");
+        let state = move || {
+            let doc: serde_json::Value =
+                serde_json::from_str(&fs::read_to_string(&status_file).unwrap_or_default())
+                    .unwrap_or_default();
+            doc["state"].as_str().unwrap_or("").to_owned()
+        };
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
-                let before = fs::read_to_string(&status_file).unwrap_or_default();
+                let before = state();
                 if served(port).is_none() {
-                    let state: serde_json::Value =
-                        serde_json::from_str(&before).unwrap_or_default();
-                    outages
-                        .lock()
-                        .unwrap()
-                        .push(state["state"].as_str().unwrap_or("").to_owned());
+                    outages.lock().unwrap().push((before, state()));
                 }
                 std::thread::sleep(Duration::from_millis(10));
             }
@@ -193,7 +196,10 @@ fn first_boot_installs_then_update_and_rollback() {
     }
     let outages = outages.lock().unwrap().clone();
     let allowed = ["stopping", "switching", "starting", "health_check"];
-    if outages.iter().any(|s| !allowed.contains(&s.as_str())) {
+    let outside = |(before, after): &(String, String)| {
+        !allowed.contains(&before.as_str()) && !allowed.contains(&after.as_str())
+    };
+    if outages.iter().any(outside) {
         running.fail(&format!(
             "the app was down outside stop..start: {outages:?}"
         ));
@@ -375,6 +381,34 @@ fn hand_edits_suspend_updates_until_forced() {
     }
 }
 
+/// Kills every process working inside the test dir (the orphaned services
+/// of a killed moltd), until none is left.
+fn kill_leftovers(dir: &TestDir, context: &crate::util::Finished) {
+    let deadline = std::time::Instant::now() + crate::util::TIMEOUT;
+    loop {
+        let mut found = false;
+        for entry in fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let inside = fs::read_link(entry.path().join("cwd"))
+                .is_ok_and(|cwd| cwd.starts_with(dir.path()));
+            if inside {
+                found = true;
+                // SAFETY: kill has no memory-safety preconditions.
+                unsafe { nix::libc::kill(pid, nix::libc::SIGKILL) };
+            }
+        }
+        if !found {
+            return;
+        }
+        if std::time::Instant::now() > deadline {
+            context.fail("cannot end the orphaned services");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// Kills moltd when it enters `state`, then starts it again: it comes back
 /// on a whole release and finishes the update.
 fn killed_at(state: &str) {
@@ -388,12 +422,7 @@ fn killed_at(state: &str) {
         first.fail(&format!("moltd was not killed at {state}"));
     }
     // Its services were orphaned: end them as a container restart would.
-    for line in dir.read("started").lines() {
-        let pid: i32 = line.split(' ').next().unwrap().parse().unwrap();
-        // SAFETY: kill has no memory-safety preconditions.
-        unsafe { nix::libc::kill(-pid, nix::libc::SIGKILL) };
-        unsafe { nix::libc::kill(pid, nix::libc::SIGKILL) };
-    }
+    kill_leftovers(&dir, &first);
     let tag = current(&dir);
     let whole = ["v1.0.0", "v2.0.0"].contains(&tag.as_str())
         && dir
