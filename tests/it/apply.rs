@@ -160,6 +160,8 @@ fn first_boot_installs_then_update_and_rollback() {
     let feed = Feed::start(vec![release("1.0.0", App::Good)]);
     let mut running = moltd(&dir, &feed, Mode::Pid1).spawn();
     running.wait_for("v1 to serve", || served(port).as_deref() == Some("1.0.0"));
+    // The check at start found nothing newer.
+    wait_for_state(&mut running, &dir, "idle");
     if current(&dir) != "v1.0.0" || dir.read("app/current/VERSION").trim() != "1.0.0" {
         running.fail("v1 not installed as current");
     }
@@ -352,6 +354,7 @@ fn hand_edits_suspend_updates_until_forced() {
     let feed = Feed::start(vec![release("1.0.0", App::Good)]);
     let mut running = moltd(&dir, &feed, Mode::Pid1).spawn();
     running.wait_for("v1 to serve", || served(port).as_deref() == Some("1.0.0"));
+    wait_for_state(&mut running, &dir, "idle");
     feed.publish(release("2.0.0", App::Good));
     dir.write("app/releases/v1.0.0/www/version", "1.0.0-hotfix");
     let reply = dir.moltd_client(&["update"]);
