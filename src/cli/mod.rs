@@ -28,12 +28,14 @@ pub enum Outcome {
     /// Run `moltd update`.
     Update(update::UpdateCommand),
     /// Supervise a services directory, maybe beside a command.
-    Services(ServicesConfig, LevelFilter),
+    Services(Box<ServicesConfig>, LevelFilter),
     /// Be an `sv` client of the supervisor listening on `socket`.
     Sv {
         args: Vec<OsString>,
         socket: PathBuf,
     },
+    /// Ask the supervisor listening on `socket` to roll back.
+    Rollback { socket: PathBuf },
     /// Print the status table of the supervisor listening on `socket`.
     Status {
         names: Vec<OsString>,
@@ -102,7 +104,7 @@ pub fn main(args: Vec<OsString>) -> i32 {
         }
         Outcome::Services(config, level) => {
             logging::init(personality, level);
-            services::run(config, inherited)
+            services::run(*config, inherited)
         }
         Outcome::Update(command) => {
             inherited.restore();
@@ -116,6 +118,10 @@ pub fn main(args: Vec<OsString>) -> i32 {
         Outcome::Status { names, socket } => {
             inherited.restore();
             sv::status(names, &socket)
+        }
+        Outcome::Rollback { socket } => {
+            inherited.restore();
+            update::rollback(&socket)
         }
         Outcome::Exit {
             code,

@@ -9,6 +9,7 @@ use crate::init::{InitConfig, Isolation, Reaping};
 use crate::personality::Personality;
 use crate::services::{self, ServicesConfig, Settings};
 use crate::signals;
+use crate::update;
 use lexopt::prelude::*;
 use log::LevelFilter;
 use std::ffi::OsString;
@@ -22,6 +23,8 @@ Usage: moltd [OPTIONS] [--] COMMAND [ARGS...]
        moltd [OPTIONS] --services DIR [[--] COMMAND [ARGS...]]
        moltd [--control PATH] sv [-v] [-w SEC] VERB SERVICE...
        moltd [--control PATH] status [SERVICE...]
+       moltd [--control PATH] update [--check | --force | --stage-only]
+       moltd [--control PATH] rollback
 
 Runs COMMAND as its child, forwards signals to it and exits with its status
 (128+N when it dies of signal N). With a services directory (and with no
@@ -148,7 +151,10 @@ fn parse_args(args: Vec<OsString>, env: Env) -> Result<Outcome, lexopt::Error> {
                 socket: socket(),
             });
         }
-        Some("update") => return Ok(super::update::parse(command.split_off(1), env)),
+        Some("update") => {
+            return Ok(super::update::parse(command.split_off(1), socket(), env));
+        }
+        Some("rollback") => return Ok(Outcome::Rollback { socket: socket() }),
         _ => {}
     }
 
@@ -183,13 +189,19 @@ fn parse_args(args: Vec<OsString>, env: Env) -> Result<Outcome, lexopt::Error> {
             svwait: seconds_from(env, "SVWAIT", services::DEFAULT_SVWAIT, 0)?,
             backoff_max: seconds_from(env, "MOLTD_BACKOFF_MAX", services::DEFAULT_BACKOFF_MAX, 1)?,
         };
+        let updates = match update::Config::from_env(env) {
+            Ok(updates) => Some(updates),
+            Err(update::Error::NoSource) => None,
+            Err(err) => return Err(update::chain(&err).into()),
+        };
         let services = ServicesConfig {
             dir: services_dir.unwrap_or_else(|| services::DEFAULT_DIR.into()),
             control: socket(),
             settings,
             main: (!command.is_empty()).then_some(config),
+            updates,
         };
-        return Ok(Outcome::Services(services, level));
+        return Ok(Outcome::Services(Box::new(services), level));
     }
     Ok(Outcome::Run(config, level))
 }

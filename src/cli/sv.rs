@@ -11,11 +11,13 @@
 use super::{Env, write_err, write_out};
 use crate::services::DEFAULT_SVWAIT;
 use crate::services::client::{self, ClientError};
-use crate::services::control::{Answer, Op, Request};
+use crate::services::control::{Answer, Op, Request, UpdateOp};
 use crate::services::status::{self, Status};
+use crate::update::status::Status as UpdateStatus;
 use lexopt::prelude::*;
 use nix::libc;
 use std::ffi::OsString;
+use std::fmt::Write as _;
 use std::path::Path;
 use std::time::Duration;
 
@@ -287,7 +289,49 @@ pub fn status(names: Vec<OsString>, socket: &Path) -> i32 {
         }
     }
     write_out(&status::table(&known));
+    if names.is_empty() {
+        write_out(&update_summary(socket));
+    }
     code
+}
+
+/// The updater's part of `moltd status`: versions, state, progress, last
+/// error, releases marked bad. Empty when no updater runs.
+fn update_summary(socket: &Path) -> String {
+    let reply = client::ask_updater(socket, UpdateOp::Status);
+    let Some(status) = reply
+        .ok()
+        .and_then(Result::ok)
+        .and_then(|json| serde_json::from_str::<UpdateStatus>(&json).ok())
+    else {
+        return String::new();
+    };
+    let none = || "none".to_owned();
+    let mut text = format!(
+        "\nrelease: {} (previous: {})\nupdate: {}, step {}/{}",
+        status.current.unwrap_or_else(none),
+        status.previous.unwrap_or_else(none),
+        status.state.name(),
+        status.step,
+        status.total_steps,
+    );
+    if let Some(progress) = status.progress {
+        let _ = write!(text, ", {progress}%");
+    }
+    let _ = writeln!(text, ": {}", status.message);
+    if let Some(available) = status.available {
+        let _ = writeln!(text, "newer release: {}", available.tag);
+    }
+    if let Some(error) = status.last_error {
+        let _ = writeln!(text, "last error: {error}");
+    }
+    if let Some(why) = status.suspended {
+        let _ = writeln!(text, "automatic updates suspended: {why}");
+    }
+    if !status.bad_releases.is_empty() {
+        let _ = writeln!(text, "bad releases: {}", status.bad_releases.join(", "));
+    }
+    text
 }
 
 #[cfg(test)]

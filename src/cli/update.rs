@@ -1,40 +1,53 @@
-//! `moltd update`: check, download, verify and stage from the command line.
+//! `moltd update` and `moltd rollback`.
+//!
+//! When a supervisor is running (its control socket answers), the request
+//! goes to it, so the running instance stops, switches and starts its own
+//! services. Without one, `moltd update` checks and stages from the command
+//! line, with the same environment variables the supervisor reads.
 //!
 //! Recognised only as moltd's very first argument, so `moltd -- update` and
-//! `moltd ./update` still run a program called update as PID 1. Settings come
-//! from the same environment variables the supervisor reads.
+//! `moltd ./update` still run a program called update as PID 1.
 
 use super::{Env, Outcome, write_err, write_out};
+use crate::services::client::{self, ClientError};
+use crate::services::control::UpdateOp;
 use crate::update::{self, Config, Mode, Updater};
 use lexopt::prelude::*;
 use log::LevelFilter;
 use std::ffi::OsString;
+use std::path::{Path, PathBuf};
 
 const HELP: &str = "\
-Usage: moltd update [--check | --stage-only] [--watch]
+Usage: moltd update [--check | --force | --stage-only] [--watch]
+       moltd rollback
 
 Looks for a newer release of the payload (see the README's Updates section
-for the environment variables that say where and which).
+for the environment variables that say where and which). With a running
+supervisor, asks it to check now and apply the release (stop, switch, start,
+health check); `moltd rollback` asks it to go back to the previous release.
 
   --check        only report the newest eligible release
-  --stage-only   download, verify and stage it; print the staged folder
+  --force        update even though the release was changed by hand
+  --stage-only   download, verify and stage it here; print the staged folder
   --watch        keep checking on the schedule (SLEEP / MOLTD_INTERVAL)
   -h, --help     print this help and exit
 
-Without --check or --stage-only, MOLTD_MODE decides (check, stage, auto).
-Progress is logged on stderr and written to MOLTD_STATUS_FILE.
+Without a supervisor, MOLTD_MODE decides (check, or stage; switching needs
+the supervisor). Progress is logged on stderr and written to MOLTD_STATUS_FILE.
 ";
 
 /// A parsed `moltd update` command.
 #[derive(Debug, PartialEq, Eq)]
 pub struct UpdateCommand {
     pub mode: Option<Mode>,
+    pub force: bool,
     pub watch: bool,
     pub level: LevelFilter,
+    pub socket: PathBuf,
 }
 
 /// Parses the arguments after `update`.
-pub fn parse(args: impl IntoIterator<Item = OsString>, env: Env) -> Outcome {
+pub fn parse(args: impl IntoIterator<Item = OsString>, socket: PathBuf, env: Env) -> Outcome {
     // Steps are worth seeing here: info by default.
     let level = match super::moltd::log_level(0, env, LevelFilter::Info) {
         Ok(level) => level,
@@ -42,8 +55,10 @@ pub fn parse(args: impl IntoIterator<Item = OsString>, env: Env) -> Outcome {
     };
     let mut command = UpdateCommand {
         mode: None,
+        force: false,
         watch: false,
         level,
+        socket,
     };
     let mut parser = lexopt::Parser::from_args(args);
     loop {
@@ -54,6 +69,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>, env: Env) -> Outcome {
         };
         match arg {
             Long("check") => command.mode = Some(Mode::Check),
+            Long("force") => command.force = true,
             Long("stage-only") => command.mode = Some(Mode::Stage),
             Long("watch") => command.watch = true,
             Short('h') | Long("help") => return Outcome::stdout(HELP),
@@ -70,8 +86,50 @@ fn usage_error(problem: impl std::fmt::Display) -> Outcome {
     )
 }
 
+/// `moltd rollback`: only the running supervisor can do it.
+pub fn rollback(socket: &Path) -> i32 {
+    match client::ask_updater(socket, UpdateOp::Rollback) {
+        Err(err) => {
+            write_err(&format!("moltd: error: {err} ({})\n", socket.display()));
+            1
+        }
+        Ok(reply) => print_reply(reply),
+    }
+}
+
+fn print_reply(reply: update::ApplyReply) -> i32 {
+    match reply {
+        Ok(text) => {
+            write_out(&format!("{text}\n"));
+            0
+        }
+        Err(text) => {
+            write_err(&format!("moltd: error: {text}\n"));
+            1
+        }
+    }
+}
+
 /// Runs the command; returns the exit code.
 pub fn run(command: UpdateCommand) -> i32 {
+    let local = command.watch || command.mode == Some(Mode::Stage);
+    if !local {
+        let op = UpdateOp::Update {
+            check_only: command.mode == Some(Mode::Check),
+            force: command.force,
+        };
+        match client::ask_updater(&command.socket, op) {
+            Ok(reply) => return print_reply(reply),
+            Err(ClientError::Connect(_)) if !command.force => {}
+            Err(err) => {
+                write_err(&format!(
+                    "moltd: error: {err} ({})\n",
+                    command.socket.display()
+                ));
+                return 1;
+            }
+        }
+    }
     let env = |name: &str| std::env::var_os(name);
     let updater = Config::from_env(&env).and_then(Updater::new);
     let mut updater = match updater {
@@ -83,9 +141,7 @@ pub fn run(command: UpdateCommand) -> i32 {
     };
     let mode = command.mode.unwrap_or(updater.config().mode);
     if mode == Mode::Auto {
-        log::info!(
-            "MOLTD_MODE=auto: staging only, switching to the staged release is not available yet"
-        );
+        log::info!("no supervisor is running: staging only, it switches to the release");
     }
     if command.watch {
         updater.watch(mode);

@@ -1,7 +1,8 @@
-//! The client side of the control socket, for `sv` and `moltd status`.
+//! The client side of the control socket, for `sv`, `moltd status`,
+//! `moltd update` and `moltd rollback`.
 
-use super::control::{Answer, Request};
-use std::io::{BufRead, BufReader, Write};
+use super::control::{self, Answer, Request, UpdateOp, UpdateReply};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
@@ -42,4 +43,19 @@ pub fn ask(socket: &Path, request: &Request) -> Result<Vec<Answer>, ClientError>
         answers.push(Answer::decode(&line).ok_or(ClientError::BadReply(line))?);
     }
     Ok(answers)
+}
+
+/// Sends one request to the updater inside the supervisor at `socket` and
+/// waits for its reply, however long the update takes (the supervisor
+/// always answers: every step of an update has a deadline).
+pub fn ask_updater(socket: &Path, op: UpdateOp) -> Result<UpdateReply, ClientError> {
+    let mut stream = UnixStream::connect(socket).map_err(ClientError::Connect)?;
+    stream
+        .write_all(op.encode().as_bytes())
+        .map_err(ClientError::Exchange)?;
+    let mut text = String::new();
+    stream
+        .read_to_string(&mut text)
+        .map_err(ClientError::Exchange)?;
+    control::decode_update_reply(&text).ok_or(ClientError::BadReply(text))
 }

@@ -5,6 +5,11 @@
 //! one line per service, in the order asked, then closes the connection.
 //! Waiting (`sv -w`) happens in the supervisor, which knows when a service
 //! changes state, so clients never poll.
+//!
+//! Requests for the updater (`moltd update`, `moltd rollback`, the update
+//! part of `moltd status`) are lines starting with `update\t`; they are
+//! answered by the updater thread with [`UpdateReply`]: `ok` or `error`,
+//! then free text (the status document, for [`UpdateOp::Status`]).
 
 use super::status::Status;
 use crate::signals;
@@ -54,6 +59,71 @@ pub enum Answer {
     Killed(Status),
     /// No service by that name.
     Unknown(String),
+}
+
+/// A request for the updater.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UpdateOp {
+    /// Check now and apply (or only report, with `check_only`); `force`
+    /// updates even when the release was changed by hand.
+    Update {
+        check_only: bool,
+        force: bool,
+    },
+    Rollback,
+    /// The status document, as JSON.
+    Status,
+}
+
+impl UpdateOp {
+    /// The request line, newline included.
+    pub fn encode(self) -> String {
+        let verb = match self {
+            UpdateOp::Update {
+                check_only: true, ..
+            } => "check",
+            UpdateOp::Update { force: true, .. } => "force",
+            UpdateOp::Update { .. } => "apply",
+            UpdateOp::Rollback => "rollback",
+            UpdateOp::Status => "status",
+        };
+        format!("update\t{verb}\n")
+    }
+
+    pub fn decode(line: &str) -> Option<UpdateOp> {
+        let verb = line.trim_end_matches('\n').strip_prefix("update\t")?;
+        let update = |check_only, force| UpdateOp::Update { check_only, force };
+        Some(match verb {
+            "check" => update(true, false),
+            "force" => update(false, true),
+            "apply" => update(false, false),
+            "rollback" => UpdateOp::Rollback,
+            "status" => UpdateOp::Status,
+            _ => return None,
+        })
+    }
+}
+
+/// The updater's answer: whether it worked, and what to tell the user.
+pub type UpdateReply = crate::update::ApplyReply;
+
+/// The reply text: `ok` or `error` on the first line, then the text.
+pub fn encode_update_reply(reply: &UpdateReply) -> String {
+    match reply {
+        Ok(text) => format!("ok\n{text}\n"),
+        Err(text) => format!("error\n{text}\n"),
+    }
+}
+
+/// The inverse of [`encode_update_reply`]; `None` for anything else.
+pub fn decode_update_reply(text: &str) -> Option<UpdateReply> {
+    let (kind, body) = text.split_once('\n')?;
+    let body = body.trim_end_matches('\n').to_owned();
+    match kind {
+        "ok" => Some(Ok(body)),
+        "error" => Some(Err(body)),
+        _ => None,
+    }
 }
 
 impl Op {
@@ -194,6 +264,38 @@ mod tests {
         for garbage in ["", "fly\t-\t0", "up\tsoon\t0", "signal:99\t-\t0"] {
             assert_eq!(Request::decode(garbage), None, "{garbage:?}");
         }
+    }
+
+    #[test]
+    fn update_requests_and_replies_round_trip() {
+        let ops = [
+            UpdateOp::Update {
+                check_only: true,
+                force: false,
+            },
+            UpdateOp::Update {
+                check_only: false,
+                force: true,
+            },
+            UpdateOp::Update {
+                check_only: false,
+                force: false,
+            },
+            UpdateOp::Rollback,
+            UpdateOp::Status,
+        ];
+        for op in ops {
+            assert_eq!(UpdateOp::decode(&op.encode()), Some(op));
+            assert_eq!(Request::decode(&op.encode()), None);
+        }
+        assert_eq!(UpdateOp::decode("update\tdance"), None);
+        for reply in [Ok("a\nb".to_owned()), Err("no".to_owned())] {
+            assert_eq!(
+                decode_update_reply(&encode_update_reply(&reply)),
+                Some(reply)
+            );
+        }
+        assert_eq!(decode_update_reply("maybe\n"), None);
     }
 
     #[test]

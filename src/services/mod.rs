@@ -5,7 +5,8 @@
 //! The decisions live in the pure [`machine`]; [`runner`] is the event loop
 //! that does the I/O for it; [`scan`] reads service folders; [`control`] and
 //! [`status`] are the protocol and the formats that `sv` and `moltd status`
-//! share with the supervisor; [`client`] is their side of the socket.
+//! share with the supervisor; [`client`] is their side of the socket;
+//! [`updates`] runs the updater beside the loop.
 
 pub mod client;
 pub mod control;
@@ -14,6 +15,7 @@ mod output;
 mod runner;
 pub mod scan;
 pub mod status;
+mod updates;
 
 use crate::init::InitConfig;
 use std::path::PathBuf;
@@ -38,4 +40,6 @@ pub struct ServicesConfig {
     pub settings: Settings,
     /// Combined mode's main command.
     pub main: Option<InitConfig>,
+    /// The updater's settings, when a release source is configured.
+    pub updates: Option<crate::update::Config>,
 }

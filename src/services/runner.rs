@@ -8,12 +8,20 @@
 //! moltd costs nothing. Reaping happens only here, after a SIGCHLD, and every
 //! pid the supervisor starts is reported to it (through
 //! [`Event::Spawned`]) before the loop can reap again.
+//!
+//! With updates configured, the updater runs on a thread (see
+//! [`super::updates`]) and this loop is its hands: it carries out the
+//! thread's control requests and hooks (so hooks are reaped here too, and
+//! never reach the supervisor), routes `moltd update` clients to it, watches
+//! the trigger file, and holds the services back until a release is
+//! installed.
 
 use super::ServicesConfig;
-use super::control::{Answer, Request};
+use super::control::{self, Answer, Request, UpdateOp};
 use super::machine::{Action, Event, Program, SpawnFailure, Supervisor, Which};
 use super::output::Output;
 use super::scan::{self, Listing};
+use super::updates::{self, AGENT_CLIENT, Link, ToAgent, ToLoop};
 use crate::init::{self, Isolation, Reaping};
 use crate::personality::Personality;
 use crate::sys::io::{self, Pipe};
@@ -32,6 +40,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, Receiver, Sender};
 use std::time::Instant;
 
 /// The longest request a client may send.
@@ -82,6 +91,18 @@ pub fn run(config: ServicesConfig, inherited: Inherited) -> i32 {
             return 1;
         }
     };
+    let agent = match config
+        .updates
+        .clone()
+        .map(|c| start_agent(c, config.settings.svwait))
+    {
+        Some(Ok(agent)) => Some(agent),
+        Some(Err(problem)) => {
+            error!("{problem}");
+            return 1;
+        }
+        None => None,
+    };
     let forwarder = match &config.main {
         Some(main) => match init::start(main, &signals) {
             Ok(forwarder) => Some(forwarder),
@@ -103,11 +124,85 @@ pub fn run(config: ServicesConfig, inherited: Inherited) -> i32 {
         next_client: 0,
         io: BTreeMap::new(),
         exit: None,
+        held: agent.is_some(),
+        agent,
     };
     runner.watch(&runner.dir.clone());
     let listing = listing.map(|l| runner.watch_folders(l));
-    runner.handle(Event::Scanned(listing));
+    if !runner.held {
+        runner.handle(Event::Scanned(listing));
+    }
     runner.run()
+}
+
+/// The loop's end of the link to the updater thread.
+struct Agent {
+    to_agent: Sender<ToAgent>,
+    from_agent: Receiver<ToLoop>,
+    /// The thread writes a byte here after each message.
+    wake: Pipe,
+    /// Watches `.moltd/` for the trigger file.
+    trigger: Option<Inotify>,
+    trigger_path: PathBuf,
+    /// Hooks running for the updater, by pid.
+    hooks: BTreeSet<i32>,
+}
+
+/// Starts the updater thread (after `init::prepare`, so it inherits the
+/// blocked signal mask and never takes a signal meant for the signalfd).
+fn start_agent(
+    config: crate::update::Config,
+    svwait: std::time::Duration,
+) -> Result<Agent, String> {
+    let state_dir = config.state_dir();
+    let updater = crate::update::Updater::new(config)
+        .map_err(|err| format!("cannot start the updater: {}", crate::update::chain(&err)))?;
+    let wake = Pipe::new(true).map_err(|err| format!("cannot create a pipe: {}", err.desc()))?;
+    let wake_write = wake
+        .writer()
+        .and_then(|fd| fd.try_clone_to_owned().ok())
+        .ok_or("cannot duplicate a pipe")?;
+    let (to_loop, from_agent) = mpsc::channel();
+    let (to_agent, from_loop) = mpsc::channel();
+    let link = Link::new(
+        to_loop,
+        wake_write,
+        from_loop,
+        updater.shared_status(),
+        svwait,
+    );
+    std::thread::Builder::new()
+        .name("updater".into())
+        .spawn(move || updates::agent(updater, link))
+        .map_err(|err| format!("cannot start the updater thread: {err}"))?;
+    let trigger = std::fs::create_dir_all(&state_dir)
+        .map_err(|err| err.to_string())
+        .and_then(|()| {
+            let inotify = Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK)
+                .map_err(|e| e.desc().to_owned())?;
+            let flags = AddWatchFlags::IN_CLOSE_WRITE
+                | AddWatchFlags::IN_MOVED_TO
+                | AddWatchFlags::IN_CREATE;
+            inotify
+                .add_watch(&state_dir, flags)
+                .map_err(|e| e.desc().to_owned())?;
+            Ok(inotify)
+        })
+        .inspect_err(|problem| {
+            warn!(
+                "cannot watch {}: {problem}; the trigger file will not work",
+                state_dir.display()
+            )
+        })
+        .ok();
+    Ok(Agent {
+        to_agent,
+        from_agent,
+        wake,
+        trigger,
+        trigger_path: state_dir.join("update-requested"),
+        hooks: BTreeSet::new(),
+    })
 }
 
 /// Binds the control socket, creating its folder. Service mode works
@@ -190,6 +285,9 @@ struct Runner {
     next_client: u64,
     io: BTreeMap<String, ServiceIo>,
     exit: Option<i32>,
+    agent: Option<Agent>,
+    /// Services wait until the updater installed a release.
+    held: bool,
 }
 
 /// What a ready descriptor in the poll set belongs to.
@@ -200,6 +298,8 @@ enum Source {
     Listener,
     Client(u64),
     Output,
+    Agent,
+    Trigger,
 }
 
 impl Runner {
@@ -233,6 +333,8 @@ impl Runner {
                     Source::Listener => self.accept(),
                     Source::Client(id) => self.read_client(id),
                     Source::Output => {}
+                    Source::Agent => self.on_agent(),
+                    Source::Trigger => self.on_trigger(),
                 }
             }
             if self
@@ -262,6 +364,14 @@ impl Runner {
         if let Some(listener) = &self.listener {
             sources.push(Source::Listener);
             fds.push(PollFd::new(listener.as_fd(), PollFlags::POLLIN));
+        }
+        if let Some(agent) = &self.agent {
+            sources.push(Source::Agent);
+            fds.push(PollFd::new(agent.wake.read.as_fd(), PollFlags::POLLIN));
+            if let Some(trigger) = &agent.trigger {
+                sources.push(Source::Trigger);
+                fds.push(PollFd::new(trigger.as_fd(), PollFlags::POLLIN));
+            }
         }
         for (&id, client) in &self.clients {
             if !client.asked {
@@ -347,8 +457,15 @@ impl Runner {
                     }
                     None
                 }
+                Action::Reply { client, answers } if client == AGENT_CLIENT => {
+                    if let Some(agent) = &self.agent {
+                        let _ = agent.to_agent.send(ToAgent::Answers(answers));
+                    }
+                    None
+                }
                 Action::Reply { client, answers } => {
-                    self.reply(client, &answers);
+                    let text: String = answers.iter().map(Answer::encode).collect();
+                    self.reply(client, &text);
                     None
                 }
                 Action::StopSelf => {
@@ -383,6 +500,11 @@ impl Runner {
             warn!("cannot wait for children: {}", err.desc());
         }
         for (pid, status) in batch {
+            if let Some(agent) = self.agent.as_mut().filter(|a| a.hooks.contains(&pid)) {
+                agent.hooks.remove(&pid);
+                let _ = agent.to_agent.send(ToAgent::HookExited { pid, status });
+                continue;
+            }
             let group_alive = process::group_exists(pid);
             self.handle(Event::Exited {
                 pid,
@@ -397,7 +519,8 @@ impl Runner {
             .inotify
             .as_ref()
             .is_some_and(|inotify| inotify.read_events().is_ok_and(|events| !events.is_empty()));
-        if changed {
+        // While held, the scan on release reads the directory anyway.
+        if changed && !self.held {
             self.handle(Event::DirChanged);
         }
     }
@@ -544,10 +667,17 @@ impl Runner {
             return;
         };
         client.asked = true;
-        let request = std::str::from_utf8(&client.request[..end])
-            .ok()
-            .and_then(Request::decode);
-        match request {
+        let line = std::str::from_utf8(&client.request[..end]).unwrap_or_default();
+        if let Some(op) = UpdateOp::decode(line) {
+            match &self.agent {
+                Some(agent) => {
+                    let _ = agent.to_agent.send(ToAgent::Client { client: id, op });
+                }
+                None => self.reply(id, &updates::not_configured()),
+            }
+            return;
+        }
+        match Request::decode(line) {
             Some(request) => self.handle(Event::Command {
                 client: id,
                 request,
@@ -559,12 +689,79 @@ impl Runner {
         }
     }
 
-    fn reply(&mut self, id: u64, answers: &[Answer]) {
+    fn reply(&mut self, id: u64, text: &str) {
         let Some(mut client) = self.clients.remove(&id) else {
             return;
         };
-        let text: String = answers.iter().map(Answer::encode).collect();
         // Replies are small; a client that does not read them loses them.
         let _ = client.stream.write_all(text.as_bytes());
+    }
+
+    /// Carries out what the updater thread asked for.
+    fn on_agent(&mut self) {
+        let mut messages = Vec::new();
+        if let Some(agent) = &self.agent {
+            let mut buf = [0u8; 256];
+            while agent.wake.read_some(&mut buf).is_ok_and(|n| n > 0) {}
+            messages.extend(agent.from_agent.try_iter());
+        }
+        for message in messages {
+            match message {
+                ToLoop::Control(request) => self.handle(Event::Command {
+                    client: AGENT_CLIENT,
+                    request,
+                }),
+                ToLoop::Hook(argv) => {
+                    let started = self.spawn_hook(&argv);
+                    if let Some(agent) = &mut self.agent {
+                        if let Ok(pid) = started {
+                            agent.hooks.insert(pid);
+                        }
+                        let _ = agent.to_agent.send(ToAgent::HookStarted(started));
+                    }
+                }
+                ToLoop::KillHook(pid) => {
+                    if self.agent.as_ref().is_some_and(|a| a.hooks.contains(&pid)) {
+                        let _ = process::send_signal(-pid, libc::SIGKILL);
+                    }
+                }
+                ToLoop::Reply { client, reply } => {
+                    self.reply(client, &control::encode_update_reply(&reply))
+                }
+                ToLoop::Ready => {
+                    self.held = false;
+                    let listing = scan::scan(&self.dir)
+                        .map(|l| self.watch_folders(l))
+                        .map_err(|err| format!("services directory {}: {err}", self.dir.display()));
+                    self.handle(Event::Scanned(listing));
+                    self.on_trigger();
+                }
+            }
+        }
+    }
+
+    /// Starts a hook in its own process group, with moltd's standard
+    /// streams; a failed exec still yields a pid that exits 127.
+    fn spawn_hook(&mut self, argv: &[OsString]) -> Result<i32, String> {
+        let program = spawn::Program::new(argv, None).map_err(|_| "a NUL byte in the command")?;
+        let mut options = spawn::Options::new(Isolation::Background, &self.inherited);
+        options.stdio[0] = Some(self.devnull.as_fd());
+        match spawn::spawn(&program, &options) {
+            Ok(pid) | Err(SpawnError::Exec { pid, .. }) => Ok(pid),
+            Err(SpawnError::Setup(what, errno)) => Err(format!("{what}: {}", errno.desc())),
+            Err(SpawnError::NulInArgument(_)) => Err("a NUL byte in the command".into()),
+        }
+    }
+
+    /// Takes the trigger file, if it is there, and tells the updater.
+    fn on_trigger(&mut self) {
+        let Some(agent) = &self.agent else { return };
+        if let Some(trigger) = &agent.trigger {
+            let _ = trigger.read_events();
+        }
+        if self.held || std::fs::remove_file(&agent.trigger_path).is_err() {
+            return;
+        }
+        let _ = agent.to_agent.send(ToAgent::Trigger);
     }
 }

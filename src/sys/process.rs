@@ -44,6 +44,13 @@ pub fn stop_self() -> Result<(), Errno> {
     send_signal(getpid().as_raw(), libc::SIGSTOP)
 }
 
+/// Dies at once by SIGKILL, as `kill -9` from outside would (the tests'
+/// crash points; PID 1 of a namespace cannot be killed from inside, so
+/// those tests run moltd as a subreaper).
+pub fn kill_self() {
+    let _ = send_signal(getpid().as_raw(), libc::SIGKILL);
+}
+
 /// Gives up the controlling terminal on stdin so that a child in a new
 /// session can take it. Returns true when moltd led the terminal's session: the
 /// kernel then sends SIGHUP and SIGCONT to moltd's group, which are not meant

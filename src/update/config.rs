@@ -75,6 +75,29 @@ pub struct Timeouts {
     pub download: Duration,
 }
 
+/// How a staged release becomes the running one (the switch-over step).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Switch {
+    /// `MOLTD_PRE_UPDATE`: a shell command; non-zero aborts the update.
+    pub pre_update: Option<String>,
+    /// `MOLTD_POST_UPDATE`: a shell command run after a committed update.
+    pub post_update: Option<String>,
+    /// `MOLTD_RESTART`: the services to stop and start; none means all.
+    pub restart: Option<Vec<String>>,
+    /// How long the restarted services must stay up.
+    pub health_grace: Duration,
+    pub health_url: Option<String>,
+    pub health_cmd: Option<String>,
+    /// How long the URL or command gets to report healthy.
+    pub health_timeout: Duration,
+    /// How long a hook may run before it is killed.
+    pub hook_timeout: Duration,
+    /// Installed releases to keep.
+    pub keep: usize,
+    /// Test-only (`MOLTD_TEST_CRASH_AT`): kill moltd when entering this state.
+    pub crash_at: Option<String>,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
     pub source: Source,
@@ -90,6 +113,7 @@ pub struct Config {
     pub limits: Limits,
     pub timeouts: Timeouts,
     pub status_file: Option<PathBuf>,
+    pub switch: Switch,
 }
 
 const MIB: u64 = 1024 * 1024;
@@ -250,6 +274,30 @@ impl Config {
             Some(path) if path.is_empty() => None,
             Some(path) => Some(PathBuf::from(path)),
         };
+        let switch =
+            Switch {
+                pre_update: var("MOLTD_PRE_UPDATE"),
+                post_update: var("MOLTD_POST_UPDATE"),
+                restart: var("MOLTD_RESTART").map(|names| {
+                    names
+                        .split([',', ' '])
+                        .filter(|n| !n.is_empty())
+                        .map(str::to_owned)
+                        .collect()
+                }),
+                health_grace: duration("MOLTD_HEALTH_GRACE", 10)?,
+                health_url: var("MOLTD_HEALTH_URL"),
+                health_cmd: var("MOLTD_HEALTH_CMD"),
+                health_timeout: duration("MOLTD_HEALTH_TIMEOUT", 60)?,
+                hook_timeout: duration("MOLTD_HOOK_TIMEOUT", 600)?,
+                keep: match var("MOLTD_KEEP") {
+                    None => 3,
+                    Some(text) => text.parse().ok().filter(|k| *k >= 2).ok_or_else(|| {
+                        bad("MOLTD_KEEP", &text, "a number of releases, at least 2")
+                    })?,
+                },
+                crash_at: var("MOLTD_TEST_CRASH_AT"),
+            };
         Ok(Config {
             source,
             token,
@@ -268,6 +316,7 @@ impl Config {
             limits,
             timeouts,
             status_file,
+            switch,
         })
     }
 

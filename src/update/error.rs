@@ -123,6 +123,18 @@ pub enum Error {
     BadTag(String),
     #[error("another moltd is staging a release in {}", .0.display())]
     Busy(PathBuf),
+    #[error("{feed} lists no release to install")]
+    NoRelease { feed: String },
+    #[error("no previous release to roll back to")]
+    NothingToRollBack,
+    #[error("the supervisor cannot do it: {0}")]
+    Supervisor(String),
+    #[error("{name} exited with {code}; nothing was changed")]
+    Hook { name: &'static str, code: i32 },
+    #[error("{0}")]
+    Unhealthy(String),
+    #[error("{0}")]
+    RolledBack(String),
     #[error("cannot {action} {}", path.display())]
     Io {
         action: &'static str,

@@ -19,10 +19,12 @@
 //! the supervisor can drive [`Updater::run_once`] and [`poll::Schedule`]
 //! from its own event loop instead.
 
+mod apply;
 pub mod config;
 mod error;
 pub mod fetch;
 pub mod http;
+pub mod layout;
 pub mod poll;
 pub mod release;
 pub mod select;
@@ -33,14 +35,19 @@ pub mod status;
 pub mod unpack;
 pub mod verify;
 
+pub use apply::{Payload, Request as ApplyRequest, outcome};
 pub use config::{Config, Mode};
+
+/// What a request from `moltd update` or `moltd rollback` tells the user:
+/// the result, or why it failed.
+pub type ApplyReply = Result<String, String>;
 pub use error::{Error, chain};
 
 use http::Http;
 use select::{AssetRule, Candidate};
 use source::Freshness;
 use state::State;
-use status::{Phase, Reporter};
+use status::{Phase, Reporter, STAGING_STEPS};
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -73,10 +80,8 @@ impl Updater {
         let http = Http::new(&config)?;
         let mut state = State::load(&config.state_dir().join("state.json"));
         if state.current.is_none() {
-            // Until the switch-over step records it, the `current` link says.
-            state.current = std::fs::read_link(config.app_dir.join("current"))
-                .ok()
-                .and_then(|target| Some(target.file_name()?.to_string_lossy().into_owned()));
+            // An image may ship the link without moltd's state: it says.
+            state.current = layout::current_tag(&config.app_dir);
         }
         let releases = config.releases_dir();
         if releases.is_dir() {
@@ -84,18 +89,17 @@ impl Updater {
                 log::warn!("{}", chain(&err));
             }
         }
-        let reporter = Reporter::new(
-            config.status_file.clone(),
-            state.current.clone(),
-            state.bad.iter().cloned().collect(),
-        );
-        Ok(Updater {
+        let reporter = Reporter::new(config.status_file.clone(), config.switch.crash_at.clone());
+        let mut updater = Updater {
             config,
             http,
             state,
             reporter,
             key,
-        })
+        };
+        updater.recover();
+        updater.reporter.releases(&updater.state);
+        Ok(updater)
     }
 
     pub fn config(&self) -> &Config {
@@ -148,11 +152,7 @@ impl Updater {
         let releases = config.releases_dir();
         let target = staging::release_dir(&releases, tag)?;
         if target.is_dir() {
-            reporter.phase(
-                Phase::Staged,
-                4,
-                format!("release {tag} is already staged in {}", target.display()),
-            );
+            log::info!("release {tag} is already staged in {}", target.display());
             return Ok(target);
         }
         let rule = match (&config.asset, &config.source) {
@@ -270,13 +270,13 @@ impl Updater {
                 unpacked.entries, unpacked.bytes
             ),
         );
-        let path = staging.commit(&unpacked.root, tag)?;
         reporter.phase(
-            Phase::Staged,
+            Phase::Unpacking,
             4,
-            format!("release {tag} staged in {}", path.display()),
+            format!("moving release {tag} into {}", releases.display()),
         );
-        Ok(path)
+        layout::ensure_version_file(&unpacked.root, tag)?;
+        staging.commit(&unpacked.root, tag)
     }
 
     /// One check, and staging when the mode asks for it.
@@ -306,7 +306,15 @@ impl Updater {
                 );
                 None
             }
-            (Some(c), Mode::Stage | Mode::Auto) => Some(self.stage(c)?),
+            (Some(c), Mode::Stage | Mode::Auto) => {
+                let path = self.stage(c)?;
+                self.reporter.phase(
+                    Phase::Staged,
+                    STAGING_STEPS,
+                    format!("release {} staged in {}", c.release.tag, path.display()),
+                );
+                Some(path)
+            }
         };
         Ok(Ran {
             current,
@@ -320,22 +328,8 @@ impl Updater {
     pub fn watch(&mut self, mode: Mode) -> ! {
         let mut failures = 0;
         loop {
-            let outcome = match self.run_once(mode) {
-                Ok(_) => poll::Outcome::Normal,
-                Err(Error::RateLimited { wait, .. }) => poll::Outcome::RateLimited(wait),
-                Err(err) if err.is_transient() => {
-                    failures += 1;
-                    poll::Outcome::Failed(failures)
-                }
-                Err(_) => poll::Outcome::Normal,
-            };
-            if !matches!(outcome, poll::Outcome::Failed(_)) {
-                failures = 0;
-            }
-            let wait = self
-                .config
-                .schedule
-                .next_wait(outcome, poll::random_fraction());
+            let outcome = apply::outcome(self.run_once(mode));
+            let wait = self.config.schedule.after(outcome, &mut failures);
             log::info!("next check in {:.1}s", wait.as_secs_f64());
             std::thread::sleep(wait);
         }
@@ -343,5 +337,15 @@ impl Updater {
 
     pub fn status(&self) -> &status::Status {
         self.reporter.status()
+    }
+
+    /// The status document, kept current for other threads.
+    pub fn shared_status(&self) -> std::sync::Arc<std::sync::Mutex<status::Status>> {
+        self.reporter.shared()
+    }
+
+    /// Records a failure that happened outside a run (first boot retries).
+    pub fn report_failure(&mut self, message: String) {
+        self.reporter.failed(message);
     }
 }

@@ -59,6 +59,22 @@ impl Schedule {
         base + self.jitter.mul_f64(random.clamp(0.0, 1.0))
     }
 
+    /// The wait after a run that ended in `outcome` (which counts one
+    /// failure), keeping the count of failures in a row in `failures`.
+    pub fn after(&self, outcome: Outcome, failures: &mut u32) -> Duration {
+        let outcome = match outcome {
+            Outcome::Failed(_) => {
+                *failures += 1;
+                Outcome::Failed(*failures)
+            }
+            other => {
+                *failures = 0;
+                other
+            }
+        };
+        self.next_wait(outcome, random_fraction())
+    }
+
     fn backoff(&self, failures: u32) -> Duration {
         let doublings = failures.saturating_sub(1).min(31);
         self.retry_min

@@ -3,8 +3,9 @@
 //! Written atomically (temporary file, fsync, rename), so a kill never leaves
 //! half a file. The last release list is kept with its ETag: a 304 means
 //! "what you have is current", which is only useful if what we have
-//! survived the restart. The switch-over step adds writers for `current`,
-//! `previous` and `bad`.
+//! survived the restart. `applying` is set before the first service is
+//! stopped and cleared when the switch is committed or undone, so a restart
+//! after a kill knows an update was cut short and returns to `current`.
 
 use super::release::Release;
 use serde::{Deserialize, Serialize};
@@ -19,8 +20,11 @@ pub struct State {
     /// The installed release's tag.
     pub current: Option<String>,
     pub previous: Option<String>,
-    /// Tags that failed their health check: never chosen again automatically.
+    /// Tags that failed their health check (or were rolled back by hand):
+    /// never chosen again automatically.
     pub bad: BTreeSet<String>,
+    /// The tag a switch is under way to; `current` is still the committed one.
+    pub applying: Option<String>,
     /// Unix time of the last successful check.
     pub last_check: Option<u64>,
     /// The ETag of `listing`, for If-None-Match.

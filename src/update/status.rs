@@ -3,38 +3,59 @@
 //! A JSON file (`MOLTD_STATUS_FILE`, default `/run/moltd/status.json`),
 //! replaced atomically at every step, so an app can draw a progress bar by
 //! reading it whenever it likes. Every step is also logged. Progress writes
-//! are throttled; step changes are written at once. The switch-over step
-//! adds its states (stopping, switching, ...) to [`Phase`].
+//! are throttled; step changes are written at once. `moltd status` reads the
+//! same document from the running supervisor over the control socket.
 
 use super::release::Release;
 use super::state::write_atomically;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Phase {
     Idle,
     Checking,
     Downloading,
     Verifying,
+    Unpacking,
+    /// Staged and waiting (`MOLTD_MODE=stage`, `moltd update --stage-only`).
     Staged,
+    Stopping,
+    Switching,
+    Starting,
+    HealthCheck,
+    Completed,
+    RolledBack,
     Failed,
 }
 
+impl Phase {
+    /// The name used in the document (and by `MOLTD_TEST_CRASH_AT`).
+    pub fn name(self) -> String {
+        serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default()
+    }
+}
+
 /// A newer release that was found.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Available {
     pub tag: String,
     pub notes: Option<String>,
     pub url: Option<String>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Status {
     pub state: Phase,
     pub current: Option<String>,
+    /// The release a rollback would return to.
+    pub previous: Option<String>,
     pub target: Option<String>,
     pub step: u32,
     pub total_steps: u32,
@@ -48,41 +69,100 @@ pub struct Status {
     pub last_error: Option<String>,
     pub available: Option<Available>,
     pub bad_releases: Vec<String>,
+    /// Why automatic updates are suspended (the release was changed by hand).
+    pub suspended: Option<String>,
 }
 
 /// Steps of a staging run: check, download and unpack, verify, stage.
-const STAGING_STEPS: u32 = 4;
+pub const STAGING_STEPS: u32 = 4;
+/// Steps of a whole update: the staging steps, then stop, switch, start,
+/// health check, commit.
+pub const UPDATE_STEPS: u32 = 9;
 
 pub struct Reporter {
     path: Option<PathBuf>,
     status: Status,
     last_write: Option<Instant>,
     warned: bool,
+    crash_at: Option<String>,
+    /// A copy kept for `moltd status`, read by the supervisor's side while
+    /// an update runs.
+    shared: Arc<Mutex<Status>>,
 }
 
 impl Reporter {
-    pub fn new(path: Option<PathBuf>, current: Option<String>, bad: Vec<String>) -> Reporter {
+    /// `crash_at` names a state at which moltd kills itself (tests only).
+    pub fn new(path: Option<PathBuf>, crash_at: Option<String>) -> Reporter {
+        let status = Status {
+            state: Phase::Idle,
+            current: None,
+            previous: None,
+            target: None,
+            step: 0,
+            total_steps: STAGING_STEPS,
+            progress: None,
+            bytes_done: 0,
+            bytes_total: None,
+            message: String::new(),
+            started_at: None,
+            updated_at: rfc3339(SystemTime::now()),
+            last_error: None,
+            available: None,
+            bad_releases: Vec::new(),
+            suspended: None,
+        };
         Reporter {
             path,
-            status: Status {
-                state: Phase::Idle,
-                current,
-                target: None,
-                step: 0,
-                total_steps: STAGING_STEPS,
-                progress: None,
-                bytes_done: 0,
-                bytes_total: None,
-                message: String::new(),
-                started_at: None,
-                updated_at: rfc3339(SystemTime::now()),
-                last_error: None,
-                available: None,
-                bad_releases: bad,
-            },
+            shared: Arc::new(Mutex::new(status.clone())),
+            status,
             last_write: None,
             warned: false,
+            crash_at,
         }
+    }
+
+    /// The status as last written, shared with other threads.
+    pub fn shared(&self) -> Arc<Mutex<Status>> {
+        self.shared.clone()
+    }
+
+    /// Shows the installed releases and the bad ones as the state has them.
+    pub fn releases(&mut self, state: &super::state::State) {
+        self.status.current = state.current.clone();
+        self.status.previous = state.previous.clone();
+        self.status.bad_releases = state.bad.iter().cloned().collect();
+    }
+
+    /// The release a switch is moving to.
+    pub fn target(&mut self, tag: &str) {
+        self.status.target = Some(tag.to_owned());
+    }
+
+    /// How many steps the run in progress has.
+    pub fn total_steps(&mut self, total: u32) {
+        self.status.total_steps = total;
+    }
+
+    /// Automatic updates are suspended for `reason`, or resumed (`None`).
+    pub fn suspended(&mut self, reason: Option<String>) {
+        if reason != self.status.suspended {
+            match &reason {
+                Some(why) => log::warn!("automatic updates suspended: {why}"),
+                None => log::info!("automatic updates resumed"),
+            }
+            self.status.suspended = reason;
+            self.write();
+        }
+    }
+
+    /// Ends a switch that failed its health check and was undone.
+    pub fn rolled_back(&mut self, reason: String) {
+        log::error!("{reason}");
+        self.status.state = Phase::RolledBack;
+        self.status.step = self.status.total_steps;
+        self.status.message = reason.clone();
+        self.status.last_error = Some(reason);
+        self.write();
     }
 
     pub fn status(&self) -> &Status {
@@ -102,6 +182,10 @@ impl Reporter {
         self.status.step = step;
         self.status.message = message;
         self.write();
+        if self.crash_at.as_deref() == Some(state.name().as_str()) {
+            log::warn!("MOLTD_TEST_CRASH_AT={}: killing moltd", state.name());
+            crate::sys::process::kill_self();
+        }
     }
 
     pub fn found(&mut self, release: Option<&Release>) {
@@ -140,6 +224,9 @@ impl Reporter {
     fn write(&mut self) {
         self.last_write = Some(Instant::now());
         self.status.updated_at = rfc3339(SystemTime::now());
+        if let Ok(mut shared) = self.shared.lock() {
+            *shared = self.status.clone();
+        }
         let Some(path) = &self.path else { return };
         let json = serde_json::to_vec_pretty(&self.status).unwrap_or_default();
         if let Err(err) = write_atomically(path, &json) {

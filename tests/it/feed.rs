@@ -9,7 +9,6 @@
 use flate2::Compression;
 use flate2::write::GzEncoder;
 use sha2::{Digest, Sha256};
-use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
@@ -259,9 +258,11 @@ pub fn releases_json(base: &str, releases: &[FakeRelease]) -> String {
 }
 
 /// A GitHub-shaped feed: `/repos/acme/app/releases` (with ETag and 304) and
-/// `/dl/<tag>/<name>` (with ranges). `hook` may answer first.
+/// `/dl/<tag>/<name>` (with ranges). `hook` may answer first. Releases can be
+/// published while it runs.
 pub struct Feed {
     pub server: Server,
+    releases: Arc<Mutex<Vec<FakeRelease>>>,
 }
 
 pub type Hook = Box<dyn Fn(&Request, &str) -> Option<Response> + Send + Sync>;
@@ -275,19 +276,14 @@ impl Feed {
     pub fn with_hook(releases: Vec<FakeRelease>, hook: Hook) -> Feed {
         let base = Arc::new(Mutex::new(String::new()));
         let base_in = base.clone();
-        let files: HashMap<String, Vec<u8>> = releases
-            .iter()
-            .flat_map(|r| {
-                r.assets
-                    .iter()
-                    .map(move |a| (format!("/dl/{}/{}", r.tag, a.name), a.data.clone()))
-            })
-            .collect();
+        let releases = Arc::new(Mutex::new(releases));
+        let releases_in = releases.clone();
         let server = Server::start(move |request| {
             let base = base_in.lock().unwrap().clone();
             if let Some(response) = hook(request, &base) {
                 return response;
             }
+            let releases = releases_in.lock().unwrap();
             if request.path.starts_with("/repos/acme/app/releases") {
                 let body = releases_json(&base, &releases);
                 let etag = format!("\"{}\"", &sha256_hex(body.as_bytes())[..16]);
@@ -296,17 +292,27 @@ impl Feed {
                 }
                 return Response::new(200, body).header("ETag", etag);
             }
-            match files.get(&request.path) {
-                Some(data) => serve_file(request, data, true),
+            let file = releases.iter().find_map(|r| {
+                r.assets
+                    .iter()
+                    .find(|a| request.path == format!("/dl/{}/{}", r.tag, a.name))
+            });
+            match file {
+                Some(asset) => serve_file(request, &asset.data, true),
                 None => Response::new(404, r#"{"message":"Not Found"}"#),
             }
         });
         *base.lock().unwrap() = server.url.clone();
-        Feed { server }
+        Feed { server, releases }
     }
 
     pub fn url(&self) -> &str {
         &self.server.url
+    }
+
+    /// Adds a release; it is listed first, as GitHub lists the newest.
+    pub fn publish(&self, release: FakeRelease) {
+        self.releases.lock().unwrap().insert(0, release);
     }
 }
 

@@ -1,0 +1,364 @@
+//! The updater inside the supervisor: a thread that checks, downloads and
+//! decides, and asks the event loop for everything that touches a process.
+//!
+//! Why a thread: the updater does blocking HTTP, and the event loop must
+//! never block. Why everything goes back to the loop: only the loop may call
+//! `waitpid` (one reaper) and register a pid before it can be reaped, so the
+//! thread never forks or reaps. It sends [`ToLoop`] messages over a channel
+//! and writes a byte to a pipe the loop polls; the loop answers with
+//! [`ToAgent`] messages:
+//!
+//! * stop/start/status of services become control [`Request`]s with the
+//!   reserved client id [`AGENT_CLIENT`]; the supervisor's reply comes back
+//!   as [`ToAgent::Answers`];
+//! * hooks (`MOLTD_PRE_UPDATE`, `MOLTD_POST_UPDATE`, `MOLTD_HEALTH_CMD`) are
+//!   spawned by the loop, which reports their exit;
+//! * requests from `moltd update`/`rollback`/`status` and the trigger file
+//!   arrive as [`ToAgent::Client`] and [`ToAgent::Trigger`].
+//!
+//! Between checks the thread sleeps in `recv_timeout` until the next poll
+//! deadline or a message: no periodic wake-ups.
+
+use super::control::{self, Answer, Op, Request, UpdateOp, UpdateReply};
+use super::status::Phase as ServicePhase;
+use crate::sys::reap::ExitStatus;
+use crate::update::{ApplyRequest, Payload, Updater, chain, poll};
+use std::collections::VecDeque;
+use std::ffi::OsString;
+use std::os::fd::OwnedFd;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The control client id the updater's requests use (socket clients count
+/// up from 1).
+pub const AGENT_CLIENT: u64 = u64::MAX;
+
+/// How long beyond SVWAIT a stop may take (the `finish` scripts).
+const STOP_MARGIN: Duration = Duration::from_secs(5);
+/// How long a started service gets to be running.
+const START_WAIT: Duration = Duration::from_secs(10);
+
+/// From the updater thread to the event loop.
+#[derive(Debug)]
+pub enum ToLoop {
+    /// A control request; the reply comes back as [`ToAgent::Answers`].
+    Control(Request),
+    /// Spawn this command line (a hook); answer with
+    /// [`ToAgent::HookStarted`], then [`ToAgent::HookExited`].
+    Hook(Vec<OsString>),
+    /// KILL the process group of a hook that ran too long.
+    KillHook(i32),
+    /// Answer socket client `client` and close its connection.
+    Reply { client: u64, reply: UpdateReply },
+    /// A release is installed: the services may start.
+    Ready,
+}
+
+/// From the event loop to the updater thread.
+#[derive(Debug)]
+pub enum ToAgent {
+    Answers(Vec<Answer>),
+    HookStarted(Result<i32, String>),
+    HookExited {
+        pid: i32,
+        status: ExitStatus,
+    },
+    /// `$MOLTD_APP_DIR/.moltd/update-requested` appeared.
+    Trigger,
+    Client {
+        client: u64,
+        op: UpdateOp,
+    },
+}
+
+/// The updater thread's end of the link to the loop.
+pub struct Link {
+    to_loop: Sender<ToLoop>,
+    wake: OwnedFd,
+    from_loop: Receiver<ToAgent>,
+    /// Messages that arrived while waiting for another one.
+    deferred: VecDeque<ToAgent>,
+    status: Arc<Mutex<crate::update::status::Status>>,
+    svwait: Duration,
+}
+
+impl Link {
+    pub fn new(
+        to_loop: Sender<ToLoop>,
+        wake: OwnedFd,
+        from_loop: Receiver<ToAgent>,
+        status: Arc<Mutex<crate::update::status::Status>>,
+        svwait: Duration,
+    ) -> Link {
+        Link {
+            to_loop,
+            wake,
+            from_loop,
+            deferred: VecDeque::new(),
+            status,
+            svwait,
+        }
+    }
+
+    fn send(&self, message: ToLoop) -> Result<(), String> {
+        self.to_loop
+            .send(message)
+            .map_err(|_| "the event loop has ended".to_owned())?;
+        // A full pipe already wakes the loop; nothing else can go wrong
+        // that retrying would fix.
+        let _ = nix::unistd::write(&self.wake, b"!");
+        Ok(())
+    }
+
+    fn reply(&self, client: u64, reply: UpdateReply) {
+        let _ = self.send(ToLoop::Reply { client, reply });
+    }
+
+    /// The status document as JSON.
+    fn status_json(&self) -> UpdateReply {
+        let status = self.status.lock().map_err(|_| "status unavailable")?;
+        serde_json::to_string_pretty(&*status).map_err(|err| err.to_string())
+    }
+
+    /// Waits for the message `wanted` picks, until `deadline`. Status
+    /// requests are answered meanwhile; everything else waits its turn.
+    fn wait_for(
+        &mut self,
+        deadline: Option<Instant>,
+        mut wanted: impl FnMut(&ToAgent) -> bool,
+    ) -> Result<Option<ToAgent>, String> {
+        loop {
+            let message = match deadline {
+                None => self
+                    .from_loop
+                    .recv()
+                    .map_err(|_| RecvTimeoutError::Disconnected),
+                Some(at) => self
+                    .from_loop
+                    .recv_timeout(at.saturating_duration_since(Instant::now())),
+            };
+            match message {
+                Ok(message) if wanted(&message) => return Ok(Some(message)),
+                Ok(ToAgent::Client {
+                    client,
+                    op: UpdateOp::Status,
+                }) => self.reply(client, self.status_json()),
+                Ok(other) => self.deferred.push_back(other),
+                Err(RecvTimeoutError::Timeout) => return Ok(None),
+                Err(RecvTimeoutError::Disconnected) => {
+                    return Err("the event loop has ended".into());
+                }
+            }
+        }
+    }
+
+    /// Sends a control request and waits for the supervisor's answers.
+    fn ask(&mut self, request: Request) -> Result<Vec<Answer>, String> {
+        self.send(ToLoop::Control(request))?;
+        match self.wait_for(None, |m| matches!(m, ToAgent::Answers(_)))? {
+            Some(ToAgent::Answers(answers)) => Ok(answers),
+            _ => Err("no answer from the supervisor".into()),
+        }
+    }
+
+    /// The next thing to do, or `None` when `deadline` passed first.
+    fn next(&mut self, deadline: Instant) -> Result<Option<ToAgent>, String> {
+        if let Some(message) = self.deferred.pop_front() {
+            return Ok(Some(message));
+        }
+        self.wait_for(Some(deadline), |m| {
+            matches!(m, ToAgent::Trigger | ToAgent::Client { .. })
+        })
+    }
+}
+
+/// The names and statuses in `answers`, or the first problem.
+fn statuses(answers: Vec<Answer>) -> Result<Vec<super::status::Status>, String> {
+    answers
+        .into_iter()
+        .map(|answer| match answer {
+            Answer::Done(s) | Answer::Ok(s) | Answer::Killed(s) => Ok(s),
+            Answer::Timeout(s) => Err(format!("{} did not change state in time", s.name)),
+            Answer::Unknown(name) => Err(format!("no service named {name:?}")),
+        })
+        .collect()
+}
+
+impl Payload for Link {
+    fn stop(&mut self, names: Option<&[String]>) -> Result<Vec<String>, String> {
+        let names: Vec<String> = match names {
+            Some(names) => names.to_vec(),
+            None => {
+                let all = self.ask(Request {
+                    op: Op::Status,
+                    names: Vec::new(),
+                    wait: None,
+                    kill_on_timeout: false,
+                })?;
+                statuses(all)?
+                    .into_iter()
+                    .filter(|s| s.main.want == super::status::Want::Up)
+                    .map(|s| s.name)
+                    .collect()
+            }
+        };
+        if names.is_empty() {
+            return Ok(names);
+        }
+        statuses(self.ask(Request {
+            op: Op::Down,
+            names: names.clone(),
+            wait: Some(self.svwait + STOP_MARGIN),
+            kill_on_timeout: true,
+        })?)?;
+        Ok(names)
+    }
+
+    fn start(&mut self, names: &[String]) -> Result<(), String> {
+        if names.is_empty() {
+            return Ok(());
+        }
+        statuses(self.ask(Request {
+            op: Op::Up,
+            names: names.to_vec(),
+            wait: Some(START_WAIT),
+            kill_on_timeout: false,
+        })?)
+        .map(drop)
+    }
+
+    fn pids(&mut self, names: &[String]) -> Result<Vec<Option<i32>>, String> {
+        if names.is_empty() {
+            return Ok(Vec::new());
+        }
+        let answers = self.ask(Request {
+            op: Op::Status,
+            names: names.to_vec(),
+            wait: None,
+            kill_on_timeout: false,
+        })?;
+        Ok(statuses(answers)?
+            .into_iter()
+            .map(|s| s.main.pid.filter(|_| s.main.phase == ServicePhase::Running))
+            .collect())
+    }
+
+    fn run_hook(
+        &mut self,
+        command: &str,
+        args: &[&str],
+        timeout: Duration,
+    ) -> Result<ExitStatus, String> {
+        let mut argv: Vec<OsString> = vec!["/bin/sh".into(), "-c".into(), command.into()];
+        argv.push("moltd".into());
+        argv.extend(args.iter().map(OsString::from));
+        self.send(ToLoop::Hook(argv))?;
+        let pid = match self.wait_for(None, |m| matches!(m, ToAgent::HookStarted(_)))? {
+            Some(ToAgent::HookStarted(started)) => started?,
+            _ => return Err("the hook was not started".into()),
+        };
+        let exited = |m: &ToAgent| matches!(m, ToAgent::HookExited { pid: p, .. } if *p == pid);
+        let status = match self.wait_for(Some(Instant::now() + timeout), exited)? {
+            Some(message) => message,
+            None => {
+                log::warn!(
+                    "{command:?} still runs after {}s: killing it",
+                    timeout.as_secs_f64()
+                );
+                self.send(ToLoop::KillHook(pid))?;
+                self.wait_for(None, exited)?;
+                return Err(format!(
+                    "{command:?} timed out after {}s",
+                    timeout.as_secs_f64()
+                ));
+            }
+        };
+        match status {
+            ToAgent::HookExited { status, .. } => Ok(status),
+            _ => Err("the hook vanished".into()),
+        }
+    }
+}
+
+/// The updater thread's whole life.
+pub fn agent(mut updater: Updater, mut link: Link) {
+    let schedule = updater.config().schedule;
+    let mut failures = 0;
+    // First boot: nothing starts before a release is installed.
+    loop {
+        match updater.ensure_installed() {
+            Ok(_) => break,
+            Err(err) => {
+                let wait = schedule.after(poll::Outcome::Failed(1), &mut failures);
+                updater.report_failure(format!(
+                    "no release installed yet: {}; retrying in {:.0}s",
+                    chain(&err),
+                    wait.as_secs_f64()
+                ));
+                if serve_until(&mut link, Instant::now() + wait).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+    if link.send(ToLoop::Ready).is_err() {
+        return;
+    }
+    failures = 0;
+    let mut next_check = Instant::now();
+    loop {
+        let message = match link.next(next_check) {
+            Ok(message) => message,
+            Err(_) => return,
+        };
+        match message {
+            None => {
+                let outcome = updater.automatic(&mut link, false);
+                next_check = Instant::now() + schedule.after(outcome, &mut failures);
+                log::info!(
+                    "next check in {:.1}s",
+                    next_check
+                        .saturating_duration_since(Instant::now())
+                        .as_secs_f64()
+                );
+            }
+            Some(ToAgent::Trigger) => {
+                log::info!("update requested by the trigger file");
+                updater.automatic(&mut link, true);
+            }
+            Some(ToAgent::Client { client, op }) => {
+                let reply = match op {
+                    UpdateOp::Status => link.status_json(),
+                    UpdateOp::Update { check_only, force } => {
+                        updater.request(&mut link, ApplyRequest::Update { check_only, force })
+                    }
+                    UpdateOp::Rollback => updater.request(&mut link, ApplyRequest::Rollback),
+                };
+                link.reply(client, reply);
+            }
+            Some(_) => {}
+        }
+    }
+}
+
+/// Answers clients until `deadline` while no release is installed yet.
+fn serve_until(link: &mut Link, deadline: Instant) -> Result<(), String> {
+    while let Some(message) = link.next(deadline)? {
+        if let ToAgent::Client { client, op } = message {
+            let reply = match op {
+                UpdateOp::Status => link.status_json(),
+                _ => Err("no release is installed yet; retrying on the schedule".into()),
+            };
+            link.reply(client, reply);
+        }
+    }
+    Ok(())
+}
+
+/// The encoded reply for a client when no updater runs.
+pub fn not_configured() -> String {
+    control::encode_update_reply(&Err(
+        "updates are not configured (set MOLTD_REPO or MOLTD_URL)".into(),
+    ))
+}

@@ -1,0 +1,550 @@
+//! Turning a staged release into the running one, and back.
+//!
+//! The sequence (each step reported in the status document):
+//! `MOLTD_PRE_UPDATE` → stop the payload services → switch `current` → start
+//! them → health gate → commit (state, `MOLTD_POST_UPDATE`, pruning). A
+//! failed gate switches back, restarts the previous release, checks it too,
+//! and marks the new tag bad. Everything slow (download, unpack) happened
+//! before the first service was stopped, so the app is down only between
+//! stop and start.
+//!
+//! The updater runs on its own thread, and only moltd's event loop may start
+//! or reap processes, so everything that touches a process goes through a
+//! [`Payload`]: the supervisor implements it by turning each call into a
+//! request to its loop. This file only decides.
+//!
+//! Crash safety: `state.applying` is saved before the first service stops and
+//! cleared when the switch is committed or undone; [`Updater::recover`]
+//! points `current` back at the committed release if moltd died in between.
+//! The `current` link itself is always switched atomically (see
+//! [`super::layout`]), so it names a whole release at every moment.
+
+use super::error::Error;
+use super::layout::{self, Manifest};
+use super::select::Candidate;
+use super::state::write_atomically;
+use super::status::{Phase, UPDATE_STEPS};
+use super::{Mode, Updater, chain, poll};
+use crate::sys::reap::ExitStatus;
+use std::time::{Duration, Instant};
+
+/// What the updater needs from whoever runs the services: the supervisor's
+/// event loop, through its control requests.
+pub trait Payload {
+    /// Stops `names` (none: every service that is up) and waits until they
+    /// are down; returns the names stopped.
+    fn stop(&mut self, names: Option<&[String]>) -> Result<Vec<String>, String>;
+    /// Starts `names` and waits until each runs.
+    fn start(&mut self, names: &[String]) -> Result<(), String>;
+    /// The pid of each one's `run` while it runs.
+    fn pids(&mut self, names: &[String]) -> Result<Vec<Option<i32>>, String>;
+    /// Runs `sh -c COMMAND moltd ARGS...` and waits for it, killing its group
+    /// after `timeout`.
+    fn run_hook(
+        &mut self,
+        command: &str,
+        args: &[&str],
+        timeout: Duration,
+    ) -> Result<ExitStatus, String>;
+}
+
+/// Something asked of the updater by a person or the app.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Request {
+    /// Check now; apply unless `check_only`. `force` overrides a suspension.
+    Update {
+        check_only: bool,
+        force: bool,
+    },
+    Rollback,
+}
+
+/// Why a switch is made: an update is gated and rolled back; a manual
+/// rollback is gated too, but a failure there just returns to where it was.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Why {
+    Update,
+    Rollback,
+}
+
+impl Updater {
+    fn state_path(&self) -> std::path::PathBuf {
+        self.config.state_dir().join("state.json")
+    }
+
+    fn manifest_path(&self) -> std::path::PathBuf {
+        self.config.state_dir().join("manifest.json")
+    }
+
+    fn save_state(&mut self) -> Result<(), Error> {
+        let path = self.state_path();
+        self.state.save(&path).map_err(Error::io("save", path))?;
+        self.reporter.releases(&self.state);
+        Ok(())
+    }
+
+    /// After a kill in the middle of a switch, returns `current` to the
+    /// committed release; the update will be tried again at the next check.
+    pub(super) fn recover(&mut self) {
+        let Some(target) = self.state.applying.take() else {
+            return;
+        };
+        let Some(current) = self.state.current.clone() else {
+            return;
+        };
+        log::warn!("the switch to {target} was interrupted; going back to {current}");
+        if layout::current_tag(&self.config.app_dir).as_deref() != Some(current.as_str()) {
+            if let Err(err) = layout::switch_current(&self.config.app_dir, &current) {
+                log::error!("{}", chain(&err));
+            }
+        }
+        if let Err(err) = self.save_state() {
+            log::error!("{}", chain(&err));
+        }
+    }
+
+    /// Makes sure a release is installed before the services start: keeps
+    /// the committed one, adopts one the image shipped in `releases/`, or
+    /// installs the newest matching release from the feed.
+    pub fn ensure_installed(&mut self) -> Result<String, Error> {
+        let app = self.config.app_dir.clone();
+        let releases = self.config.releases_dir();
+        if let Some(tag) = self.state.current.clone() {
+            if releases.join(&tag).is_dir() {
+                if layout::current_tag(&app).is_none() {
+                    layout::switch_current(&app, &tag)?;
+                }
+                if !self.manifest_path().exists() {
+                    let previous = self.state.previous.clone();
+                    self.commit_state(&tag, previous)?;
+                }
+                return Ok(tag);
+            }
+            log::warn!(
+                "the installed release {tag} is gone from {}",
+                releases.display()
+            );
+        }
+        let linked = layout::current_tag(&app).filter(|tag| releases.join(tag).is_dir());
+        let shipped = || {
+            let mut tags = layout::installed(&releases);
+            let prefix = &self.config.policy.tag_prefix;
+            tags.sort_by_key(|tag| super::select::tag_version(tag, prefix));
+            tags.pop()
+        };
+        let (tag, phase, how) = match linked.or_else(shipped) {
+            Some(tag) => (tag, Phase::Idle, "adopted from the image"),
+            None => {
+                self.reporter.total_steps(UPDATE_STEPS);
+                let candidate = self.check()?.ok_or_else(|| Error::NoRelease {
+                    feed: super::source::listing_url(&self.config.source),
+                })?;
+                self.stage(&candidate)?;
+                (candidate.release.tag, Phase::Completed, "installed")
+            }
+        };
+        let dir = releases.join(&tag);
+        layout::ensure_version_file(&dir, &tag)?;
+        layout::switch_current(&app, &tag)?;
+        self.commit_state(&tag, None)?;
+        self.reporter
+            .phase(phase, UPDATE_STEPS, format!("release {tag} {how}"));
+        Ok(tag)
+    }
+
+    /// Records `tag` as current (and `previous`), with its manifest.
+    fn commit_state(&mut self, tag: &str, previous: Option<String>) -> Result<(), Error> {
+        let manifest = Manifest::record(&self.config.releases_dir().join(tag), tag);
+        let path = self.manifest_path();
+        let json = serde_json::to_vec(&manifest).unwrap_or_default();
+        write_atomically(&path, &json).map_err(Error::io("save", path))?;
+        self.state.current = Some(tag.to_owned());
+        self.state.previous = previous;
+        self.state.applying = None;
+        self.save_state()
+    }
+
+    /// Why the installed tree no longer is what moltd installed, if it is not:
+    /// `current` repointed, or a file of the current release edited.
+    pub fn manual_change(&self) -> Option<String> {
+        let current = self.state.current.as_deref()?;
+        match layout::current_tag(&self.config.app_dir) {
+            Some(tag) if tag == current => {}
+            Some(tag) => return Some(format!("current points to {tag}, not to {current}")),
+            None => return Some(format!("current no longer points to {current}")),
+        }
+        let manifest: Manifest = std::fs::read(self.manifest_path())
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())?;
+        if manifest.tag != current {
+            return None;
+        }
+        let what = manifest.changed(&self.config.releases_dir().join(current))?;
+        Some(format!("release {current} was changed by hand: {what}"))
+    }
+
+    /// Accepts the tree as it is now (`moltd update --force`): a repointed
+    /// `current` becomes the installed release, edits become its manifest.
+    fn accept_manual_change(&mut self) -> Result<(), Error> {
+        let linked = layout::current_tag(&self.config.app_dir)
+            .filter(|tag| self.config.releases_dir().join(tag).is_dir());
+        let Some(current) = self.state.current.clone() else {
+            return Ok(());
+        };
+        let (tag, previous) = match linked {
+            Some(tag) if tag != current => (tag, Some(current)),
+            _ => {
+                layout::switch_current(&self.config.app_dir, &current)?;
+                (current, self.state.previous.clone())
+            }
+        };
+        log::info!("accepting the installed tree as release {tag}");
+        self.commit_state(&tag, previous)
+    }
+
+    /// One scheduled or triggered check: apply in mode `auto` (or when
+    /// `apply` says so), stage in mode `stage`, report in mode `check`.
+    /// Skipped while the tree was changed by hand.
+    pub fn automatic(&mut self, payload: &mut dyn Payload, apply: bool) -> poll::Outcome {
+        let suspended = self.manual_change();
+        let skip = suspended.is_some();
+        self.reporter.suspended(suspended);
+        if skip {
+            return poll::Outcome::Normal;
+        }
+        let mode = match (apply, self.config.mode) {
+            (true, _) => Mode::Auto,
+            (false, mode) => mode,
+        };
+        outcome(self.update(payload, mode))
+    }
+
+    /// Carries out a request from `moltd update` or `moltd rollback`; returns
+    /// what to tell the user.
+    pub fn request(
+        &mut self,
+        payload: &mut dyn Payload,
+        request: Request,
+    ) -> Result<String, String> {
+        let result = match request {
+            Request::Update { check_only, force } => {
+                match (self.manual_change(), force) {
+                    (Some(why), false) => {
+                        self.reporter.suspended(Some(why.clone()));
+                        return Err(format!(
+                            "automatic updates are suspended: {why}; use 'moltd update --force' to update anyway"
+                        ));
+                    }
+                    (Some(_), true) => {
+                        if let Err(err) = self.accept_manual_change() {
+                            return Err(chain(&err));
+                        }
+                        self.reporter.suspended(None);
+                    }
+                    (None, _) => {}
+                }
+                let mode = if check_only { Mode::Check } else { Mode::Auto };
+                self.update(payload, mode)
+            }
+            Request::Rollback => self.rollback(payload),
+        };
+        result.map_err(|err| chain(&err))
+    }
+
+    fn update(&mut self, payload: &mut dyn Payload, mode: Mode) -> Result<String, Error> {
+        if mode == Mode::Auto {
+            self.reporter.total_steps(UPDATE_STEPS);
+        }
+        let result = self.update_steps(payload, mode);
+        if let Err(err) = &result {
+            if !matches!(err, Error::RolledBack(_)) {
+                self.reporter.failed(chain(err));
+            }
+        }
+        result
+    }
+
+    fn update_steps(&mut self, payload: &mut dyn Payload, mode: Mode) -> Result<String, Error> {
+        let ran = self.run_once(match mode {
+            Mode::Auto => Mode::Stage,
+            other => other,
+        });
+        let ran = ran?;
+        let current = ran.current.unwrap_or_else(|| "nothing installed".into());
+        match (ran.newer, mode) {
+            (None, _) => Ok(format!("no newer release (current: {current})")),
+            (Some(c), Mode::Check) => Ok(format!(
+                "newer release {} available (current: {current})",
+                c.release.tag
+            )),
+            (Some(c), Mode::Stage) => Ok(format!("release {} staged", c.release.tag)),
+            (Some(c), Mode::Auto) => self.apply(payload, &c),
+        }
+    }
+
+    /// Switches to a staged candidate, with the health gate.
+    fn apply(&mut self, payload: &mut dyn Payload, candidate: &Candidate) -> Result<String, Error> {
+        let to = candidate.release.tag.clone();
+        self.switch(payload, &to, Why::Update)?;
+        Ok(format!("updated to {to}"))
+    }
+
+    /// Back to the previous release (`moltd rollback`). The release left is
+    /// marked bad, so that the next check does not return to it.
+    fn rollback(&mut self, payload: &mut dyn Payload) -> Result<String, Error> {
+        let previous = self
+            .state
+            .previous
+            .clone()
+            .ok_or(Error::NothingToRollBack)?;
+        if !self.config.releases_dir().join(&previous).is_dir() {
+            return Err(Error::NothingToRollBack);
+        }
+        self.reporter.total_steps(UPDATE_STEPS);
+        let result = self.switch(payload, &previous, Why::Rollback);
+        if let Err(err) = &result {
+            self.reporter.failed(chain(err));
+        }
+        result?;
+        Ok(format!("rolled back to {previous}"))
+    }
+
+    fn switch(&mut self, payload: &mut dyn Payload, to: &str, why: Why) -> Result<(), Error> {
+        let sw = self.config.switch.clone();
+        let from = self.state.current.clone();
+        let from_text = from.clone().unwrap_or_default();
+        self.reporter.target(to);
+        if let Some(command) = &sw.pre_update {
+            self.reporter
+                .phase(Phase::Stopping, 5, "running MOLTD_PRE_UPDATE".into());
+            let status = payload
+                .run_hook(command, &[&from_text, to], sw.hook_timeout)
+                .map_err(Error::Supervisor)?;
+            if status != ExitStatus::Exited(0) {
+                return Err(Error::Hook {
+                    name: "MOLTD_PRE_UPDATE",
+                    code: status.shell_code(),
+                });
+            }
+        }
+        self.state.applying = Some(to.to_owned());
+        self.save_state()?;
+        self.reporter.phase(
+            Phase::Stopping,
+            5,
+            format!("stopping the services of {from_text}"),
+        );
+        let names = match payload.stop(sw.restart.as_deref()) {
+            Ok(names) => names,
+            Err(problem) => return self.abandon(payload, None, Error::Supervisor(problem)),
+        };
+        self.reporter.phase(
+            Phase::Switching,
+            6,
+            format!("switching current from {from_text} to {to}"),
+        );
+        if let Err(err) = layout::switch_current(&self.config.app_dir, to) {
+            return self.abandon(payload, Some(&names), err);
+        }
+        self.reporter
+            .phase(Phase::Starting, 7, format!("starting {}", names.join(", ")));
+        let started = payload.start(&names);
+        self.reporter.phase(
+            Phase::HealthCheck,
+            8,
+            format!("checking the health of {to}"),
+        );
+        let healthy = started.and_then(|()| self.health(payload, &names));
+        match healthy {
+            Ok(()) => {
+                if let (Why::Rollback, Some(left)) = (why, &from) {
+                    self.state.bad.insert(left.clone());
+                }
+                self.commit(payload, to, from)
+            }
+            Err(problem) => {
+                let reason = format!("release {to} failed its health check: {problem}");
+                self.undo(payload, &names, from.as_deref(), to, why, reason)
+            }
+        }
+    }
+
+    /// Gives up a switch before `current` changed: restarts what was stopped.
+    fn abandon(
+        &mut self,
+        payload: &mut dyn Payload,
+        stopped: Option<&[String]>,
+        err: Error,
+    ) -> Result<(), Error> {
+        if let Some(names) = stopped {
+            if let Err(problem) = payload.start(names) {
+                log::error!("cannot restart {}: {problem}", names.join(", "));
+            }
+        }
+        self.state.applying = None;
+        self.save_state()?;
+        Err(err)
+    }
+
+    fn commit(
+        &mut self,
+        payload: &mut dyn Payload,
+        to: &str,
+        from: Option<String>,
+    ) -> Result<(), Error> {
+        let sw = self.config.switch.clone();
+        self.commit_state(to, from.clone())?;
+        if let Some(command) = &sw.post_update {
+            let from_text = from.clone().unwrap_or_default();
+            match payload.run_hook(command, &[&from_text, to], sw.hook_timeout) {
+                Ok(ExitStatus::Exited(0)) => {}
+                Ok(status) => log::warn!(
+                    "MOLTD_POST_UPDATE exited with {}; the update stays",
+                    status.shell_code()
+                ),
+                Err(problem) => log::warn!("cannot run MOLTD_POST_UPDATE: {problem}"),
+            }
+        }
+        let releases = self.config.releases_dir();
+        for tag in layout::prune(&releases, sw.keep, &[Some(to), from.as_deref()]) {
+            log::info!("removed the old release {tag}");
+        }
+        self.reporter
+            .phase(Phase::Completed, UPDATE_STEPS, format!("now running {to}"));
+        Ok(())
+    }
+
+    /// Switches back to `from` after a failed gate, checks it, and marks
+    /// `to` bad (for an update) or just reports (for a manual rollback).
+    fn undo(
+        &mut self,
+        payload: &mut dyn Payload,
+        names: &[String],
+        from: Option<&str>,
+        to: &str,
+        why: Why,
+        reason: String,
+    ) -> Result<(), Error> {
+        let Some(from) = from else {
+            self.state.bad.insert(to.to_owned());
+            self.state.applying = None;
+            self.save_state()?;
+            return Err(Error::Unhealthy(reason));
+        };
+        log::warn!("{reason}; switching back to {from}");
+        self.reporter
+            .phase(Phase::Stopping, 5, format!("{reason}; stopping it"));
+        let stopped = payload.stop(Some(names));
+        self.reporter.phase(
+            Phase::Switching,
+            6,
+            format!("switching current back to {from}"),
+        );
+        layout::switch_current(&self.config.app_dir, from)?;
+        self.reporter
+            .phase(Phase::Starting, 7, format!("starting {from} again"));
+        let back = stopped.and_then(|_| payload.start(names));
+        let back = back.and_then(|()| self.health(payload, names));
+        if let Err(problem) = &back {
+            log::error!("release {from} is not healthy either: {problem}");
+        }
+        if why == Why::Update {
+            self.state.bad.insert(to.to_owned());
+        }
+        self.state.applying = None;
+        self.save_state()?;
+        let reason = match back {
+            Ok(()) => format!("{reason}; rolled back to {from}"),
+            Err(problem) => {
+                format!("{reason}; rolled back to {from}, which is not healthy either: {problem}")
+            }
+        };
+        self.reporter.rolled_back(reason.clone());
+        Err(Error::RolledBack(reason))
+    }
+
+    /// The health gate: the services stay up for the grace period, and the
+    /// URL answers 2xx (or the command exits 0) within the timeout.
+    fn health(&mut self, payload: &mut dyn Payload, names: &[String]) -> Result<(), String> {
+        let sw = self.config.switch.clone();
+        let started = Instant::now();
+        let pids = payload.pids(names)?;
+        if let Some((name, _)) = names.iter().zip(&pids).find(|(_, pid)| pid.is_none()) {
+            return Err(format!("{name} is not running"));
+        }
+        let mut healthy = sw.health_url.is_none() && sw.health_cmd.is_none();
+        let mut last_problem = String::new();
+        loop {
+            if !healthy {
+                match self.probe(payload, started + sw.health_timeout) {
+                    Ok(()) => healthy = true,
+                    Err(problem) => last_problem = problem,
+                }
+            }
+            let now_pids = payload.pids(names)?;
+            let changed = names.iter().zip(pids.iter().zip(&now_pids));
+            if let Some((name, _)) = changed.clone().find(|(_, (a, b))| a != b) {
+                return Err(format!("{name} exited during the health check"));
+            }
+            let elapsed = started.elapsed();
+            if healthy && elapsed >= sw.health_grace {
+                return Ok(());
+            }
+            if !healthy && elapsed >= sw.health_timeout {
+                return Err(format!(
+                    "no healthy answer within {}s: {last_problem}",
+                    sw.health_timeout.as_secs_f64()
+                ));
+            }
+            let left = match healthy {
+                true => sw.health_grace.saturating_sub(elapsed),
+                false => sw.health_timeout.saturating_sub(elapsed),
+            };
+            std::thread::sleep(left.min(PROBE_EVERY));
+        }
+    }
+
+    /// One try of `MOLTD_HEALTH_URL` or `MOLTD_HEALTH_CMD`.
+    fn probe(&mut self, payload: &mut dyn Payload, deadline: Instant) -> Result<(), String> {
+        let sw = &self.config.switch;
+        let left = deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(100));
+        if let Some(url) = &sw.health_url {
+            let response = self
+                .http
+                .get(url)
+                .timeout(left)
+                .send()
+                .map_err(|err| format!("{url}: {}", chain(&err)))?;
+            let status = response.status();
+            if !status.is_success() {
+                return Err(format!("{url} answered http {}", status.as_u16()));
+            }
+        }
+        if let Some(command) = &sw.health_cmd {
+            let status = payload.run_hook(command, &[], left)?;
+            if status != ExitStatus::Exited(0) {
+                return Err(format!(
+                    "MOLTD_HEALTH_CMD exited with {}",
+                    status.shell_code()
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// How a run ends, for the poll schedule: the caller counts failures in a
+/// row.
+pub fn outcome<T>(result: Result<T, Error>) -> poll::Outcome {
+    match result {
+        Ok(_) => poll::Outcome::Normal,
+        Err(Error::RateLimited { wait, .. }) => poll::Outcome::RateLimited(wait),
+        Err(err) if err.is_transient() => poll::Outcome::Failed(1),
+        Err(_) => poll::Outcome::Normal,
+    }
+}
+
+/// How often the health gate looks again.
+const PROBE_EVERY: Duration = Duration::from_millis(200);

@@ -1,0 +1,494 @@
+//! Switching to a new release inside a running supervisor: real services
+//! (busybox httpd serving the release's files), a real feed on loopback,
+//! real tar.gz releases. Update, health-gated rollback, hooks, the trigger
+//! file, `moltd update`/`rollback`/`status`, pins, hand edits, kills at every
+//! step, and the app's downtime.
+
+use crate::feed::*;
+use crate::util::{Mode, Moltd, Running, TestDir};
+use std::fs;
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// What a test release does when started.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum App {
+    /// Serves `www/` (with `version` and a healthy `cgi-bin/health`).
+    Good,
+    /// Exits at once.
+    Exits,
+    /// Serves, but `cgi-bin/health` answers 500.
+    Unhealthy,
+}
+
+/// `bin/app DIR` of a good release.
+fn app_script(version: &str) -> String {
+    format!(
+        "#!/bin/sh\necho \"$$ {version}\" >> \"$1/started\"\necho {version} > \"$1/running\"\n\
+         exec busybox httpd -f -p 127.0.0.1:$(cat \"$1/port\") -h \"$(dirname \"$0\")/../www\"\n"
+    )
+}
+
+/// `www/cgi-bin/health` of a good release.
+const HEALTHY: &str = "#!/bin/sh\necho 'Content-Type: text/plain'\necho\necho ok\n";
+
+/// A feed with good releases v2.0.0 and v1.0.0.
+fn v1_and_v2() -> Feed {
+    Feed::start(vec![
+        release("2.0.0", App::Good),
+        release("1.0.0", App::Good),
+    ])
+}
+
+/// A release `v<version>`: `bin/app DIR` records its pid and version in
+/// DIR and serves `www/` on the port in `DIR/port`.
+fn release(version: &str, app: App) -> FakeRelease {
+    let top = format!("app-{version}");
+    let script = match app {
+        App::Exits => "#!/bin/sh\nexit 1\n".to_owned(),
+        _ => app_script(version),
+    };
+    let health = match app {
+        App::Unhealthy => "#!/bin/sh\necho 'Status: 500 Broken'\necho\necho broken\n",
+        _ => HEALTHY,
+    };
+    let paths = [
+        format!("{top}/bin/app"),
+        format!("{top}/www/version"),
+        format!("{top}/www/cgi-bin/health"),
+    ];
+    let archive = targz(&[
+        Entry::Dir(&top),
+        Entry::File(&paths[0], script.as_bytes(), 0o755),
+        Entry::File(&paths[1], version.as_bytes(), 0o644),
+        Entry::File(&paths[2], health.as_bytes(), 0o755),
+    ]);
+    FakeRelease::new(
+        &format!("v{version}"),
+        vec![FakeAsset::new(&asset_name(version), archive)],
+    )
+}
+
+/// A free loopback port for the app.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap()
+}
+
+/// A test dir with a `web` service that runs the current release.
+fn setup(name: &str) -> (TestDir, u16) {
+    let dir = TestDir::new(name);
+    let port = free_port();
+    dir.write("port", &port.to_string());
+    dir.script(
+        "services/web/run",
+        &format!(
+            "#!/bin/sh\nexec {}/current/bin/app {}\n",
+            dir.join("app").display(),
+            dir.path().display()
+        ),
+    );
+    (dir, port)
+}
+
+/// moltd supervising the services folder, updating from `feed`; checks only
+/// when started or asked (a long interval).
+fn moltd<'a>(dir: &'a TestDir, feed: &Feed, mode: Mode) -> Moltd<'a> {
+    Moltd::new(dir, mode)
+        .args(["--services", "services"])
+        .env("MOLTD_LOG", "info")
+        .env("MOLTD_REPO", "acme/app")
+        .env("GITHUB_API_URL", feed.url())
+        .env("MOLTD_APP_DIR", dir.join("app"))
+        .env("MOLTD_STATUS_FILE", dir.join("status.json"))
+        .env("MOLTD_INTERVAL", "1h")
+        .env("MOLTD_JITTER", "0s")
+        .env("MOLTD_HEALTH_GRACE", "1s")
+        .env("MOLTD_HEALTH_TIMEOUT", "5s")
+        .env("SVWAIT", "3")
+}
+
+fn status(dir: &TestDir) -> serde_json::Value {
+    serde_json::from_str(&dir.read("status.json")).unwrap_or_default()
+}
+
+/// Waits until the status document's state is `state`.
+fn wait_for_state(running: &mut Running, dir: &TestDir, state: &str) -> serde_json::Value {
+    running.wait_for(&format!("status state {state}"), || {
+        status(dir)["state"] == state
+    });
+    status(dir)
+}
+
+/// The tag `app/current` points to.
+fn current(dir: &TestDir) -> String {
+    fs::read_link(dir.join("app/current"))
+        .map(|t| t.file_name().unwrap().to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// The version the app serves, if it answers.
+fn served(port: u16) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    stream
+        .write_all(b"GET /version HTTP/1.0\r\nHost: x\r\n\r\n")
+        .ok()?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).ok()?;
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.1 200")
+        .then(|| body.trim().to_owned())
+}
+
+/// Installs `version` in `app/releases` as an image would ship it.
+fn ship(dir: &TestDir, version: &str) {
+    let release = format!("app/releases/v{version}");
+    dir.script(&format!("{release}/bin/app"), &app_script(version));
+    dir.write(&format!("{release}/www/version"), version);
+    dir.script(&format!("{release}/www/cgi-bin/health"), HEALTHY);
+}
+
+#[test]
+fn first_boot_installs_then_update_and_rollback() {
+    let (dir, port) = setup("apply_e2e");
+    let feed = Feed::start(vec![release("1.0.0", App::Good)]);
+    let mut running = moltd(&dir, &feed, Mode::Pid1).spawn();
+    running.wait_for("v1 to serve", || served(port).as_deref() == Some("1.0.0"));
+    // The check at start found nothing newer.
+    wait_for_state(&mut running, &dir, "idle");
+    if current(&dir) != "v1.0.0" || dir.read("app/current/VERSION").trim() != "1.0.0" {
+        running.fail("v1 not installed as current");
+    }
+    // Publish v2 and ask for it, watching the app while it updates.
+    feed.publish(release("2.0.0", App::Good));
+    let stop = Arc::new(AtomicBool::new(false));
+    // Each failed request is recorded with the state before and after it:
+    // the app may be down only while one of them is between stop and start.
+    let outages = Arc::new(Mutex::new(Vec::<(String, String)>::new()));
+    let watcher = {
+        let (stop, outages) = (stop.clone(), outages.clone());
+        let status_file = dir.join("status.json");
+        let state = move || {
+            let doc: serde_json::Value =
+                serde_json::from_str(&fs::read_to_string(&status_file).unwrap_or_default())
+                    .unwrap_or_default();
+            doc["state"].as_str().unwrap_or("").to_owned()
+        };
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let before = state();
+                if served(port).is_none() {
+                    outages.lock().unwrap().push((before, state()));
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        })
+    };
+    let reply = dir.moltd_client(&["update"]);
+    stop.store(true, Ordering::Relaxed);
+    watcher.join().unwrap();
+    if reply.code != Some(0) || !reply.stdout.contains("updated to v2.0.0") {
+        running.fail(&format!("moltd update: {reply:?}"));
+    }
+    let outages = outages.lock().unwrap().clone();
+    let allowed = ["stopping", "switching", "starting", "health_check"];
+    let outside = |(before, after): &(String, String)| {
+        !allowed.contains(&before.as_str()) && !allowed.contains(&after.as_str())
+    };
+    if outages.iter().any(outside) {
+        running.fail(&format!(
+            "the app was down outside stop..start: {outages:?}"
+        ));
+    }
+    if served(port).as_deref() != Some("2.0.0") || current(&dir) != "v2.0.0" {
+        running.fail("v2 does not serve after the update");
+    }
+    if !dir.join("app/releases/v1.0.0/bin/app").exists() {
+        running.fail("v1 was not kept for rollback");
+    }
+    let doc = status(&dir);
+    if doc["state"] != "completed" || doc["current"] != "v2.0.0" || doc["previous"] != "v1.0.0" {
+        running.fail(&format!("bad status {doc}"));
+    }
+    let table = dir.moltd_client(&["status"]);
+    if !table.stdout.contains("release: v2.0.0 (previous: v1.0.0)") {
+        running.fail(&format!("moltd status: {table:?}"));
+    }
+    // Roll back by hand: v1 again, and v2 is not taken again automatically.
+    let reply = dir.moltd_client(&["rollback"]);
+    if reply.code != Some(0) || !reply.stdout.contains("rolled back to v1.0.0") {
+        running.fail(&format!("moltd rollback: {reply:?}"));
+    }
+    if served(port).as_deref() != Some("1.0.0") || current(&dir) != "v1.0.0" {
+        running.fail("v1 does not serve after the rollback");
+    }
+    let reply = dir.moltd_client(&["update", "--check"]);
+    if !reply.stdout.contains("no newer release") {
+        running.fail(&format!("the rolled-back v2 is offered again: {reply:?}"));
+    }
+}
+
+/// A bad v3 on top of a shipped v2: rolled back, marked bad, not retried.
+fn rolls_back(name: &str, app: App, health_url: bool) {
+    let (dir, port) = setup(name);
+    let feed = Feed::start(vec![release("3.0.0", app), release("2.0.0", App::Good)]);
+    ship(&dir, "2.0.0");
+    let mut command = moltd(&dir, &feed, Mode::Pid1);
+    if health_url {
+        let url = format!("http://127.0.0.1:{port}/cgi-bin/health");
+        command = command.env("MOLTD_HEALTH_URL", url);
+    }
+    let mut running = command.spawn();
+    let doc = wait_for_state(&mut running, &dir, "rolled_back");
+    let reason = doc["last_error"].as_str().unwrap_or("");
+    let expected = match app {
+        App::Unhealthy => "answered http 500",
+        _ => "web",
+    };
+    if !reason.contains("release v3.0.0 failed its health check") || !reason.contains(expected) {
+        running.fail(&format!("bad reason: {doc}"));
+    }
+    if doc["bad_releases"] != serde_json::json!(["v3.0.0"]) || doc["current"] != "v2.0.0" {
+        running.fail(&format!("bad status: {doc}"));
+    }
+    running.wait_for("v2 to serve again", || {
+        served(port).as_deref() == Some("2.0.0")
+    });
+    if current(&dir) != "v2.0.0" {
+        running.fail("current is not v2");
+    }
+    let downloads = feed.server.requests_to("/dl/").len();
+    let reply = dir.moltd_client(&["update"]);
+    if !reply.stdout.contains("no newer release")
+        || feed.server.requests_to("/dl/").len() != downloads
+    {
+        running.fail(&format!("v3 was tried again: {reply:?}"));
+    }
+}
+
+#[test]
+fn a_release_that_exits_at_once_is_rolled_back() {
+    rolls_back("apply_exits", App::Exits, false);
+}
+
+#[test]
+fn a_release_whose_health_url_fails_is_rolled_back() {
+    rolls_back("apply_unhealthy", App::Unhealthy, true);
+}
+
+#[test]
+fn a_failing_pre_update_hook_aborts_with_nothing_changed() {
+    let (dir, port) = setup("apply_pre_hook");
+    let feed = Feed::start(vec![
+        release("3.0.0", App::Good),
+        release("2.0.0", App::Good),
+    ]);
+    ship(&dir, "2.0.0");
+    let hook = format!("echo \"$1 -> $2\" > {}/hook; exit 3", dir.path().display());
+    let mut running = moltd(&dir, &feed, Mode::Pid1)
+        .env("MOLTD_PRE_UPDATE", hook)
+        .spawn();
+    let doc = wait_for_state(&mut running, &dir, "failed");
+    let error = doc["last_error"].as_str().unwrap_or("");
+    if !error.contains("MOLTD_PRE_UPDATE exited with 3")
+        || dir.read("hook").trim() != "v2.0.0 -> v3.0.0"
+    {
+        running.fail(&format!("bad status: {doc}"));
+    }
+    if current(&dir) != "v2.0.0" || served(port).as_deref() != Some("2.0.0") {
+        running.fail("v2 was touched");
+    }
+    if dir.read("started").lines().count() != 1 {
+        running.fail("web was restarted");
+    }
+}
+
+#[test]
+fn trigger_file_applies_a_staged_release() {
+    let (dir, port) = setup("apply_trigger");
+    let feed = v1_and_v2();
+    ship(&dir, "1.0.0");
+    let mut running = moltd(&dir, &feed, Mode::Pid1)
+        .env("MOLTD_MODE", "stage")
+        .spawn();
+    wait_for_state(&mut running, &dir, "staged");
+    if served(port).as_deref() != Some("1.0.0") {
+        running.fail("v1 does not serve");
+    }
+    dir.write("app/.moltd/update-requested", "");
+    wait_for_state(&mut running, &dir, "completed");
+    running.wait_for("v2 to serve", || served(port).as_deref() == Some("2.0.0"));
+    running.wait_for("the trigger file to be removed", || {
+        !dir.join("app/.moltd/update-requested").exists()
+    });
+}
+
+#[test]
+fn pin_to_an_older_version() {
+    let (dir, port) = setup("apply_pin");
+    let feed = v1_and_v2();
+    ship(&dir, "2.0.0");
+    let post = format!("echo \"$1 -> $2\" > {}/post", dir.path().display());
+    let health = format!("test \"$(cat {}/running)\" = 1.0.0", dir.path().display());
+    let mut running = moltd(&dir, &feed, Mode::Pid1)
+        .env("MOLTD_VERSION", "=1.0.0")
+        .env("MOLTD_HEALTH_CMD", health)
+        .env("MOLTD_POST_UPDATE", post)
+        .spawn();
+    wait_for_state(&mut running, &dir, "completed");
+    running.wait_for("v1 to serve", || served(port).as_deref() == Some("1.0.0"));
+    if current(&dir) != "v1.0.0" || dir.read("post").trim() != "v2.0.0 -> v1.0.0" {
+        running.fail("current is not v1, or the post-update hook did not run");
+    }
+}
+
+#[test]
+fn hand_edits_suspend_updates_until_forced() {
+    let (dir, port) = setup("apply_manual");
+    let feed = Feed::start(vec![release("1.0.0", App::Good)]);
+    let mut running = moltd(&dir, &feed, Mode::Pid1).spawn();
+    running.wait_for("v1 to serve", || served(port).as_deref() == Some("1.0.0"));
+    wait_for_state(&mut running, &dir, "idle");
+    feed.publish(release("2.0.0", App::Good));
+    dir.write("app/releases/v1.0.0/www/version", "1.0.0-hotfix");
+    let reply = dir.moltd_client(&["update"]);
+    if reply.code != Some(1) || !reply.stderr.contains("www/version was modified") {
+        running.fail(&format!("the hand edit was not noticed: {reply:?}"));
+    }
+    let doc = status(&dir);
+    if !doc["suspended"]
+        .as_str()
+        .is_some_and(|s| s.contains("changed by hand"))
+    {
+        running.fail(&format!("status does not say why: {doc}"));
+    }
+    let reply = dir.moltd_client(&["update", "--force"]);
+    if reply.code != Some(0) || served(port).as_deref() != Some("2.0.0") {
+        running.fail(&format!("--force did not update: {reply:?}"));
+    }
+    // Repointing current by hand suspends updates too.
+    fs::remove_file(dir.join("app/current")).unwrap();
+    std::os::unix::fs::symlink("releases/v1.0.0", dir.join("app/current")).unwrap();
+    let reply = dir.moltd_client(&["update"]);
+    if !reply
+        .stderr
+        .contains("current points to v1.0.0, not to v2.0.0")
+    {
+        running.fail(&format!("the repointed link was not noticed: {reply:?}"));
+    }
+}
+
+/// Kills every process working inside the test dir (the orphaned services
+/// of a killed moltd), until none is left.
+fn kill_leftovers(dir: &TestDir, context: &crate::util::Finished) {
+    let deadline = std::time::Instant::now() + crate::util::TIMEOUT;
+    loop {
+        let mut found = false;
+        for entry in fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let inside = fs::read_link(entry.path().join("cwd"))
+                .is_ok_and(|cwd| cwd.starts_with(dir.path()));
+            if inside {
+                found = true;
+                // SAFETY: kill has no memory-safety preconditions.
+                unsafe { nix::libc::kill(pid, nix::libc::SIGKILL) };
+            }
+        }
+        if !found {
+            return;
+        }
+        if std::time::Instant::now() > deadline {
+            context.fail("cannot end the orphaned services");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Kills moltd when it enters `state`, then starts it again: it comes back
+/// on a whole release and finishes the update.
+fn killed_at(state: &str) {
+    let (dir, port) = setup(&format!("apply_kill_{state}"));
+    let feed = v1_and_v2();
+    ship(&dir, "1.0.0");
+    let first = moltd(&dir, &feed, Mode::Child)
+        .env("MOLTD_TEST_CRASH_AT", state)
+        .run();
+    if first.signal != Some(9) {
+        first.fail(&format!("moltd was not killed at {state}"));
+    }
+    // Its services were orphaned: end them as a container restart would.
+    kill_leftovers(&dir, &first);
+    let tag = current(&dir);
+    let whole = ["v1.0.0", "v2.0.0"].contains(&tag.as_str())
+        && dir
+            .join(&format!("app/releases/{tag}/www/version"))
+            .exists();
+    if !whole {
+        first.fail(&format!("after a kill at {state}, current is {tag:?}"));
+    }
+    let mut running = moltd(&dir, &feed, Mode::Child).spawn();
+    wait_for_state(&mut running, &dir, "completed");
+    running.wait_for("v2 to serve", || served(port).as_deref() == Some("2.0.0"));
+    let staging_left = fs::read_dir(dir.join("app/releases"))
+        .unwrap()
+        .flatten()
+        .any(|e| e.file_name().to_string_lossy().starts_with('.'));
+    if staging_left || current(&dir) != "v2.0.0" {
+        running.fail("leftovers after the restart");
+    }
+    running.signal(nix::libc::SIGTERM);
+    running.wait();
+}
+
+#[test]
+fn killed_at_every_step_comes_back_whole() {
+    for state in [
+        "checking",
+        "downloading",
+        "verifying",
+        "unpacking",
+        "stopping",
+        "switching",
+        "starting",
+        "health_check",
+        "completed",
+    ] {
+        killed_at(state);
+    }
+}
+
+#[test]
+fn first_boot_waits_for_the_feed_and_says_so() {
+    let (dir, port) = setup("apply_first_boot_offline");
+    let down = Arc::new(AtomicBool::new(true));
+    let down_in = down.clone();
+    let feed = Feed::with_hook(
+        vec![release("1.0.0", App::Good)],
+        Box::new(move |_, _| {
+            down_in
+                .load(Ordering::Relaxed)
+                .then(|| Response::new(503, "maintenance"))
+        }),
+    );
+    let mut running = moltd(&dir, &feed, Mode::Pid1)
+        .env("MOLTD_INTERVAL", "1s")
+        .spawn();
+    let doc = wait_for_state(&mut running, &dir, "failed");
+    let error = doc["last_error"].as_str().unwrap_or("");
+    if !error.contains("no release installed yet") || !error.contains("retrying in") {
+        running.fail(&format!("status does not say so: {doc}"));
+    }
+    if dir.join("running").exists() {
+        running.fail("web started with no release installed");
+    }
+    down.store(false, Ordering::Relaxed);
+    running.wait_for("v1 to serve", || served(port).as_deref() == Some("1.0.0"));
+}
