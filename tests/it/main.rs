@@ -7,6 +7,7 @@ mod cli;
 mod feed;
 mod pid1;
 mod services;
+mod static_build;
 mod sv;
 mod update;
 mod util;
