@@ -4,6 +4,7 @@
 //! namespace, in a directory of its own (see [`util::TestDir`]).
 
 mod cli;
+mod container;
 mod feed;
 mod pid1;
 mod services;
