@@ -13,6 +13,7 @@
 //! adding steps.
 
 use crate::feed::{Entry, FakeAsset, FakeRelease, Feed, asset_name, targz};
+use crate::manifests::k8s_container;
 use crate::static_build::static_bin;
 use crate::util::TestDir;
 use std::path::{Path, PathBuf};
@@ -250,17 +251,27 @@ impl Drop for Container {
     }
 }
 
-/// Both example services run, and the app answers its health check.
+/// Both example services run, and the probes of `docker/k8s.yaml` pass:
+/// readiness asks the app for its version, liveness runs a command.
 fn services_run(container: &Container) {
     container.wait_for(
         "sv status to show both services running",
         &["sv", "status", "app", "status"],
         |out| out.lines().filter(|l| l.starts_with("run: ")).count() == 2,
     );
-    let health = container.get(container.app_port, "/VERSION");
-    if text(&health.stdout).trim() != "0.0.0" {
-        container.fail(&format!("bad health answer {health:?}"));
+    let k8s = k8s_container();
+    let path = k8s["readinessProbe"]["httpGet"]["path"].as_str().unwrap();
+    let ready = container.get(container.app_port, path);
+    if text(&ready.stdout).trim() != "0.0.0" {
+        container.fail(&format!("readiness probe {path}: {ready:?}"));
     }
+    let live: Vec<&str> = k8s["livenessProbe"]["exec"]["command"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|arg| arg.as_str().unwrap())
+        .collect();
+    container.expect(&container.exec(&[], &live), "the liveness probe");
 }
 
 /// `moltd update --stage-only` inside the container stages v1.1.0 from the

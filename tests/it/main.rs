@@ -6,6 +6,7 @@
 mod cli;
 mod container;
 mod feed;
+mod manifests;
 mod pid1;
 mod services;
 mod static_build;
