@@ -4,8 +4,10 @@
 //! images without a CA store; `SSL_CERT_FILE` (a PEM bundle) and
 //! `SSL_CERT_DIR` (folders of PEM files, `:`-separated) add private CAs
 //! (GitHub Enterprise behind a company CA). Names are resolved by hickory,
-//! which reads `/etc/hosts` and `/etc/resolv.conf` itself: a static binary
-//! has no working glibc NSS (`getaddrinfo`) in a scratch image. The token is only sent to the
+//! which reads `/etc/hosts` and `/etc/resolv.conf` itself. A static glibc
+//! binary cannot load NSS modules; whether `getaddrinfo` still works then
+//! depends on the glibc it was linked with (Debian 12's has `files` and
+//! `dns` built in) and on the image's `nsswitch.conf`. The token is only sent to the
 //! origin of the configured API; redirects to another host or port (GitHub
 //! sends private assets to a storage host) drop it, which reqwest's redirect
 //! policy guarantees.
