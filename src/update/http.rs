@@ -1,8 +1,13 @@
 //! The HTTP client: TLS, timeouts, identification and the token.
 //!
 //! TLS is rustls on ring with Mozilla's roots compiled in, so moltd works in
-//! images without a CA store; `SSL_CERT_FILE` adds a PEM bundle for private
-//! CAs (GitHub Enterprise behind a company CA). The token is only sent to the
+//! images without a CA store; `SSL_CERT_FILE` (a PEM bundle) and
+//! `SSL_CERT_DIR` (folders of PEM files, `:`-separated) add private CAs
+//! (GitHub Enterprise behind a company CA). Names are resolved by hickory,
+//! which reads `/etc/hosts` and `/etc/resolv.conf` itself. A static glibc
+//! binary cannot load NSS modules; whether `getaddrinfo` still works then
+//! depends on the glibc it was linked with (Debian 12's has `files` and
+//! `dns` built in) and on the image's `nsswitch.conf`. The token is only sent to the
 //! origin of the configured API; redirects to another host or port (GitHub
 //! sends private assets to a storage host) drop it, which reqwest's redirect
 //! policy guarantees.
@@ -12,6 +17,7 @@ use super::config::{Config, Source, Timeouts};
 use reqwest::blocking::{Client, RequestBuilder, Response};
 use reqwest::header::{ACCEPT, AUTHORIZATION, USER_AGENT};
 use std::io::{self, Read};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -22,20 +28,43 @@ pub struct Http {
     pub timeouts: Timeouts,
 }
 
+/// Adds the PEM certificates in `path` to `roots`; `origin` names the
+/// variable it came from, for the log.
+fn add_pem_file(roots: &mut rustls::RootCertStore, path: &Path, origin: &str) {
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
+    match CertificateDer::pem_file_iter(path) {
+        Ok(certs) => {
+            let (added, ignored) = roots.add_parsable_certificates(certs.flatten());
+            log::debug!(
+                "{origin} {}: {added} certificates added, {ignored} ignored",
+                path.display()
+            );
+        }
+        Err(err) => log::warn!("cannot read {origin} {}: {err}", path.display()),
+    }
+}
+
 fn tls_config() -> rustls::ClientConfig {
     let mut roots =
         rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     if let Some(path) = std::env::var_os("SSL_CERT_FILE") {
-        use rustls::pki_types::{CertificateDer, pem::PemObject};
-        match CertificateDer::pem_file_iter(&path) {
-            Ok(certs) => {
-                let (added, ignored) = roots.add_parsable_certificates(certs.flatten());
-                log::debug!("SSL_CERT_FILE: {added} certificates added, {ignored} ignored");
+        add_pem_file(&mut roots, Path::new(&path), "SSL_CERT_FILE");
+    }
+    // OpenSSL's layout: hashed names (`<hash>.0`) or any PEM files, each
+    // read in full; files that hold no certificate are skipped.
+    for dir in std::env::var_os("SSL_CERT_DIR")
+        .iter()
+        .flat_map(std::env::split_paths)
+    {
+        match std::fs::read_dir(&dir) {
+            Ok(entries) => {
+                let mut files: Vec<_> = entries.flatten().map(|e| e.path()).collect();
+                files.sort();
+                for file in files.iter().filter(|f| f.is_file()) {
+                    add_pem_file(&mut roots, file, "SSL_CERT_DIR");
+                }
             }
-            Err(err) => log::warn!(
-                "cannot read SSL_CERT_FILE {}: {err}",
-                path.to_string_lossy()
-            ),
+            Err(err) => log::warn!("cannot read SSL_CERT_DIR {}: {err}", dir.display()),
         }
     }
     rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
@@ -49,6 +78,9 @@ impl Http {
     pub fn new(config: &Config) -> Result<Http, Error> {
         let client = Client::builder()
             .tls_backend_preconfigured(tls_config())
+            // The default with the feature; said here because scratch images
+            // depend on it (see the module comment).
+            .hickory_dns(true)
             .connect_timeout(config.timeouts.connect)
             // The blocking client applies this to every read: a stall.
             .timeout(config.timeouts.stall)

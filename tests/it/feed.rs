@@ -5,12 +5,14 @@
 //! One thread per connection, `Connection: close` after every answer. Each
 //! test decides the answers with a handler closure; [`Feed`] is the usual
 //! one, with hooks to misbehave. Every request is recorded for assertions.
+//! An [`Endpoint`] may name the server by a host name and speak TLS with a
+//! certificate from a test CA ([`TestCa`]).
 
 use flate2::Compression;
 use flate2::write::GzEncoder;
 use sha2::{Digest, Sha256};
-use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -61,6 +63,51 @@ impl Response {
 
 type Handler = dyn Fn(&Request) -> Response + Send + Sync;
 
+/// A certificate authority made for one test, and a server certificate it
+/// signed for one name (a host name or an IP address).
+pub struct TestCa {
+    /// The CA certificate, PEM: what a client must trust.
+    pub pem: String,
+    server: Arc<rustls::ServerConfig>,
+}
+
+impl TestCa {
+    pub fn new(name: &str) -> TestCa {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().unwrap())
+            .unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec![name.to_string()])
+            .unwrap()
+            .signed_by(&key, &ca)
+            .unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let server = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![cert.der().clone()],
+                rustls::pki_types::PrivatePkcs8KeyDer::from(key.serialize_der()).into(),
+            )
+            .unwrap();
+        TestCa {
+            pem: ca.pem(),
+            server: Arc::new(server),
+        }
+    }
+}
+
+/// Where a server listens (always 127.0.0.1) and how URLs name it.
+#[derive(Clone, Default)]
+pub struct Endpoint {
+    /// The host in URLs; `127.0.0.1` when `None`.
+    pub host: Option<String>,
+    /// Speak HTTPS with this CA's server certificate.
+    pub tls: Option<Arc<TestCa>>,
+}
+
 pub struct Server {
     pub url: String,
     requests: Arc<Mutex<Vec<Request>>>,
@@ -68,15 +115,52 @@ pub struct Server {
 
 impl Server {
     pub fn start(handler: impl Fn(&Request) -> Response + Send + Sync + 'static) -> Server {
+        Server::start_at(&Endpoint::default(), handler)
+    }
+
+    pub fn start_at(
+        endpoint: &Endpoint,
+        handler: impl Fn(&Request) -> Response + Send + Sync + 'static,
+    ) -> Server {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
+        let url = format!(
+            "{}://{}:{}",
+            if endpoint.tls.is_some() {
+                "https"
+            } else {
+                "http"
+            },
+            endpoint.host.as_deref().unwrap_or("127.0.0.1"),
+            listener.local_addr().unwrap().port()
+        );
         let requests = Arc::new(Mutex::new(Vec::new()));
         let handler: Arc<Handler> = Arc::new(handler);
         let log = requests.clone();
+        let tls = endpoint.tls.as_ref().map(|ca| ca.server.clone());
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
-                let (handler, log) = (handler.clone(), log.clone());
-                std::thread::spawn(move || serve(stream, &*handler, &log));
+                let (handler, log, tls) = (handler.clone(), log.clone(), tls.clone());
+                std::thread::spawn(move || {
+                    let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+                    match tls {
+                        None => {
+                            let stream = serve(stream, &*handler, &log);
+                            let _ = stream.shutdown(std::net::Shutdown::Both);
+                        }
+                        Some(config) => {
+                            let Ok(connection) = rustls::ServerConnection::new(config) else {
+                                return;
+                            };
+                            let mut stream = serve(
+                                rustls::StreamOwned::new(connection, stream),
+                                &*handler,
+                                &log,
+                            );
+                            stream.conn.send_close_notify();
+                            let _ = stream.flush();
+                        }
+                    }
+                });
             }
         });
         Server { url, requests }
@@ -95,12 +179,13 @@ impl Server {
     }
 }
 
-fn serve(stream: TcpStream, handler: &Handler, log: &Mutex<Vec<Request>>) {
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
+/// Answers the one request on `stream` and hands the stream back to be
+/// closed.
+fn serve<S: Read + Write>(stream: S, handler: &Handler, log: &Mutex<Vec<Request>>) -> S {
+    let mut reader = BufReader::new(stream);
     let mut line = String::new();
     if reader.read_line(&mut line).is_err() {
-        return;
+        return reader.into_inner();
     }
     let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
     let mut headers = Vec::new();
@@ -129,9 +214,9 @@ fn serve(stream: TcpStream, handler: &Handler, log: &Mutex<Vec<Request>>) {
         head.push_str(&format!("{k}: {v}\r\n"));
     }
     head.push_str("\r\n");
-    let mut stream = stream;
+    let mut stream = reader.into_inner();
     if stream.write_all(head.as_bytes()).is_err() {
-        return;
+        return stream;
     }
     if let Some(stall) = response.stall {
         let _ = stream.flush();
@@ -143,7 +228,7 @@ fn serve(stream: TcpStream, handler: &Handler, log: &Mutex<Vec<Request>>) {
     };
     let _ = stream.write_all(body);
     let _ = stream.flush();
-    let _ = stream.shutdown(std::net::Shutdown::Both);
+    stream
 }
 
 /// Serves `data` honouring `Range: bytes=N-`, with an ETag and
@@ -274,11 +359,16 @@ impl Feed {
 
     /// `hook` gets every request and the server's base URL.
     pub fn with_hook(releases: Vec<FakeRelease>, hook: Hook) -> Feed {
+        Feed::at(&Endpoint::default(), releases, hook)
+    }
+
+    /// A feed reached at `endpoint` (a host name, TLS).
+    pub fn at(endpoint: &Endpoint, releases: Vec<FakeRelease>, hook: Hook) -> Feed {
         let base = Arc::new(Mutex::new(String::new()));
         let base_in = base.clone();
         let releases = Arc::new(Mutex::new(releases));
         let releases_in = releases.clone();
-        let server = Server::start(move |request| {
+        let server = Server::start_at(endpoint, move |request| {
             let base = base_in.lock().unwrap().clone();
             if let Some(response) = hook(request, &base) {
                 return response;

@@ -5,9 +5,12 @@
 
 mod apply;
 mod cli;
+mod container;
 mod feed;
+mod manifests;
 mod pid1;
 mod services;
+mod static_build;
 mod sv;
 mod update;
 mod util;

@@ -249,6 +249,43 @@ fn stalled_feed_times_out() {
     }
 }
 
+/// HTTPS signed by the test's own CA is refused until `SSL_CERT_FILE` or a
+/// folder of `SSL_CERT_DIR` (a `:` list, the way OpenSSL reads it) holds it.
+#[test]
+fn private_ca_from_ssl_cert_file_or_dir() {
+    let ca = std::sync::Arc::new(TestCa::new("127.0.0.1"));
+    let endpoint = Endpoint {
+        host: None,
+        tls: Some(ca.clone()),
+    };
+    let feed = Feed::at(&endpoint, vec![app_release("1.0.0")], Box::new(|_, _| None));
+    let certs = TestDir::new("tls_certs");
+    let bundle = certs.write("bundle.pem", &ca.pem);
+    let empty = certs.write("empty/README", "no certificates here");
+    let hashed = certs.write("hashed/0a1b2c3d.0", &ca.pem);
+    let dirs = std::env::join_paths([empty.parent().unwrap(), hashed.parent().unwrap()]).unwrap();
+    let table: [(Option<(&str, &std::ffi::OsStr)>, bool); 3] = [
+        (None, false),
+        (Some(("SSL_CERT_FILE", bundle.as_os_str())), true),
+        (Some(("SSL_CERT_DIR", dirs.as_os_str())), true),
+    ];
+    for (env, trusted) in table {
+        let dir = TestDir::new("tls");
+        let mut moltd = update(&dir, feed.url(), &["--stage-only"]);
+        if let Some((key, value)) = env {
+            moltd = moltd.env(key, value);
+        }
+        let run = moltd.run();
+        if trusted {
+            run.expect_code(0);
+            assert_eq!(releases(&dir), ["v1.0.0"]);
+        } else {
+            run.expect_code(1).expect_stderr_contains("certificate");
+            expect_nothing_staged(&dir, &run);
+        }
+    }
+}
+
 #[test]
 fn private_repository_token_stays_on_the_api_host() {
     let dir = TestDir::new("private");

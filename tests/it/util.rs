@@ -146,6 +146,8 @@ pub struct Moltd<'a> {
     env: Vec<(OsString, OsString)>,
     mode: Mode,
     broken_output: bool,
+    /// Run `program` (a path inside this root) under `chroot`.
+    root: Option<PathBuf>,
 }
 
 impl<'a> Moltd<'a> {
@@ -157,7 +159,16 @@ impl<'a> Moltd<'a> {
             env: Vec::new(),
             mode,
             broken_output: false,
+            root: None,
         }
+    }
+
+    /// Runs `program`, a path inside `root`, with `root` as its root file
+    /// system (`chroot`; in a user namespace when the tests are not root).
+    pub fn chroot(mut self, root: &Path, program: &str) -> Self {
+        self.root = Some(root.to_path_buf());
+        self.program = program.into();
+        self
     }
 
     /// Runs moltd through a symlink with this name.
@@ -187,18 +198,31 @@ impl<'a> Moltd<'a> {
     }
 
     fn command(&self) -> Command {
-        let mut command = match self.mode {
-            Mode::Pid1 => {
+        let unprivileged = !nix::unistd::geteuid().is_root();
+        let unshare = |c: &mut Command| {
+            if unprivileged {
+                c.args(["--user", "--map-root-user"]);
+            }
+        };
+        let mut command = match (self.mode, &self.root) {
+            (Mode::Pid1, root) => {
                 let mut c = Command::new("unshare");
-                if !nix::unistd::geteuid().is_root() {
-                    c.args(["--user", "--map-root-user"]);
-                }
+                unshare(&mut c);
                 // --kill-child: if unshare dies, so does the namespace.
-                c.args(["--pid", "--kill-child", "--mount-proc", "--"])
-                    .arg(&self.program);
+                c.args(["--pid", "--kill-child", "--mount-proc", "--"]);
+                if let Some(root) = root {
+                    c.arg("chroot").arg(root);
+                }
+                c.arg(&self.program);
                 c
             }
-            Mode::Child => Command::new(&self.program),
+            (Mode::Child, None) => Command::new(&self.program),
+            (Mode::Child, Some(root)) => {
+                let mut c = Command::new("unshare");
+                unshare(&mut c);
+                c.arg("--").arg("chroot").arg(root).arg(&self.program);
+                c
+            }
         };
         command.args(&self.args).current_dir(self.dir.path());
         // Keep the suite's own settings from leaking into moltd.
@@ -224,6 +248,8 @@ impl<'a> Moltd<'a> {
                     "GH_TOKEN",
                     "GITHUB_TOKEN",
                     "GITHUB_API_URL",
+                    "SSL_CERT_FILE",
+                    "SSL_CERT_DIR",
                 ]
                 .contains(&name.as_ref())
                 || name == "SLEEP";
