@@ -6,6 +6,7 @@
 pub mod cli;
 pub mod init;
 pub mod logging;
+pub mod observe;
 pub mod personality;
 pub mod services;
 pub mod signals;

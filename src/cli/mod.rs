@@ -4,6 +4,7 @@
 //! option syntax, defaults and error wording; they all produce the same
 //! [`InitConfig`], so the runtime has one code path.
 
+mod config;
 mod dumb_init;
 mod moltd;
 mod sv;
@@ -97,18 +98,20 @@ pub fn main(args: Vec<OsString>) -> i32 {
         Personality::Tini => tini::parse(args, &env),
         Personality::DumbInit => dumb_init::parse(args, &env),
     };
+    // Checked during parsing; tini and dumb-init keep their own formats.
+    let json = personality == Personality::Moltd && moltd::log_format(&env).unwrap_or(false);
     match outcome {
         Outcome::Run(config, level) => {
-            logging::init(personality, level);
+            logging::init(personality, level, json);
             init::run(config, inherited)
         }
         Outcome::Services(config, level) => {
-            logging::init(personality, level);
+            logging::init(personality, level, json);
             services::run(*config, inherited)
         }
         Outcome::Update(command) => {
             inherited.restore();
-            logging::init(personality, command.level);
+            logging::init(personality, command.level, json);
             update::run(command)
         }
         Outcome::Sv { args, socket } => {

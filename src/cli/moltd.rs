@@ -25,6 +25,7 @@ Usage: moltd [OPTIONS] [--] COMMAND [ARGS...]
        moltd [--control PATH] status [SERVICE...]
        moltd [--control PATH] update [--check | --force | --stage-only]
        moltd [--control PATH] rollback
+       moltd [OPTIONS] config
 
 Runs COMMAND as its child, forwards signals to it and exits with its status
 (128+N when it dies of signal N). With a services directory (and with no
@@ -52,7 +53,10 @@ Options:
 Environment: MOLTD_LOG (error, warn, info, debug, trace), VERBOSE (1/true: debug),
 DUMB_INIT_SETSID=0 (same as -c), MOLTD_SERVICES (same as --services),
 MOLTD_CONTROL (same as --control), SVWAIT (seconds a stopping service gets
-before KILL, default 7), MOLTD_BACKOFF_MAX (longest restart delay, default 30).
+before KILL, default 7), MOLTD_BACKOFF_MAX (longest restart delay, default 30),
+MOLTD_LOG_FORMAT (human or json), MOLTD_LISTEN (HTTP health, status and
+metrics), MOLTD_API_TOKEN, MOLTD_METRICS_FILE, MOLTD_WEBHOOK.
+`moltd config` prints every setting, where it came from, and checks them.
 Installed as `tini` or `dumb-init` (a symlink), moltd behaves as that program.
 ";
 
@@ -77,6 +81,7 @@ fn parse_args(args: Vec<OsString>, env: Env) -> Result<Outcome, lexopt::Error> {
     let mut warn_on_reap = false;
     let mut verbose = 0u32;
     let mut services_dir = env("MOLTD_SERVICES").map(PathBuf::from);
+    let mut services_flag = false;
     let mut control = None;
     let mut command = Vec::new();
     // Whether `--` came before the first operand: `moltd -- status` runs a
@@ -92,7 +97,10 @@ fn parse_args(args: Vec<OsString>, env: Env) -> Result<Outcome, lexopt::Error> {
             break;
         };
         match arg {
-            Long("services") => services_dir = Some(parser.value()?.into()),
+            Long("services") => {
+                services_dir = Some(parser.value()?.into());
+                services_flag = true;
+            }
             Long("control") => control = Some(parser.value()?.into()),
             Short('c') | Long("single-child") => single_child = true,
             Short('g') | Long("group") => single_child = false,
@@ -155,8 +163,15 @@ fn parse_args(args: Vec<OsString>, env: Env) -> Result<Outcome, lexopt::Error> {
             return Ok(super::update::parse(command.split_off(1), socket(), env));
         }
         Some("rollback") => return Ok(Outcome::Rollback { socket: socket() }),
+        Some("config") if command.len() > 1 => {
+            return Err(format!("config takes no operands, got {:?}", command[1]).into());
+        }
+        Some("config") => command.clear(),
         _ => {}
     }
+    // Checked at every start, so a typo fails here rather than later.
+    log_format(env)?;
+    let observe = crate::observe::Config::from_env(env).map_err(|err| err.to_string())?;
 
     let level = log_level(verbose, env, LevelFilter::Warn)?;
     let (isolation, delivery, mut rewrites) = if single_child {
@@ -200,10 +215,35 @@ fn parse_args(args: Vec<OsString>, env: Env) -> Result<Outcome, lexopt::Error> {
             settings,
             main: (!command.is_empty()).then_some(config),
             updates,
+            observe,
         };
+        if subcommand.is_some_and(|c| c == "config") {
+            let mut flags = Vec::new();
+            if services_flag {
+                flags.push(("MOLTD_SERVICES", services.dir.display().to_string()));
+            }
+            if control.is_some() {
+                flags.push(("MOLTD_CONTROL", services.control.display().to_string()));
+            }
+            if verbose > 0 {
+                flags.push(("MOLTD_LOG", level.to_string().to_lowercase()));
+            }
+            return Ok(Outcome::stdout(super::config::report(env, &flags)));
+        }
         return Ok(Outcome::Services(Box::new(services), level));
     }
     Ok(Outcome::Run(config, level))
+}
+
+/// `MOLTD_LOG_FORMAT`: true for one JSON object per line.
+pub(super) fn log_format(env: Env) -> Result<bool, String> {
+    match env("MOLTD_LOG_FORMAT").as_ref().and_then(|v| v.to_str()) {
+        None | Some("" | "human" | "text") => Ok(false),
+        Some("json") => Ok(true),
+        Some(other) => Err(format!(
+            "bad MOLTD_LOG_FORMAT {other:?}: expected human or json"
+        )),
+    }
 }
 
 /// The log level: from `-v` flags, else `MOLTD_LOG`, else `VERBOSE`, else

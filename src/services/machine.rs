@@ -774,6 +774,19 @@ impl Supervisor {
     }
 
     /// The definition of a service, for the loop to find its folder.
+    /// Every service's status, for metrics and the health endpoint.
+    pub fn statuses(&self, now: Instant) -> Vec<Status> {
+        self.services
+            .keys()
+            .filter_map(|name| self.status_of(name, now))
+            .collect()
+    }
+
+    /// Shutdown has begun (a signal, or an essential service gave up).
+    pub fn shutting_down(&self) -> bool {
+        self.shutdown.is_some()
+    }
+
     pub fn definition(&self, name: &str) -> Option<&Definition> {
         self.services.get(name).map(|s| &s.def)
     }

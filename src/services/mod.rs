@@ -15,7 +15,7 @@ mod output;
 mod runner;
 pub mod scan;
 pub mod status;
-mod updates;
+pub(crate) mod updates;
 
 use crate::init::InitConfig;
 use std::path::PathBuf;
@@ -42,4 +42,6 @@ pub struct ServicesConfig {
     pub main: Option<InitConfig>,
     /// The updater's settings, when a release source is configured.
     pub updates: Option<crate::update::Config>,
+    /// The HTTP listener, metrics file and webhook.
+    pub observe: crate::observe::Config,
 }

@@ -62,6 +62,21 @@ impl Output {
         }
         let mut text = Vec::new();
         for line in lines {
+            if crate::logging::json() {
+                let msg = String::from_utf8_lossy(line.strip_suffix(b"\n").unwrap_or(line));
+                let (level, stream) = match self.to_stderr {
+                    true => ("error", "stderr"),
+                    false => ("info", "stdout"),
+                };
+                let extra = [
+                    ("source", "service"),
+                    ("service", &self.label),
+                    ("stream", stream),
+                ];
+                let line = crate::logging::json_line(level, &msg, &extra);
+                text.extend_from_slice(line.as_bytes());
+                continue;
+            }
             text.extend_from_slice(self.label.as_bytes());
             text.extend_from_slice(b" | ");
             text.extend_from_slice(line.strip_suffix(b"\n").unwrap_or(line));

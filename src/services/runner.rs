@@ -21,8 +21,9 @@ use super::control::{self, Answer, Request, UpdateOp};
 use super::machine::{Action, Event, Program, SpawnFailure, Supervisor, Which};
 use super::output::Output;
 use super::scan::{self, Listing};
-use super::updates::{self, AGENT_CLIENT, Link, ToAgent, ToLoop};
+use super::updates::{self, AGENT_CLIENT, Link, ReplyTo, ToAgent, ToLoop};
 use crate::init::{self, Isolation, Reaping};
+use crate::observe::{self, Observer};
 use crate::personality::Personality;
 use crate::sys::io::{self, Pipe};
 use crate::sys::signals::{Inherited, SignalSource};
@@ -91,10 +92,17 @@ pub fn run(config: ServicesConfig, inherited: Inherited) -> i32 {
             return 1;
         }
     };
+    let observer = match Observer::start(&config.observe) {
+        Ok(observer) => observer,
+        Err(problem) => {
+            error!("{problem}");
+            return 1;
+        }
+    };
     let agent = match config
         .updates
         .clone()
-        .map(|c| start_agent(c, config.settings.svwait))
+        .map(|c| start_agent(c, config.settings.svwait, &observer))
     {
         Some(Ok(agent)) => Some(agent),
         Some(Err(problem)) => {
@@ -126,6 +134,8 @@ pub fn run(config: ServicesConfig, inherited: Inherited) -> i32 {
         exit: None,
         held: agent.is_some(),
         agent,
+        observer,
+        reaped: 0,
     };
     runner.watch(&runner.dir.clone());
     let listing = listing.map(|l| runner.watch_folders(l));
@@ -153,9 +163,10 @@ struct Agent {
 fn start_agent(
     config: crate::update::Config,
     svwait: std::time::Duration,
+    observer: &Observer,
 ) -> Result<Agent, String> {
     let state_dir = config.state_dir();
-    let updater = crate::update::Updater::new(config)
+    let mut updater = crate::update::Updater::new(config)
         .map_err(|err| format!("cannot start the updater: {}", crate::update::chain(&err)))?;
     let wake = Pipe::new(true).map_err(|err| format!("cannot create a pipe: {}", err.desc()))?;
     let wake_write = wake
@@ -164,6 +175,7 @@ fn start_agent(
         .ok_or("cannot duplicate a pipe")?;
     let (to_loop, from_agent) = mpsc::channel();
     let (to_agent, from_loop) = mpsc::channel();
+    updater.set_hook(observer.attach_updater(updater.shared_status(), to_agent.clone()));
     let link = Link::new(
         to_loop,
         wake_write,
@@ -288,6 +300,9 @@ struct Runner {
     agent: Option<Agent>,
     /// Services wait until the updater installed a release.
     held: bool,
+    observer: Observer,
+    /// Processes reaped so far, for the metrics.
+    reaped: u64,
 }
 
 /// What a ready descriptor in the poll set belongs to.
@@ -349,7 +364,31 @@ impl Runner {
                     self.handle(Event::GroupGone { pgid });
                 }
             }
+            self.publish();
         }
+    }
+
+    /// Hands the observers a snapshot (they skip it when nothing changed).
+    fn publish(&mut self) {
+        let list = self
+            .supervisor
+            .statuses(Instant::now())
+            .into_iter()
+            .map(|status| observe::ServiceState {
+                essential: self
+                    .supervisor
+                    .definition(&status.name)
+                    .is_some_and(|d| d.essential),
+                phase: status.main.phase,
+                restarts: status.main.restarts,
+                name: status.name,
+            })
+            .collect();
+        self.observer.publish(observe::Services {
+            list,
+            shutting_down: self.supervisor.shutting_down(),
+            reaped: self.reaped,
+        });
     }
 
     /// Sleeps until a descriptor is ready or the next deadline; returns the
@@ -499,6 +538,7 @@ impl Runner {
         if let Err(err) = reap::reap_terminated(|pid, status| batch.push((pid, status))) {
             warn!("cannot wait for children: {}", err.desc());
         }
+        self.reaped += batch.len() as u64;
         for (pid, status) in batch {
             if let Some(agent) = self.agent.as_mut().filter(|a| a.hooks.contains(&pid)) {
                 agent.hooks.remove(&pid);
@@ -671,7 +711,10 @@ impl Runner {
         if let Some(op) = UpdateOp::decode(line) {
             match &self.agent {
                 Some(agent) => {
-                    let _ = agent.to_agent.send(ToAgent::Client { client: id, op });
+                    let _ = agent.to_agent.send(ToAgent::Client {
+                        to: ReplyTo::Socket(id),
+                        op,
+                    });
                 }
                 None => self.reply(id, &updates::not_configured()),
             }

@@ -30,7 +30,18 @@ pub enum Phase {
 }
 
 impl Phase {
-    fn word(self) -> &'static str {
+    /// Every phase, in the order metrics list them.
+    pub const ALL: [Phase; 6] = [
+        Phase::Running,
+        Phase::Stopping,
+        Phase::Finishing,
+        Phase::Backoff,
+        Phase::CrashLoop,
+        Phase::Down,
+    ];
+
+    /// The word `sv status` and the metrics use.
+    pub fn word(self) -> &'static str {
         match self {
             Phase::Running => "run",
             Phase::Stopping => "stopping",
@@ -42,16 +53,7 @@ impl Phase {
     }
 
     fn parse(word: &str) -> Option<Phase> {
-        [
-            Phase::Running,
-            Phase::Stopping,
-            Phase::Finishing,
-            Phase::Backoff,
-            Phase::CrashLoop,
-            Phase::Down,
-        ]
-        .into_iter()
-        .find(|p| p.word() == word)
+        Phase::ALL.into_iter().find(|p| p.word() == word)
     }
 
     pub fn state(self) -> State {

@@ -66,10 +66,20 @@ pub enum ToAgent {
     },
     /// `$MOLTD_APP_DIR/.moltd/update-requested` appeared.
     Trigger,
+    /// `moltd update`/`rollback`/`status`, or the same over HTTP.
     Client {
-        client: u64,
+        to: ReplyTo,
         op: UpdateOp,
     },
+}
+
+/// Where the answer to a [`ToAgent::Client`] goes.
+#[derive(Debug)]
+pub enum ReplyTo {
+    /// A control socket client of the loop.
+    Socket(u64),
+    /// A request on the HTTP listener's thread.
+    Http(Sender<UpdateReply>),
 }
 
 /// The updater thread's end of the link to the loop.
@@ -111,8 +121,11 @@ impl Link {
         Ok(())
     }
 
-    fn reply(&self, client: u64, reply: UpdateReply) {
-        let _ = self.send(ToLoop::Reply { client, reply });
+    fn reply(&self, to: ReplyTo, reply: UpdateReply) {
+        let _ = match to {
+            ReplyTo::Socket(client) => self.send(ToLoop::Reply { client, reply }),
+            ReplyTo::Http(sender) => sender.send(reply).map_err(|_| String::new()),
+        };
     }
 
     /// The status document as JSON.
@@ -141,9 +154,9 @@ impl Link {
             match message {
                 Ok(message) if wanted(&message) => return Ok(Some(message)),
                 Ok(ToAgent::Client {
-                    client,
+                    to,
                     op: UpdateOp::Status,
-                }) => self.reply(client, self.status_json()),
+                }) => self.reply(to, self.status_json()),
                 Ok(other) => self.deferred.push_back(other),
                 Err(RecvTimeoutError::Timeout) => return Ok(None),
                 Err(RecvTimeoutError::Disconnected) => {
@@ -327,7 +340,7 @@ pub fn agent(mut updater: Updater, mut link: Link) {
                 log::info!("update requested by the trigger file");
                 updater.automatic(&mut link, true);
             }
-            Some(ToAgent::Client { client, op }) => {
+            Some(ToAgent::Client { to, op }) => {
                 let reply = match op {
                     UpdateOp::Status => link.status_json(),
                     UpdateOp::Update { check_only, force } => {
@@ -335,7 +348,7 @@ pub fn agent(mut updater: Updater, mut link: Link) {
                     }
                     UpdateOp::Rollback => updater.request(&mut link, ApplyRequest::Rollback),
                 };
-                link.reply(client, reply);
+                link.reply(to, reply);
             }
             Some(_) => {}
         }
@@ -345,12 +358,12 @@ pub fn agent(mut updater: Updater, mut link: Link) {
 /// Answers clients until `deadline` while no release is installed yet.
 fn serve_until(link: &mut Link, deadline: Instant) -> Result<(), String> {
     while let Some(message) = link.next(deadline)? {
-        if let ToAgent::Client { client, op } = message {
+        if let ToAgent::Client { to, op } = message {
             let reply = match op {
                 UpdateOp::Status => link.status_json(),
                 _ => Err("no release is installed yet; retrying on the schedule".into()),
             };
-            link.reply(client, reply);
+            link.reply(to, reply);
         }
     }
     Ok(())

@@ -44,7 +44,7 @@ fn add_pem_file(roots: &mut rustls::RootCertStore, path: &Path, origin: &str) {
     }
 }
 
-fn tls_config() -> rustls::ClientConfig {
+pub(crate) fn tls_config() -> rustls::ClientConfig {
     let mut roots =
         rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     if let Some(path) = std::env::var_os("SSL_CERT_FILE") {

@@ -345,6 +345,11 @@ impl Updater {
     }
 
     /// Records a failure that happened outside a run (first boot retries).
+    /// Lets the observers (metrics file, webhook) follow the status.
+    pub fn set_hook(&mut self, hook: status::Hook) {
+        self.reporter.set_hook(hook);
+    }
+
     pub fn report_failure(&mut self, message: String) {
         self.reporter.failed(message);
     }

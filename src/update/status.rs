@@ -71,7 +71,36 @@ pub struct Status {
     pub bad_releases: Vec<String>,
     /// Why automatic updates are suspended (the release was changed by hand).
     pub suspended: Option<String>,
+    /// Totals since moltd started, for metrics.
+    #[serde(default)]
+    pub counters: Counters,
 }
+
+/// What the updater did since moltd started (the metrics' counters).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    pub checks: u64,
+    pub applied: u64,
+    pub failed: u64,
+    pub rolled_back: u64,
+    pub downloaded_bytes: u64,
+    /// Unix time of the last check that read the release list.
+    pub last_successful_check: Option<u64>,
+}
+
+/// Something an operator is told about (see `crate::observe`'s webhook).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Notice {
+    Available,
+    Applied,
+    Failed,
+    RolledBack,
+}
+
+/// Called with the status after every write, and with a notice when one
+/// is due; it must not block (the observers queue the work).
+pub type Hook = Box<dyn Fn(&Status, Option<Notice>) + Send>;
 
 /// Steps of a staging run: check, download and unpack, verify, stage.
 pub const STAGING_STEPS: u32 = 4;
@@ -88,6 +117,9 @@ pub struct Reporter {
     /// A copy kept for `moltd status`, read by the supervisor's side while
     /// an update runs.
     shared: Arc<Mutex<Status>>,
+    hook: Option<Hook>,
+    /// The newer release last announced, so each is announced once.
+    announced: Option<String>,
 }
 
 impl Reporter {
@@ -110,6 +142,7 @@ impl Reporter {
             available: None,
             bad_releases: Vec::new(),
             suspended: None,
+            counters: Counters::default(),
         };
         Reporter {
             path,
@@ -118,6 +151,19 @@ impl Reporter {
             last_write: None,
             warned: false,
             crash_at,
+            hook: None,
+            announced: None,
+        }
+    }
+
+    /// Installs the hook the observers (metrics file, webhook) listen on.
+    pub fn set_hook(&mut self, hook: Hook) {
+        self.hook = Some(hook);
+    }
+
+    fn notify(&self, notice: Notice) {
+        if let Some(hook) = &self.hook {
+            hook(&self.status, Some(notice));
         }
     }
 
@@ -162,7 +208,9 @@ impl Reporter {
         self.status.step = self.status.total_steps;
         self.status.message = reason.clone();
         self.status.last_error = Some(reason);
+        self.status.counters.rolled_back += 1;
         self.write();
+        self.notify(Notice::RolledBack);
     }
 
     pub fn status(&self) -> &Status {
@@ -172,6 +220,11 @@ impl Reporter {
     /// Enters a step: logged and written at once.
     pub fn phase(&mut self, state: Phase, step: u32, message: String) {
         log::info!("{message}");
+        match state {
+            Phase::Checking => self.status.counters.checks += 1,
+            Phase::Completed => self.status.counters.applied += 1,
+            _ => {}
+        }
         if step == 1 {
             self.status.started_at = Some(rfc3339(SystemTime::now()));
             self.status.bytes_done = 0;
@@ -182,23 +235,37 @@ impl Reporter {
         self.status.step = step;
         self.status.message = message;
         self.write();
+        if state == Phase::Completed {
+            self.notify(Notice::Applied);
+        }
         if self.crash_at.as_deref() == Some(state.name().as_str()) {
             log::warn!("MOLTD_TEST_CRASH_AT={}: killing moltd", state.name());
             crate::sys::process::kill_self();
         }
     }
 
+    /// The end of a successful check: the newer release, if any.
     pub fn found(&mut self, release: Option<&Release>) {
+        self.status.counters.last_successful_check = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .ok()
+            .map(|d| d.as_secs());
         self.status.available = release.map(|r| Available {
             tag: r.tag.clone(),
             notes: r.notes.clone(),
             url: r.url.clone(),
         });
         self.status.target = release.map(|r| r.tag.clone());
+        let tag = release.map(|r| r.tag.clone());
+        if tag.is_some() && tag != self.announced {
+            self.announced = tag;
+            self.notify(Notice::Available);
+        }
     }
 
     /// Download progress; written at most every 200 ms, and at the end.
     pub fn progress(&mut self, done: u64, total: Option<u64>) {
+        self.status.counters.downloaded_bytes += done.saturating_sub(self.status.bytes_done);
         self.status.bytes_done = done;
         self.status.bytes_total = total;
         self.status.progress = total
@@ -215,10 +282,16 @@ impl Reporter {
     /// Records a failure: the state becomes `failed` with the reason.
     pub fn failed(&mut self, error: String) {
         log::error!("{error}");
+        // A rollback ends in this error too; it was announced as one.
+        let announce = self.status.state != Phase::RolledBack;
         self.status.state = Phase::Failed;
         self.status.message = error.clone();
         self.status.last_error = Some(error);
+        self.status.counters.failed += 1;
         self.write();
+        if announce {
+            self.notify(Notice::Failed);
+        }
     }
 
     fn write(&mut self) {
@@ -226,6 +299,9 @@ impl Reporter {
         self.status.updated_at = rfc3339(SystemTime::now());
         if let Ok(mut shared) = self.shared.lock() {
             *shared = self.status.clone();
+        }
+        if let Some(hook) = &self.hook {
+            hook(&self.status, None);
         }
         let Some(path) = &self.path else { return };
         let json = serde_json::to_vec_pretty(&self.status).unwrap_or_default();
