@@ -14,7 +14,7 @@ use std::time::Duration;
 
 /// What a test release does when started.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum App {
+pub(crate) enum App {
     /// Serves `www/` (with `version` and a healthy `cgi-bin/health`).
     Good,
     /// Exits at once.
@@ -44,7 +44,7 @@ fn v1_and_v2() -> Feed {
 
 /// A release `v<version>`: `bin/app DIR` records its pid and version in
 /// DIR and serves `www/` on the port in `DIR/port`.
-fn release(version: &str, app: App) -> FakeRelease {
+pub(crate) fn release(version: &str, app: App) -> FakeRelease {
     let top = format!("app-{version}");
     let script = match app {
         App::Exits => "#!/bin/sh\nexit 1\n".to_owned(),
@@ -72,7 +72,7 @@ fn release(version: &str, app: App) -> FakeRelease {
 }
 
 /// A free loopback port for the app.
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -80,7 +80,7 @@ fn free_port() -> u16 {
 }
 
 /// A test dir with a `web` service that runs the current release.
-fn setup(name: &str) -> (TestDir, u16) {
+pub(crate) fn setup(name: &str) -> (TestDir, u16) {
     let dir = TestDir::new(name);
     let port = free_port();
     dir.write("port", &port.to_string());
@@ -97,7 +97,7 @@ fn setup(name: &str) -> (TestDir, u16) {
 
 /// moltd supervising the services folder, updating from `feed`; checks only
 /// when started or asked (a long interval).
-fn moltd<'a>(dir: &'a TestDir, feed: &Feed, mode: Mode) -> Moltd<'a> {
+pub(crate) fn moltd<'a>(dir: &'a TestDir, feed: &Feed, mode: Mode) -> Moltd<'a> {
     Moltd::new(dir, mode)
         .args(["--services", "services"])
         .env("MOLTD_LOG", "info")
@@ -112,12 +112,16 @@ fn moltd<'a>(dir: &'a TestDir, feed: &Feed, mode: Mode) -> Moltd<'a> {
         .env("SVWAIT", "3")
 }
 
-fn status(dir: &TestDir) -> serde_json::Value {
+pub(crate) fn status(dir: &TestDir) -> serde_json::Value {
     serde_json::from_str(&dir.read("status.json")).unwrap_or_default()
 }
 
 /// Waits until the status document's state is `state`.
-fn wait_for_state(running: &mut Running, dir: &TestDir, state: &str) -> serde_json::Value {
+pub(crate) fn wait_for_state(
+    running: &mut Running,
+    dir: &TestDir,
+    state: &str,
+) -> serde_json::Value {
     running.wait_for(&format!("status state {state}"), || {
         status(dir)["state"] == state
     });
@@ -125,14 +129,14 @@ fn wait_for_state(running: &mut Running, dir: &TestDir, state: &str) -> serde_js
 }
 
 /// The tag `app/current` points to.
-fn current(dir: &TestDir) -> String {
+pub(crate) fn current(dir: &TestDir) -> String {
     fs::read_link(dir.join("app/current"))
         .map(|t| t.file_name().unwrap().to_string_lossy().into_owned())
         .unwrap_or_default()
 }
 
 /// The version the app serves, if it answers.
-fn served(port: u16) -> Option<String> {
+pub(crate) fn served(port: u16) -> Option<String> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;

@@ -8,6 +8,7 @@ mod cli;
 mod container;
 mod feed;
 mod manifests;
+mod observe;
 mod pid1;
 mod services;
 mod static_build;
