@@ -184,18 +184,24 @@ fn parse_args(args: Vec<OsString>, env: Env) -> Result<Outcome, lexopt::Error> {
         parent_death_signal,
         warn_on_reap,
     };
-    if command.is_empty() || services_dir.is_some() {
+    let updates = match update::Config::from_env(env) {
+        Ok(updates) => Some(updates),
+        Err(update::Error::NoSource) => None,
+        Err(err) => return Err(update::chain(&err).into()),
+    };
+    // With updates, a lone command runs under the supervisor, which can
+    // stop and start it for an update without exiting.
+    if command.is_empty() || services_dir.is_some() || updates.is_some() {
         let settings = Settings {
             svwait: seconds_from(env, "SVWAIT", services::DEFAULT_SVWAIT, 0)?,
             backoff_max: seconds_from(env, "MOLTD_BACKOFF_MAX", services::DEFAULT_BACKOFF_MAX, 1)?,
         };
-        let updates = match update::Config::from_env(env) {
-            Ok(updates) => Some(updates),
-            Err(update::Error::NoSource) => None,
-            Err(err) => return Err(update::chain(&err).into()),
+        let dir = match (services_dir, command.is_empty()) {
+            (None, true) => Some(services::DEFAULT_DIR.into()),
+            (dir, _) => dir,
         };
         let services = ServicesConfig {
-            dir: services_dir.unwrap_or_else(|| services::DEFAULT_DIR.into()),
+            dir,
             control: socket(),
             settings,
             main: (!command.is_empty()).then_some(config),
