@@ -505,12 +505,17 @@ fn single<'a>(dir: &'a TestDir, feed: &Feed) -> Moltd<'a> {
     updating(dir, feed, Mode::Pid1).args(["--".as_ref(), app.as_os_str(), dir.path().as_os_str()])
 }
 
-#[test]
-fn single_command_mode_updates_the_command_and_rolls_back() {
-    let dir = TestDir::new("apply_single");
+/// A test dir with a port for the app, and a feed with a good v1.0.0.
+fn with_v1(name: &str) -> (TestDir, u16, Feed) {
+    let dir = TestDir::new(name);
     let port = free_port();
     dir.write("port", &port.to_string());
-    let feed = Feed::start(vec![release("1.0.0", App::Good)]);
+    (dir, port, Feed::start(vec![release("1.0.0", App::Good)]))
+}
+
+#[test]
+fn single_command_mode_updates_the_command_and_rolls_back() {
+    let (dir, port, feed) = with_v1("apply_single");
     let mut running = single(&dir, &feed).spawn();
     running.wait_for("v1 to serve", || served(port).as_deref() == Some("1.0.0"));
     wait_for_state(&mut running, &dir, "idle");
@@ -543,10 +548,7 @@ fn single_command_mode_updates_the_command_and_rolls_back() {
 
 #[test]
 fn single_command_mode_with_updates_exits_with_the_commands_status() {
-    let dir = TestDir::new("apply_single_exit");
-    let port = free_port();
-    dir.write("port", &port.to_string());
-    let feed = Feed::start(vec![release("1.0.0", App::Good)]);
+    let (dir, port, feed) = with_v1("apply_single_exit");
     let mut running = single(&dir, &feed).spawn();
     running.wait_for("v1 to serve", || served(port).as_deref() == Some("1.0.0"));
     // The app dies of USR1 on its own: moltd leaves with 128+10.
