@@ -199,18 +199,24 @@ fn parse_args(args: Vec<OsString>, env: Env) -> Result<Outcome, lexopt::Error> {
         parent_death_signal,
         warn_on_reap,
     };
-    if command.is_empty() || services_dir.is_some() {
+    let updates = match update::Config::from_env(env) {
+        Ok(updates) => Some(updates),
+        Err(update::Error::NoSource) => None,
+        Err(err) => return Err(update::chain(&err).into()),
+    };
+    // With updates, a lone command runs under the supervisor, which can
+    // stop and start it for an update without exiting.
+    if command.is_empty() || services_dir.is_some() || updates.is_some() {
         let settings = Settings {
             svwait: seconds_from(env, "SVWAIT", services::DEFAULT_SVWAIT, 0)?,
             backoff_max: seconds_from(env, "MOLTD_BACKOFF_MAX", services::DEFAULT_BACKOFF_MAX, 1)?,
         };
-        let updates = match update::Config::from_env(env) {
-            Ok(updates) => Some(updates),
-            Err(update::Error::NoSource) => None,
-            Err(err) => return Err(update::chain(&err).into()),
+        let dir = match (services_dir, command.is_empty()) {
+            (None, true) => Some(services::DEFAULT_DIR.into()),
+            (dir, _) => dir,
         };
         let services = ServicesConfig {
-            dir: services_dir.unwrap_or_else(|| services::DEFAULT_DIR.into()),
+            dir,
             control: socket(),
             settings,
             main: (!command.is_empty()).then_some(config),
@@ -219,8 +225,8 @@ fn parse_args(args: Vec<OsString>, env: Env) -> Result<Outcome, lexopt::Error> {
         };
         if subcommand.is_some_and(|c| c == "config") {
             let mut flags = Vec::new();
-            if services_flag {
-                flags.push(("MOLTD_SERVICES", services.dir.display().to_string()));
+            if let Some(dir) = services.dir.as_ref().filter(|_| services_flag) {
+                flags.push(("MOLTD_SERVICES", dir.display().to_string()));
             }
             if control.is_some() {
                 flags.push(("MOLTD_CONTROL", services.control.display().to_string()));

@@ -125,6 +125,22 @@ pub fn prepare(
 /// Starts the command and returns what forwards signals to it, or the exit
 /// code to leave with.
 pub fn start(config: &InitConfig, signals: &SignalSource) -> Result<Forwarder, i32> {
+    spawn_command(config, signals).map_err(|err| {
+        // The child that failed to exec has already exited: collect it.
+        if let spawn::SpawnError::Exec { .. } = err {
+            let _ = reap::reap_terminated(|_, _| {});
+        }
+        Messages(config.personality).spawn_failed(&config.command[0], err)
+    })
+}
+
+/// Spawns the command and returns what forwards signals to it. Reaps
+/// nothing: a child that failed to exec is left for the caller (its pid is
+/// in the error).
+pub fn spawn_command(
+    config: &InitConfig,
+    signals: &SignalSource,
+) -> Result<Forwarder, spawn::SpawnError> {
     let say = Messages(config.personality);
     let ignore_once =
         if config.isolation == Isolation::NewSession && process::release_controlling_tty() {
@@ -139,13 +155,7 @@ pub fn start(config: &InitConfig, signals: &SignalSource) -> Result<Forwarder, i
             &spawn::Options::new(config.isolation, signals.inherited()),
         )
     });
-    let child = child.map_err(|err| {
-        // The child that failed to exec has already exited: collect it.
-        if let spawn::SpawnError::Exec { .. } = err {
-            let _ = reap::reap_terminated(|_, _| {});
-        }
-        say.spawn_failed(&config.command[0], err)
-    })?;
+    let child = child?;
     say.spawned(&config.command[0], child);
     Ok(Forwarder::new(config.rules.clone(), child, ignore_once))
 }

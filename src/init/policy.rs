@@ -53,7 +53,7 @@ pub enum Action {
 }
 
 /// The state of one supervised command.
-#[derive(Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Forwarder {
     rules: Rules,
     child: i32,

@@ -52,6 +52,10 @@ pub const COULD_NOT_START: i32 = 111;
 /// How long to let a changing directory settle before reading it, so a
 /// folder being copied in is seen whole.
 pub const SCAN_SETTLE: Duration = Duration::from_millis(100);
+/// The name the main command answers to in control requests and statuses.
+/// Service folders starting with a dot are never read, so no service can
+/// take it.
+pub const MAIN_NAME: &str = ".main";
 
 /// Tunables from the environment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -113,6 +117,9 @@ pub enum Event {
     GroupGone {
         pgid: i32,
     },
+    /// The main command was started (the first time, or again after
+    /// [`Action::SpawnMain`]), or could not be, with the code to report.
+    MainSpawned(Result<Forwarder, i32>),
     /// moltd received a signal (not CHLD).
     Signal(i32),
     Command {
@@ -152,6 +159,8 @@ pub enum Action {
         client: u64,
         answers: Vec<Answer>,
     },
+    /// Start the main command again and send [`Event::MainSpawned`] at once.
+    SpawnMain,
     /// Stop moltd until CONT (job control in combined mode).
     StopSelf,
     Exit(i32),
@@ -231,14 +240,94 @@ struct Service {
     log_input_closed: bool,
 }
 
-/// The command of combined mode (`moltd --services DIR -- CMD`).
+/// The command of combined mode (`moltd --services DIR -- CMD`), or of
+/// single-command mode with updates.
+///
+/// Its exit ends moltd with its status, except while an update holds it:
+/// `Op::Down` (stop it: its stop signal and CONT, KILL after SVWAIT; down
+/// once its group is gone) and `Op::Up` (start it again) hold it, and
+/// `Op::Once` lets go (starting it if it is down), after which its exit ends
+/// moltd again.
 #[derive(Debug)]
 struct MainCommand {
     forwarder: Forwarder,
-    /// Its exit code, once it has exited.
+    /// Its exit code, once it has exited (until it is started again).
     code: Option<i32>,
+    last_exit: Option<ExitStatus>,
     /// When to KILL it if it was asked to stop and has not.
     deadline: Option<Instant>,
+    /// An update stops and starts it: its exit does not end moltd.
+    held: bool,
+    /// Asked to stop, and not asked to start since.
+    wanted_down: bool,
+    /// It exited, but its process group still has members.
+    lingering: bool,
+    /// [`Action::SpawnMain`] was issued; [`Event::MainSpawned`] comes next.
+    starting: bool,
+    starts: u32,
+    since: Instant,
+}
+
+impl MainCommand {
+    fn running(&self) -> bool {
+        self.code.is_none() && !self.starting
+    }
+
+    fn is_down(&self) -> bool {
+        self.code.is_some() && !self.lingering && !self.starting
+    }
+
+    /// Its stop signal (as a forwarded TERM: to its group or to it alone),
+    /// then CONT to its group; KILL after SVWAIT.
+    fn stop(&mut self, now: Instant, svwait: Duration, actions: &mut Vec<Action>) {
+        let term = self.forwarder.on_signal(libc::SIGTERM);
+        push_forwarded(actions, term);
+        actions.push(Action::Signal {
+            target: -self.forwarder.child(),
+            signal: libc::SIGCONT,
+        });
+        self.deadline = Some(now + svwait);
+    }
+
+    fn reached(&self, goal: Goal) -> bool {
+        match goal {
+            Goal::Any => true,
+            Goal::Up => self.running(),
+            Goal::Down => self.is_down(),
+            Goal::Restarted(starts) => self.running() && self.starts > starts,
+        }
+    }
+
+    fn status(&self, now: Instant) -> Status {
+        let child = Some(self.forwarder.child());
+        let (phase, pid) = match self {
+            m if m.starting => (Phase::Running, None),
+            m if m.code.is_none() && m.wanted_down => (Phase::Stopping, child),
+            m if m.code.is_none() => (Phase::Running, child),
+            m if m.lingering => (Phase::Stopping, child),
+            _ => (Phase::Down, None),
+        };
+        let want = if self.wanted_down {
+            Want::Down
+        } else {
+            Want::Up
+        };
+        Status {
+            name: MAIN_NAME.to_owned(),
+            main: ProgramStatus {
+                phase,
+                pid,
+                secs: now.saturating_duration_since(self.since).as_secs(),
+                normally_up: true,
+                want,
+                paused: false,
+                got_term: false,
+                restarts: self.starts.saturating_sub(1),
+                last_exit: self.last_exit,
+            },
+            log: None,
+        }
+    }
 }
 
 /// What a client waits for, per service.
@@ -680,19 +769,15 @@ pub fn shutdown_code(signal: i32) -> Option<i32> {
 }
 
 impl Supervisor {
-    /// A supervisor with no services yet; `main` is combined mode's command,
-    /// already started.
-    pub fn new(settings: Settings, main: Option<Forwarder>) -> Supervisor {
+    /// A supervisor with no services yet; a main command joins with
+    /// [`Event::MainSpawned`].
+    pub fn new(settings: Settings) -> Supervisor {
         Supervisor {
             settings,
             services: BTreeMap::new(),
             ignored: BTreeMap::new(),
             dir_problem: None,
-            main: main.map(|forwarder| MainCommand {
-                forwarder,
-                code: None,
-                deadline: None,
-            }),
+            main: None,
             shutdown: None,
             exited: false,
             scan_at: None,
@@ -722,6 +807,14 @@ impl Supervisor {
                 group_alive,
             } => self.exited(now, pid, status, group_alive, &mut actions),
             Event::GroupGone { pgid } => {
+                if let Some(main) = self
+                    .main
+                    .as_mut()
+                    .filter(|m| m.lingering && m.forwarder.child() == pgid)
+                {
+                    main.lingering = false;
+                    main.deadline = None;
+                }
                 let found = self.find(|slot| {
                     matches!(slot.life, Life::Stopping { pgid: p, run: None, .. } if p == pgid)
                 });
@@ -736,6 +829,7 @@ impl Supervisor {
                     });
                 }
             }
+            Event::MainSpawned(result) => self.main_spawned(now, result),
             Event::Signal(signal) => self.signal(now, signal, &mut actions),
             Event::Command { client, request } => self.command(now, client, request, &mut actions),
             Event::Tick => self.tick(now, &mut actions),
@@ -761,6 +855,7 @@ impl Supervisor {
     /// Groups whose `run` has exited but which still had members; the loop
     /// reports each one that empties with [`Event::GroupGone`].
     pub fn lingering_groups(&self) -> Vec<i32> {
+        let main = self.main.as_ref().filter(|m| m.lingering);
         self.services
             .values()
             .flat_map(|s| std::iter::once(&s.main).chain(s.log.as_ref()))
@@ -770,6 +865,7 @@ impl Supervisor {
                 } => Some(pgid),
                 _ => None,
             })
+            .chain(main.map(|m| m.forwarder.child()))
             .collect()
     }
 
@@ -964,10 +1060,23 @@ impl Supervisor {
         alive: bool,
         actions: &mut Vec<Action>,
     ) {
-        if let Some(main) = &mut self.main {
+        let main = self.main.as_mut().filter(|m| m.code.is_none());
+        if let Some(main) = main {
             if let Some(code) = main.forwarder.on_exit(pid, status) {
-                info!("main command {}, stopping services", describe(status));
                 main.code = Some(code);
+                main.last_exit = Some(status);
+                main.since = now;
+                if main.held {
+                    return main_exited_held(
+                        main,
+                        now,
+                        self.settings.svwait,
+                        status,
+                        alive,
+                        actions,
+                    );
+                }
+                info!("main command {}, stopping services", describe(status));
                 main.deadline = None;
                 let follow_up = main.forwarder.on_child_gone();
                 push_forwarded(actions, follow_up);
@@ -991,12 +1100,20 @@ impl Supervisor {
 
     fn signal(&mut self, now: Instant, signal: i32, actions: &mut Vec<Action>) {
         if let Some(main) = self.main.as_mut().filter(|m| m.code.is_none()) {
+            if shutdown_code(signal).is_some() {
+                // Stopping the container wins over an update: its exit ends
+                // moltd again.
+                main.held = false;
+            }
             let forwarded = main.forwarder.on_signal(signal);
             return push_forwarded(actions, forwarded);
         }
         match shutdown_code(signal) {
             Some(code) if self.shutdown.is_none() => {
                 info!("received {}, stopping all services", signals::name(signal));
+                // A main command stopped for an update leaves with the
+                // status it stopped with.
+                let code = self.main.as_ref().and_then(|m| m.code).unwrap_or(code);
                 self.begin_shutdown(now, code, actions);
             }
             Some(_) => debug!("received {} again, already stopping", signals::name(signal)),
@@ -1012,13 +1129,8 @@ impl Supervisor {
         if let Some(main) = self.main.as_mut().filter(|m| m.code.is_none()) {
             // Only an essential service's failure gets here with the main
             // command alive: it is stopped like a service.
-            let term = main.forwarder.on_signal(libc::SIGTERM);
-            push_forwarded(actions, term);
-            actions.push(Action::Signal {
-                target: -main.forwarder.child(),
-                signal: libc::SIGCONT,
-            });
-            main.deadline = Some(now + self.settings.svwait);
+            main.held = false;
+            main.stop(now, self.settings.svwait, actions);
         }
         let names: Vec<String> = self.services.keys().cloned().collect();
         for name in names {
@@ -1057,6 +1169,11 @@ impl Supervisor {
 
     /// Follow-ups that depend on the state as a whole, after every event.
     fn progress(&mut self, now: Instant, actions: &mut Vec<Action>) {
+        // Let go while down (its start failed, or it was still stopping).
+        let gone = self.main.as_ref().filter(|m| !m.held && m.is_down());
+        if let Some(code) = gone.and_then(|m| m.code) {
+            self.begin_shutdown(now, code, actions);
+        }
         let stopping_all = self.shutdown.is_some();
         let names: Vec<String> = self.services.keys().cloned().collect();
         for name in names {
@@ -1115,6 +1232,9 @@ impl Supervisor {
     }
 
     fn status_of(&self, name: &str, now: Instant) -> Option<Status> {
+        if let Some(main) = self.main.as_ref().filter(|_| name == MAIN_NAME) {
+            return Some(main.status(now));
+        }
         match name.strip_suffix("/log") {
             Some(_) => Some(Status {
                 name: name.to_owned(),
@@ -1134,7 +1254,10 @@ impl Supervisor {
 
     fn command(&mut self, now: Instant, client: u64, request: Request, actions: &mut Vec<Action>) {
         let names = if request.names.is_empty() && request.op == Op::Status {
-            self.services.keys().cloned().collect()
+            let main = self.main.as_ref().map(|_| MAIN_NAME.to_owned());
+            main.into_iter()
+                .chain(self.services.keys().cloned())
+                .collect()
         } else {
             request.names.clone()
         };
@@ -1173,6 +1296,9 @@ impl Supervisor {
         op: Op,
         actions: &mut Vec<Action>,
     ) -> Option<Goal> {
+        if name == MAIN_NAME && self.main.is_some() {
+            return Some(self.apply_main(now, op, actions));
+        }
         let (service, which) = match name.strip_suffix("/log") {
             Some(service) => (service, Which::Log),
             None => (name, Which::Main),
@@ -1247,13 +1373,101 @@ impl Supervisor {
         Some(goal)
     }
 
+    /// `op` on the main command; see [`MainCommand`].
+    fn apply_main(&mut self, now: Instant, op: Op, actions: &mut Vec<Action>) -> Goal {
+        let may_start = self.shutdown.is_none();
+        let Some(main) = &mut self.main else {
+            return Goal::Any;
+        };
+        match op {
+            Op::Up | Op::Once => {
+                main.held = op == Op::Up;
+                main.wanted_down = false;
+                if main.is_down() && may_start {
+                    info!("main command: starting");
+                    main.starting = true;
+                    actions.push(Action::SpawnMain);
+                }
+                Goal::Up
+            }
+            Op::Down => {
+                main.held = true;
+                main.wanted_down = true;
+                if main.running() && main.deadline.is_none() {
+                    info!("main command: stopping");
+                    main.stop(now, self.settings.svwait, actions);
+                }
+                Goal::Down
+            }
+            Op::Signal(signal) => {
+                if main.running() {
+                    actions.push(Action::Signal {
+                        target: main.forwarder.child(),
+                        signal,
+                    });
+                }
+                Goal::Any
+            }
+            Op::Status | Op::Check | Op::Restart { .. } => Goal::Any,
+        }
+    }
+
+    fn main_spawned(&mut self, now: Instant, result: Result<Forwarder, i32>) {
+        let Some(main) = &mut self.main else {
+            if let Ok(forwarder) = result {
+                self.main = Some(MainCommand {
+                    forwarder,
+                    code: None,
+                    last_exit: None,
+                    deadline: None,
+                    held: false,
+                    wanted_down: false,
+                    lingering: false,
+                    starting: false,
+                    starts: 1,
+                    since: now,
+                });
+            }
+            return;
+        };
+        main.starting = false;
+        main.since = now;
+        match result {
+            Ok(forwarder) => {
+                main.forwarder = forwarder;
+                main.code = None;
+                main.starts += 1;
+            }
+            Err(code) => {
+                main.code = Some(code);
+                main.last_exit = Some(ExitStatus::Exited(code));
+            }
+        }
+    }
+
+    /// Whether each target reached its goal; a name that is gone has.
+    fn reached(&self, name: &str, goal: Goal) -> bool {
+        match self.main.as_ref().filter(|_| name == MAIN_NAME) {
+            Some(main) => main.reached(goal),
+            None => self.slot(name).is_none_or(|slot| slot.reached(goal)),
+        }
+    }
+
+    /// The group to KILL when a wait for `name` times out.
+    fn group(&self, name: &str) -> Option<i32> {
+        match self.main.as_ref().filter(|_| name == MAIN_NAME) {
+            Some(main) => (main.code.is_none() || main.lingering).then(|| main.forwarder.child()),
+            None => self.slot(name)?.group(),
+        }
+    }
+
     fn answer_waiters(&mut self, now: Instant, actions: &mut Vec<Action>) {
         let mut pending = std::mem::take(&mut self.waiters);
         pending.retain(|waiter| {
             let all_reached = waiter
                 .targets
                 .iter()
-                .all(|(name, goal)| self.slot(name).is_none_or(|slot| slot.reached(*goal)));
+                .all(|(name, goal)| self.reached(name, *goal));
             let timed_out = waiter.deadline <= now;
             if !all_reached && !timed_out {
                 return true;
@@ -1262,12 +1476,11 @@ impl Supervisor {
                 .targets
                 .iter()
                 .map(|(name, goal)| {
-                    let Some(slot) = self.slot(name) else {
+                    let Some(status) = self.status_of(name, now) else {
                         return Answer::Unknown(name.clone());
                     };
-                    let reached = slot.reached(*goal);
-                    let group = slot.group();
-                    let status = self.status_of(name, now).expect("slot exists");
+                    let reached = self.reached(name, *goal);
+                    let group = self.group(name);
                     match (reached, waiter.kill_on_timeout, group) {
                         (true, _, _) => Answer::Ok(status),
                         (false, true, Some(pgid)) => {
@@ -1289,6 +1502,33 @@ impl Supervisor {
             false
         });
         self.waiters.append(&mut pending);
+    }
+}
+
+/// The main command exited while an update holds it: it is down once its
+/// group is gone; leftovers are stopped like a service's.
+fn main_exited_held(
+    main: &mut MainCommand,
+    now: Instant,
+    svwait: Duration,
+    status: ExitStatus,
+    group_alive: bool,
+    actions: &mut Vec<Action>,
+) {
+    info!("main command {}", describe(status));
+    main.lingering = group_alive;
+    if !group_alive {
+        main.deadline = None;
+        return;
+    }
+    if main.deadline.is_none() && !main.wanted_down {
+        for signal in [libc::SIGTERM, libc::SIGCONT] {
+            actions.push(Action::Signal {
+                target: -main.forwarder.child(),
+                signal,
+            });
+        }
+        main.deadline = Some(now + svwait);
     }
 }
 
@@ -1389,7 +1629,7 @@ mod tests {
     /// A supervisor running `defs`, each main `run` started with pids 100,
     /// 101, ... in name order.
     fn running(t0: Instant, defs: &[Definition]) -> Supervisor {
-        let mut sup = Supervisor::new(settings(), None);
+        let mut sup = Supervisor::new(settings());
         sup.step(t0, listing(defs));
         for (i, d) in defs.iter().enumerate() {
             sup.step(
@@ -1410,12 +1650,159 @@ mod tests {
             .unwrap_or_default()
     }
 
+    /// A main command with pid `pid`, forwarding to its group.
+    fn main_command(pid: i32) -> Forwarder {
+        let rules = policy::Rules {
+            delivery: policy::Delivery::Group,
+            job_control: policy::JobControl::ForwardThenStop,
+            rewrites: Vec::new(),
+            success_codes: Vec::new(),
+            term_group_on_exit: true,
+        };
+        Forwarder::new(rules, pid, Vec::new())
+    }
+
+    /// A supervisor with only a main command, pid 50.
+    fn with_main(t0: Instant) -> Supervisor {
+        let mut sup = Supervisor::new(settings());
+        sup.step(t0, Event::MainSpawned(Ok(main_command(50))));
+        sup.step(t0, listing(&[]));
+        sup
+    }
+
+    fn main_phase(sup: &Supervisor, now: Instant) -> (Phase, Option<i32>) {
+        let status = sup.status_of(MAIN_NAME, now).unwrap().main;
+        (status.phase, status.pid)
+    }
+
+    /// Restarts the held main command as pid `pid`.
+    fn restart_main(sup: &mut Supervisor, now: Instant, pid: i32) -> Vec<Action> {
+        let actions = sup.step(now, request(Op::Up, MAIN_NAME, Some(10)));
+        assert_eq!(actions, vec![Action::SpawnMain]);
+        sup.step(now, Event::MainSpawned(Ok(main_command(pid))))
+    }
+
+    #[test]
+    fn main_command_stops_and_starts_for_an_update_without_exiting() {
+        let t0 = Instant::now();
+        let mut sup = with_main(t0);
+        assert_eq!(main_phase(&sup, t0), (Phase::Running, Some(50)));
+        // Down: TERM to its group (the forwarder's delivery), then CONT.
+        assert_eq!(
+            sup.step(t0, request(Op::Down, MAIN_NAME, Some(10))),
+            vec![signal(-50, libc::SIGTERM), signal(-50, libc::SIGCONT)]
+        );
+        assert_eq!(main_phase(&sup, t0), (Phase::Stopping, Some(50)));
+        // It exits, its group lingers: not down yet, and moltd stays.
+        let t1 = t0 + Duration::from_secs(1);
+        assert_eq!(
+            sup.step(t1, exited(50, ExitStatus::Signaled(libc::SIGTERM), true)),
+            vec![]
+        );
+        assert_eq!(sup.lingering_groups(), vec![50]);
+        assert_eq!(main_phase(&sup, t1), (Phase::Stopping, Some(50)));
+        // Its group is gone: down, and the waiting client hears so.
+        let actions = sup.step(t1, Event::GroupGone { pgid: 50 });
+        assert!(
+            matches!(answers(&actions)[..], [Answer::Ok(_)]),
+            "{actions:?}"
+        );
+        assert_eq!(main_phase(&sup, t1), (Phase::Down, None));
+        assert_eq!(sup.next_deadline(), None, "idle means no timer");
+        // Up starts it again, in the same handler call as its pid arrives.
+        let actions = restart_main(&mut sup, t1, 60);
+        assert!(
+            matches!(answers(&actions)[..], [Answer::Ok(_)]),
+            "{actions:?}"
+        );
+        assert_eq!(main_phase(&sup, t1), (Phase::Running, Some(60)));
+        // Once lets go: its exit ends moltd with its status again.
+        sup.step(t1, request(Op::Once, MAIN_NAME, None));
+        assert_eq!(
+            sup.step(t1, exited(60, ExitStatus::Exited(3), false)),
+            vec![signal(-60, libc::SIGTERM), Action::Exit(3)]
+        );
+    }
+
+    #[test]
+    fn held_main_command_that_exits_is_down_and_released_it_ends_moltd() {
+        let t0 = Instant::now();
+        let mut sup = with_main(t0);
+        sup.step(t0, request(Op::Down, MAIN_NAME, Some(10)));
+        sup.step(t0, exited(50, ExitStatus::Signaled(libc::SIGTERM), false));
+        restart_main(&mut sup, t0, 60);
+        // The new release dies at once: down, not the end of moltd.
+        assert_eq!(
+            sup.step(t0, exited(60, ExitStatus::Exited(1), false)),
+            vec![]
+        );
+        assert_eq!(main_phase(&sup, t0), (Phase::Down, None));
+        // Rolled back: started again and healthy, then released.
+        restart_main(&mut sup, t0, 70);
+        assert_eq!(sup.step(t0, request(Op::Once, MAIN_NAME, None)).len(), 1);
+        // TERM while it runs is forwarded; its status is moltd's.
+        assert_eq!(
+            sup.step(t0, Event::Signal(libc::SIGTERM)),
+            vec![signal(-70, libc::SIGTERM)]
+        );
+        let actions = sup.step(t0, exited(70, ExitStatus::Signaled(libc::SIGTERM), false));
+        assert_eq!(actions.last(), Some(&Action::Exit(143)));
+    }
+
+    #[test]
+    fn main_command_ignoring_its_stop_signal_is_killed_after_svwait() {
+        let t0 = Instant::now();
+        let mut sup = with_main(t0);
+        sup.step(t0, request(Op::Down, MAIN_NAME, Some(20)));
+        assert_eq!(sup.next_deadline(), Some(t0 + SVWAIT));
+        assert_eq!(
+            sup.step(t0 + SVWAIT, Event::Tick),
+            vec![signal(-50, libc::SIGKILL)]
+        );
+        sup.step(t0 + SVWAIT, exited(50, ExitStatus::Signaled(9), false));
+        assert_eq!(main_phase(&sup, t0 + SVWAIT), (Phase::Down, None));
+        // TERM while it is down for an update: leave with the status it
+        // stopped with.
+        assert_eq!(
+            sup.step(t0 + SVWAIT, Event::Signal(libc::SIGTERM)),
+            vec![Action::Exit(137)]
+        );
+    }
+
+    #[test]
+    fn main_command_is_listed_first_and_a_failed_restart_when_released_ends_moltd() {
+        let t0 = Instant::now();
+        let mut sup = with_main(t0);
+        let all = Event::Command {
+            client: 9,
+            request: Request {
+                op: Op::Status,
+                names: Vec::new(),
+                wait: None,
+                kill_on_timeout: false,
+            },
+        };
+        match &answers(&sup.step(t0, all))[..] {
+            [Answer::Done(status)] => assert_eq!(status.name, MAIN_NAME),
+            other => panic!("{other:?}"),
+        }
+        sup.step(t0, request(Op::Down, MAIN_NAME, Some(10)));
+        sup.step(t0, exited(50, ExitStatus::Exited(0), false));
+        sup.step(t0, request(Op::Up, MAIN_NAME, Some(10)));
+        assert_eq!(sup.step(t0, Event::MainSpawned(Err(1))), vec![]);
+        assert_eq!(main_phase(&sup, t0), (Phase::Down, None));
+        let actions = sup.step(t0, request(Op::Once, MAIN_NAME, None));
+        assert_eq!(actions.first(), Some(&Action::SpawnMain));
+        let actions = sup.step(t0, Event::MainSpawned(Err(2)));
+        assert_eq!(actions, vec![Action::Exit(2)]);
+    }
+
     #[test]
     fn new_services_start_unless_down() {
         let t0 = Instant::now();
         let mut lazy = def("lazy");
         lazy.main.down = true;
-        let mut sup = Supervisor::new(settings(), None);
+        let mut sup = Supervisor::new(settings());
         assert_eq!(
             sup.step(t0, listing(&[def("web"), lazy])),
             vec![spawn("web", Which::Main, Program::Run)]
@@ -1589,7 +1976,7 @@ mod tests {
         let t0 = Instant::now();
         let mut d = def("web");
         d.log = Some(part());
-        let mut sup = Supervisor::new(settings(), None);
+        let mut sup = Supervisor::new(settings());
         assert_eq!(
             sup.step(t0, listing(&[d])),
             vec![
@@ -1667,7 +2054,7 @@ mod tests {
         let t0 = Instant::now();
         let mut d = def("a");
         d.main.finish = true;
-        let mut sup = Supervisor::new(settings(), None);
+        let mut sup = Supervisor::new(settings());
         sup.step(t0, listing(&[d]));
         sup.step(
             t0,

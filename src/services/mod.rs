@@ -35,7 +35,9 @@ pub const DEFAULT_BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// Everything service mode needs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServicesConfig {
-    pub dir: PathBuf,
+    /// None: no services, only the main command (single-command mode with
+    /// updates).
+    pub dir: Option<PathBuf>,
     pub control: PathBuf,
     pub settings: Settings,
     /// Combined mode's main command.

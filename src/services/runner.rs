@@ -22,7 +22,9 @@ use super::machine::{Action, Event, Program, SpawnFailure, Supervisor, Which};
 use super::output::Output;
 use super::scan::{self, Listing};
 use super::updates::{self, AGENT_CLIENT, Link, ReplyTo, ToAgent, ToLoop};
-use crate::init::{self, Isolation, Reaping};
+use crate::init::messages::Messages;
+use crate::init::policy::Forwarder;
+use crate::init::{self, InitConfig, Isolation, Reaping};
 use crate::observe::{self, Observer};
 use crate::personality::Personality;
 use crate::sys::io::{self, Pipe};
@@ -64,22 +66,26 @@ pub fn run(config: ServicesConfig, inherited: Inherited) -> i32 {
         Ok(signals) => signals,
         Err(code) => return code,
     };
-    let dir = std::path::absolute(&config.dir).unwrap_or(config.dir.clone());
-    let listing =
-        scan::scan(&dir).map_err(|err| format!("services directory {}: {err}", dir.display()));
+    let dir = config
+        .dir
+        .as_ref()
+        .map(|dir| std::path::absolute(dir).unwrap_or(dir.clone()));
+    let listing = read_dir(dir.as_deref());
     if let (Err(problem), None) = (&listing, &config.main) {
         error!("{problem}; give a command or --services DIR");
         return 1;
     }
-    let inotify = Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK)
-        .inspect_err(|err| {
-            warn!(
-                "cannot watch {}: {}; new services will not be noticed",
-                dir.display(),
-                err.desc()
-            )
-        })
-        .ok();
+    let inotify = dir.as_ref().and_then(|dir| {
+        Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK)
+            .inspect_err(|err| {
+                warn!(
+                    "cannot watch {}: {}; new services will not be noticed",
+                    dir.display(),
+                    err.desc()
+                )
+            })
+            .ok()
+    });
     let listener = open_control(&config.control);
     let devnull = match nix::fcntl::open(
         "/dev/null",
@@ -111,15 +117,8 @@ pub fn run(config: ServicesConfig, inherited: Inherited) -> i32 {
         }
         None => None,
     };
-    let forwarder = match &config.main {
-        Some(main) => match init::start(main, &signals) {
-            Ok(forwarder) => Some(forwarder),
-            Err(code) => return code,
-        },
-        None => None,
-    };
     let mut runner = Runner {
-        supervisor: Supervisor::new(config.settings, forwarder),
+        supervisor: Supervisor::new(config.settings),
         inherited: *signals.inherited(),
         signals,
         dir,
@@ -136,13 +135,26 @@ pub fn run(config: ServicesConfig, inherited: Inherited) -> i32 {
         agent,
         observer,
         reaped: 0,
+        main: config.main,
     };
-    runner.watch(&runner.dir.clone());
+    if let Some(dir) = runner.dir.clone() {
+        runner.watch(&dir);
+    }
     let listing = listing.map(|l| runner.watch_folders(l));
-    if !runner.held {
+    if !runner.held && runner.start_main() {
         runner.handle(Event::Scanned(listing));
     }
     runner.run()
+}
+
+/// Reads the services directory; without one there are no services.
+fn read_dir(dir: Option<&Path>) -> Result<Listing, String> {
+    match dir {
+        Some(dir) => {
+            scan::scan(dir).map_err(|err| format!("services directory {}: {err}", dir.display()))
+        }
+        None => Ok(Listing::default()),
+    }
 }
 
 /// The loop's end of the link to the updater thread.
@@ -287,7 +299,8 @@ struct Runner {
     supervisor: Supervisor,
     signals: SignalSource,
     inherited: Inherited,
-    dir: PathBuf,
+    /// None in single-command mode with updates.
+    dir: Option<PathBuf>,
     devnull: OwnedFd,
     inotify: Option<Inotify>,
     watched: BTreeSet<PathBuf>,
@@ -298,11 +311,14 @@ struct Runner {
     io: BTreeMap<String, ServiceIo>,
     exit: Option<i32>,
     agent: Option<Agent>,
-    /// Services wait until the updater installed a release.
+    /// Services and the main command wait until the updater installed a
+    /// release.
     held: bool,
     observer: Observer,
     /// Processes reaped so far, for the metrics.
     reaped: u64,
+    /// The main command (combined mode, or single-command mode with updates).
+    main: Option<InitConfig>,
 }
 
 /// What a ready descriptor in the poll set belongs to.
@@ -455,12 +471,8 @@ impl Runner {
         let mut queue: VecDeque<Action> = self.supervisor.step(Instant::now(), event).into();
         while let Some(action) = queue.pop_front() {
             let follow_up = match action {
-                Action::Scan => {
-                    let listing = scan::scan(&self.dir)
-                        .map(|l| self.watch_folders(l))
-                        .map_err(|err| format!("services directory {}: {err}", self.dir.display()));
-                    Some(Event::Scanned(listing))
-                }
+                Action::Scan => Some(Event::Scanned(self.scan())),
+                Action::SpawnMain => self.restart_main().map(Event::MainSpawned),
                 Action::Spawn {
                     service,
                     which,
@@ -596,9 +608,47 @@ impl Runner {
             }
         }
         match added {
-            true => scan::scan(&self.dir).unwrap_or(listing),
+            true => read_dir(self.dir.as_deref()).unwrap_or(listing),
             false => listing,
         }
+    }
+
+    /// Reads the services directory and watches its folders.
+    fn scan(&mut self) -> Result<Listing, String> {
+        read_dir(self.dir.as_deref()).map(|l| self.watch_folders(l))
+    }
+
+    /// Starts the main command the first time; if it cannot be started,
+    /// moltd leaves with the code single-command mode would (and this
+    /// returns false).
+    fn start_main(&mut self) -> bool {
+        let Some(main) = &self.main else { return true };
+        match init::start(main, &self.signals) {
+            Ok(forwarder) => self.handle(Event::MainSpawned(Ok(forwarder))),
+            Err(code) => self.exit = Some(code),
+        }
+        self.exit.is_none()
+    }
+
+    /// Starts the main command again (after an update stopped it). A child
+    /// that failed to exec is registered like a started one: the loop reaps
+    /// its exit 127.
+    fn restart_main(&mut self) -> Option<Result<Forwarder, i32>> {
+        let main = self.main.as_ref()?;
+        Some(match init::spawn_command(main, &self.signals) {
+            Ok(forwarder) => Ok(forwarder),
+            Err(err) => {
+                let pid = match err {
+                    SpawnError::Exec { pid, .. } => Some(pid),
+                    _ => None,
+                };
+                let code = Messages(main.personality).spawn_failed(&main.command[0], err);
+                match pid {
+                    Some(pid) => Ok(Forwarder::new(main.rules.clone(), pid, Vec::new())),
+                    None => Err(code),
+                }
+            }
+        })
     }
 
     fn spawn(
@@ -773,11 +823,11 @@ impl Runner {
                 }
                 ToLoop::Ready => {
                     self.held = false;
-                    let listing = scan::scan(&self.dir)
-                        .map(|l| self.watch_folders(l))
-                        .map_err(|err| format!("services directory {}: {err}", self.dir.display()));
-                    self.handle(Event::Scanned(listing));
-                    self.on_trigger();
+                    if self.start_main() {
+                        let listing = self.scan();
+                        self.handle(Event::Scanned(listing));
+                        self.on_trigger();
+                    }
                 }
             }
         }

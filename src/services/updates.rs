@@ -20,6 +20,7 @@
 //! deadline or a message: no periodic wake-ups.
 
 use super::control::{self, Answer, Op, Request, UpdateOp, UpdateReply};
+use super::machine::MAIN_NAME;
 use super::status::Phase as ServicePhase;
 use crate::sys::reap::ExitStatus;
 use crate::update::{ApplyRequest, Payload, Updater, chain, poll};
@@ -255,6 +256,21 @@ impl Payload for Link {
             .into_iter()
             .map(|s| s.main.pid.filter(|_| s.main.phase == ServicePhase::Running))
             .collect())
+    }
+
+    /// `once` for the main command, if there is one: its exit ends moltd
+    /// again.
+    fn release(&mut self) -> Result<(), String> {
+        let answers = self.ask(Request {
+            op: Op::Once,
+            names: vec![MAIN_NAME.to_owned()],
+            wait: None,
+            kill_on_timeout: false,
+        })?;
+        match answers.as_slice() {
+            [Answer::Unknown(_)] => Ok(()),
+            _ => statuses(answers).map(drop),
+        }
     }
 
     fn run_hook(

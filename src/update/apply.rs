@@ -38,6 +38,10 @@ pub trait Payload {
     fn start(&mut self, names: &[String]) -> Result<(), String>;
     /// The pid of each one's `run` while it runs.
     fn pids(&mut self, names: &[String]) -> Result<Vec<Option<i32>>, String>;
+    /// The switch is over: what runs only until it exits (single-command
+    /// mode's command, whose exit ends moltd) is on its own again, and is
+    /// started if the switch left it down.
+    fn release(&mut self) -> Result<(), String>;
     /// Runs `sh -c COMMAND moltd ARGS...` and waits for it, killing its group
     /// after `timeout`.
     fn run_hook(
@@ -310,6 +314,14 @@ impl Updater {
     }
 
     fn switch(&mut self, payload: &mut dyn Payload, to: &str, why: Why) -> Result<(), Error> {
+        let result = self.switch_steps(payload, to, why);
+        if let Err(problem) = payload.release() {
+            log::error!("cannot hand the payload back: {problem}");
+        }
+        result
+    }
+
+    fn switch_steps(&mut self, payload: &mut dyn Payload, to: &str, why: Why) -> Result<(), Error> {
         let sw = self.config.switch.clone();
         let from = self.state.current.clone();
         let from_text = from.clone().unwrap_or_default();

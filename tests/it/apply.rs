@@ -2,7 +2,8 @@
 //! (busybox httpd serving the release's files), a real feed on loopback,
 //! real tar.gz releases. Update, health-gated rollback, hooks, the trigger
 //! file, `moltd update`/`rollback`/`status`, pins, hand edits, kills at every
-//! step, and the app's downtime.
+//! step, and the app's downtime. Also single-command mode with updates
+//! (`moltd -- APP`): the command itself is stopped and started.
 
 use crate::feed::*;
 use crate::util::{Mode, Moltd, Running, TestDir};
@@ -98,8 +99,12 @@ pub(crate) fn setup(name: &str) -> (TestDir, u16) {
 /// moltd supervising the services folder, updating from `feed`; checks only
 /// when started or asked (a long interval).
 pub(crate) fn moltd<'a>(dir: &'a TestDir, feed: &Feed, mode: Mode) -> Moltd<'a> {
+    updating(dir, feed, mode).args(["--services", "services"])
+}
+
+/// moltd updating from `feed`, with no arguments yet.
+fn updating<'a>(dir: &'a TestDir, feed: &Feed, mode: Mode) -> Moltd<'a> {
     Moltd::new(dir, mode)
-        .args(["--services", "services"])
         .env("MOLTD_LOG", "info")
         .env("MOLTD_REPO", "acme/app")
         .env("GITHUB_API_URL", feed.url())
@@ -495,4 +500,94 @@ fn first_boot_waits_for_the_feed_and_says_so() {
     }
     down.store(false, Ordering::Relaxed);
     running.wait_for("v1 to serve", || served(port).as_deref() == Some("1.0.0"));
+}
+
+/// `moltd -- app/current/bin/app DIR` updating from `feed`: single-command
+/// mode with updates.
+fn single<'a>(dir: &'a TestDir, feed: &Feed) -> Moltd<'a> {
+    let app = dir.join("app/current/bin/app");
+    updating(dir, feed, Mode::Pid1).args(["--".as_ref(), app.as_os_str(), dir.path().as_os_str()])
+}
+
+/// A test dir with a port for the app, and a feed with a good v1.0.0.
+fn with_v1(name: &str) -> (TestDir, u16, Feed) {
+    let dir = TestDir::new(name);
+    let port = free_port();
+    dir.write("port", &port.to_string());
+    (dir, port, Feed::start(vec![release("1.0.0", App::Good)]))
+}
+
+#[test]
+fn single_command_mode_updates_the_command_and_rolls_back() {
+    let (dir, port, feed) = with_v1("apply_single");
+    let mut running = single(&dir, &feed).spawn();
+    running.wait_for("v1 to serve", || served(port).as_deref() == Some("1.0.0"));
+    wait_for_state(&mut running, &dir, "idle");
+    feed.publish(release("2.0.0", App::Good));
+    let reply = dir.moltd_client(&["update"]);
+    if reply.code != Some(0) || !reply.stdout.contains("updated to v2.0.0") {
+        running.fail(&format!("moltd update: {reply:?}"));
+    }
+    if served(port).as_deref() != Some("2.0.0") || current(&dir) != "v2.0.0" {
+        running.fail("v2 does not serve after the update");
+    }
+    // A v3 that exits at once: rolled back, and moltd carries on.
+    feed.publish(release("3.0.0", App::Exits));
+    let reply = dir.moltd_client(&["update"]);
+    let doc = status(&dir);
+    if reply.code == Some(0)
+        || doc["state"] != "rolled_back"
+        || doc["bad_releases"] != serde_json::json!(["v3.0.0"])
+        || !doc["last_error"].as_str().unwrap_or("").contains(".main")
+    {
+        running.fail(&format!("v3 not rolled back: {reply:?} {doc}"));
+    }
+    running.wait_for("v2 to serve again", || {
+        served(port).as_deref() == Some("2.0.0")
+    });
+    // TERM goes to the command; moltd leaves with its status.
+    running.signal(nix::libc::SIGTERM);
+    running.wait().expect_code(143);
+}
+
+#[test]
+fn single_command_mode_with_updates_exits_with_the_commands_status() {
+    let (dir, port, feed) = with_v1("apply_single_exit");
+    let mut running = single(&dir, &feed).spawn();
+    running.wait_for("v1 to serve", || served(port).as_deref() == Some("1.0.0"));
+    // The app dies of USR1 on its own: moltd leaves with 128+10.
+    let moltd = running.moltd_pid();
+    let children = fs::read_to_string(format!("/proc/{moltd}/task/{moltd}/children"));
+    let pid: i32 = match children
+        .ok()
+        .and_then(|c| c.split_whitespace().next()?.parse().ok())
+    {
+        Some(pid) => pid,
+        None => running.fail("moltd has no child"),
+    };
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { nix::libc::kill(pid, nix::libc::SIGUSR1) };
+    running.wait().expect_code(138);
+}
+
+#[test]
+fn single_command_mode_without_a_source_is_unchanged() {
+    let dir = TestDir::new("apply_single_none");
+    // No updater, no supervisor: no control socket, the status passes through.
+    Moltd::new(&dir, Mode::Pid1)
+        .args(["--", "sh", "-c", "exit 3"])
+        .run()
+        .expect_code(3);
+    if dir.control_socket().exists() {
+        panic!(
+            "single-command mode opened a control socket:\n{}",
+            dir.listing()
+        );
+    }
+    let mut running = Moltd::new(&dir, Mode::Pid1)
+        .args(["--", "sh", "-c", "echo up > ready; exec sleep 1000"])
+        .spawn();
+    running.wait_for_file("ready", "up");
+    running.signal(nix::libc::SIGTERM);
+    running.wait().expect_code(143);
 }
