@@ -146,34 +146,39 @@ impl Config {
             _ => None,
         };
         let source_kind = var("MOLTD_SOURCE").unwrap_or_else(|| "github".into());
-        let source = match source_kind.as_str() {
-            "github" => {
-                let (owner, repo) = repo.ok_or(Error::NoSource)?;
-                let api = var("GITHUB_API_URL").unwrap_or_else(|| "https://api.github.com".into());
-                Source::GitHub {
-                    api: trim_slash(api),
-                    owner,
-                    repo,
+        // Resolved now, raised after the other variables are checked: with no
+        // source, updates are off, but a bad value elsewhere is still wrong.
+        let source = (|| -> Result<Source, Error> {
+            Ok(match source_kind.as_str() {
+                "github" => {
+                    let (owner, repo) = repo.ok_or(Error::NoSource)?;
+                    let api =
+                        var("GITHUB_API_URL").unwrap_or_else(|| "https://api.github.com".into());
+                    Source::GitHub {
+                        api: trim_slash(api),
+                        owner,
+                        repo,
+                    }
                 }
-            }
-            "gitea" | "forgejo" => {
-                let (owner, repo) = repo.ok_or(Error::NoSource)?;
-                let api = var("MOLTD_API_URL").ok_or(Error::Config {
+                "gitea" | "forgejo" => {
+                    let (owner, repo) = repo.ok_or(Error::NoSource)?;
+                    let api = var("MOLTD_API_URL").ok_or(Error::Config {
                     var: "MOLTD_API_URL",
                     value: String::new(),
                     expected: "the API base of the Gitea or Forgejo server, e.g. https://codeberg.org/api/v1",
                 })?;
-                Source::Gitea {
-                    api: trim_slash(api),
-                    owner,
-                    repo,
+                    Source::Gitea {
+                        api: trim_slash(api),
+                        owner,
+                        repo,
+                    }
                 }
-            }
-            "url" | "manifest" => Source::Manifest {
-                url: var("MOLTD_URL").ok_or(Error::NoSource)?,
-            },
-            _ => return Err(bad("MOLTD_SOURCE", &source_kind, "github, gitea or url")),
-        };
+                "url" | "manifest" => Source::Manifest {
+                    url: var("MOLTD_URL").ok_or(Error::NoSource)?,
+                },
+                _ => return Err(bad("MOLTD_SOURCE", &source_kind, "github, gitea or url")),
+            })
+        })();
         let token = var("MOLTD_TOKEN")
             .or_else(|| var("GITHUB_TOKEN"))
             .or_else(|| var("GH_TOKEN"));
@@ -298,6 +303,7 @@ impl Config {
                 },
                 crash_at: var("MOLTD_TEST_CRASH_AT"),
             };
+        let source = source?;
         Ok(Config {
             source,
             token,

@@ -400,11 +400,18 @@ fn config_reports_sources_and_rejects_bad_values() {
         ("MOLTD_MODE", "yolo"),
         ("MOLTD_LOG_FORMAT", "xml"),
     ];
+    // Also with updates off (no source): a bad value is still reported, not
+    // skipped because the updater never starts.
     for (name, value) in bad {
-        for args in [vec!["config"], vec!["--services", "services"]] {
+        for (args, repo) in [
+            (vec!["config"], "acme/app"),
+            (vec!["--services", "services"], "acme/app"),
+            (vec!["config"], ""),
+            (vec!["--", "true"], ""),
+        ] {
             let finished = Moltd::new(&dir, Mode::Child)
                 .args(args)
-                .env("MOLTD_REPO", "acme/app")
+                .env("MOLTD_REPO", repo)
                 .env(name, value)
                 .run();
             finished
