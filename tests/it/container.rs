@@ -154,9 +154,10 @@ impl Container {
             ],
         );
         container.expect(&build, "podman build");
-        let (app, status) = (
+        let (app, status, svwait) = (
             format!("PORT={}", container.app_port),
             format!("STATUS_PORT={}", container.status_port),
+            format!("SVWAIT={SVWAIT}"),
         );
         let mut run = vec![
             "run",
@@ -176,7 +177,7 @@ impl Container {
             "--env",
             &status,
             "--env",
-            &format!("SVWAIT={SVWAIT}"),
+            &svwait,
             "--env",
             "MOLTD_LOG=info",
         ];
@@ -290,15 +291,36 @@ fn serves(container: &Container, version: &str) {
     );
 }
 
+/// Waits until the status document satisfies `ok`, and returns it.
+fn wait_for_status(
+    container: &Container,
+    what: &str,
+    ok: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + crate::util::TIMEOUT;
+    loop {
+        let status = status(container);
+        if ok(&status) {
+            return status;
+        }
+        if Instant::now() > deadline {
+            container.fail(&format!("timed out waiting for {what}; status {status}"));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// v1.1.0 is published: the updater inside the container (the image's
 /// health check, `MOLTD_HEALTH_CMD`) switches the app over to it.
 fn updates_itself(container: &Container, feed: &Feed) {
     feed.publish(example_app_release("1.1.0"));
-    serves(container, "1.1.0");
-    let status = status(container);
-    if status["current"] != "v1.1.0" || status["previous"] != "v0.0.0" {
+    let status = wait_for_status(container, "the update to v1.1.0", |status| {
+        status["current"] == "v1.1.0"
+    });
+    if status["previous"] != "v0.0.0" {
         container.fail(&format!("bad status document after the update {status}"));
     }
+    serves(container, "1.1.0");
 }
 
 /// v1.2.0 crashes at start: it fails the health gate, v1.1.0 runs again and
@@ -308,17 +330,9 @@ fn rolls_back_a_broken_release(container: &Container, feed: &Feed) {
         "1.2.0",
         b"#!/bin/sh\necho 'app 1.2.0: broken' >&2\nexit 1\n",
     ));
-    let deadline = Instant::now() + crate::util::TIMEOUT;
-    let status = loop {
-        let status = status(container);
-        if status["bad_releases"] == serde_json::json!(["v1.2.0"]) {
-            break status;
-        }
-        if Instant::now() > deadline {
-            container.fail(&format!("v1.2.0 was not rolled back; status {status}"));
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let status = wait_for_status(container, "the rollback of v1.2.0", |status| {
+        status["bad_releases"] == serde_json::json!(["v1.2.0"])
+    });
     let why = status["last_error"].as_str().unwrap_or_default();
     if status["current"] != "v1.1.0" || !why.contains("rolled back to v1.1.0") {
         container.fail(&format!("bad status document after the rollback {status}"));
