@@ -158,11 +158,12 @@ class Demo:
     def __init__(self, moltd, work):
         self.moltd = moltd
         self.work = work
+        # The feed first: the app's free port is then not the feed's.
+        self.feed = Feed(os.path.join(work, "feed"))
         self.port = free_port()
         self.status_file = os.path.join(work, "status.json")
         self.control = os.path.join(work, "control.sock")
         self.app_dir = os.path.join(work, "app")
-        self.feed = Feed(os.path.join(work, "feed"))
         self.process = None
         self.shown = None
         self.seen = set()
