@@ -1,16 +1,14 @@
 //! The image from `docker/Dockerfile`, built and run for real with podman:
 //! moltd is PID 1 of a container, supervises the example services from
-//! `services/`, stages a release from a loopback feed (`--network host`),
-//! and `podman stop` ends it gracefully within SVWAIT.
+//! `services/`, updates itself from a loopback feed (`--network host`), rolls
+//! a broken release back, and `podman stop` ends it gracefully within SVWAIT.
 //!
 //! Needs the static binary (`MOLTD_STATIC_BIN`, set by `.ci/run`, which also
 //! installs podman, runc and busybox-static); without it the test prints why
 //! and passes. Each run builds its own image tag and container name and
 //! removes both.
 //!
-//! Steps are separate functions over one [`Container`], so a longer story
-//! (switching to the staged release, health gate, rollback) can be told by
-//! adding steps.
+//! Steps are separate functions over one [`Container`].
 
 use crate::feed::{Entry, FakeAsset, FakeRelease, Feed, asset_name, targz};
 use crate::manifests::k8s_container;
@@ -76,12 +74,17 @@ fn free_port() -> u16 {
 /// image runs, as a release pipeline would archive it.
 fn example_app_release(version: &str) -> FakeRelease {
     let app = std::fs::read(repo("docker/app/bin/app")).unwrap();
+    app_release_with(version, &app)
+}
+
+/// A release at `version` whose `bin/app` is `app`.
+fn app_release_with(version: &str, app: &[u8]) -> FakeRelease {
     let top = format!("app-{version}");
     let (bin, file) = (format!("{top}/bin/app"), format!("{top}/VERSION"));
     let contents = format!("{version}\n");
     let archive = targz(&[
         Entry::Dir(&top),
-        Entry::File(&bin, &app, 0o755),
+        Entry::File(&bin, app, 0o755),
         Entry::File(&file, contents.as_bytes(), 0o644),
     ]);
     FakeRelease::new(
@@ -126,8 +129,9 @@ struct Container {
 
 impl Container {
     /// Builds the image with the README's command (under a tag of its own)
-    /// and starts it detached, with the example services on free ports.
-    fn start(dir: &TestDir, bin: &Path) -> Container {
+    /// and starts it detached, with the example services on free ports and
+    /// `env` (`KEY=VALUE`) added.
+    fn start(dir: &TestDir, bin: &Path, env: &[String]) -> Container {
         let id = format!("moltd-it-{}", std::process::id());
         let container = Container {
             image: format!("localhost/{id}:test"),
@@ -150,11 +154,12 @@ impl Container {
             ],
         );
         container.expect(&build, "podman build");
-        let (app, status) = (
+        let (app, status, svwait) = (
             format!("PORT={}", container.app_port),
             format!("STATUS_PORT={}", container.status_port),
+            format!("SVWAIT={SVWAIT}"),
         );
-        let run = podman(&[
+        let mut run = vec![
             "run",
             "--detach",
             "--name",
@@ -172,12 +177,15 @@ impl Container {
             "--env",
             &status,
             "--env",
-            &format!("SVWAIT={SVWAIT}"),
+            &svwait,
             "--env",
             "MOLTD_LOG=info",
-            &container.image,
-        ]);
-        container.expect(&run, "podman run");
+        ];
+        for pair in env {
+            run.extend(["--env", pair]);
+        }
+        run.push(&container.image);
+        container.expect(&podman(&run), "podman run");
         container
     }
 
@@ -202,13 +210,9 @@ impl Container {
         );
     }
 
-    /// `podman exec` with `env` (`KEY=VALUE`) set for the command.
-    fn exec(&self, env: &[String], command: &[&str]) -> Output {
-        let mut args = vec!["exec"];
-        for pair in env {
-            args.extend(["--env", pair]);
-        }
-        args.push(&self.name);
+    /// `podman exec`.
+    fn exec(&self, command: &[&str]) -> Output {
+        let mut args = vec!["exec", self.name.as_str()];
         args.extend(command);
         podman(&args)
     }
@@ -217,7 +221,7 @@ impl Container {
     fn wait_for(&self, what: &str, command: &[&str], ok: impl Fn(&str) -> bool) -> String {
         let deadline = Instant::now() + crate::util::TIMEOUT;
         loop {
-            let output = self.exec(&[], command);
+            let output = self.exec(command);
             let stdout = text(&output.stdout);
             if output.status.success() && ok(&stdout) {
                 return stdout;
@@ -231,10 +235,7 @@ impl Container {
 
     /// An HTTP GET from inside the container (busybox wget).
     fn get(&self, port: u16, path: &str) -> Output {
-        self.exec(
-            &[],
-            &["wget", "-qO-", &format!("http://127.0.0.1:{port}{path}")],
-        )
+        self.exec(&["wget", "-qO-", &format!("http://127.0.0.1:{port}{path}")])
     }
 
     fn inspect(&self, format: &str) -> String {
@@ -271,30 +272,72 @@ fn services_run(container: &Container) {
         .iter()
         .map(|arg| arg.as_str().unwrap())
         .collect();
-    container.expect(&container.exec(&[], &live), "the liveness probe");
+    container.expect(&container.exec(&live), "the liveness probe");
 }
 
-/// `moltd update --stage-only` inside the container stages v1.1.0 from the
-/// feed, and the status helper serves the status document that says so.
-fn stages_from_the_feed(container: &Container, feed: &Feed) {
-    let env = [
-        "MOLTD_REPO=acme/app".to_string(),
-        format!("GITHUB_API_URL={}", feed.url()),
-    ];
-    let update = container.exec(&env, &["moltd", "update", "--stage-only"]);
-    container.expect(&update, "moltd update --stage-only");
-    if !text(&update.stdout).contains("/app/releases/v1.1.0") {
-        container.fail(&format!("unexpected update output {update:?}"));
-    }
-    let version = container.exec(&[], &["cat", "/app/releases/v1.1.0/VERSION"]);
-    if text(&version.stdout).trim() != "1.1.0" {
-        container.fail(&format!("v1.1.0 not staged: {version:?}"));
-    }
+/// The status document, as the status helper serves it.
+fn status(container: &Container) -> serde_json::Value {
     let status = container.get(container.status_port, "/status.json");
-    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap_or_default();
-    if status["state"] != "staged" || status["target"] != "v1.1.0" {
-        container.fail(&format!("bad status document {status}"));
+    serde_json::from_slice(&status.stdout).unwrap_or_default()
+}
+
+/// Waits until the example app answers `GET /VERSION` with `version`.
+fn serves(container: &Container, version: &str) {
+    let url = format!("http://127.0.0.1:{}/VERSION", container.app_port);
+    container.wait_for(
+        &format!("the app to answer {version}"),
+        &["wget", "-qO-", &url],
+        |out| out.trim() == version,
+    );
+}
+
+/// Waits until the status document satisfies `ok`, and returns it.
+fn wait_for_status(
+    container: &Container,
+    what: &str,
+    ok: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + crate::util::TIMEOUT;
+    loop {
+        let status = status(container);
+        if ok(&status) {
+            return status;
+        }
+        if Instant::now() > deadline {
+            container.fail(&format!("timed out waiting for {what}; status {status}"));
+        }
+        std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// v1.1.0 is published: the updater inside the container (the image's
+/// health check, `MOLTD_HEALTH_CMD`) switches the app over to it.
+fn updates_itself(container: &Container, feed: &Feed) {
+    feed.publish(example_app_release("1.1.0"));
+    let status = wait_for_status(container, "the update to v1.1.0", |status| {
+        status["current"] == "v1.1.0"
+    });
+    if status["previous"] != "v0.0.0" {
+        container.fail(&format!("bad status document after the update {status}"));
+    }
+    serves(container, "1.1.0");
+}
+
+/// v1.2.0 crashes at start: it fails the health gate, v1.1.0 runs again and
+/// v1.2.0 is marked bad.
+fn rolls_back_a_broken_release(container: &Container, feed: &Feed) {
+    feed.publish(app_release_with(
+        "1.2.0",
+        b"#!/bin/sh\necho 'app 1.2.0: broken' >&2\nexit 1\n",
+    ));
+    let status = wait_for_status(container, "the rollback of v1.2.0", |status| {
+        status["bad_releases"] == serde_json::json!(["v1.2.0"])
+    });
+    let why = status["last_error"].as_str().unwrap_or_default();
+    if status["current"] != "v1.1.0" || !why.contains("rolled back to v1.1.0") {
+        container.fail(&format!("bad status document after the rollback {status}"));
+    }
+    serves(container, "1.1.0");
 }
 
 /// `podman stop` sends TERM to moltd (PID 1), which stops every service and
@@ -318,14 +361,22 @@ fn stops_gracefully(container: &Container) {
 }
 
 #[test]
-fn image_runs_services_stages_a_release_and_stops_gracefully() {
-    let Some(bin) = static_bin("image_runs_services_stages_a_release_and_stops_gracefully") else {
+fn image_updates_itself_rolls_back_and_stops_gracefully() {
+    let Some(bin) = static_bin("image_updates_itself_rolls_back_and_stops_gracefully") else {
         return;
     };
-    let feed = Feed::start(vec![example_app_release("1.1.0")]);
+    let feed = Feed::start(Vec::new());
     let dir = TestDir::new("container");
-    let container = Container::start(&dir, &bin);
+    let env = [
+        "MOLTD_REPO=acme/app".to_string(),
+        format!("GITHUB_API_URL={}", feed.url()),
+        "MOLTD_INTERVAL=1s".to_string(),
+        "MOLTD_JITTER=0s".to_string(),
+        "MOLTD_HEALTH_GRACE=2s".to_string(),
+    ];
+    let container = Container::start(&dir, &bin, &env);
     services_run(&container);
-    stages_from_the_feed(&container, &feed);
+    updates_itself(&container, &feed);
+    rolls_back_a_broken_release(&container, &feed);
     stops_gracefully(&container);
 }
