@@ -4,11 +4,15 @@ init at all, each measured in the same run on the same machine.
 
 Usage: bench/pid1.py [--moltd PATH] [--runs N] [--idle-seconds S] [--json OUT]
 
+This covers single-command mode only; bench/bench.py (run by bench/run.sh)
+uses these functions for every item of BENCHMARKS.md.
+
 Each figure is the median of --runs runs. Every PID 1 runs in a fresh PID
 namespace (unshare --pid --fork --mount-proc), as in a container.
 """
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -62,19 +66,89 @@ def wait_for_child(pid, timeout=10):
     raise RuntimeError("child did not start")
 
 
-def status_field(pid, field):
-    for line in open(f"/proc/{pid}/status"):
+def status_field(pid, field, task=None):
+    for line in open(f"/proc/{pid}/task/{task or pid}/status"):
         if line.startswith(field + ":"):
             return int(line.split()[1])
     raise KeyError(field)
+
+
+def children(pid):
+    """Pids of all children of every thread of `pid`."""
+    found = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        found += [int(c) for c in open(f"/proc/{pid}/task/{task}/children").read().split()]
+    return found
+
+
+def comm(pid):
+    return open(f"/proc/{pid}/comm").read().strip()
+
+
+def wait_for(predicate, timeout=30, what="condition"):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out waiting for {what}")
+        time.sleep(0.01)
+
+
+def switches(pid):
+    """Context switches of every thread of `pid` so far."""
+    return sum(
+        status_field(pid, "voluntary_ctxt_switches", task) + status_field(pid, "nonvoluntary_ctxt_switches", task)
+        for task in os.listdir(f"/proc/{pid}/task")
+    )
+
+
+def service_dir(root, count):
+    """`count` runit-style services under `root`, each a `sleep`."""
+    os.makedirs(root)
+    for i in range(count):
+        os.makedirs(f"{root}/s{i}")
+        with open(f"{root}/s{i}/run", "w") as f:
+            f.write("#!/bin/sh\nexec sleep 100000\n")
+        os.chmod(f"{root}/s{i}/run", 0o755)
+    return root
+
+
+def supervisors(pid):
+    """PID 1 and its helper processes that are not services (runsvdir's runsv)."""
+    return [pid] + [c for c in children(pid) if comm(c) == "runsv"]
+
+
+def services_rss_kib(supervisor, count, runs):
+    """Idle RSS of PID 1, and of PID 1 plus its runsv helpers, with `count`
+    services up; `supervisor(dir)` is the PID 1 command line."""
+    pid1, tree = [], []
+    for _ in range(runs):
+        with tempfile.TemporaryDirectory() as tmp:
+            with Namespace(supervisor(service_dir(f"{tmp}/sv", count)), []) as ns:
+                services_up(ns.pid, count)
+                pid1.append(status_field(ns.pid, "VmRSS"))
+                tree.append(sum(status_field(p, "VmRSS") for p in supervisors(ns.pid)))
+    return statistics.median(pid1), statistics.median(tree)
+
+
+def services_up(pid, count):
+    """Waits until `count` services' `sleep` runs under PID 1 (directly, or below runsv)."""
+    def sleeping():
+        below = children(pid)
+        for c in list(below):
+            if comm(c) == "runsv":
+                below += children(c)
+        return sum(comm(c) == "sleep" for c in below if os.path.exists(f"/proc/{c}")) >= count
+
+    wait_for(sleeping, what=f"{count} services")
+    time.sleep(0.5)  # let start-up allocations settle
 
 
 class Namespace:
     """`init ARGV` as PID 1 of a new PID namespace; on exit, PID 1 is killed,
     which takes the whole namespace with it."""
 
-    def __init__(self, init, argv):
-        self.proc = subprocess.Popen(in_namespace(init + argv))
+    def __init__(self, init, argv, env=None, stdout=None):
+        self.proc = subprocess.Popen(in_namespace(init + argv), env=env, stdout=stdout, stderr=stdout)
         self.pid = init_pid(self.proc.pid)
 
     def __enter__(self):
@@ -97,31 +171,31 @@ def idle_rss_kib(init, runs):
     return statistics.median(values)
 
 
+# Makes `n` zombies at once and times PID 1 reaping them: a middle process
+# forks n children that exit at once and holds them as zombies; when it exits
+# they are all re-parented to PID 1 together. The clock runs from telling it
+# to exit until PID 1 has no child left but this script (zombies are listed
+# in /proc/1/task/1/children until reaped).
 ORPHANS = r"""
 import os, sys, time
 n = int(sys.argv[1])
-start = time.perf_counter()
-for _ in range(n):
-    pid = os.fork()
-    if pid == 0:
+go_r, go_w = os.pipe()
+middle = os.fork()
+if middle == 0:
+    for _ in range(n):
         if os.fork() == 0:
             os._exit(0)
-        os._exit(0)
-    os.waitpid(pid, 0)
-def zombies():
-    count = 0
-    for entry in os.listdir('/proc'):
-        if entry.isdigit():
-            try:
-                stat = open(f'/proc/{entry}/stat').read()
-            except OSError:
-                continue
-            fields = stat.rsplit(')', 1)[1].split()
-            if fields[0] == 'Z' and fields[1] == '1':
-                count += 1
-    return count
-while zombies():
-    time.sleep(0.001)
+    os.read(go_r, 1)
+    os._exit(0)
+held = f'/proc/{middle}/task/{middle}/children'
+while len(open(held).read().split()) < n:
+    time.sleep(0.01)
+start = time.perf_counter()
+os.write(go_w, b'x')
+os.waitpid(middle, 0)
+me = [str(os.getpid())]
+while open('/proc/1/task/1/children').read().split() != me:
+    time.sleep(0.0002)
 print(time.perf_counter() - start)
 """
 
@@ -183,42 +257,62 @@ def startup_ms(init, runs):
     return statistics.median(values)
 
 
-def idle_wakeups(init, seconds):
-    def switches(pid):
-        return status_field(pid, "voluntary_ctxt_switches") + status_field(pid, "nonvoluntary_ctxt_switches")
-
-    with Namespace(init, ["sleep", str(seconds + 30)]) as ns:
-        wait_for_child(ns.pid)
-        before = switches(ns.pid)
-        time.sleep(seconds)
-        return switches(ns.pid) - before
+def idle_wakeups(pids, seconds):
+    """Context switches of each pid (all threads) over the same `seconds`
+    window: every process is idle at once, so one window serves them all."""
+    before = {name: switches(pid) for name, pid in pids.items()}
+    time.sleep(seconds)
+    return {name: switches(pid) - before[name] for name, pid in pids.items()}
 
 
-def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--moltd", default=os.path.join(HERE, "..", "target", "release", "moltd"))
-    parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--orphans", type=int, default=10000)
-    parser.add_argument("--rounds", type=int, default=2000)
-    parser.add_argument("--idle-seconds", type=int, default=60)
-    parser.add_argument("--json")
-    args = parser.parse_args()
-
+def single_command_rows(inits, args):
+    """Items 1 (single-command RSS) to 4 for each init, and the direct signal
+    round trip; idle wake-ups are left to the caller's shared window."""
     results = {}
-    inits = peers(os.path.abspath(args.moltd))
     for name, init in inits.items():
         row = {}
         row["idle_rss_kib"] = idle_rss_kib(init, args.runs)
         row["reap_s"] = reap_seconds(init, args.runs, args.orphans)
         row["signal_median_us"], row["signal_p99_us"] = signal_latency_us(init, args.rounds)
         row["startup_ms"] = startup_ms(init, args.runs * 10)
-        row["idle_wakeups"] = idle_wakeups(init, args.idle_seconds)
         results[name] = row
-        print(name, json.dumps(row), flush=True)
+        print(name, json.dumps(row), file=sys.stderr, flush=True)
     direct = {}
     direct["signal_median_us"], direct["signal_p99_us"] = signal_latency_us(None, args.rounds)
     results["direct (no init)"] = direct
-    print("direct", json.dumps(direct), flush=True)
+    return results
+
+
+def idle_single_command(stack, inits, seconds):
+    """Starts `init sleep` for each init inside `stack`; returns PID 1s by name."""
+    pids = {}
+    for name, init in inits.items():
+        ns = stack.enter_context(Namespace(init, ["sleep", str(seconds + 600)]))
+        wait_for_child(ns.pid)
+        pids[name] = ns.pid
+    return pids
+
+
+def add_arguments(parser):
+    parser.add_argument("--moltd", default=os.path.join(HERE, "..", "target", "release", "moltd"))
+    parser.add_argument("--runs", type=int, default=5, help="runs per figure (median)")
+    parser.add_argument("--orphans", type=int, default=10000)
+    parser.add_argument("--rounds", type=int, default=2000, help="signal round trips")
+    parser.add_argument("--idle-seconds", type=int, default=60)
+    parser.add_argument("--json")
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args()
+    inits = peers(os.path.abspath(args.moltd))
+    results = single_command_rows(inits, args)
+    with contextlib.ExitStack() as stack:
+        pids = idle_single_command(stack, inits, args.idle_seconds)
+        for name, count in idle_wakeups(pids, args.idle_seconds).items():
+            results[name]["idle_wakeups"] = count
+    print(json.dumps(results, indent=2))
     if args.json:
         json.dump(results, open(args.json, "w"), indent=2)
 
