@@ -258,11 +258,15 @@ def startup_ms(init, runs):
 
 
 def idle_wakeups(pids, seconds):
-    """Context switches of each pid (all threads) over the same `seconds`
-    window: every process is idle at once, so one window serves them all."""
-    before = {name: switches(pid) for name, pid in pids.items()}
+    """Context switches over the same `seconds` window of each entry, a list
+    of pids (all threads, summed): every process is idle at once, so one
+    window serves them all."""
+    def total(group):
+        return sum(switches(pid) for pid in group)
+
+    before = {name: total(group) for name, group in pids.items()}
     time.sleep(seconds)
-    return {name: switches(pid) - before[name] for name, pid in pids.items()}
+    return {name: total(group) - before[name] for name, group in pids.items()}
 
 
 def single_command_rows(inits, args):
@@ -272,7 +276,7 @@ def single_command_rows(inits, args):
     for name, init in inits.items():
         row = {}
         row["idle_rss_kib"] = idle_rss_kib(init, args.runs)
-        row["reap_s"] = reap_seconds(init, args.runs, args.orphans)
+        row["reap_s"] = reap_seconds(init, args.reap_runs, args.orphans)
         row["signal_median_us"], row["signal_p99_us"] = signal_latency_us(init, args.rounds)
         row["startup_ms"] = startup_ms(init, args.runs * 10)
         results[name] = row
@@ -284,12 +288,12 @@ def single_command_rows(inits, args):
 
 
 def idle_single_command(stack, inits, seconds):
-    """Starts `init sleep` for each init inside `stack`; returns PID 1s by name."""
+    """Starts `init sleep` for each init inside `stack`; returns [PID 1] by name."""
     pids = {}
     for name, init in inits.items():
         ns = stack.enter_context(Namespace(init, ["sleep", str(seconds + 600)]))
         wait_for_child(ns.pid)
-        pids[name] = ns.pid
+        pids[name] = [ns.pid]
     return pids
 
 
@@ -297,6 +301,7 @@ def add_arguments(parser):
     parser.add_argument("--moltd", default=os.path.join(HERE, "..", "target", "release", "moltd"))
     parser.add_argument("--runs", type=int, default=5, help="runs per figure (median)")
     parser.add_argument("--orphans", type=int, default=10000)
+    parser.add_argument("--reap-runs", type=int, default=3, help="runs of the (slow) reaping figure")
     parser.add_argument("--rounds", type=int, default=2000, help="signal round trips")
     parser.add_argument("--idle-seconds", type=int, default=60)
     parser.add_argument("--json")

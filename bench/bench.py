@@ -1,0 +1,208 @@
+#!/usr/bin/env python3
+"""Every benchmark of BENCHMARKS.md in one run: moltd beside tini, tini-static,
+dumb-init, runsvdir and the original container's update order, each figure
+the median of several runs. Prints a table (Markdown) and writes JSON.
+
+Usage: bench/bench.py [--quick] [--moltd PATH] [--moltd-static PATH] [--json OUT] [...]
+(bench/run.sh installs the peers, builds moltd and calls this.)
+"""
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+
+import pid1
+import update
+from feed import Feed
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TARGET = os.path.join(HERE, "..", "target")
+SERVICES = 10
+
+
+def machine():
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+    return {"nproc": os.cpu_count(), "cpu": cpu, "kernel": platform.release(),
+            "load_at_start": os.getloadavg()}
+
+
+def sizes(args):
+    """Item 6: bytes on disk of each binary."""
+    files = {"moltd (dynamic)": args.moltd, "moltd (static)": args.moltd_static,
+             "tini": "/usr/bin/tini", "tini-static": "/usr/bin/tini-static",
+             "dumb-init": "/usr/bin/dumb-init", "runsvdir": "/usr/bin/runsvdir", "runsv": "/usr/bin/runsv"}
+    return {name: os.path.getsize(path) for name, path in files.items() if os.path.exists(path)}
+
+
+def idle_window(args, inits, tmp, feed, archives, apply):
+    """Item 5: one window of --idle-seconds over every idle PID 1 at once:
+    single-command mode, services mode, and the idle updater."""
+    with contextlib.ExitStack() as stack:
+        pids = pid1.idle_single_command(stack, inits, args.idle_seconds)
+        for name, command in (("moltd --services", [args.moltd, "--services"]), ("runsvdir", ["runsvdir"])):
+            ns = stack.enter_context(pid1.Namespace(command + [pid1.service_dir(f"{tmp}/idle-{name[:5]}", SERVICES)], []))
+            pid1.services_up(ns.pid, SERVICES)
+            pids[f"{name} ({SERVICES} services), PID 1"] = [ns.pid]
+        helpers = pid1.supervisors(pids[f"runsvdir ({SERVICES} services), PID 1"][0])
+        pids[f"runsvdir + its {len(helpers) - 1} runsv"] = helpers
+        what, pid, stop = update.updater_idle(args.moltd, feed, f"{tmp}/idle-updater", archives["small"], apply, SERVICES)
+        stack.callback(stop)
+        pids[f"updater idle: {what}"] = [pid]
+        return pid1.idle_wakeups(pids, args.idle_seconds)
+
+
+def run(args, tmp):
+    results = {"machine": machine(), "settings": vars(args).copy()}
+    moltd = args.moltd
+    apply = update.has_apply(moltd)
+    results["issue5_apply_available"] = apply
+    inits = pid1.peers(moltd)
+    inits["moltd (static)"] = [args.moltd_static, "--"]
+
+    step("items 1-4: single-command mode")
+    results["single_command"] = pid1.single_command_rows(inits, args)
+
+    step("item 1: services mode RSS")
+    results["services_rss_kib"] = {
+        name: dict(zip(("pid1", "with_helpers"), pid1.services_rss_kib(command, SERVICES, args.runs)))
+        for name, command in (("moltd", lambda d: [moltd, "--services", d]),
+                              ("moltd (static)", lambda d: [args.moltd_static, "--services", d]),
+                              ("runsvdir", lambda d: ["runsvdir", d]))
+    }
+
+    step("building release archives")
+    archives = update.make_archives(tmp, args.payload_mb)
+    feed = Feed()
+    try:
+        step("item 1: idle updater RSS")
+        what, rss = update.updater_idle_rss_kib(moltd, feed, f"{tmp}/rss", archives["small"], apply, SERVICES, args.runs)
+        results["updater_idle_rss_kib"] = {"what": what, "kib": rss}
+
+        step(f"item 5: idle wake-ups over {args.idle_seconds} s")
+        results["idle_wakeups"] = idle_window(args, inits, tmp, feed, archives, apply)
+
+        step("item 6: binary sizes")
+        results["binary_bytes"] = sizes(args)
+
+        step("item 9: idle poll")
+        results["idle_poll"] = update.idle_poll(moltd, feed, f"{tmp}/poll", archives["small"], args.runs)
+
+        step("item 8: fetch pipeline")
+        big = max(args.payload_mb)
+        results["fetch_pipeline"] = update.fetch_pipeline(moltd, feed, f"{tmp}/fetch", archives[big]["2.0.0"], args.update_runs)
+
+        step(f"item 7: update downtime at {args.feed_rate} MB/s")
+        feed.rate = args.feed_rate * 1e6
+        results["downtime_s"] = downtime(args, tmp, feed, archives, apply)
+    finally:
+        feed.close()
+    return results
+
+
+def downtime(args, tmp, feed, archives, apply):
+    measure = {"original order": lambda d, a: update.downtime_original(feed, d, a)}
+    if apply:
+        measure["moltd"] = lambda d, a: update.downtime_moltd(args.moltd, feed, d, a)
+    table = {}
+    for mb in args.payload_mb:
+        for name, run in measure.items():
+            samples = []
+            for i in range(args.update_runs):
+                folder = f"{tmp}/down-{name[:5]}-{mb}-{i}"
+                os.makedirs(folder)
+                samples.append(run(folder, archives[mb]))
+                subprocess.run(["rm", "-rf", folder])
+            table.setdefault(name, {})[f"{mb} MB"] = sorted(samples)[len(samples) // 2]
+            print(f"  {name}, {mb} MB: {samples}", file=sys.stderr, flush=True)
+        if not apply:
+            table.setdefault("moltd", {})[f"{mb} MB"] = update.PENDING
+    return table
+
+
+def step(what):
+    print(f"[{time.strftime('%H:%M:%S')}] {what}", file=sys.stderr, flush=True)
+
+
+def fmt(value, digits=1):
+    if value is None:
+        return "-"
+    if isinstance(value, str):
+        return value
+    return f"{value:,.{digits}f}"
+
+
+def esc(name):
+    """A name as a Markdown table cell."""
+    return name.replace("|", "\\|")
+
+
+def table(r):
+    """The results as Markdown tables, in the order of BENCHMARKS.md."""
+    out = []
+    sc = r["single_command"]
+    out += ["### PID 1, single-command mode (items 1-4)", "",
+            "| init | idle RSS KiB | reap 10k orphans ms | signal median µs | signal p99 µs | start-up ms |",
+            "|---|---|---|---|---|---|"]
+    for name, row in sc.items():
+        out.append(f"| {name} | {fmt(row.get('idle_rss_kib'), 0)} | {fmt(row.get('reap_s') and row['reap_s'] * 1000)} "
+                   f"| {fmt(row['signal_median_us'])} | {fmt(row['signal_p99_us'])} | {fmt(row.get('startup_ms'), 2)} |")
+    out += ["", f"### Services mode, {SERVICES} services, and the idle updater (item 1)", "",
+            "| supervisor | PID 1 RSS KiB | with its helper processes KiB |", "|---|---|---|"]
+    for name, row in r["services_rss_kib"].items():
+        out.append(f"| {name} | {fmt(row['pid1'], 0)} | {fmt(row['with_helpers'], 0)} |")
+    u = r["updater_idle_rss_kib"]
+    out.append(f"| updater idle: {u['what']} | {fmt(u['kib'], 0)} | |")
+    out += ["", f"### Idle wake-ups over {r['settings']['idle_seconds']} s (item 5)", "",
+            "| process | context switches |", "|---|---|"]
+    out += [f"| {name} | {fmt(count, 0)} |" for name, count in r["idle_wakeups"].items()]
+    out += ["", "### Binary size (item 6)", "", "| binary | bytes |", "|---|---|"]
+    out += [f"| {name} | {size:,} |" for name, size in r["binary_bytes"].items()]
+    rate = r["settings"]["feed_rate"]
+    sizes_mb = [f"{mb} MB" for mb in r["settings"]["payload_mb"]]
+    out += ["", f"### Update downtime, feed throttled to {rate} MB/s (item 7)", "",
+            "| updater | " + " | ".join(f"{s} payload, s" for s in sizes_mb) + " |",
+            "|---|" + "---|" * len(sizes_mb)]
+    for name, row in r["downtime_s"].items():
+        out.append(f"| {name} | " + " | ".join(fmt(row[s], 3) for s in sizes_mb) + " |")
+    big = max(r["settings"]["payload_mb"])
+    out += ["", f"### Fetch pipeline, {big} MB payload from loopback (item 8)", "",
+            "| pipeline | seconds | MB/s of archive |", "|---|---|---|"]
+    out += [f"| {esc(name)} | {fmt(row['s'], 2)} | {fmt(row['mb_per_s'])} |" for name, row in r["fetch_pipeline"].items()]
+    out += ["", "### One idle poll, nothing new (item 9)", "",
+            "| check | bytes on the socket | CPU ms |", "|---|---|---|"]
+    out += [f"| {name} | {fmt(row['bytes'], 0)} | {fmt(row['cpu_ms'], 2)} |" for name, row in r["idle_poll"].items()]
+    return "\n".join(out)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    pid1.add_arguments(parser)
+    parser.add_argument("--moltd-static", default=os.path.join(TARGET, "x86_64-unknown-linux-gnu", "release", "moltd"))
+    parser.add_argument("--update-runs", type=int, default=3, help="runs per figure of items 7 and 8")
+    parser.add_argument("--payload-mb", type=int, nargs="+", default=[10, 200])
+    parser.add_argument("--feed-rate", type=float, default=25, help="MB/s of the throttled feed (item 7)")
+    parser.add_argument("--quick", action="store_true", help="few runs, small payloads, 5 s idle window")
+    parser.set_defaults(json=os.path.join(TARGET, "bench-results.json"))
+    args = parser.parse_args()
+    if args.quick:
+        args.runs, args.reap_runs, args.update_runs, args.orphans, args.rounds = 1, 1, 1, 1000, 200
+        args.idle_seconds, args.payload_mb = 5, [2, 20]
+    args.moltd, args.moltd_static = os.path.abspath(args.moltd), os.path.abspath(args.moltd_static)
+
+    with tempfile.TemporaryDirectory(prefix="moltd-bench-") as tmp:
+        results = run(args, tmp)
+    results["machine"]["load_at_end"] = os.getloadavg()
+    with open(args.json, "w") as f:
+        json.dump(results, f, indent=2)
+    print(table(results))
+    print(f"\nJSON: {args.json}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
