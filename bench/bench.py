@@ -65,41 +65,45 @@ def run(args, tmp):
     inits = pid1.peers(moltd)
     inits["moltd (static)"] = [args.moltd_static, "--"]
 
-    step("items 1-4: single-command mode")
-    results["single_command"] = pid1.single_command_rows(inits, args)
+    def want(*items):
+        return not args.only or bool(set(items) & set(args.only))
 
-    step("item 1: services mode RSS")
-    results["services_rss_kib"] = {
-        name: dict(zip(("pid1", "with_helpers"), pid1.services_rss_kib(command, SERVICES, args.runs)))
-        for name, command in (("moltd", lambda d: [moltd, "--services", d]),
-                              ("moltd (static)", lambda d: [args.moltd_static, "--services", d]),
-                              ("runsvdir", lambda d: ["runsvdir", d]))
-    }
-
-    step("building release archives")
-    archives = update.make_archives(tmp, args.payload_mb)
-    feed = Feed()
-    try:
-        step("item 1: idle updater RSS")
-        what, rss = update.updater_idle_rss_kib(moltd, feed, f"{tmp}/rss", archives["small"], apply, SERVICES, args.runs)
-        results["updater_idle_rss_kib"] = {"what": what, "kib": rss}
-
-        step(f"item 5: idle wake-ups over {args.idle_seconds} s")
-        results["idle_wakeups"] = idle_window(args, inits, tmp, feed, archives, apply)
-
-        step("item 6: binary sizes")
+    if want(1, 2, 3, 4):
+        step("items 1-4: single-command mode")
+        results["single_command"] = pid1.single_command_rows(inits, args)
+    if want(1):
+        step("item 1: services mode RSS")
+        results["services_rss_kib"] = {
+            name: dict(zip(("pid1", "pid1_anon", "with_helpers"), pid1.services_rss_kib(command, SERVICES, args.runs)))
+            for name, command in (("moltd", lambda d: [moltd, "--services", d]),
+                                  ("moltd (static)", lambda d: [args.moltd_static, "--services", d]),
+                                  ("runsvdir", lambda d: ["runsvdir", d]))
+        }
+    if want(6):
         results["binary_bytes"] = sizes(args)
 
-        step("item 9: idle poll")
-        results["idle_poll"] = update.idle_poll(moltd, feed, f"{tmp}/poll", archives["small"], args.runs)
-
-        step("item 8: fetch pipeline")
-        big = max(args.payload_mb)
-        results["fetch_pipeline"] = update.fetch_pipeline(moltd, feed, f"{tmp}/fetch", archives[big]["2.0.0"], args.update_runs)
-
-        step(f"item 7: update downtime at {args.feed_rate} MB/s")
-        feed.rate = args.feed_rate * 1e6
-        results["downtime_s"] = downtime(args, tmp, feed, archives, apply)
+    step("building release archives")
+    archives = update.make_archives(tmp, args.payload_mb if want(7, 8) else [])
+    feed = Feed()
+    try:
+        if want(1):
+            step("item 1: idle updater RSS")
+            what, rss, anon = update.updater_idle_rss_kib(moltd, feed, f"{tmp}/rss", archives["small"], apply, SERVICES, args.runs)
+            results["updater_idle_rss_kib"] = {"what": what, "kib": rss, "anon_kib": anon}
+        if want(5):
+            step(f"item 5: idle wake-ups over {args.idle_seconds} s")
+            results["idle_wakeups"] = idle_window(args, inits, tmp, feed, archives, apply)
+        if want(9):
+            step("item 9: idle poll")
+            results["idle_poll"] = update.idle_poll(moltd, feed, f"{tmp}/poll", archives["small"], args.runs)
+        if want(8):
+            step("item 8: fetch pipeline")
+            big = max(args.payload_mb)
+            results["fetch_pipeline"] = update.fetch_pipeline(moltd, feed, f"{tmp}/fetch", archives[big]["2.0.0"], args.update_runs)
+        if want(7):
+            step(f"item 7: update downtime at {args.feed_rate} MB/s")
+            feed.rate = args.feed_rate * 1e6
+            results["downtime_s"] = downtime(args, tmp, feed, archives, apply)
     finally:
         feed.close()
     return results
@@ -143,41 +147,53 @@ def esc(name):
 
 
 def table(r):
-    """The results as Markdown tables, in the order of BENCHMARKS.md."""
+    """The results as Markdown tables, in the order of BENCHMARKS.md (only the
+    sections that were run)."""
+    s = r["settings"]
     out = []
-    sc = r["single_command"]
-    out += ["### PID 1, single-command mode (items 1-4)", "",
-            "| init | idle RSS KiB | reap 10k orphans ms | signal median µs | signal p99 µs | start-up ms |",
-            "|---|---|---|---|---|---|"]
-    for name, row in sc.items():
-        out.append(f"| {name} | {fmt(row.get('idle_rss_kib'), 0)} | {fmt(row.get('reap_s') and row['reap_s'] * 1000)} "
-                   f"| {fmt(row['signal_median_us'])} | {fmt(row['signal_p99_us'])} | {fmt(row.get('startup_ms'), 2)} |")
-    out += ["", f"### Services mode, {SERVICES} services, and the idle updater (item 1)", "",
-            "| supervisor | PID 1 RSS KiB | with its helper processes KiB |", "|---|---|---|"]
-    for name, row in r["services_rss_kib"].items():
-        out.append(f"| {name} | {fmt(row['pid1'], 0)} | {fmt(row['with_helpers'], 0)} |")
-    u = r["updater_idle_rss_kib"]
-    out.append(f"| updater idle: {u['what']} | {fmt(u['kib'], 0)} | |")
-    out += ["", f"### Idle wake-ups over {r['settings']['idle_seconds']} s (item 5)", "",
-            "| process | context switches |", "|---|---|"]
-    out += [f"| {name} | {fmt(count, 0)} |" for name, count in r["idle_wakeups"].items()]
-    out += ["", "### Binary size (item 6)", "", "| binary | bytes |", "|---|---|"]
-    out += [f"| {name} | {size:,} |" for name, size in r["binary_bytes"].items()]
-    rate = r["settings"]["feed_rate"]
-    sizes_mb = [f"{mb} MB" for mb in r["settings"]["payload_mb"]]
-    out += ["", f"### Update downtime, feed throttled to {rate} MB/s (item 7)", "",
-            "| updater | " + " | ".join(f"{s} payload, s" for s in sizes_mb) + " |",
-            "|---|" + "---|" * len(sizes_mb)]
-    for name, row in r["downtime_s"].items():
-        out.append(f"| {name} | " + " | ".join(fmt(row[s], 3) for s in sizes_mb) + " |")
-    big = max(r["settings"]["payload_mb"])
-    out += ["", f"### Fetch pipeline, {big} MB payload from loopback (item 8)", "",
-            "| pipeline | seconds | MB/s of archive |", "|---|---|---|"]
-    out += [f"| {esc(name)} | {fmt(row['s'], 2)} | {fmt(row['mb_per_s'])} |" for name, row in r["fetch_pipeline"].items()]
-    out += ["", "### One idle poll, nothing new (item 9)", "",
-            "| check | bytes on the socket | CPU ms |", "|---|---|---|"]
-    out += [f"| {name} | {fmt(row['bytes'], 0)} | {fmt(row['cpu_ms'], 2)} |" for name, row in r["idle_poll"].items()]
-    return "\n".join(out)
+    if "single_command" in r:
+        out += ["### PID 1, single-command mode (items 1-4)", "",
+                f"| init | idle RSS KiB | of it anonymous KiB | reap {s['orphans']:,} orphans ms "
+                "| signal median µs | signal p99 µs | start-up ms |",
+                "|---|---|---|---|---|---|---|"]
+        for name, row in r["single_command"].items():
+            out.append(f"| {name} | {fmt(row.get('idle_rss_kib'), 0)} | {fmt(row.get('idle_anon_kib'), 0)} "
+                       f"| {fmt(row.get('reap_s') and row['reap_s'] * 1000)} "
+                       f"| {fmt(row['signal_median_us'])} | {fmt(row['signal_p99_us'])} | {fmt(row.get('startup_ms'), 2)} |")
+        out.append("")
+    if "services_rss_kib" in r:
+        out += [f"### Services mode, {SERVICES} services, and the idle updater (item 1)", "",
+                "| supervisor | PID 1 RSS KiB | of it anonymous KiB | with its helper processes KiB |",
+                "|---|---|---|---|"]
+        for name, row in r["services_rss_kib"].items():
+            out.append(f"| {name} | {fmt(row['pid1'], 0)} | {fmt(row['pid1_anon'], 0)} | {fmt(row['with_helpers'], 0)} |")
+        u = r["updater_idle_rss_kib"]
+        out += [f"| updater idle: {u['what']} | {fmt(u['kib'], 0)} | {fmt(u['anon_kib'], 0)} | |", ""]
+    if "idle_wakeups" in r:
+        out += [f"### Idle wake-ups over {s['idle_seconds']} s (item 5)", "",
+                "| process | context switches |", "|---|---|"]
+        out += [f"| {name} | {fmt(count, 0)} |" for name, count in r["idle_wakeups"].items()] + [""]
+    if "binary_bytes" in r:
+        out += ["### Binary size (item 6)", "", "| binary | bytes |", "|---|---|"]
+        out += [f"| {name} | {size:,} |" for name, size in r["binary_bytes"].items()] + [""]
+    if "downtime_s" in r:
+        sizes_mb = [f"{mb} MB" for mb in s["payload_mb"]]
+        out += [f"### Update downtime, feed throttled to {s['feed_rate']:g} MB/s (item 7)", "",
+                "| updater | " + " | ".join(f"{mb} payload, s" for mb in sizes_mb) + " |",
+                "|---|" + "---|" * len(sizes_mb)]
+        for name, row in r["downtime_s"].items():
+            out.append(f"| {name} | " + " | ".join(fmt(row[mb], 3) for mb in sizes_mb) + " |")
+        out.append("")
+    if "fetch_pipeline" in r:
+        out += [f"### Fetch pipeline, {max(s['payload_mb'])} MB payload from loopback (item 8)", "",
+                "| pipeline | seconds | MB/s of archive |", "|---|---|---|"]
+        out += [f"| {esc(name)} | {fmt(row['s'], 2)} | {fmt(row['mb_per_s'])} |"
+                for name, row in r["fetch_pipeline"].items()] + [""]
+    if "idle_poll" in r:
+        out += ["### One idle poll, nothing new (item 9)", "",
+                "| check | bytes on the socket | CPU ms |", "|---|---|---|"]
+        out += [f"| {name} | {fmt(row['bytes'], 0)} | {fmt(row['cpu_ms'], 2)} |" for name, row in r["idle_poll"].items()]
+    return "\n".join(out).rstrip()
 
 
 def main():
@@ -188,6 +204,8 @@ def main():
     parser.add_argument("--payload-mb", type=int, nargs="+", default=[10, 200])
     parser.add_argument("--feed-rate", type=float, default=25, help="MB/s of the throttled feed (item 7)")
     parser.add_argument("--quick", action="store_true", help="few runs, small payloads, 5 s idle window")
+    parser.add_argument("--only", type=int, nargs="+", choices=range(1, 10), metavar="ITEM",
+                        help="run only these items of BENCHMARKS.md (1-9)")
     parser.set_defaults(json=os.path.join(TARGET, "bench-results.json"))
     args = parser.parse_args()
     if args.quick:

@@ -96,11 +96,18 @@ class Feed:
         self.rate = None
         self._lock = threading.Lock()
         self._traffic = [0, 0]
+        self._active = 0  # connections being answered
         feed = self
 
         class Handler(socketserver.BaseRequestHandler):
             def handle(self):
-                feed._serve(self.request)
+                with feed._lock:
+                    feed._active += 1
+                try:
+                    feed._serve(self.request)
+                finally:
+                    with feed._lock:
+                        feed._active -= 1
 
         socketserver.ThreadingTCPServer.allow_reuse_address = True
         self._server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
@@ -130,7 +137,12 @@ class Feed:
             self._traffic = [0, 0]
 
     def traffic(self):
-        """(bytes received, bytes sent) since the last reset."""
+        """(bytes received, bytes sent) since the last reset, once every
+        answer in progress is counted (a client may exit before its
+        connection's thread has counted)."""
+        deadline = time.monotonic() + 5
+        while self._active and time.monotonic() < deadline:
+            time.sleep(0.001)
         with self._lock:
             return tuple(self._traffic)
 

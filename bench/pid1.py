@@ -118,16 +118,17 @@ def supervisors(pid):
 
 
 def services_rss_kib(supervisor, count, runs):
-    """Idle RSS of PID 1, and of PID 1 plus its runsv helpers, with `count`
-    services up; `supervisor(dir)` is the PID 1 command line."""
-    pid1, tree = [], []
+    """Idle VmRSS and RssAnon of PID 1, and VmRSS of PID 1 plus its runsv
+    helpers, with `count` services up; `supervisor(dir)` is the PID 1 command line."""
+    pid1, anon, tree = [], [], []
     for _ in range(runs):
         with tempfile.TemporaryDirectory() as tmp:
             with Namespace(supervisor(service_dir(f"{tmp}/sv", count)), []) as ns:
                 services_up(ns.pid, count)
                 pid1.append(status_field(ns.pid, "VmRSS"))
+                anon.append(status_field(ns.pid, "RssAnon"))
                 tree.append(sum(status_field(p, "VmRSS") for p in supervisors(ns.pid)))
-    return statistics.median(pid1), statistics.median(tree)
+    return statistics.median(pid1), statistics.median(anon), statistics.median(tree)
 
 
 def services_up(pid, count):
@@ -163,12 +164,17 @@ class Namespace:
 
 
 def idle_rss_kib(init, runs):
-    values = []
+    """Median VmRSS and RssAnon of PID 1 with one child sleeping. RssAnon is
+    the private part; the rest is file pages (binary, libc) shared with any
+    other process mapping the same files."""
+    rss, anon = [], []
     for _ in range(runs):
         with Namespace(init, ["sleep", "1000"]) as ns:
             wait_for_child(ns.pid)
-            values.append(status_field(ns.pid, "VmRSS"))
-    return statistics.median(values)
+            time.sleep(0.2)
+            rss.append(status_field(ns.pid, "VmRSS"))
+            anon.append(status_field(ns.pid, "RssAnon"))
+    return statistics.median(rss), statistics.median(anon)
 
 
 # Makes `n` zombies at once and times PID 1 reaping them: a middle process
@@ -275,7 +281,7 @@ def single_command_rows(inits, args):
     results = {}
     for name, init in inits.items():
         row = {}
-        row["idle_rss_kib"] = idle_rss_kib(init, args.runs)
+        row["idle_rss_kib"], row["idle_anon_kib"] = idle_rss_kib(init, args.runs)
         row["reap_s"] = reap_seconds(init, args.reap_runs, args.orphans)
         row["signal_median_us"], row["signal_p99_us"] = signal_latency_us(init, args.rounds)
         row["startup_ms"] = startup_ms(init, args.runs * 10)

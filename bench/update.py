@@ -88,14 +88,16 @@ def updater_idle(moltd, feed, tmp, small, apply, services):
 
 
 def updater_idle_rss_kib(moltd, feed, tmp, small, apply, services, runs):
-    values, what = [], None
+    """(what runs, median VmRSS, median RssAnon) of the idle updater."""
+    rss, anon, what = [], [], None
     for i in range(runs):
         run_dir = f"{tmp}/rss{i}"
         what, pid, stop = updater_idle(moltd, feed, run_dir, small, apply, services)
-        values.append(status_field(pid, "VmRSS"))
+        rss.append(status_field(pid, "VmRSS"))
+        anon.append(status_field(pid, "RssAnon"))
         stop()
         shutil.rmtree(run_dir)
-    return what, statistics.median(values)
+    return what, statistics.median(rss), statistics.median(anon)
 
 
 class Prober:
@@ -168,6 +170,9 @@ def downtime_moltd(moltd, feed, tmp, archives):
     with open(f"{tmp}/moltd.log", "w") as log, Namespace([moltd, "--services", f"{tmp}/sv"], [], env=env, stdout=log):
         prober = Prober(port)
         prober.wait_version("1.0.0", 30)
+        # A long-running app: moltd never restarts a service sooner than 1 s
+        # after its previous start, which would otherwise add to the downtime.
+        time.sleep(1.5)
         feed.serve([("2.0.0", archives["2.0.0"]), ("1.0.0", archives["1.0.0"])])
         subprocess.run([moltd, "update"], env=env, check=True, stdout=subprocess.DEVNULL, timeout=600)
         prober.wait_version("2.0.0", 60)
@@ -237,7 +242,8 @@ def idle_poll(moltd, feed, tmp, small, runs):
 
 
 def make_archives(tmp, sizes):
-    """v1.0.0 and v2.0.0 with a payload of each size (MB), and a small pair."""
+    """v1.0.0 and v2.0.0 with a payload of each size (MB), and a small v1.0.0
+    with no payload ("small")."""
     archives = {}
     for mb in sizes:
         payload = f"{tmp}/payload-{mb}"
