@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import tempfile
@@ -213,6 +214,9 @@ def main():
         args.idle_seconds, args.payload_mb = 5, [2, 20]
     args.moltd, args.moltd_static = os.path.abspath(args.moltd), os.path.abspath(args.moltd_static)
 
+    # A TERM (timeout, kill) unwinds like Ctrl-C: every namespace is killed
+    # and the temporary directory removed.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     with tempfile.TemporaryDirectory(prefix="moltd-bench-") as tmp:
         results = run(args, tmp)
     results["machine"]["load_at_end"] = os.getloadavg()

@@ -13,6 +13,7 @@ namespace (unshare --pid --fork --mount-proc), as in a container.
 
 import argparse
 import contextlib
+import ctypes
 import json
 import os
 import signal
@@ -38,7 +39,14 @@ def peers(moltd):
 
 
 def in_namespace(argv):
-    return ["unshare", "--pid", "--fork", "--mount-proc", "--"] + argv
+    """argv as PID 1 of a new PID namespace; if unshare dies, so does PID 1,
+    and with it everything in the namespace."""
+    return ["unshare", "--pid", "--fork", "--kill-child", "--mount-proc", "--"] + argv
+
+
+def die_with_parent():
+    """Popen's preexec_fn: SIGKILL when the harness dies, however it dies."""
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def init_pid(unshare_pid, timeout=10):
@@ -149,7 +157,8 @@ class Namespace:
     which takes the whole namespace with it."""
 
     def __init__(self, init, argv, env=None, stdout=None):
-        self.proc = subprocess.Popen(in_namespace(init + argv), env=env, stdout=stdout, stderr=stdout)
+        self.proc = subprocess.Popen(in_namespace(init + argv), env=env, stdout=stdout, stderr=stdout,
+                                     preexec_fn=die_with_parent)
         self.pid = init_pid(self.proc.pid)
 
     def __enter__(self):
@@ -211,7 +220,7 @@ def reap_seconds(init, runs, count):
     for _ in range(runs):
         out = subprocess.run(
             in_namespace(init + [sys.executable, "-c", ORPHANS, str(count)]),
-            capture_output=True, text=True, check=True,
+            capture_output=True, text=True, check=True, preexec_fn=die_with_parent,
         ).stdout
         values.append(float(out.strip().splitlines()[-1]))
     return statistics.median(values)
@@ -235,19 +244,20 @@ def signal_latency_us(init, rounds):
         ready = os.path.join(tmp, "ready")
         os.mkfifo(fifo)
         argv = [sys.executable, "-c", ECHO, fifo, ready]
-        with Namespace(init, argv) if init else subprocess.Popen(argv) as running:
-            reader = os.open(fifo, os.O_RDONLY)
-            while not os.path.exists(ready):
-                time.sleep(0.001)
-            target = running.pid
-            samples = []
-            for _ in range(rounds):
-                start = time.perf_counter_ns()
-                os.kill(target, signal.SIGUSR1)
-                os.read(reader, 1)
-                samples.append((time.perf_counter_ns() - start) / 1000)
-            if not init:
-                running.kill()
+        with Namespace(init, argv) if init else subprocess.Popen(argv, preexec_fn=die_with_parent) as running:
+            try:
+                reader = os.open(fifo, os.O_RDONLY)
+                while not os.path.exists(ready):
+                    time.sleep(0.001)
+                samples = []
+                for _ in range(rounds):
+                    start = time.perf_counter_ns()
+                    os.kill(running.pid, signal.SIGUSR1)
+                    os.read(reader, 1)
+                    samples.append((time.perf_counter_ns() - start) / 1000)
+            finally:
+                if not init:
+                    running.kill()
             samples.sort()
             return statistics.median(samples), samples[int(len(samples) * 0.99) - 1]
 

@@ -20,7 +20,7 @@ import threading
 import time
 
 from feed import build_release, write_payload
-from pid1 import Namespace, service_dir, services_up, status_field, wait_for
+from pid1 import Namespace, die_with_parent, service_dir, services_up, status_field, wait_for
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PENDING = "pending issue 5"
@@ -80,7 +80,8 @@ def updater_idle(moltd, feed, tmp, small, apply, services):
         services_up(ns.pid, services)
         what, pid, stop = "moltd --services (10) + updater, PID 1", ns.pid, lambda: ns.__exit__()
     else:
-        proc = subprocess.Popen([moltd, "update", "--watch"], env=env, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen([moltd, "update", "--watch"], env=env, stderr=subprocess.DEVNULL,
+                                preexec_fn=die_with_parent)
         what, pid, stop = "moltd update --watch (its own process)", proc.pid, lambda: (proc.kill(), proc.wait())
     wait_for(lambda: status_state(tmp) == "idle", what="the first check")
     time.sleep(0.5)
