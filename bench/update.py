@@ -118,8 +118,8 @@ class Prober:
                 version = conn.getresponse().read().decode()
                 conn.close()
                 self.answers.append((time.monotonic(), version))
-            except OSError:
-                pass
+            except (OSError, http.client.HTTPException):
+                pass  # down, or went down while answering
             time.sleep(0.002)
 
     def wait_version(self, version, timeout):
