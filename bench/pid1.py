@@ -226,14 +226,19 @@ def reap_seconds(init, runs, count):
     return statistics.median(values)
 
 
+# The child answers each USR1 with a byte on the fifo. It takes USR1 with
+# sigwait, not a handler: a handler that writes first and returns later can
+# be re-entered by the next round's signal, and under load nests until
+# Python's recursion limit.
 ECHO = r"""
 import os, signal, sys
 fifo = sys.argv[1]
 out = os.open(fifo, os.O_WRONLY)
-signal.signal(signal.SIGUSR1, lambda *_: os.write(out, b'x'))
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
 open(sys.argv[2], 'w').write('ready')
 while True:
-    signal.pause()
+    signal.sigwait({signal.SIGUSR1})
+    os.write(out, b'x')
 """
 
 
@@ -253,7 +258,8 @@ def signal_latency_us(init, rounds):
                 for _ in range(rounds):
                     start = time.perf_counter_ns()
                     os.kill(running.pid, signal.SIGUSR1)
-                    os.read(reader, 1)
+                    if not os.read(reader, 1):
+                        raise RuntimeError("the signalled child died")
                     samples.append((time.perf_counter_ns() - start) / 1000)
             finally:
                 if not init:
