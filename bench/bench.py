@@ -35,7 +35,7 @@ def machine():
 
 def sizes(args):
     """Item 6: bytes on disk of each binary."""
-    files = {"moltd (dynamic)": args.moltd, "moltd (static)": args.moltd_static,
+    files = {"moltd (dynamic)": args.moltd, "moltd (static)": args.moltd_static or "",
              "tini": "/usr/bin/tini", "tini-static": "/usr/bin/tini-static",
              "dumb-init": "/usr/bin/dumb-init", "runsvdir": "/usr/bin/runsvdir", "runsv": "/usr/bin/runsv"}
     return {name: os.path.getsize(path) for name, path in files.items() if os.path.exists(path)}
@@ -64,7 +64,11 @@ def run(args, tmp):
     apply = update.has_apply(moltd)
     results["issue5_apply_available"] = apply
     inits = pid1.peers(moltd)
-    inits["moltd (static)"] = [args.moltd_static, "--"]
+    supervisors = {"moltd": [moltd, "--services"]}
+    if args.moltd_static:
+        inits["moltd (static)"] = [args.moltd_static, "--"]
+        supervisors["moltd (static)"] = [args.moltd_static, "--services"]
+    supervisors["runsvdir"] = ["runsvdir"]
 
     def want(*items):
         return not args.only or bool(set(items) & set(args.only))
@@ -76,9 +80,7 @@ def run(args, tmp):
         step("item 1: services mode RSS")
         results["services_rss_kib"] = {
             name: dict(zip(("pid1", "pid1_anon", "with_helpers"), pid1.services_rss_kib(command, SERVICES, args.runs)))
-            for name, command in (("moltd", lambda d: [moltd, "--services", d]),
-                                  ("moltd (static)", lambda d: [args.moltd_static, "--services", d]),
-                                  ("runsvdir", lambda d: ["runsvdir", d]))
+            for name, command in supervisors.items()
         }
     if want(6):
         results["binary_bytes"] = sizes(args)
@@ -200,7 +202,8 @@ def table(r):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     pid1.add_arguments(parser)
-    parser.add_argument("--moltd-static", default=os.path.join(TARGET, "x86_64-unknown-linux-gnu", "release", "moltd"))
+    parser.add_argument("--moltd-static", default=os.path.join(TARGET, "x86_64-unknown-linux-gnu", "release", "moltd"),
+                        help="the static build; empty to leave it out")
     parser.add_argument("--update-runs", type=int, default=3, help="runs per figure of items 7 and 8")
     parser.add_argument("--payload-mb", type=int, nargs="+", default=[10, 200])
     parser.add_argument("--feed-rate", type=float, default=25, help="MB/s of the throttled feed (item 7)")
@@ -212,7 +215,8 @@ def main():
     if args.quick:
         args.runs, args.reap_runs, args.update_runs, args.orphans, args.rounds = 1, 1, 1, 1000, 200
         args.idle_seconds, args.payload_mb = 5, [2, 20]
-    args.moltd, args.moltd_static = os.path.abspath(args.moltd), os.path.abspath(args.moltd_static)
+    args.moltd = os.path.abspath(args.moltd)
+    args.moltd_static = args.moltd_static and os.path.abspath(args.moltd_static)
 
     # A TERM (timeout, kill) unwinds like Ctrl-C: every namespace is killed
     # and the temporary directory removed.

@@ -127,11 +127,11 @@ def supervisors(pid):
 
 def services_rss_kib(supervisor, count, runs):
     """Idle VmRSS and RssAnon of PID 1, and VmRSS of PID 1 plus its runsv
-    helpers, with `count` services up; `supervisor(dir)` is the PID 1 command line."""
+    helpers, with `count` services up; `supervisor + [DIR]` is PID 1's command line."""
     pid1, anon, tree = [], [], []
     for _ in range(runs):
         with tempfile.TemporaryDirectory() as tmp:
-            with Namespace(supervisor(service_dir(f"{tmp}/sv", count)), []) as ns:
+            with Namespace(supervisor + [service_dir(f"{tmp}/sv", count)], []) as ns:
                 services_up(ns.pid, count)
                 pid1.append(status_field(ns.pid, "VmRSS"))
                 anon.append(status_field(ns.pid, "RssAnon"))
@@ -172,18 +172,14 @@ class Namespace:
         self.proc.wait()
 
 
-def idle_rss_kib(init, runs):
-    """Median VmRSS and RssAnon of PID 1 with one child sleeping. RssAnon is
-    the private part; the rest is file pages (binary, libc) shared with any
-    other process mapping the same files."""
-    rss, anon = [], []
-    for _ in range(runs):
-        with Namespace(init, ["sleep", "1000"]) as ns:
-            wait_for_child(ns.pid)
-            time.sleep(0.2)
-            rss.append(status_field(ns.pid, "VmRSS"))
-            anon.append(status_field(ns.pid, "RssAnon"))
-    return statistics.median(rss), statistics.median(anon)
+def idle_rss_kib(init):
+    """[(VmRSS, RssAnon)] of PID 1 with one child sleeping. RssAnon is the
+    private part; the rest is file pages (binary, libc) shared with any other
+    process mapping the same files."""
+    with Namespace(init, ["sleep", "1000"]) as ns:
+        wait_for_child(ns.pid)
+        time.sleep(0.2)
+        return [(status_field(ns.pid, "VmRSS"), status_field(ns.pid, "RssAnon"))]
 
 
 # Makes `n` zombies at once and times PID 1 reaping them: a middle process
@@ -215,15 +211,13 @@ print(time.perf_counter() - start)
 """
 
 
-def reap_seconds(init, runs, count):
-    values = []
-    for _ in range(runs):
-        out = subprocess.run(
-            in_namespace(init + [sys.executable, "-c", ORPHANS, str(count)]),
-            capture_output=True, text=True, check=True, preexec_fn=die_with_parent,
-        ).stdout
-        values.append(float(out.strip().splitlines()[-1]))
-    return statistics.median(values)
+def reap_seconds(init, count):
+    """[seconds] for PID 1 to reap `count` orphans re-parented at once."""
+    out = subprocess.run(
+        in_namespace(init + [sys.executable, "-c", ORPHANS, str(count)]),
+        capture_output=True, text=True, check=True, preexec_fn=die_with_parent,
+    ).stdout
+    return [float(out.strip().splitlines()[-1])]
 
 
 # The child answers each USR1 with a byte on the fifo. It takes USR1 with
@@ -243,7 +237,8 @@ while True:
 
 
 def signal_latency_us(init, rounds):
-    """Median and p99 of kill(PID 1, USR1) until the child's handler answers."""
+    """µs of each of `rounds` round trips: kill(PID 1, USR1) until the child
+    answers (init None: kill the child directly)."""
     with tempfile.TemporaryDirectory() as tmp:
         fifo = os.path.join(tmp, "fifo")
         ready = os.path.join(tmp, "ready")
@@ -264,19 +259,15 @@ def signal_latency_us(init, rounds):
             finally:
                 if not init:
                     running.kill()
-            samples.sort()
-            return statistics.median(samples), samples[int(len(samples) * 0.99) - 1]
+            return samples
 
 
-def startup_ms(init, runs):
-    """Wall time of `init true` in a new PID namespace, minus nothing: the
-    namespace cost is the same for every peer."""
-    values = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        subprocess.run(in_namespace(init + ["true"]), check=True)
-        values.append((time.perf_counter() - start) * 1000)
-    return statistics.median(values)
+def startup_ms(init):
+    """[ms] of `init true` in a new PID namespace, wall time; the namespace
+    costs the same for every peer."""
+    start = time.perf_counter()
+    subprocess.run(in_namespace(init + ["true"]), check=True)
+    return [(time.perf_counter() - start) * 1000]
 
 
 def idle_wakeups(pids, seconds):
@@ -291,22 +282,35 @@ def idle_wakeups(pids, seconds):
     return {name: total(group) - before[name] for name, group in pids.items()}
 
 
+def interleaved(inits, runs, measure):
+    """`runs` rounds, each measuring every init once in turn, so that a burst
+    of background load lands on all of them alike; all samples by name."""
+    samples = {name: [] for name in inits}
+    for _ in range(runs):
+        for name, init in inits.items():
+            samples[name] += measure(init)
+    return samples
+
+
 def single_command_rows(inits, args):
     """Items 1 (single-command RSS) to 4 for each init, and the direct signal
     round trip; idle wake-ups are left to the caller's shared window."""
-    results = {}
-    for name, init in inits.items():
-        row = {}
-        row["idle_rss_kib"], row["idle_anon_kib"] = idle_rss_kib(init, args.runs)
-        row["reap_s"] = reap_seconds(init, args.reap_runs, args.orphans)
-        row["signal_median_us"], row["signal_p99_us"] = signal_latency_us(init, args.rounds)
-        row["startup_ms"] = startup_ms(init, args.runs * 10)
-        results[name] = row
-        print(name, json.dumps(row), file=sys.stderr, flush=True)
-    direct = {}
-    direct["signal_median_us"], direct["signal_p99_us"] = signal_latency_us(None, args.rounds)
-    results["direct (no init)"] = direct
-    return results
+    with_direct = dict(inits, **{"direct (no init)": None})
+    rss = interleaved(inits, args.runs, idle_rss_kib)
+    reap = interleaved(inits, args.reap_runs, lambda init: reap_seconds(init, args.orphans))
+    trips = interleaved(with_direct, args.runs, lambda init: signal_latency_us(init, args.rounds // args.runs))
+    startup = interleaved(inits, args.runs * 10, startup_ms)
+    rows = {}
+    for name in with_direct:
+        samples = sorted(trips[name])
+        rows[name] = {"signal_median_us": statistics.median(samples),
+                      "signal_p99_us": samples[int(len(samples) * 0.99) - 1]}
+        if name in inits:
+            rows[name].update(idle_rss_kib=statistics.median(r for r, _ in rss[name]),
+                              idle_anon_kib=statistics.median(a for _, a in rss[name]),
+                              reap_s=statistics.median(reap[name]),
+                              startup_ms=statistics.median(startup[name]))
+    return rows
 
 
 def idle_single_command(stack, inits, seconds):
@@ -324,7 +328,7 @@ def add_arguments(parser):
     parser.add_argument("--runs", type=int, default=5, help="runs per figure (median)")
     parser.add_argument("--orphans", type=int, default=10000)
     parser.add_argument("--reap-runs", type=int, default=3, help="runs of the (slow) reaping figure")
-    parser.add_argument("--rounds", type=int, default=2000, help="signal round trips")
+    parser.add_argument("--rounds", type=int, default=2000, help="signal round trips, split over --runs")
     parser.add_argument("--idle-seconds", type=int, default=60)
     parser.add_argument("--json")
 
