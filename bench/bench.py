@@ -12,8 +12,9 @@ import contextlib
 import json
 import os
 import platform
+import shutil
 import signal
-import subprocess
+import statistics
 import sys
 import tempfile
 import time
@@ -41,7 +42,7 @@ def sizes(args):
     return {name: os.path.getsize(path) for name, path in files.items() if os.path.exists(path)}
 
 
-def idle_window(args, inits, tmp, feed, archives, apply):
+def idle_window(args, inits, tmp, feed, archives):
     """Item 5: one window of --idle-seconds over every idle PID 1 at once:
     single-command mode, services mode, and the idle updater."""
     with contextlib.ExitStack() as stack:
@@ -52,17 +53,15 @@ def idle_window(args, inits, tmp, feed, archives, apply):
             pids[f"{name} ({SERVICES} services), PID 1"] = [ns.pid]
         helpers = pid1.supervisors(pids[f"runsvdir ({SERVICES} services), PID 1"][0])
         pids[f"runsvdir + its {len(helpers) - 1} runsv"] = helpers
-        what, pid, stop = update.updater_idle(args.moltd, feed, f"{tmp}/idle-updater", archives["small"], apply, SERVICES)
+        pid, stop = update.updater_idle(args.moltd, feed, f"{tmp}/idle-updater", archives["small"], SERVICES)
         stack.callback(stop)
-        pids[f"updater idle: {what}"] = [pid]
+        pids[f"moltd --services ({SERVICES} services) + updater idle, PID 1"] = [pid]
         return pid1.idle_wakeups(pids, args.idle_seconds)
 
 
 def run(args, tmp):
     results = {"machine": machine(), "settings": vars(args).copy()}
     moltd = args.moltd
-    apply = update.has_apply(moltd)
-    results["issue5_apply_available"] = apply
     inits = pid1.peers(moltd)
     supervisors = {"moltd": [moltd, "--services"]}
     if args.moltd_static:
@@ -91,11 +90,11 @@ def run(args, tmp):
     try:
         if want(1):
             step("item 1: idle updater RSS")
-            what, rss, anon = update.updater_idle_rss_kib(moltd, feed, f"{tmp}/rss", archives["small"], apply, SERVICES, args.runs)
-            results["updater_idle_rss_kib"] = {"what": what, "kib": rss, "anon_kib": anon}
+            rss, anon = update.updater_idle_rss_kib(moltd, feed, f"{tmp}/rss", archives["small"], SERVICES, args.runs)
+            results["updater_idle_rss_kib"] = {"kib": rss, "anon_kib": anon}
         if want(5):
             step(f"item 5: idle wake-ups over {args.idle_seconds} s")
-            results["idle_wakeups"] = idle_window(args, inits, tmp, feed, archives, apply)
+            results["idle_wakeups"] = idle_window(args, inits, tmp, feed, archives)
         if want(9):
             step("item 9: idle poll")
             results["idle_poll"] = update.idle_poll(moltd, feed, f"{tmp}/poll", archives["small"], args.runs)
@@ -106,16 +105,15 @@ def run(args, tmp):
         if want(7):
             step(f"item 7: update downtime at {args.feed_rate} MB/s")
             feed.rate = args.feed_rate * 1e6
-            results["downtime_s"] = downtime(args, tmp, feed, archives, apply)
+            results["downtime_s"] = downtime(args, tmp, feed, archives)
     finally:
         feed.close()
     return results
 
 
-def downtime(args, tmp, feed, archives, apply):
-    measure = {"original order": lambda d, a: update.downtime_original(feed, d, a)}
-    if apply:
-        measure["moltd"] = lambda d, a: update.downtime_moltd(args.moltd, feed, d, a)
+def downtime(args, tmp, feed, archives):
+    measure = {"original order": lambda d, a: update.downtime_original(feed, d, a),
+               "moltd": lambda d, a: update.downtime_moltd(args.moltd, feed, d, a)}
     table = {}
     for mb in args.payload_mb:
         for name, run in measure.items():
@@ -124,11 +122,9 @@ def downtime(args, tmp, feed, archives, apply):
                 folder = f"{tmp}/down-{name[:5]}-{mb}-{i}"
                 os.makedirs(folder)
                 samples.append(run(folder, archives[mb]))
-                subprocess.run(["rm", "-rf", folder])
-            table.setdefault(name, {})[f"{mb} MB"] = sorted(samples)[len(samples) // 2]
+                shutil.rmtree(folder)
+            table.setdefault(name, {})[f"{mb} MB"] = statistics.median(samples)
             print(f"  {name}, {mb} MB: {samples}", file=sys.stderr, flush=True)
-        if not apply:
-            table.setdefault("moltd", {})[f"{mb} MB"] = update.PENDING
     return table
 
 
@@ -171,7 +167,7 @@ def table(r):
         for name, row in r["services_rss_kib"].items():
             out.append(f"| {name} | {fmt(row['pid1'], 0)} | {fmt(row['pid1_anon'], 0)} | {fmt(row['with_helpers'], 0)} |")
         u = r["updater_idle_rss_kib"]
-        out += [f"| updater idle: {u['what']} | {fmt(u['kib'], 0)} | {fmt(u['anon_kib'], 0)} | |", ""]
+        out += [f"| moltd, {SERVICES} services + updater idle | {fmt(u['kib'], 0)} | {fmt(u['anon_kib'], 0)} | |", ""]
     if "idle_wakeups" in r:
         out += [f"### Idle wake-ups over {s['idle_seconds']} s (item 5)", "",
                 "| process | context switches |", "|---|---|"]

@@ -20,7 +20,6 @@ import io
 import json
 import os
 import platform
-import socket
 import socketserver
 import tarfile
 import threading

@@ -18,8 +18,9 @@ if [ -n "$missing" ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tini dumb-init runit curl
 fi
 
+# The two builds of the README (and .ci/run), flags included.
 cargo build --release --quiet
-RUSTFLAGS="-C target-feature=+crt-static" \
+RUSTFLAGS='-C target-feature=+crt-static --cfg getrandom_backend="linux_getrandom"' \
     cargo build --release --quiet --target x86_64-unknown-linux-gnu
 
 exec python3 bench/bench.py "$@"

@@ -2,10 +2,9 @@
 fetch pipeline throughput (8) and the cost of an idle poll (9), against the
 loopback feed of feed.py.
 
-moltd's apply path (issue 5: `moltd update` asks the running `moltd
---services` to stage, stop, switch `current`, start and health-check) is
-used when the binary has it (`has_apply`); until then item 7 reports moltd's
-figure as pending and the idle updater is `moltd update --watch`.
+The updater runs where a container runs it: inside `moltd --services`, which
+`moltd update` asks (through the control socket) to check and apply: stage
+while the app serves, then stop, switch `current`, start, health-check.
 """
 
 import http.client
@@ -20,18 +19,9 @@ import threading
 import time
 
 from feed import build_release, write_payload
-from pid1 import Namespace, die_with_parent, service_dir, services_up, status_field, wait_for
+from pid1 import Namespace, service_dir, services_up, status_field, wait_for
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-PENDING = "pending issue 5"
-
-
-def has_apply(moltd):
-    """Whether this moltd can apply updates inside the supervisor (issue 5)."""
-    out = subprocess.run([moltd, "update", "--help"], capture_output=True, text=True).stdout
-    return "rollback" in out
-
-
 def install(archive, app_dir, tag):
     """Unpacks `archive` as releases/<tag> and points `current` at it, as an
     image shipping its first release would."""
@@ -67,38 +57,31 @@ def status_state(tmp):
         return None
 
 
-def updater_idle(moltd, feed, tmp, small, apply, services):
-    """Starts the idle updater (v1.0.0 installed, nothing newer) and returns
-    (what runs, host pid to measure, a cleanup). With issue 5 that is PID 1 of
-    `moltd --services` with `services` services and the updater configured;
-    before it, the `moltd update --watch` loop next to the supervisor."""
+def updater_idle(moltd, feed, tmp, small, services):
+    """Starts PID 1 of `moltd --services` with `services` services and the
+    updater configured, v1.0.0 installed and nothing newer on the feed;
+    returns its host pid and a cleanup, once the first check is done."""
     install(small, f"{tmp}/app", "v1.0.0")
     feed.serve([("1.0.0", small)])
     env = moltd_env(feed, tmp, MOLTD_MODE="check")
-    if apply:
-        ns = Namespace([moltd, "--services", service_dir(f"{tmp}/sv", services)], [], env=env)
-        services_up(ns.pid, services)
-        what, pid, stop = "moltd --services (10) + updater, PID 1", ns.pid, lambda: ns.__exit__()
-    else:
-        proc = subprocess.Popen([moltd, "update", "--watch"], env=env, stderr=subprocess.DEVNULL,
-                                preexec_fn=die_with_parent)
-        what, pid, stop = "moltd update --watch (its own process)", proc.pid, lambda: (proc.kill(), proc.wait())
+    ns = Namespace([moltd, "--services", service_dir(f"{tmp}/sv", services)], [], env=env)
+    services_up(ns.pid, services)
     wait_for(lambda: status_state(tmp) == "idle", what="the first check")
     time.sleep(0.5)
-    return what, pid, stop
+    return ns.pid, ns.__exit__
 
 
-def updater_idle_rss_kib(moltd, feed, tmp, small, apply, services, runs):
-    """(what runs, median VmRSS, median RssAnon) of the idle updater."""
-    rss, anon, what = [], [], None
+def updater_idle_rss_kib(moltd, feed, tmp, small, services, runs):
+    """Median (VmRSS, RssAnon) of PID 1 with the updater idle."""
+    rss, anon = [], []
     for i in range(runs):
         run_dir = f"{tmp}/rss{i}"
-        what, pid, stop = updater_idle(moltd, feed, run_dir, small, apply, services)
+        pid, stop = updater_idle(moltd, feed, run_dir, small, services)
         rss.append(status_field(pid, "VmRSS"))
         anon.append(status_field(pid, "RssAnon"))
         stop()
         shutil.rmtree(run_dir)
-    return what, statistics.median(rss), statistics.median(anon)
+    return statistics.median(rss), statistics.median(anon)
 
 
 class Prober:
