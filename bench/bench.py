@@ -15,6 +15,7 @@ import platform
 import shutil
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -29,8 +30,14 @@ SERVICES = 10
 
 
 def machine():
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+    def first(path, key):
+        return next((line.split(":", 1)[1].strip() for line in open(path) if line.startswith(key)), "?")
+
+    cpu = first("/proc/cpuinfo", "model name")
+    commit = subprocess.run(["git", "-C", HERE, "describe", "--always", "--dirty"],
+                            capture_output=True, text=True).stdout.strip()
     return {"nproc": os.cpu_count(), "cpu": cpu, "kernel": platform.release(),
+            "memory": first("/proc/meminfo", "MemTotal"), "moltd_commit": commit,
             "load_at_start": os.getloadavg()}
 
 
