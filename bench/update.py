@@ -22,6 +22,8 @@ from feed import build_release, write_payload
 from pid1 import Namespace, service_dir, services_up, status_field, wait_for
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+
+
 def install(archive, app_dir, tag):
     """Unpacks `archive` as releases/<tag> and points `current` at it, as an
     image shipping its first release would."""
@@ -65,8 +67,12 @@ def updater_idle(moltd, feed, tmp, small, services):
     feed.serve([("1.0.0", small)])
     env = moltd_env(feed, tmp, MOLTD_MODE="check")
     ns = Namespace([moltd, "--services", service_dir(f"{tmp}/sv", services)], [], env=env)
-    services_up(ns.pid, services)
-    wait_for(lambda: status_state(tmp) == "idle", what="the first check")
+    try:
+        services_up(ns.pid, services)
+        wait_for(lambda: status_state(tmp) == "idle", what="the first check")
+    except BaseException:
+        ns.__exit__()
+        raise
     time.sleep(0.5)
     return ns.pid, ns.__exit__
 
