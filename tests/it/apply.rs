@@ -327,8 +327,10 @@ fn trigger_file_applies_a_staged_release() {
         .env("MOLTD_MODE", "stage")
         .spawn();
     wait_for_state(&mut running, &dir, "staged");
-    if served(port).as_deref() != Some("1.0.0") {
-        running.fail("v1 does not serve");
+    // Staging may finish before the app listens: wait, do not sample once.
+    running.wait_for("v1 to serve", || served(port).as_deref() == Some("1.0.0"));
+    if current(&dir) != "v1.0.0" {
+        running.fail("staging must not switch current");
     }
     dir.write("app/.moltd/update-requested", "");
     wait_for_state(&mut running, &dir, "completed");
