@@ -123,15 +123,12 @@ pub fn prepare(
 }
 
 /// Starts the command and returns what forwards signals to it, or the exit
-/// code to leave with.
+/// code to leave with. A child that failed to exec is not reaped here: moltd
+/// is leaving, and reaping outside the event loop could take the exit of a
+/// process someone else owns; whoever adopts the zombie collects it.
 pub fn start(config: &InitConfig, signals: &SignalSource) -> Result<Forwarder, i32> {
-    spawn_command(config, signals).map_err(|err| {
-        // The child that failed to exec has already exited: collect it.
-        if let spawn::SpawnError::Exec { .. } = err {
-            let _ = reap::reap_terminated(|_, _| {});
-        }
-        Messages(config.personality).spawn_failed(&config.command[0], err)
-    })
+    spawn_command(config, signals)
+        .map_err(|err| Messages(config.personality).spawn_failed(&config.command[0], err))
 }
 
 /// Spawns the command and returns what forwards signals to it. Reaps

@@ -450,26 +450,13 @@ fn child_takes_over_the_terminal_and_the_handover_signals_are_not_forwarded() {
         .stdout(std::process::Stdio::null())
         .spawn()
         .expect("script(1) from util-linux");
-    let deadline = std::time::Instant::now() + crate::util::TIMEOUT;
-    while !dir.read("out.log").contains("ready") {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "child never got ready:\n{}",
-            dir.listing()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
+    crate::util::wait_until("the child to get ready", || {
+        dir.read("out.log").contains("ready")
+    });
     let moltd: i32 = dir.read("moltd.pid").trim().parse().unwrap();
     // Pending HUP would be read before USR1 (lower signals come first).
     unsafe { kill(moltd, SIGUSR1) };
-    while !dir.read("out.log").contains("got 10") {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "USR1 never arrived:\n{}",
-            dir.read("out.log")
-        );
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
+    crate::util::wait_until("USR1 to arrive", || dir.read("out.log").contains("got 10"));
     unsafe { kill(moltd, SIGTERM) };
     assert!(crate::util::wait_child(&mut script, "script(1) to exit").success());
     assert_eq!(
