@@ -442,9 +442,15 @@ fn child_takes_over_the_terminal_and_the_handover_signals_are_not_forwarded() {
     // child; the child must end up owning the terminal, in the foreground.
     let child =
         format!("echo $PPID > moltd.pid; ps -o stat= -p $$ > stat.txt; exec {recorder} out.log");
-    let command = format!("{} -- sh -c '{child}'", crate::util::moltd_bin().display());
+    // `exec`: a shell that forks the last command (dash) would stay the
+    // session leader, and moltd could not hand the terminal over.
+    let command = format!(
+        "exec {} -- sh -c '{child}'",
+        crate::util::moltd_bin().display()
+    );
     let mut script = std::process::Command::new("script")
         .args(["-qec", &command, "/dev/null"])
+        .env("SHELL", "/bin/sh")
         .current_dir(dir.path())
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
