@@ -1,105 +1,150 @@
-//! The HTTP listener (`MOLTD_LISTEN`): a minimal HTTP/1.1 responder.
+//! The HTTP listener (`MOLTD_LISTEN`): hyper's HTTP/1 server.
 //!
-//! Why not hyper's server side: hyper is in the tree only as reqwest's
-//! client; its server needs `http1` + `server` features and a tokio
-//! runtime driven by us, which cost more binary and more RSS than five
-//! routes of `Connection: close` request/response need. Requests are tiny
-//! (no bodies are read), so a line reader with hard limits is enough.
+//! Why hyper: it is already in the tree as reqwest's HTTP stack, so serving
+//! with it costs only its server half, not a second HTTP implementation with
+//! its own parsing bugs. It runs on a current-thread tokio runtime of its
+//! own, on one thread; with no connection open that thread sleeps in
+//! `epoll_wait` with no timer armed, so an idle moltd stays asleep.
 //!
-//! Robustness: each connection gets its own small thread, at most
-//! [`MAX_CONNECTIONS`] at once (more are turned away with 503); a request
-//! head must arrive within [`HEAD_DEADLINE`] and fit in [`MAX_HEAD`] bytes,
-//! and writes time out, so a slow or hostile client only holds its own
-//! thread. Nothing here touches the event loop: state comes from
-//! snapshots, and update requests go straight to the updater thread.
+//! Robustness: at most [`MAX_CONNECTIONS`] connections are served at once
+//! (more get 503), a request head must arrive within [`HEAD_DEADLINE`] and
+//! fit in [`MAX_HEAD`] bytes, and each connection carries one request
+//! (no keep-alive), so a slow or hostile client only holds its own slot.
+//! Nothing here touches the event loop: state comes from snapshots, and
+//! update requests go to the updater thread on a blocking-pool thread,
+//! because an update can take as long as its download and health check.
 
 use super::{Secret, Shared};
 use crate::services::control::{UpdateOp, UpdateReply};
 use crate::services::updates::{ReplyTo, ToAgent};
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, WWW_AUTHENTICATE};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Connections served at once.
 const MAX_CONNECTIONS: usize = 16;
-/// The longest request head (request line and headers).
+/// The longest request head (hyper's smallest read buffer).
 const MAX_HEAD: usize = 8 * 1024;
 /// How long a client gets to send its request head.
 const HEAD_DEADLINE: Duration = Duration::from_secs(5);
-/// How long a client gets to take the response.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Pause after a failed accept (out of descriptors), so it is not retried in
+/// a busy loop.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+type Reply = Response<Full<Bytes>>;
+
+/// What every request handler needs.
+struct Context {
+    shared: Arc<Shared>,
+    token: Option<Secret>,
+}
 
 /// Binds `addr` and serves it from a thread.
 pub fn start(addr: SocketAddr, token: Option<Secret>, shared: Arc<Shared>) -> Result<(), String> {
-    let listener =
-        TcpListener::bind(addr).map_err(|err| format!("cannot listen on {addr}: {err}"))?;
-    let token = Arc::new(token);
-    let active = Arc::new(AtomicUsize::new(0));
-    super::spawn("http", move || {
-        for stream in listener.incoming().flatten() {
-            if active.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
-                active.fetch_sub(1, Ordering::SeqCst);
-                respond(stream, 503, "text/plain", b"busy\n", &[]);
+    let listener = std::net::TcpListener::bind(addr)
+        .and_then(|listener| listener.set_nonblocking(true).map(|()| listener))
+        .map_err(|err| format!("cannot listen on {addr}: {err}"))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .max_blocking_threads(MAX_CONNECTIONS)
+        .thread_stack_size(256 * 1024)
+        .build()
+        .map_err(|err| format!("cannot start the http runtime: {err}"))?;
+    let context = Arc::new(Context { shared, token });
+    super::spawn("http", move || runtime.block_on(serve(listener, context)))
+}
+
+async fn serve(listener: std::net::TcpListener, context: Arc<Context>) {
+    let listener = match tokio::net::TcpListener::from_std(listener) {
+        Ok(listener) => listener,
+        Err(err) => return log::error!("cannot serve MOLTD_LISTEN: {err}"),
+    };
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(err) => {
+                log::debug!("http: accept failed: {err}");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
                 continue;
             }
-            let (shared, token, done) = (shared.clone(), token.clone(), active.clone());
-            let served = super::spawn("http-client", move || {
-                serve(stream, &shared, token.as_ref().as_ref());
-                done.fetch_sub(1, Ordering::SeqCst);
+        };
+        let slot = slots.clone().try_acquire_owned().ok();
+        let context = context.clone();
+        tokio::spawn(async move {
+            let busy = slot.is_none();
+            let service = service_fn(move |request| {
+                let context = context.clone();
+                async move {
+                    Ok::<_, Infallible>(match busy {
+                        true => text(StatusCode::SERVICE_UNAVAILABLE, "busy\n"),
+                        false => route(&context, request).await,
+                    })
+                }
             });
-            if served.is_err() {
-                active.fetch_sub(1, Ordering::SeqCst);
+            let served = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEAD_DEADLINE)
+                .max_buf_size(MAX_HEAD)
+                .keep_alive(false)
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+            if let Err(err) = served {
+                log::debug!("http: connection ended: {err}");
             }
-        }
-    })
+            drop(slot);
+        });
+    }
 }
 
-/// A parsed request head.
-struct Head {
-    method: String,
-    path: String,
-    authorization: Option<String>,
-}
-
-fn serve(mut stream: TcpStream, shared: &Shared, token: Option<&Secret>) {
-    let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
-    let Some(head) = read_head(&mut stream) else {
-        return respond(stream, 400, "text/plain", b"bad request\n", &[]);
-    };
-    let (path, query) = head.path.split_once('?').unwrap_or((&head.path, ""));
-    match (head.method.as_str(), path) {
-        ("GET", "/healthz") => match shared.services().healthy() {
-            true => respond(stream, 200, "text/plain", b"ok\n", &[]),
-            false => respond(stream, 503, "text/plain", b"unhealthy\n", &[]),
+async fn route(context: &Context, request: Request<Incoming>) -> Reply {
+    let path = request.uri().path();
+    let query = request.uri().query().unwrap_or_default();
+    let shared = &context.shared;
+    match (request.method(), path) {
+        (&Method::GET, "/healthz") => match shared.services().healthy() {
+            true => text(StatusCode::OK, "ok\n"),
+            false => text(StatusCode::SERVICE_UNAVAILABLE, "unhealthy\n"),
         },
-        ("GET", "/metrics") => {
-            let text = shared.metrics();
-            let kind = "text/plain; version=0.0.4; charset=utf-8";
-            respond(stream, 200, kind, text.as_bytes(), &[]);
-        }
-        ("GET", "/status") => match shared.update() {
+        (&Method::GET, "/metrics") => reply(
+            StatusCode::OK,
+            "text/plain; version=0.0.4; charset=utf-8",
+            shared.metrics(),
+        ),
+        (&Method::GET, "/status") => match shared.update() {
             Some(status) => {
                 let json = serde_json::to_vec_pretty(&status).unwrap_or_default();
-                respond(stream, 200, "application/json", &json, &[]);
+                reply(StatusCode::OK, "application/json", json)
             }
-            None => not_configured(stream),
+            None => not_configured(),
         },
-        ("POST", "/update" | "/rollback") => {
-            let Some(token) = token else {
-                let text = b"disabled: set MOLTD_API_TOKEN to enable\n";
-                return respond(stream, 404, "text/plain", text, &[]);
+        (&Method::POST, "/update" | "/rollback") => {
+            let Some(token) = &context.token else {
+                let why = "disabled: set MOLTD_API_TOKEN to enable\n";
+                return text(StatusCode::NOT_FOUND, why);
             };
-            let given = head
-                .authorization
-                .as_deref()
+            let given = request
+                .headers()
+                .get(AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.strip_prefix("Bearer "))
                 .unwrap_or_default();
             if !token.matches(given.trim().as_bytes()) {
-                let challenge = [("WWW-Authenticate", "Bearer")];
-                return respond(stream, 401, "text/plain", b"unauthorized\n", &challenge);
+                let mut refused = text(StatusCode::UNAUTHORIZED, "unauthorized\n");
+                let challenge = HeaderValue::from_static("Bearer");
+                refused.headers_mut().insert(WWW_AUTHENTICATE, challenge);
+                return refused;
             }
             let op = match path {
                 "/rollback" => UpdateOp::Rollback,
@@ -108,34 +153,24 @@ fn serve(mut stream: TcpStream, shared: &Shared, token: Option<&Secret>) {
                     force: query.split('&').any(|p| p == "force"),
                 },
             };
-            match ask_updater(shared, op) {
-                Some(Ok(text)) => respond(
-                    stream,
-                    200,
-                    "text/plain",
-                    format!("{text}\n").as_bytes(),
-                    &[],
-                ),
-                Some(Err(problem)) => respond(
-                    stream,
-                    409,
-                    "text/plain",
-                    format!("{problem}\n").as_bytes(),
-                    &[],
-                ),
-                None => not_configured(stream),
+            let shared = shared.clone();
+            let asked = tokio::task::spawn_blocking(move || ask_updater(&shared, op)).await;
+            match asked.ok().flatten() {
+                Some(Ok(done)) => text(StatusCode::OK, format!("{done}\n")),
+                Some(Err(problem)) => text(StatusCode::CONFLICT, format!("{problem}\n")),
+                None => not_configured(),
             }
         }
         (_, "/healthz" | "/metrics" | "/status" | "/update" | "/rollback") => {
-            respond(stream, 405, "text/plain", b"method not allowed\n", &[])
+            text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
         }
-        _ => respond(stream, 404, "text/plain", b"not found\n", &[]),
+        _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }
 }
 
-fn not_configured(stream: TcpStream) {
-    let text = b"updates are not configured (set MOLTD_REPO or MOLTD_URL)\n";
-    respond(stream, 404, "text/plain", text, &[]);
+fn not_configured() -> Reply {
+    let why = "updates are not configured (set MOLTD_REPO or MOLTD_URL)\n";
+    text(StatusCode::NOT_FOUND, why)
 }
 
 /// Hands the request to the updater thread and waits for its answer
@@ -152,55 +187,14 @@ fn ask_updater(shared: &Shared, op: UpdateOp) -> Option<UpdateReply> {
     )
 }
 
-/// Reads the request line and headers, within the size and time limits.
-fn read_head(stream: &mut TcpStream) -> Option<Head> {
-    let deadline = Instant::now() + HEAD_DEADLINE;
-    let mut head = Vec::new();
-    let mut buf = [0u8; 1024];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-        let left = deadline.checked_duration_since(Instant::now())?;
-        stream.set_read_timeout(Some(left)).ok()?;
-        let n = stream.read(&mut buf).ok().filter(|n| *n > 0)?;
-        head.extend_from_slice(&buf[..n]);
-        if head.len() > MAX_HEAD {
-            return None;
-        }
-    }
-    let text = std::str::from_utf8(&head).ok()?;
-    let mut lines = text.split("\r\n");
-    let mut parts = lines.next()?.split(' ');
-    let (method, path) = (parts.next()?.to_owned(), parts.next()?.to_owned());
-    parts.next().filter(|v| v.starts_with("HTTP/1."))?;
-    let authorization = lines
-        .filter_map(|l| l.split_once(':'))
-        .find(|(name, _)| name.eq_ignore_ascii_case("authorization"))
-        .map(|(_, value)| value.trim().to_owned());
-    Some(Head {
-        method,
-        path,
-        authorization,
-    })
+fn text(code: StatusCode, body: impl Into<Bytes>) -> Reply {
+    reply(code, "text/plain", body)
 }
 
-fn respond(mut stream: TcpStream, code: u16, kind: &str, body: &[u8], extra: &[(&str, &str)]) {
-    let reason = match code {
-        200 => "OK",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        409 => "Conflict",
-        _ => "Service Unavailable",
-    };
-    let mut head = format!(
-        "HTTP/1.1 {code} {reason}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n",
-        body.len()
-    );
-    for (name, value) in extra {
-        head.push_str(&format!("{name}: {value}\r\n"));
-    }
-    head.push_str("\r\n");
-    let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
-    let _ = stream.write_all(head.as_bytes());
-    let _ = stream.write_all(body);
+fn reply(code: StatusCode, kind: &'static str, body: impl Into<Bytes>) -> Reply {
+    let mut response = Response::new(Full::new(body.into()));
+    *response.status_mut() = code;
+    let kind = HeaderValue::from_static(kind);
+    response.headers_mut().insert(CONTENT_TYPE, kind);
+    response
 }

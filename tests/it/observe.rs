@@ -1,7 +1,8 @@
 //! Observability over real sockets: `/metrics` (parsed by the strict
 //! exposition-format checker below), `/healthz` with a crash-looping and
 //! a given-up essential service, `POST /update` tokens, the webhook with
-//! its receiver up and down, JSON logs, `moltd config`, and memory under a
+//! its receiver up and down, JSON logs, `moltd config`, the listener's
+//! limits (slow, oversized and excess clients), and memory under a
 //! scraping load.
 //!
 //! The metrics parser is written here rather than taken from a crate: the
@@ -370,6 +371,47 @@ fn memory_stays_flat_under_scraping() {
         after < before + 2 * 1024 * 1024,
         "RSS grew from {before} to {after}"
     );
+    running.signal(nix::libc::SIGKILL);
+}
+
+#[test]
+fn listener_bounds_slow_oversized_and_excess_clients() {
+    let dir = TestDir::new("observe_bounds");
+    let listen = free_port();
+    dir.script("services/idle/run", "#!/bin/sh\nexec sleep 1000\n");
+    let mut running = Moltd::new(&dir, Mode::Pid1)
+        .args(["--services", "services"])
+        .env("MOLTD_LISTEN", format!("127.0.0.1:{listen}"))
+        .spawn();
+    running.wait_for("the listener", || {
+        http(listen, "GET", "/healthz", None).is_some()
+    });
+    let long_path = format!("/{}", "a".repeat(9000));
+    let (code, _) = http(listen, "GET", &long_path, None).unwrap();
+    assert_eq!(code, 431, "an oversized request head is refused");
+    // Sixteen clients that never send a request hold every slot...
+    let idle: Vec<TcpStream> = (0..16)
+        .map(|_| TcpStream::connect(("127.0.0.1", listen)).unwrap())
+        .collect();
+    let (code, body) = http(listen, "GET", "/healthz", None).unwrap();
+    assert_eq!(
+        (code, body.as_str()),
+        (503, "busy\n"),
+        "a seventeenth client"
+    );
+    // ...until the head deadline closes them, and the listener serves again.
+    for mut stream in idle {
+        stream.set_read_timeout(Some(crate::util::TIMEOUT)).unwrap();
+        let mut rest = Vec::new();
+        let closed = stream.read_to_end(&mut rest);
+        assert!(
+            closed.is_ok(),
+            "a silent client was not dropped: {closed:?}"
+        );
+    }
+    running.wait_for("the listener to serve again", || {
+        http(listen, "GET", "/healthz", None).is_some_and(|(code, _)| code == 200)
+    });
     running.signal(nix::libc::SIGKILL);
 }
 
