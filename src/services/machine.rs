@@ -326,6 +326,7 @@ impl MainCommand {
                 last_exit: self.last_exit,
             },
             log: None,
+            dir: None,
         }
     }
 }
@@ -1236,10 +1237,11 @@ impl Supervisor {
             return Some(main.status(now));
         }
         match name.strip_suffix("/log") {
-            Some(_) => Some(Status {
+            Some(service) => Some(Status {
                 name: name.to_owned(),
                 main: self.slot(name)?.status(now),
                 log: None,
+                dir: Some(self.services.get(service)?.def.dir.join("log")),
             }),
             None => {
                 let service = self.services.get(name)?;
@@ -1247,6 +1249,7 @@ impl Supervisor {
                     name: name.to_owned(),
                     main: service.main.status(now),
                     log: service.log.as_ref().map(|log| log.status(now)),
+                    dir: Some(service.def.dir.clone()),
                 })
             }
         }
