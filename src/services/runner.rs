@@ -36,6 +36,7 @@ use nix::fcntl::OFlag;
 use nix::libc;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
+use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::ffi::{CString, OsString};
 use std::io::{Read, Write};
@@ -294,17 +295,28 @@ struct ServiceIo {
 }
 
 impl ServiceIo {
-    fn new(name: &str, has_log: bool) -> Result<ServiceIo, nix::errno::Errno> {
-        let log_label = format!("{name}/log");
+    fn new(name: &str) -> Result<ServiceIo, nix::errno::Errno> {
         Ok(ServiceIo {
             out: Output::new(name.to_owned(), false)?,
             err: Output::new(name.to_owned(), true)?,
-            log_pipe: has_log.then(|| Pipe::new(false)).transpose()?,
-            log_out: has_log
-                .then(|| Output::new(log_label.clone(), false))
-                .transpose()?,
-            log_err: has_log.then(|| Output::new(log_label, true)).transpose()?,
+            log_pipe: None,
+            log_out: None,
+            log_err: None,
         })
+    }
+
+    /// Adds the log pipe and the log's outputs, unless there are some: at
+    /// the first start of a service with `log/`, or when `log/` appears
+    /// beside a running one (whose `run` gets the pipe at its next start).
+    fn add_log(&mut self, name: &str) -> Result<(), nix::errno::Errno> {
+        if self.log_pipe.is_some() {
+            return Ok(());
+        }
+        let label = format!("{name}/log");
+        self.log_out = Some(Output::new(label.clone(), false)?);
+        self.log_err = Some(Output::new(label, true)?);
+        self.log_pipe = Some(Pipe::new(false)?);
+        Ok(())
     }
 
     fn outputs(&mut self) -> impl Iterator<Item = &mut Output> {
@@ -791,12 +803,16 @@ impl Runner {
             Which::Main => def.dir.clone(),
             Which::Log => def.dir.join("log"),
         };
-        if !self.io.contains_key(service) {
-            let io = ServiceIo::new(service, def.log.is_some())
-                .map_err(|e| setup_failed("cannot create pipes", e.desc().into()))?;
-            self.io.insert(service.to_owned(), io);
+        let pipes_failed =
+            |e: nix::errno::Errno| setup_failed("cannot create pipes", e.desc().into());
+        let io = match self.io.entry(service.to_owned()) {
+            Entry::Occupied(entry) => entry.into_mut(),
+            Entry::Vacant(entry) => entry.insert(ServiceIo::new(service).map_err(pipes_failed)?),
+        };
+        if def.log.is_some() {
+            io.add_log(service).map_err(pipes_failed)?;
         }
-        let io = &self.io[service];
+        let io = &*io;
         let argv: Vec<OsString> = match program {
             Program::Run => vec!["./run".into()],
             Program::Finish { code, signal } => {

@@ -169,6 +169,38 @@ fn output_is_prefixed_and_log_service_gets_stdout_through_a_pipe() {
 }
 
 #[test]
+fn log_folder_added_to_a_running_service_gets_its_output_from_the_next_start() {
+    let dir = TestDir::new("late_log");
+    let d = dir.path().display();
+    dir.script(
+        "svc/web/run",
+        "#!/bin/sh\necho hello from $$\nexec sleep 1000\n",
+    );
+    let mut moltd = services(&dir).spawn();
+    let before = moltd.wait_for_sv("web", "run: web: (pid ");
+    moltd.wait_for_file("moltd.stdout", "web | hello from");
+    dir.script(
+        "svc/web/log/run",
+        &format!("#!/bin/sh\nexec cat >> {d}/web.log\n"),
+    );
+    // The log starts at once; run is left alone.
+    let mut with_log = String::new();
+    moltd.wait_for("web/log to start", || {
+        with_log = dir.sv(&["status", "web"]).stdout;
+        with_log.contains("; run: log: (pid ")
+    });
+    let pid = |line: &str| line.split(')').next().unwrap_or_default().to_owned();
+    assert_eq!(pid(&with_log), pid(&before), "{before} / {with_log}");
+    assert_eq!(dir.read("web.log"), "");
+    // From its next start, run writes into the log.
+    let restart = dir.sv(&["restart", "web"]);
+    assert!(restart.stdout.starts_with("ok: run: web: "), "{restart:?}");
+    moltd.wait_for_file("web.log", "hello from");
+    assert_eq!(dir.read("moltd.stdout").matches("web | hello").count(), 1);
+    stop(moltd, SIGTERM).expect_code(0);
+}
+
+#[test]
 fn group_ignoring_term_is_killed_after_svwait() {
     let dir = TestDir::new("svwait_kill");
     let d = dir.path().display();
