@@ -6,8 +6,10 @@
 //! `SVWAIT`, and the same exit codes (the number of services that failed or
 //! timed out, at most 99; 100 for bad usage), so scripts written for runit
 //! work unchanged. It talks to moltd over the control socket instead of
-//! runsv's named pipes.
+//! runsv's named pipes, and runs a service's `./check` itself (see
+//! [`super::check`]).
 
+use super::check::{self, CheckError};
 use super::{Env, write_err, write_out};
 use crate::services::DEFAULT_SVWAIT;
 use crate::services::client::{self, ClientError};
@@ -19,7 +21,7 @@ use nix::libc;
 use std::ffi::OsString;
 use std::fmt::Write as _;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub const USAGE: &str = "usage: sv [-v] [-w sec] command service ...\n\n";
 /// runit's exit code for bad usage.
@@ -198,8 +200,17 @@ fn fail_line(shown: &str, why: &str) -> String {
     format!("fail: {shown}: {why}\n")
 }
 
-/// Turns the answers into runit's output and exit code.
-fn report(invocation: &Invocation, answers: Result<Vec<Answer>, ClientError>) -> (String, i32) {
+/// Whether a wait for this command ends only when the service's `./check`
+/// passes: runit's `up`, `start`, the restarts and `check`.
+fn checks(op: Op) -> bool {
+    matches!(op, Op::Up | Op::Restart { .. } | Op::Check)
+}
+
+/// What became of one service: moltd's answer, after its `./check`.
+type Outcome = Result<Answer, CheckError>;
+
+/// Turns the outcomes into runit's output and exit code.
+fn report(invocation: &Invocation, answers: Result<Vec<Outcome>, ClientError>) -> (String, i32) {
     let mut out = String::new();
     let mut failed = 0;
     let answers = match answers {
@@ -217,24 +228,28 @@ fn report(invocation: &Invocation, answers: Result<Vec<Answer>, ClientError>) ->
     for (shown, answer) in invocation.services.iter().zip(answers) {
         let line = |status: &Status| status.sv_line(shown);
         match answer {
-            Answer::Unknown(_) => {
+            Err(err) => {
+                failed += 1;
+                out.push_str(&fail_line(shown, &err.to_string()));
+            }
+            Ok(Answer::Unknown(_)) => {
                 failed += 1;
                 out.push_str(&fail_line(
                     shown,
                     "unable to change to service directory: file does not exist",
                 ));
             }
-            Answer::Done(status) if invocation.verb.report == Report::Status => {
+            Ok(Answer::Done(status)) if invocation.verb.report == Report::Status => {
                 out.push_str(&line(&status));
                 out.push('\n');
             }
-            Answer::Done(_) => {}
-            Answer::Ok(status) => out.push_str(&format!("ok: {}\n", line(&status))),
-            Answer::Timeout(status) => {
+            Ok(Answer::Done(_)) => {}
+            Ok(Answer::Ok(status)) => out.push_str(&format!("ok: {}\n", line(&status))),
+            Ok(Answer::Timeout(status)) => {
                 failed += 1;
                 out.push_str(&format!("timeout: {}\n", line(&status)));
             }
-            Answer::Killed(status) => {
+            Ok(Answer::Killed(status)) => {
                 failed += 1;
                 out.push_str(&format!("kill: {}\n", line(&status)));
             }
@@ -252,8 +267,19 @@ pub fn sv(args: Vec<OsString>, socket: &Path, env: Env) -> i32 {
             return USAGE_CODE;
         }
     };
+    let started = Instant::now();
     let answers = client::ask(socket, &invocation.request);
-    let (out, code) = report(&invocation, answers);
+    let outcomes = answers.map(|answers| match invocation.request.wait {
+        Some(wait) if checks(invocation.verb.op) => answers
+            .into_iter()
+            .map(|answer| {
+                let kill = invocation.verb.kill_on_timeout;
+                check::confirm(socket, answer, started + wait, kill)
+            })
+            .collect(),
+        _ => answers.into_iter().map(Ok).collect(),
+    });
+    let (out, code) = report(&invocation, outcomes);
     write_out(&out);
     code
 }
@@ -433,24 +459,27 @@ mod tests {
                 last_exit: None,
             },
             log: None,
+            dir: None,
         };
-        let invocation = parse_words(&["-v", "down", "web", "./db", "x"]).unwrap();
+        let invocation = parse_words(&["-v", "down", "web", "./db", "x", "y"]).unwrap();
         let answers = vec![
-            Answer::Ok(status.clone()),
-            Answer::Timeout(status.clone()),
-            Answer::Unknown("x".into()),
+            Ok(Answer::Ok(status.clone())),
+            Ok(Answer::Timeout(status.clone())),
+            Ok(Answer::Unknown("x".into())),
+            Err(CheckError::Spawn(std::io::ErrorKind::NotFound.into())),
         ];
         let (out, code) = report(&invocation, Ok(answers));
         assert_eq!(
             out,
             "ok: down: web: 2s, normally up\n\
              timeout: down: ./db: 2s, normally up\n\
-             fail: x: unable to change to service directory: file does not exist\n"
+             fail: x: unable to change to service directory: file does not exist\n\
+             fail: y: cannot run ./check: entity not found\n"
         );
-        assert_eq!(code, 2);
+        assert_eq!(code, 3);
         let quiet = parse_words(&["up", "web"]).unwrap();
         assert_eq!(
-            report(&quiet, Ok(vec![Answer::Done(status)])),
+            report(&quiet, Ok(vec![Ok(Answer::Done(status))])),
             (String::new(), 0)
         );
     }

@@ -326,6 +326,7 @@ impl MainCommand {
                 last_exit: self.last_exit,
             },
             log: None,
+            dir: None,
         }
     }
 }
@@ -1014,18 +1015,38 @@ impl Supervisor {
             Some(service) => {
                 problems(&Some(def.main.clone()), &def.name, Some(&service.main.part));
                 service.main.part = def.main.clone();
-                if let (Some(slot), Some(part)) = (&mut service.log, &def.log) {
-                    problems(&def.log, &format!("{}/log", def.name), Some(&slot.part));
-                    slot.part = part.clone();
-                }
-                if def.log.is_some() != service.log.is_some() {
-                    debug!(
-                        "{}: log/ appeared or vanished; applies once the folder is re-created",
+                let label = format!("{}/log", def.name);
+                let mut log_appeared = false;
+                match (&mut service.log, &def.log) {
+                    (Some(slot), Some(part)) => {
+                        problems(&def.log, &label, Some(&slot.part));
+                        slot.part = part.clone();
+                    }
+                    // Started now; `run` keeps the output it has and writes
+                    // into the log from its next start, rather than being
+                    // restarted unasked.
+                    (None, Some(part)) => {
+                        problems(&def.log, &label, None);
+                        info!(
+                            "{label}: new log service; {} writes to it from its next start",
+                            def.name
+                        );
+                        service.log = Some(Slot::new(part.clone(), now));
+                        log_appeared = true;
+                    }
+                    // `run` writes into the log pipe: it stays until the
+                    // folder is re-created.
+                    (Some(_), None) => debug!(
+                        "{}: log/ vanished; applies once the folder is re-created",
                         def.name
-                    );
+                    ),
+                    (None, None) => {}
                 }
-                let log = service.def.log.clone();
+                let log = service.def.log.clone().or(def.log.clone());
                 service.def = Definition { log, ..def.clone() };
+                if log_appeared {
+                    self.start_if_wanted(now, &def.name, Which::Log, actions);
+                }
             }
             None => {
                 problems(&Some(def.main.clone()), &def.name, None);
@@ -1042,14 +1063,25 @@ impl Supervisor {
                     },
                 );
                 for which in [Which::Log, Which::Main] {
-                    self.with_slot(now, &def.name, which, actions, |slot, cx| {
-                        if slot.intent == Intent::Up {
-                            slot.start(cx);
-                        }
-                    });
+                    self.start_if_wanted(now, &def.name, which, actions);
                 }
             }
         }
+    }
+
+    /// The first start of a program just defined, unless it has a `down` file.
+    fn start_if_wanted(
+        &mut self,
+        now: Instant,
+        name: &str,
+        which: Which,
+        actions: &mut Vec<Action>,
+    ) {
+        self.with_slot(now, name, which, actions, |slot, cx| {
+            if slot.intent == Intent::Up {
+                slot.start(cx);
+            }
+        });
     }
 
     fn exited(
@@ -1236,10 +1268,11 @@ impl Supervisor {
             return Some(main.status(now));
         }
         match name.strip_suffix("/log") {
-            Some(_) => Some(Status {
+            Some(service) => Some(Status {
                 name: name.to_owned(),
                 main: self.slot(name)?.status(now),
                 log: None,
+                dir: Some(self.services.get(service)?.def.dir.join("log")),
             }),
             None => {
                 let service = self.services.get(name)?;
@@ -1247,6 +1280,7 @@ impl Supervisor {
                     name: name.to_owned(),
                     main: service.main.status(now),
                     log: service.log.as_ref().map(|log| log.status(now)),
+                    dir: Some(service.def.dir.clone()),
                 })
             }
         }
@@ -1997,6 +2031,45 @@ mod tests {
             sup.step(t0, exited(50, ExitStatus::Exited(0), false)),
             vec![Action::Exit(0)]
         );
+    }
+
+    #[test]
+    fn log_folder_added_to_a_running_service_starts_without_restarting_it() {
+        let t0 = Instant::now();
+        let mut sup = running(t0, &[def("web")]);
+        let mut with_log = def("web");
+        with_log.log = Some(part());
+        let mut down_log = def("db");
+        down_log.log = Some(Part {
+            down: true,
+            ..part()
+        });
+        // (what a scan finds, what it starts)
+        let table = [
+            (&with_log, vec![spawn("web", Which::Log, Program::Run)]),
+            // Seen again: nothing new.
+            (&with_log, vec![]),
+        ];
+        for (d, expected) in table {
+            assert_eq!(sup.step(t0, listing(std::slice::from_ref(d))), expected);
+            assert!(sup.definition("web").unwrap().log.is_some());
+        }
+        sup.step(t0, spawned("web", Which::Log, Program::Run, 60));
+        let status = sup.status_of("web", t0).unwrap();
+        assert_eq!(status.main.pid, Some(100), "run was not restarted");
+        assert_eq!(status.log.unwrap().pid, Some(60));
+        assert_eq!(status.dir, Some(PathBuf::from("/svc/web")));
+        let log_dir = sup.status_of("web/log", t0).unwrap().dir;
+        assert_eq!(log_dir, Some(PathBuf::from("/svc/web/log")));
+        // A log/ with a down file is defined, not started.
+        let mut sup = running(t0, &[def("db")]);
+        assert_eq!(sup.step(t0, listing(&[down_log])), vec![]);
+        let status = sup.status_of("db", t0).unwrap();
+        assert_eq!(status.log.map(|l| l.phase), Some(Phase::Down));
+        // Shutting down: not started.
+        let mut sup = running(t0, &[def("web")]);
+        sup.step(t0, Event::Signal(libc::SIGTERM));
+        assert_eq!(sup.step(t0, listing(&[with_log])), vec![]);
     }
 
     #[test]

@@ -31,11 +31,12 @@ use crate::sys::io::{self, Pipe};
 use crate::sys::signals::{Inherited, SignalSource};
 use crate::sys::spawn::{self, SpawnError};
 use crate::sys::{process, reap};
-use log::{debug, error, warn};
+use log::{debug, error, info, warn};
 use nix::fcntl::OFlag;
 use nix::libc;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
+use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::ffi::{CString, OsString};
 use std::io::{Read, Write};
@@ -71,7 +72,9 @@ pub fn run(config: ServicesConfig, inherited: Inherited) -> i32 {
         .as_ref()
         .map(|dir| std::path::absolute(dir).unwrap_or(dir.clone()));
     let listing = read_dir(dir.as_deref());
-    if let (Err(problem), None) = (&listing, &config.main) {
+    // A missing directory may yet appear (a late volume, a mkdir): moltd
+    // waits for it. One that cannot be read is a mistake to report.
+    if let (Err(problem @ DirError::Unreadable(..)), None) = (&listing, &config.main) {
         error!("{problem}; give a command or --services DIR");
         return 1;
     }
@@ -124,7 +127,8 @@ pub fn run(config: ServicesConfig, inherited: Inherited) -> i32 {
         dir,
         devnull,
         inotify,
-        watched: BTreeSet::new(),
+        watched: BTreeMap::new(),
+        ancestor: None,
         listener,
         control: config.control,
         clients: BTreeMap::new(),
@@ -137,24 +141,45 @@ pub fn run(config: ServicesConfig, inherited: Inherited) -> i32 {
         reaped: 0,
         main: config.main,
     };
-    if let Some(dir) = runner.dir.clone() {
-        runner.watch(&dir);
-    }
-    let listing = listing.map(|l| runner.watch_folders(l));
+    let listing = runner.watch_listing(listing);
     if !runner.held && runner.start_main() {
         runner.handle(Event::Scanned(listing));
     }
     runner.run()
 }
 
-/// Reads the services directory; without one there are no services.
-fn read_dir(dir: Option<&Path>) -> Result<Listing, String> {
-    match dir {
-        Some(dir) => {
-            scan::scan(dir).map_err(|err| format!("services directory {}: {err}", dir.display()))
+/// Why the services directory could not be read.
+#[derive(Debug)]
+enum DirError {
+    /// It does not exist (yet): its nearest existing ancestor is watched.
+    Missing(PathBuf),
+    Unreadable(PathBuf, std::io::Error),
+}
+
+impl std::fmt::Display for DirError {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        match self {
+            DirError::Missing(dir) => write!(
+                f,
+                "services directory {} does not exist; its services start when it appears",
+                dir.display()
+            ),
+            DirError::Unreadable(dir, err) => {
+                write!(f, "services directory {}: {err}", dir.display())
+            }
         }
-        None => Ok(Listing::default()),
     }
+}
+
+/// Reads the services directory; without one there are no services.
+fn read_dir(dir: Option<&Path>) -> Result<Listing, DirError> {
+    let Some(dir) = dir else {
+        return Ok(Listing::default());
+    };
+    scan::scan(dir).map_err(|err| match err.kind() {
+        std::io::ErrorKind::NotFound => DirError::Missing(dir.to_owned()),
+        _ => DirError::Unreadable(dir.to_owned(), err),
+    })
 }
 
 /// The loop's end of the link to the updater thread.
@@ -270,17 +295,28 @@ struct ServiceIo {
 }
 
 impl ServiceIo {
-    fn new(name: &str, has_log: bool) -> Result<ServiceIo, nix::errno::Errno> {
-        let log_label = format!("{name}/log");
+    fn new(name: &str) -> Result<ServiceIo, nix::errno::Errno> {
         Ok(ServiceIo {
             out: Output::new(name.to_owned(), false)?,
             err: Output::new(name.to_owned(), true)?,
-            log_pipe: has_log.then(|| Pipe::new(false)).transpose()?,
-            log_out: has_log
-                .then(|| Output::new(log_label.clone(), false))
-                .transpose()?,
-            log_err: has_log.then(|| Output::new(log_label, true)).transpose()?,
+            log_pipe: None,
+            log_out: None,
+            log_err: None,
         })
+    }
+
+    /// Adds the log pipe and the log's outputs, unless there are some: at
+    /// the first start of a service with `log/`, or when `log/` appears
+    /// beside a running one (whose `run` gets the pipe at its next start).
+    fn add_log(&mut self, name: &str) -> Result<(), nix::errno::Errno> {
+        if self.log_pipe.is_some() {
+            return Ok(());
+        }
+        let label = format!("{name}/log");
+        self.log_out = Some(Output::new(label.clone(), false)?);
+        self.log_err = Some(Output::new(label, true)?);
+        self.log_pipe = Some(Pipe::new(false)?);
+        Ok(())
     }
 
     fn outputs(&mut self) -> impl Iterator<Item = &mut Output> {
@@ -303,7 +339,12 @@ struct Runner {
     dir: Option<PathBuf>,
     devnull: OwnedFd,
     inotify: Option<Inotify>,
-    watched: BTreeSet<PathBuf>,
+    /// Folders watched, with their watches: a folder removed and created
+    /// again is a new inode, to be watched anew.
+    watched: BTreeMap<PathBuf, WatchDescriptor>,
+    /// While the services directory is missing: the watch on its nearest
+    /// existing ancestor, which reports it (or a folder on the way) created.
+    ancestor: Option<(PathBuf, WatchDescriptor)>,
     listener: Option<UnixListener>,
     control: PathBuf,
     clients: BTreeMap<u64, Client>,
@@ -567,17 +608,34 @@ impl Runner {
     }
 
     fn on_inotify(&mut self) {
-        let changed = self
-            .inotify
-            .as_ref()
-            .is_some_and(|inotify| inotify.read_events().is_ok_and(|events| !events.is_empty()));
+        let events = match &self.inotify {
+            Some(inotify) => inotify.read_events().unwrap_or_default(),
+            None => return,
+        };
+        // The kernel dropped these watches (their folder was deleted): a
+        // folder of the same name is watched again when it appears.
+        for event in events
+            .iter()
+            .filter(|e| e.mask.contains(AddWatchFlags::IN_IGNORED))
+        {
+            self.watched.retain(|_, wd| *wd != event.wd);
+            if self
+                .ancestor
+                .as_ref()
+                .is_some_and(|(_, wd)| *wd == event.wd)
+            {
+                self.ancestor = None;
+            }
+        }
         // While held, the scan on release reads the directory anyway.
-        if changed && !self.held {
+        if !events.is_empty() && !self.held {
             self.handle(Event::DirChanged);
         }
     }
 
-    /// Watches a folder for entries appearing, vanishing or changing mode.
+    /// Watches a folder for entries appearing, vanishing or changing mode,
+    /// and for itself being removed or moved away (the services directory
+    /// itself may be, and is then waited for again).
     fn watch(&mut self, path: &Path) -> bool {
         let Some(inotify) = &self.inotify else {
             return false;
@@ -587,9 +645,14 @@ impl Runner {
             | AddWatchFlags::IN_MOVED_FROM
             | AddWatchFlags::IN_MOVED_TO
             | AddWatchFlags::IN_ATTRIB
-            | AddWatchFlags::IN_CLOSE_WRITE;
+            | AddWatchFlags::IN_CLOSE_WRITE
+            | AddWatchFlags::IN_DELETE_SELF
+            | AddWatchFlags::IN_MOVE_SELF;
         match inotify.add_watch(path, flags) {
-            Ok(_) => self.watched.insert(path.to_owned()),
+            Ok(wd) => {
+                self.watched.insert(path.to_owned(), wd);
+                true
+            }
             Err(err) => {
                 debug!("cannot watch {}: {}", path.display(), err.desc());
                 false
@@ -600,10 +663,10 @@ impl Runner {
     /// Watches every folder in the listing; if one was new, reads the
     /// directory again, since it may have changed before the watch existed.
     fn watch_folders(&mut self, listing: Listing) -> Listing {
-        self.watched.retain(|path| path.exists());
+        self.watched.retain(|path, _| path.exists());
         let mut added = false;
         for folder in &listing.folders {
-            if !self.watched.contains(folder) {
+            if !self.watched.contains_key(folder) {
                 added |= self.watch(folder);
             }
         }
@@ -615,7 +678,78 @@ impl Runner {
 
     /// Reads the services directory and watches its folders.
     fn scan(&mut self) -> Result<Listing, String> {
-        read_dir(self.dir.as_deref()).map(|l| self.watch_folders(l))
+        let listing = read_dir(self.dir.as_deref());
+        self.watch_listing(listing)
+    }
+
+    /// Watches what a read of the services directory found: its folders, or,
+    /// while it is missing, the place it will appear in. A directory watched
+    /// only now is read again, since it may have changed before the watch.
+    fn watch_listing(&mut self, listing: Result<Listing, DirError>) -> Result<Listing, String> {
+        let listing = match (listing, self.follow_dir()) {
+            (Ok(_), true) => read_dir(self.dir.as_deref()),
+            (listing, _) => listing,
+        };
+        listing
+            .map(|l| self.watch_folders(l))
+            .map_err(|err| err.to_string())
+    }
+
+    /// Watches the services directory while it exists, and its nearest
+    /// existing ancestor while it does not, so that it is picked up when it
+    /// appears without looking for it on a timer. Returns whether the
+    /// directory itself has just been watched.
+    fn follow_dir(&mut self) -> bool {
+        let (Some(dir), Some(inotify)) = (self.dir.clone(), &self.inotify) else {
+            return false;
+        };
+        loop {
+            if dir.is_dir() {
+                if let Some((_, wd)) = self.ancestor.take() {
+                    let _ = inotify.rm_watch(wd);
+                    info!("services directory {} appeared", dir.display());
+                }
+                return !self.watched.contains_key(&dir) && self.watch(&dir);
+            }
+            // Whatever was watched inside it is gone (or moved away, still
+            // watched): what comes back is new.
+            self.watched.retain(|path, wd| {
+                let gone = path.starts_with(&dir);
+                if gone {
+                    let _ = inotify.rm_watch(*wd);
+                }
+                !gone
+            });
+            let Some(ancestor) = dir.ancestors().skip(1).find(|a| a.is_dir()) else {
+                return false;
+            };
+            if self
+                .ancestor
+                .as_ref()
+                .is_some_and(|(path, _)| path == ancestor)
+            {
+                return false;
+            }
+            if let Some((_, wd)) = self.ancestor.take() {
+                let _ = inotify.rm_watch(wd);
+            }
+            let flags =
+                AddWatchFlags::IN_CREATE | AddWatchFlags::IN_MOVED_TO | AddWatchFlags::IN_ONLYDIR;
+            match inotify.add_watch(ancestor, flags) {
+                Ok(wd) => self.ancestor = Some((ancestor.to_owned(), wd)),
+                Err(err) => {
+                    warn!(
+                        "cannot watch {}: {}; {} will not be noticed when it appears",
+                        ancestor.display(),
+                        err.desc(),
+                        dir.display()
+                    );
+                    return false;
+                }
+            }
+            // Look again: it, or a folder on the way, may have been created
+            // before the watch existed.
+        }
     }
 
     /// Starts the main command the first time; if it cannot be started,
@@ -669,12 +803,16 @@ impl Runner {
             Which::Main => def.dir.clone(),
             Which::Log => def.dir.join("log"),
         };
-        if !self.io.contains_key(service) {
-            let io = ServiceIo::new(service, def.log.is_some())
-                .map_err(|e| setup_failed("cannot create pipes", e.desc().into()))?;
-            self.io.insert(service.to_owned(), io);
+        let pipes_failed =
+            |e: nix::errno::Errno| setup_failed("cannot create pipes", e.desc().into());
+        let io = match self.io.entry(service.to_owned()) {
+            Entry::Occupied(entry) => entry.into_mut(),
+            Entry::Vacant(entry) => entry.insert(ServiceIo::new(service).map_err(pipes_failed)?),
+        };
+        if def.log.is_some() {
+            io.add_log(service).map_err(pipes_failed)?;
         }
-        let io = &self.io[service];
+        let io = &*io;
         let argv: Vec<OsString> = match program {
             Program::Run => vec!["./run".into()],
             Program::Finish { code, signal } => {

@@ -126,14 +126,18 @@ fn read_part(dir: &Path) -> Result<Part, String> {
             ),
         },
     };
-    let finish = fs::metadata(dir.join("finish"))
-        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
     Ok(Part {
         down: dir.join("down").exists(),
-        finish,
+        finish: is_executable(&dir.join("finish")),
         down_signal,
         down_signal_problem,
     })
+}
+
+/// Whether `path` is a file with an execute bit: how runit decides that an
+/// optional `finish` (or `sv`'s `check`) is there to run.
+pub fn is_executable(path: &Path) -> bool {
+    fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
 /// The first line of a `down-signal` file: a name (`QUIT`, `SIGQUIT`) or a

@@ -5,6 +5,7 @@
 use crate::signals;
 use crate::sys::reap::ExitStatus;
 use std::fmt::Write as _;
+use std::path::PathBuf;
 
 /// runit's three states, the first word of an `sv status` line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -96,6 +97,9 @@ pub struct Status {
     pub name: String,
     pub main: ProgramStatus,
     pub log: Option<ProgramStatus>,
+    /// The program's folder (`.../web`, or `.../web/log` for `web/log`), so
+    /// that `sv` can run its `./check` without guessing where it lives.
+    pub dir: Option<PathBuf>,
 }
 
 impl ProgramStatus {
@@ -155,7 +159,8 @@ impl Status {
         }
     }
 
-    /// One line on the wire: fields separated by tabs, never holding one.
+    /// One line on the wire: fields separated by tabs. Only the folder, last,
+    /// may hold tabs; one that holds a newline or is not UTF-8 is left out.
     pub fn encode(&self) -> String {
         let mut line = self.name.clone();
         for program in std::iter::once(Some(&self.main)).chain([self.log.as_ref()]) {
@@ -179,19 +184,31 @@ impl Status {
                 }
             }
         }
+        line.push('\t');
+        if let Some(dir) = self.dir.as_ref().and_then(|d| d.to_str()) {
+            if !dir.contains('\n') {
+                line.push_str(dir);
+            }
+        }
         line
     }
 
     /// Reads what [`Status::encode`] wrote.
     pub fn decode(line: &str) -> Option<Status> {
-        let mut fields = line.split('\t');
+        let mut fields = line.splitn(4, '\t');
         let name = fields.next()?.to_owned();
         let main = decode_program(fields.next()?)?;
         let log = match fields.next()? {
             "-" => None,
             text => Some(decode_program(text)?),
         };
-        Some(Status { name, main, log })
+        let dir = fields.next()?;
+        Some(Status {
+            name,
+            main,
+            log,
+            dir: (!dir.is_empty()).then(|| PathBuf::from(dir)),
+        })
     }
 }
 
@@ -313,6 +330,7 @@ mod tests {
             name: "web".into(),
             main: run.clone(),
             log: Some(program(Phase::Running, Some(124), 45)),
+            dir: Some("/srv/a\tservice/web".into()),
         };
         let down = Status {
             name: "web".into(),
@@ -321,6 +339,7 @@ mod tests {
                 ..program(Phase::Down, None, 3)
             },
             log: None,
+            dir: None,
         };
         let stopping = Status {
             name: "db".into(),
@@ -332,16 +351,19 @@ mod tests {
                 ..program(Phase::Stopping, Some(9), 0)
             },
             log: None,
+            dir: None,
         };
         let backoff = Status {
             name: "x".into(),
             main: program(Phase::CrashLoop, Some(5), 2),
             log: None,
+            dir: None,
         };
         let finishing = Status {
             name: "x".into(),
             main: program(Phase::Finishing, Some(7), 1),
             log: None,
+            dir: None,
         };
         let table = [
             (
@@ -377,6 +399,7 @@ mod tests {
                     ..program(Phase::Down, None, 0)
                 },
                 log: None,
+                dir: None,
             };
             assert_eq!(Status::decode(&status.encode()), Some(status));
         }
@@ -393,6 +416,7 @@ mod tests {
                 ..program(Phase::Running, Some(10), 5)
             },
             log: Some(program(Phase::Running, Some(11), 5)),
+            dir: None,
         };
         let text = table(&[status]);
         let lines: Vec<&str> = text.lines().collect();

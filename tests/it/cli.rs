@@ -58,7 +58,7 @@ fn moltd_answers_bad_input_with_one_line_and_the_anchor_codes() {
         &[
             case(
                 "moltd",
-                &["--services", "missing-dir"],
+                &["--services", "not-executable"],
                 1,
                 Err,
                 "moltd: error: services directory",

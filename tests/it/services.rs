@@ -169,6 +169,38 @@ fn output_is_prefixed_and_log_service_gets_stdout_through_a_pipe() {
 }
 
 #[test]
+fn log_folder_added_to_a_running_service_gets_its_output_from_the_next_start() {
+    let dir = TestDir::new("late_log");
+    let d = dir.path().display();
+    dir.script(
+        "svc/web/run",
+        "#!/bin/sh\necho hello from $$\nexec sleep 1000\n",
+    );
+    let mut moltd = services(&dir).spawn();
+    let before = moltd.wait_for_sv("web", "run: web: (pid ");
+    moltd.wait_for_file("moltd.stdout", "web | hello from");
+    dir.script(
+        "svc/web/log/run",
+        &format!("#!/bin/sh\nexec cat >> {d}/web.log\n"),
+    );
+    // The log starts at once; run is left alone.
+    let mut with_log = String::new();
+    moltd.wait_for("web/log to start", || {
+        with_log = dir.sv(&["status", "web"]).stdout;
+        with_log.contains("; run: log: (pid ")
+    });
+    let pid = |line: &str| line.split(')').next().unwrap_or_default().to_owned();
+    assert_eq!(pid(&with_log), pid(&before), "{before} / {with_log}");
+    assert_eq!(dir.read("web.log"), "");
+    // From its next start, run writes into the log.
+    let restart = dir.sv(&["restart", "web"]);
+    assert!(restart.stdout.starts_with("ok: run: web: "), "{restart:?}");
+    moltd.wait_for_file("web.log", "hello from");
+    assert_eq!(dir.read("moltd.stdout").matches("web | hello").count(), 1);
+    stop(moltd, SIGTERM).expect_code(0);
+}
+
+#[test]
 fn group_ignoring_term_is_killed_after_svwait() {
     let dir = TestDir::new("svwait_kill");
     let d = dir.path().display();
@@ -389,17 +421,63 @@ fn bad_input_gives_one_line_and_the_rest_keeps_running() {
     }
 }
 
+/// Whether moltd sleeps in `poll` with no timeout: nothing wakes it on a
+/// timer. The third argument is poll's timeout (-1) or ppoll's timespec
+/// pointer (NULL).
+fn polls_forever(pid: i32) -> bool {
+    let text = fs::read_to_string(format!("/proc/{pid}/syscall")).unwrap_or_default();
+    let fields: Vec<&str> = text.split_whitespace().collect();
+    #[cfg(target_arch = "x86_64")]
+    const POLL: (&str, &str) = ("7", "271");
+    #[cfg(target_arch = "aarch64")]
+    const POLL: (&str, &str) = ("", "73");
+    match fields[..] {
+        [nr, _, _, timeout, ..] if nr == POLL.0 => timeout.starts_with("0xffffffff"),
+        [nr, _, _, timespec, ..] if nr == POLL.1 => timespec == "0x0",
+        _ => false,
+    }
+}
+
 #[test]
-fn missing_services_directory() {
+fn missing_services_directory_is_waited_for_without_a_timer() {
     let dir = TestDir::new("missing_dir");
-    let finished = services(&dir).run();
-    finished.expect_code(1);
-    finished.expect_stderr_contains("moltd: error: services directory");
-    finished.expect_stderr_contains("svc: No such file or directory");
-    // Beside a command, it is a warning and the command runs.
+    let missing = "moltd: warn: services directory";
+    let mut moltd = Moltd::new(&dir, Mode::Pid1)
+        .args(["--services", "late/svc"])
+        .spawn();
+    moltd.wait_for_file("moltd.stderr", "late/svc does not exist");
+    let pid = moltd.moltd_pid();
+    moltd.wait_for("moltd to sleep with no timeout", || polls_forever(pid));
+    // A folder on the way first, then the directory with a service in it.
+    fs::create_dir(dir.join("late")).unwrap();
+    let d = dir.path().display();
+    let web = format!("#!/bin/sh\necho $$ >> {d}/web.starts\nexec sleep 1000\n");
+    dir.script("late/svc/web/run", &web);
+    moltd.wait_for_sv("web", "run: web:");
+    moltd.wait_for("moltd to sleep with no timeout", || polls_forever(pid));
+    // Removed (a volume going away) and back: stopped, then started again.
+    fs::remove_dir_all(dir.join("late/svc")).unwrap();
+    moltd.wait_for_sv("web", "fail: web:");
+    dir.script("late/svc/web/run", &web);
+    moltd.wait_for("web to start again", || {
+        count_lines(&dir, "web.starts") == 2
+    });
+    let finished = stop(moltd, SIGTERM);
+    finished.expect_code(0);
+    if finished.stderr.matches(missing).count() != 2 {
+        finished.fail("expected one line each time the directory was missing");
+    }
+    // Beside a command, the command runs meanwhile.
     let finished = services(&dir).args(["sh", "-c", "exit 4"]).run();
     finished.expect_code(4);
-    finished.expect_stderr_contains("moltd: warn: services directory");
+    finished.expect_stderr_contains(missing);
+    // A path that is not a directory is a mistake, not something to wait for.
+    dir.write("file", "");
+    let finished = Moltd::new(&dir, Mode::Pid1)
+        .args(["--services", "file"])
+        .run();
+    finished.expect_code(1);
+    finished.expect_stderr_contains("moltd: error: services directory");
 }
 
 #[test]

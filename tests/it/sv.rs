@@ -1,8 +1,9 @@
 //! The `sv` client against a running moltd: every verb's output lines and
 //! exit codes, as runit's sv(8) documents them.
 
-use crate::util::{Client, Mode, Moltd, TestDir};
+use crate::util::{self, Client, Mode, Moltd, TestDir};
 use nix::libc::SIGTERM;
+use std::fs;
 
 /// A service that records every signal it gets in `NAME.signals` and exits
 /// on TERM.
@@ -150,4 +151,79 @@ fn sv_verbs_print_runits_lines_and_exit_codes() {
         orphan.stdout.starts_with("fail: web: moltd not running"),
         "{orphan:?}"
     );
+}
+
+/// runit's `./check`: a service counts as up only once its `check` exits 0.
+/// sv runs it in the service's folder, again until it passes or the wait is
+/// over, and kills one that outlives the wait.
+#[test]
+fn waits_for_up_run_the_check_script_until_it_passes() {
+    let dir = TestDir::new("sv_check");
+    let d = dir.path().display();
+    dir.script("svc/web/run", "#!/bin/sh\nexec sleep 1000\n");
+    // `ready` is relative: the check runs in the service folder.
+    dir.script(
+        "svc/web/check",
+        &format!("#!/bin/sh\necho checked >> {d}/checks\ntest -e ready\n"),
+    );
+    let mut moltd = Moltd::new(&dir, Mode::Pid1)
+        .args(["--services", "svc"])
+        .spawn();
+    moltd.wait_for_sv("web", "run: web:");
+
+    // Not ready: every waiting verb that wants it up times out.
+    expect(
+        &dir.sv(&["-w", "1", "up", "web"]),
+        1,
+        "timeout: run: web: (pid ",
+    );
+    let tries = dir.read("checks").lines().count();
+    assert!(tries >= 2, "the check ran {tries} times in 1s");
+    expect(
+        &dir.sv(&["-w", "1", "check", "web"]),
+        1,
+        "timeout: run: web: ",
+    );
+    // Waits for down, and plain status, do not run it.
+    fs::remove_file(dir.join("checks")).unwrap();
+    expect(&dir.sv(&["status", "web"]), 0, "run: web: ");
+    expect(&dir.sv(&["-v", "down", "web"]), 0, "ok: down: web: ");
+    assert_eq!(dir.read("checks"), "");
+
+    // It becomes ready while a restart waits: ok, exit 0.
+    let mut restart = dir.sv_background(&["-w", "20", "restart", "web"]);
+    moltd.wait_for_file("checks", "checked");
+    dir.write("svc/web/ready", "");
+    util::wait_child(&mut restart, "sv restart");
+    let out = restart.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("ok: run: web: (pid "),
+        "{out:?}"
+    );
+    expect(&dir.sv(&["start", "web"]), 0, "ok: run: web: (pid ");
+
+    // A check that hangs is killed when the wait is over.
+    dir.script(
+        "svc/web/check",
+        &format!("#!/bin/sh\necho $$ > {d}/check.pid\nexec sleep 1000\n"),
+    );
+    let started = std::time::Instant::now();
+    expect(
+        &dir.sv(&["-w", "1", "check", "web"]),
+        1,
+        "timeout: run: web: ",
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    let pid = dir.read("check.pid");
+    assert!(
+        !std::path::Path::new(&format!("/proc/{}", pid.trim())).exists(),
+        "check {pid} outlived sv"
+    );
+    // One that cannot run is a failure with the reason.
+    dir.script("svc/web/check", "#!/nonexistent/interpreter\n");
+    let broken = dir.sv(&["start", "web"]);
+    expect(&broken, 1, "fail: web: cannot run ./check: ");
+    moltd.signal(SIGTERM);
+    moltd.wait().expect_code(0);
 }

@@ -87,13 +87,24 @@ impl TestDir {
         self.client(Command::new(moltd_bin()).args(args))
     }
 
-    fn client(&self, command: &mut Command) -> Client {
-        let output = command
+    /// Starts `sv ARGS` without waiting for it, its stdout piped (for
+    /// [`wait_child`] and `wait_with_output`).
+    pub fn sv_background(&self, args: &[&str]) -> Child {
+        self.client_env(Command::new(self.moltd_as("sv")).args(args))
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start sv")
+    }
+
+    fn client_env<'c>(&self, command: &'c mut Command) -> &'c mut Command {
+        command
             .env("MOLTD_CONTROL", self.control_socket())
             .env_remove("SVWAIT")
             .current_dir(self.path())
-            .output()
-            .expect("run the client");
+    }
+
+    fn client(&self, command: &mut Command) -> Client {
+        let output = self.client_env(command).output().expect("run the client");
         Client {
             code: output.status.code(),
             stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
