@@ -35,22 +35,15 @@ const RETRY: Duration = Duration::from_millis(250);
 const LOOK: Duration = Duration::from_millis(10);
 
 /// Why a service's check could not be carried out.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum CheckError {
+    #[error("cannot run ./check: {0}")]
     Spawn(std::io::Error),
+    #[error("cannot wait for ./check: {0}")]
     Wait(std::io::Error),
     /// Asking moltd whether the service is still up failed.
+    #[error(transparent)]
     Client(ClientError),
-}
-
-impl std::fmt::Display for CheckError {
-    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        match self {
-            CheckError::Spawn(err) => write!(f, "cannot run ./check: {err}"),
-            CheckError::Wait(err) => write!(f, "cannot wait for ./check: {err}"),
-            CheckError::Client(err) => err.fmt(f),
-        }
-    }
 }
 
 /// The folder of a running service whose `check` must pass before it

@@ -10,22 +10,16 @@ use std::time::Duration;
 /// How long to wait for the supervisor beyond the wait asked for.
 const GRACE: Duration = Duration::from_secs(5);
 
-/// Why a request got no answer.
-#[derive(Debug)]
+/// Why a request got no answer. Printed whole by the clients, so each
+/// message carries its cause.
+#[derive(Debug, thiserror::Error)]
 pub enum ClientError {
+    #[error("moltd not running: cannot connect: {0}")]
     Connect(std::io::Error),
+    #[error("lost contact with moltd: {0}")]
     Exchange(std::io::Error),
+    #[error("unexpected reply from moltd: {0:?}")]
     BadReply(String),
-}
-
-impl std::fmt::Display for ClientError {
-    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        match self {
-            ClientError::Connect(err) => write!(f, "moltd not running: cannot connect: {err}"),
-            ClientError::Exchange(err) => write!(f, "lost contact with moltd: {err}"),
-            ClientError::BadReply(line) => write!(f, "unexpected reply from moltd: {line:?}"),
-        }
-    }
 }
 
 /// Sends one request to the supervisor at `socket` and returns its answers,
