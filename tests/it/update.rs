@@ -178,36 +178,51 @@ fn watch_until(dir: &TestDir, feed: &Feed, env: &[(&str, &str)], count: usize) -
     server.requests_to("/repos/").iter().map(|r| r.at).collect()
 }
 
+/// How a rate-limited answer says when to come back.
+#[derive(Clone, Copy, Debug)]
+enum RetryAt {
+    Seconds,
+    HttpDate,
+    ResetHeader,
+}
+
 #[test]
 fn rate_limits_are_honoured() {
-    for (status, limit_headers) in [(429, true), (403, false)] {
+    let table = [
+        (429, RetryAt::Seconds),
+        (429, RetryAt::HttpDate),
+        (403, RetryAt::ResetHeader),
+    ];
+    for (status, retry_at) in table {
         let dir = TestDir::new("rate_limit");
         let calls = AtomicUsize::new(0);
         let hook: Hook = Box::new(move |request, _| {
             let first =
                 request.path.starts_with("/repos/") && calls.fetch_add(1, Ordering::SeqCst) == 0;
             first.then(|| {
-                let reset = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap()
-                    .as_secs()
-                    + 2;
+                let in_2s = std::time::SystemTime::now() + Duration::from_secs(2);
                 let response = Response::new(status, r#"{"message":"API rate limit exceeded"}"#)
                     .header("X-RateLimit-Remaining", "0");
-                if limit_headers {
-                    response.header("Retry-After", "1")
-                } else {
-                    response.header("X-RateLimit-Reset", reset.to_string())
+                match retry_at {
+                    RetryAt::Seconds => response.header("Retry-After", "1"),
+                    RetryAt::HttpDate => {
+                        response.header("Retry-After", httpdate::fmt_http_date(in_2s))
+                    }
+                    RetryAt::ResetHeader => {
+                        let reset = in_2s.duration_since(std::time::UNIX_EPOCH).unwrap();
+                        response.header("X-RateLimit-Reset", reset.as_secs().to_string())
+                    }
                 }
             })
         });
         let feed = Feed::with_hook(vec![app_release("1.0.0")], hook);
         let times = watch_until(&dir, &feed, &[("SLEEP", "3600")], 2);
         let gap = times[1] - times[0];
-        // Backoff alone would wait 30 s; the server's word says 1-2 s.
+        // Backoff alone would wait 30 s; the server's word says 1-2 s (a
+        // date or a reset time counts whole seconds: at least 1 s is left).
         assert!(
             gap >= Duration::from_millis(900) && gap < Duration::from_secs(20),
-            "{status}: gap {gap:?}"
+            "{status} {retry_at:?}: gap {gap:?}"
         );
     }
 }
