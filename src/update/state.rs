@@ -3,8 +3,9 @@
 //! Written atomically (temporary file, fsync, rename), so a kill never leaves
 //! half a file. The last release list is kept with its ETag: a 304 means
 //! "what you have is current", which is only useful if what we have
-//! survived the restart. `applying` is set before the first service is
-//! stopped and cleared when the switch is committed or undone, so a restart
+//! survived the restart. The ETag is the first page's: `listing` holds every
+//! page read after it, and `listing_next` where reading stopped. `applying`
+//! is set before the first service is stopped and cleared when the switch is committed or undone, so a restart
 //! after a kill knows an update was cut short and returns to `current`.
 
 use super::release::Release;
@@ -31,7 +32,12 @@ pub struct State {
     pub etag: Option<String>,
     /// Which URL `listing` came from: a different feed ignores it.
     pub listing_url: Option<String>,
+    /// The releases of the pages read, in the feed's order (newest first).
     pub listing: Vec<Release>,
+    /// The `rel="next"` link of the last page read, when reading stopped
+    /// before the end: where to go on if the policy changes while the first
+    /// page stays the same (a 304).
+    pub listing_next: Option<String>,
 }
 
 impl State {

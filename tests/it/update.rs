@@ -768,3 +768,110 @@ fn update_is_only_a_subcommand_as_the_first_argument() {
         .expect_code(1)
         .expect_stderr_contains("no release source");
 }
+
+/// `moltd update --check` with `env`; returns the list requests it made.
+fn check_pages(dir: &TestDir, feed: &Feed, env: &[(&str, &str)], expect: &str) -> Vec<Request> {
+    let before = feed.server.requests_to("/repos/").len();
+    let mut moltd = update(dir, feed.url(), &["--check"]);
+    for (k, v) in env {
+        moltd = moltd.env(k, v);
+    }
+    let run = moltd.run();
+    run.expect_code(0).expect_stdout_contains(expect);
+    feed.server.requests_to("/repos/")[before..].to_vec()
+}
+
+fn tagged(tags: &[&str]) -> Vec<FakeRelease> {
+    tags.iter().map(|t| FakeRelease::new(t, vec![])).collect()
+}
+
+#[test]
+fn later_pages_are_read_only_until_an_eligible_release() {
+    let feed = Feed::start(tagged(&[
+        "web-v3.0.0",
+        "web-v2.0.0",
+        "web-v1.1.0",
+        "web-v1.0.0",
+        "api-v1.0.0",
+        "web-v0.9.0",
+    ]));
+    feed.max_per_page(2);
+    let api = [("MOLTD_TAG_PREFIX", "api-")];
+    type Env<'a> = &'a [(&'a str, &'a str)];
+    let table: [(Env, &str, usize); 3] = [
+        (&[("MOLTD_TAG_PREFIX", "web-")], "web-v3.0.0", 1),
+        (
+            &[("MOLTD_TAG_PREFIX", "web-"), ("MOLTD_VERSION", "=1.0.0")],
+            "web-v1.0.0",
+            2,
+        ),
+        (&api, "api-v1.0.0", 3),
+    ];
+    for (env, tag, pages) in table {
+        let dir = TestDir::new("pages");
+        let requests = check_pages(&dir, &feed, env, &format!("newer release {tag}"));
+        let paths: Vec<&str> = requests.iter().map(|r| r.path.as_str()).collect();
+        assert_eq!(paths.len(), pages, "{env:?}: {paths:?}");
+        assert!(paths[0].ends_with("?per_page=100"), "{paths:?}");
+        for (n, path) in paths.iter().enumerate().skip(1) {
+            assert!(path.ends_with(&format!("page={}", n + 1)), "{paths:?}");
+        }
+    }
+    // The policy changes while page 1 stays the same: the 304 is followed by
+    // the pages not read yet, and after that a 304 is one request again.
+    let dir = TestDir::new("pages_304");
+    check_pages(&dir, &feed, &[("MOLTD_TAG_PREFIX", "web-")], "web-v3.0.0");
+    let requests = check_pages(&dir, &feed, &api, "newer release api-v1.0.0");
+    assert_eq!(requests.len(), 3, "{requests:?}");
+    assert!(requests[0].header("if-none-match").is_some());
+    let requests = check_pages(&dir, &feed, &api, "newer release api-v1.0.0");
+    assert_eq!(requests.len(), 1, "{requests:?}");
+    assert!(requests[0].header("if-none-match").is_some());
+}
+
+#[test]
+fn a_next_page_on_another_host_is_not_followed() {
+    let dir = TestDir::new("pages_foreign");
+    let other = Server::start(|request| {
+        let releases = tagged(&["api-v1.0.0"]);
+        releases_page(request, "", &releases, 100)
+    });
+    let next = format!(
+        "<{}/repos/acme/app/releases?page=2>; rel=\"next\"",
+        other.url
+    );
+    let hook: Hook = Box::new(move |request, base| {
+        request.path.starts_with("/repos/").then(|| {
+            Response::new(200, releases_json(base, &tagged(&["web-v1.0.0"])))
+                .header("Link", next.clone())
+        })
+    });
+    let feed = Feed::with_hook(vec![], hook);
+    let run = update(&dir, feed.url(), &["--check"])
+        .env("MOLTD_TAG_PREFIX", "api-")
+        .run();
+    run.expect_code(0)
+        .expect_stdout_contains("no newer release")
+        .expect_stderr_contains("not following the release list's next page to another origin");
+    assert!(other.requests().is_empty(), "the other host was asked");
+}
+
+#[test]
+fn page_limit_stops_the_search_with_a_warning() {
+    let dir = TestDir::new("pages_limit");
+    let mut tags: Vec<String> = (0..10).map(|n| format!("web-v1.0.{n}")).collect();
+    tags.push("api-v1.0.0".into());
+    let feed = Feed::start(tagged(&tags.iter().map(String::as_str).collect::<Vec<_>>()));
+    feed.max_per_page(1);
+    let before = feed.server.requests_to("/repos/").len();
+    let run = update(&dir, feed.url(), &["--check"])
+        .env("MOLTD_TAG_PREFIX", "api-")
+        .run();
+    run.expect_code(0)
+        .expect_stdout_contains("no newer release")
+        .expect_stderr_contains("stopped reading the release list after 10 pages");
+    assert_eq!(feed.server.requests_to("/repos/").len() - before, 10);
+    // The next check goes on where that one stopped.
+    let requests = check_pages(&dir, &feed, &[("MOLTD_TAG_PREFIX", "api-")], "api-v1.0.0");
+    assert_eq!(requests.len(), 2, "{requests:?}");
+}
