@@ -875,3 +875,46 @@ fn page_limit_stops_the_search_with_a_warning() {
     let requests = check_pages(&dir, &feed, &[("MOLTD_TAG_PREFIX", "api-")], "api-v1.0.0");
     assert_eq!(requests.len(), 2, "{requests:?}");
 }
+
+/// Without a supervisor, `moltd unmark` edits the state file, and the next
+/// check offers the release again.
+#[test]
+fn unmark_without_a_supervisor_edits_the_state_file() {
+    let dir = TestDir::new("unmark_file");
+    let feed = Feed::start(vec![app_release("2.0.0"), app_release("1.0.0")]);
+    fs::create_dir_all(dir.join("app/.moltd")).unwrap();
+    std::os::unix::fs::symlink("releases/v1.0.0", dir.join("app/current")).unwrap();
+    dir.write(
+        "app/.moltd/state.json",
+        r#"{"current": "v1.0.0", "bad": ["v2.0.0"]}"#,
+    );
+    update(&dir, feed.url(), &["--check"])
+        .run()
+        .expect_code(0)
+        .expect_stdout_contains("no newer release (current: v1.0.0)");
+    let unmark = |tag: &str| {
+        Moltd::new(&dir, Mode::Child)
+            .args(["unmark", tag])
+            .env("MOLTD_APP_DIR", dir.join("app"))
+            .run()
+    };
+    unmark("v2.0.1")
+        .expect_code(1)
+        .expect_stderr_contains("v2.0.1 not marked bad (bad releases: v2.0.0)");
+    unmark("v2.0.0")
+        .expect_code(0)
+        .expect_stdout_contains("v2.0.0 no longer marked bad");
+    let state: serde_json::Value =
+        serde_json::from_str(&dir.read("app/.moltd/state.json")).unwrap();
+    assert_eq!(state["bad"], serde_json::json!([]));
+    assert_eq!(state["current"], "v1.0.0");
+    update(&dir, feed.url(), &["--check"])
+        .run()
+        .expect_code(0)
+        .expect_stdout_contains("newer release v2.0.0 available");
+    Moltd::new(&dir, Mode::Child)
+        .args(["unmark"])
+        .run()
+        .expect_code(1)
+        .expect_stderr_contains("unmark needs the TAG");
+}
