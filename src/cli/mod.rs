@@ -38,6 +38,8 @@ pub enum Outcome {
     },
     /// Ask the supervisor listening on `socket` to roll back.
     Rollback { socket: PathBuf },
+    /// Clear the bad mark of `tags`, through the supervisor if one answers.
+    Unmark { tags: Vec<String>, socket: PathBuf },
     /// Print the status table of the supervisor listening on `socket`.
     Status {
         names: Vec<OsString>,
@@ -126,6 +128,10 @@ pub fn main(args: Vec<OsString>) -> i32 {
         Outcome::Rollback { socket } => {
             inherited.restore();
             update::rollback(&socket)
+        }
+        Outcome::Unmark { tags, socket } => {
+            inherited.restore();
+            update::unmark(&tags, &socket, &env)
         }
         Outcome::Exit {
             code,

@@ -25,6 +25,7 @@ Usage: moltd [OPTIONS] [--] COMMAND [ARGS...]
        moltd [--control PATH] status [SERVICE...]
        moltd [--control PATH] update [--check | --force | --stage-only]
        moltd [--control PATH] rollback
+       moltd [--control PATH] unmark TAG...
        moltd [OPTIONS] config
 
 Runs COMMAND as its child, forwards signals to it and exits with its status
@@ -163,6 +164,9 @@ fn parse_args(args: Vec<OsString>, env: Env) -> Result<Outcome, lexopt::Error> {
             return Ok(super::update::parse(command.split_off(1), socket(), env));
         }
         Some("rollback") => return Ok(Outcome::Rollback { socket: socket() }),
+        Some("unmark") => {
+            return Ok(super::update::parse_unmark(command.split_off(1), socket()));
+        }
         Some("config") if command.len() > 1 => {
             return Err(format!("config takes no operands, got {:?}", command[1]).into());
         }

@@ -1,9 +1,11 @@
-//! `moltd update` and `moltd rollback`.
+//! `moltd update`, `moltd rollback` and `moltd unmark`.
 //!
 //! When a supervisor is running (its control socket answers), the request
 //! goes to it, so the running instance stops, switches and starts its own
-//! services. Without one, `moltd update` checks and stages from the command
-//! line, with the same environment variables the supervisor reads.
+//! services, and keeps the state it holds in memory true. Without one,
+//! `moltd update` checks and stages from the command line, with the same
+//! environment variables the supervisor reads, and `moltd unmark` edits the
+//! state file (atomically) that the next start reads.
 //!
 //! Recognised only as moltd's very first argument, so `moltd -- update` and
 //! `moltd ./update` still run a program called update as PID 1.
@@ -20,11 +22,15 @@ use std::path::{Path, PathBuf};
 const HELP: &str = "\
 Usage: moltd update [--check | --force | --stage-only] [--watch]
        moltd rollback
+       moltd unmark TAG...
 
 Looks for a newer release of the payload (see the README's Updates section
 for the environment variables that say where and which). With a running
 supervisor, asks it to check now and apply the release (stop, switch, start,
 health check); `moltd rollback` asks it to go back to the previous release.
+`moltd unmark TAG...` clears the bad mark a failed health check or a
+rollback left on TAG, so that it may be chosen again (then `moltd update`
+retries it); without a supervisor it edits $MOLTD_APP_DIR/.moltd/state.json.
 
   --check        only report the newest eligible release
   --force        update even though the release was changed by hand
@@ -84,6 +90,49 @@ fn usage_error(problem: impl std::fmt::Display) -> Outcome {
         1,
         format!("moltd: error: {problem} (see 'moltd update --help')\n"),
     )
+}
+
+/// Parses the arguments after `unmark`: one or more tags.
+pub fn parse_unmark(args: Vec<OsString>, socket: PathBuf) -> Outcome {
+    let mut tags = Vec::new();
+    for arg in args {
+        match arg.to_str() {
+            Some("-h" | "--help") => return Outcome::stdout(HELP),
+            Some(flag) if flag.starts_with('-') => {
+                return usage_error(format!("unexpected option {flag:?} for unmark"));
+            }
+            Some(tag) if !tag.chars().any(char::is_control) => tags.push(tag.to_owned()),
+            _ => return usage_error(format!("bad tag {arg:?}")),
+        }
+    }
+    if tags.is_empty() {
+        return usage_error("unmark needs the TAG of a release marked bad");
+    }
+    Outcome::Unmark { tags, socket }
+}
+
+/// `moltd unmark`: through the running supervisor, else in the state file.
+pub fn unmark(tags: &[String], socket: &Path, env: Env) -> i32 {
+    match client::ask_updater(socket, UpdateOp::Unmark(tags.to_vec())) {
+        Ok(reply) => print_reply(reply),
+        Err(ClientError::Connect(_)) => {
+            let path = update::config::state_dir(&update::config::app_dir(env)).join("state.json");
+            let reply = update::state::State::unmark_file(&path, tags)
+                .map(|()| {
+                    format!(
+                        "{} no longer marked bad in {}",
+                        tags.join(", "),
+                        path.display()
+                    )
+                })
+                .map_err(|err| update::chain(&err));
+            print_reply(reply)
+        }
+        Err(err) => {
+            write_err(&format!("moltd: error: {err} ({})\n", socket.display()));
+            1
+        }
+    }
 }
 
 /// `moltd rollback`: only the running supervisor can do it.

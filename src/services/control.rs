@@ -6,8 +6,9 @@
 //! Waiting (`sv -w`) happens in the supervisor, which knows when a service
 //! changes state, so clients never poll.
 //!
-//! Requests for the updater (`moltd update`, `moltd rollback`, the update
-//! part of `moltd status`) are lines starting with `update\t`; they are
+//! Requests for the updater (`moltd update`, `moltd rollback`, `moltd
+//! unmark`, the update part of `moltd status`) are lines starting with
+//! `update\t`; they are
 //! answered by the updater thread with [`UpdateReply`]: `ok` or `error`,
 //! then free text (the status document, for [`UpdateOp::Status`]).
 
@@ -62,7 +63,7 @@ pub enum Answer {
 }
 
 /// A request for the updater.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum UpdateOp {
     /// Check now and apply (or only report, with `check_only`); `force`
     /// updates even when the release was changed by hand.
@@ -71,13 +72,16 @@ pub enum UpdateOp {
         force: bool,
     },
     Rollback,
+    /// Clear the bad mark of these tags (`moltd unmark`); tags hold no tab
+    /// or newline (git refuses control characters in names).
+    Unmark(Vec<String>),
     /// The status document, as JSON.
     Status,
 }
 
 impl UpdateOp {
     /// The request line, newline included.
-    pub fn encode(self) -> String {
+    pub fn encode(&self) -> String {
         let verb = match self {
             UpdateOp::Update {
                 check_only: true, ..
@@ -85,20 +89,25 @@ impl UpdateOp {
             UpdateOp::Update { force: true, .. } => "force",
             UpdateOp::Update { .. } => "apply",
             UpdateOp::Rollback => "rollback",
+            UpdateOp::Unmark(tags) => return format!("update\tunmark\t{}\n", tags.join("\t")),
             UpdateOp::Status => "status",
         };
         format!("update\t{verb}\n")
     }
 
     pub fn decode(line: &str) -> Option<UpdateOp> {
-        let verb = line.trim_end_matches('\n').strip_prefix("update\t")?;
+        let line = line.trim_end_matches('\n').strip_prefix("update\t")?;
+        let (verb, rest) = line.split_once('\t').unwrap_or((line, ""));
         let update = |check_only, force| UpdateOp::Update { check_only, force };
-        Some(match verb {
-            "check" => update(true, false),
-            "force" => update(false, true),
-            "apply" => update(false, false),
-            "rollback" => UpdateOp::Rollback,
-            "status" => UpdateOp::Status,
+        Some(match (verb, rest) {
+            ("check", "") => update(true, false),
+            ("force", "") => update(false, true),
+            ("apply", "") => update(false, false),
+            ("rollback", "") => UpdateOp::Rollback,
+            ("status", "") => UpdateOp::Status,
+            ("unmark", tags) if !tags.is_empty() => {
+                UpdateOp::Unmark(tags.split('\t').map(str::to_owned).collect())
+            }
             _ => return None,
         })
     }
@@ -282,13 +291,22 @@ mod tests {
                 force: false,
             },
             UpdateOp::Rollback,
+            UpdateOp::Unmark(vec!["v3.0.0".into()]),
+            UpdateOp::Unmark(vec!["v3.0.0".into(), "web-v1.0.0".into()]),
             UpdateOp::Status,
         ];
         for op in ops {
-            assert_eq!(UpdateOp::decode(&op.encode()), Some(op));
             assert_eq!(Request::decode(&op.encode()), None);
+            assert_eq!(UpdateOp::decode(&op.encode()), Some(op));
         }
-        assert_eq!(UpdateOp::decode("update\tdance"), None);
+        for garbage in [
+            "update\tdance",
+            "update\tunmark",
+            "update\tunmark\t",
+            "update\tstatus\tx",
+        ] {
+            assert_eq!(UpdateOp::decode(garbage), None, "{garbage:?}");
+        }
         for reply in [Ok("a\nb".to_owned()), Err("no".to_owned())] {
             assert_eq!(
                 decode_update_reply(&encode_update_reply(&reply)),

@@ -13,7 +13,7 @@
 //!   as [`ToAgent::Answers`];
 //! * hooks (`MOLTD_PRE_UPDATE`, `MOLTD_POST_UPDATE`, `MOLTD_HEALTH_CMD`) are
 //!   spawned by the loop, which reports their exit;
-//! * requests from `moltd update`/`rollback`/`status` and the trigger file
+//! * requests from `moltd update`/`rollback`/`unmark`/`status` and the trigger file
 //!   arrive as [`ToAgent::Client`] and [`ToAgent::Trigger`].
 //!
 //! Between checks the thread sleeps in `recv_timeout` until the next poll
@@ -363,6 +363,7 @@ pub fn agent(mut updater: Updater, mut link: Link) {
                         updater.request(&mut link, ApplyRequest::Update { check_only, force })
                     }
                     UpdateOp::Rollback => updater.request(&mut link, ApplyRequest::Rollback),
+                    UpdateOp::Unmark(tags) => updater.unmark(&tags).map_err(|err| chain(&err)),
                 };
                 link.reply(to, reply);
             }

@@ -313,6 +313,19 @@ impl Updater {
         Ok(format!("rolled back to {previous}"))
     }
 
+    /// Clears the bad mark of `tags` (`moltd unmark`), so that a release that
+    /// failed for a reason of its surroundings may be chosen again.
+    pub fn unmark(&mut self, tags: &[String]) -> Result<String, Error> {
+        self.state.unmark(tags)?;
+        self.save_state()?;
+        self.reporter.unmarked(&self.state);
+        let them = if tags.len() == 1 { "it" } else { "them" };
+        Ok(format!(
+            "{} no longer marked bad: the next check may choose {them} again",
+            tags.join(", ")
+        ))
+    }
+
     fn switch(&mut self, payload: &mut dyn Payload, to: &str, why: Why) -> Result<(), Error> {
         let result = self.switch_steps(payload, to, why);
         if let Err(problem) = payload.release() {

@@ -116,17 +116,31 @@ pub struct Config {
     pub switch: Switch,
 }
 
+/// moltd's own files inside `app_dir`.
+pub fn state_dir(app_dir: &std::path::Path) -> PathBuf {
+    app_dir.join(".moltd")
+}
+
 const MIB: u64 = 1024 * 1024;
+
+/// A variable's value, trimmed; empty counts as unset.
+fn read_var(env: &dyn Fn(&str) -> Option<OsString>, name: &str) -> Option<String> {
+    env(name)
+        .map(|v| v.to_string_lossy().trim().to_string())
+        .filter(|v| !v.is_empty())
+}
+
+/// `MOLTD_APP_DIR`, default `/app`: all `moltd unmark` needs without a
+/// supervisor, which must not depend on a release source being set.
+pub fn app_dir(env: &dyn Fn(&str) -> Option<OsString>) -> PathBuf {
+    read_var(env, "MOLTD_APP_DIR").map_or_else(|| PathBuf::from("/app"), PathBuf::from)
+}
 
 impl Config {
     /// Reads the configuration through `env` (a parameter so tests need not
     /// touch the process environment).
     pub fn from_env(env: &dyn Fn(&str) -> Option<OsString>) -> Result<Config, Error> {
-        let var = |name: &str| {
-            env(name)
-                .map(|v| v.to_string_lossy().trim().to_string())
-                .filter(|v| !v.is_empty())
-        };
+        let var = |name: &str| read_var(env, name);
         let bad = |var: &'static str, value: &str, expected: &'static str| Error::Config {
             var,
             value: value.to_string(),
@@ -314,7 +328,7 @@ impl Config {
                 prerelease,
             },
             asset: var("MOLTD_ASSET"),
-            app_dir: var("MOLTD_APP_DIR").map_or_else(|| PathBuf::from("/app"), PathBuf::from),
+            app_dir: app_dir(env),
             require_checksum,
             minisign_key: var("MOLTD_MINISIGN_KEY"),
             strip_components,
@@ -333,7 +347,7 @@ impl Config {
 
     /// moltd's own files inside the app dir: `$MOLTD_APP_DIR/.moltd`.
     pub fn state_dir(&self) -> PathBuf {
-        self.app_dir.join(".moltd")
+        state_dir(&self.app_dir)
     }
 }
 

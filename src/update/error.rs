@@ -127,6 +127,8 @@ pub enum Error {
     NoRelease { feed: String },
     #[error("no previous release to roll back to")]
     NothingToRollBack,
+    #[error("{} not marked bad ({})", .tags.join(", "), bad_list(.bad))]
+    NotMarkedBad { tags: Vec<String>, bad: Vec<String> },
     #[error("the supervisor cannot do it: {0}")]
     Supervisor(String),
     #[error("{name} exited with {code}; nothing was changed")]
@@ -149,6 +151,13 @@ fn detail(message: &str) -> String {
         String::new()
     } else {
         format!(": {message}")
+    }
+}
+
+fn bad_list(bad: &[String]) -> String {
+    match bad {
+        [] => "no release is marked bad".into(),
+        bad => format!("bad releases: {}", bad.join(", ")),
     }
 }
 

@@ -111,11 +111,13 @@ impl Updater {
         let url = source::listing_url(&self.config.source);
         self.reporter
             .phase(Phase::Checking, 1, format!("checking {url} for releases"));
+        let (policy, bad) = (&self.config.policy, self.state.bad.clone());
         let freshness = source::refresh(
             &self.http,
             &self.config.source,
             &mut self.state,
             self.config.limits.document,
+            &|releases| select::allowed(releases, policy, &bad).next().is_some(),
         )?;
         if freshness == Freshness::NotModified {
             log::info!("release list not modified since the last check");

@@ -6,8 +6,9 @@
 //!
 //! * After a check that worked (including a 304): the interval plus a random
 //!   share of the jitter, so replicas started together drift apart.
-//! * After a rate limit that said when to come back (`Retry-After` or
-//!   `X-RateLimit-Reset`): exactly then, plus jitter.
+//! * After a rate limit that said when to come back (`Retry-After` in
+//!   seconds or as an HTTP date, or `X-RateLimit-Reset`): exactly then (at
+//!   most a day), plus jitter.
 //! * After a transient failure: exponential backoff from `retry_min`, capped
 //!   at `retry_max`, plus jitter.
 
@@ -83,20 +84,37 @@ impl Schedule {
     }
 }
 
+/// The longest wait a rate limit may impose. A server's word is followed up
+/// to here; beyond it (a misconfigured proxy's `Retry-After: 31536000`, a
+/// reset time years away) it is taken as a mistake, not as a reason to stop
+/// updating for good.
+pub const RATE_LIMIT_WAIT_MAX: Duration = Duration::from_secs(24 * 3600);
+
 /// How long a rate-limited client should wait, from the response headers:
-/// `Retry-After` in seconds first, else `X-RateLimit-Reset` (a Unix time)
-/// minus `now`.
+/// `Retry-After` (seconds, or an HTTP date) first, else `X-RateLimit-Reset`
+/// (a Unix time) minus `now`. Times already past mean now; every answer is
+/// capped at [`RATE_LIMIT_WAIT_MAX`].
 pub fn rate_limit_wait(
     retry_after: Option<&str>,
     reset: Option<&str>,
     now: SystemTime,
 ) -> Option<Duration> {
-    if let Some(seconds) = retry_after.and_then(|v| v.trim().parse::<u64>().ok()) {
-        return Some(Duration::from_secs(seconds));
-    }
-    let reset = reset?.trim().parse::<u64>().ok()?;
-    let now = now.duration_since(UNIX_EPOCH).ok()?.as_secs();
-    Some(Duration::from_secs(reset.saturating_sub(now)))
+    let until = |at: SystemTime| at.duration_since(now).unwrap_or_default();
+    let retry_after = retry_after.map(str::trim).and_then(|value| {
+        value
+            .parse::<u64>()
+            .ok()
+            .map(Duration::from_secs)
+            .or_else(|| httpdate::parse_http_date(value).ok().map(until))
+    });
+    let wait = match retry_after {
+        Some(wait) => wait,
+        None => {
+            let reset = reset?.trim().parse::<u64>().ok()?;
+            until(UNIX_EPOCH + Duration::from_secs(reset))
+        }
+    };
+    Some(wait.min(RATE_LIMIT_WAIT_MAX))
 }
 
 /// A number in `[0, 1)` that differs between processes and calls: std's
@@ -162,10 +180,26 @@ mod tests {
             (Some(" 60 "), Some("5000"), Some(S(60))),
             (None, Some("1030"), Some(S(30))),
             (None, Some("900"), Some(S(0))),
+            // An HTTP date: in the past means now, whatever the reset says.
             (
-                Some("Wed, 21 Oct 2015 07:28:00 GMT"),
+                Some("Thu, 01 Jan 1970 00:00:01 GMT"),
                 Some("1010"),
-                Some(S(10)),
+                Some(S(0)),
+            ),
+            // now + 90 s in each of RFC 9110's three formats.
+            (Some("Thu, 01 Jan 1970 00:18:10 GMT"), None, Some(S(90))),
+            (Some("Thursday, 01-Jan-70 00:18:10 GMT"), None, Some(S(90))),
+            (Some("Thu Jan  1 00:18:10 1970"), None, Some(S(90))),
+            // Neither seconds nor a date: the reset decides.
+            (Some("soon"), Some("1010"), Some(S(10))),
+            (Some("-5"), None, None),
+            // Absurd values are capped.
+            (Some("31536000"), None, Some(RATE_LIMIT_WAIT_MAX)),
+            (None, Some("99999999999"), Some(RATE_LIMIT_WAIT_MAX)),
+            (
+                Some("Fri, 31 Dec 9999 23:59:59 GMT"),
+                None,
+                Some(RATE_LIMIT_WAIT_MAX),
             ),
             (None, None, None),
             (None, Some("soon"), None),

@@ -55,6 +55,19 @@ fn eligible(policy: &Policy, version: &Version, release: &Release) -> bool {
     }
 }
 
+/// The releases the policy allows (not drafts, not bad), with their versions.
+pub fn allowed<'r>(
+    releases: &'r [Release],
+    policy: &'r Policy,
+    bad: &'r BTreeSet<String>,
+) -> impl Iterator<Item = (Version, &'r Release)> {
+    releases
+        .iter()
+        .filter(|r| !r.draft && !bad.contains(&r.tag))
+        .filter_map(|r| Some((tag_version(&r.tag, &policy.tag_prefix)?, r)))
+        .filter(|(v, r)| eligible(policy, v, r))
+}
+
 /// The release to move to, if any: the newest eligible one that is newer
 /// than `current` (or, under an exact pin, the pinned one unless current).
 pub fn choose(
@@ -64,12 +77,7 @@ pub fn choose(
     bad: &BTreeSet<String>,
 ) -> Option<Candidate> {
     let current_version = current.and_then(|tag| tag_version(tag, &policy.tag_prefix));
-    let best = releases
-        .iter()
-        .filter(|r| !r.draft && !bad.contains(&r.tag))
-        .filter_map(|r| Some((tag_version(&r.tag, &policy.tag_prefix)?, r)))
-        .filter(|(v, r)| eligible(policy, v, r))
-        .max_by(|(a, _), (b, _)| a.cmp(b))?;
+    let best = allowed(releases, policy, bad).max_by(|(a, _), (b, _)| a.cmp(b))?;
     let (version, release) = best;
     let wanted = match (&current_version, current) {
         (_, Some(tag)) if tag == release.tag => false,

@@ -1,10 +1,20 @@
 //! Reading the release list from GitHub, Gitea/Forgejo or a manifest.
 //!
-//! The whole list is read (not `/releases/latest`) so that version policy
-//! and prereleases work. Requests are conditional: the ETag of the last list
+//! The list is read (not `/releases/latest`) so that version policy and
+//! prereleases work. Requests are conditional: the ETag of the last list
 //! goes out as If-None-Match and a 304 reuses the stored list. Rate limits
 //! (403/429 with `Retry-After`, `X-RateLimit-Reset` or no quota left) come
 //! back as [`Error::RateLimited`] with the wait the server asked for.
+//!
+//! Pages: the APIs list releases newest first, a page at a time (GitHub at
+//! most 100, Gitea and Forgejo 50 by default), and name the next page in a
+//! `Link: <url>; rel="next"` header. Further pages are read only while the
+//! pages read hold no release the policy allows (a tag prefix in a monorepo,
+//! a pin to an old release), at most [`MAX_PAGES`] per check and only on the
+//! first page's origin: an ordinary check stays one request, a 304 included.
+//! The ETag is the first page's; the stored list holds every page read after
+//! it, and where reading stopped, so a changed policy under an unchanged
+//! first page goes on from there.
 
 use super::Error;
 use super::config::Source;
@@ -12,12 +22,14 @@ use super::http::Http;
 use super::poll::rate_limit_wait;
 use super::release::{Release, parse_api, parse_manifest};
 use super::state::State;
-use reqwest::header::{ACCEPT, ETAG, HeaderMap, IF_NONE_MATCH, RETRY_AFTER};
+use reqwest::Url;
+use reqwest::header::{ACCEPT, ETAG, HeaderMap, IF_NONE_MATCH, LINK, RETRY_AFTER};
 use std::time::SystemTime;
 
 /// The URL the list is read from.
 pub fn listing_url(source: &Source) -> String {
     match source {
+        // The largest pages each API serves by default.
         Source::GitHub { api, owner, repo } => {
             format!("{api}/repos/{owner}/{repo}/releases?per_page=100")
         }
@@ -53,39 +65,86 @@ fn message(body: &[u8]) -> String {
         .to_string()
 }
 
-/// Fetches the list into `state` (which keeps the last good one, its ETag
-/// and its URL).
-pub fn refresh(
+/// The most pages of the release list one check reads.
+pub const MAX_PAGES: usize = 10;
+
+/// One page of the list as the server sent it.
+struct Page {
+    releases: Vec<Release>,
+    /// Its `rel="next"` link, resolved against its URL.
+    next: Option<String>,
+    etag: Option<String>,
+}
+
+/// The target of the first `rel="next"` link in a `Link` header value
+/// (RFC 8288: `<url>; rel="next", <url>; rel="last"`; `rel` may hold several
+/// space-separated types, and parameter values may be quoted).
+pub fn next_link(value: &str) -> Option<&str> {
+    let mut rest = value;
+    loop {
+        let open = rest.find('<')?;
+        let close = open + rest[open..].find('>')?;
+        let target = &rest[open + 1..close];
+        rest = &rest[close + 1..];
+        // The parameters run to the next comma outside quotes.
+        let mut quoted = false;
+        let end = rest
+            .char_indices()
+            .find(|&(_, c)| {
+                quoted ^= c == '"';
+                c == ',' && !quoted
+            })
+            .map_or(rest.len(), |(i, _)| i);
+        let (params, after) = rest.split_at(end);
+        rest = after;
+        let is_next = params.split(';').any(|param| {
+            let Some((name, types)) = param.split_once('=') else {
+                return false;
+            };
+            name.trim().eq_ignore_ascii_case("rel")
+                && types
+                    .trim()
+                    .trim_matches('"')
+                    .split_ascii_whitespace()
+                    .any(|t| t.eq_ignore_ascii_case("next"))
+        });
+        if is_next {
+            return Some(target);
+        }
+    }
+}
+
+/// Reads one page; `None` for a 304 to `etag`.
+fn fetch_page(
     http: &Http,
     source: &Source,
-    state: &mut State,
+    url: &str,
+    etag: Option<&str>,
     limit: u64,
-) -> Result<Freshness, Error> {
-    let url = listing_url(source);
+) -> Result<Option<Page>, Error> {
     let accept = match source {
         Source::GitHub { .. } => "application/vnd.github+json",
         _ => "application/json",
     };
-    let mut request = http.get(&url).header(ACCEPT, accept);
+    let mut request = http.get(url).header(ACCEPT, accept);
     if matches!(source, Source::GitHub { .. }) {
         request = request.header("X-GitHub-Api-Version", "2022-11-28");
     }
-    let cached = state.listing_url.as_deref() == Some(url.as_str());
-    if let (true, Some(etag)) = (cached, &state.etag) {
+    if let Some(etag) = etag {
         request = request.header(IF_NONE_MATCH, etag);
     }
-    let response = http.send(request, &url)?;
+    let response = http.send(request, url)?;
     let status = response.status().as_u16();
     let headers = response.headers().clone();
-    if status == 304 && cached {
-        return Ok(Freshness::NotModified);
+    if status == 304 && etag.is_some() {
+        return Ok(None);
     }
     if status == 429 || status == 403 {
         let retry_after = header(&headers, RETRY_AFTER.as_str());
         let exhausted = header(&headers, "x-ratelimit-remaining") == Some("0");
         if status == 429 || retry_after.is_some() || exhausted {
             return Err(Error::RateLimited {
-                url,
+                url: url.to_owned(),
                 status,
                 wait: rate_limit_wait(
                     retry_after,
@@ -97,29 +156,144 @@ pub fn refresh(
     }
     if !(200..300).contains(&status) {
         let body = http
-            .read_limited(response, &url, 64 * 1024, "error answer")
+            .read_limited(response, url, 64 * 1024, "error answer")
             .unwrap_or_default();
         let mut message = message(&body);
         if matches!(status, 401 | 404) && !matches!(source, Source::Manifest { .. }) {
             message.push_str(" (a private repository needs GITHUB_TOKEN)");
         }
         return Err(Error::Status {
-            url,
+            url: url.to_owned(),
             status,
             message,
         });
     }
-    let body = http.read_limited(response, &url, limit, "release list")?;
+    let body = http.read_limited(response, url, limit, "release list")?;
     let releases: Vec<Release> = match source {
-        Source::Manifest { .. } => parse_manifest(&body, &url),
+        Source::Manifest { .. } => parse_manifest(&body, url),
         _ => parse_api(&body),
     }
     .map_err(|source| Error::Parse {
-        url: url.clone(),
+        url: url.to_owned(),
         source,
     })?;
-    state.listing = releases;
-    state.etag = header(&headers, ETAG.as_str()).map(String::from);
+    // A manifest is one document; only the APIs page.
+    let next = match source {
+        Source::Manifest { .. } => None,
+        _ => headers
+            .get_all(LINK)
+            .iter()
+            .filter_map(|v| next_link(v.to_str().ok()?))
+            .next()
+            .and_then(|target| Url::parse(url).ok()?.join(target).ok())
+            .map(String::from),
+    };
+    Ok(Some(Page {
+        releases,
+        next,
+        etag: header(&headers, ETAG.as_str()).map(String::from),
+    }))
+}
+
+/// Fetches the list into `state` (which keeps the last good one, its ETag,
+/// its URL and where reading stopped). Further pages are read while `enough`
+/// says the releases read so far hold none the policy allows.
+pub fn refresh(
+    http: &Http,
+    source: &Source,
+    state: &mut State,
+    limit: u64,
+    enough: &dyn Fn(&[Release]) -> bool,
+) -> Result<Freshness, Error> {
+    let url = listing_url(source);
+    let cached = state.listing_url.as_deref() == Some(url.as_str());
+    let etag = state.etag.as_deref().filter(|_| cached);
+    let (mut listing, mut next, etag, freshness) =
+        match fetch_page(http, source, &url, etag, limit)? {
+            None => (
+                state.listing.clone(),
+                state.listing_next.clone(),
+                state.etag.clone(),
+                Freshness::NotModified,
+            ),
+            Some(page) => (page.releases, page.next, page.etag, Freshness::Fetched),
+        };
+    let origin = Url::parse(&url).map(|u| u.origin()).ok();
+    let mut pages = 1;
+    while let Some(link) = next.take_if(|_| !enough(&listing)) {
+        // Only the API's own pages: the token goes nowhere else either.
+        if Url::parse(&link).map(|u| u.origin()).ok() != origin {
+            log::warn!("not following the release list's next page to another origin: {link}");
+            break;
+        }
+        if pages == MAX_PAGES {
+            log::warn!(
+                "stopped reading the release list after {MAX_PAGES} pages: none of the {} releases read is eligible (MOLTD_TAG_PREFIX, MOLTD_VERSION, MOLTD_PRERELEASE, bad releases); the next check goes on from {link}",
+                listing.len()
+            );
+            next = Some(link);
+            break;
+        }
+        log::info!(
+            "no eligible release in the first {} releases: reading {link}",
+            listing.len()
+        );
+        let Some(page) = fetch_page(http, source, &link, None, limit)? else {
+            break;
+        };
+        pages += 1;
+        // Pages shift when releases come or go between two requests.
+        let new: Vec<Release> = page
+            .releases
+            .into_iter()
+            .filter(|r| listing.iter().all(|known| known.tag != r.tag))
+            .collect();
+        listing.extend(new);
+        next = page.next;
+    }
+    if freshness == Freshness::NotModified && pages == 1 {
+        return Ok(freshness);
+    }
+    state.listing = listing;
+    state.listing_next = next;
+    state.etag = etag;
     state.listing_url = Some(url);
-    Ok(Freshness::Fetched)
+    Ok(freshness)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_links() {
+        let table = [
+            (
+                r#"<https://api.github.com/repositories/1/releases?per_page=100&page=2>; rel="next", <https://api.github.com/repositories/1/releases?per_page=100&page=5>; rel="last""#,
+                Some("https://api.github.com/repositories/1/releases?per_page=100&page=2"),
+            ),
+            (
+                r#"<https://h/r?page=1>; rel="prev", <https://h/r?page=3>; rel="next""#,
+                Some("https://h/r?page=3"),
+            ),
+            // Unquoted, upper case, several types, other parameters first.
+            (
+                "</r?page=2>; title=\"a, b; rel=next\"; REL=Next",
+                Some("/r?page=2"),
+            ),
+            (r#"<https://h/x,y>; rel="last next""#, Some("https://h/x,y")),
+            (
+                r#"<https://h/a>; rel="nextish", <https://h/b>; rel="next""#,
+                Some("https://h/b"),
+            ),
+            (r#"<https://h/r?page=1>; rel="first""#, None),
+            (r#"<https://h/r?page=2>"#, None),
+            ("rel=\"next\"", None),
+            ("<https://h/unclosed; rel=\"next\"", None),
+            ("", None),
+        ];
+        for (value, expected) in table {
+            assert_eq!(next_link(value), expected, "{value}");
+        }
+    }
 }

@@ -3,10 +3,12 @@
 //! Written atomically (temporary file, fsync, rename), so a kill never leaves
 //! half a file. The last release list is kept with its ETag: a 304 means
 //! "what you have is current", which is only useful if what we have
-//! survived the restart. `applying` is set before the first service is
-//! stopped and cleared when the switch is committed or undone, so a restart
+//! survived the restart. The ETag is the first page's: `listing` holds every
+//! page read after it, and `listing_next` where reading stopped. `applying`
+//! is set before the first service is stopped and cleared when the switch is committed or undone, so a restart
 //! after a kill knows an update was cut short and returns to `current`.
 
+use super::Error;
 use super::release::Release;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
@@ -31,7 +33,12 @@ pub struct State {
     pub etag: Option<String>,
     /// Which URL `listing` came from: a different feed ignores it.
     pub listing_url: Option<String>,
+    /// The releases of the pages read, in the feed's order (newest first).
     pub listing: Vec<Release>,
+    /// The `rel="next"` link of the last page read, when reading stopped
+    /// before the end: where to go on if the policy changes while the first
+    /// page stays the same (a 304).
+    pub listing_next: Option<String>,
 }
 
 impl State {
@@ -54,6 +61,34 @@ impl State {
     pub fn save(&self, path: &Path) -> io::Result<()> {
         write_atomically(path, &serde_json::to_vec_pretty(self)?)
     }
+
+    /// Clears the bad mark of `tags`, all or none: a tag not marked bad
+    /// (a typo) changes nothing and says which tags are.
+    pub fn unmark(&mut self, tags: &[String]) -> Result<(), Error> {
+        let unknown: Vec<String> = tags
+            .iter()
+            .filter(|tag| !self.bad.contains(*tag))
+            .cloned()
+            .collect();
+        if !unknown.is_empty() {
+            return Err(Error::NotMarkedBad {
+                tags: unknown,
+                bad: self.bad.iter().cloned().collect(),
+            });
+        }
+        for tag in tags {
+            self.bad.remove(tag);
+        }
+        Ok(())
+    }
+
+    /// [`State::unmark`] on the state file at `path`, when no supervisor
+    /// holds the state in memory.
+    pub fn unmark_file(path: &Path, tags: &[String]) -> Result<(), Error> {
+        let mut state = State::load(path);
+        state.unmark(tags)?;
+        state.save(path).map_err(Error::io("save", path))
+    }
 }
 
 /// Replaces `path` with `contents` so that readers see the old or the new
@@ -71,4 +106,31 @@ pub fn write_atomically(path: &Path, contents: &[u8]) -> io::Result<()> {
     file.write_all(contents)?;
     file.sync_all()?;
     fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unmark_is_all_or_nothing() {
+        let tags = |t: &[&str]| t.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let mut state = State {
+            bad: ["v2.0.0".to_string(), "v3.0.0".to_string()].into(),
+            ..State::default()
+        };
+        let err = state.unmark(&tags(&["v3.0.0", "v9.0.0"])).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "v9.0.0 not marked bad (bad releases: v2.0.0, v3.0.0)"
+        );
+        assert_eq!(state.bad.len(), 2);
+        state.unmark(&tags(&["v3.0.0", "v2.0.0"])).unwrap();
+        assert!(state.bad.is_empty());
+        let err = state.unmark(&tags(&["v3.0.0"])).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "v3.0.0 not marked bad (no release is marked bad)"
+        );
+    }
 }

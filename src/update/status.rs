@@ -179,6 +179,13 @@ impl Reporter {
         self.status.bad_releases = state.bad.iter().cloned().collect();
     }
 
+    /// Bad marks cleared outside a run (`moltd unmark`): written at once, so
+    /// the status document, `moltd status` and the metrics show it.
+    pub fn unmarked(&mut self, state: &super::state::State) {
+        self.releases(state);
+        self.write();
+    }
+
     /// The release a switch is moving to.
     pub fn target(&mut self, tag: &str) {
         self.status.target = Some(tag.to_owned());

@@ -593,3 +593,59 @@ fn single_command_mode_without_a_source_is_unchanged() {
     running.signal(nix::libc::SIGTERM);
     running.wait().expect_code(143);
 }
+
+/// v3 fails its gate only because its "database" is down: marked bad and
+/// not retried; `moltd unmark` (through the running supervisor) clears the
+/// mark, and once the database is up the next `moltd update` applies v3.
+#[test]
+fn unmark_lets_a_release_that_failed_its_gate_be_retried() {
+    let (dir, port) = setup("apply_unmark");
+    let feed = Feed::start(vec![
+        release("3.0.0", App::Good),
+        release("2.0.0", App::Good),
+    ]);
+    ship(&dir, "2.0.0");
+    let health = format!(
+        "cd {} && {{ test \"$(cat running)\" != 3.0.0 || test -e db-up; }}",
+        dir.path().display()
+    );
+    let mut running = moltd(&dir, &feed, Mode::Pid1)
+        .env("MOLTD_HEALTH_CMD", health)
+        .spawn();
+    let doc = wait_for_state(&mut running, &dir, "rolled_back");
+    if doc["bad_releases"] != serde_json::json!(["v3.0.0"]) {
+        running.fail(&format!("v3 not marked bad: {doc}"));
+    }
+    running.wait_for("v2 to serve again", || {
+        served(port).as_deref() == Some("2.0.0")
+    });
+    let reply = dir.moltd_client(&["unmark", "v9.9.9"]);
+    if reply.code != Some(1)
+        || !reply
+            .stderr
+            .contains("v9.9.9 not marked bad (bad releases: v3.0.0)")
+    {
+        running.fail(&format!("an unknown tag was accepted: {reply:?}"));
+    }
+    let reply = dir.moltd_client(&["unmark", "v3.0.0"]);
+    if reply.code != Some(0) || !reply.stdout.contains("v3.0.0 no longer marked bad") {
+        running.fail(&format!("moltd unmark: {reply:?}"));
+    }
+    let doc = status(&dir);
+    if doc["bad_releases"] != serde_json::json!([]) {
+        running.fail(&format!("the status still lists v3 as bad: {doc}"));
+    }
+    let state: serde_json::Value =
+        serde_json::from_str(&dir.read("app/.moltd/state.json")).unwrap_or_default();
+    if state["bad"] != serde_json::json!([]) {
+        running.fail(&format!("the state file still marks v3 bad: {state}"));
+    }
+    dir.write("db-up", "");
+    let reply = dir.moltd_client(&["update"]);
+    if reply.code != Some(0) || !reply.stdout.contains("updated to v3.0.0") {
+        running.fail(&format!("v3 was not retried: {reply:?}"));
+    }
+    if served(port).as_deref() != Some("3.0.0") || current(&dir) != "v3.0.0" {
+        running.fail("v3 does not serve after the retry");
+    }
+}

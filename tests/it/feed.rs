@@ -342,12 +342,60 @@ pub fn releases_json(base: &str, releases: &[FakeRelease]) -> String {
     serde_json::to_string(&list).unwrap()
 }
 
-/// A GitHub-shaped feed: `/repos/acme/app/releases` (with ETag and 304) and
+/// A GitHub-shaped feed: `/repos/acme/app/releases` (pages by `per_page`
+/// and `page` with `Link` headers, ETag and 304 per page) and
 /// `/dl/<tag>/<name>` (with ranges). `hook` may answer first. Releases can be
 /// published while it runs.
 pub struct Feed {
     pub server: Server,
     releases: Arc<Mutex<Vec<FakeRelease>>>,
+    max_per_page: Arc<Mutex<usize>>,
+}
+
+/// The value of `name` in a request path's query.
+pub fn query_param<'p>(path: &'p str, name: &str) -> Option<&'p str> {
+    let (_, query) = path.split_once('?')?;
+    query
+        .split('&')
+        .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
+}
+
+/// One page of `releases` as GitHub serves it: `per_page` (default 30, at
+/// most `max`) from `page` (from 1), a `Link` header naming the next and
+/// last pages when there are more, and an ETag of the page.
+pub fn releases_page(
+    request: &Request,
+    base: &str,
+    releases: &[FakeRelease],
+    max: usize,
+) -> Response {
+    let param = |name, default| {
+        query_param(&request.path, name)
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(default)
+    };
+    let size = param("per_page", 30).clamp(1, max);
+    let page = param("page", 1).max(1);
+    let pages = releases.len().div_ceil(size).max(1);
+    let from = ((page - 1) * size).min(releases.len());
+    let to = (from + size).min(releases.len());
+    let body = releases_json(base, &releases[from..to]);
+    let etag = format!("\"{}\"", &sha256_hex(body.as_bytes())[..16]);
+    if request.header("if-none-match") == Some(etag.as_str()) {
+        return Response::new(304, "").header("ETag", etag);
+    }
+    let path = request.path.split('?').next().unwrap_or_default();
+    let link =
+        |n: usize, rel: &str| format!("<{base}{path}?per_page={size}&page={n}>; rel=\"{rel}\"");
+    let response = Response::new(200, body).header("ETag", etag);
+    if page < pages {
+        response.header(
+            "Link",
+            format!("{}, {}", link(page + 1, "next"), link(pages, "last")),
+        )
+    } else {
+        response
+    }
 }
 
 pub type Hook = Box<dyn Fn(&Request, &str) -> Option<Response> + Send + Sync>;
@@ -368,6 +416,9 @@ impl Feed {
         let base_in = base.clone();
         let releases = Arc::new(Mutex::new(releases));
         let releases_in = releases.clone();
+        // GitHub's largest page.
+        let max_per_page = Arc::new(Mutex::new(100));
+        let max_in = max_per_page.clone();
         let server = Server::start_at(endpoint, move |request| {
             let base = base_in.lock().unwrap().clone();
             if let Some(response) = hook(request, &base) {
@@ -375,12 +426,7 @@ impl Feed {
             }
             let releases = releases_in.lock().unwrap();
             if request.path.starts_with("/repos/acme/app/releases") {
-                let body = releases_json(&base, &releases);
-                let etag = format!("\"{}\"", &sha256_hex(body.as_bytes())[..16]);
-                if request.header("if-none-match") == Some(etag.as_str()) {
-                    return Response::new(304, "").header("ETag", etag);
-                }
-                return Response::new(200, body).header("ETag", etag);
+                return releases_page(request, &base, &releases, *max_in.lock().unwrap());
             }
             let file = releases.iter().find_map(|r| {
                 r.assets
@@ -393,7 +439,16 @@ impl Feed {
             }
         });
         *base.lock().unwrap() = server.url.clone();
-        Feed { server, releases }
+        Feed {
+            server,
+            releases,
+            max_per_page,
+        }
+    }
+
+    /// Serves at most `size` releases a page, however many are asked for.
+    pub fn max_per_page(&self, size: usize) {
+        *self.max_per_page.lock().unwrap() = size;
     }
 
     pub fn url(&self) -> &str {

@@ -178,36 +178,51 @@ fn watch_until(dir: &TestDir, feed: &Feed, env: &[(&str, &str)], count: usize) -
     server.requests_to("/repos/").iter().map(|r| r.at).collect()
 }
 
+/// How a rate-limited answer says when to come back.
+#[derive(Clone, Copy, Debug)]
+enum RetryAt {
+    Seconds,
+    HttpDate,
+    ResetHeader,
+}
+
 #[test]
 fn rate_limits_are_honoured() {
-    for (status, limit_headers) in [(429, true), (403, false)] {
+    let table = [
+        (429, RetryAt::Seconds),
+        (429, RetryAt::HttpDate),
+        (403, RetryAt::ResetHeader),
+    ];
+    for (status, retry_at) in table {
         let dir = TestDir::new("rate_limit");
         let calls = AtomicUsize::new(0);
         let hook: Hook = Box::new(move |request, _| {
             let first =
                 request.path.starts_with("/repos/") && calls.fetch_add(1, Ordering::SeqCst) == 0;
             first.then(|| {
-                let reset = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap()
-                    .as_secs()
-                    + 2;
+                let in_2s = std::time::SystemTime::now() + Duration::from_secs(2);
                 let response = Response::new(status, r#"{"message":"API rate limit exceeded"}"#)
                     .header("X-RateLimit-Remaining", "0");
-                if limit_headers {
-                    response.header("Retry-After", "1")
-                } else {
-                    response.header("X-RateLimit-Reset", reset.to_string())
+                match retry_at {
+                    RetryAt::Seconds => response.header("Retry-After", "1"),
+                    RetryAt::HttpDate => {
+                        response.header("Retry-After", httpdate::fmt_http_date(in_2s))
+                    }
+                    RetryAt::ResetHeader => {
+                        let reset = in_2s.duration_since(std::time::UNIX_EPOCH).unwrap();
+                        response.header("X-RateLimit-Reset", reset.as_secs().to_string())
+                    }
                 }
             })
         });
         let feed = Feed::with_hook(vec![app_release("1.0.0")], hook);
         let times = watch_until(&dir, &feed, &[("SLEEP", "3600")], 2);
         let gap = times[1] - times[0];
-        // Backoff alone would wait 30 s; the server's word says 1-2 s.
+        // Backoff alone would wait 30 s; the server's word says 1-2 s (a
+        // date or a reset time counts whole seconds: at least 1 s is left).
         assert!(
             gap >= Duration::from_millis(900) && gap < Duration::from_secs(20),
-            "{status}: gap {gap:?}"
+            "{status} {retry_at:?}: gap {gap:?}"
         );
     }
 }
@@ -752,4 +767,154 @@ fn update_is_only_a_subcommand_as_the_first_argument() {
         .run()
         .expect_code(1)
         .expect_stderr_contains("no release source");
+}
+
+/// `moltd update --check` with `env`; returns the list requests it made.
+fn check_pages(dir: &TestDir, feed: &Feed, env: &[(&str, &str)], expect: &str) -> Vec<Request> {
+    let before = feed.server.requests_to("/repos/").len();
+    let mut moltd = update(dir, feed.url(), &["--check"]);
+    for (k, v) in env {
+        moltd = moltd.env(k, v);
+    }
+    let run = moltd.run();
+    run.expect_code(0).expect_stdout_contains(expect);
+    feed.server.requests_to("/repos/")[before..].to_vec()
+}
+
+fn tagged(tags: &[&str]) -> Vec<FakeRelease> {
+    tags.iter().map(|t| FakeRelease::new(t, vec![])).collect()
+}
+
+#[test]
+fn later_pages_are_read_only_until_an_eligible_release() {
+    let feed = Feed::start(tagged(&[
+        "web-v3.0.0",
+        "web-v2.0.0",
+        "web-v1.1.0",
+        "web-v1.0.0",
+        "api-v1.0.0",
+        "web-v0.9.0",
+    ]));
+    feed.max_per_page(2);
+    let api = [("MOLTD_TAG_PREFIX", "api-")];
+    type Env<'a> = &'a [(&'a str, &'a str)];
+    let table: [(Env, &str, usize); 3] = [
+        (&[("MOLTD_TAG_PREFIX", "web-")], "web-v3.0.0", 1),
+        (
+            &[("MOLTD_TAG_PREFIX", "web-"), ("MOLTD_VERSION", "=1.0.0")],
+            "web-v1.0.0",
+            2,
+        ),
+        (&api, "api-v1.0.0", 3),
+    ];
+    for (env, tag, pages) in table {
+        let dir = TestDir::new("pages");
+        let requests = check_pages(&dir, &feed, env, &format!("newer release {tag}"));
+        let paths: Vec<&str> = requests.iter().map(|r| r.path.as_str()).collect();
+        assert_eq!(paths.len(), pages, "{env:?}: {paths:?}");
+        assert!(paths[0].ends_with("?per_page=100"), "{paths:?}");
+        for (n, path) in paths.iter().enumerate().skip(1) {
+            assert!(path.ends_with(&format!("page={}", n + 1)), "{paths:?}");
+        }
+    }
+    // The policy changes while page 1 stays the same: the 304 is followed by
+    // the pages not read yet, and after that a 304 is one request again.
+    let dir = TestDir::new("pages_304");
+    check_pages(&dir, &feed, &[("MOLTD_TAG_PREFIX", "web-")], "web-v3.0.0");
+    let requests = check_pages(&dir, &feed, &api, "newer release api-v1.0.0");
+    assert_eq!(requests.len(), 3, "{requests:?}");
+    assert!(requests[0].header("if-none-match").is_some());
+    let requests = check_pages(&dir, &feed, &api, "newer release api-v1.0.0");
+    assert_eq!(requests.len(), 1, "{requests:?}");
+    assert!(requests[0].header("if-none-match").is_some());
+}
+
+#[test]
+fn a_next_page_on_another_host_is_not_followed() {
+    let dir = TestDir::new("pages_foreign");
+    let other = Server::start(|request| {
+        let releases = tagged(&["api-v1.0.0"]);
+        releases_page(request, "", &releases, 100)
+    });
+    let next = format!(
+        "<{}/repos/acme/app/releases?page=2>; rel=\"next\"",
+        other.url
+    );
+    let hook: Hook = Box::new(move |request, base| {
+        request.path.starts_with("/repos/").then(|| {
+            Response::new(200, releases_json(base, &tagged(&["web-v1.0.0"])))
+                .header("Link", next.clone())
+        })
+    });
+    let feed = Feed::with_hook(vec![], hook);
+    let run = update(&dir, feed.url(), &["--check"])
+        .env("MOLTD_TAG_PREFIX", "api-")
+        .run();
+    run.expect_code(0)
+        .expect_stdout_contains("no newer release")
+        .expect_stderr_contains("not following the release list's next page to another origin");
+    assert!(other.requests().is_empty(), "the other host was asked");
+}
+
+#[test]
+fn page_limit_stops_the_search_with_a_warning() {
+    let dir = TestDir::new("pages_limit");
+    let mut tags: Vec<String> = (0..10).map(|n| format!("web-v1.0.{n}")).collect();
+    tags.push("api-v1.0.0".into());
+    let feed = Feed::start(tagged(&tags.iter().map(String::as_str).collect::<Vec<_>>()));
+    feed.max_per_page(1);
+    let before = feed.server.requests_to("/repos/").len();
+    let run = update(&dir, feed.url(), &["--check"])
+        .env("MOLTD_TAG_PREFIX", "api-")
+        .run();
+    run.expect_code(0)
+        .expect_stdout_contains("no newer release")
+        .expect_stderr_contains("stopped reading the release list after 10 pages");
+    assert_eq!(feed.server.requests_to("/repos/").len() - before, 10);
+    // The next check goes on where that one stopped.
+    let requests = check_pages(&dir, &feed, &[("MOLTD_TAG_PREFIX", "api-")], "api-v1.0.0");
+    assert_eq!(requests.len(), 2, "{requests:?}");
+}
+
+/// Without a supervisor, `moltd unmark` edits the state file, and the next
+/// check offers the release again.
+#[test]
+fn unmark_without_a_supervisor_edits_the_state_file() {
+    let dir = TestDir::new("unmark_file");
+    let feed = Feed::start(vec![app_release("2.0.0"), app_release("1.0.0")]);
+    fs::create_dir_all(dir.join("app/.moltd")).unwrap();
+    std::os::unix::fs::symlink("releases/v1.0.0", dir.join("app/current")).unwrap();
+    dir.write(
+        "app/.moltd/state.json",
+        r#"{"current": "v1.0.0", "bad": ["v2.0.0"]}"#,
+    );
+    update(&dir, feed.url(), &["--check"])
+        .run()
+        .expect_code(0)
+        .expect_stdout_contains("no newer release (current: v1.0.0)");
+    let unmark = |tag: &str| {
+        Moltd::new(&dir, Mode::Child)
+            .args(["unmark", tag])
+            .env("MOLTD_APP_DIR", dir.join("app"))
+            .run()
+    };
+    unmark("v2.0.1")
+        .expect_code(1)
+        .expect_stderr_contains("v2.0.1 not marked bad (bad releases: v2.0.0)");
+    unmark("v2.0.0")
+        .expect_code(0)
+        .expect_stdout_contains("v2.0.0 no longer marked bad");
+    let state: serde_json::Value =
+        serde_json::from_str(&dir.read("app/.moltd/state.json")).unwrap();
+    assert_eq!(state["bad"], serde_json::json!([]));
+    assert_eq!(state["current"], "v1.0.0");
+    update(&dir, feed.url(), &["--check"])
+        .run()
+        .expect_code(0)
+        .expect_stdout_contains("newer release v2.0.0 available");
+    Moltd::new(&dir, Mode::Child)
+        .args(["unmark"])
+        .run()
+        .expect_code(1)
+        .expect_stderr_contains("unmark needs the TAG");
 }
