@@ -37,8 +37,14 @@ def install(archive, app_dir, tag):
 
 
 def moltd_env(feed, tmp, **extra):
-    """The environment of a moltd that follows the feed, with state in `tmp`."""
-    env = dict(os.environ)
+    """The environment of a moltd that follows the feed, with state in `tmp`.
+    Nothing of moltd's own configuration leaks in from the caller's shell:
+    in particular SSL_CERT_FILE, which a developer's machine often sets to
+    the system bundle, would add its certificates to moltd's trust store
+    (about 450 KiB of heap for Debian's) and measure a setting the image
+    does not have."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("MOLTD_", "SSL_CERT_", "GITHUB_", "GH_"))}
     env.update(
         MOLTD_REPO="acme/app",
         GITHUB_API_URL=feed.url,
