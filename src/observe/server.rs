@@ -7,7 +7,7 @@
 //! `epoll_wait` with no timer armed, so an idle moltd stays asleep.
 //!
 //! Robustness: at most [`MAX_CONNECTIONS`] connections are served at once
-//! (more get 503), a request head must arrive within [`HEAD_DEADLINE`] and
+//! (more wait in the listen backlog, holding no descriptor of moltd's), a request head must arrive within [`HEAD_DEADLINE`] and
 //! fit in [`MAX_HEAD`] bytes, and each connection carries one request
 //! (no keep-alive), so a slow or hostile client only holds its own slot.
 //! Nothing here touches the event loop: state comes from snapshots, and
@@ -72,6 +72,12 @@ async fn serve(listener: std::net::TcpListener, context: Arc<Context>) {
     };
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
+        // A slot first, then accept: while all are taken, further clients
+        // wait in the kernel's listen backlog and hold none of PID 1's
+        // descriptors (which the supervisor needs for pipes and sockets).
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
             Err(err) => {
@@ -80,18 +86,11 @@ async fn serve(listener: std::net::TcpListener, context: Arc<Context>) {
                 continue;
             }
         };
-        let slot = slots.clone().try_acquire_owned().ok();
         let context = context.clone();
         tokio::spawn(async move {
-            let busy = slot.is_none();
             let service = service_fn(move |request| {
                 let context = context.clone();
-                async move {
-                    Ok::<_, Infallible>(match busy {
-                        true => text(StatusCode::SERVICE_UNAVAILABLE, "busy\n"),
-                        false => route(&context, request).await,
-                    })
-                }
+                async move { Ok::<_, Infallible>(route(&context, request).await) }
             });
             let served = http1::Builder::new()
                 .timer(TokioTimer::new())

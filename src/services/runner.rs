@@ -612,6 +612,17 @@ impl Runner {
             Some(inotify) => inotify.read_events().unwrap_or_default(),
             None => return,
         };
+        // A folder moved away keeps its watch (on the inode, now elsewhere):
+        // drop it, so that whatever takes its path (`mv new svc`) is watched.
+        if let Some(inotify) = &self.inotify {
+            for event in events
+                .iter()
+                .filter(|e| e.mask.contains(AddWatchFlags::IN_MOVE_SELF))
+            {
+                let _ = inotify.rm_watch(event.wd);
+                self.watched.retain(|_, wd| *wd != event.wd);
+            }
+        }
         // The kernel dropped these watches (their folder was deleted): a
         // folder of the same name is watched again when it appears.
         for event in events
@@ -709,7 +720,19 @@ impl Runner {
                     let _ = inotify.rm_watch(wd);
                     info!("services directory {} appeared", dir.display());
                 }
-                return !self.watched.contains_key(&dir) && self.watch(&dir);
+                if self.watched.contains_key(&dir) {
+                    return false;
+                }
+                // A new directory at this path (created, or moved in): the
+                // watches on folders of the old one (moved away) are stale.
+                self.watched.retain(|path, wd| {
+                    let stale = path.starts_with(&dir);
+                    if stale {
+                        let _ = inotify.rm_watch(*wd);
+                    }
+                    !stale
+                });
+                return self.watch(&dir);
             }
             // Whatever was watched inside it is gone (or moved away, still
             // watched): what comes back is new.
