@@ -4,7 +4,8 @@
 //! half a file. The last release list is kept with its ETag: a 304 means
 //! "what you have is current", which is only useful if what we have
 //! survived the restart. The ETag is the first page's: `listing` holds every
-//! page read after it, and `listing_next` where reading stopped. `applying`
+//! page read after it, `listing_pages` how many, and `listing_next` where
+//! reading stopped. `applying`
 //! is set before the first service is stopped and cleared when the switch is committed or undone, so a restart
 //! after a kill knows an update was cut short and returns to `current`.
 
@@ -39,6 +40,9 @@ pub struct State {
     /// before the end: where to go on if the policy changes while the first
     /// page stays the same (a 304).
     pub listing_next: Option<String>,
+    /// How many pages `listing` holds: reading stops at
+    /// [`super::source::MAX_PAGES`] until the first page changes.
+    pub listing_pages: usize,
 }
 
 impl State {
