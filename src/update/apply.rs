@@ -565,7 +565,7 @@ impl Updater {
 pub fn outcome<T>(result: Result<T, Error>) -> poll::Outcome {
     match result {
         Ok(_) => poll::Outcome::Normal,
-        Err(Error::RateLimited { wait, .. }) => poll::Outcome::RateLimited(wait),
+        Err(Error::RateLimited { wait, .. }) => poll::Outcome::RateLimited(wait, 1),
         Err(err) if err.is_transient() => poll::Outcome::Failed(1),
         Err(_) => poll::Outcome::Normal,
     }
