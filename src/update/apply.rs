@@ -316,8 +316,13 @@ impl Updater {
     /// Clears the bad mark of `tags` (`moltd unmark`), so that a release that
     /// failed for a reason of its surroundings may be chosen again.
     pub fn unmark(&mut self, tags: &[String]) -> Result<String, Error> {
-        self.state.unmark(tags)?;
-        self.save_state()?;
+        // On a copy: if the file cannot be saved, memory keeps the marks too,
+        // so what the reply says and what the next start reads agree.
+        let mut state = self.state.clone();
+        state.unmark(tags)?;
+        let path = self.state_path();
+        state.save(&path).map_err(Error::io("save", path))?;
+        self.state = state;
         self.reporter.unmarked(&self.state);
         let them = if tags.len() == 1 { "it" } else { "them" };
         Ok(format!(
