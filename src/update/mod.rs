@@ -141,8 +141,13 @@ impl Updater {
         // Saved even when a later page failed: the next check goes on from
         // the pages read, instead of reading them again.
         let path = self.config.state_dir().join("state.json");
-        if let Err(err) = self.state.save(&path) {
-            log::warn!("cannot save {}: {err}", path.display());
+        let lock = staging::lock(&self.config.releases_dir(), &self.config.state_dir());
+        let saved = lock.and_then(|_lock| {
+            let saved = self.state.save_keeping_marks(&path);
+            saved.map_err(Error::io("save", &path))
+        });
+        if let Err(err) = saved {
+            log::warn!("release list not saved: {}", chain(&err));
         }
         more?;
         let newer = select::choose(

@@ -970,6 +970,26 @@ fn unmark_without_a_supervisor_edits_the_state_file() {
     unmark("v2.0.1")
         .expect_code(1)
         .expect_stderr_contains("v2.0.1 not marked bad (bad releases: v2.0.0)");
+    // A socket that cannot be reached for another reason than "nobody is
+    // there" may hide a supervisor: no edit behind its back.
+    dir.write("not-a-dir", "");
+    Moltd::new(&dir, Mode::Child)
+        .args(["unmark", "v2.0.0"])
+        .env("MOLTD_APP_DIR", dir.join("app"))
+        .env("MOLTD_CONTROL", dir.join("not-a-dir/control.sock"))
+        .run()
+        .expect_code(1)
+        .expect_stderr_contains("cannot connect");
+    // A local update holding the staging lock: no edit it could overwrite.
+    let lock = fs::File::create(dir.join("app/.moltd/staging.lock")).unwrap();
+    lock.try_lock().unwrap();
+    unmark("v2.0.0")
+        .expect_code(1)
+        .expect_stderr_contains("another moltd is staging a release");
+    drop(lock);
+    let state: serde_json::Value =
+        serde_json::from_str(&dir.read("app/.moltd/state.json")).unwrap();
+    assert_eq!(state["bad"], serde_json::json!(["v2.0.0"]));
     unmark("v2.0.0")
         .expect_code(0)
         .expect_stdout_contains("v2.0.0 no longer marked bad");
