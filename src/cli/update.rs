@@ -142,6 +142,13 @@ pub fn unmark(tags: &[String], socket: &Path, env: Env) -> i32 {
                 .map_err(|err| update::chain(&err));
             print_reply(reply)
         }
+        Err(ClientError::Connect(err)) => {
+            write_err(&format!(
+                "moltd: error: cannot connect to {}: {err}; not editing the state file, which a running supervisor would overwrite (check MOLTD_CONTROL and run as the user moltd runs as)\n",
+                socket.display()
+            ));
+            1
+        }
         Err(err) => {
             write_err(&format!("moltd: error: {err} ({})\n", socket.display()));
             1

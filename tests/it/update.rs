@@ -979,7 +979,8 @@ fn unmark_without_a_supervisor_edits_the_state_file() {
         .env("MOLTD_CONTROL", dir.join("not-a-dir/control.sock"))
         .run()
         .expect_code(1)
-        .expect_stderr_contains("cannot connect");
+        .expect_stderr_contains("Not a directory")
+        .expect_stderr_contains("not editing the state file");
     // A local update holding the staging lock: no edit it could overwrite.
     let lock = fs::File::create(dir.join("app/.moltd/staging.lock")).unwrap();
     lock.try_lock().unwrap();
