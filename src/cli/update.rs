@@ -17,6 +17,7 @@ use crate::update::{self, Config, Mode, Updater};
 use lexopt::prelude::*;
 use log::LevelFilter;
 use std::ffi::OsString;
+use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
 const HELP: &str = "\
@@ -112,12 +113,25 @@ pub fn parse_unmark(args: Vec<OsString>, socket: PathBuf) -> Outcome {
 }
 
 /// `moltd unmark`: through the running supervisor, else in the state file.
+/// Only when no supervisor can be listening (no socket, or nothing accepts
+/// on it): one that holds the state in memory would undo the edit at its
+/// next save, so any other failure to connect (permissions, a wrong
+/// `MOLTD_CONTROL`) is reported instead.
 pub fn unmark(tags: &[String], socket: &Path, env: Env) -> i32 {
     match client::ask_updater(socket, UpdateOp::Unmark(tags.to_vec())) {
         Ok(reply) => print_reply(reply),
-        Err(ClientError::Connect(_)) => {
-            let path = update::config::state_dir(&update::config::app_dir(env)).join("state.json");
-            let reply = update::state::State::unmark_file(&path, tags)
+        Err(ClientError::Connect(err))
+            if matches!(
+                err.kind(),
+                ErrorKind::NotFound | ErrorKind::ConnectionRefused
+            ) =>
+        {
+            let app = update::config::app_dir(env);
+            let state_dir = update::config::state_dir(&app);
+            let path = state_dir.join("state.json");
+            // A local `moltd update` saves the state under the same lock.
+            let reply = update::staging::lock(&app.join("releases"), &state_dir)
+                .and_then(|_lock| update::state::State::unmark_file(&path, tags))
                 .map(|()| {
                     format!(
                         "{} no longer marked bad in {}",
@@ -127,6 +141,13 @@ pub fn unmark(tags: &[String], socket: &Path, env: Env) -> i32 {
                 })
                 .map_err(|err| update::chain(&err));
             print_reply(reply)
+        }
+        Err(ClientError::Connect(err)) => {
+            write_err(&format!(
+                "moltd: error: cannot connect to {}: {err}; not editing the state file, which a running supervisor would overwrite (check MOLTD_CONTROL and run as the user moltd runs as)\n",
+                socket.display()
+            ));
+            1
         }
         Err(err) => {
             write_err(&format!("moltd: error: {err} ({})\n", socket.display()));

@@ -316,8 +316,13 @@ impl Updater {
     /// Clears the bad mark of `tags` (`moltd unmark`), so that a release that
     /// failed for a reason of its surroundings may be chosen again.
     pub fn unmark(&mut self, tags: &[String]) -> Result<String, Error> {
-        self.state.unmark(tags)?;
-        self.save_state()?;
+        // On a copy: if the file cannot be saved, memory keeps the marks too,
+        // so what the reply says and what the next start reads agree.
+        let mut state = self.state.clone();
+        state.unmark(tags)?;
+        let path = self.state_path();
+        state.save(&path).map_err(Error::io("save", path))?;
+        self.state = state;
         self.reporter.unmarked(&self.state);
         let them = if tags.len() == 1 { "it" } else { "them" };
         Ok(format!(
@@ -565,7 +570,7 @@ impl Updater {
 pub fn outcome<T>(result: Result<T, Error>) -> poll::Outcome {
     match result {
         Ok(_) => poll::Outcome::Normal,
-        Err(Error::RateLimited { wait, .. }) => poll::Outcome::RateLimited(wait),
+        Err(Error::RateLimited { wait, .. }) => poll::Outcome::RateLimited(wait, 1),
         Err(err) if err.is_transient() => poll::Outcome::Failed(1),
         Err(_) => poll::Outcome::Normal,
     }

@@ -112,24 +112,44 @@ impl Updater {
         self.reporter
             .phase(Phase::Checking, 1, format!("checking {url} for releases"));
         let (policy, bad) = (&self.config.policy, self.state.bad.clone());
-        let freshness = source::refresh(
+        let limit = self.config.limits.document;
+        let freshness =
+            source::first_page(&self.http, &self.config.source, &mut self.state, limit)?;
+        let stored = self.state.listing_pages;
+        let more = source::more_pages(
             &self.http,
             &self.config.source,
             &mut self.state,
-            self.config.limits.document,
+            limit,
             &|releases| select::allowed(releases, policy, &bad).next().is_some(),
-        )?;
-        if freshness == Freshness::NotModified {
-            log::info!("release list not modified since the last check");
+        );
+        match (freshness, &more) {
+            (Freshness::NotModified, Ok(0)) => {
+                log::info!("release list not modified since the last check");
+            }
+            (Freshness::NotModified, Ok(n)) => log::info!(
+                "first page of the release list not modified; read {n} more page(s) after the {stored} stored"
+            ),
+            _ => {}
         }
-        self.state.last_check = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .ok()
-            .map(|d| d.as_secs());
+        if more.is_ok() {
+            self.state.last_check = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .ok()
+                .map(|d| d.as_secs());
+        }
+        // Saved even when a later page failed: the next check goes on from
+        // the pages read, instead of reading them again.
         let path = self.config.state_dir().join("state.json");
-        if let Err(err) = self.state.save(&path) {
-            log::warn!("cannot save {}: {err}", path.display());
+        let lock = staging::lock(&self.config.releases_dir(), &self.config.state_dir());
+        let saved = lock.and_then(|_lock| {
+            let saved = self.state.save_keeping_marks(&path);
+            saved.map_err(Error::io("save", &path))
+        });
+        if let Err(err) = saved {
+            log::warn!("release list not saved: {}", chain(&err));
         }
+        more?;
         let newer = select::choose(
             &self.state.listing,
             &self.config.policy,

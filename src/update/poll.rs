@@ -6,9 +6,12 @@
 //!
 //! * After a check that worked (including a 304): the interval plus a random
 //!   share of the jitter, so replicas started together drift apart.
-//! * After a rate limit that said when to come back (`Retry-After` in
-//!   seconds or as an HTTP date, or `X-RateLimit-Reset`): exactly then (at
-//!   most a day), plus jitter.
+//! * After a rate limit: when the server said to come back (`Retry-After`
+//!   in seconds or as an HTTP date, or `X-RateLimit-Reset`; at most a day),
+//!   but never sooner than the backoff below, which counts rate limits as
+//!   failures in a row. A container clock ahead of the server's turns a
+//!   `Retry-After` date into "now", and without the backoff that would be a
+//!   burst of quick retries against a server that already said no.
 //! * After a transient failure: exponential backoff from `retry_min`, capped
 //!   at `retry_max`, plus jitter.
 
@@ -31,8 +34,9 @@ pub enum Outcome {
     /// A check that worked, or failed in a way retrying sooner would not
     /// fix (a broken release waits for the next one).
     Normal,
-    /// Rate limited, with the server's word on when to return if it gave one.
-    RateLimited(Option<Duration>),
+    /// Rate limited, with the server's word on when to return if it gave
+    /// one, as the `n`th failure in a row (1 for the first).
+    RateLimited(Option<Duration>, u32),
     /// The `n`th failure in a row (1 for the first).
     Failed(u32),
 }
@@ -53,8 +57,7 @@ impl Schedule {
     pub fn next_wait(&self, outcome: Outcome, random: f64) -> Duration {
         let base = match outcome {
             Outcome::Normal => self.interval,
-            Outcome::RateLimited(Some(wait)) => wait,
-            Outcome::RateLimited(None) => self.backoff(1),
+            Outcome::RateLimited(wait, n) => wait.unwrap_or_default().max(self.backoff(n)),
             Outcome::Failed(n) => self.backoff(n),
         };
         base + self.jitter.mul_f64(random.clamp(0.0, 1.0))
@@ -68,9 +71,13 @@ impl Schedule {
                 *failures += 1;
                 Outcome::Failed(*failures)
             }
-            other => {
+            Outcome::RateLimited(wait, _) => {
+                *failures += 1;
+                Outcome::RateLimited(wait, *failures)
+            }
+            Outcome::Normal => {
                 *failures = 0;
-                other
+                Outcome::Normal
             }
         };
         self.next_wait(outcome, random_fraction())
@@ -92,8 +99,9 @@ pub const RATE_LIMIT_WAIT_MAX: Duration = Duration::from_secs(24 * 3600);
 
 /// How long a rate-limited client should wait, from the response headers:
 /// `Retry-After` (seconds, or an HTTP date) first, else `X-RateLimit-Reset`
-/// (a Unix time) minus `now`. Times already past mean now; every answer is
-/// capped at [`RATE_LIMIT_WAIT_MAX`].
+/// (a Unix time) minus `now`. Times already past mean now (the schedule
+/// still waits at least its backoff); every answer is capped at
+/// [`RATE_LIMIT_WAIT_MAX`].
 pub fn rate_limit_wait(
     retry_after: Option<&str>,
     reset: Option<&str>,
@@ -142,9 +150,15 @@ mod tests {
         let table = [
             (Outcome::Normal, 0.0, S(300)),
             (Outcome::Normal, 0.5, S(315)),
-            (Outcome::RateLimited(Some(S(1))), 0.0, S(1)),
-            (Outcome::RateLimited(Some(S(7200))), 0.0, S(7200)),
-            (Outcome::RateLimited(None), 0.0, S(30)),
+            (Outcome::RateLimited(Some(S(45)), 1), 0.0, S(45)),
+            (Outcome::RateLimited(Some(S(7200)), 1), 0.0, S(7200)),
+            (Outcome::RateLimited(None, 1), 0.0, S(30)),
+            // A date in the past (a clock ahead of the server's) or a short
+            // wait: never sooner than the backoff, which still doubles.
+            (Outcome::RateLimited(Some(S(0)), 1), 0.0, S(30)),
+            (Outcome::RateLimited(Some(S(1)), 1), 0.5, S(45)),
+            (Outcome::RateLimited(Some(S(0)), 3), 0.0, S(120)),
+            (Outcome::RateLimited(Some(S(0)), 1000), 0.0, S(3600)),
             (Outcome::Failed(1), 0.0, S(30)),
             (Outcome::Failed(2), 0.0, S(60)),
             (Outcome::Failed(3), 0.0, S(120)),
@@ -160,6 +174,29 @@ mod tests {
                 "{outcome:?} {random}"
             );
         }
+    }
+
+    #[test]
+    fn rate_limits_count_as_failures_in_a_row() {
+        let schedule = Schedule::new(S(300), S(0));
+        let mut failures = 0;
+        let past = rate_limit_wait(
+            Some("Thu, 01 Jan 1970 00:00:01 GMT"),
+            None,
+            UNIX_EPOCH + S(1_000),
+        );
+        let limited = Outcome::RateLimited(past, 1);
+        assert_eq!(schedule.after(limited, &mut failures).as_secs(), 30);
+        assert_eq!(
+            schedule.after(Outcome::Failed(1), &mut failures).as_secs(),
+            60
+        );
+        assert_eq!(schedule.after(limited, &mut failures).as_secs(), 120);
+        assert_eq!(
+            schedule.after(Outcome::Normal, &mut failures).as_secs(),
+            300
+        );
+        assert_eq!(schedule.after(limited, &mut failures).as_secs(), 30);
     }
 
     #[test]

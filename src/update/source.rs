@@ -10,11 +10,15 @@
 //! most 100, Gitea and Forgejo 50 by default), and name the next page in a
 //! `Link: <url>; rel="next"` header. Further pages are read only while the
 //! pages read hold no release the policy allows (a tag prefix in a monorepo,
-//! a pin to an old release), at most [`MAX_PAGES`] per check and only on the
-//! first page's origin: an ordinary check stays one request, a 304 included.
-//! The ETag is the first page's; the stored list holds every page read after
-//! it, and where reading stopped, so a changed policy under an unchanged
-//! first page goes on from there.
+//! a pin to an old release), and only on the first page's origin. The ETag
+//! is the first page's; the stored list holds every page read after it, how
+//! many, and where reading stopped, so a 304 goes on from there when the
+//! policy changed or an earlier check was cut short (a rate limit on page
+//! 3). At most [`MAX_PAGES`] pages are read and stored for one first page,
+//! over all checks: without a token GitHub allows 60 requests an hour, so a
+//! policy that matches nothing (a typo in `MOLTD_TAG_PREFIX`) must settle
+//! into one request a check, the 304, rather than read on to the end of the
+//! list.
 
 use super::Error;
 use super::config::Source;
@@ -40,7 +44,7 @@ pub fn listing_url(source: &Source) -> String {
     }
 }
 
-/// Whether the list came fresh or was confirmed by a 304.
+/// Whether the first page came fresh or was confirmed by a 304.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Freshness {
     Fetched,
@@ -65,7 +69,8 @@ fn message(body: &[u8]) -> String {
         .to_string()
 }
 
-/// The most pages of the release list one check reads.
+/// The most pages of the release list read and stored for one first page
+/// (one ETag), over all checks.
 pub const MAX_PAGES: usize = 10;
 
 /// One page of the list as the server sent it.
@@ -195,70 +200,82 @@ fn fetch_page(
     }))
 }
 
-/// Fetches the list into `state` (which keeps the last good one, its ETag,
-/// its URL and where reading stopped). Further pages are read while `enough`
-/// says the releases read so far hold none the policy allows.
-pub fn refresh(
+/// Reads the first page of the list into `state` (which keeps the last
+/// good list, its ETag, its URL, how many pages it holds and where reading
+/// stopped); on a 304 `state` stays as it was.
+pub fn first_page(
+    http: &Http,
+    source: &Source,
+    state: &mut State,
+    limit: u64,
+) -> Result<Freshness, Error> {
+    let url = listing_url(source);
+    let cached = state.listing_url.as_deref() == Some(url.as_str());
+    let etag = state.etag.as_deref().filter(|_| cached);
+    let Some(page) = fetch_page(http, source, &url, etag, limit)? else {
+        return Ok(Freshness::NotModified);
+    };
+    state.listing = page.releases;
+    state.listing_next = page.next;
+    state.listing_pages = 1;
+    state.etag = page.etag;
+    state.listing_url = Some(url);
+    Ok(Freshness::Fetched)
+}
+
+/// Reads the pages after those `state` holds while `enough` says they hold
+/// no release the policy allows, until it holds [`MAX_PAGES`]; returns how
+/// many it read. Each page goes into `state` as it arrives, so an error
+/// keeps the ones before it and the next check goes on from there.
+pub fn more_pages(
     http: &Http,
     source: &Source,
     state: &mut State,
     limit: u64,
     enough: &dyn Fn(&[Release]) -> bool,
-) -> Result<Freshness, Error> {
-    let url = listing_url(source);
-    let cached = state.listing_url.as_deref() == Some(url.as_str());
-    let etag = state.etag.as_deref().filter(|_| cached);
-    let (mut listing, mut next, etag, freshness) =
-        match fetch_page(http, source, &url, etag, limit)? {
-            None => (
-                state.listing.clone(),
-                state.listing_next.clone(),
-                state.etag.clone(),
-                Freshness::NotModified,
-            ),
-            Some(page) => (page.releases, page.next, page.etag, Freshness::Fetched),
-        };
-    let origin = Url::parse(&url).map(|u| u.origin()).ok();
-    let mut pages = 1;
-    while let Some(link) = next.take_if(|_| !enough(&listing)) {
+) -> Result<usize, Error> {
+    let origin = Url::parse(&listing_url(source)).map(|u| u.origin()).ok();
+    let mut read = 0;
+    while let Some(link) = state.listing_next.clone() {
+        if enough(&state.listing) {
+            break;
+        }
         // Only the API's own pages: the token goes nowhere else either.
         if Url::parse(&link).map(|u| u.origin()).ok() != origin {
             log::warn!("not following the release list's next page to another origin: {link}");
+            state.listing_next = None;
             break;
         }
-        if pages == MAX_PAGES {
-            log::warn!(
-                "stopped reading the release list after {MAX_PAGES} pages: none of the {} releases read is eligible (MOLTD_TAG_PREFIX, MOLTD_VERSION, MOLTD_PRERELEASE, bad releases); the next check goes on from {link}",
-                listing.len()
-            );
-            next = Some(link);
+        // The cap is on what is stored for this first page, not per check:
+        // a 304 then costs one request, whatever the policy finds.
+        if state.listing_pages >= MAX_PAGES {
+            if read > 0 {
+                log::warn!(
+                    "no eligible release in the newest {} releases (the first {MAX_PAGES} pages of the release list): check MOLTD_TAG_PREFIX, MOLTD_VERSION, MOLTD_PRERELEASE and the bad releases; older releases are not searched, and the list is read again when a release is published",
+                    state.listing.len()
+                );
+            }
             break;
         }
         log::info!(
-            "no eligible release in the first {} releases: reading {link}",
-            listing.len()
+            "no eligible release in the newest {} releases: reading {link}",
+            state.listing.len()
         );
         let Some(page) = fetch_page(http, source, &link, None, limit)? else {
             break;
         };
-        pages += 1;
+        read += 1;
+        state.listing_pages += 1;
         // Pages shift when releases come or go between two requests.
         let new: Vec<Release> = page
             .releases
             .into_iter()
-            .filter(|r| listing.iter().all(|known| known.tag != r.tag))
+            .filter(|r| state.listing.iter().all(|known| known.tag != r.tag))
             .collect();
-        listing.extend(new);
-        next = page.next;
+        state.listing.extend(new);
+        state.listing_next = page.next;
     }
-    if freshness == Freshness::NotModified && pages == 1 {
-        return Ok(freshness);
-    }
-    state.listing = listing;
-    state.listing_next = next;
-    state.etag = etag;
-    state.listing_url = Some(url);
-    Ok(freshness)
+    Ok(read)
 }
 
 #[cfg(test)]

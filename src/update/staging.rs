@@ -6,7 +6,8 @@
 //! rename is atomic, so whatever moment moltd is killed at, `releases/<tag>`
 //! is either absent or whole; dot-folders are never taken for releases, and
 //! the next run removes them. A lock file keeps two moltd processes from
-//! staging (and cleaning) at once.
+//! staging (and cleaning) at once, and a check's save and an offline
+//! `moltd unmark` from undoing each other's edit of the state file.
 
 use super::Error;
 use crate::sys;
@@ -32,17 +33,25 @@ pub struct Staging {
     _lock: nix::fcntl::Flock<File>,
 }
 
-/// Takes the staging lock (in `state_dir`) and removes leftovers of earlier
-/// runs from `releases`.
-fn lock_and_clean(releases: &Path, state_dir: &Path) -> Result<nix::fcntl::Flock<File>, Error> {
-    for dir in [releases, state_dir] {
-        fs::create_dir_all(dir).map_err(Error::io("create", dir))?;
-    }
+/// Takes the staging lock (`state_dir/staging.lock`) without waiting:
+/// [`Error::Busy`] while another moltd stages into `releases`. It also
+/// guards the read-modify-writes of the state file by processes that hold
+/// no control socket (`moltd unmark` and a check's save), so neither undoes
+/// the other.
+pub fn lock(releases: &Path, state_dir: &Path) -> Result<nix::fcntl::Flock<File>, Error> {
+    fs::create_dir_all(state_dir).map_err(Error::io("create", state_dir))?;
     let lock_path = state_dir.join("staging.lock");
     let file = File::create(&lock_path).map_err(Error::io("create", &lock_path))?;
-    let lock = sys::fs::try_lock(file)
+    sys::fs::try_lock(file)
         .map_err(Error::io("lock", &lock_path))?
-        .ok_or_else(|| Error::Busy(releases.to_path_buf()))?;
+        .ok_or_else(|| Error::Busy(releases.to_path_buf()))
+}
+
+/// Takes the staging lock and removes leftovers of earlier runs from
+/// `releases`.
+fn lock_and_clean(releases: &Path, state_dir: &Path) -> Result<nix::fcntl::Flock<File>, Error> {
+    fs::create_dir_all(releases).map_err(Error::io("create", releases))?;
+    let lock = lock(releases, state_dir)?;
     let entries = fs::read_dir(releases).map_err(Error::io("list", releases))?;
     for entry in entries.flatten() {
         if entry.file_name().to_string_lossy().starts_with(PREFIX) {

@@ -4,7 +4,8 @@
 //! half a file. The last release list is kept with its ETag: a 304 means
 //! "what you have is current", which is only useful if what we have
 //! survived the restart. The ETag is the first page's: `listing` holds every
-//! page read after it, and `listing_next` where reading stopped. `applying`
+//! page read after it, `listing_pages` how many, and `listing_next` where
+//! reading stopped. `applying`
 //! is set before the first service is stopped and cleared when the switch is committed or undone, so a restart
 //! after a kill knows an update was cut short and returns to `current`.
 
@@ -39,6 +40,9 @@ pub struct State {
     /// before the end: where to go on if the policy changes while the first
     /// page stays the same (a 304).
     pub listing_next: Option<String>,
+    /// How many pages `listing` holds: reading stops at
+    /// [`super::source::MAX_PAGES`] until the first page changes.
+    pub listing_pages: usize,
 }
 
 impl State {
@@ -83,11 +87,21 @@ impl State {
     }
 
     /// [`State::unmark`] on the state file at `path`, when no supervisor
-    /// holds the state in memory.
+    /// holds the state in memory. Call under the staging lock.
     pub fn unmark_file(path: &Path, tags: &[String]) -> Result<(), Error> {
         let mut state = State::load(path);
         state.unmark(tags)?;
         state.save(path).map_err(Error::io("save", path))
+    }
+
+    /// Saves `self` with the bad marks the file at `path` holds: a check
+    /// changes none, while `moltd unmark` may have cleared one in the file
+    /// since this process read it. Call under the staging lock.
+    pub fn save_keeping_marks(&mut self, path: &Path) -> io::Result<()> {
+        let mine = std::mem::replace(&mut self.bad, State::load(path).bad);
+        let saved = self.save(path);
+        self.bad = mine;
+        saved
     }
 }
 
@@ -111,6 +125,27 @@ pub fn write_atomically(path: &Path, contents: &[u8]) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A local check that loaded the state before `moltd unmark` edited the
+    /// file saves its list without bringing the mark back.
+    #[test]
+    fn a_check_keeps_the_marks_of_the_file() {
+        let dir = std::env::temp_dir().join(format!("moltd-state-{}", std::process::id()));
+        let path = dir.join("state.json");
+        let mut checking = State {
+            bad: ["v2.0.0".to_string()].into(),
+            ..State::default()
+        };
+        checking.save(&path).unwrap();
+        State::unmark_file(&path, &["v2.0.0".to_string()]).unwrap();
+        checking.etag = Some("\"new\"".into());
+        checking.save_keeping_marks(&path).unwrap();
+        let saved = State::load(&path);
+        fs::remove_dir_all(&dir).unwrap();
+        assert!(saved.bad.is_empty());
+        assert_eq!(saved.etag.as_deref(), Some("\"new\""));
+        assert_eq!(checking.bad.len(), 1, "memory is the caller's business");
+    }
 
     #[test]
     fn unmark_is_all_or_nothing() {

@@ -627,6 +627,19 @@ fn unmark_lets_a_release_that_failed_its_gate_be_retried() {
     {
         running.fail(&format!("an unknown tag was accepted: {reply:?}"));
     }
+    // A state file that cannot be replaced (a folder in its place): the
+    // unmark fails, says why, and changes nothing, in memory either.
+    let state_file = dir.join("app/.moltd/state.json");
+    fs::remove_file(&state_file).unwrap();
+    fs::create_dir(&state_file).unwrap();
+    let reply = dir.moltd_client(&["unmark", "v3.0.0"]);
+    if reply.code != Some(1) || !reply.stderr.contains("cannot save") {
+        running.fail(&format!("unmark without a saved state: {reply:?}"));
+    }
+    if status(&dir)["bad_releases"] != serde_json::json!(["v3.0.0"]) {
+        running.fail("a failed unmark cleared the mark in the status");
+    }
+    fs::remove_dir(&state_file).unwrap();
     let reply = dir.moltd_client(&["unmark", "v3.0.0"]);
     if reply.code != Some(0) || !reply.stdout.contains("v3.0.0 no longer marked bad") {
         running.fail(&format!("moltd unmark: {reply:?}"));

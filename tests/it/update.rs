@@ -200,28 +200,29 @@ fn rate_limits_are_honoured() {
             let first =
                 request.path.starts_with("/repos/") && calls.fetch_add(1, Ordering::SeqCst) == 0;
             first.then(|| {
-                let in_2s = std::time::SystemTime::now() + Duration::from_secs(2);
+                let in_3s = std::time::SystemTime::now() + Duration::from_secs(3);
                 let response = Response::new(status, r#"{"message":"API rate limit exceeded"}"#)
                     .header("X-RateLimit-Remaining", "0");
                 match retry_at {
-                    RetryAt::Seconds => response.header("Retry-After", "1"),
+                    RetryAt::Seconds => response.header("Retry-After", "3"),
                     RetryAt::HttpDate => {
-                        response.header("Retry-After", httpdate::fmt_http_date(in_2s))
+                        response.header("Retry-After", httpdate::fmt_http_date(in_3s))
                     }
                     RetryAt::ResetHeader => {
-                        let reset = in_2s.duration_since(std::time::UNIX_EPOCH).unwrap();
+                        let reset = in_3s.duration_since(std::time::UNIX_EPOCH).unwrap();
                         response.header("X-RateLimit-Reset", reset.as_secs().to_string())
                     }
                 }
             })
         });
         let feed = Feed::with_hook(vec![app_release("1.0.0")], hook);
-        let times = watch_until(&dir, &feed, &[("SLEEP", "3600")], 2);
+        // SLEEP=1: backoff alone would wait 1 s; the server's word says
+        // 2-3 s (a date or a reset time counts whole seconds: at least 2 s
+        // are left).
+        let times = watch_until(&dir, &feed, &[("SLEEP", "1")], 2);
         let gap = times[1] - times[0];
-        // Backoff alone would wait 30 s; the server's word says 1-2 s (a
-        // date or a reset time counts whole seconds: at least 1 s is left).
         assert!(
-            gap >= Duration::from_millis(900) && gap < Duration::from_secs(20),
+            gap >= Duration::from_millis(1900) && gap < Duration::from_secs(20),
             "{status} {retry_at:?}: gap {gap:?}"
         );
     }
@@ -769,8 +770,14 @@ fn update_is_only_a_subcommand_as_the_first_argument() {
         .expect_stderr_contains("no release source");
 }
 
-/// `moltd update --check` with `env`; returns the list requests it made.
-fn check_pages(dir: &TestDir, feed: &Feed, env: &[(&str, &str)], expect: &str) -> Vec<Request> {
+/// `moltd update --check` with `env`; returns the list requests it made and
+/// the run.
+fn check_pages(
+    dir: &TestDir,
+    feed: &Feed,
+    env: &[(&str, &str)],
+    expect: &str,
+) -> (Vec<Request>, Finished) {
     let before = feed.server.requests_to("/repos/").len();
     let mut moltd = update(dir, feed.url(), &["--check"]);
     for (k, v) in env {
@@ -778,7 +785,7 @@ fn check_pages(dir: &TestDir, feed: &Feed, env: &[(&str, &str)], expect: &str) -
     }
     let run = moltd.run();
     run.expect_code(0).expect_stdout_contains(expect);
-    feed.server.requests_to("/repos/")[before..].to_vec()
+    (feed.server.requests_to("/repos/")[before..].to_vec(), run)
 }
 
 fn tagged(tags: &[&str]) -> Vec<FakeRelease> {
@@ -809,7 +816,7 @@ fn later_pages_are_read_only_until_an_eligible_release() {
     ];
     for (env, tag, pages) in table {
         let dir = TestDir::new("pages");
-        let requests = check_pages(&dir, &feed, env, &format!("newer release {tag}"));
+        let (requests, _) = check_pages(&dir, &feed, env, &format!("newer release {tag}"));
         let paths: Vec<&str> = requests.iter().map(|r| r.path.as_str()).collect();
         assert_eq!(paths.len(), pages, "{env:?}: {paths:?}");
         assert!(paths[0].ends_with("?per_page=100"), "{paths:?}");
@@ -821,12 +828,19 @@ fn later_pages_are_read_only_until_an_eligible_release() {
     // the pages not read yet, and after that a 304 is one request again.
     let dir = TestDir::new("pages_304");
     check_pages(&dir, &feed, &[("MOLTD_TAG_PREFIX", "web-")], "web-v3.0.0");
-    let requests = check_pages(&dir, &feed, &api, "newer release api-v1.0.0");
+    let (requests, run) = check_pages(&dir, &feed, &api, "newer release api-v1.0.0");
     assert_eq!(requests.len(), 3, "{requests:?}");
     assert!(requests[0].header("if-none-match").is_some());
-    let requests = check_pages(&dir, &feed, &api, "newer release api-v1.0.0");
+    run.expect_stderr_contains(
+        "first page of the release list not modified; read 2 more page(s) after the 1 stored",
+    );
+    if run.stderr.contains("not modified since the last check") {
+        run.fail("a check that read more pages says the list was not modified");
+    }
+    let (requests, run) = check_pages(&dir, &feed, &api, "newer release api-v1.0.0");
     assert_eq!(requests.len(), 1, "{requests:?}");
     assert!(requests[0].header("if-none-match").is_some());
+    run.expect_stderr_contains("release list not modified since the last check");
 }
 
 #[test]
@@ -856,24 +870,79 @@ fn a_next_page_on_another_host_is_not_followed() {
     assert!(other.requests().is_empty(), "the other host was asked");
 }
 
+/// A prefix that matches nothing (a typo) on a long list: the first check
+/// reads at most 10 pages and says so once; after that, as long as the first
+/// page stays the same, a check is one request (the 304) and stores nothing
+/// more.
 #[test]
-fn page_limit_stops_the_search_with_a_warning() {
+fn page_limit_is_for_the_list_not_for_each_check() {
     let dir = TestDir::new("pages_limit");
-    let mut tags: Vec<String> = (0..10).map(|n| format!("web-v1.0.{n}")).collect();
-    tags.push("api-v1.0.0".into());
+    let tags: Vec<String> = (0..30).map(|n| format!("web-v1.0.{n}")).collect();
     let feed = Feed::start(tagged(&tags.iter().map(String::as_str).collect::<Vec<_>>()));
     feed.max_per_page(1);
+    let typo = [("MOLTD_TAG_PREFIX", "wbe-")];
+    let (requests, run) = check_pages(&dir, &feed, &typo, "no newer release");
+    assert_eq!(requests.len(), 10, "{requests:?}");
+    run.expect_stderr_contains("no eligible release in the newest 10 releases")
+        .expect_stderr_contains("check MOLTD_TAG_PREFIX");
+    let stored = || -> serde_json::Value {
+        serde_json::from_str(&dir.read("app/.moltd/state.json")).unwrap()
+    };
+    assert_eq!(stored()["listing"].as_array().map(Vec::len), Some(10));
+    for _ in 0..2 {
+        let (requests, run) = check_pages(&dir, &feed, &typo, "no newer release");
+        assert_eq!(requests.len(), 1, "{requests:?}");
+        assert!(requests[0].header("if-none-match").is_some());
+        run.expect_stderr_contains("release list not modified since the last check");
+        if run.stderr.contains("no eligible release in the newest") {
+            run.fail("the page limit was reported again");
+        }
+    }
+    assert_eq!(stored()["listing"].as_array().map(Vec::len), Some(10));
+    // A new release changes the first page: the search starts over.
+    feed.publish(FakeRelease::new("web-v2.0.0", vec![]));
+    let (requests, _) = check_pages(&dir, &feed, &typo, "no newer release");
+    assert_eq!(requests.len(), 10, "{requests:?}");
+}
+
+/// A rate limit on a later page keeps the pages read before it (and the
+/// first page's ETag): the next check is a 304 that goes on from there.
+#[test]
+fn a_failed_later_page_keeps_the_pages_before_it() {
+    let dir = TestDir::new("pages_partial");
+    let limited = AtomicUsize::new(0);
+    let hook: Hook = Box::new(move |request, _| {
+        let third = query_param(&request.path, "page") == Some("3");
+        (third && limited.fetch_add(1, Ordering::SeqCst) == 0).then(|| {
+            Response::new(429, r#"{"message":"API rate limit exceeded"}"#)
+                .header("Retry-After", "1")
+        })
+    });
+    let feed = Feed::with_hook(
+        tagged(&["web-v3.0.0", "web-v2.0.0", "web-v1.0.0", "api-v1.0.0"]),
+        hook,
+    );
+    feed.max_per_page(1);
     let before = feed.server.requests_to("/repos/").len();
-    let run = update(&dir, feed.url(), &["--check"])
+    update(&dir, feed.url(), &["--check"])
         .env("MOLTD_TAG_PREFIX", "api-")
-        .run();
-    run.expect_code(0)
-        .expect_stdout_contains("no newer release")
-        .expect_stderr_contains("stopped reading the release list after 10 pages");
-    assert_eq!(feed.server.requests_to("/repos/").len() - before, 10);
-    // The next check goes on where that one stopped.
-    let requests = check_pages(&dir, &feed, &[("MOLTD_TAG_PREFIX", "api-")], "api-v1.0.0");
-    assert_eq!(requests.len(), 2, "{requests:?}");
+        .run()
+        .expect_code(1)
+        .expect_stderr_contains("rate limited");
+    assert_eq!(feed.server.requests_to("/repos/").len() - before, 3);
+    let (requests, _) = check_pages(
+        &dir,
+        &feed,
+        &[("MOLTD_TAG_PREFIX", "api-")],
+        "newer release api-v1.0.0",
+    );
+    let paths: Vec<&str> = requests.iter().map(|r| r.path.as_str()).collect();
+    assert_eq!(paths.len(), 3, "{paths:?}");
+    assert!(requests[0].header("if-none-match").is_some(), "{paths:?}");
+    assert!(
+        paths[1].ends_with("page=3") && paths[2].ends_with("page=4"),
+        "{paths:?}"
+    );
 }
 
 /// Without a supervisor, `moltd unmark` edits the state file, and the next
@@ -901,6 +970,27 @@ fn unmark_without_a_supervisor_edits_the_state_file() {
     unmark("v2.0.1")
         .expect_code(1)
         .expect_stderr_contains("v2.0.1 not marked bad (bad releases: v2.0.0)");
+    // A socket that cannot be reached for another reason than "nobody is
+    // there" may hide a supervisor: no edit behind its back.
+    dir.write("not-a-dir", "");
+    Moltd::new(&dir, Mode::Child)
+        .args(["unmark", "v2.0.0"])
+        .env("MOLTD_APP_DIR", dir.join("app"))
+        .env("MOLTD_CONTROL", dir.join("not-a-dir/control.sock"))
+        .run()
+        .expect_code(1)
+        .expect_stderr_contains("Not a directory")
+        .expect_stderr_contains("not editing the state file");
+    // A local update holding the staging lock: no edit it could overwrite.
+    let lock = fs::File::create(dir.join("app/.moltd/staging.lock")).unwrap();
+    lock.try_lock().unwrap();
+    unmark("v2.0.0")
+        .expect_code(1)
+        .expect_stderr_contains("another moltd is staging a release");
+    drop(lock);
+    let state: serde_json::Value =
+        serde_json::from_str(&dir.read("app/.moltd/state.json")).unwrap();
+    assert_eq!(state["bad"], serde_json::json!(["v2.0.0"]));
     unmark("v2.0.0")
         .expect_code(0)
         .expect_stdout_contains("v2.0.0 no longer marked bad");
