@@ -116,15 +116,37 @@ pub fn write_atomically(path: &Path, contents: &[u8]) -> io::Result<()> {
         path.file_name().unwrap_or_default().to_string_lossy(),
         std::process::id()
     ));
-    let mut file = fs::File::create(&tmp)?;
-    file.write_all(contents)?;
-    file.sync_all()?;
-    fs::rename(&tmp, path)
+    let written = fs::File::create(&tmp).and_then(|mut file| {
+        file.write_all(contents)?;
+        file.sync_all()?;
+        fs::rename(&tmp, path)
+    });
+    if written.is_err() {
+        // A full disk or a failed rename leaves no temporary file behind.
+        let _ = fs::remove_file(&tmp);
+    }
+    written
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failed_atomic_write_leaves_the_old_file_and_no_temporary() {
+        let dir = std::env::temp_dir().join(format!("moltd-atomic-{}", std::process::id()));
+        fs::create_dir_all(dir.join("target.json")).unwrap();
+        // A directory cannot be replaced by a file: the rename fails.
+        let failed = write_atomically(&dir.join("target.json"), b"{}");
+        assert!(failed.is_err());
+        let left: Vec<_> = fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(left, ["target.json"]);
+        fs::remove_dir_all(&dir).unwrap();
+    }
 
     /// A local check that loaded the state before `moltd unmark` edited the
     /// file saves its list without bringing the mark back.
