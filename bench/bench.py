@@ -97,8 +97,13 @@ def run(args, tmp):
     try:
         if want(1):
             step("item 1: idle updater RSS")
-            rss, anon = update.updater_idle_rss_kib(moltd, feed, f"{tmp}/rss", archives["small"], SERVICES, args.runs)
-            results["updater_idle_rss_kib"] = {"kib": rss, "anon_kib": anon}
+            builds = {"moltd": moltd}
+            if args.moltd_static:
+                builds["moltd (static)"] = args.moltd_static
+            results["updater_idle_rss_kib"] = {}
+            for name, binary in builds.items():
+                rss, anon = update.updater_idle_rss_kib(binary, feed, f"{tmp}/rss", archives["small"], SERVICES, args.runs)
+                results["updater_idle_rss_kib"][name] = {"kib": rss, "anon_kib": anon}
         if want(5):
             step(f"item 5: idle wake-ups over {args.idle_seconds} s")
             results["idle_wakeups"] = idle_window(args, inits, tmp, feed, archives)
@@ -173,8 +178,9 @@ def table(r):
                 "|---|---|---|---|"]
         for name, row in r["services_rss_kib"].items():
             out.append(f"| {name} | {fmt(row['pid1'], 0)} | {fmt(row['pid1_anon'], 0)} | {fmt(row['with_helpers'], 0)} |")
-        u = r["updater_idle_rss_kib"]
-        out += [f"| moltd, {SERVICES} services + updater idle | {fmt(u['kib'], 0)} | {fmt(u['anon_kib'], 0)} | |", ""]
+        for name, u in r["updater_idle_rss_kib"].items():
+            out.append(f"| {name}, {SERVICES} services + updater idle | {fmt(u['kib'], 0)} | {fmt(u['anon_kib'], 0)} | |")
+        out.append("")
     if "idle_wakeups" in r:
         out += [f"### Idle wake-ups over {s['idle_seconds']} s (item 5)", "",
                 "| process | context switches |", "|---|---|"]
