@@ -177,6 +177,13 @@ impl Reporter {
         self.status.current = state.current.clone();
         self.status.previous = state.previous.clone();
         self.status.bad_releases = state.bad.iter().cloned().collect();
+        // What is installed now, or was just marked bad, is not on offer.
+        let stale = self.status.available.as_ref().is_some_and(|a| {
+            state.bad.contains(&a.tag) || state.current.as_deref() == Some(a.tag.as_str())
+        });
+        if stale {
+            self.status.available = None;
+        }
     }
 
     /// Bad marks cleared outside a run (`moltd unmark`): written at once, so

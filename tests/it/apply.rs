@@ -266,6 +266,10 @@ fn rolls_back(name: &str, app: App, health_url: bool) {
     if doc["bad_releases"] != serde_json::json!(["v3.0.0"]) || doc["current"] != "v2.0.0" {
         running.fail(&format!("bad status: {doc}"));
     }
+    // An app drawing "update available" from the status must not offer v3.
+    if !doc["available"].is_null() {
+        running.fail(&format!("the bad release is still offered: {doc}"));
+    }
     running.wait_for("v2 to serve again", || {
         served(port).as_deref() == Some("2.0.0")
     });
