@@ -191,6 +191,9 @@ fn log_folder_added_to_a_running_service_gets_its_output_from_the_next_start() {
     });
     let pid = |line: &str| line.split(')').next().unwrap_or_default().to_owned();
     assert_eq!(pid(&with_log), pid(&before), "{before} / {with_log}");
+    // `dir.read` gives "" for a file not there yet: wait until the log's
+    // shell opened it, so that the check means run did not write into it.
+    moltd.wait_for("web.log to be opened", || dir.join("web.log").exists());
     assert_eq!(dir.read("web.log"), "");
     // From its next start, run writes into the log.
     let restart = dir.sv(&["restart", "web"]);
