@@ -2,25 +2,27 @@
 //! come up.
 //!
 //! runit's sv(8): when `start`, `restart`, `force-restart` or `check` (and,
-//! in runit's sv, `-v up`) wait for a service and its folder holds an
-//! executable `check`, the service counts as up only once `./check` exits 0;
+//! in runit's sv.c, `-v up`, `-v term` and `-v kill`) wait for a service and
+//! its folder holds an executable `check`, the service counts as up only
+//! once `./check` exits 0;
 //! sv runs it again until it does or the wait is over. The supervisor only
 //! knows that `run` is running, not whether it is ready, so this happens in
 //! the client: moltd answers the wait when `run` runs (with the service's
 //! folder in the answer), then sv runs `./check` in that folder.
 //!
 //! The check is sv's own child, so std's `Command` starts and reaps it (sv
-//! is a short-lived client, never PID 1). Nothing here outlasts the wait:
-//! a check still running at the deadline is killed with its process group.
+//! is a short-lived client, never PID 1). It stays in sv's process group,
+//! as in runit: a Ctrl-C on sv reaches it too, where a group of its own
+//! would leave it running with nobody waiting for it. A check still running
+//! at the deadline is killed (its pid only; what it started itself and left
+//! behind is its own affair, as in runit, which never kills it at all).
 
 use crate::services::client::{self, ClientError};
 use crate::services::control::{Answer, Op, Request};
 use crate::services::scan;
 use crate::services::status::{Phase, Status};
-use crate::sys::process;
 use nix::libc;
 use std::os::fd::AsFd;
-use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -111,7 +113,7 @@ pub fn confirm(
 
 /// Runs `./check` once in `dir` (stdin from /dev/null, its output on sv's
 /// stderr, so sv's stdout stays runit's lines); returns whether it exited 0
-/// before `deadline`. One still running then is killed with its group.
+/// before `deadline`. One still running then is killed.
 fn run_once(dir: &Path, deadline: Instant) -> Result<bool, CheckError> {
     let stdout = std::io::stderr()
         .as_fd()
@@ -121,7 +123,6 @@ fn run_once(dir: &Path, deadline: Instant) -> Result<bool, CheckError> {
         .current_dir(dir)
         .stdin(Stdio::null())
         .stdout(stdout)
-        .process_group(0)
         .spawn()
         .map_err(CheckError::Spawn)?;
     loop {
@@ -130,8 +131,8 @@ fn run_once(dir: &Path, deadline: Instant) -> Result<bool, CheckError> {
         }
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            // Unreaped, so its pid still names its group.
-            let _ = process::send_signal(-(child.id() as i32), libc::SIGKILL);
+            // Unreaped, so its pid cannot have been reused.
+            let _ = child.kill();
             child.wait().map_err(CheckError::Wait)?;
             return Ok(false);
         }

@@ -36,7 +36,8 @@ enum Report {
     Status,
     /// Print nothing, unless `-v` or `-w` asks to wait.
     IfVerbose,
-    /// Print nothing, even with `-v` (signals runit does not wait for).
+    /// Print nothing, even with `-v` (runit's sv prints `ok:` and the
+    /// status there; see README).
     Never,
     /// Always wait and report (the LSB verbs).
     Always,
@@ -95,7 +96,7 @@ fn verb(word: &str) -> Option<Verb> {
             'q' => signal(libc::SIGQUIT),
             '1' => signal(libc::SIGUSR1),
             '2' => signal(libc::SIGUSR2),
-            'k' => signal(libc::SIGKILL),
+            'k' => make(Op::Signal(libc::SIGKILL), Report::IfVerbose),
             _ => return None,
         },
     })
@@ -201,9 +202,13 @@ fn fail_line(shown: &str, why: &str) -> String {
 }
 
 /// Whether a wait for this command ends only when the service's `./check`
-/// passes: runit's `up`, `start`, the restarts and `check`.
+/// passes: runit's `up`, `start`, the restarts, `check`, and `term` and
+/// `kill` (which wait for the service to be up again).
 fn checks(op: Op) -> bool {
-    matches!(op, Op::Up | Op::Restart { .. } | Op::Check)
+    matches!(
+        op,
+        Op::Up | Op::Restart { .. } | Op::Check | Op::Signal(libc::SIGTERM | libc::SIGKILL)
+    )
 }
 
 /// What became of one service: moltd's answer, after its `./check`.

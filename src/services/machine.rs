@@ -1347,7 +1347,12 @@ impl Supervisor {
             Op::Restart {
                 only_if_running: true,
             } if !matches!(slot.life, Life::Running { .. }) => Goal::Any,
-            Op::Signal(libc::SIGTERM) | Op::Restart { .. } => Goal::Restarted(starts),
+            // runit's sv: after term or kill, up again, unless it is meant
+            // to stay down.
+            Op::Signal(libc::SIGTERM | libc::SIGKILL) if slot.intent != Intent::Up => Goal::Down,
+            Op::Signal(libc::SIGTERM | libc::SIGKILL) | Op::Restart { .. } => {
+                Goal::Restarted(starts)
+            }
             Op::Signal(libc::SIGCONT) => Goal::Up,
             Op::Signal(_) => Goal::Any,
             Op::Check => match slot.intent {
@@ -1978,6 +1983,34 @@ mod tests {
         assert!(matches!(answers(&actions)[..], [Answer::Killed(_)]));
         let unknown = sup.step(t0, request(Op::Up, "nope", Some(2)));
         assert_eq!(answers(&unknown), vec![Answer::Unknown("nope".into())]);
+    }
+
+    /// runit's `sv -v term` and `sv -v kill` wait for the service to be up
+    /// again, or down if it is meant to stay down.
+    #[test]
+    fn term_and_kill_waits_end_when_the_service_is_back_or_meant_down() {
+        for sig in [libc::SIGTERM, libc::SIGKILL] {
+            let t0 = Instant::now();
+            let t1 = t0 + Duration::from_secs(10);
+            let mut sup = running(t0, &[def("a")]);
+            let actions = sup.step(t1, request(Op::Signal(sig), "a", Some(5)));
+            assert_eq!(actions, vec![signal(100, sig)]);
+            let actions = sup.step(t1, exited(100, ExitStatus::Signaled(sig), false));
+            assert_eq!(actions, vec![spawn("a", Which::Main, Program::Run)]);
+            let actions = sup.step(t1, spawned("a", Which::Main, Program::Run, 200));
+            assert!(
+                matches!(answers(&actions)[..], [Answer::Ok(_)]),
+                "{actions:?}"
+            );
+            // Run once: it stays down, and that is what the wait ends on.
+            sup.step(t1, request(Op::Once, "a", None));
+            sup.step(t1, request(Op::Signal(sig), "a", Some(5)));
+            let actions = sup.step(t1, exited(200, ExitStatus::Signaled(sig), false));
+            assert!(
+                matches!(answers(&actions)[..], [Answer::Ok(_)]),
+                "{actions:?}"
+            );
+        }
     }
 
     #[test]

@@ -35,7 +35,7 @@ use log::{debug, error, info, warn};
 use nix::fcntl::OFlag;
 use nix::libc;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, InotifyEvent, WatchDescriptor};
 use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::ffi::{CString, OsString};
@@ -81,10 +81,10 @@ pub fn run(config: ServicesConfig, inherited: Inherited) -> i32 {
     let inotify = dir.as_ref().and_then(|dir| {
         Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK)
             .inspect_err(|err| {
-                warn!(
-                    "cannot watch {}: {}; new services will not be noticed",
-                    dir.display(),
-                    err.desc()
+                error!(
+                    "cannot create an inotify instance: {}; changes to the services directory {} will not be noticed",
+                    err.desc(),
+                    dir.display()
                 )
             })
             .ok()
@@ -161,7 +161,7 @@ impl std::fmt::Display for DirError {
         match self {
             DirError::Missing(dir) => write!(
                 f,
-                "services directory {} does not exist; its services start when it appears",
+                "services directory {} does not exist; waiting for it to appear",
                 dir.display()
             ),
             DirError::Unreadable(dir, err) => {
@@ -614,6 +614,7 @@ impl Runner {
         };
         // A folder moved away keeps its watch (on the inode, now elsewhere):
         // drop it, so that whatever takes its path (`mv new svc`) is watched.
+        let relevant = events.iter().any(|event| self.concerns_services(event));
         if let Some(inotify) = &self.inotify {
             for event in events
                 .iter()
@@ -639,9 +640,29 @@ impl Runner {
             }
         }
         // While held, the scan on release reads the directory anyway.
-        if !events.is_empty() && !self.held {
+        if relevant && !self.held {
             self.handle(Event::DirChanged);
         }
+    }
+
+    /// Whether an inotify event may change the services. The watch on the
+    /// ancestor of a missing services directory reports every entry made in
+    /// it (`/run`, `/tmp`: inotify cannot filter by name; `IN_ONLYDIR` only
+    /// refuses to watch a non-directory), so there only the next folder on
+    /// the way counts; anything else would cost a settle delay and a rescan.
+    fn concerns_services(&self, event: &InotifyEvent) -> bool {
+        let Some((ancestor, wd)) = &self.ancestor else {
+            return true;
+        };
+        if event.wd != *wd || event.mask.contains(AddWatchFlags::IN_IGNORED) {
+            return true;
+        }
+        let next = self
+            .dir
+            .as_deref()
+            .and_then(|dir| dir.strip_prefix(ancestor).ok())
+            .and_then(|rest| rest.components().next());
+        event.name.as_deref() == next.map(|c| c.as_os_str())
     }
 
     /// Watches a folder for entries appearing, vanishing or changing mode,

@@ -191,6 +191,9 @@ fn log_folder_added_to_a_running_service_gets_its_output_from_the_next_start() {
     });
     let pid = |line: &str| line.split(')').next().unwrap_or_default().to_owned();
     assert_eq!(pid(&with_log), pid(&before), "{before} / {with_log}");
+    // `dir.read` gives "" for a file not there yet: wait until the log's
+    // shell opened it, so that the check means run did not write into it.
+    moltd.wait_for("web.log to be opened", || dir.join("web.log").exists());
     assert_eq!(dir.read("web.log"), "");
     // From its next start, run writes into the log.
     let restart = dir.sv(&["restart", "web"]);
@@ -478,6 +481,90 @@ fn missing_services_directory_is_waited_for_without_a_timer() {
         .run();
     finished.expect_code(1);
     finished.expect_stderr_contains("moltd: error: services directory");
+}
+
+/// Context switches (voluntary and not) of every thread of `pid`: how often
+/// it woke up.
+fn context_switches(pid: i32) -> u64 {
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .flat_map(|task| {
+            let status = fs::read_to_string(task.path().join("status")).unwrap_or_default();
+            status
+                .lines()
+                .filter(|line| line.contains("ctxt_switches:"))
+                .filter_map(|line| line.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .collect::<Vec<_>>()
+        })
+        .sum()
+}
+
+#[test]
+fn waiting_for_a_missing_directory_ignores_other_entries_of_its_parent() {
+    let dir = TestDir::new("missing_dir_quiet");
+    fs::create_dir(dir.join("parent")).unwrap();
+    let mut moltd = Moltd::new(&dir, Mode::Pid1)
+        .args(["--services", "parent/svc"])
+        .spawn();
+    moltd.wait_for_file(
+        "moltd.stderr",
+        "parent/svc does not exist; waiting for it to appear",
+    );
+    let pid = moltd.moltd_pid();
+    moltd.wait_for("moltd to sleep with no timeout", || polls_forever(pid));
+    // inotify cannot filter by name, so each entry made in the parent wakes
+    // moltd once; it must go straight back to sleep, with no settle delay
+    // and no rescan (a second wake-up each).
+    const FILES: u64 = 20;
+    let before = context_switches(pid);
+    for i in 0..FILES {
+        let seen = context_switches(pid);
+        fs::write(dir.join(&format!("parent/file{i}")), "").unwrap();
+        moltd.wait_for("moltd to take the event and sleep again", || {
+            context_switches(pid) > seen && polls_forever(pid)
+        });
+    }
+    let cost = context_switches(pid) - before;
+    if cost > FILES + FILES / 2 {
+        moltd.fail(&format!(
+            "{cost} context switches for {FILES} unrelated files"
+        ));
+    }
+    // The directory itself is still noticed.
+    sleeper(&dir, "web");
+    fs::rename(dir.join("svc"), dir.join("parent/svc")).unwrap();
+    moltd.wait_for_sv("web", "run: web:");
+    stop(moltd, SIGTERM).expect_code(0);
+}
+
+#[test]
+fn services_directory_swapped_by_mv_is_followed() {
+    let dir = TestDir::new("swapped_dir");
+    sleeper(&dir, "old");
+    sleeper(&dir, "both");
+    let mut moltd = services(&dir).spawn();
+    moltd.wait_for_sv("old", "run: old:");
+    moltd.wait_for_sv("both", "run: both:");
+    // The new directory: `both` again, `old` without its run, and `new`.
+    fs::create_dir_all(dir.join("next/old")).unwrap();
+    for name in ["both", "new"] {
+        dir.script(&format!("next/{name}/run"), "#!/bin/sh\nexec sleep 1000\n");
+    }
+    fs::rename(dir.join("svc"), dir.join("svc.old")).unwrap();
+    fs::rename(dir.join("next"), dir.join("svc")).unwrap();
+    moltd.wait_for_sv("new", "run: new:");
+    moltd.wait_for_sv("old", "fail: old:");
+    moltd.wait_for_sv("both", "run: both:");
+    // What changes from now on is in the swapped-in directory, and noticed
+    // there; the old one is no longer followed.
+    sleeper(&dir, "later");
+    moltd.wait_for_sv("later", "run: later:");
+    fs::remove_file(dir.join("svc/new/run")).unwrap();
+    moltd.wait_for_sv("new", "fail: new:");
+    stop(moltd, SIGTERM).expect_code(0);
 }
 
 #[test]

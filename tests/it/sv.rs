@@ -1,8 +1,8 @@
 //! The `sv` client against a running moltd: every verb's output lines and
 //! exit codes, as runit's sv(8) documents them.
 
-use crate::util::{self, Client, Mode, Moltd, TestDir};
-use nix::libc::SIGTERM;
+use crate::util::{self, Client, Mode, Moltd, Running, TestDir};
+use nix::libc::{SIGINT, SIGTERM};
 use std::fs;
 
 /// A service that records every signal it gets in `NAME.signals` and exits
@@ -153,6 +153,17 @@ fn sv_verbs_print_runits_lines_and_exit_codes() {
     );
 }
 
+/// moltd running one service, `web` (a sleep), whose `check` is `check`.
+fn checked_web<'a>(dir: &'a TestDir, check: &str) -> Running<'a> {
+    dir.script("svc/web/run", "#!/bin/sh\nexec sleep 1000\n");
+    dir.script("svc/web/check", check);
+    let mut moltd = Moltd::new(dir, Mode::Pid1)
+        .args(["--services", "svc"])
+        .spawn();
+    moltd.wait_for_sv("web", "run: web:");
+    moltd
+}
+
 /// runit's `./check`: a service counts as up only once its `check` exits 0.
 /// sv runs it in the service's folder, again until it passes or the wait is
 /// over, and kills one that outlives the wait.
@@ -160,16 +171,11 @@ fn sv_verbs_print_runits_lines_and_exit_codes() {
 fn waits_for_up_run_the_check_script_until_it_passes() {
     let dir = TestDir::new("sv_check");
     let d = dir.path().display();
-    dir.script("svc/web/run", "#!/bin/sh\nexec sleep 1000\n");
     // `ready` is relative: the check runs in the service folder.
-    dir.script(
-        "svc/web/check",
+    let mut moltd = checked_web(
+        &dir,
         &format!("#!/bin/sh\necho checked >> {d}/checks\ntest -e ready\n"),
     );
-    let mut moltd = Moltd::new(&dir, Mode::Pid1)
-        .args(["--services", "svc"])
-        .spawn();
-    moltd.wait_for_sv("web", "run: web:");
 
     // Not ready: every waiting verb that wants it up times out.
     expect(
@@ -224,6 +230,50 @@ fn waits_for_up_run_the_check_script_until_it_passes() {
     dir.script("svc/web/check", "#!/nonexistent/interpreter\n");
     let broken = dir.sv(&["start", "web"]);
     expect(&broken, 1, "fail: web: cannot run ./check: ");
+    moltd.signal(SIGTERM);
+    moltd.wait().expect_code(0);
+}
+
+/// runit's sv.c runs `./check` also when `-v term` and `-v kill` wait for
+/// the service to be up again.
+#[test]
+fn term_and_kill_waits_run_the_check_script() {
+    let dir = TestDir::new("sv_check_term");
+    let mut moltd = checked_web(&dir, "#!/bin/sh\ntest -e ready\n");
+    // Each stop is a quick death (a second of backoff); `up` forgets them.
+    for verb in ["term", "kill"] {
+        expect(&dir.sv(&["-w", "3", verb, "web"]), 1, "timeout: run: web: ");
+        expect(&dir.sv(&["up", "web"]), 0, "");
+    }
+    dir.write("svc/web/ready", "");
+    for verb in ["term", "kill"] {
+        expect(&dir.sv(&["-v", verb, "web"]), 0, "ok: run: web: (pid ");
+        expect(&dir.sv(&["up", "web"]), 0, "");
+    }
+    moltd.signal(SIGTERM);
+    moltd.wait().expect_code(0);
+}
+
+/// A check is in sv's process group, as in runit: a Ctrl-C on a waiting sv
+/// ends the check too instead of leaving it behind.
+#[test]
+fn interrupting_sv_ends_its_check() {
+    let dir = TestDir::new("sv_check_interrupted");
+    let d = dir.path().display();
+    // Not on sv's stderr: one left behind would hold the test's output.
+    let mut moltd = checked_web(
+        &dir,
+        &format!("#!/bin/sh\necho $$ > {d}/check.pid\nexec sleep 1000 >/dev/null 2>&1\n"),
+    );
+    let mut sv = dir.sv_background(&["-w", "60", "check", "web"]);
+    moltd.wait_for_file("check.pid", "\n");
+    let pid: i32 = dir.read("check.pid").trim().parse().unwrap();
+    // SAFETY: kill has no memory-safety preconditions.
+    assert_eq!(unsafe { nix::libc::kill(-(sv.id() as i32), SIGINT) }, 0);
+    util::wait_child(&mut sv, "sv check");
+    moltd.wait_for("the check to end with sv", || {
+        util::process_state(pid).is_none_or(|state| state == 'Z')
+    });
     moltd.signal(SIGTERM);
     moltd.wait().expect_code(0);
 }

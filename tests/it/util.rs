@@ -88,9 +88,12 @@ impl TestDir {
     }
 
     /// Starts `sv ARGS` without waiting for it, its stdout piped (for
-    /// [`wait_child`] and `wait_with_output`).
+    /// [`wait_child`] and `wait_with_output`), in a process group of its own
+    /// like a shell's job, so that a Ctrl-C can be sent to the group.
     pub fn sv_background(&self, args: &[&str]) -> Child {
+        use std::os::unix::process::CommandExt;
         self.client_env(Command::new(self.moltd_as("sv")).args(args))
+            .process_group(0)
             .stdout(Stdio::piped())
             .spawn()
             .expect("start sv")
