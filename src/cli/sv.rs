@@ -34,11 +34,9 @@ const MAX_FAILED: i32 = 99;
 enum Report {
     /// Print the status line (`status`).
     Status,
-    /// Print nothing, unless `-v` or `-w` asks to wait.
+    /// Print nothing, unless `-v` or `-w` asks to wait (for the plain
+    /// signals the wait is over at once: runit's `ok:` and the status).
     IfVerbose,
-    /// Print nothing, even with `-v` (runit's sv prints `ok:` and the
-    /// status there; see README).
-    Never,
     /// Always wait and report (the LSB verbs).
     Always,
 }
@@ -67,7 +65,7 @@ fn verb(word: &str) -> Option<Verb> {
     let restart = Op::Restart {
         only_if_running: false,
     };
-    let signal = |s| make(Op::Signal(s), Report::Never);
+    let signal = |s| make(Op::Signal(s), Report::IfVerbose);
     Some(match word {
         "start" => make(Op::Up, Report::Always),
         "stop" | "shutdown" => make(Op::Down, Report::Always),
@@ -178,7 +176,7 @@ fn parse(args: Vec<OsString>, env: Env) -> Result<Invocation, String> {
     let waits = match verb.report {
         Report::Always => true,
         Report::IfVerbose => verbose,
-        Report::Status | Report::Never => false,
+        Report::Status => false,
     };
     let names: Vec<String> = services.iter().map(|s| service_name(s)).collect();
     if let Some(bad) = names.iter().find(|n| n.contains(['\t', '\n'])) {
@@ -411,8 +409,11 @@ mod tests {
         assert_eq!(verbose.request.wait, Some(DEFAULT_SVWAIT));
         let w = parse_words(&["-w", "3", "down", "web"]).unwrap();
         assert_eq!(w.request.wait, Some(Duration::from_secs(3)));
+        // runit's `ok:` line for a plain signal comes from a wait that is
+        // over at once.
         let hup = parse_words(&["-v", "hup", "web"]).unwrap();
-        assert_eq!(hup.request.wait, None);
+        assert_eq!(hup.request.wait, Some(DEFAULT_SVWAIT));
+        assert_eq!(parse_words(&["hup", "web"]).unwrap().request.wait, None);
         let env = |name: &str| (name == "SVWAIT").then(|| OsString::from("2"));
         let lsb = parse(vec!["stop".into(), "web".into()], &env).unwrap();
         assert_eq!(lsb.request.wait, Some(Duration::from_secs(2)));

@@ -68,9 +68,12 @@ fn sv_verbs_print_runits_lines_and_exit_codes() {
         expect(&dir.sv(&[verb, "web"]), 0, "");
         moltd.wait_for_file("web.signals", &format!("{name}\n"));
     }
+    // With -v runit's sv answers a plain signal with `ok:` and the status.
+    expect(&dir.sv(&["-v", "hup", "web"]), 0, "ok: run: web: (pid ");
     expect(&dir.sv(&["pause", "web"]), 0, "");
     let paused = dir.sv(&["status", "web"]).stdout;
     assert!(paused.contains(", paused"), "{paused}");
+    expect(&dir.sv(&["-v", "pause", "web"]), 0, "ok: run: web: (pid ");
     expect(&dir.sv(&["-v", "cont", "web"]), 0, "ok: run: web: (pid ");
 
     // term restarts it (want up); -v waits for the new run.
