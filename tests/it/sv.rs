@@ -116,9 +116,12 @@ fn sv_verbs_print_runits_lines_and_exit_codes() {
     // A stop that cannot finish in time: timeout, then force-stop's kill.
     dir.script(
         "svc/deaf/run",
-        "#!/bin/sh\ntrap '' TERM\nwhile :; do sleep 0.05; done\n",
+        "#!/bin/sh\ntrap '' TERM\ntouch trapped\nwhile :; do sleep 0.05; done\n",
     );
-    moltd.wait_for_sv("deaf", "run: deaf:");
+    // Running is not enough: a TERM before the trap is set would end it.
+    moltd.wait_for("deaf to ignore TERM", || {
+        dir.join("svc/deaf/trapped").exists()
+    });
     let timeout = dir.sv(&["-w", "1", "down", "deaf"]);
     expect(&timeout, 1, "timeout: run: deaf: (pid ");
     assert!(
