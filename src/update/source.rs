@@ -17,8 +17,12 @@
 //! 3). At most [`MAX_PAGES`] pages are read and stored for one first page,
 //! over all checks: without a token GitHub allows 60 requests an hour, so a
 //! policy that matches nothing (a typo in `MOLTD_TAG_PREFIX`) must settle
-//! into one request a check, the 304, rather than read on to the end of the
-//! list.
+//! into one request a check rather than read on to the end of the list.
+//! "One first page" is its set of tags, not its ETag: GitHub's list carries
+//! each asset's `download_count`, so a fleet downloading changes the ETag
+//! between two checks, and a server may send none. A fetched first page
+//! with the stored tags replaces their entries and keeps the pages after
+//! them; only a release published or deleted there starts over.
 
 use super::Error;
 use super::config::Source;
@@ -28,6 +32,7 @@ use super::release::{Release, parse_api, parse_manifest};
 use super::state::State;
 use reqwest::Url;
 use reqwest::header::{ACCEPT, ETAG, HeaderMap, IF_NONE_MATCH, LINK, RETRY_AFTER};
+use std::collections::BTreeSet;
 use std::time::SystemTime;
 
 /// The URL the list is read from.
@@ -202,7 +207,8 @@ fn fetch_page(
 
 /// Reads the first page of the list into `state` (which keeps the last
 /// good list, its ETag, its URL, how many pages it holds and where reading
-/// stopped); on a 304 `state` stays as it was.
+/// stopped); on a 304 `state` stays as it was, and on the same tags only
+/// their entries and the ETag change.
 pub fn first_page(
     http: &Http,
     source: &Source,
@@ -215,12 +221,36 @@ pub fn first_page(
     let Some(page) = fetch_page(http, source, &url, etag, limit)? else {
         return Ok(Freshness::NotModified);
     };
+    if cached && let Some(n) = stored_first_page(state, &page) {
+        // Same releases, new details (GitHub's ETag covers download counts):
+        // the pages read after them and the cap stay.
+        state.listing.splice(..n, page.releases);
+        state.etag = page.etag;
+        return Ok(Freshness::Fetched);
+    }
     state.listing = page.releases;
     state.listing_next = page.next;
     state.listing_pages = 1;
     state.etag = page.etag;
     state.listing_url = Some(url);
     Ok(Freshness::Fetched)
+}
+
+/// How many releases of `state.listing` are the stored first page, when
+/// `page`, a fetched first page, lists the same tags: a release published or
+/// deleted changes them, a download or an edited note does not.
+fn stored_first_page(state: &State, page: &Page) -> Option<usize> {
+    let n = page.releases.len();
+    let stored = state.listing.get(..n)?;
+    // A first page without a next link is the whole list; with one it was
+    // full, and the stored list begins with it.
+    if page.next.is_none() && (n != state.listing.len() || state.listing_next.is_some()) {
+        return None;
+    }
+    fn tags(releases: &[Release]) -> BTreeSet<&str> {
+        releases.iter().map(|r| r.tag.as_str()).collect()
+    }
+    (tags(stored) == tags(&page.releases)).then_some(n)
 }
 
 /// Reads the pages after those `state` holds while `enough` says they hold

@@ -41,8 +41,17 @@ pub struct State {
     /// page stays the same (a 304).
     pub listing_next: Option<String>,
     /// How many pages `listing` holds: reading stops at
-    /// [`super::source::MAX_PAGES`] until the first page changes.
+    /// [`super::source::MAX_PAGES`] until the first page's tags change.
+    #[serde(default = "cap_reached")]
     pub listing_pages: usize,
+}
+
+/// `listing_pages` of a file written before it existed: that moltd read up
+/// to 10 pages a check and went on from where it stopped, so a stored `listing_next` counts as the cap
+/// reached rather than as 10 more pages to read. Without `listing_next`
+/// there is nothing to go on from, and a changed first page resets it.
+fn cap_reached() -> usize {
+    super::source::MAX_PAGES
 }
 
 impl State {
@@ -167,6 +176,19 @@ mod tests {
         assert!(saved.bad.is_empty());
         assert_eq!(saved.etag.as_deref(), Some("\"new\""));
         assert_eq!(checking.bad.len(), 1, "memory is the caller's business");
+    }
+
+    /// A file from before `listing_pages` reads no more pages after the
+    /// upgrade; a fresh state has read none.
+    #[test]
+    fn a_listing_without_its_page_count_has_reached_the_cap() {
+        let old = r#"{"etag": "\"a\"", "listing_url": "https://api.github.com/repos/acme/app/releases?per_page=100",
+            "listing": [], "listing_next": "https://api.github.com/repositories/1/releases?per_page=100&page=4"}"#;
+        let state: State = serde_json::from_str(old).unwrap();
+        assert_eq!(state.listing_pages, super::super::source::MAX_PAGES);
+        let current: State = serde_json::from_str(r#"{"listing_pages": 3}"#).unwrap();
+        assert_eq!(current.listing_pages, 3);
+        assert_eq!(State::default().listing_pages, 0);
     }
 
     #[test]

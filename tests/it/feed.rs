@@ -13,6 +13,7 @@ use flate2::write::GzEncoder;
 use sha2::{Digest, Sha256};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -273,6 +274,8 @@ pub struct FakeAsset {
     pub data: Vec<u8>,
     /// Publish the `digest` field (GitHub since 2025).
     pub digest: Option<String>,
+    /// GitHub's `download_count`: part of the list, so of its ETags.
+    pub downloads: u64,
 }
 
 impl FakeAsset {
@@ -282,6 +285,7 @@ impl FakeAsset {
             name: name.into(),
             data,
             digest,
+            downloads: 0,
         }
     }
 
@@ -326,6 +330,7 @@ pub fn releases_json(base: &str, releases: &[FakeRelease]) -> String {
                         "browser_download_url": format!("{base}/dl/{}/{}", r.tag, a.name),
                         "url": format!("{base}/assets/{}/{}", r.tag, a.name),
                         "digest": a.digest,
+                        "download_count": a.downloads,
                     })
                 })
                 .collect();
@@ -350,6 +355,7 @@ pub struct Feed {
     pub server: Server,
     releases: Arc<Mutex<Vec<FakeRelease>>>,
     max_per_page: Arc<Mutex<usize>>,
+    downloading: Arc<AtomicBool>,
 }
 
 /// The value of `name` in a request path's query.
@@ -419,12 +425,18 @@ impl Feed {
         // GitHub's largest page.
         let max_per_page = Arc::new(Mutex::new(100));
         let max_in = max_per_page.clone();
+        let downloading = Arc::new(AtomicBool::new(false));
+        let downloading_in = downloading.clone();
         let server = Server::start_at(endpoint, move |request| {
             let base = base_in.lock().unwrap().clone();
             if let Some(response) = hook(request, &base) {
                 return response;
             }
-            let releases = releases_in.lock().unwrap();
+            let mut releases = releases_in.lock().unwrap();
+            if downloading_in.load(Ordering::SeqCst) {
+                let assets = releases.iter_mut().flat_map(|r| &mut r.assets);
+                assets.for_each(|a| a.downloads += 1);
+            }
             if request.path.starts_with("/repos/acme/app/releases") {
                 return releases_page(request, &base, &releases, *max_in.lock().unwrap());
             }
@@ -443,7 +455,14 @@ impl Feed {
             server,
             releases,
             max_per_page,
+            downloading,
         }
+    }
+
+    /// Counts a download of every asset before each request, as a fleet
+    /// does between two checks: every page gets a new ETag, the same tags.
+    pub fn downloading(&self) {
+        self.downloading.store(true, Ordering::SeqCst);
     }
 
     /// Serves at most `size` releases a page, however many are asked for.

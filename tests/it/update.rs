@@ -905,6 +905,44 @@ fn page_limit_is_for_the_list_not_for_each_check() {
     assert_eq!(requests.len(), 10, "{requests:?}");
 }
 
+/// GitHub's list carries download counts, so its ETag changes while the
+/// releases stay the same, here at every request (and a server may send no
+/// ETag at all): the cap holds for the same first-page tags, so a prefix that
+/// matches nothing costs the 10 pages once and then one request (a 200) a
+/// check; only a new release starts the search over.
+#[test]
+fn a_new_etag_for_the_same_releases_keeps_the_page_limit() {
+    let dir = TestDir::new("pages_etag");
+    let asset = || vec![FakeAsset::new("app.tar.gz", b"app".to_vec())];
+    let feed = Feed::start(
+        (0..30)
+            .map(|n| FakeRelease::new(&format!("web-v1.0.{n}"), asset()))
+            .collect(),
+    );
+    feed.max_per_page(1);
+    feed.downloading();
+    let typo = [("MOLTD_TAG_PREFIX", "wbe-")];
+    let (requests, _) = check_pages(&dir, &feed, &typo, "no newer release");
+    assert_eq!(requests.len(), 10, "{requests:?}");
+    let stored = || -> serde_json::Value {
+        serde_json::from_str(&dir.read("app/.moltd/state.json")).unwrap()
+    };
+    for _ in 0..3 {
+        let etag = stored()["etag"].clone();
+        let (requests, run) = check_pages(&dir, &feed, &typo, "no newer release");
+        assert_eq!(requests.len(), 1, "{requests:?}");
+        if run.stderr.contains("no eligible release in the newest") {
+            run.fail("the page limit was reported again");
+        }
+        assert_ne!(stored()["etag"], etag, "the feed's ETag did not change");
+        assert_eq!(stored()["listing"].as_array().map(Vec::len), Some(10));
+        assert_eq!(stored()["listing_pages"], 10);
+    }
+    feed.publish(FakeRelease::new("web-v2.0.0", asset()));
+    let (requests, _) = check_pages(&dir, &feed, &typo, "no newer release");
+    assert_eq!(requests.len(), 10, "{requests:?}");
+}
+
 /// A rate limit on a later page keeps the pages read before it (and the
 /// first page's ETag): the next check is a 304 that goes on from there.
 #[test]
