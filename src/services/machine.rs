@@ -1353,7 +1353,6 @@ impl Supervisor {
             Op::Signal(libc::SIGTERM | libc::SIGKILL) | Op::Restart { .. } => {
                 Goal::Restarted(starts)
             }
-            Op::Signal(libc::SIGCONT) => Goal::Up,
             Op::Signal(_) => Goal::Any,
             Op::Check => match slot.intent {
                 Intent::Up => Goal::Up,

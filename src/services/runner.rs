@@ -622,6 +622,13 @@ impl Runner {
             {
                 let _ = inotify.rm_watch(event.wd);
                 self.watched.retain(|_, wd| *wd != event.wd);
+                if self
+                    .ancestor
+                    .as_ref()
+                    .is_some_and(|(_, wd)| *wd == event.wd)
+                {
+                    self.ancestor = None;
+                }
             }
         }
         // The kernel dropped these watches (their folder was deleted): a
@@ -654,7 +661,8 @@ impl Runner {
         let Some((ancestor, wd)) = &self.ancestor else {
             return true;
         };
-        if event.wd != *wd || event.mask.contains(AddWatchFlags::IN_IGNORED) {
+        let lost = AddWatchFlags::IN_IGNORED | AddWatchFlags::IN_MOVE_SELF;
+        if event.wd != *wd || event.mask.intersects(lost) {
             return true;
         }
         let next = self
@@ -777,8 +785,12 @@ impl Runner {
             if let Some((_, wd)) = self.ancestor.take() {
                 let _ = inotify.rm_watch(wd);
             }
-            let flags =
-                AddWatchFlags::IN_CREATE | AddWatchFlags::IN_MOVED_TO | AddWatchFlags::IN_ONLYDIR;
+            // IN_MOVE_SELF: a renamed ancestor takes its watch along, and the
+            // path must be followed anew.
+            let flags = AddWatchFlags::IN_CREATE
+                | AddWatchFlags::IN_MOVED_TO
+                | AddWatchFlags::IN_MOVE_SELF
+                | AddWatchFlags::IN_ONLYDIR;
             match inotify.add_watch(ancestor, flags) {
                 Ok(wd) => self.ancestor = Some((ancestor.to_owned(), wd)),
                 Err(err) => {

@@ -486,6 +486,47 @@ fn missing_services_directory_is_waited_for_without_a_timer() {
     finished.expect_stderr_contains("moltd: error: services directory");
 }
 
+/// Whether one of `pid`'s inotify instances watches the inode of `path`
+/// (`/proc/PID/fdinfo` lists each watch with its inode number in hex).
+fn watches(pid: i32, path: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(inode) = fs::metadata(path).map(|m| format!("ino:{:x} ", m.ino())) else {
+        return false;
+    };
+    fs::read_dir(format!("/proc/{pid}/fdinfo"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|fd| {
+            fs::read_to_string(fd.path()).is_ok_and(|info| {
+                info.lines()
+                    .any(|l| l.starts_with("inotify wd:") && l.contains(&inode))
+            })
+        })
+}
+
+#[test]
+fn regression_renamed_parent_of_a_missing_services_directory_is_not_followed() {
+    let dir = TestDir::new("renamed_parent");
+    let mut moltd = Moltd::new(&dir, Mode::Pid1)
+        .args(["--services", "late/svc"])
+        .spawn();
+    moltd.wait_for_file("moltd.stderr", "late/svc does not exist");
+    let pid = moltd.moltd_pid();
+    fs::create_dir(dir.join("late")).unwrap();
+    moltd.wait_for("moltd to watch late/ and settle", || {
+        watches(pid, &dir.join("late")) && polls_forever(pid)
+    });
+    // The watch follows the inode to late.old; the new late/ must be seen.
+    fs::rename(dir.join("late"), dir.join("late.old")).unwrap();
+    // Seen by the service starting, not by asking sv (a request names it).
+    let started = dir.join("web.started");
+    let run = format!("#!/bin/sh\ntouch {}\nexec sleep 1000\n", started.display());
+    dir.script("late/svc/web/run", &run);
+    moltd.wait_for("web to start", || started.exists());
+    stop(moltd, SIGTERM).expect_code(0);
+}
+
 /// Voluntary context switches of every thread of `pid`: how often
 /// it woke up.
 fn context_switches(pid: i32) -> u64 {
