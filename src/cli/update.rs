@@ -5,7 +5,10 @@
 //! services, and keeps the state it holds in memory true. Without one,
 //! `moltd update` checks and stages from the command line, with the same
 //! environment variables the supervisor reads, and `moltd unmark` edits the
-//! state file (atomically) that the next start reads.
+//! state file (atomically) that the next start reads. Both first take
+//! `supervisor.lock` (held by a running supervisor for its lifetime) and
+//! refuse without it: `--stage-only`, `--watch` and a socket that is not
+//! found never reach the supervisor, which may be running all the same.
 //!
 //! Recognised only as moltd's very first argument, so `moltd -- update` and
 //! `moltd ./update` still run a program called update as PID 1.
@@ -114,9 +117,9 @@ pub fn parse_unmark(args: Vec<OsString>, socket: PathBuf) -> Outcome {
 
 /// `moltd unmark`: through the running supervisor, else in the state file.
 /// Only when no supervisor can be listening (no socket, or nothing accepts
-/// on it): one that holds the state in memory would undo the edit at its
-/// next save, so any other failure to connect (permissions, a wrong
-/// `MOLTD_CONTROL`) is reported instead.
+/// on it) and none holds `supervisor.lock` (its socket may be elsewhere):
+/// one that holds the state in memory would undo the edit at its next save,
+/// so any other failure to connect (permissions) is reported instead.
 pub fn unmark(tags: &[String], socket: &Path, env: Env) -> i32 {
     match client::ask_updater(socket, UpdateOp::Unmark(tags.to_vec())) {
         Ok(reply) => print_reply(reply),
@@ -129,8 +132,9 @@ pub fn unmark(tags: &[String], socket: &Path, env: Env) -> i32 {
             let app = update::config::app_dir(env);
             let state_dir = update::config::state_dir(&app);
             let path = state_dir.join("state.json");
-            // A local `moltd update` saves the state under the same lock.
-            let reply = update::staging::lock(&app.join("releases"), &state_dir)
+            // A supervisor behind a wrong MOLTD_CONTROL, or a local
+            // `moltd update`, holds this lock and the state in memory.
+            let reply = update::staging::manage(&app, &state_dir)
                 .and_then(|_lock| update::state::State::unmark_file(&path, tags))
                 .map(|()| {
                     format!(

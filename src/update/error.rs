@@ -123,6 +123,11 @@ pub enum Error {
     BadTag(String),
     #[error("another moltd is staging a release in {}", .0.display())]
     Busy(PathBuf),
+    #[error(
+        "another moltd manages {} (it holds {}); if it is the supervisor, ask it with moltd update / moltd unmark through MOLTD_CONTROL",
+        app.display(), lock.display()
+    )]
+    Managed { app: PathBuf, lock: PathBuf },
     #[error("{feed} lists no release to install")]
     NoRelease { feed: String },
     #[error("no previous release to roll back to")]

@@ -62,6 +62,9 @@ pub struct Ran {
 }
 
 pub struct Updater {
+    /// `supervisor.lock`, held while the updater lives: no other moltd
+    /// writes this app's state meanwhile (see [`staging::manage`]).
+    _manage: nix::fcntl::Flock<std::fs::File>,
     config: Config,
     http: Http,
     state: State,
@@ -78,6 +81,9 @@ impl Updater {
             .transpose()
             .map_err(Error::MinisignKey)?;
         let http = Http::new(&config)?;
+        // Before anything reads or repairs the state: `recover` under a
+        // supervisor that is switching would undo its switch.
+        let manage = staging::manage(&config.app_dir, &config.state_dir())?;
         let mut state = State::load(&config.state_dir().join("state.json"));
         if state.current.is_none() {
             // An image may ship the link without moltd's state: it says.
@@ -91,6 +97,7 @@ impl Updater {
         }
         let reporter = Reporter::new(config.status_file.clone(), config.switch.crash_at.clone());
         let mut updater = Updater {
+            _manage: manage,
             config,
             http,
             state,
@@ -141,12 +148,8 @@ impl Updater {
         // Saved even when a later page failed: the next check goes on from
         // the pages read, instead of reading them again.
         let path = self.config.state_dir().join("state.json");
-        let lock = staging::lock(&self.config.releases_dir(), &self.config.state_dir());
-        let saved = lock.and_then(|_lock| {
-            let saved = self.state.save_keeping_marks(&path);
-            saved.map_err(Error::io("save", &path))
-        });
-        if let Err(err) = saved {
+        let saved = self.state.save_keeping_marks(&path);
+        if let Err(err) = saved.map_err(Error::io("save", &path)) {
             log::warn!("release list not saved: {}", chain(&err));
         }
         more?;

@@ -6,11 +6,17 @@
 //! rename is atomic, so whatever moment moltd is killed at, `releases/<tag>`
 //! is either absent or whole; dot-folders are never taken for releases, and
 //! the next run removes them. A lock file keeps two moltd processes from
-//! staging (and cleaning) at once, and a check's save and an offline
-//! `moltd unmark` from undoing each other's edit of the state file.
+//! staging (and cleaning) at once.
+//!
+//! A second lock, `supervisor.lock`, says who may write the state file at
+//! all: a supervisor holds it for its lifetime, a local `moltd update` or an
+//! offline `moltd unmark` for its whole run. Without it a local command
+//! would run `recover` or save its stale `current` under a supervisor that
+//! is switching, or edit marks the supervisor holds in memory.
 
 use super::Error;
 use crate::sys;
+use nix::fcntl::Flock;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 
@@ -30,26 +36,38 @@ pub fn release_dir(releases: &Path, tag: &str) -> Result<PathBuf, Error> {
 pub struct Staging {
     dir: PathBuf,
     releases: PathBuf,
-    _lock: nix::fcntl::Flock<File>,
+    _lock: Flock<File>,
 }
 
 /// Takes the staging lock (`state_dir/staging.lock`) without waiting:
-/// [`Error::Busy`] while another moltd stages into `releases`. It also
-/// guards the read-modify-writes of the state file by processes that hold
-/// no control socket (`moltd unmark` and a check's save), so neither undoes
-/// the other.
-pub fn lock(releases: &Path, state_dir: &Path) -> Result<nix::fcntl::Flock<File>, Error> {
+/// [`Error::Busy`] while another moltd stages into `releases`.
+fn lock(releases: &Path, state_dir: &Path) -> Result<Flock<File>, Error> {
+    try_lock(state_dir, "staging.lock")?.ok_or_else(|| Error::Busy(releases.to_path_buf()))
+}
+
+/// Takes `state_dir/supervisor.lock` without waiting, for as long as the
+/// returned value lives: [`Error::Managed`] while another moltd (a
+/// supervisor, or a local `moltd update`) writes the state of `app_dir`.
+/// The descriptor is close-on-exec (std opens with `O_CLOEXEC`), so
+/// services never inherit it.
+pub fn manage(app_dir: &Path, state_dir: &Path) -> Result<Flock<File>, Error> {
+    try_lock(state_dir, "supervisor.lock")?.ok_or_else(|| Error::Managed {
+        app: app_dir.to_path_buf(),
+        lock: state_dir.join("supervisor.lock"),
+    })
+}
+
+/// `state_dir/name`, locked; `None` while another process holds it.
+fn try_lock(state_dir: &Path, name: &str) -> Result<Option<Flock<File>>, Error> {
     fs::create_dir_all(state_dir).map_err(Error::io("create", state_dir))?;
-    let lock_path = state_dir.join("staging.lock");
-    let file = File::create(&lock_path).map_err(Error::io("create", &lock_path))?;
-    sys::fs::try_lock(file)
-        .map_err(Error::io("lock", &lock_path))?
-        .ok_or_else(|| Error::Busy(releases.to_path_buf()))
+    let path = state_dir.join(name);
+    let file = File::create(&path).map_err(Error::io("create", &path))?;
+    sys::fs::try_lock(file).map_err(Error::io("lock", &path))
 }
 
 /// Takes the staging lock and removes leftovers of earlier runs from
 /// `releases`.
-fn lock_and_clean(releases: &Path, state_dir: &Path) -> Result<nix::fcntl::Flock<File>, Error> {
+fn lock_and_clean(releases: &Path, state_dir: &Path) -> Result<Flock<File>, Error> {
     fs::create_dir_all(releases).map_err(Error::io("create", releases))?;
     let lock = lock(releases, state_dir)?;
     let entries = fs::read_dir(releases).map_err(Error::io("list", releases))?;

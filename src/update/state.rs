@@ -58,17 +58,21 @@ impl State {
     /// Loads the state; a missing file is a fresh start, a damaged one is
     /// reported and replaced.
     pub fn load(path: &Path) -> State {
-        match fs::read(path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|err| {
-                log::warn!("ignoring the damaged state file {}: {err}", path.display());
-                State::default()
-            }),
-            Err(err) if err.kind() == io::ErrorKind::NotFound => State::default(),
-            Err(err) => {
-                log::warn!("cannot read the state file {}: {err}", path.display());
-                State::default()
+        State::read(path).unwrap_or_else(|err| {
+            match err.kind() {
+                io::ErrorKind::NotFound => {}
+                io::ErrorKind::InvalidData => {
+                    log::warn!("ignoring the damaged state file {}: {err}", path.display());
+                }
+                _ => log::warn!("cannot read the state file {}: {err}", path.display()),
             }
-        }
+            State::default()
+        })
+    }
+
+    /// The state the file at `path` holds; a damaged file is `InvalidData`.
+    pub fn read(path: &Path) -> io::Result<State> {
+        Ok(serde_json::from_slice(&fs::read(path)?)?)
     }
 
     pub fn save(&self, path: &Path) -> io::Result<()> {
@@ -96,7 +100,7 @@ impl State {
     }
 
     /// [`State::unmark`] on the state file at `path`, when no supervisor
-    /// holds the state in memory. Call under the staging lock.
+    /// holds the state in memory. Call under [`super::staging::manage`].
     pub fn unmark_file(path: &Path, tags: &[String]) -> Result<(), Error> {
         let mut state = State::load(path);
         state.unmark(tags)?;
@@ -105,9 +109,14 @@ impl State {
 
     /// Saves `self` with the bad marks the file at `path` holds: a check
     /// changes none, while `moltd unmark` may have cleared one in the file
-    /// since this process read it. Call under the staging lock.
+    /// since this process read it. A file that cannot be read (missing,
+    /// damaged) holds no marks to trust: ours are kept, or a release that
+    /// failed its health check would be chosen again.
     pub fn save_keeping_marks(&mut self, path: &Path) -> io::Result<()> {
-        let mine = std::mem::replace(&mut self.bad, State::load(path).bad);
+        let Ok(file) = State::read(path) else {
+            return self.save(path);
+        };
+        let mine = std::mem::replace(&mut self.bad, file.bad);
         let saved = self.save(path);
         self.bad = mine;
         saved
@@ -189,6 +198,26 @@ mod tests {
         let current: State = serde_json::from_str(r#"{"listing_pages": 3}"#).unwrap();
         assert_eq!(current.listing_pages, 3);
         assert_eq!(State::default().listing_pages, 0);
+    }
+
+    /// A missing or damaged file says nothing about marks: the check's own
+    /// are saved, not an empty list.
+    #[test]
+    fn a_check_keeps_its_marks_when_the_file_is_unreadable() {
+        let dir = std::env::temp_dir().join(format!("moltd-unreadable-{}", std::process::id()));
+        let path = dir.join("state.json");
+        let mut checking = State {
+            bad: ["v2.0.0".to_string()].into(),
+            ..State::default()
+        };
+        checking.save_keeping_marks(&path).unwrap();
+        let missing = State::load(&path);
+        fs::write(&path, b"{ damaged").unwrap();
+        checking.save_keeping_marks(&path).unwrap();
+        let damaged = State::load(&path);
+        fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(missing.bad, checking.bad);
+        assert_eq!(damaged.bad, checking.bad);
     }
 
     #[test]

@@ -625,6 +625,7 @@ fn unmark_lets_a_release_that_failed_its_gate_be_retried() {
     running.wait_for("v2 to serve again", || {
         served(port).as_deref() == Some("2.0.0")
     });
+    refuses_beside_the_supervisor(&mut running, &dir, &feed);
     let reply = dir.moltd_client(&["unmark", "v9.9.9"]);
     if reply.code != Some(1)
         || !reply
@@ -666,5 +667,42 @@ fn unmark_lets_a_release_that_failed_its_gate_be_retried() {
     }
     if served(port).as_deref() != Some("3.0.0") || current(&dir) != "v3.0.0" {
         running.fail("v3 does not serve after the retry");
+    }
+}
+
+/// Commands that cannot reach the running supervisor (a local
+/// `--stage-only` or `--watch`, a wrong `MOLTD_CONTROL`) refuse instead of
+/// writing its state file behind its back: its lock says it is there.
+fn refuses_beside_the_supervisor(running: &mut Running, dir: &TestDir, feed: &Feed) {
+    let state_file = dir.join("app/.moltd/state.json");
+    let before = fs::read(&state_file).unwrap();
+    let wrong_control = dir.join("elsewhere.sock");
+    let local = |args: &[&str]| {
+        Moltd::new(dir, Mode::Child)
+            .args(args)
+            .env("MOLTD_REPO", "acme/app")
+            .env("GITHUB_API_URL", feed.url())
+            .env("MOLTD_APP_DIR", dir.join("app"))
+            .env("MOLTD_CONTROL", &wrong_control)
+            .run()
+    };
+    for args in [
+        &["unmark", "v3.0.0"][..],
+        &["update", "--stage-only"],
+        &["update", "--watch"],
+        &["update", "--check"],
+    ] {
+        let run = local(args);
+        run.expect_code(1).expect_stderr_contains(&format!(
+            "another moltd manages {} (it holds {})",
+            dir.join("app").display(),
+            dir.join("app/.moltd/supervisor.lock").display()
+        ));
+        if fs::read(&state_file).unwrap() != before {
+            running.fail(&format!("moltd {args:?} changed the state file"));
+        }
+    }
+    if status(dir)["bad_releases"] != serde_json::json!(["v3.0.0"]) {
+        running.fail("the supervisor lost its mark");
     }
 }

@@ -1019,12 +1019,17 @@ fn unmark_without_a_supervisor_edits_the_state_file() {
         .expect_code(1)
         .expect_stderr_contains("Not a directory")
         .expect_stderr_contains("not editing the state file");
-    // A local update holding the staging lock: no edit it could overwrite.
-    let lock = fs::File::create(dir.join("app/.moltd/staging.lock")).unwrap();
+    // A local update holding the supervisor lock: no edit it could
+    // overwrite, and a second local update does not start either.
+    let lock = fs::File::create(dir.join("app/.moltd/supervisor.lock")).unwrap();
     lock.try_lock().unwrap();
     unmark("v2.0.0")
         .expect_code(1)
-        .expect_stderr_contains("another moltd is staging a release");
+        .expect_stderr_contains("another moltd manages");
+    update(&dir, feed.url(), &["--stage-only"])
+        .run()
+        .expect_code(1)
+        .expect_stderr_contains("supervisor.lock");
     drop(lock);
     let state: serde_json::Value =
         serde_json::from_str(&dir.read("app/.moltd/state.json")).unwrap();
