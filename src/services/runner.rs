@@ -612,43 +612,34 @@ impl Runner {
             Some(inotify) => inotify.read_events().unwrap_or_default(),
             None => return,
         };
-        // A folder moved away keeps its watch (on the inode, now elsewhere):
-        // drop it, so that whatever takes its path (`mv new svc`) is watched.
         let relevant = events.iter().any(|event| self.concerns_services(event));
-        if let Some(inotify) = &self.inotify {
-            for event in events
-                .iter()
-                .filter(|e| e.mask.contains(AddWatchFlags::IN_MOVE_SELF))
-            {
-                let _ = inotify.rm_watch(event.wd);
-                self.watched.retain(|_, wd| *wd != event.wd);
-                if self
-                    .ancestor
-                    .as_ref()
-                    .is_some_and(|(_, wd)| *wd == event.wd)
-                {
-                    self.ancestor = None;
+        for event in &events {
+            // A folder moved away keeps its watch (on the inode, now
+            // elsewhere): drop it, so that whatever takes its path (`mv new
+            // svc`, a renamed ancestor) is watched anew.
+            if event.mask.contains(AddWatchFlags::IN_MOVE_SELF) {
+                if let Some(inotify) = &self.inotify {
+                    let _ = inotify.rm_watch(event.wd);
                 }
+                self.forget_watch(event.wd);
             }
-        }
-        // The kernel dropped these watches (their folder was deleted): a
-        // folder of the same name is watched again when it appears.
-        for event in events
-            .iter()
-            .filter(|e| e.mask.contains(AddWatchFlags::IN_IGNORED))
-        {
-            self.watched.retain(|_, wd| *wd != event.wd);
-            if self
-                .ancestor
-                .as_ref()
-                .is_some_and(|(_, wd)| *wd == event.wd)
-            {
-                self.ancestor = None;
+            // The kernel dropped this watch (its folder was deleted): a
+            // folder of the same name is watched again when it appears.
+            if event.mask.contains(AddWatchFlags::IN_IGNORED) {
+                self.forget_watch(event.wd);
             }
         }
         // While held, the scan on release reads the directory anyway.
         if relevant && !self.held {
             self.handle(Event::DirChanged);
+        }
+    }
+
+    /// Forgets a watch that no longer follows its path.
+    fn forget_watch(&mut self, gone: WatchDescriptor) {
+        self.watched.retain(|_, wd| *wd != gone);
+        if self.ancestor.as_ref().is_some_and(|(_, wd)| *wd == gone) {
+            self.ancestor = None;
         }
     }
 
