@@ -105,7 +105,9 @@ pub fn parse_unmark(args: Vec<OsString>, socket: PathBuf) -> Outcome {
             Some(flag) if flag.starts_with('-') => {
                 return usage_error(format!("unexpected option {flag:?} for unmark"));
             }
-            Some(tag) if !tag.chars().any(char::is_control) => tags.push(tag.to_owned()),
+            Some(tag) if !tag.is_empty() && !tag.chars().any(char::is_control) => {
+                tags.push(tag.to_owned())
+            }
             _ => return usage_error(format!("bad tag {arg:?}")),
         }
     }
@@ -242,5 +244,37 @@ pub fn run(command: UpdateCommand) -> i32 {
         }
         // The reporter has logged the error with its causes.
         Err(_) => 1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unmark(args: &[&str]) -> Outcome {
+        let args = args.iter().map(OsString::from).collect();
+        parse_unmark(args, PathBuf::from("/s"))
+    }
+
+    fn refused(outcome: Outcome, why: &str) {
+        match outcome {
+            Outcome::Exit { code, stderr, .. } => {
+                assert_eq!(code, 1);
+                assert!(stderr.contains(why), "{stderr}");
+            }
+            _ => panic!("accepted, expected {why:?}"),
+        }
+    }
+
+    #[test]
+    fn unmark_takes_tags_and_refuses_bad_ones() {
+        match unmark(&["v3.0.0", "v2.0.0"]) {
+            Outcome::Unmark { tags, .. } => assert_eq!(tags, ["v3.0.0", "v2.0.0"]),
+            _ => panic!("tags refused"),
+        }
+        refused(unmark(&[]), "unmark needs the TAG");
+        refused(unmark(&["-x"]), "unexpected option \"-x\"");
+        refused(unmark(&[""]), "bad tag \"\"");
+        refused(unmark(&["v1\tv2"]), "bad tag");
     }
 }

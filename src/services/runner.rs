@@ -148,27 +148,25 @@ pub fn run(config: ServicesConfig, inherited: Inherited) -> i32 {
     runner.run()
 }
 
-/// Why the services directory could not be read.
-#[derive(Debug)]
-enum DirError {
-    /// It does not exist (yet): its nearest existing ancestor is watched.
-    Missing(PathBuf),
-    Unreadable(PathBuf, std::io::Error),
+/// Drops the watches on `dir` and everything below it.
+fn unwatch_under(inotify: &Inotify, watched: &mut BTreeMap<PathBuf, WatchDescriptor>, dir: &Path) {
+    watched.retain(|path, wd| {
+        let under = path.starts_with(dir);
+        if under {
+            let _ = inotify.rm_watch(*wd);
+        }
+        !under
+    });
 }
 
-impl std::fmt::Display for DirError {
-    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        match self {
-            DirError::Missing(dir) => write!(
-                f,
-                "services directory {} does not exist; waiting for it to appear",
-                dir.display()
-            ),
-            DirError::Unreadable(dir, err) => {
-                write!(f, "services directory {}: {err}", dir.display())
-            }
-        }
-    }
+/// Why the services directory could not be read.
+#[derive(Debug, thiserror::Error)]
+enum DirError {
+    /// It does not exist (yet): its nearest existing ancestor is watched.
+    #[error("services directory {} does not exist; waiting for it to appear", .0.display())]
+    Missing(PathBuf),
+    #[error("services directory {}: {}", .0.display(), .1)]
+    Unreadable(PathBuf, std::io::Error),
 }
 
 /// Reads the services directory; without one there are no services.
@@ -745,24 +743,12 @@ impl Runner {
                 }
                 // A new directory at this path (created, or moved in): the
                 // watches on folders of the old one (moved away) are stale.
-                self.watched.retain(|path, wd| {
-                    let stale = path.starts_with(&dir);
-                    if stale {
-                        let _ = inotify.rm_watch(*wd);
-                    }
-                    !stale
-                });
+                unwatch_under(inotify, &mut self.watched, &dir);
                 return self.watch(&dir);
             }
             // Whatever was watched inside it is gone (or moved away, still
             // watched): what comes back is new.
-            self.watched.retain(|path, wd| {
-                let gone = path.starts_with(&dir);
-                if gone {
-                    let _ = inotify.rm_watch(*wd);
-                }
-                !gone
-            });
+            unwatch_under(inotify, &mut self.watched, &dir);
             let Some(ancestor) = dir.ancestors().skip(1).find(|a| a.is_dir()) else {
                 return false;
             };

@@ -72,7 +72,7 @@ enum Why {
 }
 
 impl Updater {
-    fn state_path(&self) -> std::path::PathBuf {
+    pub(super) fn state_path(&self) -> std::path::PathBuf {
         self.config.state_dir().join("state.json")
     }
 

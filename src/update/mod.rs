@@ -147,8 +147,8 @@ impl Updater {
         }
         // Saved even when a later page failed: the next check goes on from
         // the pages read, instead of reading them again.
-        let path = self.config.state_dir().join("state.json");
-        let saved = self.state.save_keeping_marks(&path);
+        let path = self.state_path();
+        let saved = self.state.save(&path);
         if let Err(err) = saved.map_err(Error::io("save", &path)) {
             log::warn!("release list not saved: {}", chain(&err));
         }

@@ -75,7 +75,7 @@ fn message(body: &[u8]) -> String {
 }
 
 /// The most pages of the release list read and stored for one first page
-/// (one ETag), over all checks.
+/// (one set of first-page tags), over all checks.
 pub const MAX_PAGES: usize = 10;
 
 /// One page of the list as the server sent it.

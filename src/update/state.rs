@@ -71,7 +71,7 @@ impl State {
     }
 
     /// The state the file at `path` holds; a damaged file is `InvalidData`.
-    pub fn read(path: &Path) -> io::Result<State> {
+    fn read(path: &Path) -> io::Result<State> {
         Ok(serde_json::from_slice(&fs::read(path)?)?)
     }
 
@@ -105,21 +105,6 @@ impl State {
         let mut state = State::load(path);
         state.unmark(tags)?;
         state.save(path).map_err(Error::io("save", path))
-    }
-
-    /// Saves `self` with the bad marks the file at `path` holds: a check
-    /// changes none, while `moltd unmark` may have cleared one in the file
-    /// since this process read it. A file that cannot be read (missing,
-    /// damaged) holds no marks to trust: ours are kept, or a release that
-    /// failed its health check would be chosen again.
-    pub fn save_keeping_marks(&mut self, path: &Path) -> io::Result<()> {
-        let Ok(file) = State::read(path) else {
-            return self.save(path);
-        };
-        let mine = std::mem::replace(&mut self.bad, file.bad);
-        let saved = self.save(path);
-        self.bad = mine;
-        saved
     }
 }
 
@@ -166,27 +151,6 @@ mod tests {
         fs::remove_dir_all(&dir).unwrap();
     }
 
-    /// A local check that loaded the state before `moltd unmark` edited the
-    /// file saves its list without bringing the mark back.
-    #[test]
-    fn a_check_keeps_the_marks_of_the_file() {
-        let dir = std::env::temp_dir().join(format!("moltd-state-{}", std::process::id()));
-        let path = dir.join("state.json");
-        let mut checking = State {
-            bad: ["v2.0.0".to_string()].into(),
-            ..State::default()
-        };
-        checking.save(&path).unwrap();
-        State::unmark_file(&path, &["v2.0.0".to_string()]).unwrap();
-        checking.etag = Some("\"new\"".into());
-        checking.save_keeping_marks(&path).unwrap();
-        let saved = State::load(&path);
-        fs::remove_dir_all(&dir).unwrap();
-        assert!(saved.bad.is_empty());
-        assert_eq!(saved.etag.as_deref(), Some("\"new\""));
-        assert_eq!(checking.bad.len(), 1, "memory is the caller's business");
-    }
-
     /// A file from before `listing_pages` reads no more pages after the
     /// upgrade; a fresh state has read none.
     #[test]
@@ -198,26 +162,6 @@ mod tests {
         let current: State = serde_json::from_str(r#"{"listing_pages": 3}"#).unwrap();
         assert_eq!(current.listing_pages, 3);
         assert_eq!(State::default().listing_pages, 0);
-    }
-
-    /// A missing or damaged file says nothing about marks: the check's own
-    /// are saved, not an empty list.
-    #[test]
-    fn a_check_keeps_its_marks_when_the_file_is_unreadable() {
-        let dir = std::env::temp_dir().join(format!("moltd-unreadable-{}", std::process::id()));
-        let path = dir.join("state.json");
-        let mut checking = State {
-            bad: ["v2.0.0".to_string()].into(),
-            ..State::default()
-        };
-        checking.save_keeping_marks(&path).unwrap();
-        let missing = State::load(&path);
-        fs::write(&path, b"{ damaged").unwrap();
-        checking.save_keeping_marks(&path).unwrap();
-        let damaged = State::load(&path);
-        fs::remove_dir_all(&dir).unwrap();
-        assert_eq!(missing.bad, checking.bad);
-        assert_eq!(damaged.bad, checking.bad);
     }
 
     #[test]

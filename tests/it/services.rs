@@ -506,7 +506,7 @@ fn watches(pid: i32, path: &std::path::Path) -> bool {
 }
 
 #[test]
-fn regression_renamed_parent_of_a_missing_services_directory_is_not_followed() {
+fn regression_renamed_parent_of_a_missing_services_directory_is_followed_anew() {
     let dir = TestDir::new("renamed_parent");
     let mut moltd = Moltd::new(&dir, Mode::Pid1)
         .args(["--services", "late/svc"])
