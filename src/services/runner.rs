@@ -689,19 +689,26 @@ impl Runner {
         }
     }
 
-    /// Watches every folder in the listing; if one was new, reads the
-    /// directory again, since it may have changed before the watch existed.
-    fn watch_folders(&mut self, listing: Listing) -> Listing {
+    /// Watches every folder in the listing. A folder or directory watched
+    /// only now may have changed before its watch existed, so the directory
+    /// is then read again (once, unless that read finds new folders too).
+    fn watch_folders(&mut self, mut listing: Listing, mut reread: bool) -> Listing {
         self.watched.retain(|path, _| path.exists());
-        let mut added = false;
-        for folder in &listing.folders {
-            if !self.watched.contains_key(folder) {
-                added |= self.watch(folder);
+        loop {
+            let mut added = false;
+            for folder in &listing.folders {
+                if !self.watched.contains_key(folder) {
+                    added |= self.watch(folder);
+                }
             }
-        }
-        match added {
-            true => read_dir(self.dir.as_deref()).unwrap_or(listing),
-            false => listing,
+            if !(added || reread) {
+                return listing;
+            }
+            reread = false;
+            match read_dir(self.dir.as_deref()) {
+                Ok(fresh) => listing = fresh,
+                Err(_) => return listing,
+            }
         }
     }
 
@@ -712,15 +719,16 @@ impl Runner {
     }
 
     /// Watches what a read of the services directory found: its folders, or,
-    /// while it is missing, the place it will appear in. A directory watched
-    /// only now is read again, since it may have changed before the watch.
+    /// while it is missing, the place it will appear in. A directory that
+    /// appeared after the read is read now; one watched only now is read
+    /// again after its folders are watched (one read for both).
     fn watch_listing(&mut self, listing: Result<Listing, DirError>) -> Result<Listing, String> {
         let listing = match (listing, self.follow_dir()) {
-            (Ok(_), true) => read_dir(self.dir.as_deref()),
-            (listing, _) => listing,
+            (Err(_), true) => read_dir(self.dir.as_deref()).map(|l| (l, false)),
+            (listing, just_watched) => listing.map(|l| (l, just_watched)),
         };
         listing
-            .map(|l| self.watch_folders(l))
+            .map(|(l, reread)| self.watch_folders(l, reread))
             .map_err(|err| err.to_string())
     }
 
