@@ -316,13 +316,14 @@ impl Updater {
     /// Clears the bad mark of `tags` (`moltd unmark`), so that a release that
     /// failed for a reason of its surroundings may be chosen again.
     pub fn unmark(&mut self, tags: &[String]) -> Result<String, Error> {
-        // On a copy: if the file cannot be saved, memory keeps the marks too,
-        // so what the reply says and what the next start reads agree.
-        let mut state = self.state.clone();
-        state.unmark(tags)?;
-        let path = self.state_path();
-        state.save(&path).map_err(Error::io("save", path))?;
-        self.state = state;
+        // If the file cannot be saved, memory keeps the marks too, so what
+        // the reply says and what the next start reads agree.
+        let marks = self.state.bad.clone();
+        self.state.unmark(tags)?;
+        if let Err(err) = self.save_state() {
+            self.state.bad = marks;
+            return Err(err);
+        }
         self.reporter.unmarked(&self.state);
         let them = if tags.len() == 1 { "it" } else { "them" };
         Ok(format!(
