@@ -186,9 +186,10 @@ struct Agent {
     from_agent: Receiver<ToLoop>,
     /// The thread writes a byte here after each message.
     wake: Pipe,
-    /// Watches `.moltd/` for the trigger file.
+    /// Watches `.moltd/` and `.moltd/trigger/` for the trigger file.
     trigger: Option<Inotify>,
-    trigger_path: PathBuf,
+    /// The trigger file in each (see `update::staging::trigger_dir`).
+    trigger_paths: [PathBuf; 2],
     /// Hooks running for the updater, by pid.
     hooks: BTreeSet<i32>,
 }
@@ -201,8 +202,6 @@ fn start_agent(
     observer: &Observer,
 ) -> Result<Agent, String> {
     let state_dir = config.state_dir();
-    let mut updater = crate::update::Updater::new(config)
-        .map_err(|err| format!("cannot start the updater: {}", crate::update::chain(&err)))?;
     let wake = Pipe::new(true).map_err(|err| format!("cannot create a pipe: {}", err.desc()))?;
     let wake_write = wake
         .writer()
@@ -210,36 +209,30 @@ fn start_agent(
         .ok_or("cannot duplicate a pipe")?;
     let (to_loop, from_agent) = mpsc::channel();
     let (to_agent, from_loop) = mpsc::channel();
-    updater.set_hook(observer.attach_updater(updater.shared_status(), to_agent.clone()));
-    let link = Link::new(
-        to_loop,
-        wake_write,
-        from_loop,
-        updater.shared_status(),
-        svwait,
-    );
-    std::thread::Builder::new()
-        .name("updater".into())
-        .spawn(move || updates::agent(updater, link))
-        .map_err(|err| format!("cannot start the updater thread: {err}"))?;
-    let trigger = std::fs::create_dir_all(&state_dir)
-        .map_err(|err| err.to_string())
-        .and_then(|()| {
+    let link = |status| Link::new(to_loop, wake_write, from_loop, status, svwait);
+    let updating = updates::start(config, observer, to_agent.clone(), link)?;
+    let trigger_dir = match updating {
+        true => crate::update::staging::trigger_dir(&state_dir).map_err(|err| err.to_string()),
+        false => Err("updates are off".to_owned()),
+    };
+    let trigger = trigger_dir
+        .and_then(|dir| {
             let inotify = Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK)
                 .map_err(|e| e.desc().to_owned())?;
             let flags = AddWatchFlags::IN_CLOSE_WRITE
                 | AddWatchFlags::IN_MOVED_TO
                 | AddWatchFlags::IN_CREATE;
-            inotify
-                .add_watch(&state_dir, flags)
-                .map_err(|e| e.desc().to_owned())?;
+            for dir in [&state_dir, &dir] {
+                inotify
+                    .add_watch(dir, flags)
+                    .map_err(|e| format!("cannot watch {}: {}", dir.display(), e.desc()))?;
+            }
             Ok(inotify)
         })
         .inspect_err(|problem| {
-            warn!(
-                "cannot watch {}: {problem}; the trigger file will not work",
-                state_dir.display()
-            )
+            if updating {
+                warn!("{problem}; the trigger file will not work")
+            }
         })
         .ok();
     Ok(Agent {
@@ -247,7 +240,7 @@ fn start_agent(
         from_agent,
         wake,
         trigger,
-        trigger_path: state_dir.join("update-requested"),
+        trigger_paths: crate::update::staging::trigger_paths(&state_dir),
         hooks: BTreeSet::new(),
     })
 }
@@ -1003,6 +996,16 @@ impl Runner {
                 ToLoop::Ready => {
                     self.held = false;
                     if self.start_main() {
+                        // Held for the updater: see `ToLoop::Ready`.
+                        self.handle(Event::Command {
+                            client: AGENT_CLIENT,
+                            request: Request {
+                                op: control::Op::Up,
+                                names: vec![super::machine::MAIN_NAME.to_owned()],
+                                wait: None,
+                                kill_on_timeout: false,
+                            },
+                        });
                         let listing = self.scan();
                         self.handle(Event::Scanned(listing));
                         self.on_trigger();
@@ -1031,7 +1034,12 @@ impl Runner {
         if let Some(trigger) = &agent.trigger {
             let _ = trigger.read_events();
         }
-        if self.held || std::fs::remove_file(&agent.trigger_path).is_err() {
+        if self.held {
+            return;
+        }
+        // Both are removed: one request, however many wrote it.
+        let taken = agent.trigger_paths.iter().filter(|path| std::fs::remove_file(path).is_ok());
+        if taken.count() == 0 {
             return;
         }
         let _ = agent.to_agent.send(ToAgent::Trigger);

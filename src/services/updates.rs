@@ -23,7 +23,7 @@ use super::control::{self, Answer, Op, Request, UpdateOp, UpdateReply};
 use super::machine::MAIN_NAME;
 use super::status::Phase as ServicePhase;
 use crate::sys::reap::ExitStatus;
-use crate::update::{ApplyRequest, Payload, Updater, chain, poll};
+use crate::update::{ApplyRequest, Payload, Updater, chain, outcome, poll};
 use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::os::fd::OwnedFd;
@@ -52,7 +52,10 @@ pub enum ToLoop {
     KillHook(i32),
     /// Answer socket client `client` and close its connection.
     Reply { client: u64, reply: UpdateReply },
-    /// A release is installed: the services may start.
+    /// A release is installed: the services may start. The main command,
+    /// if any, is held (an `Op::Up` for [`AGENT_CLIENT`], answered like any
+    /// request) until [`Payload::release`], so that it may fail a first
+    /// health gate without ending moltd.
     Ready,
 }
 
@@ -92,6 +95,8 @@ pub struct Link {
     deferred: VecDeque<ToAgent>,
     status: Arc<Mutex<crate::update::status::Status>>,
     svwait: Duration,
+    /// What [`Payload::ready`] started, once it was sent.
+    started: Option<Vec<String>>,
 }
 
 impl Link {
@@ -109,6 +114,7 @@ impl Link {
             deferred: VecDeque::new(),
             status,
             svwait,
+            started: None,
         }
     }
 
@@ -176,12 +182,27 @@ impl Link {
         }
     }
 
+    /// The services meant to run (and the main command).
+    fn wanted_up(&mut self) -> Result<Vec<String>, String> {
+        let all = self.ask(Request {
+            op: Op::Status,
+            names: Vec::new(),
+            wait: None,
+            kill_on_timeout: false,
+        })?;
+        Ok(statuses(all)?
+            .into_iter()
+            .filter(|s| s.main.want == super::status::Want::Up)
+            .map(|s| s.name)
+            .collect())
+    }
+
     /// The next thing to do, or `None` when `deadline` passed first.
-    fn next(&mut self, deadline: Instant) -> Result<Option<ToAgent>, String> {
+    fn next(&mut self, deadline: Option<Instant>) -> Result<Option<ToAgent>, String> {
         if let Some(message) = self.deferred.pop_front() {
             return Ok(Some(message));
         }
-        self.wait_for(Some(deadline), |m| {
+        self.wait_for(deadline, |m| {
             matches!(m, ToAgent::Trigger | ToAgent::Client { .. })
         })
     }
@@ -200,22 +221,22 @@ fn statuses(answers: Vec<Answer>) -> Result<Vec<super::status::Status>, String> 
 }
 
 impl Payload for Link {
+    fn ready(&mut self) -> Result<Vec<String>, String> {
+        if let Some(names) = &self.started {
+            return Ok(names.clone());
+        }
+        self.send(ToLoop::Ready)?;
+        // The answer to the hold of the main command.
+        self.wait_for(None, |m| matches!(m, ToAgent::Answers(_)))?;
+        let names = self.wanted_up()?;
+        self.started = Some(names.clone());
+        Ok(names)
+    }
+
     fn stop(&mut self, names: Option<&[String]>) -> Result<Vec<String>, String> {
         let names: Vec<String> = match names {
             Some(names) => names.to_vec(),
-            None => {
-                let all = self.ask(Request {
-                    op: Op::Status,
-                    names: Vec::new(),
-                    wait: None,
-                    kill_on_timeout: false,
-                })?;
-                statuses(all)?
-                    .into_iter()
-                    .filter(|s| s.main.want == super::status::Want::Up)
-                    .map(|s| s.name)
-                    .collect()
-            }
+            None => self.wanted_up()?,
         };
         if names.is_empty() {
             return Ok(names);
@@ -310,34 +331,82 @@ impl Payload for Link {
     }
 }
 
+/// Starts the updater thread for `config`, or, when updates cannot run but
+/// the installed release can (see [`crate::update::updates_off`]), a thread
+/// that lets the services start and tells whoever asks why nothing is
+/// updated. `link` makes the thread's end of the link over the status it
+/// shares. Returns whether updates run.
+pub fn start(
+    config: crate::update::Config,
+    observer: &crate::observe::Observer,
+    to_agent: std::sync::mpsc::Sender<ToAgent>,
+    link: impl FnOnce(Arc<Mutex<crate::update::status::Status>>) -> Link,
+) -> Result<bool, String> {
+    let thread = std::thread::Builder::new().name("updater".into());
+    let (spawned, updating) = match Updater::new(config.clone()) {
+        Ok(mut updater) => {
+            updater.set_hook(observer.attach_updater(updater.shared_status(), to_agent));
+            let link = link(updater.shared_status());
+            (thread.spawn(move || agent(updater, link)), true)
+        }
+        Err(err) => {
+            let Some(reason) = crate::update::updates_off(&config, &err) else {
+                return Err(format!("cannot start the updater: {}", chain(&err)));
+            };
+            let mut reporter = crate::update::status::Reporter::new(config.status_file, None);
+            reporter.set_hook(observer.attach_updater(reporter.shared(), to_agent));
+            let current = crate::update::layout::current_tag(&config.app_dir);
+            reporter.off(current, &reason);
+            let link = link(reporter.shared());
+            (thread.spawn(move || agent_off(&reason, link)), false)
+        }
+    };
+    spawned.map_err(|err| format!("cannot start the updater thread: {err}"))?;
+    Ok(updating)
+}
+
+/// The thread when updates are off: the services start at once, and every
+/// request but `status` is refused with the reason.
+fn agent_off(reason: &str, mut link: Link) {
+    if link.ready().and_then(|_| link.release()).is_err() {
+        return;
+    }
+    let refusal = format!("updates are off: {reason}");
+    serve_until(&mut link, None, &refusal).ok();
+}
+
 /// The updater thread's whole life.
 pub fn agent(mut updater: Updater, mut link: Link) {
     let schedule = updater.config().schedule;
     let mut failures = 0;
     // First boot: nothing starts before a release is installed.
     loop {
-        match updater.ensure_installed() {
+        match updater.ensure_installed(&mut link) {
             Ok(_) => break,
             Err(err) => {
-                let wait = schedule.after(poll::Outcome::Failed(1), &mut failures);
+                let text = chain(&err);
+                // A round in which nothing worked backs off like a network
+                // error; a rate limit waits as the server asked.
+                let outcome = match outcome(Err::<(), _>(err)) {
+                    poll::Outcome::Normal => poll::Outcome::Failed(1),
+                    other => other,
+                };
+                let wait = schedule.after(outcome, &mut failures);
                 updater.report_failure(format!(
-                    "no release installed yet: {}; retrying in {:.0}s",
-                    chain(&err),
+                    "no release installed yet: {text}; retrying in {:.0}s",
                     wait.as_secs_f64()
                 ));
-                if serve_until(&mut link, Instant::now() + wait).is_err() {
+                let refusal = "no release is installed yet; retrying on the schedule";
+                if serve_until(&mut link, Some(Instant::now() + wait), refusal).is_err() {
                     return;
                 }
             }
         }
     }
-    if link.send(ToLoop::Ready).is_err() {
-        return;
-    }
     failures = 0;
     let mut next_check = Instant::now();
     loop {
-        let message = match link.next(next_check) {
+        let message = match link.next(Some(next_check)) {
             Ok(message) => message,
             Err(_) => return,
         };
@@ -372,13 +441,14 @@ pub fn agent(mut updater: Updater, mut link: Link) {
     }
 }
 
-/// Answers clients until `deadline` while no release is installed yet.
-fn serve_until(link: &mut Link, deadline: Instant) -> Result<(), String> {
+/// Answers clients until `deadline` (or for good) while nothing can be
+/// updated: the status, or `refusal`.
+fn serve_until(link: &mut Link, deadline: Option<Instant>, refusal: &str) -> Result<(), String> {
     while let Some(message) = link.next(deadline)? {
         if let ToAgent::Client { to, op } = message {
             let reply = match op {
                 UpdateOp::Status => link.status_json(),
-                _ => Err("no release is installed yet; retrying on the schedule".into()),
+                _ => Err(refusal.to_owned()),
             };
             link.reply(to, reply);
         }

@@ -21,7 +21,7 @@
 
 use super::error::Error;
 use super::layout::{self, Manifest};
-use super::select::Candidate;
+use super::select::{self, Candidate};
 use super::state::write_atomically;
 use super::status::{Phase, UPDATE_STEPS};
 use super::{Mode, Updater, chain, poll};
@@ -31,6 +31,11 @@ use std::time::{Duration, Instant};
 /// What the updater needs from whoever runs the services: the supervisor's
 /// event loop, through its control requests.
 pub trait Payload {
+    /// Lets the services start for the first time (they wait until a
+    /// release is installed), holding what would end moltd by exiting until
+    /// [`Payload::release`]; returns the names meant to run, the same at
+    /// every call.
+    fn ready(&mut self) -> Result<Vec<String>, String>;
     /// Stops `names` (none: every service that is up) and waits until they
     /// are down; returns the names stopped.
     fn stop(&mut self, names: Option<&[String]>) -> Result<Vec<String>, String>;
@@ -80,7 +85,7 @@ impl Updater {
         self.config.state_dir().join("manifest.json")
     }
 
-    fn save_state(&mut self) -> Result<(), Error> {
+    pub(super) fn save_state(&mut self) -> Result<(), Error> {
         let path = self.state_path();
         self.state.save(&path).map_err(Error::io("save", path))?;
         self.reporter.releases(&self.state);
@@ -89,17 +94,26 @@ impl Updater {
 
     /// After a kill in the middle of a switch, returns `current` to the
     /// committed release; the update will be tried again at the next check.
+    /// A first install cut short before its gate passed is undone, so that
+    /// it is not adopted unchecked: the first boot starts over.
     pub(super) fn recover(&mut self) {
         let Some(target) = self.state.applying.take() else {
             return;
         };
-        let Some(current) = self.state.current.clone() else {
-            return;
-        };
-        log::warn!("the switch to {target} was interrupted; going back to {current}");
-        if layout::current_tag(&self.config.app_dir).as_deref() != Some(current.as_str()) {
-            if let Err(err) = layout::switch_current(&self.config.app_dir, &current) {
-                log::error!("{}", chain(&err));
+        match self.state.current.clone() {
+            None => {
+                log::warn!(
+                    "the first install of {target} was interrupted before its health check passed; starting over"
+                );
+                self.discard(&target);
+            }
+            Some(current) => {
+                log::warn!("the switch to {target} was interrupted; going back to {current}");
+                if layout::current_tag(&self.config.app_dir).as_deref() != Some(current.as_str()) {
+                    if let Err(err) = layout::switch_current(&self.config.app_dir, &current) {
+                        log::error!("{}", chain(&err));
+                    }
+                }
             }
         }
         if let Err(err) = self.save_state() {
@@ -107,10 +121,27 @@ impl Updater {
         }
     }
 
-    /// Makes sure a release is installed before the services start: keeps
-    /// the committed one, adopts one the image shipped in `releases/`, or
-    /// installs the newest matching release from the feed.
-    pub fn ensure_installed(&mut self) -> Result<String, Error> {
+    /// Makes sure a release is installed, then lets the services start:
+    /// keeps the committed one, adopts one the image shipped in `releases/`,
+    /// or walks down the feed's releases (see [`Updater::walk_down`]).
+    pub fn ensure_installed(&mut self, payload: &mut dyn Payload) -> Result<String, Error> {
+        let tag = match self.adopt()? {
+            Some(tag) => {
+                payload.ready().map_err(Error::Supervisor)?;
+                tag
+            }
+            None => self.walk_down(payload)?,
+        };
+        if let Err(problem) = payload.release() {
+            log::error!("cannot hand the payload back: {problem}");
+        }
+        Ok(tag)
+    }
+
+    /// The release installed without the feed: the committed one, or one
+    /// the image shipped (`current`, else the newest in `releases/` not
+    /// marked).
+    fn adopt(&mut self) -> Result<Option<String>, Error> {
         let app = self.config.app_dir.clone();
         let releases = self.config.releases_dir();
         if let Some(tag) = self.state.current.clone() {
@@ -122,7 +153,7 @@ impl Updater {
                     let previous = self.state.previous.clone();
                     self.commit_state(&tag, previous)?;
                 }
-                return Ok(tag);
+                return Ok(Some(tag));
             }
             log::warn!(
                 "the installed release {tag} is gone from {}",
@@ -130,30 +161,137 @@ impl Updater {
             );
         }
         let linked = layout::current_tag(&app).filter(|tag| releases.join(tag).is_dir());
+        let marked = self.state.marked();
         let shipped = || {
             let mut tags = layout::installed(&releases);
+            tags.retain(|tag| !marked.contains(tag));
             let prefix = &self.config.policy.tag_prefix;
             tags.sort_by_key(|tag| super::select::tag_version(tag, prefix));
             tags.pop()
         };
-        let (tag, phase, how) = match linked.or_else(shipped) {
-            Some(tag) => (tag, Phase::Idle, "adopted from the image"),
-            None => {
-                self.reporter.total_steps(UPDATE_STEPS);
-                let candidate = self.check()?.ok_or_else(|| Error::NoRelease {
-                    feed: super::source::listing_url(&self.config.source),
-                })?;
-                self.stage(&candidate)?;
-                (candidate.release.tag, Phase::Completed, "installed")
-            }
+        let Some(tag) = linked.or_else(shipped) else {
+            return Ok(None);
         };
-        let dir = releases.join(&tag);
-        layout::ensure_version_file(&dir, &tag)?;
+        layout::ensure_version_file(&releases.join(&tag), &tag)?;
         layout::switch_current(&app, &tag)?;
         self.commit_state(&tag, None)?;
+        self.reporter.phase(
+            Phase::Idle,
+            UPDATE_STEPS,
+            format!("release {tag} adopted from the image"),
+        );
+        Ok(Some(tag))
+    }
+
+    /// First boot with nothing installed: tries the eligible releases newest
+    /// first, at most [`FIRST_BOOT_TRIES`] of them, until one stages and
+    /// passes its health gate. Each that fails is skipped with its reason
+    /// (and marked, unless the failure was not its own); a network error
+    /// or a rate limit ends the round at once, to try the same release again
+    /// after the wait.
+    fn walk_down(&mut self, payload: &mut dyn Payload) -> Result<String, Error> {
+        self.reporter.total_steps(UPDATE_STEPS);
+        self.check()?;
+        let skipped = self.state.skipped(&self.state.listing);
+        let candidates = select::ranked(&self.state.listing, &self.config.policy, &skipped);
+        if candidates.is_empty() {
+            return Err(Error::NoRelease {
+                feed: super::source::listing_url(&self.config.source),
+            });
+        }
+        let mut reasons = Vec::new();
+        for candidate in candidates.iter().take(FIRST_BOOT_TRIES) {
+            let tag = &candidate.release.tag;
+            match self.install_first(payload, candidate) {
+                Ok(()) => return Ok(tag.clone()),
+                Err(err) if err.is_transient() => return Err(err),
+                Err(err) => {
+                    log::warn!("release {tag} cannot be installed: {}", chain(&err));
+                    reasons.push(format!("{tag}: {}", chain(&err)));
+                }
+            }
+        }
+        Err(Error::NothingInstallable {
+            tried: reasons.len(),
+            reasons: reasons.join("; "),
+        })
+    }
+
+    /// Stages `candidate`, points `current` at it, lets the services start
+    /// and applies the health gate. A failed gate stops them, marks the
+    /// release bad and removes it, leaving nothing installed.
+    fn install_first(
+        &mut self,
+        payload: &mut dyn Payload,
+        candidate: &Candidate,
+    ) -> Result<(), Error> {
+        let tag = candidate.release.tag.clone();
+        self.stage(candidate)?;
+        self.reporter.target(&tag);
+        self.state.applying = Some(tag.clone());
+        self.save_state()?;
+        let mut names = Vec::new();
+        let gated = self.first_gate(payload, &tag, &mut names);
+        let problem = match gated {
+            Ok(()) => {
+                self.commit_state(&tag, None)?;
+                self.reporter.phase(
+                    Phase::Completed,
+                    UPDATE_STEPS,
+                    format!("release {tag} installed"),
+                );
+                return Ok(());
+            }
+            Err(problem) => problem,
+        };
+        let reason = format!("release {tag} failed its health check: {problem}");
+        log::warn!("{reason}; stopping it");
+        if let Err(problem) = payload.stop(Some(&names)) {
+            log::error!("cannot stop {}: {problem}", names.join(", "));
+        }
+        self.discard(&tag);
+        self.state.bad.insert(tag);
+        self.state.applying = None;
+        self.save_state()?;
+        Err(Error::Unhealthy(reason))
+    }
+
+    /// The first boot's switch: `current`, start (the first time, the
+    /// services held until now), health gate. `names` gets what was
+    /// started.
+    fn first_gate(
+        &mut self,
+        payload: &mut dyn Payload,
+        tag: &str,
+        names: &mut Vec<String>,
+    ) -> Result<(), String> {
         self.reporter
-            .phase(phase, UPDATE_STEPS, format!("release {tag} {how}"));
-        Ok(tag)
+            .phase(Phase::Switching, 6, format!("switching current to {tag}"));
+        layout::switch_current(&self.config.app_dir, tag).map_err(|err| chain(&err))?;
+        *names = payload.ready()?;
+        self.reporter
+            .phase(Phase::Starting, 7, format!("starting {}", names.join(", ")));
+        payload.start(names)?;
+        self.reporter
+            .phase(Phase::HealthCheck, 8, format!("checking the health of {tag}"));
+        self.health(payload, names)
+    }
+
+    /// Removes a release that never became the committed one: the `current`
+    /// link if it names it, and its folder.
+    fn discard(&mut self, tag: &str) {
+        let app = &self.config.app_dir;
+        if layout::current_tag(app).as_deref() == Some(tag) {
+            if let Err(err) = std::fs::remove_file(app.join("current")) {
+                log::error!("cannot remove {}: {err}", app.join("current").display());
+            }
+        }
+        let dir = self.config.releases_dir().join(tag);
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => log::info!("removed the release {tag}"),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+            Err(err) => log::error!("cannot remove {}: {err}", dir.display()),
+        }
     }
 
     /// Records `tag` as current (and `previous`), with its manifest.
@@ -318,10 +456,10 @@ impl Updater {
     pub fn unmark(&mut self, tags: &[String]) -> Result<String, Error> {
         // If the file cannot be saved, memory keeps the marks too, so what
         // the reply says and what the next start reads agree.
-        let marks = self.state.bad.clone();
+        let marks = (self.state.bad.clone(), self.state.refused.clone());
         self.state.unmark(tags)?;
         if let Err(err) = self.save_state() {
-            self.state.bad = marks;
+            (self.state.bad, self.state.refused) = marks;
             return Err(err);
         }
         self.reporter.unmarked(&self.state);
@@ -576,6 +714,10 @@ pub fn outcome<T>(result: Result<T, Error>) -> poll::Outcome {
         Err(_) => poll::Outcome::Normal,
     }
 }
+
+/// How many releases one round of a first boot tries before it waits on
+/// the schedule: each may cost a download and a health gate.
+const FIRST_BOOT_TRIES: usize = 5;
 
 /// How often the health gate looks again.
 const PROBE_EVERY: Duration = Duration::from_millis(200);

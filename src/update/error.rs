@@ -130,6 +130,8 @@ pub enum Error {
     Managed { app: PathBuf, lock: PathBuf },
     #[error("{feed} lists no release to install")]
     NoRelease { feed: String },
+    #[error("none of the {tried} newest eligible releases could be installed: {reasons}")]
+    NothingInstallable { tried: usize, reasons: String },
     #[error("no previous release to roll back to")]
     NothingToRollBack,
     #[error("{} not marked bad ({})", .tags.join(", "), bad_list(.bad))]
@@ -167,7 +169,7 @@ fn bad_list(bad: &[String]) -> String {
 }
 
 fn retry_hint(wait: &Option<Duration>) -> String {
-    wait.map_or_else(String::new, |w| format!("; retrying in {}s", w.as_secs()))
+    wait.map_or_else(String::new, |w| format!("; the server asks to wait {}s", w.as_secs()))
 }
 
 impl Error {
@@ -195,6 +197,27 @@ impl Error {
             Error::Status { status, .. } => *status >= 500,
             _ => false,
         }
+    }
+}
+
+impl Error {
+    /// Failures that are the release's own (its asset, checksum, signature,
+    /// archive or tag), which downloading it again cannot fix: the release
+    /// is refused until its assets change.
+    pub fn is_release_fault(&self) -> bool {
+        matches!(
+            self,
+            Error::Asset { .. }
+                | Error::MissingChecksum { .. }
+                | Error::ChecksumNotListed { .. }
+                | Error::DigestMismatch { .. }
+                | Error::MissingSignature { .. }
+                | Error::BadSignature { .. }
+                | Error::UnsafeEntry { .. }
+                | Error::Limit { .. }
+                | Error::BadArchive { .. }
+                | Error::BadTag(_)
+        )
     }
 }
 

@@ -51,6 +51,16 @@ use status::{Phase, Reporter, STAGING_STEPS};
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+/// Why updates cannot run although a source is configured, when the
+/// installed release can run without them: moltd cannot write its own files
+/// in the app dir (a read-only mount, another owner) and `current` names a
+/// release. `None` when moltd must not start (a mistake in the
+/// configuration, another moltd managing the app dir, nothing installed).
+pub fn updates_off(config: &Config, err: &Error) -> Option<String> {
+    let installed = config.app_dir.join("current").is_dir();
+    (installed && matches!(err, Error::Io { .. })).then(|| chain(err))
+}
+
 /// What one run found and did.
 #[derive(Debug)]
 pub struct Ran {
@@ -85,8 +95,9 @@ impl Updater {
         // supervisor that is switching would undo its switch.
         let manage = staging::manage(&config.app_dir, &config.state_dir())?;
         let mut state = State::load(&config.state_dir().join("state.json"));
-        if state.current.is_none() {
+        if state.current.is_none() && state.applying.is_none() {
             // An image may ship the link without moltd's state: it says.
+            // Not a link to a first install cut short before its gate.
             state.current = layout::current_tag(&config.app_dir);
         }
         let releases = config.releases_dir();
@@ -118,7 +129,12 @@ impl Updater {
         let url = source::listing_url(&self.config.source);
         self.reporter
             .phase(Phase::Checking, 1, format!("checking {url} for releases"));
-        let (policy, bad) = (&self.config.policy, self.state.bad.clone());
+        let marks = State {
+            bad: self.state.bad.clone(),
+            refused: self.state.refused.clone(),
+            ..State::default()
+        };
+        let policy = &self.config.policy;
         let limit = self.config.limits.document;
         let freshness =
             source::first_page(&self.http, &self.config.source, &mut self.state, limit)?;
@@ -128,7 +144,10 @@ impl Updater {
             &self.config.source,
             &mut self.state,
             limit,
-            &|releases| select::allowed(releases, policy, &bad).next().is_some(),
+            &|releases| {
+                let skipped = marks.skipped(releases);
+                select::allowed(releases, policy, &skipped).next().is_some()
+            },
         );
         match (freshness, &more) {
             (Freshness::NotModified, Ok(0)) => {
@@ -157,14 +176,47 @@ impl Updater {
             &self.state.listing,
             &self.config.policy,
             self.state.current.as_deref(),
-            &self.state.bad,
+            &self.state.skipped(&self.state.listing),
         );
         self.reporter.found(newer.as_ref().map(|c| &c.release));
         Ok(newer)
     }
 
-    /// Downloads, verifies and stages `candidate`; returns its folder.
+    /// Downloads, verifies and stages `candidate`; returns its folder. A
+    /// release that fails for a fault of its own is refused (see
+    /// [`state`]): not downloaded again until its assets change.
     pub fn stage(&mut self, candidate: &Candidate) -> Result<PathBuf, Error> {
+        let release = &candidate.release;
+        let result = self.stage_steps(candidate);
+        let refusal = match &result {
+            Err(err) if err.is_release_fault() => Some(state::Refusal {
+                assets: state::assets_fingerprint(release),
+                reason: chain(err),
+            }),
+            Err(_) => return result,
+            Ok(_) if self.state.refused.contains_key(&release.tag) => None,
+            Ok(_) => return result,
+        };
+        match refusal {
+            Some(refusal) => {
+                log::warn!(
+                    "refusing release {} until its assets change: {}",
+                    release.tag,
+                    refusal.reason
+                );
+                self.state.refused.insert(release.tag.clone(), refusal);
+            }
+            None => {
+                self.state.refused.remove(&release.tag);
+            }
+        }
+        if let Err(err) = self.save_state() {
+            log::warn!("{}", chain(&err));
+        }
+        result
+    }
+
+    fn stage_steps(&mut self, candidate: &Candidate) -> Result<PathBuf, Error> {
         let Updater {
             config,
             http,

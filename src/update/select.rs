@@ -68,6 +68,19 @@ pub fn allowed<'r>(
         .filter(|(v, r)| eligible(policy, v, r))
 }
 
+/// Every release the policy allows, newest first: what a first boot walks
+/// down until one installs and passes its health gate.
+pub fn ranked(releases: &[Release], policy: &Policy, bad: &BTreeSet<String>) -> Vec<Candidate> {
+    let mut all: Vec<Candidate> = allowed(releases, policy, bad)
+        .map(|(version, release)| Candidate {
+            version,
+            release: release.clone(),
+        })
+        .collect();
+    all.sort_by(|a, b| b.version.cmp(&a.version));
+    all
+}
+
 /// The release to move to, if any: the newest eligible one that is newer
 /// than `current` (or, under an exact pin, the pinned one unless current).
 pub fn choose(
@@ -281,6 +294,35 @@ mod tests {
             let got = choose(&list, &policy, current, bad).map(|c| c.release.tag);
             assert_eq!(got.as_deref(), expected, "{policy:?} current {current:?}");
         }
+    }
+
+    #[test]
+    fn ranking_walks_down_from_the_newest() {
+        let list = vec![
+            release("v1.0.0", false),
+            release("v3.0.0", false),
+            release("v2.0.0-rc.1", true),
+            release("v2.0.0", false),
+            release("other", false),
+        ];
+        let bad: BTreeSet<String> = ["v3.0.0".to_string()].into();
+        let tags = |p: Policy, bad: &BTreeSet<String>| {
+            ranked(&list, &p, bad)
+                .into_iter()
+                .map(|c| c.release.tag)
+                .collect::<Vec<_>>()
+        };
+        let none = BTreeSet::new();
+        assert_eq!(
+            tags(policy("", "*", false), &none),
+            ["v3.0.0", "v2.0.0", "v1.0.0"]
+        );
+        assert_eq!(tags(policy("", "*", false), &bad), ["v2.0.0", "v1.0.0"]);
+        assert_eq!(
+            tags(policy("", "<3", true), &none),
+            ["v2.0.0", "v2.0.0-rc.1", "v1.0.0"]
+        );
+        assert_eq!(tags(policy("", "=1.0.0", false), &none), ["v1.0.0"]);
     }
 
     fn with_assets(names: &[&str]) -> Release {

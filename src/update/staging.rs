@@ -18,14 +18,20 @@ use super::Error;
 use crate::sys;
 use nix::fcntl::Flock;
 use std::fs::{self, File};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 const PREFIX: &str = ".staging-";
 
-/// `releases/<tag>`, refusing tags that are not a plain folder name.
+/// The longest tag that can be staged: `.staging-<tag>-<pid>` must fit
+/// in a file name (255 bytes), whatever the pid.
+const MAX_TAG: usize = 255 - PREFIX.len() - "-4294967295".len();
+
+/// `releases/<tag>`, refusing tags that are not a plain folder name or are
+/// too long to stage.
 pub fn release_dir(releases: &Path, tag: &str) -> Result<PathBuf, Error> {
     let plain = !tag.is_empty() && !tag.starts_with('.') && !tag.contains(['/', '\0']);
-    if plain {
+    if plain && tag.len() <= MAX_TAG {
         Ok(releases.join(tag))
     } else {
         Err(Error::BadTag(tag.to_string()))
@@ -63,6 +69,33 @@ fn try_lock(state_dir: &Path, name: &str) -> Result<Option<Flock<File>>, Error> 
     let path = state_dir.join(name);
     let file = File::create(&path).map_err(Error::io("create", &path))?;
     sys::fs::try_lock(file).map_err(Error::io("lock", &path))
+}
+
+/// Where the app asks for an update: `state_dir/update-requested` (for
+/// moltd's user) and `state_dir/trigger/update-requested` (for any user,
+/// see [`trigger_dir`]).
+pub fn trigger_paths(state_dir: &Path) -> [PathBuf; 2] {
+    const TRIGGER: &str = "update-requested";
+    [
+        state_dir.join(TRIGGER),
+        state_dir.join(TRIGGER_DIR).join(TRIGGER),
+    ]
+}
+
+const TRIGGER_DIR: &str = "trigger";
+
+/// Creates `state_dir/trigger`, world-writable and sticky like `/tmp`, so
+/// that the app may ask for an update whatever user its services run as,
+/// while `.moltd/` itself (state, locks, manifest) stays writable by moltd's
+/// user only: a writable `.moltd/` would let anyone replace `state.json` or
+/// plant a link where moltd writes. moltd never opens what is in there; it
+/// only removes the trigger file, which does not follow links.
+pub fn trigger_dir(state_dir: &Path) -> Result<PathBuf, Error> {
+    let dir = state_dir.join(TRIGGER_DIR);
+    fs::create_dir_all(&dir).map_err(Error::io("create", &dir))?;
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o1777))
+        .map_err(Error::io("open to every user", &dir))?;
+    Ok(dir)
 }
 
 /// Takes the staging lock and removes leftovers of earlier runs from
@@ -134,7 +167,10 @@ mod tests {
         for ok in ["v1.2.3", "backend-v0.8.7", "1.0.0+build.5"] {
             assert_eq!(release_dir(releases, ok).unwrap(), releases.join(ok));
         }
-        for bad in ["", ".", "..", ".staging-x", "a/b", "../x"] {
+        let longest = "v1.0.0+".to_owned() + &"a".repeat(MAX_TAG - 7);
+        assert!(release_dir(releases, &longest).is_ok());
+        let too_long = longest.clone() + "a";
+        for bad in ["", ".", "..", ".staging-x", "a/b", "../x", &too_long] {
             assert!(release_dir(releases, bad).is_err(), "{bad}");
         }
     }

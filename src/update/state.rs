@@ -8,11 +8,18 @@
 //! reading stopped. `applying`
 //! is set before the first service is stopped and cleared when the switch is committed or undone, so a restart
 //! after a kill knows an update was cut short and returns to `current`.
+//!
+//! Two kinds of marks keep a release from being chosen again: `bad` (its
+//! health gate failed, or it was rolled back by hand) holds for the tag, and
+//! `refused` (its download failed verification or unpacking) holds for the
+//! tag *and* its assets as the feed listed them, so a republished asset is
+//! tried again while the same broken one is not downloaded at every check.
 
 use super::Error;
 use super::release::Release;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeSet;
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::{self, Write};
 use std::path::Path;
@@ -26,6 +33,8 @@ pub struct State {
     /// Tags that failed their health check (or were rolled back by hand):
     /// never chosen again automatically.
     pub bad: BTreeSet<String>,
+    /// Releases whose download failed verification or unpacking, by tag.
+    pub refused: BTreeMap<String, Refusal>,
     /// The tag a switch is under way to; `current` is still the committed one.
     pub applying: Option<String>,
     /// Unix time of the last successful check.
@@ -44,6 +53,35 @@ pub struct State {
     /// [`super::source::MAX_PAGES`] until the first page's tags change.
     #[serde(default = "cap_reached")]
     pub listing_pages: usize,
+}
+
+/// Why a release was refused, and which assets that was about.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refusal {
+    /// [`assets_fingerprint`] of the release when it was refused.
+    pub assets: String,
+    pub reason: String,
+}
+
+/// What identifies a release's assets as the feed lists them: names, sizes,
+/// digests and URLs (GitHub gives a re-uploaded asset a new API URL), not
+/// download counts. Republishing an asset changes it.
+pub fn assets_fingerprint(release: &Release) -> String {
+    let mut hash = Sha256::new();
+    for asset in &release.assets {
+        let size = asset.size.map(|s| s.to_string()).unwrap_or_default();
+        for field in [
+            asset.name.as_str(),
+            &size,
+            asset.digest.as_deref().unwrap_or_default(),
+            asset.api_url.as_deref().unwrap_or_default(),
+            &asset.download_url,
+        ] {
+            hash.update(field.as_bytes());
+            hash.update([0]);
+        }
+    }
+    hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// `listing_pages` of a file written before it existed: that moltd read up
@@ -79,22 +117,41 @@ impl State {
         write_atomically(path, &serde_json::to_vec_pretty(self)?)
     }
 
-    /// Clears the bad mark of `tags`, all or none: a tag not marked bad
-    /// (a typo) changes nothing and says which tags are.
+    /// Every tag marked bad or refused, sorted.
+    pub fn marked(&self) -> Vec<String> {
+        let all: BTreeSet<&String> = self.bad.iter().chain(self.refused.keys()).collect();
+        all.into_iter().cloned().collect()
+    }
+
+    /// The tags of `releases` not to choose: marked bad, or refused with the
+    /// assets they still list.
+    pub fn skipped(&self, releases: &[Release]) -> BTreeSet<String> {
+        let refused = releases.iter().filter(|r| {
+            self.refused
+                .get(&r.tag)
+                .is_some_and(|refusal| refusal.assets == assets_fingerprint(r))
+        });
+        let refused = refused.map(|r| r.tag.clone());
+        self.bad.iter().cloned().chain(refused).collect()
+    }
+
+    /// Clears the bad or refused mark of `tags`, all or none: a tag not
+    /// marked (a typo) changes nothing and says which tags are.
     pub fn unmark(&mut self, tags: &[String]) -> Result<(), Error> {
         let unknown: Vec<String> = tags
             .iter()
-            .filter(|tag| !self.bad.contains(*tag))
+            .filter(|tag| !self.bad.contains(*tag) && !self.refused.contains_key(*tag))
             .cloned()
             .collect();
         if !unknown.is_empty() {
             return Err(Error::NotMarkedBad {
                 tags: unknown,
-                bad: self.bad.iter().cloned().collect(),
+                bad: self.marked(),
             });
         }
         for tag in tags {
             self.bad.remove(tag);
+            self.refused.remove(tag);
         }
         Ok(())
     }

@@ -9,6 +9,7 @@
 use super::release::Release;
 use super::state::write_atomically;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -69,6 +70,9 @@ pub struct Status {
     pub last_error: Option<String>,
     pub available: Option<Available>,
     pub bad_releases: Vec<String>,
+    /// Of those, the ones refused for their download, with the reason.
+    #[serde(default)]
+    pub refused_releases: BTreeMap<String, String>,
     /// Why automatic updates are suspended (the release was changed by hand).
     pub suspended: Option<String>,
     /// Totals since moltd started, for metrics.
@@ -141,6 +145,7 @@ impl Reporter {
             last_error: None,
             available: None,
             bad_releases: Vec::new(),
+            refused_releases: BTreeMap::new(),
             suspended: None,
             counters: Counters::default(),
         };
@@ -176,10 +181,16 @@ impl Reporter {
     pub fn releases(&mut self, state: &super::state::State) {
         self.status.current = state.current.clone();
         self.status.previous = state.previous.clone();
-        self.status.bad_releases = state.bad.iter().cloned().collect();
-        // What is installed now, or was just marked bad, is not on offer.
+        self.status.bad_releases = state.marked();
+        self.status.refused_releases = state
+            .refused
+            .iter()
+            .map(|(tag, refusal)| (tag.clone(), refusal.reason.clone()))
+            .collect();
+        // What is installed now, or was just marked, is not on offer.
         let stale = self.status.available.as_ref().is_some_and(|a| {
-            state.bad.contains(&a.tag) || state.current.as_deref() == Some(a.tag.as_str())
+            self.status.bad_releases.contains(&a.tag)
+                || state.current.as_deref() == Some(a.tag.as_str())
         });
         if stale {
             self.status.available = None;
@@ -213,6 +224,16 @@ impl Reporter {
             self.status.suspended = reason;
             self.write();
         }
+    }
+
+    /// Updates cannot run (`reason`); `current` runs as installed.
+    pub fn off(&mut self, current: Option<String>, reason: &str) {
+        let message = format!("updates are off: {reason}");
+        log::warn!("{message}");
+        self.status.current = current;
+        self.status.message = message.clone();
+        self.status.suspended = Some(message);
+        self.write();
     }
 
     /// Ends a switch that failed its health check and was undone.
