@@ -156,7 +156,7 @@ pub(crate) fn served(port: u16) -> Option<String> {
 }
 
 /// Installs `version` in `app/releases` as an image would ship it.
-fn ship(dir: &TestDir, version: &str) {
+pub(crate) fn ship(dir: &TestDir, version: &str) {
     let release = format!("app/releases/v{version}");
     dir.script(&format!("{release}/bin/app"), &app_script(version));
     dir.write(&format!("{release}/www/version"), version);
@@ -510,7 +510,7 @@ fn first_boot_waits_for_the_feed_and_says_so() {
 
 /// `moltd -- app/current/bin/app DIR` updating from `feed`: single-command
 /// mode with updates.
-fn single<'a>(dir: &'a TestDir, feed: &Feed) -> Moltd<'a> {
+pub(crate) fn single<'a>(dir: &'a TestDir, feed: &Feed) -> Moltd<'a> {
     let app = dir.join("app/current/bin/app");
     updating(dir, feed, Mode::Pid1).args(["--".as_ref(), app.as_os_str(), dir.path().as_os_str()])
 }
@@ -561,6 +561,8 @@ fn single_command_mode_with_updates_exits_with_the_commands_status() {
     let (dir, port, feed) = with_v1("apply_single_exit");
     let mut running = single(&dir, &feed).spawn();
     running.wait_for("v1 to serve", || served(port).as_deref() == Some("1.0.0"));
+    // Past the first boot's health gate (an exit during it fails the gate).
+    wait_for_state(&mut running, &dir, "idle");
     // The app dies of USR1 on its own: moltd leaves with 128+10.
     let moltd = running.moltd_pid();
     let children = fs::read_to_string(format!("/proc/{moltd}/task/{moltd}/children"));

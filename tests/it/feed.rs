@@ -474,6 +474,14 @@ impl Feed {
         &self.server.url
     }
 
+    /// Replaces the release with the same tag, as re-uploading its assets
+    /// does.
+    pub fn republish(&self, release: FakeRelease) {
+        let mut releases = self.releases.lock().unwrap();
+        let slot = releases.iter_mut().find(|r| r.tag == release.tag);
+        *slot.expect("a published tag") = release;
+    }
+
     /// Adds a release; it is listed first, as GitHub lists the newest.
     pub fn publish(&self, release: FakeRelease) {
         self.releases.lock().unwrap().insert(0, release);

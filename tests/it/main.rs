@@ -7,6 +7,7 @@ mod apply;
 mod cli;
 mod container;
 mod feed;
+mod firstboot;
 mod manifests;
 mod observe;
 mod pid1;
