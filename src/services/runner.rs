@@ -1038,7 +1038,10 @@ impl Runner {
             return;
         }
         // Both are removed: one request, however many wrote it.
-        let taken = agent.trigger_paths.iter().filter(|path| std::fs::remove_file(path).is_ok());
+        let taken = agent
+            .trigger_paths
+            .iter()
+            .filter(|path| std::fs::remove_file(path).is_ok());
         if taken.count() == 0 {
             return;
         }

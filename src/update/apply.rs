@@ -218,8 +218,9 @@ impl Updater {
     }
 
     /// Stages `candidate`, points `current` at it, lets the services start
-    /// and applies the health gate. A failed gate stops them, marks the
-    /// release bad and removes it, leaving nothing installed.
+    /// and applies the health gate. A failed gate stops them and marks the
+    /// release bad; whatever failed after staging removes it, leaving
+    /// nothing installed.
     fn install_first(
         &mut self,
         payload: &mut dyn Payload,
@@ -231,9 +232,8 @@ impl Updater {
         self.state.applying = Some(tag.clone());
         self.save_state()?;
         let mut names = Vec::new();
-        let gated = self.first_gate(payload, &tag, &mut names);
-        let problem = match gated {
-            Ok(()) => {
+        let failed = match self.first_gate(payload, &tag, &mut names) {
+            Ok(Ok(())) => {
                 self.commit_state(&tag, None)?;
                 self.reporter.phase(
                     Phase::Completed,
@@ -242,39 +242,45 @@ impl Updater {
                 );
                 return Ok(());
             }
-            Err(problem) => problem,
+            Ok(Err(problem)) => {
+                let reason = format!("release {tag} failed its health check: {problem}");
+                log::warn!("{reason}; stopping it");
+                if let Err(problem) = payload.stop(Some(&names)) {
+                    log::error!("cannot stop {}: {problem}", names.join(", "));
+                }
+                self.state.bad.insert(tag.clone());
+                Error::Unhealthy(reason)
+            }
+            Err(err) => err,
         };
-        let reason = format!("release {tag} failed its health check: {problem}");
-        log::warn!("{reason}; stopping it");
-        if let Err(problem) = payload.stop(Some(&names)) {
-            log::error!("cannot stop {}: {problem}", names.join(", "));
-        }
         self.discard(&tag);
-        self.state.bad.insert(tag);
         self.state.applying = None;
         self.save_state()?;
-        Err(Error::Unhealthy(reason))
+        Err(failed)
     }
 
     /// The first boot's switch: `current`, start (the first time, the
-    /// services held until now), health gate. `names` gets what was
-    /// started.
+    /// services held until now), then the health gate's verdict. `names`
+    /// gets what was started.
     fn first_gate(
         &mut self,
         payload: &mut dyn Payload,
         tag: &str,
         names: &mut Vec<String>,
-    ) -> Result<(), String> {
+    ) -> Result<Result<(), String>, Error> {
         self.reporter
             .phase(Phase::Switching, 6, format!("switching current to {tag}"));
-        layout::switch_current(&self.config.app_dir, tag).map_err(|err| chain(&err))?;
-        *names = payload.ready()?;
+        layout::switch_current(&self.config.app_dir, tag)?;
+        *names = payload.ready().map_err(Error::Supervisor)?;
         self.reporter
             .phase(Phase::Starting, 7, format!("starting {}", names.join(", ")));
-        payload.start(names)?;
-        self.reporter
-            .phase(Phase::HealthCheck, 8, format!("checking the health of {tag}"));
-        self.health(payload, names)
+        let started = payload.start(names);
+        self.reporter.phase(
+            Phase::HealthCheck,
+            8,
+            format!("checking the health of {tag}"),
+        );
+        Ok(started.and_then(|()| self.health(payload, names)))
     }
 
     /// Removes a release that never became the committed one: the `current`

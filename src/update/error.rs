@@ -169,7 +169,9 @@ fn bad_list(bad: &[String]) -> String {
 }
 
 fn retry_hint(wait: &Option<Duration>) -> String {
-    wait.map_or_else(String::new, |w| format!("; the server asks to wait {}s", w.as_secs()))
+    wait.map_or_else(String::new, |w| {
+        format!("; the server asks to wait {}s", w.as_secs())
+    })
 }
 
 impl Error {

@@ -222,6 +222,36 @@ mod tests {
     }
 
     #[test]
+    fn a_refusal_holds_for_the_assets_it_was_about() {
+        let asset = |digest: &str| super::super::release::Asset {
+            name: "app.tar.gz".into(),
+            size: Some(10),
+            download_url: "https://h/app.tar.gz".into(),
+            api_url: None,
+            digest: Some(digest.into()),
+        };
+        let listed = |digest: &str| Release {
+            tag: "v2.0.0".into(),
+            draft: false,
+            prerelease: false,
+            notes: None,
+            url: None,
+            assets: vec![asset(digest)],
+        };
+        let mut state = State::default();
+        let refusal = Refusal {
+            assets: assets_fingerprint(&listed("sha256:aa")),
+            reason: "sha256 of app.tar.gz is ...".into(),
+        };
+        state.refused.insert("v2.0.0".into(), refusal);
+        assert_eq!(state.skipped(&[listed("sha256:aa")]).len(), 1);
+        assert!(state.skipped(&[listed("sha256:bb")]).is_empty());
+        assert_eq!(state.marked(), ["v2.0.0"]);
+        state.unmark(&["v2.0.0".to_string()]).unwrap();
+        assert!(state.refused.is_empty());
+    }
+
+    #[test]
     fn unmark_is_all_or_nothing() {
         let tags = |t: &[&str]| t.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         let mut state = State {

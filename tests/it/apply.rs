@@ -401,7 +401,7 @@ fn hand_edits_suspend_updates_until_forced() {
 
 /// Kills every process working inside the test dir (the orphaned services
 /// of a killed moltd), until none is left.
-fn kill_leftovers(dir: &TestDir, context: &crate::util::Finished) {
+pub(crate) fn kill_leftovers(dir: &TestDir, context: &crate::util::Finished) {
     let deadline = std::time::Instant::now() + crate::util::TIMEOUT;
     loop {
         let mut found = false;

@@ -5,7 +5,8 @@
 //! shipped release with updates off; the trigger works for any user.
 
 use crate::apply::{
-    App, current, moltd, release, served, setup, ship, single, status, wait_for_state,
+    App, current, kill_leftovers, moltd, release, served, setup, ship, single, status,
+    wait_for_state,
 };
 use crate::feed::*;
 use crate::util::{Mode, TestDir};
@@ -120,6 +121,30 @@ fn first_boot_skips_a_release_whose_app_crashes_under_its_health_command() {
         .contains("release v2.0.0 failed its health check: ")
     {
         running.fail("the log does not say why v2 was skipped");
+    }
+}
+
+/// A first boot killed during the gate of the newest release: the next
+/// start does not adopt it unchecked, but gates it again.
+#[test]
+fn a_first_boot_killed_during_the_gate_checks_the_release_again() {
+    let (dir, port) = setup("firstboot_killed");
+    let feed = Feed::start(vec![
+        release("2.0.0", App::Exits),
+        release("1.0.0", App::Good),
+    ]);
+    let first = moltd(&dir, &feed, Mode::Child)
+        .env("MOLTD_TEST_CRASH_AT", "health_check")
+        .run();
+    if first.signal != Some(9) || current(&dir) != "v2.0.0" {
+        first.fail("moltd was not killed in the gate of v2");
+    }
+    kill_leftovers(&dir, &first);
+    let mut running = moltd(&dir, &feed, Mode::Pid1).spawn();
+    running.wait_for("v1 to serve", || served(port).as_deref() == Some("1.0.0"));
+    let doc = wait_for_state(&mut running, &dir, "idle");
+    if doc["bad_releases"] != serde_json::json!(["v2.0.0"]) {
+        running.fail(&format!("v2 was not gated again: {doc}"));
     }
 }
 
@@ -293,7 +318,10 @@ fn the_trigger_file_works_for_the_services_user() {
     // The state stays moltd's own.
     use std::os::unix::fs::PermissionsExt;
     for path in ["app/.moltd", "app/.moltd/state.json"] {
-        let mode = std::fs::metadata(dir.join(path)).unwrap().permissions().mode();
+        let mode = std::fs::metadata(dir.join(path))
+            .unwrap()
+            .permissions()
+            .mode();
         if mode & 0o022 != 0 {
             running.fail(&format!("{path} is writable by others: {mode:o}"));
         }
