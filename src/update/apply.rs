@@ -243,13 +243,11 @@ impl Updater {
                 return Ok(());
             }
             Ok(Err(problem)) => {
-                let reason = format!("release {tag} failed its health check: {problem}");
-                log::warn!("{reason}; stopping it");
                 if let Err(problem) = payload.stop(Some(&names)) {
                     log::error!("cannot stop {}: {problem}", names.join(", "));
                 }
                 self.state.bad.insert(tag.clone());
-                Error::Unhealthy(reason)
+                Error::Unhealthy(format!("failed its health check: {problem}"))
             }
             Err(err) => err,
         };

@@ -197,19 +197,11 @@ impl Updater {
             Ok(_) if self.state.refused.contains_key(&release.tag) => None,
             Ok(_) => return result,
         };
+        // The caller logs the error itself: once.
         match refusal {
-            Some(refusal) => {
-                log::warn!(
-                    "refusing release {} until its assets change: {}",
-                    release.tag,
-                    refusal.reason
-                );
-                self.state.refused.insert(release.tag.clone(), refusal);
-            }
-            None => {
-                self.state.refused.remove(&release.tag);
-            }
-        }
+            Some(refusal) => self.state.refused.insert(release.tag.clone(), refusal),
+            None => self.state.refused.remove(&release.tag),
+        };
         if let Err(err) = self.save_state() {
             log::warn!("{}", chain(&err));
         }

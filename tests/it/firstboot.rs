@@ -118,7 +118,7 @@ fn first_boot_skips_a_release_whose_app_crashes_under_its_health_command() {
     }
     if !dir
         .read("moltd.stderr")
-        .contains("release v2.0.0 failed its health check: ")
+        .contains("release v2.0.0 cannot be installed: failed its health check: ")
     {
         running.fail("the log does not say why v2 was skipped");
     }
