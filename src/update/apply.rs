@@ -258,8 +258,9 @@ impl Updater {
     }
 
     /// The first boot's switch: `current`, start (the first time, the
-    /// services held until now), then the health gate's verdict. `names`
-    /// gets what was started.
+    /// services held until now), then the health gate's verdict on the
+    /// services an update restarts (`MOLTD_RESTART`, else all), which `names`
+    /// gets.
     fn first_gate(
         &mut self,
         payload: &mut dyn Payload,
@@ -269,7 +270,9 @@ impl Updater {
         self.reporter
             .phase(Phase::Switching, 6, format!("switching current to {tag}"));
         layout::switch_current(&self.config.app_dir, tag)?;
-        *names = payload.ready().map_err(Error::Supervisor)?;
+        let all = payload.ready().map_err(Error::Supervisor)?;
+        // The services an update would restart are the ones gated.
+        *names = self.config.switch.restart.clone().unwrap_or(all);
         self.reporter
             .phase(Phase::Starting, 7, format!("starting {}", names.join(", ")));
         let started = payload.start(names);
