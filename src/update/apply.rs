@@ -26,6 +26,7 @@ use super::state::write_atomically;
 use super::status::{Phase, UPDATE_STEPS};
 use super::{Mode, Updater, chain, poll};
 use crate::sys::reap::ExitStatus;
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 /// What the updater needs from whoever runs the services: the supervisor's
@@ -195,9 +196,19 @@ impl Updater {
         let skipped = self.state.skipped(&self.state.listing);
         let candidates = select::ranked(&self.state.listing, &self.config.policy, &skipped);
         if candidates.is_empty() {
-            return Err(Error::NoRelease {
-                feed: super::source::listing_url(&self.config.source),
-            });
+            let none = BTreeSet::new();
+            let marked: Vec<_> = select::allowed(&self.state.listing, &self.config.policy, &none)
+                .map(|(_, release)| release.tag.as_str())
+                .collect();
+            if marked.is_empty() {
+                return Err(Error::NoRelease {
+                    feed: super::source::listing_url(&self.config.source),
+                });
+            }
+            return Err(Error::NothingInstallable(format!(
+                "all are marked bad or refused ({}); 'moltd unmark TAG' lets one be tried again",
+                marked.join(", ")
+            )));
         }
         let mut reasons = Vec::new();
         for candidate in candidates.iter().take(FIRST_BOOT_TRIES) {
@@ -211,10 +222,7 @@ impl Updater {
                 }
             }
         }
-        Err(Error::NothingInstallable {
-            tried: reasons.len(),
-            reasons: reasons.join("; "),
-        })
+        Err(Error::NothingInstallable(reasons.join("; ")))
     }
 
     /// Stages `candidate`, points `current` at it, lets the services start

@@ -130,8 +130,8 @@ pub enum Error {
     Managed { app: PathBuf, lock: PathBuf },
     #[error("{feed} lists no release to install")]
     NoRelease { feed: String },
-    #[error("none of the {tried} newest eligible releases could be installed: {reasons}")]
-    NothingInstallable { tried: usize, reasons: String },
+    #[error("no eligible release could be installed: {0}")]
+    NothingInstallable(String),
     #[error("no previous release to roll back to")]
     NothingToRollBack,
     #[error("{} not marked bad ({})", .tags.join(", "), bad_list(.bad))]

@@ -97,6 +97,30 @@ fn first_boot_walks_past_releases_that_fail_verification_unpacking_or_staging() 
     }
 }
 
+/// Nothing that works: one line says why, then the next round does not
+/// download the refused release again, until it is republished.
+#[test]
+fn first_boot_with_only_broken_releases_waits_and_says_why() {
+    let (dir, port) = setup("firstboot_none");
+    let feed = Feed::start(vec![with_wrong_digest("1.0.0")]);
+    let mut running = moltd(&dir, &feed, Mode::Pid1)
+        .env("MOLTD_INTERVAL", "1s")
+        .spawn();
+    running.wait_for("a round to find that all are refused", || {
+        status(&dir)["last_error"].as_str().is_some_and(|e| {
+            e.contains("no release installed yet: no eligible release could be installed: all are marked bad or refused (v1.0.0)")
+        })
+    });
+    let log = dir.read("moltd.stderr");
+    let first =
+        "no release installed yet: no eligible release could be installed: v1.0.0: sha256 of";
+    if !log.contains(first) || downloads(&feed, "v1.0.0") != 1 || dir.join("running").exists() {
+        running.fail("the first round does not say why, or v1 was downloaded again");
+    }
+    feed.republish(release("1.0.0", App::Good));
+    running.wait_for("v1 to serve", || served(port).as_deref() == Some("1.0.0"));
+}
+
 #[test]
 fn first_boot_skips_a_release_whose_app_crashes_under_its_health_command() {
     let (dir, port) = setup("firstboot_gate");
