@@ -61,6 +61,19 @@ pub fn updates_off(config: &Config, err: &Error) -> Option<String> {
     (installed && matches!(err, Error::Io { .. })).then(|| chain(err))
 }
 
+/// The settings that decide whether a release's download is accepted, as
+/// a [`state::fingerprint`].
+fn verification_settings(config: &Config) -> String {
+    let fields = [
+        format!("{:?}", config.asset),
+        format!("{:?}", config.require_checksum),
+        format!("{:?}", config.minisign_key),
+        format!("{:?}", config.strip_components),
+        format!("{:?}", config.limits),
+    ];
+    state::fingerprint(fields.iter().map(String::as_str))
+}
+
 /// What one run found and did.
 #[derive(Debug)]
 pub struct Ran {
@@ -95,6 +108,16 @@ impl Updater {
         // supervisor that is switching would undo its switch.
         let manage = staging::manage(&config.app_dir, &config.state_dir())?;
         let mut state = State::load(&config.state_dir().join("state.json"));
+        let settings = verification_settings(&config);
+        state.refused.retain(|tag, refusal| {
+            let same = refusal.settings == settings;
+            if !same {
+                log::info!(
+                    "release {tag} may be tried again: the settings that refused it changed"
+                );
+            }
+            same
+        });
         if state.current.is_none() && state.applying.is_none() {
             // An image may ship the link without moltd's state: it says.
             // Not a link to a first install cut short before its gate.
@@ -191,6 +214,7 @@ impl Updater {
         let refusal = match &result {
             Err(err) if err.is_release_fault() => Some(state::Refusal {
                 assets: state::assets_fingerprint(release),
+                settings: verification_settings(&self.config),
                 reason: chain(err),
             }),
             Err(_) => return result,

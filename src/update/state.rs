@@ -60,28 +60,42 @@ pub struct State {
 pub struct Refusal {
     /// [`assets_fingerprint`] of the release when it was refused.
     pub assets: String,
+    /// [`fingerprint`] of the settings that judged it (asset rule,
+    /// checksum and signature requirements, limits): a refusal made under
+    /// other settings is forgotten at start-up, so that fixing a setting
+    /// gives the release another chance.
+    pub settings: String,
     pub reason: String,
+}
+
+/// A SHA-256 over `fields`, each one delimited, in hex.
+pub fn fingerprint<'a>(fields: impl IntoIterator<Item = &'a str>) -> String {
+    let mut hash = Sha256::new();
+    for field in fields {
+        hash.update(field.as_bytes());
+        hash.update([0]);
+    }
+    hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// What identifies a release's assets as the feed lists them: names, sizes,
 /// digests and URLs (GitHub gives a re-uploaded asset a new API URL), not
 /// download counts. Republishing an asset changes it.
 pub fn assets_fingerprint(release: &Release) -> String {
-    let mut hash = Sha256::new();
-    for asset in &release.assets {
-        let size = asset.size.map(|s| s.to_string()).unwrap_or_default();
-        for field in [
-            asset.name.as_str(),
-            &size,
-            asset.digest.as_deref().unwrap_or_default(),
-            asset.api_url.as_deref().unwrap_or_default(),
-            &asset.download_url,
-        ] {
-            hash.update(field.as_bytes());
-            hash.update([0]);
-        }
-    }
-    hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    let fields: Vec<String> = release
+        .assets
+        .iter()
+        .flat_map(|asset| {
+            [
+                asset.name.clone(),
+                asset.size.map(|s| s.to_string()).unwrap_or_default(),
+                asset.digest.clone().unwrap_or_default(),
+                asset.api_url.clone().unwrap_or_default(),
+                asset.download_url.clone(),
+            ]
+        })
+        .collect();
+    fingerprint(fields.iter().map(String::as_str))
 }
 
 /// `listing_pages` of a file written before it existed: that moltd read up
@@ -241,6 +255,7 @@ mod tests {
         let mut state = State::default();
         let refusal = Refusal {
             assets: assets_fingerprint(&listed("sha256:aa")),
+            settings: fingerprint(["MOLTD_ASSET unset"]),
             reason: "sha256 of app.tar.gz is ...".into(),
         };
         state.refused.insert("v2.0.0".into(), refusal);

@@ -351,3 +351,31 @@ fn the_trigger_file_works_for_the_services_user() {
         }
     }
 }
+
+/// A refusal holds for the settings that made it: fixing `MOLTD_ASSET`
+/// gives the release another chance without `moltd unmark`.
+#[test]
+fn a_refusal_is_forgotten_when_the_settings_that_made_it_change() {
+    let dir = TestDir::new("firstboot_settings");
+    let feed = Feed::start(vec![release("1.0.0", App::Good)]);
+    let stage = |asset: Option<&str>| {
+        let mut command = crate::util::Moltd::new(&dir, Mode::Child)
+            .args(["update", "--stage-only"])
+            .env("MOLTD_REPO", "acme/app")
+            .env("GITHUB_API_URL", feed.url())
+            .env("MOLTD_APP_DIR", dir.join("app"));
+        if let Some(glob) = asset {
+            command = command.env("MOLTD_ASSET", glob);
+        }
+        command.run()
+    };
+    stage(Some("*-typo.tar.gz"))
+        .expect_code(1)
+        .expect_stderr_contains("release v1.0.0: no asset matches");
+    stage(Some("*-typo.tar.gz"))
+        .expect_code(0)
+        .expect_stdout_contains("no newer release");
+    stage(None)
+        .expect_code(0)
+        .expect_stdout_contains(&dir.join("app/releases/v1.0.0").display().to_string());
+}
