@@ -64,7 +64,7 @@ pub fn render(services: &Services, update: Option<&Status>, uptime: Duration) ->
         }
         out.gauge(
             "moltd_updates_suspended",
-            "1 while automatic updates are suspended by a manual change.",
+            "1 while automatic updates are suspended (a manual change) or off.",
             u64::from(status.suspended.is_some()),
         );
     }

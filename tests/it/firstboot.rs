@@ -195,8 +195,9 @@ fn first_boot_in_single_command_mode_survives_a_command_that_exits() {
 }
 
 /// A first boot whose first list request is rate limited by `limited`
-/// waits as the server said: `at_least` between the two requests.
-fn rate_limited_first_boot(name: &str, limited: Response, at_least: Duration, says: &str) {
+/// (made when it is asked) waits as the server said: `at_least` between
+/// the two requests.
+fn rate_limited_first_boot(name: &str, limited: fn() -> Response, at_least: Duration, says: &str) {
     let (dir, port) = setup(name);
     let asked = Arc::new(AtomicUsize::new(0));
     let asked_in = asked.clone();
@@ -204,7 +205,7 @@ fn rate_limited_first_boot(name: &str, limited: Response, at_least: Duration, sa
         vec![release("1.0.0", App::Good)],
         Box::new(move |request, _| {
             let listing = request.path.starts_with("/repos/acme/app/releases");
-            (listing && asked_in.fetch_add(1, Ordering::SeqCst) == 0).then(|| limited.clone())
+            (listing && asked_in.fetch_add(1, Ordering::SeqCst) == 0).then(limited)
         }),
     );
     // Without the server's word, the backoff would be 1 s.
@@ -228,10 +229,9 @@ fn rate_limited_first_boot(name: &str, limited: Response, at_least: Duration, sa
 
 #[test]
 fn first_boot_honours_a_429_retry_after() {
-    let limited = Response::new(429, "slow down").header("Retry-After", "3");
     rate_limited_first_boot(
         "firstboot_429",
-        limited,
+        || Response::new(429, "slow down").header("Retry-After", "3"),
         Duration::from_millis(2900),
         "(http 429); the server asks to wait 3s; retrying in 3s",
     );
@@ -239,11 +239,13 @@ fn first_boot_honours_a_429_retry_after() {
 
 #[test]
 fn first_boot_honours_a_403_with_no_requests_left() {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
-    let limited = Response::new(403, r#"{"message":"API rate limit exceeded"}"#)
-        .header("X-RateLimit-Remaining", "0")
-        .header("X-RateLimit-Reset", (now.as_secs() + 4).to_string());
-    // The reset is in whole seconds: at least 3 s from now.
+    // The reset is in whole seconds: more than 3 s after the answer.
+    let limited = || {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+        Response::new(403, r#"{"message":"API rate limit exceeded"}"#)
+            .header("X-RateLimit-Remaining", "0")
+            .header("X-RateLimit-Reset", (now.as_secs() + 4).to_string())
+    };
     rate_limited_first_boot(
         "firstboot_403",
         limited,
