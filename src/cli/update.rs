@@ -32,8 +32,8 @@ Looks for a newer release of the payload (see the README's Updates section
 for the environment variables that say where and which). With a running
 supervisor, asks it to check now and apply the release (stop, switch, start,
 health check); `moltd rollback` asks it to go back to the previous release.
-`moltd unmark TAG...` clears the bad mark a failed health check or a
-rollback left on TAG, so that it may be chosen again (then `moltd update`
+`moltd unmark TAG...` clears the bad mark a failed health check, a
+rollback or a refused download left on TAG, so that it may be chosen again (then `moltd update`
 retries it); without a supervisor it edits $MOLTD_APP_DIR/.moltd/state.json.
 
   --check        only report the newest eligible release

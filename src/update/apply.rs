@@ -13,6 +13,11 @@
 //! [`Payload`]: the supervisor implements it by turning each call into a
 //! request to its loop. This file only decides.
 //!
+//! First boot (nothing installed) has no release to fall back on, so it
+//! walks down the eligible releases instead: each is staged, switched to,
+//! started and gated in turn until one passes, so that one broken release
+//! (or several) never keeps the services from starting for good.
+//!
 //! Crash safety: `state.applying` is saved before the first service stops and
 //! cleared when the switch is committed or undone; [`Updater::recover`]
 //! points `current` back at the committed release if moltd died in between.
@@ -466,8 +471,9 @@ impl Updater {
         Ok(format!("rolled back to {previous}"))
     }
 
-    /// Clears the bad mark of `tags` (`moltd unmark`), so that a release that
-    /// failed for a reason of its surroundings may be chosen again.
+    /// Clears the bad or refused mark of `tags` (`moltd unmark`), so that a
+    /// release that failed for a reason of its surroundings may be chosen
+    /// again.
     pub fn unmark(&mut self, tags: &[String]) -> Result<String, Error> {
         // If the file cannot be saved, memory keeps the marks too, so what
         // the reply says and what the next start reads agree.
