@@ -15,6 +15,7 @@ mod update;
 use crate::init::{self, InitConfig};
 use crate::logging;
 use crate::personality::Personality;
+use crate::services::client::{self, Control};
 use crate::services::{self, ServicesConfig};
 use crate::sys::signals::Inherited;
 use log::LevelFilter;
@@ -82,8 +83,13 @@ pub fn main(args: Vec<OsString>) -> i32 {
     let env = |name: &str| std::env::var_os(name);
     if Path::new(&argv0).file_name() == Some(OsStr::new("sv")) {
         let args = args.into_iter().skip(1).collect();
-        return sv::sv(args, &control_socket(None, &env), &env);
+        return sv::sv(args, control_socket(None, &env), &env);
     }
+    let control = |socket| {
+        client_control(socket, &env).inspect_err(|problem| {
+            write_err(&format!("moltd: error: {problem}\n"));
+        })
+    };
     // Block signals before parsing: as PID 1, a signal that arrives while
     // nothing waits for it would be lost. Client commands get them back.
     let inherited = match Inherited::capture_and_block() {
@@ -115,23 +121,23 @@ pub fn main(args: Vec<OsString>) -> i32 {
         Outcome::Update(command) => {
             inherited.restore();
             logging::init(personality, command.level, json);
-            update::run(command)
+            control(command.socket.clone()).map_or(1, |c| update::run(command, &c))
         }
         Outcome::Sv { args, socket } => {
             inherited.restore();
-            sv::sv(args, &socket, &env)
+            sv::sv(args, socket, &env)
         }
         Outcome::Status { names, socket } => {
             inherited.restore();
-            sv::status(names, &socket)
+            control(socket).map_or(1, |c| sv::status(names, &c))
         }
         Outcome::Rollback { socket } => {
             inherited.restore();
-            update::rollback(&socket)
+            control(socket).map_or(1, |c| update::rollback(&c))
         }
         Outcome::Unmark { tags, socket } => {
             inherited.restore();
-            update::unmark(&tags, &socket, &env)
+            control(socket).map_or(1, |c| update::unmark(&tags, &c, &env))
         }
         Outcome::Exit {
             code,
@@ -150,6 +156,27 @@ pub fn main(args: Vec<OsString>) -> i32 {
 fn control_socket(flag: Option<PathBuf>, env: Env) -> PathBuf {
     flag.or_else(|| env("MOLTD_CONTROL").map(PathBuf::from))
         .unwrap_or_else(|| services::DEFAULT_CONTROL.into())
+}
+
+/// The control socket with the clients' timeouts from the environment
+/// (`MOLTD_CLIENT_TIMEOUT`, `MOLTD_CLIENT_WAIT`), or why one is bad.
+fn client_control(socket: PathBuf, env: Env) -> Result<Control, String> {
+    let mut control = Control::new(socket);
+    for (var, slot) in [
+        (client::TIMEOUT_VAR, &mut control.timeout),
+        (client::WAIT_VAR, &mut control.wait),
+    ] {
+        if let Some(text) = env(var) {
+            *slot = text
+                .to_str()
+                .and_then(crate::update::config::parse_duration)
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| {
+                    format!("bad {var} {text:?}: expected a duration such as 5s or 500ms")
+                })?;
+        }
+    }
+    Ok(control)
 }
 
 /// Parses an exit code for tini's `-e`: 0 to 255.

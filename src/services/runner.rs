@@ -21,7 +21,7 @@ use super::control::{self, Answer, Request, UpdateOp};
 use super::machine::{Action, Event, Program, SpawnFailure, Supervisor, Which};
 use super::output::Output;
 use super::scan::{self, Listing};
-use super::updates::{self, AGENT_CLIENT, Link, ReplyTo, ToAgent, ToLoop};
+use super::updates::{self, AGENT_CLIENT, Admission, Link, ReplyTo, ToAgent, ToLoop, Work};
 use crate::init::messages::Messages;
 use crate::init::policy::Forwarder;
 use crate::init::{self, InitConfig, Isolation, Reaping};
@@ -45,6 +45,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 /// The longest request a client may send.
@@ -191,6 +192,10 @@ struct Agent {
     trigger_path: PathBuf,
     /// Hooks running for the updater, by pid.
     hooks: BTreeSet<i32>,
+    /// The updater's status snapshot and work flags: requests are
+    /// answered or let through from these (see [`updates::admit`]).
+    status: Arc<Mutex<crate::update::status::Status>>,
+    work: Arc<Work>,
 }
 
 /// Starts the updater thread (after `init::prepare`, so it inherits the
@@ -210,14 +215,10 @@ fn start_agent(
         .ok_or("cannot duplicate a pipe")?;
     let (to_loop, from_agent) = mpsc::channel();
     let (to_agent, from_loop) = mpsc::channel();
-    updater.set_hook(observer.attach_updater(updater.shared_status(), to_agent.clone()));
-    let link = Link::new(
-        to_loop,
-        wake_write,
-        from_loop,
-        updater.shared_status(),
-        svwait,
-    );
+    let status = updater.shared_status();
+    let work = Arc::new(Work::new(updater.cancel_flag()));
+    updater.set_hook(observer.attach_updater(status.clone(), to_agent.clone(), work.clone()));
+    let link = Link::new(to_loop, wake_write, from_loop, work.clone(), svwait);
     std::thread::Builder::new()
         .name("updater".into())
         .spawn(move || updates::agent(updater, link))
@@ -249,6 +250,8 @@ fn start_agent(
         trigger,
         trigger_path: state_dir.join("update-requested"),
         hooks: BTreeSet::new(),
+        status,
+        work,
     })
 }
 
@@ -938,14 +941,22 @@ impl Runner {
         client.asked = true;
         let line = std::str::from_utf8(&client.request[..end]).unwrap_or_default();
         if let Some(op) = UpdateOp::decode(line) {
-            match &self.agent {
-                Some(agent) => {
+            let Some(agent) = &self.agent else {
+                return self.reply(id, &updates::not_configured());
+            };
+            match updates::admit(&agent.work, &agent.status, &op) {
+                Admission::Answer(reply) => self.reply(id, &control::encode_update_reply(&reply)),
+                Admission::Forward(pending) => {
+                    // The first answer now; the outcome when the thread
+                    // sends it.
+                    let _ = client
+                        .stream
+                        .write_all(control::encode_pending(&pending).as_bytes());
                     let _ = agent.to_agent.send(ToAgent::Client {
                         to: ReplyTo::Socket(id),
                         op,
                     });
                 }
-                None => self.reply(id, &updates::not_configured()),
             }
             return;
         }

@@ -18,15 +18,25 @@
 //!
 //! Between checks the thread sleeps in `recv_timeout` until the next poll
 //! deadline or a message: no periodic wake-ups.
+//!
+//! Requests never wait for the thread to be free: whoever takes them (the
+//! loop for the control socket, the HTTP thread) first asks [`admit`],
+//! which answers from the shared status snapshot and the [`Work`] flags at
+//! once (status, `--check` while busy, "already updating", "busy"), or lets
+//! the request through to the thread, cancelling a download in progress
+//! for a rollback. So a control request gets its first answer within
+//! milliseconds whatever the thread is doing.
 
 use super::control::{self, Answer, Op, Request, UpdateOp, UpdateReply};
 use super::machine::MAIN_NAME;
 use super::status::Phase as ServicePhase;
 use crate::sys::reap::ExitStatus;
+use crate::update::status::{Phase, Status};
 use crate::update::{ApplyRequest, Payload, Updater, chain, poll};
 use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -83,6 +93,129 @@ pub enum ReplyTo {
     Http(Sender<UpdateReply>),
 }
 
+/// Whether the updater thread has work, shared with those who take
+/// requests for it (see [`admit`]).
+pub struct Work {
+    /// Working, or a request was let through and not answered yet.
+    busy: AtomicBool,
+    /// The updater's cancel flag (see `Updater::cancel_flag`): set with a
+    /// rollback let through while a download or staging runs; cleared when
+    /// the thread takes that rollback.
+    cancel: Arc<AtomicBool>,
+}
+
+impl Work {
+    pub fn new(cancel: Arc<AtomicBool>) -> Work {
+        Work {
+            busy: AtomicBool::new(false),
+            cancel,
+        }
+    }
+}
+
+/// What to do with a request for the updater.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Admission {
+    /// Answered already: reply with this.
+    Answer(UpdateReply),
+    /// Hand it to the thread; meanwhile tell the client this (what it now
+    /// waits for).
+    Forward(String),
+}
+
+/// Steps of the switch itself: a rollback cannot cut in there.
+fn switching(phase: Phase) -> bool {
+    matches!(
+        phase,
+        Phase::Stopping | Phase::Switching | Phase::Starting | Phase::HealthCheck
+    )
+}
+
+/// `step N/M (phase)` of the run in progress.
+fn step(status: &Status) -> String {
+    format!(
+        "step {}/{} ({})",
+        status.step,
+        status.total_steps,
+        status.state.name()
+    )
+}
+
+/// The status document as JSON.
+pub fn status_reply(status: &Mutex<Status>) -> UpdateReply {
+    let status = status.lock().map_err(|_| "status unavailable")?;
+    serde_json::to_string_pretty(&*status).map_err(|err| err.to_string())
+}
+
+/// Decides at once what becomes of `op`, from the status snapshot and the
+/// work flags, without waiting for the thread:
+///
+/// * `status`: the snapshot;
+/// * `update --check` while busy: what the last check found;
+/// * `update` while busy: "already updating, step N/M (phase)";
+/// * `rollback` with nothing to return to: refused; while a check,
+///   download or staging runs: cancels it and goes through (the thread
+///   takes it next); during a switch or health check: "busy, try again";
+/// * `unmark` while busy: "busy, try again";
+/// * anything else goes through, and the thread counts as busy from now.
+pub fn admit(work: &Work, status: &Mutex<Status>, op: &UpdateOp) -> Admission {
+    if *op == UpdateOp::Status {
+        return Admission::Answer(status_reply(status));
+    }
+    let Ok(status) = status.lock() else {
+        return Admission::Answer(Err("status unavailable".into()));
+    };
+    let busy = work.busy.load(Ordering::SeqCst);
+    let refuse = |text: String| Admission::Answer(Err(text));
+    match op {
+        UpdateOp::Update {
+            check_only: true, ..
+        } if busy => {
+            let current = status.current.as_deref().unwrap_or("nothing installed");
+            let found = match &status.available {
+                Some(newer) => format!("newer release {} available", newer.tag),
+                None => "no newer release".to_owned(),
+            };
+            Admission::Answer(Ok(format!(
+                "{found} (current: {current}; as of the last check: an update is in progress, {})",
+                step(&status)
+            )))
+        }
+        UpdateOp::Update { .. } if busy => refuse(format!("already updating, {}", step(&status))),
+        UpdateOp::Rollback if status.previous.is_none() => {
+            refuse("no previous release to roll back to".into())
+        }
+        UpdateOp::Rollback if busy && work.cancel.load(Ordering::SeqCst) => refuse(format!(
+            "a rollback is already waiting for {}",
+            step(&status)
+        )),
+        UpdateOp::Rollback if busy && !switching(status.state) => {
+            work.cancel.store(true, Ordering::SeqCst);
+            let previous = status.previous.as_deref().unwrap_or_default();
+            Admission::Forward(format!(
+                "cancelling the update in progress at {}, then rolling back to {previous}",
+                step(&status)
+            ))
+        }
+        _ if busy => refuse(format!("busy: {}; try again when it ends", step(&status))),
+        _ => {
+            work.busy.store(true, Ordering::SeqCst);
+            Admission::Forward(match op {
+                UpdateOp::Update {
+                    check_only: true, ..
+                } => "checking for a newer release".to_owned(),
+                UpdateOp::Update { .. } => "checking for a newer release and applying it".into(),
+                UpdateOp::Rollback => format!(
+                    "rolling back to {}",
+                    status.previous.as_deref().unwrap_or_default()
+                ),
+                UpdateOp::Unmark(tags) => format!("clearing the bad mark of {}", tags.join(", ")),
+                UpdateOp::Status => String::new(),
+            })
+        }
+    }
+}
+
 /// The updater thread's end of the link to the loop.
 pub struct Link {
     to_loop: Sender<ToLoop>,
@@ -90,7 +223,7 @@ pub struct Link {
     from_loop: Receiver<ToAgent>,
     /// Messages that arrived while waiting for another one.
     deferred: VecDeque<ToAgent>,
-    status: Arc<Mutex<crate::update::status::Status>>,
+    work: Arc<Work>,
     svwait: Duration,
 }
 
@@ -99,7 +232,7 @@ impl Link {
         to_loop: Sender<ToLoop>,
         wake: OwnedFd,
         from_loop: Receiver<ToAgent>,
-        status: Arc<Mutex<crate::update::status::Status>>,
+        work: Arc<Work>,
         svwait: Duration,
     ) -> Link {
         Link {
@@ -107,9 +240,20 @@ impl Link {
             wake,
             from_loop,
             deferred: VecDeque::new(),
-            status,
+            work,
             svwait,
         }
+    }
+
+    /// Work starts (a scheduled or triggered run, first boot).
+    fn begin(&self) {
+        self.work.busy.store(true, Ordering::SeqCst);
+    }
+
+    /// The work in hand is done: idle again unless more is waiting.
+    fn settle(&self) {
+        let idle = self.deferred.is_empty();
+        self.work.busy.store(!idle, Ordering::SeqCst);
     }
 
     fn send(&self, message: ToLoop) -> Result<(), String> {
@@ -129,14 +273,9 @@ impl Link {
         };
     }
 
-    /// The status document as JSON.
-    fn status_json(&self) -> UpdateReply {
-        let status = self.status.lock().map_err(|_| "status unavailable")?;
-        serde_json::to_string_pretty(&*status).map_err(|err| err.to_string())
-    }
-
-    /// Waits for the message `wanted` picks, until `deadline`. Status
-    /// requests are answered meanwhile; everything else waits its turn.
+    /// Waits for the message `wanted` picks, until `deadline`; everything
+    /// else waits its turn (status requests never come here: see
+    /// [`admit`]).
     fn wait_for(
         &mut self,
         deadline: Option<Instant>,
@@ -154,10 +293,6 @@ impl Link {
             };
             match message {
                 Ok(message) if wanted(&message) => return Ok(Some(message)),
-                Ok(ToAgent::Client {
-                    to,
-                    op: UpdateOp::Status,
-                }) => self.reply(to, self.status_json()),
                 Ok(other) => self.deferred.push_back(other),
                 Err(RecvTimeoutError::Timeout) => return Ok(None),
                 Err(RecvTimeoutError::Disconnected) => {
@@ -316,7 +451,10 @@ pub fn agent(mut updater: Updater, mut link: Link) {
     let mut failures = 0;
     // First boot: nothing starts before a release is installed.
     loop {
-        match updater.ensure_installed() {
+        link.begin();
+        let installed = updater.ensure_installed();
+        link.settle();
+        match installed {
             Ok(_) => break,
             Err(err) => {
                 let wait = schedule.after(poll::Outcome::Failed(1), &mut failures);
@@ -343,6 +481,7 @@ pub fn agent(mut updater: Updater, mut link: Link) {
         };
         match message {
             None => {
+                link.begin();
                 let outcome = updater.automatic(&mut link, false);
                 next_check = Instant::now() + schedule.after(outcome, &mut failures);
                 log::info!(
@@ -354,34 +493,38 @@ pub fn agent(mut updater: Updater, mut link: Link) {
             }
             Some(ToAgent::Trigger) => {
                 log::info!("update requested by the trigger file");
+                link.begin();
                 updater.automatic(&mut link, true);
             }
             Some(ToAgent::Client { to, op }) => {
                 let reply = match op {
-                    UpdateOp::Status => link.status_json(),
+                    UpdateOp::Status => status_reply(&updater.shared_status()),
                     UpdateOp::Update { check_only, force } => {
                         updater.request(&mut link, ApplyRequest::Update { check_only, force })
                     }
-                    UpdateOp::Rollback => updater.request(&mut link, ApplyRequest::Rollback),
+                    UpdateOp::Rollback => {
+                        // What the cancel was for has ended.
+                        link.work.cancel.store(false, Ordering::SeqCst);
+                        updater.request(&mut link, ApplyRequest::Rollback)
+                    }
                     UpdateOp::Unmark(tags) => updater.unmark(&tags).map_err(|err| chain(&err)),
                 };
                 link.reply(to, reply);
             }
             Some(_) => {}
         }
+        link.settle();
     }
 }
 
 /// Answers clients until `deadline` while no release is installed yet.
 fn serve_until(link: &mut Link, deadline: Instant) -> Result<(), String> {
     while let Some(message) = link.next(deadline)? {
-        if let ToAgent::Client { to, op } = message {
-            let reply = match op {
-                UpdateOp::Status => link.status_json(),
-                _ => Err("no release is installed yet; retrying on the schedule".into()),
-            };
+        if let ToAgent::Client { to, .. } = message {
+            let reply = Err("no release is installed yet; retrying on the schedule".into());
             link.reply(to, reply);
         }
+        link.settle();
     }
     Ok(())
 }

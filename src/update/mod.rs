@@ -49,6 +49,8 @@ use source::Freshness;
 use state::State;
 use status::{Phase, Reporter, STAGING_STEPS};
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// What one run found and did.
@@ -70,6 +72,9 @@ pub struct Updater {
     state: State,
     reporter: Reporter,
     key: Option<minisign_verify::PublicKey>,
+    /// Set from another thread to stop a download or staging in progress
+    /// (a rollback asked for meanwhile); cleared by the one who set it.
+    cancel: Arc<AtomicBool>,
 }
 
 impl Updater {
@@ -103,6 +108,7 @@ impl Updater {
             state,
             reporter,
             key,
+            cancel: Arc::default(),
         };
         updater.recover();
         updater.reporter.releases(&updater.state);
@@ -165,11 +171,13 @@ impl Updater {
 
     /// Downloads, verifies and stages `candidate`; returns its folder.
     pub fn stage(&mut self, candidate: &Candidate) -> Result<PathBuf, Error> {
+        self.check_cancel()?;
         let Updater {
             config,
             http,
             reporter,
             key,
+            cancel,
             ..
         } = self;
         let release = &candidate.release;
@@ -260,6 +268,7 @@ impl Updater {
             name: &asset.name,
             expected: expected.as_ref(),
             signature: key.as_ref().zip(signature.as_ref()),
+            cancel,
         };
         let staging = staging::Staging::begin(&releases, &config.state_dir(), tag)?;
         let size = asset
@@ -308,9 +317,31 @@ impl Updater {
     pub fn run_once(&mut self, mode: Mode) -> Result<Ran, Error> {
         let result = self.check_and_stage(mode);
         if let Err(err) = &result {
-            self.reporter.failed(chain(err));
+            self.report_error(err);
         }
         result
+    }
+
+    /// Records how a run ended badly: a failure, or a cancel by rollback,
+    /// which is none (no failure counted, no notice, no last error).
+    fn report_error(&mut self, err: &Error) {
+        match err {
+            Error::Cancelled => self.reporter.cancelled(),
+            err => self.reporter.failed(chain(err)),
+        }
+    }
+
+    /// The flag that cancels the download or staging in progress.
+    pub fn cancel_flag(&self) -> Arc<AtomicBool> {
+        self.cancel.clone()
+    }
+
+    /// Stops between steps once a cancel was asked for.
+    fn check_cancel(&self) -> Result<(), Error> {
+        match self.cancel.load(Ordering::Relaxed) {
+            true => Err(Error::Cancelled),
+            false => Ok(()),
+        }
     }
 
     fn check_and_stage(&mut self, mode: Mode) -> Result<Ran, Error> {
