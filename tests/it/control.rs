@@ -8,8 +8,13 @@
 use crate::apply::{App, current, moltd, release, served, setup, status, wait_for_state};
 use crate::feed::*;
 use crate::util::{Client, Mode, TestDir, wait_child};
+use nix::sys::socket::{
+    AddressFamily, Backlog, SockFlag, SockType, UnixAddr, bind, connect, listen, socket,
+};
 use std::io::Read;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixListener;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -77,11 +82,38 @@ fn trickling_feed(releases: Vec<FakeRelease>, slow: &FakeRelease) -> Feed {
     )
 }
 
-/// Runs a client and returns what it printed and how long it took.
-fn timed(run: impl FnOnce() -> Client) -> (Client, Duration) {
+/// Runs a client, and fails unless it ended within [`QUICK`].
+fn quickly(what: &str, run: impl FnOnce() -> Client) -> Client {
     let started = Instant::now();
     let client = run();
-    (client, started.elapsed())
+    let took = started.elapsed();
+    assert!(
+        took < QUICK,
+        "{what} took {took:?}, more than {QUICK:?}: {client:?}"
+    );
+    client
+}
+
+/// Runs `moltd ARGS`, and fails unless it ended quickly with exit code 1
+/// and said `why`.
+fn refused_quickly(dir: &TestDir, args: &[&str], why: &str) {
+    let client = quickly(&format!("moltd {args:?}"), || dir.moltd_client(args));
+    assert_eq!(client.code, Some(1), "{client:?}");
+    assert!(client.stderr.contains(why), "{client:?}");
+}
+
+/// While a download runs: `moltd status` shows it (and `more`), `sv status
+/// web` starts with `sv_line`, a second update is refused; all quickly.
+fn answers_during_download(dir: &TestDir, sv_line: &str, more: &[&str]) {
+    let status = quickly("moltd status", || dir.moltd_client(&["status"]));
+    assert_eq!(status.code, Some(0), "{status:?}");
+    for text in ["update: downloading, step 2/9"].iter().chain(more) {
+        assert!(status.stdout.contains(text), "{status:?}");
+    }
+    let sv = quickly("sv status", || dir.sv(&["status", "web"]));
+    assert!(sv.stdout.starts_with(sv_line), "{sv:?}");
+    let busy = "already updating, step 2/9 (downloading)";
+    refused_quickly(dir, &["update"], busy);
 }
 
 /// Starts `moltd ARGS` as a client without waiting for it.
@@ -119,13 +151,6 @@ fn finish(mut child: Child, what: &str) -> Client {
     }
 }
 
-fn assert_quick(what: &str, took: Duration, client: &Client) {
-    assert!(
-        took < QUICK,
-        "{what} took {took:?}, more than {QUICK:?}: {client:?}"
-    );
-}
-
 #[test]
 fn status_update_and_sv_answer_during_a_trickling_download() {
     let (dir, _port) = setup("control_download");
@@ -142,28 +167,10 @@ fn status_update_and_sv_answer_during_a_trickling_download() {
     let update = client_background(&dir, &["update"]);
     wait_for_state(&mut running, &dir, "downloading");
 
-    let (status, took) = timed(|| dir.moltd_client(&["status"]));
-    assert_quick("moltd status", took, &status);
-    assert_eq!(status.code, Some(0), "{status:?}");
-    assert!(
-        status.stdout.contains("update: downloading, step 2/9"),
-        "{status:?}"
-    );
-    let (sv, took) = timed(|| dir.sv(&["status", "web"]));
-    assert_quick("sv status", took, &sv);
-    assert!(sv.stdout.starts_with("run: web"), "{sv:?}");
-
-    let (again, took) = timed(|| dir.moltd_client(&["update"]));
-    assert_quick("a second moltd update", took, &again);
-    assert_eq!(again.code, Some(1), "{again:?}");
-    assert!(
-        again
-            .stderr
-            .contains("already updating, step 2/9 (downloading)"),
-        "{again:?}"
-    );
-    let (check, took) = timed(|| dir.moltd_client(&["update", "--check"]));
-    assert_quick("moltd update --check", took, &check);
+    answers_during_download(&dir, "run: web", &[]);
+    let check = quickly("moltd update --check", || {
+        dir.moltd_client(&["update", "--check"])
+    });
     assert_eq!(check.code, Some(0), "{check:?}");
     assert!(
         check.stdout.contains("newer release v2.0.0 available")
@@ -271,35 +278,8 @@ fn control_answers_during_first_boot() {
     let mut running = moltd(&dir, &feed, Mode::Pid1).spawn();
     wait_for_state(&mut running, &dir, "downloading");
 
-    let (status, took) = timed(|| dir.moltd_client(&["status"]));
-    assert_quick("moltd status at first boot", took, &status);
-    assert_eq!(status.code, Some(0), "{status:?}");
-    assert!(
-        status.stdout.contains("update: downloading, step 2/9")
-            && status
-                .stdout
-                .contains("first boot: the services start once"),
-        "{status:?}"
-    );
-    let (sv, took) = timed(|| dir.sv(&["status", "web"]));
-    assert_quick("sv status at first boot", took, &sv);
-    assert!(sv.stdout.starts_with("fail: web"), "{sv:?}");
-    let (update, took) = timed(|| dir.moltd_client(&["update"]));
-    assert_quick("moltd update at first boot", took, &update);
-    assert!(
-        update
-            .stderr
-            .contains("already updating, step 2/9 (downloading)"),
-        "{update:?}"
-    );
-    let (rollback, took) = timed(|| dir.moltd_client(&["rollback"]));
-    assert_quick("moltd rollback at first boot", took, &rollback);
-    assert!(
-        rollback
-            .stderr
-            .contains("no previous release to roll back to"),
-        "{rollback:?}"
-    );
+    answers_during_download(&dir, "fail: web", &["first boot: the services start once"]);
+    refused_quickly(&dir, &["rollback"], "no previous release to roll back to");
     // Nothing of that disturbed the install.
     assert_eq!(status_state(&dir), "downloading");
 }
@@ -315,101 +295,84 @@ fn silent_socket(dir: &TestDir) -> std::thread::JoinHandle<()> {
     })
 }
 
+/// Runs a client (`moltd` or `sv`) against `socket` with
+/// `MOLTD_CLIENT_TIMEOUT=timeout`; returns its exit code, its stderr and
+/// stdout, and how long it took.
+fn client_with_timeout(
+    program: &Path,
+    args: &[&str],
+    socket: &Path,
+    timeout: &str,
+) -> (Option<i32>, String, Duration) {
+    let started = Instant::now();
+    let output = Command::new(program)
+        .args(args)
+        .env("MOLTD_CONTROL", socket)
+        .env("MOLTD_CLIENT_TIMEOUT", timeout)
+        .env_remove("SVWAIT")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stderr).into_owned()
+        + &String::from_utf8_lossy(&output.stdout);
+    (output.status.code(), text, started.elapsed())
+}
+
+/// A Unix stream socket, as nix makes it.
+fn unix_socket(flags: SockFlag) -> OwnedFd {
+    socket(AddressFamily::Unix, SockType::Stream, flags, None).unwrap()
+}
+
 #[test]
 fn clients_say_which_timeout_expired() {
     let dir = TestDir::new("control_timeouts");
     let _silent = silent_socket(&dir);
-    let timeout = |args: &[&str], sv: bool, within: &str| {
-        let program = match sv {
-            true => dir.moltd_as("sv"),
-            false => crate::util::moltd_bin(),
-        };
-        let started = Instant::now();
-        let output = Command::new(program)
-            .args(args)
-            .env("MOLTD_CONTROL", dir.control_socket())
-            .env("MOLTD_CLIENT_TIMEOUT", "300ms")
-            .env_remove("SVWAIT")
-            .output()
-            .unwrap();
-        let took = started.elapsed();
-        let text = String::from_utf8_lossy(&output.stderr).into_owned()
-            + &String::from_utf8_lossy(&output.stdout);
-        assert_ne!(output.status.code(), Some(0), "{args:?}: {text}");
-        assert!(
-            text.contains(&format!(
-                "no answer from moltd within {within} (reply timeout; MOLTD_CLIENT_TIMEOUT)"
-            )),
-            "{args:?}: {text}"
-        );
+    let moltd = crate::util::moltd_bin();
+    let sv = dir.moltd_as("sv");
+    let cases: [(&Path, &[&str], &str); 7] = [
+        (&moltd, &["status"], "0.3s"),
+        (&moltd, &["update"], "0.3s"),
+        (&moltd, &["update", "--check"], "0.3s"),
+        (&moltd, &["rollback"], "0.3s"),
+        (&moltd, &["unmark", "v1"], "0.3s"),
+        (&sv, &["status", "web"], "0.3s"),
+        // sv -w: the wait it asked for, and the timeout on top.
+        (&sv, &["-w", "1", "up", "web"], "1.3s"),
+    ];
+    for (program, args, within) in cases {
+        let socket = dir.control_socket();
+        let (code, text, took) = client_with_timeout(program, args, &socket, "300ms");
+        assert_ne!(code, Some(0), "{args:?}: {text}");
+        let expected =
+            format!("no answer from moltd within {within} (reply timeout; MOLTD_CLIENT_TIMEOUT)");
+        assert!(text.contains(&expected), "{args:?}: {text}");
         assert!(took < Duration::from_secs(5), "{args:?} took {took:?}");
-    };
-    timeout(&["status"], false, "0.3s");
-    timeout(&["update"], false, "0.3s");
-    timeout(&["update", "--check"], false, "0.3s");
-    timeout(&["rollback"], false, "0.3s");
-    timeout(&["unmark", "v1"], false, "0.3s");
-    timeout(&["status", "web"], true, "0.3s");
-    // sv -w: the wait it asked for, and the timeout on top.
-    timeout(&["-w", "1", "up", "web"], true, "1.3s");
+    }
 
     // A supervisor too busy to accept: its listen queue is full.
-    use nix::sys::socket::*;
     let path = dir.join("full.sock");
-    let listener = socket(
-        AddressFamily::Unix,
-        SockType::Stream,
-        SockFlag::SOCK_CLOEXEC,
-        None,
-    )
-    .unwrap();
+    let listener = unix_socket(SockFlag::SOCK_CLOEXEC);
     let address = UnixAddr::new(&path).unwrap();
-    bind(std::os::fd::AsRawFd::as_raw_fd(&listener), &address).unwrap();
+    bind(listener.as_raw_fd(), &address).unwrap();
     listen(&listener, Backlog::new(0).unwrap()).unwrap();
     let mut queued = Vec::new();
     loop {
-        let fd = socket(
-            AddressFamily::Unix,
-            SockType::Stream,
-            SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
-            None,
-        )
-        .unwrap();
-        let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
-        if connect(raw, &address).is_err() {
+        let fd = unix_socket(SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK);
+        if connect(fd.as_raw_fd(), &address).is_err() {
             break;
         }
         queued.push(fd);
         assert!(queued.len() < 1000, "the listen queue never filled");
     }
-    let started = Instant::now();
-    let output = Command::new(crate::util::moltd_bin())
-        .arg("status")
-        .env("MOLTD_CONTROL", &path)
-        .env("MOLTD_CLIENT_TIMEOUT", "300ms")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(1), "{stderr}");
-    assert!(
-        stderr.contains(
-            "moltd did not accept the connection within 0.3s (connect timeout; MOLTD_CLIENT_TIMEOUT)"
-        ),
-        "{stderr}"
-    );
-    assert!(started.elapsed() < Duration::from_secs(5));
-    let env_bad = Command::new(crate::util::moltd_bin())
-        .arg("status")
-        .env("MOLTD_CONTROL", &path)
-        .env("MOLTD_CLIENT_TIMEOUT", "soon")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&env_bad.stderr);
-    assert_eq!(env_bad.status.code(), Some(1), "{stderr}");
-    assert!(
-        stderr.contains("bad MOLTD_CLIENT_TIMEOUT \"soon\": expected a duration"),
-        "{stderr}"
-    );
+    let (code, text, took) = client_with_timeout(&moltd, &["status"], &path, "300ms");
+    assert_eq!(code, Some(1), "{text}");
+    let expected =
+        "moltd did not accept the connection within 0.3s (connect timeout; MOLTD_CLIENT_TIMEOUT)";
+    assert!(text.contains(expected), "{text}");
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    let (code, text, _) = client_with_timeout(&moltd, &["status"], &path, "soon");
+    assert_eq!(code, Some(1), "{text}");
+    let expected = "bad MOLTD_CLIENT_TIMEOUT \"soon\": expected a duration";
+    assert!(text.contains(expected), "{text}");
 }
 
 #[test]
