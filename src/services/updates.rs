@@ -535,3 +535,75 @@ pub fn not_configured() -> String {
         "updates are not configured (set MOLTD_REPO or MOLTD_URL)".into(),
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::update::status::Reporter;
+
+    fn status(state: Phase, step: u32, previous: Option<&str>) -> Mutex<Status> {
+        let mut status = Reporter::new(None, None).status().clone();
+        status.state = state;
+        status.step = step;
+        status.total_steps = 9;
+        status.current = Some("v2".into());
+        status.previous = previous.map(str::to_owned);
+        Mutex::new(status)
+    }
+
+    fn answered(admission: Admission) -> String {
+        match admission {
+            Admission::Answer(Ok(text) | Err(text)) => text,
+            Admission::Forward(pending) => panic!("let through: {pending}"),
+        }
+    }
+
+    #[test]
+    fn admit_answers_what_cannot_wait() {
+        let update = UpdateOp::Update {
+            check_only: false,
+            force: false,
+        };
+        let check = UpdateOp::Update {
+            check_only: true,
+            force: false,
+        };
+        let work = Work::new(Arc::default());
+        let downloading = status(Phase::Downloading, 2, Some("v1"));
+        // Idle: through, and busy from then on.
+        assert!(matches!(
+            admit(&work, &downloading, &update),
+            Admission::Forward(_)
+        ));
+        let again = answered(admit(&work, &downloading, &update));
+        assert_eq!(again, "already updating, step 2/9 (downloading)");
+        assert!(answered(admit(&work, &downloading, &check)).contains("no newer release"));
+        assert!(answered(admit(&work, &downloading, &UpdateOp::Status)).contains("downloading"));
+        let unmark = UpdateOp::Unmark(vec!["v3".into()]);
+        assert!(answered(admit(&work, &downloading, &unmark)).starts_with("busy: step 2/9"));
+        // A rollback cancels the download, once.
+        let Admission::Forward(pending) = admit(&work, &downloading, &UpdateOp::Rollback) else {
+            panic!("rollback refused");
+        };
+        assert!(pending.contains("then rolling back to v1"), "{pending}");
+        assert!(work.cancel.load(Ordering::SeqCst));
+        let second = answered(admit(&work, &downloading, &UpdateOp::Rollback));
+        assert!(
+            second.starts_with("a rollback is already waiting"),
+            "{second}"
+        );
+        // Not during a health check, nor with nothing to return to.
+        let work = Work::new(Arc::default());
+        work.busy.store(true, Ordering::SeqCst);
+        let checking = status(Phase::HealthCheck, 8, Some("v1"));
+        let busy = answered(admit(&work, &checking, &UpdateOp::Rollback));
+        assert_eq!(
+            busy,
+            "busy: step 8/9 (health_check); try again when it ends"
+        );
+        assert!(!work.cancel.load(Ordering::SeqCst));
+        let first = status(Phase::Downloading, 2, None);
+        let none = answered(admit(&work, &first, &UpdateOp::Rollback));
+        assert_eq!(none, "no previous release to roll back to");
+    }
+}
