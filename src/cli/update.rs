@@ -43,6 +43,8 @@ retries it); without a supervisor it edits $MOLTD_APP_DIR/.moltd/state.json.
 
 Without a supervisor, MOLTD_MODE decides (check, or stage; switching needs
 the supervisor). Progress is logged on stderr and written to MOLTD_STATUS_FILE.
+A supervisor answers at once (MOLTD_CLIENT_TIMEOUT, default 5s), says what
+it does, and the outcome is waited for up to MOLTD_CLIENT_WAIT (default 30m).
 ";
 
 /// A parsed `moltd update` command.

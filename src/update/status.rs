@@ -300,6 +300,10 @@ impl Reporter {
             Some(tag) => format!("update to {tag} cancelled by rollback"),
             None => "update cancelled by rollback".to_owned(),
         };
+        // Both the staging run and the update around it end here.
+        if self.status.state == Phase::Idle && self.status.message == message {
+            return;
+        }
         log::info!("{message}");
         self.status.state = Phase::Idle;
         self.status.message = message;
