@@ -266,6 +266,9 @@ fn rollback_during_a_download_cancels_it() {
             .any(|r| r.contains("3.0.0") || r.starts_with(".staging")),
         "{releases:?}"
     );
+    // Said once, as what it is: not a failure.
+    let log = dir.read("moltd.stderr");
+    assert_eq!(log.matches("cancelled by rollback").count(), 1, "{log}");
     // The download was not resumed after the cancel.
     assert_eq!(feed.server.requests_to("/dl/v3.0.0/").len(), 1);
 }
