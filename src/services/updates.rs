@@ -36,7 +36,7 @@ use crate::update::{ApplyRequest, Payload, Updater, chain, poll};
 use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::os::fd::OwnedFd;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -94,10 +94,13 @@ pub enum ReplyTo {
 }
 
 /// Whether the updater thread has work, shared with those who take
-/// requests for it (see [`admit`]).
+/// requests for it (see [`admit`]). Busy means either; the two are kept
+/// apart so that neither side can clear what the other set.
 pub struct Work {
-    /// Working, or a request was let through and not answered yet.
-    busy: AtomicBool,
+    /// A run of the thread's own (first boot, schedule, trigger).
+    working: AtomicBool,
+    /// Requests let through and not answered yet.
+    queued: AtomicUsize,
     /// The updater's cancel flag (see `Updater::cancel_flag`): set with a
     /// rollback let through while a download or staging runs; cleared when
     /// the thread takes that rollback.
@@ -107,9 +110,14 @@ pub struct Work {
 impl Work {
     pub fn new(cancel: Arc<AtomicBool>) -> Work {
         Work {
-            busy: AtomicBool::new(false),
+            working: AtomicBool::new(false),
+            queued: AtomicUsize::new(0),
             cancel,
         }
+    }
+
+    fn busy(&self) -> bool {
+        self.working.load(Ordering::SeqCst) || self.queued.load(Ordering::SeqCst) > 0
     }
 }
 
@@ -165,7 +173,7 @@ pub fn admit(work: &Work, status: &Mutex<Status>, op: &UpdateOp) -> Admission {
     let Ok(status) = status.lock() else {
         return Admission::Answer(Err("status unavailable".into()));
     };
-    let busy = work.busy.load(Ordering::SeqCst);
+    let busy = work.busy();
     let refuse = |text: String| Admission::Answer(Err(text));
     match op {
         UpdateOp::Update {
@@ -191,6 +199,7 @@ pub fn admit(work: &Work, status: &Mutex<Status>, op: &UpdateOp) -> Admission {
         )),
         UpdateOp::Rollback if busy && !switching(status.state) => {
             work.cancel.store(true, Ordering::SeqCst);
+            work.queued.fetch_add(1, Ordering::SeqCst);
             let previous = status.previous.as_deref().unwrap_or_default();
             Admission::Forward(format!(
                 "cancelling the update in progress at {}, then rolling back to {previous}",
@@ -199,7 +208,7 @@ pub fn admit(work: &Work, status: &Mutex<Status>, op: &UpdateOp) -> Admission {
         }
         _ if busy => refuse(format!("busy: {}; try again when it ends", step(&status))),
         _ => {
-            work.busy.store(true, Ordering::SeqCst);
+            work.queued.fetch_add(1, Ordering::SeqCst);
             Admission::Forward(match op {
                 UpdateOp::Update {
                     check_only: true, ..
@@ -245,15 +254,10 @@ impl Link {
         }
     }
 
-    /// Work starts (a scheduled or triggered run, first boot).
-    fn begin(&self) {
-        self.work.busy.store(true, Ordering::SeqCst);
-    }
-
-    /// The work in hand is done: idle again unless more is waiting.
-    fn settle(&self) {
-        let idle = self.deferred.is_empty();
-        self.work.busy.store(!idle, Ordering::SeqCst);
+    /// The thread's own run (first boot, schedule, trigger) starts, or
+    /// ended.
+    fn working(&self, working: bool) {
+        self.work.working.store(working, Ordering::SeqCst);
     }
 
     fn send(&self, message: ToLoop) -> Result<(), String> {
@@ -266,11 +270,14 @@ impl Link {
         Ok(())
     }
 
+    /// Answers a request [`admit`] let through: one fewer is queued.
     fn reply(&self, to: ReplyTo, reply: UpdateReply) {
         let _ = match to {
             ReplyTo::Socket(client) => self.send(ToLoop::Reply { client, reply }),
             ReplyTo::Http(sender) => sender.send(reply).map_err(|_| String::new()),
         };
+        let _ = (self.work.queued)
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
     }
 
     /// Waits for the message `wanted` picks, until `deadline`; everything
@@ -451,9 +458,9 @@ pub fn agent(mut updater: Updater, mut link: Link) {
     let mut failures = 0;
     // First boot: nothing starts before a release is installed.
     loop {
-        link.begin();
+        link.working(true);
         let installed = updater.ensure_installed();
-        link.settle();
+        link.working(false);
         match installed {
             Ok(_) => break,
             Err(err) => {
@@ -481,7 +488,7 @@ pub fn agent(mut updater: Updater, mut link: Link) {
         };
         match message {
             None => {
-                link.begin();
+                link.working(true);
                 let outcome = updater.automatic(&mut link, false);
                 next_check = Instant::now() + schedule.after(outcome, &mut failures);
                 log::info!(
@@ -493,7 +500,7 @@ pub fn agent(mut updater: Updater, mut link: Link) {
             }
             Some(ToAgent::Trigger) => {
                 log::info!("update requested by the trigger file");
-                link.begin();
+                link.working(true);
                 updater.automatic(&mut link, true);
             }
             Some(ToAgent::Client { to, op }) => {
@@ -513,7 +520,7 @@ pub fn agent(mut updater: Updater, mut link: Link) {
             }
             Some(_) => {}
         }
-        link.settle();
+        link.working(false);
     }
 }
 
@@ -524,7 +531,6 @@ fn serve_until(link: &mut Link, deadline: Instant) -> Result<(), String> {
             let reply = Err("no release is installed yet; retrying on the schedule".into());
             link.reply(to, reply);
         }
-        link.settle();
     }
     Ok(())
 }
@@ -594,7 +600,7 @@ mod tests {
         );
         // Not during a health check, nor with nothing to return to.
         let work = Work::new(Arc::default());
-        work.busy.store(true, Ordering::SeqCst);
+        work.working.store(true, Ordering::SeqCst);
         let checking = status(Phase::HealthCheck, 8, Some("v1"));
         let busy = answered(admit(&work, &checking, &UpdateOp::Rollback));
         assert_eq!(
