@@ -33,11 +33,11 @@ pub const DEFAULT_WAIT: Duration = Duration::from_secs(30 * 60);
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error("moltd not running: cannot connect: {0}")]
-    NotRunning(#[source] std::io::Error),
+    NotRunning(std::io::Error),
     #[error("permission denied: cannot connect to moltd (run as the user moltd runs as)")]
     PermissionDenied,
     #[error("cannot connect to moltd: {0}")]
-    Connect(#[source] std::io::Error),
+    Connect(std::io::Error),
     #[error("moltd did not accept the connection within {} (connect timeout; {TIMEOUT_VAR})", secs(.0))]
     ConnectTimeout(Duration),
     #[error("no answer from moltd within {} (reply timeout; {TIMEOUT_VAR})", secs(.0))]
@@ -48,7 +48,7 @@ pub enum ClientError {
     )]
     OutcomeTimeout(Duration),
     #[error("lost contact with moltd: {0}")]
-    Exchange(#[source] std::io::Error),
+    Exchange(std::io::Error),
     #[error("unexpected reply from moltd: {0:?}")]
     BadReply(String),
 }
