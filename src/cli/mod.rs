@@ -179,6 +179,15 @@ fn client_control(socket: PathBuf, env: Env) -> Result<Control, String> {
     Ok(control)
 }
 
+/// Says why the supervisor did not answer a client; returns the exit code.
+fn client_failed(err: &client::ClientError, control: &Control) -> i32 {
+    write_err(&format!(
+        "moltd: error: {err} ({})\n",
+        control.socket.display()
+    ));
+    1
+}
+
 /// Parses an exit code for tini's `-e`: 0 to 255.
 fn parse_exit_code(text: &OsStr) -> Option<u8> {
     text.to_str()?.parse().ok()

@@ -301,7 +301,7 @@ pub fn status(names: Vec<OsString>, control: &Control) -> i32 {
     };
     let answers = match control.ask(&request) {
         Ok(answers) => answers,
-        Err(err) => return failed(&err, control),
+        Err(err) => return super::client_failed(&err, control),
     };
     let mut known = Vec::new();
     let mut code = 0;
@@ -319,19 +319,10 @@ pub fn status(names: Vec<OsString>, control: &Control) -> i32 {
     if names.is_empty() {
         match control.ask_updater(UpdateOp::Status, &mut |_| {}) {
             Ok(reply) => write_out(&update_summary(reply)),
-            Err(err) => return failed(&err, control),
+            Err(err) => return super::client_failed(&err, control),
         }
     }
     code
-}
-
-/// Says why the supervisor did not answer; returns the exit code.
-fn failed(err: &ClientError, control: &Control) -> i32 {
-    write_err(&format!(
-        "moltd: error: {err} ({})\n",
-        control.socket.display()
-    ));
-    1
 }
 
 /// The updater's part of `moltd status`: versions, state, progress, last

@@ -151,14 +151,14 @@ pub fn unmark(tags: &[String], control: &Control, env: Env) -> i32 {
             ));
             1
         }
-        Err(err) => failed(&err, control),
+        Err(err) => super::client_failed(&err, control),
     }
 }
 
 /// `moltd rollback`: only the running supervisor can do it.
 pub fn rollback(control: &Control) -> i32 {
     match control.ask_updater(UpdateOp::Rollback, &mut waiting(control)) {
-        Err(err) => failed(&err, control),
+        Err(err) => super::client_failed(&err, control),
         Ok(reply) => print_reply(reply),
     }
 }
@@ -173,15 +173,6 @@ fn waiting(control: &Control) -> impl FnMut(&str) {
             client::WAIT_VAR
         ))
     }
-}
-
-/// Says why the supervisor did not answer; returns the exit code.
-fn failed(err: &ClientError, control: &Control) -> i32 {
-    write_err(&format!(
-        "moltd: error: {err} ({})\n",
-        control.socket.display()
-    ));
-    1
 }
 
 fn print_reply(reply: update::ApplyReply) -> i32 {
@@ -208,7 +199,7 @@ pub fn run(command: UpdateCommand, control: &Control) -> i32 {
         match control.ask_updater(op, &mut waiting(control)) {
             Ok(reply) => return print_reply(reply),
             Err(ClientError::NotRunning(_) | ClientError::Connect(_)) if !command.force => {}
-            Err(err) => return failed(&err, control),
+            Err(err) => return super::client_failed(&err, control),
         }
     }
     let env = |name: &str| std::env::var_os(name);
