@@ -170,9 +170,11 @@ fn client_control(socket: PathBuf, env: Env) -> Result<Control, String> {
             *slot = text
                 .to_str()
                 .and_then(crate::update::config::parse_duration)
-                .filter(|d| !d.is_zero())
+                .filter(|d| !d.is_zero() && *d <= client::MAX_TIMEOUT)
                 .ok_or_else(|| {
-                    format!("bad {var} {text:?}: expected a duration such as 5s or 500ms")
+                    format!(
+                        "bad {var} {text:?}: expected a duration such as 5s or 500ms, at most 168h"
+                    )
                 })?;
         }
     }
@@ -294,6 +296,30 @@ mod tests {
         ];
         for (text, expected) in table {
             assert_eq!(parse_exit_code(OsStr::new(text)), expected, "{text}");
+        }
+    }
+
+    #[test]
+    fn client_timeouts_from_the_environment() {
+        let control = |timeout: Option<&str>, wait: Option<&str>| {
+            let env = |name: &str| match name {
+                "MOLTD_CLIENT_TIMEOUT" => timeout.map(OsString::from),
+                "MOLTD_CLIENT_WAIT" => wait.map(OsString::from),
+                _ => None,
+            };
+            client_control(PathBuf::from("/s"), &env)
+        };
+        let defaults = control(None, None).unwrap();
+        assert_eq!(defaults.timeout, client::DEFAULT_TIMEOUT);
+        assert_eq!(defaults.wait, client::DEFAULT_WAIT);
+        let set = control(Some("500ms"), Some("10m")).unwrap();
+        assert_eq!(set.timeout, std::time::Duration::from_millis(500));
+        assert_eq!(set.wait, std::time::Duration::from_secs(600));
+        for bad in ["0", "soon", "169h", "-1s"] {
+            let err = control(Some(bad), None).unwrap_err();
+            assert!(err.starts_with("bad MOLTD_CLIENT_TIMEOUT"), "{err}");
+            let err = control(None, Some(bad)).unwrap_err();
+            assert!(err.starts_with("bad MOLTD_CLIENT_WAIT"), "{err}");
         }
     }
 }

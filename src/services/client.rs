@@ -28,6 +28,9 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 /// supervisor took (a download, a switch and a health check).
 pub const DEFAULT_WAIT: Duration = Duration::from_secs(30 * 60);
 
+/// The longest either may be (a week): deadlines stay representable.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
+
 /// Why a request got no answer. Printed whole by the clients, so each
 /// message carries its cause.
 #[derive(Debug, thiserror::Error)]
