@@ -161,7 +161,7 @@ pub fn status_reply(status: &Mutex<Status>) -> UpdateReply {
 /// * `status`: the snapshot;
 /// * `update --check` while busy: what the last check found;
 /// * `update` while busy: "already updating, step N/M (phase)";
-/// * `rollback` with nothing to return to: refused; while a check,
+/// * `rollback` with nothing to return to (or first boot): refused; while a check,
 ///   download or staging runs: cancels it and goes through (the thread
 ///   takes it next); during a switch or health check: "busy, try again";
 /// * `unmark` while busy: "busy, try again";
@@ -190,6 +190,9 @@ pub fn admit(work: &Work, status: &Mutex<Status>, op: &UpdateOp) -> Admission {
             )))
         }
         UpdateOp::Update { .. } if busy => refuse(format!("already updating, {}", step(&status))),
+        UpdateOp::Rollback if status.current.is_none() => {
+            refuse("no release is installed yet: nothing to roll back".into())
+        }
         UpdateOp::Rollback if status.previous.is_none() => {
             refuse("no previous release to roll back to".into())
         }
@@ -319,13 +322,23 @@ impl Link {
     }
 
     /// The next thing to do, or `None` when `deadline` passed first.
+    /// A rollback taken here clears the cancel flag: what it cancelled has
+    /// ended, whoever takes the rollback (first boot refuses it).
     fn next(&mut self, deadline: Instant) -> Result<Option<ToAgent>, String> {
-        if let Some(message) = self.deferred.pop_front() {
-            return Ok(Some(message));
+        let message = match self.deferred.pop_front() {
+            Some(message) => Some(message),
+            None => self.wait_for(Some(deadline), |m| {
+                matches!(m, ToAgent::Trigger | ToAgent::Client { .. })
+            })?,
+        };
+        if let Some(ToAgent::Client {
+            op: UpdateOp::Rollback,
+            ..
+        }) = &message
+        {
+            self.work.cancel.store(false, Ordering::SeqCst);
         }
-        self.wait_for(Some(deadline), |m| {
-            matches!(m, ToAgent::Trigger | ToAgent::Client { .. })
-        })
+        Ok(message)
     }
 }
 
@@ -509,11 +522,7 @@ pub fn agent(mut updater: Updater, mut link: Link) {
                     UpdateOp::Update { check_only, force } => {
                         updater.request(&mut link, ApplyRequest::Update { check_only, force })
                     }
-                    UpdateOp::Rollback => {
-                        // What the cancel was for has ended.
-                        link.work.cancel.store(false, Ordering::SeqCst);
-                        updater.request(&mut link, ApplyRequest::Rollback)
-                    }
+                    UpdateOp::Rollback => updater.request(&mut link, ApplyRequest::Rollback),
                     UpdateOp::Unmark(tags) => updater.unmark(&tags).map_err(|err| chain(&err)),
                 };
                 link.reply(to, reply);
@@ -611,5 +620,9 @@ mod tests {
         let first = status(Phase::Downloading, 2, None);
         let none = answered(admit(&work, &first, &UpdateOp::Rollback));
         assert_eq!(none, "no previous release to roll back to");
+        let first_boot = status(Phase::Downloading, 2, Some("v1"));
+        first_boot.lock().unwrap().current = None;
+        let none = answered(admit(&work, &first_boot, &UpdateOp::Rollback));
+        assert_eq!(none, "no release is installed yet: nothing to roll back");
     }
 }

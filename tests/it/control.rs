@@ -271,6 +271,12 @@ fn rollback_during_a_download_cancels_it() {
     assert_eq!(log.matches("cancelled by rollback").count(), 1, "{log}");
     // The download was not resumed after the cancel.
     assert_eq!(feed.server.requests_to("/dl/v3.0.0/").len(), 1);
+    // And the cancel is spent: the next update runs to its end.
+    feed.publish(release("4.0.0", App::Good));
+    let updated = dir.moltd_client(&["update"]);
+    assert_eq!(updated.code, Some(0), "{updated:?}");
+    assert!(updated.stdout.contains("updated to v4.0.0"), "{updated:?}");
+    running.wait_for("v4 to serve", || served(port).as_deref() == Some("4.0.0"));
 }
 
 #[test]
@@ -282,7 +288,8 @@ fn control_answers_during_first_boot() {
     wait_for_state(&mut running, &dir, "downloading");
 
     answers_during_download(&dir, "fail: web", &["first boot: the services start once"]);
-    refused_quickly(&dir, &["rollback"], "no previous release to roll back to");
+    let nothing = "no release is installed yet: nothing to roll back";
+    refused_quickly(&dir, &["rollback"], nothing);
     // Nothing of that disturbed the install.
     assert_eq!(status_state(&dir), "downloading");
 }
