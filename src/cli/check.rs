@@ -17,7 +17,7 @@
 //! at the deadline is killed (its pid only; what it started itself and left
 //! behind is its own affair, as in runit, which never kills it at all).
 
-use crate::services::client::{self, ClientError};
+use crate::services::client::{ClientError, Control};
 use crate::services::control::{Answer, Op, Request};
 use crate::services::scan;
 use crate::services::status::{Phase, Status};
@@ -61,7 +61,7 @@ fn check_dir(status: &Status) -> Option<&Path> {
 /// `timeout`, or `kill` with KILL sent to `run`, as runit's force verbs do).
 /// Other answers pass through.
 pub fn confirm(
-    socket: &Path,
+    control: &Control,
     answer: Answer,
     deadline: Instant,
     kill_on_timeout: bool,
@@ -89,10 +89,7 @@ pub fn confirm(
             wait: Some(deadline.saturating_duration_since(Instant::now())),
             kill_on_timeout: false,
         };
-        match client::ask(socket, &request)
-            .map_err(CheckError::Client)?
-            .pop()
-        {
+        match control.ask(&request).map_err(CheckError::Client)?.pop() {
             Some(Answer::Ok(again)) => status = again,
             Some(other) => return Ok(other),
             None => return Err(CheckError::Client(ClientError::BadReply(String::new()))),
@@ -107,7 +104,7 @@ pub fn confirm(
         wait: None,
         kill_on_timeout: false,
     };
-    client::ask(socket, &kill).map_err(CheckError::Client)?;
+    control.ask(&kill).map_err(CheckError::Client)?;
     Ok(Answer::Killed(status))
 }
 

@@ -11,6 +11,11 @@ use super::Env;
 const SETTINGS: &[(&str, &str)] = &[
     ("MOLTD_SERVICES", "/etc/service (when no command is given)"),
     ("MOLTD_CONTROL", crate::services::DEFAULT_CONTROL),
+    (
+        "MOLTD_CLIENT_TIMEOUT",
+        "5s (sv, moltd status, update, rollback)",
+    ),
+    ("MOLTD_CLIENT_WAIT", "30m (moltd update, rollback, unmark)"),
     ("MOLTD_LOG", "warn"),
     ("VERBOSE", "off"),
     ("MOLTD_LOG_FORMAT", "human"),

@@ -15,6 +15,7 @@ mod update;
 use crate::init::{self, InitConfig};
 use crate::logging;
 use crate::personality::Personality;
+use crate::services::client::{self, Control};
 use crate::services::{self, ServicesConfig};
 use crate::sys::signals::Inherited;
 use log::LevelFilter;
@@ -82,8 +83,13 @@ pub fn main(args: Vec<OsString>) -> i32 {
     let env = |name: &str| std::env::var_os(name);
     if Path::new(&argv0).file_name() == Some(OsStr::new("sv")) {
         let args = args.into_iter().skip(1).collect();
-        return sv::sv(args, &control_socket(None, &env), &env);
+        return sv::sv(args, control_socket(None, &env), &env);
     }
+    let control = |socket| {
+        client_control(socket, &env).inspect_err(|problem| {
+            write_err(&format!("moltd: error: {problem}\n"));
+        })
+    };
     // Block signals before parsing: as PID 1, a signal that arrives while
     // nothing waits for it would be lost. Client commands get them back.
     let inherited = match Inherited::capture_and_block() {
@@ -115,23 +121,23 @@ pub fn main(args: Vec<OsString>) -> i32 {
         Outcome::Update(command) => {
             inherited.restore();
             logging::init(personality, command.level, json);
-            update::run(command)
+            control(command.socket.clone()).map_or(1, |c| update::run(command, &c))
         }
         Outcome::Sv { args, socket } => {
             inherited.restore();
-            sv::sv(args, &socket, &env)
+            sv::sv(args, socket, &env)
         }
         Outcome::Status { names, socket } => {
             inherited.restore();
-            sv::status(names, &socket)
+            control(socket).map_or(1, |c| sv::status(names, &c))
         }
         Outcome::Rollback { socket } => {
             inherited.restore();
-            update::rollback(&socket)
+            control(socket).map_or(1, |c| update::rollback(&c))
         }
         Outcome::Unmark { tags, socket } => {
             inherited.restore();
-            update::unmark(&tags, &socket, &env)
+            control(socket).map_or(1, |c| update::unmark(&tags, &c, &env))
         }
         Outcome::Exit {
             code,
@@ -150,6 +156,38 @@ pub fn main(args: Vec<OsString>) -> i32 {
 fn control_socket(flag: Option<PathBuf>, env: Env) -> PathBuf {
     flag.or_else(|| env("MOLTD_CONTROL").map(PathBuf::from))
         .unwrap_or_else(|| services::DEFAULT_CONTROL.into())
+}
+
+/// The control socket with the clients' timeouts from the environment
+/// (`MOLTD_CLIENT_TIMEOUT`, `MOLTD_CLIENT_WAIT`), or why one is bad.
+fn client_control(socket: PathBuf, env: Env) -> Result<Control, String> {
+    let mut control = Control::new(socket);
+    for (var, slot) in [
+        (client::TIMEOUT_VAR, &mut control.timeout),
+        (client::WAIT_VAR, &mut control.wait),
+    ] {
+        if let Some(text) = env(var) {
+            *slot = text
+                .to_str()
+                .and_then(crate::update::config::parse_duration)
+                .filter(|d| !d.is_zero() && *d <= client::MAX_TIMEOUT)
+                .ok_or_else(|| {
+                    format!(
+                        "bad {var} {text:?}: expected a duration such as 5s or 500ms, at most 168h"
+                    )
+                })?;
+        }
+    }
+    Ok(control)
+}
+
+/// Says why the supervisor did not answer a client; returns the exit code.
+fn client_failed(err: &client::ClientError, control: &Control) -> i32 {
+    write_err(&format!(
+        "moltd: error: {err} ({})\n",
+        control.socket.display()
+    ));
+    1
 }
 
 /// Parses an exit code for tini's `-e`: 0 to 255.
@@ -258,6 +296,30 @@ mod tests {
         ];
         for (text, expected) in table {
             assert_eq!(parse_exit_code(OsStr::new(text)), expected, "{text}");
+        }
+    }
+
+    #[test]
+    fn client_timeouts_from_the_environment() {
+        let control = |timeout: Option<&str>, wait: Option<&str>| {
+            let env = |name: &str| match name {
+                "MOLTD_CLIENT_TIMEOUT" => timeout.map(OsString::from),
+                "MOLTD_CLIENT_WAIT" => wait.map(OsString::from),
+                _ => None,
+            };
+            client_control(PathBuf::from("/s"), &env)
+        };
+        let defaults = control(None, None).unwrap();
+        assert_eq!(defaults.timeout, client::DEFAULT_TIMEOUT);
+        assert_eq!(defaults.wait, client::DEFAULT_WAIT);
+        let set = control(Some("500ms"), Some("10m")).unwrap();
+        assert_eq!(set.timeout, std::time::Duration::from_millis(500));
+        assert_eq!(set.wait, std::time::Duration::from_secs(600));
+        for bad in ["0", "soon", "169h", "-1s"] {
+            let err = control(Some(bad), None).unwrap_err();
+            assert!(err.starts_with("bad MOLTD_CLIENT_TIMEOUT"), "{err}");
+            let err = control(None, Some(bad)).unwrap_err();
+            assert!(err.starts_with("bad MOLTD_CLIENT_WAIT"), "{err}");
         }
     }
 }

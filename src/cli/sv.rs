@@ -12,15 +12,15 @@
 use super::check::{self, CheckError};
 use super::{Env, write_err, write_out};
 use crate::services::DEFAULT_SVWAIT;
-use crate::services::client::{self, ClientError};
-use crate::services::control::{Answer, Op, Request, UpdateOp};
+use crate::services::client::{ClientError, Control};
+use crate::services::control::{Answer, Op, Request, UpdateOp, UpdateReply};
 use crate::services::status::{self, Status};
 use crate::update::status::Status as UpdateStatus;
 use lexopt::prelude::*;
 use nix::libc;
 use std::ffi::OsString;
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 pub const USAGE: &str = "usage: sv [-v] [-w sec] command service ...\n\n";
@@ -262,22 +262,23 @@ fn report(invocation: &Invocation, answers: Result<Vec<Outcome>, ClientError>) -
 }
 
 /// `sv ARGS...`: returns the exit code.
-pub fn sv(args: Vec<OsString>, socket: &Path, env: Env) -> i32 {
-    let invocation = match parse(args, env) {
-        Ok(invocation) => invocation,
+pub fn sv(args: Vec<OsString>, socket: PathBuf, env: Env) -> i32 {
+    let parsed = parse(args, env).and_then(|i| Ok((i, super::client_control(socket, env)?)));
+    let (invocation, control) = match parsed {
+        Ok(parsed) => parsed,
         Err(problem) => {
             write_err(&format!("sv: {problem}\n{USAGE}"));
             return USAGE_CODE;
         }
     };
     let started = Instant::now();
-    let answers = client::ask(socket, &invocation.request);
+    let answers = control.ask(&invocation.request);
     let outcomes = answers.map(|answers| match invocation.request.wait {
         Some(wait) if checks(invocation.verb.op) => answers
             .into_iter()
             .map(|answer| {
                 let kill = invocation.verb.kill_on_timeout;
-                check::confirm(socket, answer, started + wait, kill)
+                check::confirm(&control, answer, started + wait, kill)
             })
             .collect(),
         _ => answers.into_iter().map(Ok).collect(),
@@ -288,7 +289,7 @@ pub fn sv(args: Vec<OsString>, socket: &Path, env: Env) -> i32 {
 }
 
 /// `moltd status [SERVICE...]`: the table of every service.
-pub fn status(names: Vec<OsString>, socket: &Path) -> i32 {
+pub fn status(names: Vec<OsString>, control: &Control) -> i32 {
     let request = Request {
         op: Op::Status,
         names: names
@@ -298,12 +299,9 @@ pub fn status(names: Vec<OsString>, socket: &Path) -> i32 {
         wait: None,
         kill_on_timeout: false,
     };
-    let answers = match client::ask(socket, &request) {
+    let answers = match control.ask(&request) {
         Ok(answers) => answers,
-        Err(err) => {
-            write_err(&format!("moltd: error: {err} ({})\n", socket.display()));
-            return 1;
-        }
+        Err(err) => return super::client_failed(&err, control),
     };
     let mut known = Vec::new();
     let mut code = 0;
@@ -319,23 +317,25 @@ pub fn status(names: Vec<OsString>, socket: &Path) -> i32 {
     }
     write_out(&status::table(&known));
     if names.is_empty() {
-        write_out(&update_summary(socket));
+        match control.ask_updater(UpdateOp::Status, &mut |_| {}) {
+            Ok(reply) => write_out(&update_summary(reply)),
+            Err(err) => return super::client_failed(&err, control),
+        }
     }
     code
 }
 
 /// The updater's part of `moltd status`: versions, state, progress, last
 /// error, releases marked bad. Empty when no updater runs.
-fn update_summary(socket: &Path) -> String {
-    let reply = client::ask_updater(socket, UpdateOp::Status);
+fn update_summary(reply: UpdateReply) -> String {
     let Some(status) = reply
         .ok()
-        .and_then(Result::ok)
         .and_then(|json| serde_json::from_str::<UpdateStatus>(&json).ok())
     else {
         return String::new();
     };
     let none = || "none".to_owned();
+    let first_boot = status.current.is_none();
     let mut text = format!(
         "\nrelease: {} (previous: {})\nupdate: {}, step {}/{}",
         status.current.unwrap_or_else(none),
@@ -348,6 +348,12 @@ fn update_summary(socket: &Path) -> String {
         let _ = write!(text, ", {progress}%");
     }
     let _ = writeln!(text, ": {}", status.message);
+    if first_boot {
+        let _ = writeln!(
+            text,
+            "first boot: the services start once a release is installed"
+        );
+    }
     if let Some(available) = status.available {
         let _ = writeln!(text, "newer release: {}", available.tag);
     }

@@ -14,14 +14,13 @@
 //! `moltd ./update` still run a program called update as PID 1.
 
 use super::{Env, Outcome, write_err, write_out};
-use crate::services::client::{self, ClientError};
+use crate::services::client::{self, ClientError, Control};
 use crate::services::control::UpdateOp;
 use crate::update::{self, Config, Mode, Updater};
 use lexopt::prelude::*;
 use log::LevelFilter;
 use std::ffi::OsString;
-use std::io::ErrorKind;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 const HELP: &str = "\
 Usage: moltd update [--check | --force | --stage-only] [--watch]
@@ -44,6 +43,8 @@ retries it); without a supervisor it edits $MOLTD_APP_DIR/.moltd/state.json.
 
 Without a supervisor, MOLTD_MODE decides (check, or stage; switching needs
 the supervisor). Progress is logged on stderr and written to MOLTD_STATUS_FILE.
+A supervisor answers at once (MOLTD_CLIENT_TIMEOUT, default 5s), says what
+it does, and the outcome is waited for up to MOLTD_CLIENT_WAIT (default 30m).
 ";
 
 /// A parsed `moltd update` command.
@@ -122,15 +123,10 @@ pub fn parse_unmark(args: Vec<OsString>, socket: PathBuf) -> Outcome {
 /// on it) and none holds `supervisor.lock` (its socket may be elsewhere):
 /// one that holds the state in memory would undo the edit at its next save,
 /// so any other failure to connect (permissions) is reported instead.
-pub fn unmark(tags: &[String], socket: &Path, env: Env) -> i32 {
-    match client::ask_updater(socket, UpdateOp::Unmark(tags.to_vec())) {
+pub fn unmark(tags: &[String], control: &Control, env: Env) -> i32 {
+    match control.ask_updater(UpdateOp::Unmark(tags.to_vec()), &mut waiting(control)) {
         Ok(reply) => print_reply(reply),
-        Err(ClientError::Connect(err))
-            if matches!(
-                err.kind(),
-                ErrorKind::NotFound | ErrorKind::ConnectionRefused
-            ) =>
-        {
+        Err(ClientError::NotRunning(_)) => {
             let app = update::config::app_dir(env);
             let state_dir = update::config::state_dir(&app);
             let path = state_dir.join("state.json");
@@ -148,28 +144,34 @@ pub fn unmark(tags: &[String], socket: &Path, env: Env) -> i32 {
                 .map_err(|err| update::chain(&err));
             print_reply(reply)
         }
-        Err(ClientError::Connect(err)) => {
+        Err(err @ (ClientError::Connect(_) | ClientError::PermissionDenied)) => {
             write_err(&format!(
-                "moltd: error: cannot connect to {}: {err}; not editing the state file, which a running supervisor would overwrite (check MOLTD_CONTROL and run as the user moltd runs as)\n",
-                socket.display()
+                "moltd: error: {err} ({}); not editing the state file, which a running supervisor would overwrite (check MOLTD_CONTROL and run as the user moltd runs as)\n",
+                control.socket.display()
             ));
             1
         }
-        Err(err) => {
-            write_err(&format!("moltd: error: {err} ({})\n", socket.display()));
-            1
-        }
+        Err(err) => super::client_failed(&err, control),
     }
 }
 
 /// `moltd rollback`: only the running supervisor can do it.
-pub fn rollback(socket: &Path) -> i32 {
-    match client::ask_updater(socket, UpdateOp::Rollback) {
-        Err(err) => {
-            write_err(&format!("moltd: error: {err} ({})\n", socket.display()));
-            1
-        }
+pub fn rollback(control: &Control) -> i32 {
+    match control.ask_updater(UpdateOp::Rollback, &mut waiting(control)) {
+        Err(err) => super::client_failed(&err, control),
         Ok(reply) => print_reply(reply),
+    }
+}
+
+/// Tells the user what the supervisor took on, and how long the client
+/// waits for its outcome.
+fn waiting(control: &Control) -> impl FnMut(&str) {
+    let wait = control.wait.as_secs_f64();
+    move |what| {
+        write_err(&format!(
+            "moltd: {what}; waiting up to {wait}s for the outcome ({})\n",
+            client::WAIT_VAR
+        ))
     }
 }
 
@@ -187,23 +189,17 @@ fn print_reply(reply: update::ApplyReply) -> i32 {
 }
 
 /// Runs the command; returns the exit code.
-pub fn run(command: UpdateCommand) -> i32 {
+pub fn run(command: UpdateCommand, control: &Control) -> i32 {
     let local = command.watch || command.mode == Some(Mode::Stage);
     if !local {
         let op = UpdateOp::Update {
             check_only: command.mode == Some(Mode::Check),
             force: command.force,
         };
-        match client::ask_updater(&command.socket, op) {
+        match control.ask_updater(op, &mut waiting(control)) {
             Ok(reply) => return print_reply(reply),
-            Err(ClientError::Connect(_)) if !command.force => {}
-            Err(err) => {
-                write_err(&format!(
-                    "moltd: error: {err} ({})\n",
-                    command.socket.display()
-                ));
-                return 1;
-            }
+            Err(ClientError::NotRunning(_) | ClientError::Connect(_)) if !command.force => {}
+            Err(err) => return super::client_failed(&err, control),
         }
     }
     let env = |name: &str| std::env::var_os(name);

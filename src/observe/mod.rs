@@ -18,7 +18,7 @@ mod server;
 mod webhook;
 
 use crate::services::status::Phase;
-use crate::services::updates::ToAgent;
+use crate::services::updates::{ToAgent, Work};
 use crate::update::state::write_atomically;
 use crate::update::status::{Hook, Status};
 use std::net::SocketAddr;
@@ -147,6 +147,8 @@ struct Shared {
     services: Mutex<Services>,
     update: OnceLock<Arc<Mutex<Status>>>,
     to_agent: OnceLock<Sender<ToAgent>>,
+    /// What the updater thread is doing, to answer requests it cannot take.
+    work: OnceLock<Arc<Work>>,
     started: Instant,
 }
 
@@ -186,6 +188,7 @@ impl Observer {
             services: Mutex::new(Services::default()),
             update: OnceLock::new(),
             to_agent: OnceLock::new(),
+            work: OnceLock::new(),
             started: Instant::now(),
         });
         if let Some(addr) = config.listen {
@@ -211,11 +214,17 @@ impl Observer {
     }
 
     /// Connects the updater: its status for `/status` and the metrics, its
-    /// channel for `POST /update`, and the hook that feeds the metrics file
-    /// and the webhook.
-    pub fn attach_updater(&self, status: Arc<Mutex<Status>>, to_agent: Sender<ToAgent>) -> Hook {
+    /// channel and work flags for `POST /update`, and the hook that feeds
+    /// the metrics file and the webhook.
+    pub fn attach_updater(
+        &self,
+        status: Arc<Mutex<Status>>,
+        to_agent: Sender<ToAgent>,
+        work: Arc<Work>,
+    ) -> Hook {
         let _ = self.shared.update.set(status);
         let _ = self.shared.to_agent.set(to_agent);
+        let _ = self.shared.work.set(work);
         let file = self.file.clone();
         let notices = self.notices.clone();
         Box::new(move |status, notice| {

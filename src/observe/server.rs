@@ -12,11 +12,12 @@
 //! (no keep-alive), so a slow or hostile client only holds its own slot.
 //! Nothing here touches the event loop: state comes from snapshots, and
 //! update requests go to the updater thread on a blocking-pool thread,
-//! because an update can take as long as its download and health check.
+//! because an update can take as long as its download and health check;
+//! one that cannot run now (an update in progress) is answered at once.
 
 use super::{Secret, Shared};
 use crate::services::control::{UpdateOp, UpdateReply};
-use crate::services::updates::{ReplyTo, ToAgent};
+use crate::services::updates::{Admission, ReplyTo, ToAgent, admit};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -172,10 +173,16 @@ fn not_configured() -> Reply {
     text(StatusCode::NOT_FOUND, why)
 }
 
-/// Hands the request to the updater thread and waits for its answer
-/// (an update can take as long as its download and health check).
+/// Answers at once what cannot run now (an update while one is in
+/// progress: 409), else hands the request to the updater thread and waits
+/// for its answer (an update can take as long as its download and health
+/// check).
 fn ask_updater(shared: &Shared, op: UpdateOp) -> Option<UpdateReply> {
     let to_agent = shared.to_agent.get()?;
+    let status = shared.update.get()?;
+    if let Admission::Answer(reply) = admit(shared.work.get()?, status, &op) {
+        return Some(reply);
+    }
     let (reply, replied) = mpsc::channel();
     let to = ReplyTo::Http(reply);
     to_agent.send(ToAgent::Client { to, op }).ok()?;

@@ -9,8 +9,13 @@
 //! Requests for the updater (`moltd update`, `moltd rollback`, `moltd
 //! unmark`, the update part of `moltd status`) are lines starting with
 //! `update\t`; they are
-//! answered by the updater thread with [`UpdateReply`]: `ok` or `error`,
-//! then free text (the status document, for [`UpdateOp::Status`]).
+//! answered with [`UpdateReply`]: `ok` or `error`, then free text (the
+//! status document, for [`UpdateOp::Status`]). Status, and whatever cannot
+//! run now (an update while one is in progress), is answered at once from
+//! the updater's snapshot; what the updater thread carries out is first
+//! acknowledged with one `pending\t<what it does>` line, then answered
+//! when done, so a client always hears back at once and knows what it
+//! waits for.
 
 use super::status::Status;
 use crate::signals;
@@ -123,6 +128,15 @@ pub fn encode_update_reply(reply: &UpdateReply) -> String {
         Err(text) => format!("error\n{text}\n"),
     }
 }
+
+/// The line that tells a client its request was taken and what it now
+/// waits for, before the reply (requests the updater thread carries out).
+pub fn encode_pending(text: &str) -> String {
+    format!("{PENDING}{}\n", text.replace('\n', " "))
+}
+
+/// How a pending line starts.
+pub const PENDING: &str = "pending\t";
 
 /// The inverse of [`encode_update_reply`]; `None` for anything else.
 pub fn decode_update_reply(text: &str) -> Option<UpdateReply> {

@@ -21,7 +21,7 @@ use super::control::{self, Answer, Request, UpdateOp};
 use super::machine::{Action, Event, Program, SpawnFailure, Supervisor, Which};
 use super::output::Output;
 use super::scan::{self, Listing};
-use super::updates::{self, AGENT_CLIENT, Link, ReplyTo, ToAgent, ToLoop};
+use super::updates::{self, AGENT_CLIENT, Admission, Link, ReplyTo, ToAgent, ToLoop, Work};
 use crate::init::messages::Messages;
 use crate::init::policy::Forwarder;
 use crate::init::{self, InitConfig, Isolation, Reaping};
@@ -45,6 +45,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 /// The longest request a client may send.
@@ -192,6 +193,10 @@ struct Agent {
     trigger_paths: [PathBuf; 2],
     /// Hooks running for the updater, by pid.
     hooks: BTreeSet<i32>,
+    /// The updater's status snapshot and work flags: requests are
+    /// answered or let through from these (see [`updates::admit`]).
+    status: Arc<Mutex<crate::update::status::Status>>,
+    work: Arc<Work>,
 }
 
 /// Starts the updater thread (after `init::prepare`, so it inherits the
@@ -209,8 +214,12 @@ fn start_agent(
         .ok_or("cannot duplicate a pipe")?;
     let (to_loop, from_agent) = mpsc::channel();
     let (to_agent, from_loop) = mpsc::channel();
-    let link = |status| Link::new(to_loop, wake_write, from_loop, status, svwait);
-    let updating = updates::start(config, observer, to_agent.clone(), link)?;
+    let link = |work| Link::new(to_loop, wake_write, from_loop, work, svwait);
+    let updates::Started {
+        status,
+        work,
+        updating,
+    } = updates::start(config, observer, to_agent.clone(), link)?;
     let trigger_dir = match updating {
         true => crate::update::staging::trigger_dir(&state_dir).map_err(|err| err.to_string()),
         false => Err("updates are off".to_owned()),
@@ -242,6 +251,8 @@ fn start_agent(
         trigger,
         trigger_paths: crate::update::staging::trigger_paths(&state_dir),
         hooks: BTreeSet::new(),
+        status,
+        work,
     })
 }
 
@@ -931,14 +942,22 @@ impl Runner {
         client.asked = true;
         let line = std::str::from_utf8(&client.request[..end]).unwrap_or_default();
         if let Some(op) = UpdateOp::decode(line) {
-            match &self.agent {
-                Some(agent) => {
+            let Some(agent) = &self.agent else {
+                return self.reply(id, &updates::not_configured());
+            };
+            match updates::admit(&agent.work, &agent.status, &op) {
+                Admission::Answer(reply) => self.reply(id, &control::encode_update_reply(&reply)),
+                Admission::Forward(pending) => {
+                    // The first answer now; the outcome when the thread
+                    // sends it.
+                    let _ = client
+                        .stream
+                        .write_all(control::encode_pending(&pending).as_bytes());
                     let _ = agent.to_agent.send(ToAgent::Client {
                         to: ReplyTo::Socket(id),
                         op,
                     });
                 }
-                None => self.reply(id, &updates::not_configured()),
             }
             return;
         }

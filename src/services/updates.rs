@@ -18,15 +18,25 @@
 //!
 //! Between checks the thread sleeps in `recv_timeout` until the next poll
 //! deadline or a message: no periodic wake-ups.
+//!
+//! Requests never wait for the thread to be free: whoever takes them (the
+//! loop for the control socket, the HTTP thread) first asks [`admit`],
+//! which answers from the shared status snapshot and the [`Work`] flags at
+//! once (status, `--check` while busy, "already updating", "busy"), or lets
+//! the request through to the thread, cancelling a download in progress
+//! for a rollback. So a control request gets its first answer within
+//! milliseconds whatever the thread is doing.
 
 use super::control::{self, Answer, Op, Request, UpdateOp, UpdateReply};
 use super::machine::MAIN_NAME;
 use super::status::Phase as ServicePhase;
 use crate::sys::reap::ExitStatus;
+use crate::update::status::{Phase, Status};
 use crate::update::{ApplyRequest, Payload, Updater, chain, outcome, poll};
 use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -86,6 +96,141 @@ pub enum ReplyTo {
     Http(Sender<UpdateReply>),
 }
 
+/// Whether the updater thread has work, shared with those who take
+/// requests for it (see [`admit`]). Busy means either; the two are kept
+/// apart so that neither side can clear what the other set.
+pub struct Work {
+    /// A run of the thread's own (first boot, schedule, trigger).
+    working: AtomicBool,
+    /// Requests let through and not answered yet.
+    queued: AtomicUsize,
+    /// The updater's cancel flag (see `Updater::cancel_flag`): set with a
+    /// rollback let through while a download or staging runs; cleared when
+    /// the thread takes that rollback.
+    cancel: Arc<AtomicBool>,
+}
+
+impl Work {
+    pub fn new(cancel: Arc<AtomicBool>) -> Work {
+        Work {
+            working: AtomicBool::new(false),
+            queued: AtomicUsize::new(0),
+            cancel,
+        }
+    }
+
+    fn busy(&self) -> bool {
+        self.working.load(Ordering::SeqCst) || self.queued.load(Ordering::SeqCst) > 0
+    }
+}
+
+/// What to do with a request for the updater.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Admission {
+    /// Answered already: reply with this.
+    Answer(UpdateReply),
+    /// Hand it to the thread; meanwhile tell the client this (what it now
+    /// waits for).
+    Forward(String),
+}
+
+/// Steps of the switch itself: a rollback cannot cut in there.
+fn switching(phase: Phase) -> bool {
+    matches!(
+        phase,
+        Phase::Stopping | Phase::Switching | Phase::Starting | Phase::HealthCheck
+    )
+}
+
+/// `step N/M (phase)` of the run in progress.
+fn step(status: &Status) -> String {
+    format!(
+        "step {}/{} ({})",
+        status.step,
+        status.total_steps,
+        status.state.name()
+    )
+}
+
+/// The status document as JSON.
+pub fn status_reply(status: &Mutex<Status>) -> UpdateReply {
+    let status = status.lock().map_err(|_| "status unavailable")?;
+    serde_json::to_string_pretty(&*status).map_err(|err| err.to_string())
+}
+
+/// Decides at once what becomes of `op`, from the status snapshot and the
+/// work flags, without waiting for the thread:
+///
+/// * `status`: the snapshot;
+/// * `update --check` while busy: what the last check found;
+/// * `update` while busy: "already updating, step N/M (phase)";
+/// * `rollback` with nothing to return to (or first boot): refused; while a check,
+///   download or staging runs: cancels it and goes through (the thread
+///   takes it next); during a switch or health check: "busy, try again";
+/// * `unmark` while busy: "busy, try again";
+/// * anything else goes through, and the thread counts as busy from now.
+pub fn admit(work: &Work, status: &Mutex<Status>, op: &UpdateOp) -> Admission {
+    if *op == UpdateOp::Status {
+        return Admission::Answer(status_reply(status));
+    }
+    let Ok(status) = status.lock() else {
+        return Admission::Answer(Err("status unavailable".into()));
+    };
+    let busy = work.busy();
+    let refuse = |text: String| Admission::Answer(Err(text));
+    match op {
+        UpdateOp::Update {
+            check_only: true, ..
+        } if busy => {
+            let current = status.current.as_deref().unwrap_or("nothing installed");
+            let found = match &status.available {
+                Some(newer) => format!("newer release {} available", newer.tag),
+                None => "no newer release".to_owned(),
+            };
+            Admission::Answer(Ok(format!(
+                "{found} (current: {current}; as of the last check: an update is in progress, {})",
+                step(&status)
+            )))
+        }
+        UpdateOp::Update { .. } if busy => refuse(format!("already updating, {}", step(&status))),
+        UpdateOp::Rollback if status.current.is_none() => {
+            refuse("no release is installed yet: nothing to roll back".into())
+        }
+        UpdateOp::Rollback if status.previous.is_none() => {
+            refuse("no previous release to roll back to".into())
+        }
+        UpdateOp::Rollback if busy && work.cancel.load(Ordering::SeqCst) => refuse(format!(
+            "a rollback is already waiting for {}",
+            step(&status)
+        )),
+        UpdateOp::Rollback if busy && !switching(status.state) => {
+            work.cancel.store(true, Ordering::SeqCst);
+            work.queued.fetch_add(1, Ordering::SeqCst);
+            let previous = status.previous.as_deref().unwrap_or_default();
+            Admission::Forward(format!(
+                "cancelling the update in progress at {}, then rolling back to {previous}",
+                step(&status)
+            ))
+        }
+        _ if busy => refuse(format!("busy: {}; try again when it ends", step(&status))),
+        _ => {
+            work.queued.fetch_add(1, Ordering::SeqCst);
+            Admission::Forward(match op {
+                UpdateOp::Update {
+                    check_only: true, ..
+                } => "checking for a newer release".to_owned(),
+                UpdateOp::Update { .. } => "checking for a newer release and applying it".into(),
+                UpdateOp::Rollback => format!(
+                    "rolling back to {}",
+                    status.previous.as_deref().unwrap_or_default()
+                ),
+                UpdateOp::Unmark(tags) => format!("clearing the bad mark of {}", tags.join(", ")),
+                UpdateOp::Status => String::new(),
+            })
+        }
+    }
+}
+
 /// The updater thread's end of the link to the loop.
 pub struct Link {
     to_loop: Sender<ToLoop>,
@@ -93,7 +238,7 @@ pub struct Link {
     from_loop: Receiver<ToAgent>,
     /// Messages that arrived while waiting for another one.
     deferred: VecDeque<ToAgent>,
-    status: Arc<Mutex<crate::update::status::Status>>,
+    work: Arc<Work>,
     svwait: Duration,
     /// What [`Payload::ready`] started, once it was sent.
     started: Option<Vec<String>>,
@@ -104,7 +249,7 @@ impl Link {
         to_loop: Sender<ToLoop>,
         wake: OwnedFd,
         from_loop: Receiver<ToAgent>,
-        status: Arc<Mutex<crate::update::status::Status>>,
+        work: Arc<Work>,
         svwait: Duration,
     ) -> Link {
         Link {
@@ -112,10 +257,16 @@ impl Link {
             wake,
             from_loop,
             deferred: VecDeque::new(),
-            status,
+            work,
             svwait,
             started: None,
         }
+    }
+
+    /// The thread's own run (first boot, schedule, trigger) starts, or
+    /// ended.
+    fn working(&self, working: bool) {
+        self.work.working.store(working, Ordering::SeqCst);
     }
 
     fn send(&self, message: ToLoop) -> Result<(), String> {
@@ -128,21 +279,19 @@ impl Link {
         Ok(())
     }
 
+    /// Answers a request [`admit`] let through: one fewer is queued.
     fn reply(&self, to: ReplyTo, reply: UpdateReply) {
         let _ = match to {
             ReplyTo::Socket(client) => self.send(ToLoop::Reply { client, reply }),
             ReplyTo::Http(sender) => sender.send(reply).map_err(|_| String::new()),
         };
+        let _ = (self.work.queued)
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
     }
 
-    /// The status document as JSON.
-    fn status_json(&self) -> UpdateReply {
-        let status = self.status.lock().map_err(|_| "status unavailable")?;
-        serde_json::to_string_pretty(&*status).map_err(|err| err.to_string())
-    }
-
-    /// Waits for the message `wanted` picks, until `deadline`. Status
-    /// requests are answered meanwhile; everything else waits its turn.
+    /// Waits for the message `wanted` picks, until `deadline`; everything
+    /// else waits its turn (status requests never come here: see
+    /// [`admit`]).
     fn wait_for(
         &mut self,
         deadline: Option<Instant>,
@@ -160,10 +309,6 @@ impl Link {
             };
             match message {
                 Ok(message) if wanted(&message) => return Ok(Some(message)),
-                Ok(ToAgent::Client {
-                    to,
-                    op: UpdateOp::Status,
-                }) => self.reply(to, self.status_json()),
                 Ok(other) => self.deferred.push_back(other),
                 Err(RecvTimeoutError::Timeout) => return Ok(None),
                 Err(RecvTimeoutError::Disconnected) => {
@@ -198,13 +343,23 @@ impl Link {
     }
 
     /// The next thing to do, or `None` when `deadline` passed first.
+    /// A rollback taken here clears the cancel flag: what it cancelled has
+    /// ended, whoever takes the rollback (first boot refuses it).
     fn next(&mut self, deadline: Option<Instant>) -> Result<Option<ToAgent>, String> {
-        if let Some(message) = self.deferred.pop_front() {
-            return Ok(Some(message));
+        let message = match self.deferred.pop_front() {
+            Some(message) => Some(message),
+            None => self.wait_for(deadline, |m| {
+                matches!(m, ToAgent::Trigger | ToAgent::Client { .. })
+            })?,
+        };
+        if let Some(ToAgent::Client {
+            op: UpdateOp::Rollback,
+            ..
+        }) = &message
+        {
+            self.work.cancel.store(false, Ordering::SeqCst);
         }
-        self.wait_for(deadline, |m| {
-            matches!(m, ToAgent::Trigger | ToAgent::Client { .. })
-        })
+        Ok(message)
     }
 }
 
@@ -340,29 +495,60 @@ pub fn start(
     config: crate::update::Config,
     observer: &crate::observe::Observer,
     to_agent: std::sync::mpsc::Sender<ToAgent>,
-    link: impl FnOnce(Arc<Mutex<crate::update::status::Status>>) -> Link,
-) -> Result<bool, String> {
+    link: impl FnOnce(Arc<Work>) -> Link,
+) -> Result<Started, String> {
     let thread = std::thread::Builder::new().name("updater".into());
-    let (spawned, updating) = match Updater::new(config.clone()) {
+    let (spawned, started) = match Updater::new(config.clone()) {
         Ok(mut updater) => {
-            updater.set_hook(observer.attach_updater(updater.shared_status(), to_agent));
-            let link = link(updater.shared_status());
-            (thread.spawn(move || agent(updater, link)), true)
+            let started = Started::new(updater.shared_status(), updater.cancel_flag(), true);
+            updater.set_hook(started.attach(observer, to_agent));
+            let link = link(started.work.clone());
+            (thread.spawn(move || agent(updater, link)), started)
         }
         Err(err) => {
             let Some(reason) = crate::update::updates_off(&config, &err) else {
                 return Err(format!("cannot start the updater: {}", chain(&err)));
             };
             let mut reporter = crate::update::status::Reporter::new(config.status_file, None);
-            reporter.set_hook(observer.attach_updater(reporter.shared(), to_agent));
+            // Nothing downloads, so nothing is ever cancelled.
+            let started = Started::new(reporter.shared(), Arc::default(), false);
+            reporter.set_hook(started.attach(observer, to_agent));
             let current = crate::update::layout::current_tag(&config.app_dir);
             reporter.off(current, &reason);
-            let link = link(reporter.shared());
-            (thread.spawn(move || agent_off(&reason, link)), false)
+            let link = link(started.work.clone());
+            (thread.spawn(move || agent_off(&reason, link)), started)
         }
     };
     spawned.map_err(|err| format!("cannot start the updater thread: {err}"))?;
-    Ok(updating)
+    Ok(started)
+}
+
+/// What the loop keeps of a started updater thread: the status snapshot and
+/// the work flags it answers requests from (see [`admit`]).
+pub struct Started {
+    pub status: Arc<Mutex<Status>>,
+    pub work: Arc<Work>,
+    /// Whether updates run (else they are off: see [`agent_off`]).
+    pub updating: bool,
+}
+
+impl Started {
+    fn new(status: Arc<Mutex<Status>>, cancel: Arc<AtomicBool>, updating: bool) -> Started {
+        let work = Arc::new(Work::new(cancel));
+        Started {
+            status,
+            work,
+            updating,
+        }
+    }
+
+    fn attach(
+        &self,
+        observer: &crate::observe::Observer,
+        to_agent: std::sync::mpsc::Sender<ToAgent>,
+    ) -> crate::update::status::Hook {
+        observer.attach_updater(self.status.clone(), to_agent, self.work.clone())
+    }
 }
 
 /// The thread when updates are off: the services start at once, and every
@@ -381,7 +567,10 @@ pub fn agent(mut updater: Updater, mut link: Link) {
     let mut failures = 0;
     // First boot: nothing starts before a release is installed.
     loop {
-        match updater.ensure_installed(&mut link) {
+        link.working(true);
+        let installed = updater.ensure_installed(&mut link);
+        link.working(false);
+        match installed {
             Ok(_) => break,
             Err(err) => {
                 let text = chain(&err);
@@ -412,6 +601,7 @@ pub fn agent(mut updater: Updater, mut link: Link) {
         };
         match message {
             None => {
+                link.working(true);
                 let outcome = updater.automatic(&mut link, false);
                 next_check = Instant::now() + schedule.after(outcome, &mut failures);
                 log::info!(
@@ -423,11 +613,12 @@ pub fn agent(mut updater: Updater, mut link: Link) {
             }
             Some(ToAgent::Trigger) => {
                 log::info!("update requested by the trigger file");
+                link.working(true);
                 updater.automatic(&mut link, true);
             }
             Some(ToAgent::Client { to, op }) => {
                 let reply = match op {
-                    UpdateOp::Status => link.status_json(),
+                    UpdateOp::Status => status_reply(&updater.shared_status()),
                     UpdateOp::Update { check_only, force } => {
                         updater.request(&mut link, ApplyRequest::Update { check_only, force })
                     }
@@ -438,19 +629,16 @@ pub fn agent(mut updater: Updater, mut link: Link) {
             }
             Some(_) => {}
         }
+        link.working(false);
     }
 }
 
 /// Answers clients until `deadline` (or for good) while nothing can be
-/// updated: the status, or `refusal`.
+/// updated: with `refusal` (`admit` answers the status itself).
 fn serve_until(link: &mut Link, deadline: Option<Instant>, refusal: &str) -> Result<(), String> {
     while let Some(message) = link.next(deadline)? {
-        if let ToAgent::Client { to, op } = message {
-            let reply = match op {
-                UpdateOp::Status => link.status_json(),
-                _ => Err(refusal.to_owned()),
-            };
-            link.reply(to, reply);
+        if let ToAgent::Client { to, .. } = message {
+            link.reply(to, Err(refusal.to_owned()));
         }
     }
     Ok(())
@@ -461,4 +649,80 @@ pub fn not_configured() -> String {
     control::encode_update_reply(&Err(
         "updates are not configured (set MOLTD_REPO or MOLTD_URL)".into(),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::update::status::Reporter;
+
+    fn status(state: Phase, step: u32, previous: Option<&str>) -> Mutex<Status> {
+        let mut status = Reporter::new(None, None).status().clone();
+        status.state = state;
+        status.step = step;
+        status.total_steps = 9;
+        status.current = Some("v2".into());
+        status.previous = previous.map(str::to_owned);
+        Mutex::new(status)
+    }
+
+    fn answered(admission: Admission) -> String {
+        match admission {
+            Admission::Answer(Ok(text) | Err(text)) => text,
+            Admission::Forward(pending) => panic!("let through: {pending}"),
+        }
+    }
+
+    #[test]
+    fn admit_answers_what_cannot_wait() {
+        let update = UpdateOp::Update {
+            check_only: false,
+            force: false,
+        };
+        let check = UpdateOp::Update {
+            check_only: true,
+            force: false,
+        };
+        let work = Work::new(Arc::default());
+        let downloading = status(Phase::Downloading, 2, Some("v1"));
+        // Idle: through, and busy from then on.
+        assert!(matches!(
+            admit(&work, &downloading, &update),
+            Admission::Forward(_)
+        ));
+        let again = answered(admit(&work, &downloading, &update));
+        assert_eq!(again, "already updating, step 2/9 (downloading)");
+        assert!(answered(admit(&work, &downloading, &check)).contains("no newer release"));
+        assert!(answered(admit(&work, &downloading, &UpdateOp::Status)).contains("downloading"));
+        let unmark = UpdateOp::Unmark(vec!["v3".into()]);
+        assert!(answered(admit(&work, &downloading, &unmark)).starts_with("busy: step 2/9"));
+        // A rollback cancels the download, once.
+        let Admission::Forward(pending) = admit(&work, &downloading, &UpdateOp::Rollback) else {
+            panic!("rollback refused");
+        };
+        assert!(pending.contains("then rolling back to v1"), "{pending}");
+        assert!(work.cancel.load(Ordering::SeqCst));
+        let second = answered(admit(&work, &downloading, &UpdateOp::Rollback));
+        assert!(
+            second.starts_with("a rollback is already waiting"),
+            "{second}"
+        );
+        // Not during a health check, nor with nothing to return to.
+        let work = Work::new(Arc::default());
+        work.working.store(true, Ordering::SeqCst);
+        let checking = status(Phase::HealthCheck, 8, Some("v1"));
+        let busy = answered(admit(&work, &checking, &UpdateOp::Rollback));
+        assert_eq!(
+            busy,
+            "busy: step 8/9 (health_check); try again when it ends"
+        );
+        assert!(!work.cancel.load(Ordering::SeqCst));
+        let first = status(Phase::Downloading, 2, None);
+        let none = answered(admit(&work, &first, &UpdateOp::Rollback));
+        assert_eq!(none, "no previous release to roll back to");
+        let first_boot = status(Phase::Downloading, 2, Some("v1"));
+        first_boot.lock().unwrap().current = None;
+        let none = answered(admit(&work, &first_boot, &UpdateOp::Rollback));
+        assert_eq!(none, "no release is installed yet: nothing to roll back");
+    }
 }

@@ -420,7 +420,7 @@ impl Updater {
         let result = self.update_steps(payload, mode);
         if let Err(err) = &result {
             if !matches!(err, Error::RolledBack(_)) {
-                self.reporter.failed(chain(err));
+                self.report_error(err);
             }
         }
         result
@@ -440,7 +440,11 @@ impl Updater {
                 c.release.tag
             )),
             (Some(c), Mode::Stage) => Ok(format!("release {} staged", c.release.tag)),
-            (Some(c), Mode::Auto) => self.apply(payload, &c),
+            (Some(c), Mode::Auto) => {
+                // The last moment a rollback asked for meanwhile wins.
+                self.check_cancel()?;
+                self.apply(payload, &c)
+            }
         }
     }
 

@@ -144,6 +144,10 @@ pub enum Error {
     Unhealthy(String),
     #[error("{0}")]
     RolledBack(String),
+    /// `moltd rollback` stopped the download or staging in progress: not a
+    /// failure of the release, which stays eligible.
+    #[error("cancelled by rollback")]
+    Cancelled,
     #[error("cannot {action} {}", path.display())]
     Io {
         action: &'static str,

@@ -24,6 +24,7 @@ use reqwest::header::{ACCEPT, ACCEPT_RANGES, CONTENT_RANGE, ETAG, IF_RANGE, RANG
 use sha2::{Digest, Sha256};
 use std::io::{self, Read};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// Range requests after a dropped connection, per download.
@@ -42,6 +43,8 @@ pub struct Request<'a> {
         &'a minisign_verify::PublicKey,
         &'a minisign_verify::Signature,
     )>,
+    /// Set by another thread to stop the download (a rollback).
+    pub cancel: &'a AtomicBool,
 }
 
 /// Called with bytes done and bytes total while the download runs.
@@ -59,6 +62,7 @@ struct Download<'a, 'p> {
     resumes: u32,
     deadline: Instant,
     timeout: Duration,
+    cancel: &'a AtomicBool,
     limit: u64,
     sha256: Sha256,
     minisign: Option<minisign_verify::StreamVerifier<'a>>,
@@ -124,6 +128,11 @@ impl Download<'_, '_> {
 impl Read for Download<'_, '_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
+            // Checked at every read: a trickling download ends at the next
+            // bytes that arrive, a stalled one at the stall timeout.
+            if self.cancel.load(Ordering::Relaxed) {
+                return Err(self.fail(Error::Cancelled));
+            }
             if Instant::now() > self.deadline {
                 let timeout = self.timeout;
                 return Err(self.fail(Error::Deadline(timeout)));
@@ -228,6 +237,7 @@ pub fn fetch_and_unpack(
         resumes: RESUMES,
         deadline: Instant::now() + timeouts.download,
         timeout: timeouts.download,
+        cancel: request.cancel,
         limit: limits.download,
         sha256: Sha256::new(),
         minisign,

@@ -49,6 +49,8 @@ use source::Freshness;
 use state::State;
 use status::{Phase, Reporter, STAGING_STEPS};
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Why updates cannot run although a source is configured, when the
@@ -93,6 +95,9 @@ pub struct Updater {
     state: State,
     reporter: Reporter,
     key: Option<minisign_verify::PublicKey>,
+    /// Set from another thread to stop a download or staging in progress
+    /// (a rollback asked for meanwhile); cleared by the one who set it.
+    cancel: Arc<AtomicBool>,
 }
 
 impl Updater {
@@ -137,6 +142,7 @@ impl Updater {
             state,
             reporter,
             key,
+            cancel: Arc::default(),
         };
         updater.recover();
         updater.reporter.releases(&updater.state);
@@ -233,11 +239,13 @@ impl Updater {
     }
 
     fn stage_steps(&mut self, candidate: &Candidate) -> Result<PathBuf, Error> {
+        self.check_cancel()?;
         let Updater {
             config,
             http,
             reporter,
             key,
+            cancel,
             ..
         } = self;
         let release = &candidate.release;
@@ -328,6 +336,7 @@ impl Updater {
             name: &asset.name,
             expected: expected.as_ref(),
             signature: key.as_ref().zip(signature.as_ref()),
+            cancel,
         };
         let staging = staging::Staging::begin(&releases, &config.state_dir(), tag)?;
         let size = asset
@@ -376,9 +385,31 @@ impl Updater {
     pub fn run_once(&mut self, mode: Mode) -> Result<Ran, Error> {
         let result = self.check_and_stage(mode);
         if let Err(err) = &result {
-            self.reporter.failed(chain(err));
+            self.report_error(err);
         }
         result
+    }
+
+    /// Records how a run ended badly: a failure, or a cancel by rollback,
+    /// which is none (no failure counted, no notice, no last error).
+    fn report_error(&mut self, err: &Error) {
+        match err {
+            Error::Cancelled => self.reporter.cancelled(),
+            err => self.reporter.failed(chain(err)),
+        }
+    }
+
+    /// The flag that cancels the download or staging in progress.
+    pub fn cancel_flag(&self) -> Arc<AtomicBool> {
+        self.cancel.clone()
+    }
+
+    /// Stops between steps once a cancel was asked for.
+    fn check_cancel(&self) -> Result<(), Error> {
+        match self.cancel.load(Ordering::Relaxed) {
+            true => Err(Error::Cancelled),
+            false => Ok(()),
+        }
     }
 
     fn check_and_stage(&mut self, mode: Mode) -> Result<Ran, Error> {

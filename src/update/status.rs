@@ -314,6 +314,23 @@ impl Reporter {
         }
     }
 
+    /// A run stopped by a rollback: back to idle, with no failure counted,
+    /// no notice and no last error (the release was not at fault).
+    pub fn cancelled(&mut self) {
+        let message = match &self.status.target {
+            Some(tag) => format!("update to {tag} cancelled by rollback"),
+            None => "update cancelled by rollback".to_owned(),
+        };
+        // Both the staging run and the update around it end here.
+        if self.status.state == Phase::Idle && self.status.message == message {
+            return;
+        }
+        log::info!("{message}");
+        self.status.state = Phase::Idle;
+        self.status.message = message;
+        self.write();
+    }
+
     /// Records a failure: the state becomes `failed` with the reason.
     pub fn failed(&mut self, error: String) {
         log::error!("{error}");

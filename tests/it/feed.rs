@@ -45,6 +45,9 @@ pub struct Response {
     pub cut_after: Option<usize>,
     /// Wait this long after the headers before sending the body.
     pub stall: Option<Duration>,
+    /// Send the body this many bytes at a time, pausing this long before
+    /// each piece: a slow link. Stops when the client hangs up.
+    pub trickle: Option<(usize, Duration)>,
 }
 
 impl Response {
@@ -227,7 +230,23 @@ fn serve<S: Read + Write>(stream: S, handler: &Handler, log: &Mutex<Vec<Request>
         Some(n) => &response.body[..n.min(response.body.len())],
         None => &response.body[..],
     };
-    let _ = stream.write_all(body);
+    match response.trickle {
+        Some((size, pause)) => {
+            for piece in body.chunks(size.max(1)) {
+                std::thread::sleep(pause);
+                if stream
+                    .write_all(piece)
+                    .and_then(|()| stream.flush())
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        }
+        None => {
+            let _ = stream.write_all(body);
+        }
+    }
     let _ = stream.flush();
     stream
 }

@@ -6,6 +6,7 @@
 mod apply;
 mod cli;
 mod container;
+mod control;
 mod feed;
 mod firstboot;
 mod manifests;

@@ -20,7 +20,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// One HTTP/1.1 request to moltd's listener: (status code, body).
-fn http(port: u16, method: &str, path: &str, token: Option<&str>) -> Option<(u16, String)> {
+pub(crate) fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+) -> Option<(u16, String)> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
     stream
         .set_read_timeout(Some(Duration::from_secs(120)))
