@@ -10,7 +10,7 @@
 //! family before its samples, contiguous families, `_total` counters) fit
 //! in fifty lines, and a lenient third-party parser would accept less.
 
-use crate::apply::{App, free_port, moltd, release, served, setup};
+use crate::apply::{App, free_port, moltd, release, served, setup, wait_for_state};
 use crate::feed::*;
 use crate::util::{Mode, Moltd, TestDir, wait_until};
 use std::collections::{BTreeMap, BTreeSet};
@@ -305,6 +305,8 @@ fn webhook_receiver_down_does_not_hold_the_update() {
     let (listen, hook) = (free_port(), free_port());
     let mut running = observed(&dir, &feed, listen, hook).spawn();
     running.wait_for("v1 to serve", || served(port).as_deref() == Some("1.0.0"));
+    // Past the first boot's health gate: an update is refused while it runs.
+    wait_for_state(&mut running, &dir, "idle");
     feed.publish(release("2.0.0", App::Good));
     let (code, body) = http(listen, "POST", "/update", Some("right-token")).unwrap();
     assert_eq!(code, 200, "{body}");
@@ -329,6 +331,7 @@ fn memory_stays_flat_under_scraping() {
     let _got = receiver(hook);
     let mut running = observed(&dir, &feed, listen, hook).spawn();
     running.wait_for("v1 to serve", || served(port).as_deref() == Some("1.0.0"));
+    wait_for_state(&mut running, &dir, "idle");
     let pid = running.moltd_pid();
     let rss = || {
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
