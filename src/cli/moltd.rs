@@ -7,6 +7,7 @@ use super::{
 use crate::init::policy::{Delivery, JobControl, Rules};
 use crate::init::{InitConfig, Isolation, Reaping};
 use crate::personality::Personality;
+use crate::secrets;
 use crate::services::{self, ServicesConfig, Settings};
 use crate::signals;
 use crate::update;
@@ -175,7 +176,8 @@ fn parse_args(args: Vec<OsString>, env: Env) -> Result<Outcome, lexopt::Error> {
     }
     // Checked at every start, so a typo fails here rather than later.
     log_format(env)?;
-    let observe = crate::observe::Config::from_env(env).map_err(|err| err.to_string())?;
+    let observe = crate::observe::Config::from_env(env).map_err(|err| update::chain(&err))?;
+    let withheld = secrets::withheld(env).map_err(|err| err.to_string())?;
 
     let level = log_level(verbose, env, LevelFilter::Warn)?;
     let (isolation, delivery, mut rewrites) = if single_child {
@@ -226,6 +228,7 @@ fn parse_args(args: Vec<OsString>, env: Env) -> Result<Outcome, lexopt::Error> {
             main: (!command.is_empty()).then_some(config),
             updates,
             observe,
+            withheld,
         };
         if subcommand.is_some_and(|c| c == "config") {
             let mut flags = Vec::new();

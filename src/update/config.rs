@@ -193,7 +193,7 @@ impl Config {
                 _ => return Err(bad("MOLTD_SOURCE", &source_kind, "github, gitea or url")),
             })
         })();
-        let token = var("MOLTD_TOKEN")
+        let token = crate::secrets::read(env, "MOLTD_TOKEN")?
             .or_else(|| var("GITHUB_TOKEN"))
             .or_else(|| var("GH_TOKEN"));
 

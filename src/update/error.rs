@@ -24,6 +24,8 @@ pub enum Error {
         "no release source: set MOLTD_REPO=owner/repo (or GH_USER and GH_REPO), or MOLTD_SOURCE=url with MOLTD_URL"
     )]
     NoSource,
+    #[error(transparent)]
+    Secret(#[from] crate::secrets::Error),
     #[error("cannot build the http client")]
     Client(#[source] reqwest::Error),
     #[error("cannot reach {url}")]

@@ -10,6 +10,7 @@ mod feed;
 mod manifests;
 mod observe;
 mod pid1;
+mod secrets;
 mod services;
 mod static_build;
 mod sv;
