@@ -47,6 +47,12 @@ use tokio::task::AbortHandle;
 /// KiB; enough that a newcomer's head arrives long before it becomes the
 /// oldest idle connection, even while a flood churns through the slots.
 const MAX_CONNECTIONS: usize = 64;
+/// The listen backlog (std's is 128). While a flood churns through the
+/// slots, the kernel drops a SYN that finds the queue full, and the client
+/// retries only a second later: past a probe's usual timeout. A queue
+/// longer than a burst of a thousand connections keeps the probe in line
+/// instead; queued connections cost kernel memory, not PID 1's descriptors.
+const BACKLOG: u32 = 1024;
 /// The longest request head (hyper's smallest read buffer).
 const MAX_HEAD: usize = 8 * 1024;
 /// How long a client gets to send its request head.
@@ -69,9 +75,6 @@ struct Context {
 
 /// Binds `addr` and serves it from a thread.
 pub fn start(addr: SocketAddr, token: Option<Secret>, shared: Arc<Shared>) -> Result<(), String> {
-    let listener = std::net::TcpListener::bind(addr)
-        .and_then(|listener| listener.set_nonblocking(true).map(|()| listener))
-        .map_err(|err| format!("cannot listen on {addr}: {err}"))?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .enable_time()
@@ -79,15 +82,28 @@ pub fn start(addr: SocketAddr, token: Option<Secret>, shared: Arc<Shared>) -> Re
         .thread_stack_size(256 * 1024)
         .build()
         .map_err(|err| format!("cannot start the http runtime: {err}"))?;
+    let listener = {
+        // Registers the socket with this runtime, which then serves it.
+        let _entered = runtime.enter();
+        bind(addr).map_err(|err| format!("cannot listen on {addr}: {err}"))?
+    };
     let context = Arc::new(Context { shared, token });
     super::spawn("http", move || runtime.block_on(serve(listener, context)))
 }
 
-async fn serve(listener: std::net::TcpListener, context: Arc<Context>) {
-    let listener = match tokio::net::TcpListener::from_std(listener) {
-        Ok(listener) => listener,
-        Err(err) => return log::error!("cannot serve MOLTD_LISTEN: {err}"),
+/// Binds `addr` with a listen backlog of [`BACKLOG`] and, as std does,
+/// `SO_REUSEADDR` (so a restarted moltd can listen again at once).
+fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
     };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
+}
+
+async fn serve(listener: tokio::net::TcpListener, context: Arc<Context>) {
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     let idle = Idle::default();
     for id in 0u64.. {
