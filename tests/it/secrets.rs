@@ -147,10 +147,12 @@ fn no_child_sees_moltds_secrets() {
     }
 }
 
-/// `moltd -- sh -c DUMP` updating from `feed` with `GITHUB_TOKEN`, plus `extra`.
-fn single_command(dir: &TestDir, feed: &Feed, extra: &[(&str, &str)]) -> Vec<String> {
+/// `moltd -- sh -c DUMP` updating from `feed` with `GITHUB_TOKEN`, plus
+/// `extra`, in a directory of its own (a moltd being killed may still hold
+/// the app dir's lock).
+fn single_command(name: &str, feed: &Feed, extra: &[(&str, &str)]) -> Vec<String> {
+    let dir = &TestDir::new(name);
     let main = format!("{}; exec sleep 1000", dump_env(&dir.join("env.main")));
-    let _ = std::fs::remove_file(dir.join("env.main"));
     let mut moltd = updating(dir, feed, Mode::Pid1)
         .args(["--", "sh", "-c", &main])
         .env("GITHUB_TOKEN", "github-token-value")
@@ -167,13 +169,12 @@ fn single_command(dir: &TestDir, feed: &Feed, extra: &[(&str, &str)]) -> Vec<Str
 
 #[test]
 fn single_command_mode_withholds_secrets_unless_passed_on() {
-    let dir = TestDir::new("secrets_single");
     let feed = private_feed("github-token-value");
-    let withheld = single_command(&dir, &feed, &[]);
+    let withheld = single_command("secrets_single", &feed, &[]);
     assert!(secrets_in(&withheld).is_empty(), "{withheld:?}");
     assert!(feed_saw(&feed, "github-token-value"));
     // MOLTD_PASS_ENV hands over exactly the variables it names.
-    let passed = single_command(&dir, &feed, &[("MOLTD_PASS_ENV", "GITHUB_TOKEN")]);
+    let passed = single_command("secrets_pass", &feed, &[("MOLTD_PASS_ENV", "GITHUB_TOKEN")]);
     assert_eq!(
         secrets_in(&passed),
         ["GITHUB_TOKEN=github-token-value"],
