@@ -57,7 +57,9 @@ DUMB_INIT_SETSID=0 (same as -c), MOLTD_SERVICES (same as --services),
 MOLTD_CONTROL (same as --control), SVWAIT (seconds a stopping service gets
 before KILL, default 7), MOLTD_BACKOFF_MAX (longest restart delay, default 30),
 MOLTD_LOG_FORMAT (human or json), MOLTD_LISTEN (HTTP health, status and
-metrics), MOLTD_API_TOKEN, MOLTD_METRICS_FILE, MOLTD_WEBHOOK.
+metrics), MOLTD_API_TOKEN, MOLTD_METRICS_FILE, MOLTD_WEBHOOK. Children of a
+supervising moltd never get its tokens or webhook URL unless MOLTD_PASS_ENV
+names them.
 `moltd config` prints every setting, where it came from, and checks them.
 Installed as `tini` or `dumb-init` (a symlink), moltd behaves as that program.
 ";

@@ -32,7 +32,8 @@ use std::time::Instant;
 pub struct Config {
     /// `MOLTD_LISTEN`: the HTTP listener's address.
     pub listen: Option<SocketAddr>,
-    /// `MOLTD_API_TOKEN`: enables `POST /update` and `POST /rollback`.
+    /// `MOLTD_API_TOKEN` (or `MOLTD_API_TOKEN_FILE`): enables `POST /update`
+    /// and `POST /rollback`.
     pub api_token: Option<Secret>,
     /// `MOLTD_METRICS_FILE`: the node-exporter textfile.
     pub metrics_file: Option<PathBuf>,

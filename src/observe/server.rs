@@ -19,7 +19,9 @@
 //! hundred idle connections open would otherwise hold every slot and fill
 //! the backlog for as long as it likes, and `/healthz` (what restarts the
 //! pod) would go unanswered; with eviction its connections churn through
-//! the slots while a client that sends its request at once is served.
+//! the slots while a client that sends its request at once is served, and
+//! the listen backlog ([`BACKLOG`]) is long enough that their reconnects do
+//! not make the kernel drop the SYN of a probe.
 //! Nothing here touches the event loop: state comes from snapshots, and
 //! update requests go to the updater thread on a blocking-pool thread,
 //! because an update can take as long as its download and health check.
