@@ -21,11 +21,22 @@ use std::time::Duration;
 
 /// One HTTP/1.1 request to moltd's listener: (status code, body).
 fn http(port: u16, method: &str, path: &str, token: Option<&str>) -> Option<(u16, String)> {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    request(port, method, path, auth.as_deref())
+}
+
+/// One request with a raw `Authorization` value: (status code, body).
+pub(crate) fn request(
+    port: u16,
+    method: &str,
+    path: &str,
+    auth: Option<&str>,
+) -> Option<(u16, String)> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
     stream
         .set_read_timeout(Some(Duration::from_secs(120)))
         .ok()?;
-    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    let auth = auth.map_or(String::new(), |a| format!("Authorization: {a}\r\n"));
     let request = format!("{method} {path} HTTP/1.1\r\nHost: x\r\n{auth}\r\n");
     stream.write_all(request.as_bytes()).ok()?;
     let mut text = String::new();

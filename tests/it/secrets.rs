@@ -9,12 +9,15 @@
 
 use crate::apply::{App, free_port, moltd, release, served, setup, updating};
 use crate::feed::*;
+use crate::observe::request;
 use crate::util::{Mode, Moltd, TIMEOUT, TestDir};
-use std::io::{Read, Write};
+use std::io::Read;
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+/// Written out here rather than taken from `moltd::secrets::WITHHELD`, so
+/// that a name dropped from that list fails the tests.
 const SECRET_NAMES: [&str; 7] = [
     "GITHUB_TOKEN",
     "GH_TOKEN",
@@ -46,19 +49,6 @@ fn secrets_in(entries: &[String]) -> Vec<String> {
         .filter(|e| SECRET_NAMES.iter().any(|n| e.starts_with(&format!("{n}="))))
         .cloned()
         .collect()
-}
-
-/// One request to moltd's listener with a raw `Authorization` value.
-fn request(port: u16, method: &str, path: &str, auth: Option<&str>) -> Option<(u16, String)> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(TIMEOUT)).ok()?;
-    let auth = auth.map_or(String::new(), |a| format!("Authorization: {a}\r\n"));
-    let text = format!("{method} {path} HTTP/1.1\r\nHost: x\r\n{auth}\r\n");
-    stream.write_all(text.as_bytes()).ok()?;
-    let mut reply = String::new();
-    stream.read_to_string(&mut reply).ok()?;
-    let (head, body) = reply.split_once("\r\n\r\n")?;
-    Some((head.split(' ').nth(1)?.parse().ok()?, body.to_owned()))
 }
 
 /// A feed that answers its API (the list, and assets by their API URL,
