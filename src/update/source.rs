@@ -28,11 +28,14 @@ use super::Error;
 use super::config::Source;
 use super::http::Http;
 use super::poll::rate_limit_wait;
+use super::config::Policy;
 use super::release::{Release, parse_api, parse_manifest};
+use super::select;
 use super::state::State;
 use reqwest::Url;
 use reqwest::header::{ACCEPT, ETAG, HeaderMap, IF_NONE_MATCH, LINK, RETRY_AFTER};
-use std::collections::BTreeSet;
+use sha2::{Digest, Sha256};
+use std::collections::HashSet;
 use std::time::SystemTime;
 
 /// The URL the list is read from.
@@ -49,10 +52,15 @@ pub fn listing_url(source: &Source) -> String {
     }
 }
 
-/// Whether the first page came fresh or was confirmed by a 304.
+/// What the first page's request found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Freshness {
+    /// A new list: reading started over from it.
     Fetched,
+    /// The stored first page's tags with new details (download counts,
+    /// notes): the pages read after it stay.
+    Refreshed,
+    /// A 304: the stored list is current.
     NotModified,
 }
 
@@ -78,12 +86,53 @@ fn message(body: &[u8]) -> String {
 /// (one set of first-page tags), over all checks.
 pub const MAX_PAGES: usize = 10;
 
+/// The most releases read from the list, over all its pages: GitHub's
+/// [`MAX_PAGES`] pages of 100. A page is read up to the room left and the
+/// rest of it is parsed past and dropped, so a feed that serves ten
+/// thousand releases a page costs what a thousand cost.
+pub const MAX_RELEASES: usize = 1000;
+
+/// Where pages are read from, the byte cap of each, and the policy that
+/// says which of their releases are kept.
+pub struct Reader<'a> {
+    pub http: &'a Http,
+    pub source: &'a Source,
+    /// Bytes of one page (`Limits::document`).
+    pub limit: u64,
+    pub policy: &'a Policy,
+    /// [`select::floor`]: older releases are not kept.
+    pub floor: Option<semver::Version>,
+}
+
 /// One page of the list as the server sent it.
 struct Page {
+    /// At most the room asked for, newest first; not yet filtered.
     releases: Vec<Release>,
     /// Its `rel="next"` link, resolved against its URL.
     next: Option<String>,
     etag: Option<String>,
+}
+
+/// What the stored list is filtered by: a list kept for another policy
+/// lacks releases this one may choose, so it is read anew.
+fn policy_key(policy: &Policy) -> String {
+    format!(
+        "prefix={:?} version={} prerelease={}",
+        policy.tag_prefix, policy.requirement, policy.prerelease
+    )
+}
+
+/// Identifies a first page by its set of tags (not their order, nor their
+/// details), in a fixed size whatever the page holds.
+fn tags_digest(releases: &[Release]) -> String {
+    let mut tags: Vec<&str> = releases.iter().map(|r| r.tag.as_str()).collect();
+    tags.sort_unstable();
+    let mut hash = Sha256::new();
+    for tag in tags {
+        hash.update(tag.as_bytes());
+        hash.update(b"\n");
+    }
+    format!("sha256:{:x}", hash.finalize())
 }
 
 /// The target of the first `rel="next"` link in a `Link` header value
@@ -124,147 +173,174 @@ pub fn next_link(value: &str) -> Option<&str> {
     }
 }
 
-/// Reads one page; `None` for a 304 to `etag`.
-fn fetch_page(
-    http: &Http,
-    source: &Source,
-    url: &str,
-    etag: Option<&str>,
-    limit: u64,
-) -> Result<Option<Page>, Error> {
-    let accept = match source {
-        Source::GitHub { .. } => "application/vnd.github+json",
-        _ => "application/json",
-    };
-    let mut request = http.get(url).header(ACCEPT, accept);
-    if matches!(source, Source::GitHub { .. }) {
-        request = request.header("X-GitHub-Api-Version", "2022-11-28");
-    }
-    if let Some(etag) = etag {
-        request = request.header(IF_NONE_MATCH, etag);
-    }
-    let response = http.send(request, url)?;
-    let status = response.status().as_u16();
-    let headers = response.headers().clone();
-    if status == 304 && etag.is_some() {
-        return Ok(None);
-    }
-    if status == 429 || status == 403 {
-        let retry_after = header(&headers, RETRY_AFTER.as_str());
-        let exhausted = header(&headers, "x-ratelimit-remaining") == Some("0");
-        if status == 429 || retry_after.is_some() || exhausted {
-            return Err(Error::RateLimited {
+impl Reader<'_> {
+    /// Reads one page, keeping at most `room` releases; `None` for a 304 to
+    /// `etag`. The body is parsed as it arrives.
+    fn page(&self, url: &str, etag: Option<&str>, room: usize) -> Result<Option<Page>, Error> {
+        let (http, source) = (self.http, self.source);
+        let accept = match source {
+            Source::GitHub { .. } => "application/vnd.github+json",
+            _ => "application/json",
+        };
+        let mut request = http.get(url).header(ACCEPT, accept);
+        if matches!(source, Source::GitHub { .. }) {
+            request = request.header("X-GitHub-Api-Version", "2022-11-28");
+        }
+        if let Some(etag) = etag {
+            request = request.header(IF_NONE_MATCH, etag);
+        }
+        let response = http.send(request, url)?;
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        if status == 304 && etag.is_some() {
+            return Ok(None);
+        }
+        if status == 429 || status == 403 {
+            let retry_after = header(&headers, RETRY_AFTER.as_str());
+            let exhausted = header(&headers, "x-ratelimit-remaining") == Some("0");
+            if status == 429 || retry_after.is_some() || exhausted {
+                return Err(Error::RateLimited {
+                    url: url.to_owned(),
+                    status,
+                    wait: rate_limit_wait(
+                        retry_after,
+                        header(&headers, "x-ratelimit-reset"),
+                        SystemTime::now(),
+                    ),
+                });
+            }
+        }
+        if !(200..300).contains(&status) {
+            let body = http
+                .read_limited(response, url, 64 * 1024, "error answer")
+                .unwrap_or_default();
+            let mut message = message(&body);
+            if matches!(status, 401 | 404) && !matches!(source, Source::Manifest { .. }) {
+                message.push_str(" (a private repository needs GITHUB_TOKEN)");
+            }
+            return Err(Error::Status {
                 url: url.to_owned(),
                 status,
-                wait: rate_limit_wait(
-                    retry_after,
-                    header(&headers, "x-ratelimit-reset"),
-                    SystemTime::now(),
-                ),
+                message,
             });
         }
-    }
-    if !(200..300).contains(&status) {
-        let body = http
-            .read_limited(response, url, 64 * 1024, "error answer")
-            .unwrap_or_default();
-        let mut message = message(&body);
-        if matches!(status, 401 | 404) && !matches!(source, Source::Manifest { .. }) {
-            message.push_str(" (a private repository needs GITHUB_TOKEN)");
-        }
-        return Err(Error::Status {
+        let unparsable = |source| Error::Parse {
             url: url.to_owned(),
-            status,
-            message,
-        });
+            source,
+        };
+        let parsed = match source {
+            // A manifest is one small document, and an untagged one:
+            // serde would buffer it whole anyway.
+            Source::Manifest { .. } => {
+                let body = http.read_limited(response, url, self.limit, "release list")?;
+                parse_manifest(&body, url, room).map_err(unparsable)?
+            }
+            _ => {
+                let mut body = http.body(response, url, self.limit, "release list");
+                parse_api(&mut body, room).map_err(|err| match err.is_io() {
+                    true => body.failure(err.into()),
+                    false => unparsable(err),
+                })?
+            }
+        };
+        if parsed.skipped > 0 {
+            log::warn!(
+                "read {} of the {} releases of {url}: at most {MAX_RELEASES} releases of the release list are read",
+                parsed.releases.len(),
+                parsed.releases.len() + parsed.skipped
+            );
+        }
+        // A manifest is one document; only the APIs page.
+        let next = match source {
+            Source::Manifest { .. } => None,
+            _ => headers
+                .get_all(LINK)
+                .iter()
+                .filter_map(|v| next_link(v.to_str().ok()?))
+                .next()
+                .and_then(|target| Url::parse(url).ok()?.join(target).ok())
+                .map(String::from),
+        };
+        Ok(Some(Page {
+            releases: parsed.releases,
+            next,
+            etag: header(&headers, ETAG.as_str()).map(String::from),
+        }))
     }
-    let body = http.read_limited(response, url, limit, "release list")?;
-    let releases: Vec<Release> = match source {
-        Source::Manifest { .. } => parse_manifest(&body, url),
-        _ => parse_api(&body),
+
+    /// Whether the state keeps `release`: [`select::can_choose`].
+    fn keeps(&self, release: &Release) -> bool {
+        select::can_choose(self.policy, self.floor.as_ref(), release)
     }
-    .map_err(|source| Error::Parse {
-        url: url.to_owned(),
-        source,
-    })?;
-    // A manifest is one document; only the APIs page.
-    let next = match source {
-        Source::Manifest { .. } => None,
-        _ => headers
-            .get_all(LINK)
-            .iter()
-            .filter_map(|v| next_link(v.to_str().ok()?))
-            .next()
-            .and_then(|target| Url::parse(url).ok()?.join(target).ok())
-            .map(String::from),
-    };
-    Ok(Some(Page {
-        releases,
-        next,
-        etag: header(&headers, ETAG.as_str()).map(String::from),
-    }))
+
+    /// The releases of `releases` the state keeps.
+    fn keep(&self, releases: Vec<Release>) -> impl Iterator<Item = Release> {
+        releases.into_iter().filter(|r| self.keeps(r))
+    }
 }
 
-/// Reads the first page of the list into `state` (which keeps the last
-/// good list, its ETag, its URL, how many pages it holds and where reading
-/// stopped); on a 304 `state` stays as it was, and on the same tags only
-/// their entries and the ETag change.
-pub fn first_page(
-    http: &Http,
-    source: &Source,
-    state: &mut State,
-    limit: u64,
-) -> Result<Freshness, Error> {
-    let url = listing_url(source);
-    let cached = state.listing_url.as_deref() == Some(url.as_str());
+/// Reads the first page of the list into `state` (which keeps what the
+/// policy can choose from the last good list, its ETag, its URL, how many
+/// pages and releases were read and where reading stopped); on a 304
+/// `state` stays as it was, and on the same tags only their entries and the
+/// ETag change.
+pub fn first_page(reader: &Reader, state: &mut State) -> Result<Freshness, Error> {
+    let url = listing_url(reader.source);
+    let policy = policy_key(reader.policy);
+    let cached = state.listing_url.as_deref() == Some(url.as_str())
+        && state.listing_policy.as_deref() == Some(policy.as_str());
     let etag = state.etag.as_deref().filter(|_| cached);
-    let Some(page) = fetch_page(http, source, &url, etag, limit)? else {
+    if cached {
+        // What an update since the list was read left behind.
+        state.listing.retain(|r| reader.keeps(r));
+    }
+    let Some(page) = reader.page(&url, etag, MAX_RELEASES)? else {
         return Ok(Freshness::NotModified);
     };
-    if cached && let Some(n) = stored_first_page(state, &page) {
+    let first = tags_digest(&page.releases);
+    // A first page without a next link is the whole list; with one it was
+    // full, and the stored list goes on from it.
+    let same = cached
+        && state.listing_first.as_deref() == Some(first.as_str())
+        && (page.next.is_some() || (state.listing_pages == 1 && state.listing_next.is_none()));
+    if same {
         // Same releases, new details (GitHub's ETag covers download counts):
-        // the pages read after them and the cap stay.
-        state.listing.splice(..n, page.releases);
+        // the pages read after them and the caps stay.
+        let tags: HashSet<&str> = page.releases.iter().map(|r| r.tag.as_str()).collect();
+        state.listing.retain(|r| !tags.contains(r.tag.as_str()));
+        drop(tags);
+        let kept: Vec<Release> = reader.keep(page.releases).collect();
+        state.listing.splice(..0, kept);
         state.etag = page.etag;
-        return Ok(Freshness::Fetched);
+        return Ok(Freshness::Refreshed);
     }
-    state.listing = page.releases;
+    state.listing_read = page.releases.len();
+    state.listing = reader.keep(page.releases).collect();
+    state.listing_first = Some(first);
     state.listing_next = page.next;
     state.listing_pages = 1;
     state.etag = page.etag;
     state.listing_url = Some(url);
+    state.listing_policy = Some(policy);
     Ok(Freshness::Fetched)
 }
 
-/// How many releases of `state.listing` are the stored first page, when
-/// `page`, a fetched first page, lists the same tags: a release published or
-/// deleted changes them, a download or an edited note does not.
-fn stored_first_page(state: &State, page: &Page) -> Option<usize> {
-    let n = page.releases.len();
-    let stored = state.listing.get(..n)?;
-    // A first page without a next link is the whole list; with one it was
-    // full, and the stored list begins with it.
-    if page.next.is_none() && (n != state.listing.len() || state.listing_next.is_some()) {
-        return None;
-    }
-    fn tags(releases: &[Release]) -> BTreeSet<&str> {
-        releases.iter().map(|r| r.tag.as_str()).collect()
-    }
-    (tags(stored) == tags(&page.releases)).then_some(n)
-}
-
 /// Reads the pages after those `state` holds while `enough` says they hold
-/// no release the policy allows, until it holds [`MAX_PAGES`]; returns how
-/// many it read. Each page goes into `state` as it arrives, so an error
-/// keeps the ones before it and the next check goes on from there.
+/// no release the policy allows, until it holds [`MAX_PAGES`] pages or
+/// [`MAX_RELEASES`] releases; returns how many it read. Each page goes into
+/// `state` as it arrives, so an error keeps the ones before it and the next
+/// check goes on from there. `fresh`: the first page was just read as a new
+/// list, so a cap it already reached is news.
 pub fn more_pages(
-    http: &Http,
-    source: &Source,
+    reader: &Reader,
     state: &mut State,
-    limit: u64,
+    fresh: bool,
     enough: &dyn Fn(&[Release]) -> bool,
 ) -> Result<usize, Error> {
-    let origin = Url::parse(&listing_url(source)).map(|u| u.origin()).ok();
+    let origin = Url::parse(&listing_url(reader.source))
+        .map(|u| u.origin())
+        .ok();
+    let mut known: HashSet<String> = state.listing.iter().map(|r| r.tag.clone()).collect();
     let mut read = 0;
     while let Some(link) = state.listing_next.clone() {
         if enough(&state.listing) {
@@ -276,32 +352,32 @@ pub fn more_pages(
             state.listing_next = None;
             break;
         }
-        // The cap is on what is stored for this first page, not per check:
+        // The caps are on what is stored for this first page, not per check:
         // a 304 then costs one request, whatever the policy finds.
-        if state.listing_pages >= MAX_PAGES {
-            if read > 0 {
+        if state.listing_pages >= MAX_PAGES || state.listing_read >= MAX_RELEASES {
+            if read > 0 || fresh {
                 log::warn!(
-                    "no eligible release in the newest {} releases (the first {MAX_PAGES} pages of the release list): check MOLTD_TAG_PREFIX, MOLTD_VERSION, MOLTD_PRERELEASE and the bad releases; older releases are not searched, and the list is read again when a release is published",
-                    state.listing.len()
+                    "no eligible release in the newest {} releases (at most {MAX_PAGES} pages and {MAX_RELEASES} releases of the release list are read): check MOLTD_TAG_PREFIX, MOLTD_VERSION, MOLTD_PRERELEASE and the bad releases; older releases are not searched, and the list is read again when a release is published",
+                    state.listing_read
                 );
             }
             break;
         }
         log::info!(
             "no eligible release in the newest {} releases: reading {link}",
-            state.listing.len()
+            state.listing_read
         );
-        let Some(page) = fetch_page(http, source, &link, None, limit)? else {
+        let room = MAX_RELEASES - state.listing_read;
+        let Some(page) = reader.page(&link, None, room)? else {
             break;
         };
         read += 1;
         state.listing_pages += 1;
+        state.listing_read += page.releases.len();
         // Pages shift when releases come or go between two requests.
-        let new: Vec<Release> = page
-            .releases
-            .into_iter()
-            .filter(|r| state.listing.iter().all(|known| known.tag != r.tag))
-            .collect();
+        let new = reader
+            .keep(page.releases)
+            .filter(|r| known.insert(r.tag.clone()));
         state.listing.extend(new);
         state.listing_next = page.next;
     }
