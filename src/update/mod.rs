@@ -140,7 +140,11 @@ impl Updater {
             &reader,
             &mut self.state,
             freshness == Freshness::Fetched,
-            &|releases| select::allowed(releases, reader.policy, &bad).next().is_some(),
+            &|releases| {
+                select::allowed(releases, reader.policy, &bad)
+                    .next()
+                    .is_some()
+            },
         );
         match (freshness, &more) {
             (Freshness::NotModified, Ok(0)) => {

@@ -294,7 +294,9 @@ mod tests {
         assert_eq!(releases[0].assets[0].download_url, "https://o/a.tgz");
 
         assert!(parse_manifest(br#"{"version":"1"}"#, "http://h/", 100).is_err());
-        assert!(parse_manifest(br#"{"version":"1","url":"u","typo":1}"#, "http://h/", 100).is_err());
+        assert!(
+            parse_manifest(br#"{"version":"1","url":"u","typo":1}"#, "http://h/", 100).is_err()
+        );
     }
 
     /// Past the cap, releases are parsed as JSON (broken JSON is still an
@@ -309,7 +311,10 @@ mod tests {
         };
         let parsed = parse_api(list(5).as_bytes(), 3).unwrap();
         let tags: Vec<&str> = parsed.releases.iter().map(|r| r.tag.as_str()).collect();
-        assert_eq!((tags, parsed.skipped), (vec!["v1.0.0", "v1.0.1", "v1.0.2"], 2));
+        assert_eq!(
+            (tags, parsed.skipped),
+            (vec!["v1.0.0", "v1.0.1", "v1.0.2"], 2)
+        );
         let parsed = parse_api(list(3).as_bytes(), 3).unwrap();
         assert_eq!((parsed.releases.len(), parsed.skipped), (3, 0));
         // Past the cap only the JSON must hold, not the shape of a release.
@@ -321,6 +326,9 @@ mod tests {
 
         let many = br#"{"releases":[{"version":"1.0.0","url":"a.tgz"},{"version":"0.9.0","url":"b.tgz"}]}"#;
         let parsed = parse_manifest(many, "http://h/m.json", 1).unwrap();
-        assert_eq!((parsed.releases[0].tag.as_str(), parsed.skipped), ("1.0.0", 1));
+        assert_eq!(
+            (parsed.releases[0].tag.as_str(), parsed.skipped),
+            ("1.0.0", 1)
+        );
     }
 }

@@ -25,10 +25,10 @@
 //! them; only a release published or deleted there starts over.
 
 use super::Error;
+use super::config::Policy;
 use super::config::Source;
 use super::http::Http;
 use super::poll::rate_limit_wait;
-use super::config::Policy;
 use super::release::{Release, parse_api, parse_manifest};
 use super::select;
 use super::state::State;
