@@ -11,13 +11,17 @@
 //! `Link: <url>; rel="next"` header. Further pages are read only while the
 //! pages read hold no release the policy allows (a tag prefix in a monorepo,
 //! a pin to an old release), and only on the first page's origin. The ETag
-//! is the first page's; the stored list holds every page read after it, how
-//! many, and where reading stopped, so a 304 goes on from there when the
-//! policy changed or an earlier check was cut short (a rate limit on page
-//! 3). At most [`MAX_PAGES`] pages are read and stored for one first page,
-//! over all checks: without a token GitHub allows 60 requests an hour, so a
-//! policy that matches nothing (a typo in `MOLTD_TAG_PREFIX`) must settle
-//! into one request a check rather than read on to the end of the list.
+//! is the first page's; the state keeps, of the pages read after it, the
+//! releases the policy can choose, how many pages and releases were read,
+//! and where reading stopped, so a 304 goes on from there when an earlier
+//! check was cut short (a rate limit on page 3). The releases kept depend
+//! on the policy, so a list kept for another one is read anew. At most
+//! [`MAX_PAGES`] pages and [`MAX_RELEASES`] releases are read for one first
+//! page, over all checks: without a token GitHub allows 60 requests an
+//! hour, so a policy that matches nothing (a typo in `MOLTD_TAG_PREFIX`)
+//! must settle into one request a check rather than read on to the end of
+//! the list; and a server that lists ten thousand releases a page must not
+//! cost PID 1 more than a thousand do.
 //! "One first page" is its set of tags, not its ETag: GitHub's list carries
 //! each asset's `download_count`, so a fleet downloading changes the ETag
 //! between two checks, and a server may send none. A fetched first page
@@ -25,8 +29,7 @@
 //! them; only a release published or deleted there starts over.
 
 use super::Error;
-use super::config::Policy;
-use super::config::Source;
+use super::config::{Policy, Source};
 use super::http::Http;
 use super::poll::rate_limit_wait;
 use super::release::{Release, parse_api, parse_manifest};
@@ -173,101 +176,106 @@ pub fn next_link(value: &str) -> Option<&str> {
     }
 }
 
-impl Reader<'_> {
-    /// Reads one page, keeping at most `room` releases; `None` for a 304 to
-    /// `etag`. The body is parsed as it arrives.
-    fn page(&self, url: &str, etag: Option<&str>, room: usize) -> Result<Option<Page>, Error> {
-        let (http, source) = (self.http, self.source);
-        let accept = match source {
-            Source::GitHub { .. } => "application/vnd.github+json",
-            _ => "application/json",
-        };
-        let mut request = http.get(url).header(ACCEPT, accept);
-        if matches!(source, Source::GitHub { .. }) {
-            request = request.header("X-GitHub-Api-Version", "2022-11-28");
-        }
-        if let Some(etag) = etag {
-            request = request.header(IF_NONE_MATCH, etag);
-        }
-        let response = http.send(request, url)?;
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        if status == 304 && etag.is_some() {
-            return Ok(None);
-        }
-        if status == 429 || status == 403 {
-            let retry_after = header(&headers, RETRY_AFTER.as_str());
-            let exhausted = header(&headers, "x-ratelimit-remaining") == Some("0");
-            if status == 429 || retry_after.is_some() || exhausted {
-                return Err(Error::RateLimited {
-                    url: url.to_owned(),
-                    status,
-                    wait: rate_limit_wait(
-                        retry_after,
-                        header(&headers, "x-ratelimit-reset"),
-                        SystemTime::now(),
-                    ),
-                });
-            }
-        }
-        if !(200..300).contains(&status) {
-            let body = http
-                .read_limited(response, url, 64 * 1024, "error answer")
-                .unwrap_or_default();
-            let mut message = message(&body);
-            if matches!(status, 401 | 404) && !matches!(source, Source::Manifest { .. }) {
-                message.push_str(" (a private repository needs GITHUB_TOKEN)");
-            }
-            return Err(Error::Status {
+/// Reads one page, keeping at most `room` releases; `None` for a 304 to
+/// `etag`. The body is parsed as it arrives.
+fn fetch_page(
+    reader: &Reader,
+    url: &str,
+    etag: Option<&str>,
+    room: usize,
+) -> Result<Option<Page>, Error> {
+    let (http, source, limit) = (reader.http, reader.source, reader.limit);
+    let accept = match source {
+        Source::GitHub { .. } => "application/vnd.github+json",
+        _ => "application/json",
+    };
+    let mut request = http.get(url).header(ACCEPT, accept);
+    if matches!(source, Source::GitHub { .. }) {
+        request = request.header("X-GitHub-Api-Version", "2022-11-28");
+    }
+    if let Some(etag) = etag {
+        request = request.header(IF_NONE_MATCH, etag);
+    }
+    let response = http.send(request, url)?;
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    if status == 304 && etag.is_some() {
+        return Ok(None);
+    }
+    if status == 429 || status == 403 {
+        let retry_after = header(&headers, RETRY_AFTER.as_str());
+        let exhausted = header(&headers, "x-ratelimit-remaining") == Some("0");
+        if status == 429 || retry_after.is_some() || exhausted {
+            return Err(Error::RateLimited {
                 url: url.to_owned(),
                 status,
-                message,
+                wait: rate_limit_wait(
+                    retry_after,
+                    header(&headers, "x-ratelimit-reset"),
+                    SystemTime::now(),
+                ),
             });
         }
-        let unparsable = |source| Error::Parse {
-            url: url.to_owned(),
-            source,
-        };
-        let parsed = match source {
-            // A manifest is one small document, and an untagged one:
-            // serde would buffer it whole anyway.
-            Source::Manifest { .. } => {
-                let body = http.read_limited(response, url, self.limit, "release list")?;
-                parse_manifest(&body, url, room).map_err(unparsable)?
-            }
-            _ => {
-                let mut body = http.body(response, url, self.limit, "release list");
-                parse_api(&mut body, room).map_err(|err| match err.is_io() {
-                    true => body.failure(err.into()),
-                    false => unparsable(err),
-                })?
-            }
-        };
-        if parsed.skipped > 0 {
-            log::warn!(
-                "read {} of the {} releases of {url}: at most {MAX_RELEASES} releases of the release list are read",
-                parsed.releases.len(),
-                parsed.releases.len() + parsed.skipped
-            );
-        }
-        // A manifest is one document; only the APIs page.
-        let next = match source {
-            Source::Manifest { .. } => None,
-            _ => headers
-                .get_all(LINK)
-                .iter()
-                .filter_map(|v| next_link(v.to_str().ok()?))
-                .next()
-                .and_then(|target| Url::parse(url).ok()?.join(target).ok())
-                .map(String::from),
-        };
-        Ok(Some(Page {
-            releases: parsed.releases,
-            next,
-            etag: header(&headers, ETAG.as_str()).map(String::from),
-        }))
     }
+    if !(200..300).contains(&status) {
+        let body = http
+            .read_limited(response, url, 64 * 1024, "error answer")
+            .unwrap_or_default();
+        let mut message = message(&body);
+        if matches!(status, 401 | 404) && !matches!(source, Source::Manifest { .. }) {
+            message.push_str(" (a private repository needs GITHUB_TOKEN)");
+        }
+        return Err(Error::Status {
+            url: url.to_owned(),
+            status,
+            message,
+        });
+    }
+    let unparsable = |source| Error::Parse {
+        url: url.to_owned(),
+        source,
+    };
+    let parsed = match source {
+        // A manifest is one small document, and an untagged one:
+        // serde would buffer it whole anyway.
+        Source::Manifest { .. } => {
+            let body = http.read_limited(response, url, limit, "release list")?;
+            parse_manifest(&body, url, room).map_err(unparsable)?
+        }
+        _ => {
+            let mut body = http.body(response, url, limit, "release list");
+            parse_api(&mut body, room).map_err(|err| match err.is_io() {
+                true => body.failure(err.into()),
+                false => unparsable(err),
+            })?
+        }
+    };
+    if parsed.skipped > 0 {
+        log::warn!(
+            "read {} of the {} releases of {url}: at most {MAX_RELEASES} releases of the release list are read",
+            parsed.releases.len(),
+            parsed.releases.len() + parsed.skipped
+        );
+    }
+    // A manifest is one document; only the APIs page.
+    let next = match source {
+        Source::Manifest { .. } => None,
+        _ => headers
+            .get_all(LINK)
+            .iter()
+            .filter_map(|v| next_link(v.to_str().ok()?))
+            .next()
+            .and_then(|target| Url::parse(url).ok()?.join(target).ok())
+            .map(String::from),
+    };
+    Ok(Some(Page {
+        releases: parsed.releases,
+        next,
+        etag: header(&headers, ETAG.as_str()).map(String::from),
+    }))
+}
 
+impl Reader<'_> {
     /// Whether the state keeps `release`: [`select::can_choose`].
     fn keeps(&self, release: &Release) -> bool {
         select::can_choose(self.policy, self.floor.as_ref(), release)
@@ -294,7 +302,7 @@ pub fn first_page(reader: &Reader, state: &mut State) -> Result<Freshness, Error
         // What an update since the list was read left behind.
         state.listing.retain(|r| reader.keeps(r));
     }
-    let Some(page) = reader.page(&url, etag, MAX_RELEASES)? else {
+    let Some(page) = fetch_page(reader, &url, etag, MAX_RELEASES)? else {
         return Ok(Freshness::NotModified);
     };
     let first = tags_digest(&page.releases);
@@ -368,7 +376,7 @@ pub fn more_pages(
             state.listing_read
         );
         let room = MAX_RELEASES - state.listing_read;
-        let Some(page) = reader.page(&link, None, room)? else {
+        let Some(page) = fetch_page(reader, &link, None, room)? else {
             break;
         };
         read += 1;
