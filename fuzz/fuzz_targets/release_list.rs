@@ -14,10 +14,10 @@ fuzz_target!(|data: &[u8]| {
         prerelease: true,
     };
     let parsed = [
-        parse_api(data, 1000),
-        parse_manifest(data, "http://127.0.0.1/m.json", 1000),
+        parse_api(data, 1000).map(|p| p.releases),
+        parse_manifest(data, "http://127.0.0.1/m.json"),
     ];
-    for releases in parsed.into_iter().flatten().map(|p| p.releases) {
+    for releases in parsed.into_iter().flatten() {
         if let Some(candidate) = choose(&releases, &policy, None, &Default::default()) {
             let _ = pick_asset(&candidate.release, &candidate.version, &AssetRule::Default, "x86_64");
         }

@@ -5,11 +5,11 @@
 //! and the state file never see a source's quirks. The parsers take bytes
 //! and return plain values, so they can be fuzzed without a network.
 //!
-//! A list is read as it streams in, into structs that hold only the fields
-//! moltd uses (serde skips the rest without keeping them), and at most a
-//! given number of releases are kept: the rest of the list is parsed past
-//! and dropped. A page of ten thousand releases then costs the releases
-//! kept, not the page.
+//! An API's list is read as it streams in, into structs that hold only the
+//! fields moltd uses (serde skips the rest without keeping them), and at
+//! most a given number of releases are kept: the rest of the list is parsed
+//! past and dropped. A page of ten thousand releases then costs the
+//! releases kept, not the page.
 
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
@@ -173,23 +173,22 @@ enum Manifest {
     Many { releases: Vec<ManifestEntry> },
 }
 
-/// Parses a manifest: one entry, or `{"releases": [...]}`, keeping the
-/// first `max` releases. Relative URLs are resolved against `base`, the
-/// manifest's own URL.
-pub fn parse_manifest(body: &[u8], base: &str, max: usize) -> Result<Parsed, serde_json::Error> {
-    let mut entries = match serde_json::from_slice(body)? {
+/// Parses a manifest: one entry, or `{"releases": [...]}`. Relative URLs are
+/// resolved against `base`, the manifest's own URL. All of it: a manifest
+/// lists releases in an order of its own, so its first entries need not be
+/// the newest.
+pub fn parse_manifest(body: &[u8], base: &str) -> Result<Vec<Release>, serde_json::Error> {
+    let entries = match serde_json::from_slice(body)? {
         Manifest::One(entry) => vec![entry],
         Manifest::Many { releases } => releases,
     };
-    let skipped = entries.len().saturating_sub(max);
-    entries.truncate(max);
     let base = reqwest::Url::parse(base).ok();
     let resolve = |url: &str| {
         base.as_ref()
             .and_then(|b| b.join(url).ok())
             .map_or_else(|| url.to_string(), String::from)
     };
-    let releases = entries
+    Ok(entries
         .into_iter()
         .map(|e| {
             let url = resolve(&e.url);
@@ -221,8 +220,7 @@ pub fn parse_manifest(body: &[u8], base: &str, max: usize) -> Result<Parsed, ser
                 assets,
             }
         })
-        .collect();
-    Ok(Parsed { releases, skipped })
+        .collect())
 }
 
 /// The last path segment of a URL, without query or fragment.
@@ -275,9 +273,7 @@ mod tests {
     #[test]
     fn manifest_shapes() {
         let one = br#"{"version":"2.0.0","url":"dl/app.tar.gz?x=1","sha256":"AB","minisig_url":"dl/app.tar.gz.minisig"}"#;
-        let releases = parse_manifest(one, "http://h:1/m/manifest.json", 100)
-            .unwrap()
-            .releases;
+        let releases = parse_manifest(one, "http://h:1/m/manifest.json").unwrap();
         assert_eq!(releases.len(), 1);
         let asset = &releases[0].assets[0];
         assert_eq!(asset.name, "app.tar.gz");
@@ -286,17 +282,13 @@ mod tests {
         assert_eq!(releases[0].assets[1].name, "app.tar.gz.minisig");
 
         let many = br#"{"releases":[{"version":"1.0.0","url":"https://o/a.tgz"},{"version":"1.1.0","url":"https://o/b.tgz","prerelease":true}]}"#;
-        let releases = parse_manifest(many, "http://h/m.json", 100)
-            .unwrap()
-            .releases;
+        let releases = parse_manifest(many, "http://h/m.json").unwrap();
         assert_eq!(releases.len(), 2);
         assert!(releases[1].prerelease);
         assert_eq!(releases[0].assets[0].download_url, "https://o/a.tgz");
 
-        assert!(parse_manifest(br#"{"version":"1"}"#, "http://h/", 100).is_err());
-        assert!(
-            parse_manifest(br#"{"version":"1","url":"u","typo":1}"#, "http://h/", 100).is_err()
-        );
+        assert!(parse_manifest(br#"{"version":"1"}"#, "http://h/").is_err());
+        assert!(parse_manifest(br#"{"version":"1","url":"u","typo":1}"#, "http://h/").is_err());
     }
 
     /// Past the cap, releases are parsed as JSON (broken JSON is still an
@@ -323,12 +315,5 @@ mod tests {
         assert!(parse_api(odd, 2).is_err());
         assert!(parse_api(&b"[{\"tag_name\":\"v1\"}, ]"[..], 1).is_err());
         assert!(parse_api(&b"[{\"tag_name\":\"v1\"}] x"[..], 1).is_err());
-
-        let many = br#"{"releases":[{"version":"1.0.0","url":"a.tgz"},{"version":"0.9.0","url":"b.tgz"}]}"#;
-        let parsed = parse_manifest(many, "http://h/m.json", 1).unwrap();
-        assert_eq!(
-            (parsed.releases[0].tag.as_str(), parsed.skipped),
-            ("1.0.0", 1)
-        );
     }
 }

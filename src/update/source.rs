@@ -32,7 +32,7 @@ use super::Error;
 use super::config::{Policy, Source};
 use super::http::Http;
 use super::poll::rate_limit_wait;
-use super::release::{Release, parse_api, parse_manifest};
+use super::release::{Parsed, Release, parse_api, parse_manifest};
 use super::select;
 use super::state::State;
 use reqwest::Url;
@@ -236,11 +236,16 @@ fn fetch_page(
         source,
     };
     let parsed = match source {
-        // A manifest is one small document, and an untagged one:
-        // serde would buffer it whole anyway.
+        // A manifest is one document, read whole (serde buffers an untagged
+        // one anyway) within the byte limit: its order is its own, so
+        // its first entries need not be the newest.
         Source::Manifest { .. } => {
             let body = http.read_limited(response, url, limit, "release list")?;
-            parse_manifest(&body, url, room).map_err(unparsable)?
+            let releases = parse_manifest(&body, url).map_err(unparsable)?;
+            Parsed {
+                releases,
+                skipped: 0,
+            }
         }
         _ => {
             let mut body = http.body(response, url, limit, "release list");

@@ -224,3 +224,37 @@ fn an_older_state_file_still_loads() {
     assert_eq!(state["bad"], serde_json::json!(["v2.0.0"]));
     assert!(state["listing_policy"].is_string(), "{state}");
 }
+
+/// A manifest is one document in an order of its own (here oldest first):
+/// it is read whole, within the byte limit, so a release past the first
+/// 1,000 entries is found; the state keeps only what can be chosen.
+#[test]
+fn a_manifest_past_the_release_cap_is_read_whole() {
+    let dir = TestDir::new("big_manifest");
+    let entries: Vec<String> = (0..1500)
+        .map(|n| format!(r#"{{"version":"1.{n}.0","url":"files/app-1.{n}.0.tar.gz"}}"#))
+        .collect();
+    let manifest = format!(r#"{{"releases":[{}]}}"#, entries.join(","));
+    let server = Server::start(move |request| match request.path.as_str() {
+        "/m/manifest.json" => Response::new(200, manifest.clone()),
+        _ => Response::new(404, ""),
+    });
+    install(&dir, "1.1498.0");
+    let run = Moltd::new(&dir, Mode::Pid1)
+        .args(["update", "--check"])
+        .env("MOLTD_SOURCE", "url")
+        .env("MOLTD_URL", format!("{}/m/manifest.json", server.url))
+        .env("MOLTD_APP_DIR", dir.join("app"))
+        .env("MOLTD_STATUS_FILE", dir.join("status.json"))
+        .run();
+    run.expect_code(0)
+        .expect_stdout_contains("newer release 1.1499.0");
+    let state = json(&dir, "app/.moltd/state.json");
+    let kept: Vec<&str> = state["listing"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["tag"].as_str().unwrap())
+        .collect();
+    assert_eq!(kept, ["1.1498.0", "1.1499.0"], "{state}");
+}
