@@ -310,6 +310,57 @@ mod tests {
         }
     }
 
+    /// What the state keeps: nothing older than both installed releases,
+    /// unless a pin may go back; never drafts or tags of others.
+    #[test]
+    fn what_the_state_keeps() {
+        let v = |text: &str| Version::parse(text).unwrap();
+        let any = policy("", "*", false);
+        let pin = policy("", "=1.0.0", false);
+        type Row<'a> = (
+            &'a Policy,
+            Option<&'a str>,
+            Option<&'a str>,
+            Option<Version>,
+        );
+        #[rustfmt::skip]
+        let floors: [Row; 6] = [
+            (&any, Some("v2.0.0"), Some("v1.0.0"), Some(v("1.0.0"))),
+            (&any, Some("v1.0.0"), Some("v2.0.0"), Some(v("1.0.0"))),
+            (&any, Some("v2.0.0"), Some("nightly"), Some(v("2.0.0"))),
+            (&any, None, Some("v1.0.0"), None),
+            (&any, Some("nightly"), None, None),
+            (&pin, Some("v2.0.0"), None, None),
+        ];
+        for (policy, current, previous, expected) in floors {
+            assert_eq!(
+                floor(policy, current, previous),
+                expected,
+                "{current:?} {previous:?}"
+            );
+        }
+        let mut draft = release("v3.0.0", false);
+        draft.draft = true;
+        let floor = v("2.0.0");
+        let table = [
+            (release("v3.0.0", false), true),
+            (release("v2.0.0", false), true),
+            (release("v1.9.0", false), false),
+            (release("v3.1.0", true), false),
+            (release("api-v3.0.0", false), false),
+            (draft, false),
+        ];
+        for (release, expected) in table {
+            assert_eq!(
+                can_choose(&any, Some(&floor), &release),
+                expected,
+                "{}",
+                release.tag
+            );
+        }
+        assert!(can_choose(&any, None, &release("v0.1.0", false)));
+    }
+
     fn with_assets(names: &[&str]) -> Release {
         let mut r = release("v1.2.3", false);
         r.assets = names
