@@ -95,6 +95,8 @@ pub struct Switch {
     /// Installed releases to keep.
     pub keep: usize,
     /// Test-only (`MOLTD_TEST_CRASH_AT`): kill moltd when entering this state.
+    /// Only in builds with the `test-hooks` feature, which the tests turn on.
+    #[cfg(feature = "test-hooks")]
     pub crash_at: Option<String>,
 }
 
@@ -315,6 +317,7 @@ impl Config {
                         bad("MOLTD_KEEP", &text, "a number of releases, at least 2")
                     })?,
                 },
+                #[cfg(feature = "test-hooks")]
                 crash_at: var("MOLTD_TEST_CRASH_AT"),
             };
         let source = source?;

@@ -95,7 +95,7 @@ impl Updater {
                 log::warn!("{}", chain(&err));
             }
         }
-        let reporter = Reporter::new(config.status_file.clone(), config.switch.crash_at.clone());
+        let reporter = Reporter::new(config.status_file.clone());
         let mut updater = Updater {
             _manage: manage,
             config,
@@ -104,6 +104,10 @@ impl Updater {
             reporter,
             key,
         };
+        #[cfg(feature = "test-hooks")]
+        updater
+            .reporter
+            .crash_at(updater.config.switch.crash_at.clone());
         updater.recover();
         updater.reporter.releases(&updater.state);
         Ok(updater)
@@ -118,17 +122,29 @@ impl Updater {
         let url = source::listing_url(&self.config.source);
         self.reporter
             .phase(Phase::Checking, 1, format!("checking {url} for releases"));
-        let (policy, bad) = (&self.config.policy, self.state.bad.clone());
-        let limit = self.config.limits.document;
-        let freshness =
-            source::first_page(&self.http, &self.config.source, &mut self.state, limit)?;
+        let bad = self.state.bad.clone();
+        let reader = source::Reader {
+            http: &self.http,
+            source: &self.config.source,
+            limit: self.config.limits.document,
+            policy: &self.config.policy,
+            floor: select::floor(
+                &self.config.policy,
+                self.state.current.as_deref(),
+                self.state.previous.as_deref(),
+            ),
+        };
+        let freshness = source::first_page(&reader, &mut self.state)?;
         let stored = self.state.listing_pages;
         let more = source::more_pages(
-            &self.http,
-            &self.config.source,
+            &reader,
             &mut self.state,
-            limit,
-            &|releases| select::allowed(releases, policy, &bad).next().is_some(),
+            freshness == Freshness::Fetched,
+            &|releases| {
+                select::allowed(releases, reader.policy, &bad)
+                    .next()
+                    .is_some()
+            },
         );
         match (freshness, &more) {
             (Freshness::NotModified, Ok(0)) => {
@@ -152,6 +168,8 @@ impl Updater {
         if let Err(err) = saved.map_err(Error::io("save", &path)) {
             log::warn!("release list not saved: {}", chain(&err));
         }
+        // The pages read are freed by now; PID 1 idles until the next check.
+        crate::sys::mem::trim_heap();
         more?;
         let newer = select::choose(
             &self.state.listing,

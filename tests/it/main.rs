@@ -4,6 +4,7 @@
 //! namespace, in a directory of its own (see [`util::TestDir`]).
 
 mod apply;
+mod big_list;
 mod cli;
 mod container;
 mod feed;
