@@ -190,9 +190,10 @@ impl Updater {
                 tag: tag.clone(),
                 problem,
             })?;
-        let expected = match verify::from_digest_field(asset) {
-            Some(expected) => Some(expected),
-            None => match verify::checksum_asset(release, &asset.name) {
+        let field = verify::from_digest_field(asset);
+        let expected = match &field {
+            Ok(Some(expected)) => Some(expected.clone()),
+            Ok(None) | Err(_) => match verify::checksum_asset(release, &asset.name) {
                 Some(sums) => {
                     let text = http.document(
                         &sums.download_url,
@@ -210,14 +211,22 @@ impl Updater {
                     })
                 }
                 None if config.require_checksum => {
-                    return Err(Error::MissingChecksum {
-                        tag: tag.clone(),
-                        asset: asset.name.clone(),
+                    return Err(match field {
+                        Err(problem) => Error::UnusableDigest {
+                            tag: tag.clone(),
+                            asset: asset.name.clone(),
+                            problem,
+                        },
+                        Ok(_) => Error::MissingChecksum {
+                            tag: tag.clone(),
+                            asset: asset.name.clone(),
+                        },
                     });
                 }
                 None => {
+                    let why = field.err().unwrap_or_else(|| "no checksum".into());
                     log::warn!(
-                        "no checksum for {}: installing it unchecked (MOLTD_REQUIRE_CHECKSUM=false)",
+                        "{why} for {}: installing it unchecked (MOLTD_REQUIRE_CHECKSUM=false)",
                         asset.name
                     );
                     None
