@@ -12,6 +12,7 @@ mod observe;
 mod pid1;
 mod services;
 mod static_build;
+mod stage_errors;
 mod sv;
 mod update;
 mod util;
