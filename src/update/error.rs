@@ -123,11 +123,7 @@ pub enum Error {
         reason: &'static str,
     },
     #[error("{} {}", Escaped(.asset), cap.exceeded(*.limit))]
-    Limit {
-        asset: String,
-        cap: Cap,
-        limit: u64,
-    },
+    Limit { asset: String, cap: Cap, limit: u64 },
     #[error(
         "no space left on the device for staging in {}: {free} {} free, at least {needed} needed above the reserve of {reserve} (MOLTD_MIN_FREE)",
         dir.display(), kind.unit()

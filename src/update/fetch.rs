@@ -281,18 +281,19 @@ pub fn fetch_and_unpack(
     };
 
     let mut gunzip = Gunzip::new(BufReader::with_capacity(64 * 1024, &mut download));
-    let unpacked = unpack(&mut gunzip, tree, &mut room, limits, strip, request.name).and_then(
-        |unpacked| {
+    let unpacked =
+        unpack(&mut gunzip, tree, &mut room, limits, strip, request.name).and_then(|unpacked| {
             // Past tar's end marker: the rest must still be read, to hash
             // every byte, but it counts against the unpacked limit like any
             // other.
             let left = limits.unpacked.saturating_sub(unpacked.bytes);
-            let rest = io::copy(&mut (&mut gunzip).take(left + 1), &mut io::sink()).map_err(
-                |source| Error::BadArchive {
-                    asset: request.name.to_string(),
-                    source,
-                },
-            )?;
+            let rest =
+                io::copy(&mut (&mut gunzip).take(left + 1), &mut io::sink()).map_err(|source| {
+                    Error::BadArchive {
+                        asset: request.name.to_string(),
+                        source,
+                    }
+                })?;
             if rest > left {
                 return Err(Error::Limit {
                     asset: request.name.to_string(),
@@ -301,8 +302,7 @@ pub fn fetch_and_unpack(
                 });
             }
             Ok(unpacked)
-        },
-    );
+        });
     drop(gunzip);
     if let Some(error) = download.failure.take() {
         return Err(error);

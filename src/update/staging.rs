@@ -159,7 +159,10 @@ impl Room {
     /// A file grows from `from` to `to` bytes: charged in whole blocks.
     pub fn grow(&mut self, from: u64, to: u64) -> Result<(), Error> {
         let blocks = |size: u64| size.div_ceil(self.space.block);
-        self.take(Resource::Bytes, (blocks(to) - blocks(from)) * self.space.block)
+        self.take(
+            Resource::Bytes,
+            (blocks(to) - blocks(from)) * self.space.block,
+        )
     }
 
     /// A new folder: an inode and a block.

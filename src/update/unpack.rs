@@ -24,10 +24,10 @@
 //! A single top-level folder is stripped by default: the release root is
 //! then that folder. `MOLTD_STRIP_COMPONENTS` strips a fixed count instead.
 
+use super::Error;
 use super::config::Limits;
 use super::error::Cap;
 use super::staging::Room;
-use super::Error;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
 use std::fs::{self, OpenOptions};

@@ -152,7 +152,10 @@ mod tests {
             digest: digest.map(String::from),
         };
         let table = [
-            (Some(format!("sha256:{B}")), Ok(Some(B.to_ascii_lowercase()))),
+            (
+                Some(format!("sha256:{B}")),
+                Ok(Some(B.to_ascii_lowercase())),
+            ),
             (
                 Some(format!("sha512:{B}")),
                 Err("unsupported digest algorithm sha512"),

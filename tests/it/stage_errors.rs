@@ -144,11 +144,7 @@ fn space_reserve_reached_late_is_named_once_not_a_digest_mismatch() {
 }
 
 /// `moltd update --stage-only` from `feed`, with `env`.
-fn stage<'a>(
-    dir: &'a TestDir,
-    feed: &Feed,
-    env: &[(&str, &str)],
-) -> crate::util::Finished {
+fn stage(dir: &TestDir, feed: &Feed, env: &[(&str, &str)]) -> crate::util::Finished {
     let mut moltd = update(dir, feed.url(), &["--stage-only"]);
     for (key, value) in env {
         moltd = moltd.env(key, value);
@@ -176,7 +172,10 @@ fn implied_folders_count_against_max_entries() {
     let run = stage(&dir, &feed, &[("MOLTD_MAX_ENTRIES", "100")]);
     run.expect_code(1)
         .expect_stderr_contains("has more than MOLTD_MAX_ENTRIES=100 entries");
-    if releases(&dir).iter().any(|r| r.starts_with('.') || r == "v2.0.0") {
+    if releases(&dir)
+        .iter()
+        .any(|r| r.starts_with('.') || r == "v2.0.0")
+    {
         run.fail("something was left in releases/");
     }
     // The same archive within the cap stages.
@@ -333,7 +332,10 @@ fn names_from_feeds_and_archives_are_logged_escaped() {
             .then(|| serve_file(r, &served, false))
     });
     let feed = Feed::with_hook(
-        vec![FakeRelease::new("v2.0.0", vec![FakeAsset::new(name, archive)])],
+        vec![FakeRelease::new(
+            "v2.0.0",
+            vec![FakeAsset::new(name, archive)],
+        )],
         hook,
     );
     let run = stage(&dir, &feed, &[("MOLTD_ASSET", "app-*")]);
@@ -347,9 +349,9 @@ fn names_from_feeds_and_archives_are_logged_escaped() {
     // A server's error body.
     let dir = TestDir::new("escaped_body");
     let hook: Hook = Box::new(|r, _| {
-        r.path.starts_with("/repos/").then(|| {
-            Response::new(500, "{\"message\":\"down\\u001b[2J\\nforged: all well\"}")
-        })
+        r.path
+            .starts_with("/repos/")
+            .then(|| Response::new(500, "{\"message\":\"down\\u001b[2J\\nforged: all well\"}"))
     });
     let feed = Feed::with_hook(vec![], hook);
     let run = stage(&dir, &feed, &[]);

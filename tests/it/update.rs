@@ -557,11 +557,19 @@ fn bad_input_ends_in_a_clear_error_and_nothing_staged() {
         ),
         Bad {
             env: vec![("MOLTD_MAX_UNPACKED", "1M".into())],
-            ..bad("bomb", bomb.clone(), "unpacks to more than MOLTD_MAX_UNPACKED=1048576 bytes")
+            ..bad(
+                "bomb",
+                bomb.clone(),
+                "unpacks to more than MOLTD_MAX_UNPACKED=1048576 bytes",
+            )
         },
         Bad {
             env: vec![("MOLTD_MAX_ENTRIES", "2".into())],
-            ..bad("entry count", good.clone(), "has more than MOLTD_MAX_ENTRIES=2 entries")
+            ..bad(
+                "entry count",
+                good.clone(),
+                "has more than MOLTD_MAX_ENTRIES=2 entries",
+            )
         },
         Bad {
             env: vec![("MOLTD_MAX_DOWNLOAD", "100".into())],
