@@ -307,3 +307,86 @@ pub fn chain(err: &(dyn std::error::Error + 'static)) -> String {
     }
     text
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_name_the_cap_and_escape_outside_text() {
+        let asset = "app\n\u{1b}[2J.tar.gz".to_string();
+        let table = [
+            (
+                Error::Limit {
+                    asset: "a.tar.gz".into(),
+                    cap: Cap::Unpacked,
+                    limit: 10,
+                },
+                "a.tar.gz unpacks to more than MOLTD_MAX_UNPACKED=10 bytes",
+            ),
+            (
+                Error::Limit {
+                    asset: "a.tar.gz".into(),
+                    cap: Cap::Download,
+                    limit: 10,
+                },
+                "a.tar.gz is larger than MOLTD_MAX_DOWNLOAD=10 bytes",
+            ),
+            (
+                Error::MissingChecksum {
+                    tag: "v1\n".into(),
+                    asset: asset.clone(),
+                },
+                "release v1\\n has no checksum for app\\n\\u{1b}[2J.tar.gz (no digest field, no SHA256SUMS, checksums.txt or app\\n\\u{1b}[2J.tar.gz.sha256 asset)",
+            ),
+            (
+                Error::Status {
+                    url: "http://x/\u{1b}".into(),
+                    status: 500,
+                    message: "down\nforged".into(),
+                },
+                "http://x/\\u{1b} answered http 500: down\\nforged",
+            ),
+            (
+                Error::NoSpace {
+                    dir: "/app/releases".into(),
+                    kind: Resource::Inodes,
+                    free: 20,
+                    needed: 19,
+                    reserve: 2,
+                },
+                "no space left on the device for staging in /app/releases: 20 inodes free, at least 19 needed above the reserve of 2 (MOLTD_MIN_FREE)",
+            ),
+        ];
+        for (error, expected) in table {
+            let text = error.to_string();
+            assert!(text.starts_with(expected), "{text}");
+        }
+    }
+
+    #[test]
+    fn bad_releases_and_transient_trouble() {
+        let limit = Error::Limit {
+            asset: "a".into(),
+            cap: Cap::Entries,
+            limit: 1,
+        };
+        let full = Error::NoSpace {
+            dir: "/app".into(),
+            kind: Resource::Bytes,
+            free: 1,
+            needed: 2,
+            reserve: 0,
+        };
+        let mismatch = Error::DigestMismatch {
+            asset: "a".into(),
+            actual: "1".into(),
+            expected: "2".into(),
+            origin: "the digest field".into(),
+        };
+        assert!(limit.release_is_bad() && !limit.is_transient());
+        assert!(mismatch.release_is_bad() && !mismatch.is_transient());
+        assert!(!full.release_is_bad() && full.is_transient());
+        assert!(!Error::Deadline(Duration::from_secs(1)).release_is_bad());
+    }
+}

@@ -154,17 +154,25 @@ impl Writer<'_> {
             .collect();
         for dir in missing.iter().rev() {
             self.count()?;
-            self.make_dir(dir)?;
+            // Whatever moltd's umask: services of other users traverse it.
+            self.make(dir, 0o755)?;
         }
         Ok(())
     }
 
-    fn make_dir(&mut self, rel: &Path) -> Result<(), Error> {
+    /// Creates the folder `rel`, whose parent exists.
+    fn make(&mut self, rel: &Path, mode: u32) -> Result<(), Error> {
         self.room.folder()?;
         let path = self.tree.join(rel);
         fs::create_dir(&path).map_err(self.fail("create folder", &path))?;
         self.made.insert(rel.to_path_buf());
-        Ok(())
+        self.chmod(rel, mode)
+    }
+
+    fn chmod(&self, rel: &Path, mode: u32) -> Result<(), Error> {
+        let path = self.tree.join(rel);
+        fs::set_permissions(&path, fs::Permissions::from_mode(mode))
+            .map_err(self.fail("set the mode of", &path))
     }
 
     fn fail(&self, action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> Error {
@@ -185,15 +193,14 @@ impl Writer<'_> {
 
     /// A folder the archive lists (already counted as its entry).
     fn dir(&mut self, rel: &Path, mode: u32) -> Result<(), Error> {
+        let mode = mode & 0o1777 | 0o700;
+        if self.made.contains(rel) {
+            return self.chmod(rel, mode);
+        }
         if let Some(parent) = rel.parent() {
             self.parents(parent)?;
         }
-        if !self.made.contains(rel) {
-            self.make_dir(rel)?;
-        }
-        let path = self.tree.join(rel);
-        fs::set_permissions(&path, fs::Permissions::from_mode(mode & 0o1777 | 0o700))
-            .map_err(self.fail("set the mode of", &path))
+        self.make(rel, mode)
     }
 
     fn file(&mut self, rel: &Path, mode: u32, data: &mut dyn Read) -> Result<(), Error> {
