@@ -212,6 +212,8 @@ fn sticky_folder_keeps_its_sticky_bit() {
     for (path, kind, mode) in [
         ("app/tmp", tar::EntryType::Directory, 0o1777),
         ("app/shared", tar::EntryType::Directory, 0o777),
+        // A file after its folder leaves the folder's mode alone.
+        ("app/tmp/x", tar::EntryType::Regular, 0o644),
     ] {
         let mut header = tar::Header::new_gnu();
         header.set_path(path).unwrap();
