@@ -125,8 +125,8 @@ pub enum Error {
     #[error("{} {}", Escaped(.asset), cap.exceeded(*.limit))]
     Limit { asset: String, cap: Cap, limit: u64 },
     #[error(
-        "no space left on the device for staging in {}: {free} {} free, at least {needed} needed above the reserve of {reserve} (MOLTD_MIN_FREE)",
-        dir.display(), kind.unit()
+        "no space left on the device for staging in {}: at least {needed} {kind} needed, {} of the {free} free may be used (MOLTD_MIN_FREE keeps {reserve})",
+        dir.display(), free.saturating_sub(*reserve)
     )]
     NoSpace {
         dir: PathBuf,
@@ -219,18 +219,12 @@ pub enum Resource {
     Inodes,
 }
 
-impl Resource {
-    fn unit(self) -> &'static str {
-        match self {
-            Resource::Bytes => "bytes",
-            Resource::Inodes => "inodes",
-        }
-    }
-}
-
 impl fmt::Display for Resource {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str(self.unit())
+        f.write_str(match self {
+            Resource::Bytes => "bytes",
+            Resource::Inodes => "inodes",
+        })
     }
 }
 
@@ -355,7 +349,7 @@ mod tests {
                     needed: 19,
                     reserve: 2,
                 },
-                "no space left on the device for staging in /app/releases: 20 inodes free, at least 19 needed above the reserve of 2 (MOLTD_MIN_FREE)",
+                "no space left on the device for staging in /app/releases: at least 19 inodes needed, 18 of the 20 free may be used (MOLTD_MIN_FREE keeps 2)",
             ),
         ];
         for (error, expected) in table {

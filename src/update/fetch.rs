@@ -207,12 +207,15 @@ impl<R: BufRead> Read for Gunzip<R> {
     }
 }
 
-/// Downloads `request` and unpacks it into `tree`, checking digest and
-/// signature at the end of the stream. On error the caller discards `tree`.
+/// Downloads `request` and unpacks it into `tree` within `room`, checking
+/// digest and signature at the end of the stream. On error the caller
+/// discards `tree`.
+#[allow(clippy::too_many_arguments)]
 pub fn fetch_and_unpack(
     http: &Http,
     request: &Request,
     tree: &Path,
+    room: &mut Room,
     limits: &Limits,
     timeouts: &Timeouts,
     strip: Option<usize>,
@@ -238,8 +241,6 @@ pub fn fetch_and_unpack(
             limit: limits.download,
         });
     }
-    // An archive hardly unpacks to less than its compressed size.
-    let mut room = Room::measure(tree, limits.min_free, needed)?;
     let headers = response.headers();
     let ranges = headers
         .get(ACCEPT_RANGES)
@@ -282,7 +283,7 @@ pub fn fetch_and_unpack(
 
     let mut gunzip = Gunzip::new(BufReader::with_capacity(64 * 1024, &mut download));
     let unpacked =
-        unpack(&mut gunzip, tree, &mut room, limits, strip, request.name).and_then(|unpacked| {
+        unpack(&mut gunzip, tree, room, limits, strip, request.name).and_then(|unpacked| {
             // Past tar's end marker: the rest must still be read, to hash
             // every byte, but it counts against the unpacked limit like any
             // other.

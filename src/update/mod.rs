@@ -271,6 +271,9 @@ impl Updater {
             signature: key.as_ref().zip(signature.as_ref()),
         };
         let staging = staging::Staging::begin(&releases, &config.state_dir(), tag)?;
+        // An archive hardly unpacks to less than its compressed size.
+        let needed = asset.size.unwrap_or(0);
+        let mut room = staging::Room::measure(&releases, config.limits.min_free, needed)?;
         let size = asset
             .size
             .map_or_else(String::new, |s| format!(" ({s} bytes)"));
@@ -283,6 +286,7 @@ impl Updater {
             http,
             &request,
             &staging.tree(),
+            &mut room,
             &config.limits,
             &config.timeouts,
             config.strip_components,

@@ -195,7 +195,7 @@ fn inode_reserve_on_a_small_tmpfs() {
     let run = stage(&dir, &feed, &[]);
     run.expect_code(1)
         .expect_stderr_contains("no space left on the device for staging")
-        .expect_stderr_contains("inodes free");
+        .expect_stderr_contains("inodes needed");
     if !releases(&dir).is_empty() {
         run.fail("something was left in releases/");
     }

@@ -741,7 +741,7 @@ fn disk_full_on_a_small_tmpfs() {
         (
             targz(&[Entry::File("zeros", &zeros, 0o644)]),
             "0%",
-            "needed above the reserve of 0 (MOLTD_MIN_FREE)",
+            "(MOLTD_MIN_FREE keeps 0)",
         ),
     ];
     for (archive, min_free, expected) in table {
