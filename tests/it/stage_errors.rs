@@ -360,3 +360,37 @@ fn names_from_feeds_and_archives_are_logged_escaped() {
     run.expect_code(1);
     expect_escaped(&run, &run.stderr, "down\\u{1b}[2J\\nforged: all well");
 }
+
+#[test]
+fn status_table_shows_feed_names_escaped() {
+    let (dir, port) = setup("status_escaped");
+    let name = "app-2.0.0\x1b[2J\nforged.tar.gz";
+    let archive = targz(&[Entry::File("../\x1b[31m\nforged", b"x", 0o644)]);
+    let served_archive = archive.clone();
+    let hook: Hook = Box::new(move |r, _| {
+        (r.path.starts_with("/dl/") && !r.path.contains("1.0.0"))
+            .then(|| serve_file(r, &served_archive, false))
+    });
+    let feed = Feed::with_hook(vec![release("1.0.0", App::Good)], hook);
+    let mut running = moltd(&dir, &feed, Mode::Pid1)
+        .env("MOLTD_ASSET", "app-*")
+        .spawn();
+    running.wait_for("v1 to serve", || served(port).as_deref() == Some("1.0.0"));
+    wait_for_state(&mut running, &dir, "idle");
+    feed.publish(FakeRelease::new(
+        "v2.0.0",
+        vec![FakeAsset::new(name, archive)],
+    ));
+    let reply = dir.moltd_client(&["update"]);
+    if reply.code != Some(1) || reply.stderr.contains('\x1b') {
+        running.fail(&format!("moltd update: {reply:?}"));
+    }
+    let table = dir.moltd_client(&["status"]);
+    if table.stdout.contains('\x1b')
+        || !table
+            .stdout
+            .contains("last error: app-2.0.0\\u{1b}[2J\\nforged.tar.gz: entry ../\\u{1b}[31m\\nforged refused")
+    {
+        running.fail(&format!("moltd status: {table:?}"));
+    }
+}
