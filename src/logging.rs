@@ -14,7 +14,9 @@
 //! Names in log lines often come from outside (release tags, asset and
 //! entry names, server error bodies): [`Escaped`] shows their control
 //! characters as escapes, so a name cannot forge a log line or drive the
-//! terminal. Every text line goes through it once more here, at the sink.
+//! terminal. Every text line of moltd's own personality (the only one that
+//! updates) goes through it once more here, at the sink; tini's and
+//! dumb-init's lines stay exactly theirs (tini's warning has newlines).
 
 use crate::personality::Personality;
 use log::{Level, LevelFilter, Log, Metadata, Record};
@@ -91,7 +93,6 @@ impl Log for Logger {
         }
         let level = record.level();
         let text = record.args().to_string();
-        let message = Escaped(&text);
         let line = match self.personality {
             Personality::Tini => {
                 let tag = match level {
@@ -101,16 +102,16 @@ impl Log for Logger {
                     Level::Debug => "DEBUG",
                     Level::Trace => "TRACE",
                 };
-                format!("[{tag} tini ({})] {message}\n", self.pid)
+                format!("[{tag} tini ({})] {text}\n", self.pid)
             }
-            Personality::DumbInit => format!("[dumb-init] {message}\n"),
+            Personality::DumbInit => format!("[dumb-init] {text}\n"),
             Personality::Moltd if json() => {
                 let tag = level.as_str().to_ascii_lowercase();
                 json_line(&tag, &text, &[("source", "moltd")])
             }
             Personality::Moltd => {
                 let tag = level.as_str().to_ascii_lowercase();
-                format!("moltd: {tag}: {message}\n")
+                format!("moltd: {tag}: {}\n", Escaped(&text))
             }
         };
         // Like tini: problems on stderr, chatter on stdout.
