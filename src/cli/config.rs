@@ -51,6 +51,7 @@ const SETTINGS: &[(&str, &str)] = &[
     ("MOLTD_MAX_DOWNLOAD", "1G"),
     ("MOLTD_MAX_UNPACKED", "4G"),
     ("MOLTD_MAX_ENTRIES", "100000"),
+    ("MOLTD_MIN_FREE", "5%, at most 1G"),
     ("MOLTD_STALL_TIMEOUT", "30s"),
     ("MOLTD_DOWNLOAD_TIMEOUT", "3600s"),
     ("MOLTD_STATUS_FILE", "/run/moltd/status.json"),

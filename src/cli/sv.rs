@@ -11,6 +11,7 @@
 
 use super::check::{self, CheckError};
 use super::{Env, write_err, write_out};
+use crate::logging::Escaped;
 use crate::services::DEFAULT_SVWAIT;
 use crate::services::client::{self, ClientError};
 use crate::services::control::{Answer, Op, Request, UpdateOp};
@@ -335,11 +336,12 @@ fn update_summary(socket: &Path) -> String {
     else {
         return String::new();
     };
+    // Tags and messages name releases and assets from the feed.
     let none = || "none".to_owned();
     let mut text = format!(
         "\nrelease: {} (previous: {})\nupdate: {}, step {}/{}",
-        status.current.unwrap_or_else(none),
-        status.previous.unwrap_or_else(none),
+        Escaped(&status.current.unwrap_or_else(none)),
+        Escaped(&status.previous.unwrap_or_else(none)),
         status.state.name(),
         status.step,
         status.total_steps,
@@ -347,18 +349,19 @@ fn update_summary(socket: &Path) -> String {
     if let Some(progress) = status.progress {
         let _ = write!(text, ", {progress}%");
     }
-    let _ = writeln!(text, ": {}", status.message);
+    let _ = writeln!(text, ": {}", Escaped(&status.message));
     if let Some(available) = status.available {
-        let _ = writeln!(text, "newer release: {}", available.tag);
+        let _ = writeln!(text, "newer release: {}", Escaped(&available.tag));
     }
     if let Some(error) = status.last_error {
-        let _ = writeln!(text, "last error: {error}");
+        let _ = writeln!(text, "last error: {}", Escaped(&error));
     }
     if let Some(why) = status.suspended {
         let _ = writeln!(text, "automatic updates suspended: {why}");
     }
     if !status.bad_releases.is_empty() {
-        let _ = writeln!(text, "bad releases: {}", status.bad_releases.join(", "));
+        let bad = status.bad_releases.join(", ");
+        let _ = writeln!(text, "bad releases: {}", Escaped(&bad));
     }
     text
 }

@@ -15,7 +15,7 @@
 use super::Error;
 use super::config::{Config, Source, Timeouts};
 use reqwest::blocking::{Client, RequestBuilder, Response};
-use reqwest::header::{ACCEPT, AUTHORIZATION, USER_AGENT};
+use reqwest::header::{ACCEPT, AUTHORIZATION, LOCATION, USER_AGENT};
 use std::io::{self, Read};
 use std::path::Path;
 use std::sync::Arc;
@@ -118,11 +118,22 @@ impl Http {
     }
 
     /// Sends a request, turning transport failures into [`Error::Transport`].
+    /// A redirect that comes back as the answer is one reqwest would not
+    /// follow (a `Location` to `file:` or another scheme): an
+    /// [`Error::Redirect`] that names it, not a bare status.
     pub fn send(&self, request: RequestBuilder, url: &str) -> Result<Response, Error> {
-        request.send().map_err(|source| Error::Transport {
+        let response = request.send().map_err(|source| Error::Transport {
             url: url.to_string(),
             source,
-        })
+        })?;
+        let redirect = matches!(response.status().as_u16(), 301 | 302 | 303 | 307 | 308);
+        match response.headers().get(LOCATION) {
+            Some(location) if redirect => Err(Error::Redirect {
+                url: url.to_string(),
+                location: String::from_utf8_lossy(location.as_bytes()).into_owned(),
+            }),
+            _ => Ok(response),
+        }
     }
 
     /// A GET with `Accept: accept` that must answer 2xx.

@@ -208,9 +208,10 @@ impl Updater {
                 tag: tag.clone(),
                 problem,
             })?;
-        let expected = match verify::from_digest_field(asset) {
-            Some(expected) => Some(expected),
-            None => match verify::checksum_asset(release, &asset.name) {
+        let field = verify::from_digest_field(asset);
+        let expected = match &field {
+            Ok(Some(expected)) => Some(expected.clone()),
+            Ok(None) | Err(_) => match verify::checksum_asset(release, &asset.name) {
                 Some(sums) => {
                     let text = http.document(
                         &sums.download_url,
@@ -228,14 +229,22 @@ impl Updater {
                     })
                 }
                 None if config.require_checksum => {
-                    return Err(Error::MissingChecksum {
-                        tag: tag.clone(),
-                        asset: asset.name.clone(),
+                    return Err(match field {
+                        Err(problem) => Error::UnusableDigest {
+                            tag: tag.clone(),
+                            asset: asset.name.clone(),
+                            problem,
+                        },
+                        Ok(_) => Error::MissingChecksum {
+                            tag: tag.clone(),
+                            asset: asset.name.clone(),
+                        },
                     });
                 }
                 None => {
+                    let why = field.err().unwrap_or_else(|| "no checksum".into());
                     log::warn!(
-                        "no checksum for {}: installing it unchecked (MOLTD_REQUIRE_CHECKSUM=false)",
+                        "{why} for {}: installing it unchecked (MOLTD_REQUIRE_CHECKSUM=false)",
                         asset.name
                     );
                     None
@@ -280,6 +289,9 @@ impl Updater {
             signature: key.as_ref().zip(signature.as_ref()),
         };
         let staging = staging::Staging::begin(&releases, &config.state_dir(), tag)?;
+        // An archive hardly unpacks to less than its compressed size.
+        let needed = asset.size.unwrap_or(0);
+        let mut room = staging::Room::measure(&releases, config.limits.min_free, needed)?;
         let size = asset
             .size
             .map_or_else(String::new, |s| format!(" ({s} bytes)"));
@@ -292,6 +304,7 @@ impl Updater {
             http,
             &request,
             &staging.tree(),
+            &mut room,
             &config.limits,
             &config.timeouts,
             config.strip_components,

@@ -13,6 +13,7 @@ mod observe;
 mod pid1;
 mod secrets;
 mod services;
+mod stage_errors;
 mod static_build;
 mod sv;
 mod update;

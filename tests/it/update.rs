@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 /// `moltd update ARGS` pointed at `feed`, with its app dir and status file
 /// inside the test dir.
-fn update<'a>(dir: &'a TestDir, feed: &str, args: &[&str]) -> Moltd<'a> {
+pub(crate) fn update<'a>(dir: &'a TestDir, feed: &str, args: &[&str]) -> Moltd<'a> {
     Moltd::new(dir, Mode::Child)
         .args(["update"])
         .args(args)
@@ -24,7 +24,7 @@ fn update<'a>(dir: &'a TestDir, feed: &str, args: &[&str]) -> Moltd<'a> {
 }
 
 /// Everything in app/releases, dot-entries included.
-fn releases(dir: &TestDir) -> Vec<String> {
+pub(crate) fn releases(dir: &TestDir) -> Vec<String> {
     let mut names: Vec<String> = fs::read_dir(dir.join("app/releases"))
         .map(|entries| {
             entries
@@ -557,18 +557,26 @@ fn bad_input_ends_in_a_clear_error_and_nothing_staged() {
         ),
         Bad {
             env: vec![("MOLTD_MAX_UNPACKED", "1M".into())],
-            ..bad("bomb", bomb.clone(), "limit of 1048576 unpacked bytes")
+            ..bad(
+                "bomb",
+                bomb.clone(),
+                "unpacks to more than MOLTD_MAX_UNPACKED=1048576 bytes",
+            )
         },
         Bad {
             env: vec![("MOLTD_MAX_ENTRIES", "2".into())],
-            ..bad("entry count", good.clone(), "limit of 2 entries")
+            ..bad(
+                "entry count",
+                good.clone(),
+                "has more than MOLTD_MAX_ENTRIES=2 entries",
+            )
         },
         Bad {
             env: vec![("MOLTD_MAX_DOWNLOAD", "100".into())],
             ..bad(
                 "download size",
                 good.clone(),
-                "limit of 100 downloaded bytes",
+                "is larger than MOLTD_MAX_DOWNLOAD=100 bytes",
             )
         },
         Bad {
@@ -688,23 +696,23 @@ fn bad_input_ends_in_a_clear_error_and_nothing_staged() {
     }
 }
 
-/// Mounts a 1 MiB tmpfs on `path`; `None` (with a message) where mounting
-/// is impossible.
-fn small_tmpfs(path: &std::path::Path) -> Option<TmpfsGuard> {
+/// Mounts a tmpfs with `options` (`size=1m,nr_inodes=100`) on `path`;
+/// `None` (with a message) where mounting is impossible.
+pub(crate) fn small_tmpfs(path: &std::path::Path, options: &str) -> Option<TmpfsGuard> {
     fs::create_dir_all(path).unwrap();
     let ok = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .args(["-t", "tmpfs", "-o", options, "tmpfs"])
         .arg(path)
         .status()
         .is_ok_and(|s| s.success());
     if !ok {
-        eprintln!("skipping the disk-full test: cannot mount a tmpfs (not root?)");
+        eprintln!("skipping a disk-full test: cannot mount a tmpfs (not root?)");
         return None;
     }
     Some(TmpfsGuard(path.to_path_buf()))
 }
 
-struct TmpfsGuard(std::path::PathBuf);
+pub(crate) struct TmpfsGuard(std::path::PathBuf);
 
 impl Drop for TmpfsGuard {
     fn drop(&mut self) {
@@ -715,35 +723,39 @@ impl Drop for TmpfsGuard {
 #[test]
 fn disk_full_on_a_small_tmpfs() {
     // Incompressible bytes: the archive itself is bigger than the disk.
-    let mut noise = Vec::with_capacity(2 * 1024 * 1024);
-    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-    while noise.len() < 2 * 1024 * 1024 {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        noise.extend_from_slice(&x.to_le_bytes());
-    }
+    let noise = noise(2 * 1024 * 1024);
     let zeros = vec![0u8; 3 * 1024 * 1024];
     let table = [
         (
             targz(&[Entry::File("noise", &noise, 0o644)]),
-            "not enough free space",
+            "5%",
+            "no space left on the device for staging",
         ),
         (
             targz(&[Entry::File("zeros", &zeros, 0o644)]),
-            "disk full while unpacking",
+            "5%",
+            "no space left on the device for staging",
+        ),
+        // Without a reserve, blocks are still counted: moltd stops before
+        // the disk is full.
+        (
+            targz(&[Entry::File("zeros", &zeros, 0o644)]),
+            "0%",
+            "(MOLTD_MIN_FREE keeps 0)",
         ),
     ];
-    for (archive, expected) in table {
+    for (archive, min_free, expected) in table {
         let dir = TestDir::new("disk_full");
-        let Some(_mount) = small_tmpfs(&dir.join("app")) else {
+        let Some(_mount) = small_tmpfs(&dir.join("app"), "size=1m") else {
             return;
         };
         let feed = Feed::start(vec![FakeRelease::new(
             "v1.0.0",
             vec![FakeAsset::new(&asset_name("1.0.0"), archive)],
         )]);
-        let run = update(&dir, feed.url(), &["--stage-only"]).run();
+        let run = update(&dir, feed.url(), &["--stage-only"])
+            .env("MOLTD_MIN_FREE", min_free)
+            .run();
         run.expect_code(1).expect_stderr_contains(expected);
         expect_nothing_staged(&dir, &run);
     }
