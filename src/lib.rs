@@ -8,6 +8,7 @@ pub mod init;
 pub mod logging;
 pub mod observe;
 pub mod personality;
+pub mod secrets;
 pub mod services;
 pub mod signals;
 pub mod sys;

@@ -13,10 +13,11 @@ fuzz_target!(|data: &[u8]| {
         requirement: semver::VersionReq::STAR,
         prerelease: true,
     };
-    for releases in [parse_api(data), parse_manifest(data, "http://127.0.0.1/m.json")]
-        .into_iter()
-        .flatten()
-    {
+    let parsed = [
+        parse_api(data, 1000).map(|p| p.releases),
+        parse_manifest(data, "http://127.0.0.1/m.json"),
+    ];
+    for releases in parsed.into_iter().flatten() {
         if let Some(candidate) = choose(&releases, &policy, None, &Default::default()) {
             let _ = pick_asset(&candidate.release, &candidate.version, &AssetRule::Default, "x86_64");
         }

@@ -3,7 +3,7 @@
 //! exactly as it would at start, naming the variable).
 //!
 //! The table lists every setting moltd reads; values are shown as given
-//! (or as the default), tokens hidden.
+//! (or as the default), secrets (tokens, the webhook URL) hidden.
 
 use super::Env;
 
@@ -27,6 +27,7 @@ const SETTINGS: &[(&str, &str)] = &[
         "MOLTD_API_TOKEN",
         "off (POST /update and /rollback disabled)",
     ),
+    ("MOLTD_API_TOKEN_FILE", "none"),
     ("MOLTD_METRICS_FILE", "off"),
     ("MOLTD_WEBHOOK", "off"),
     ("MOLTD_SOURCE", "github"),
@@ -37,6 +38,7 @@ const SETTINGS: &[(&str, &str)] = &[
     ("MOLTD_API_URL", "none"),
     ("MOLTD_URL", "none"),
     ("MOLTD_TOKEN", "none"),
+    ("MOLTD_TOKEN_FILE", "none"),
     ("GITHUB_TOKEN", "none"),
     ("GH_TOKEN", "none"),
     ("MOLTD_INTERVAL", "5m"),
@@ -54,6 +56,7 @@ const SETTINGS: &[(&str, &str)] = &[
     ("MOLTD_MAX_DOWNLOAD", "1G"),
     ("MOLTD_MAX_UNPACKED", "4G"),
     ("MOLTD_MAX_ENTRIES", "100000"),
+    ("MOLTD_MIN_FREE", "5%, at most 1G"),
     ("MOLTD_STALL_TIMEOUT", "30s"),
     ("MOLTD_DOWNLOAD_TIMEOUT", "3600s"),
     ("MOLTD_STATUS_FILE", "/run/moltd/status.json"),
@@ -66,6 +69,7 @@ const SETTINGS: &[(&str, &str)] = &[
     ("MOLTD_HEALTH_TIMEOUT", "60s"),
     ("MOLTD_HOOK_TIMEOUT", "600s"),
     ("MOLTD_KEEP", "3"),
+    ("MOLTD_PASS_ENV", "none (children get no secret)"),
 ];
 
 /// The report: one `NAME=value  (source)` line per setting. `flags` are
@@ -81,7 +85,9 @@ pub fn report(env: Env, flags: &[(&str, String)]) -> String {
             (None, Some(value)) => (value, "environment"),
             (None, None) => ((*default).to_owned(), "default"),
         };
-        let value = match name.ends_with("TOKEN") && source != "default" {
+        // A file's path is no secret; the webhook URL holds one.
+        let secret = crate::secrets::WITHHELD.contains(name) && !name.ends_with("_FILE");
+        let value = match secret && source != "default" {
             true => "(hidden)".to_owned(),
             false => value,
         };
@@ -101,6 +107,7 @@ mod tests {
         let env = |name: &str| match name {
             "SVWAIT" => Some(OsString::from("3")),
             "MOLTD_API_TOKEN" => Some(OsString::from("s3cret")),
+            "MOLTD_WEBHOOK" => Some(OsString::from("https://hooks.example/T0K3N")),
             _ => None,
         };
         let text = report(&env, &[("MOLTD_CONTROL", "/tmp/c.sock".into())]);
@@ -116,6 +123,9 @@ mod tests {
                 && line("MOLTD_CONTROL").ends_with("(flag)")
         );
         assert!(line("MOLTD_KEEP").ends_with("(default)"));
-        assert!(!text.contains("s3cret"));
+        assert!(
+            !text.contains("s3cret") && !text.contains("T0K3N"),
+            "{text}"
+        );
     }
 }

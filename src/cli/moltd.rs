@@ -7,6 +7,7 @@ use super::{
 use crate::init::policy::{Delivery, JobControl, Rules};
 use crate::init::{InitConfig, Isolation, Reaping};
 use crate::personality::Personality;
+use crate::secrets;
 use crate::services::{self, ServicesConfig, Settings};
 use crate::signals;
 use crate::update;
@@ -56,7 +57,9 @@ DUMB_INIT_SETSID=0 (same as -c), MOLTD_SERVICES (same as --services),
 MOLTD_CONTROL (same as --control), SVWAIT (seconds a stopping service gets
 before KILL, default 7), MOLTD_BACKOFF_MAX (longest restart delay, default 30),
 MOLTD_LOG_FORMAT (human or json), MOLTD_LISTEN (HTTP health, status and
-metrics), MOLTD_API_TOKEN, MOLTD_METRICS_FILE, MOLTD_WEBHOOK.
+metrics), MOLTD_API_TOKEN, MOLTD_METRICS_FILE, MOLTD_WEBHOOK. Children of a
+supervising moltd never get its tokens or webhook URL unless MOLTD_PASS_ENV
+names them.
 `moltd config` prints every setting, where it came from, and checks them.
 Installed as `tini` or `dumb-init` (a symlink), moltd behaves as that program.
 ";
@@ -175,7 +178,8 @@ fn parse_args(args: Vec<OsString>, env: Env) -> Result<Outcome, lexopt::Error> {
     }
     // Checked at every start, so a typo fails here rather than later.
     log_format(env)?;
-    let observe = crate::observe::Config::from_env(env).map_err(|err| err.to_string())?;
+    let observe = crate::observe::Config::from_env(env).map_err(|err| update::chain(&err))?;
+    let withheld = secrets::withheld(env).map_err(|err| err.to_string())?;
 
     let level = log_level(verbose, env, LevelFilter::Warn)?;
     let (isolation, delivery, mut rewrites) = if single_child {
@@ -226,6 +230,7 @@ fn parse_args(args: Vec<OsString>, env: Env) -> Result<Outcome, lexopt::Error> {
             main: (!command.is_empty()).then_some(config),
             updates,
             observe,
+            withheld,
         };
         if subcommand.is_some_and(|c| c == "config") {
             let mut flags = Vec::new();

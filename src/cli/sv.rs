@@ -11,6 +11,7 @@
 
 use super::check::{self, CheckError};
 use super::{Env, write_err, write_out};
+use crate::logging::Escaped;
 use crate::services::DEFAULT_SVWAIT;
 use crate::services::client::{ClientError, Control};
 use crate::services::control::{Answer, Op, Request, UpdateOp, UpdateReply};
@@ -334,12 +335,13 @@ fn update_summary(reply: UpdateReply) -> String {
     else {
         return String::new();
     };
+    // Tags and messages name releases and assets from the feed.
     let none = || "none".to_owned();
     let first_boot = status.current.is_none();
     let mut text = format!(
         "\nrelease: {} (previous: {})\nupdate: {}, step {}/{}",
-        status.current.unwrap_or_else(none),
-        status.previous.unwrap_or_else(none),
+        Escaped(&status.current.unwrap_or_else(none)),
+        Escaped(&status.previous.unwrap_or_else(none)),
         status.state.name(),
         status.step,
         status.total_steps,
@@ -347,7 +349,7 @@ fn update_summary(reply: UpdateReply) -> String {
     if let Some(progress) = status.progress {
         let _ = write!(text, ", {progress}%");
     }
-    let _ = writeln!(text, ": {}", status.message);
+    let _ = writeln!(text, ": {}", Escaped(&status.message));
     if first_boot {
         let _ = writeln!(
             text,
@@ -355,16 +357,17 @@ fn update_summary(reply: UpdateReply) -> String {
         );
     }
     if let Some(available) = status.available {
-        let _ = writeln!(text, "newer release: {}", available.tag);
+        let _ = writeln!(text, "newer release: {}", Escaped(&available.tag));
     }
     if let Some(error) = status.last_error {
-        let _ = writeln!(text, "last error: {error}");
+        let _ = writeln!(text, "last error: {}", Escaped(&error));
     }
     if let Some(why) = status.suspended {
         let _ = writeln!(text, "automatic updates suspended: {why}");
     }
     if !status.bad_releases.is_empty() {
-        let _ = writeln!(text, "bad releases: {}", status.bad_releases.join(", "));
+        let bad = status.bad_releases.join(", ");
+        let _ = writeln!(text, "bad releases: {}", Escaped(&bad));
     }
     text
 }

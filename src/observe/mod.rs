@@ -32,7 +32,8 @@ use std::time::Instant;
 pub struct Config {
     /// `MOLTD_LISTEN`: the HTTP listener's address.
     pub listen: Option<SocketAddr>,
-    /// `MOLTD_API_TOKEN`: enables `POST /update` and `POST /rollback`.
+    /// `MOLTD_API_TOKEN` (or `MOLTD_API_TOKEN_FILE`): enables `POST /update`
+    /// and `POST /rollback`.
     pub api_token: Option<Secret>,
     /// `MOLTD_METRICS_FILE`: the node-exporter textfile.
     pub metrics_file: Option<PathBuf>,
@@ -41,12 +42,16 @@ pub struct Config {
 }
 
 /// A bad observability setting.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("bad {var} {value:?}: expected {expected}")]
-pub struct ConfigError {
-    pub var: &'static str,
-    pub value: String,
-    pub expected: &'static str,
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("bad {var} {value:?}: expected {expected}")]
+    Bad {
+        var: &'static str,
+        value: String,
+        expected: &'static str,
+    },
+    #[error(transparent)]
+    Secret(#[from] crate::secrets::Error),
 }
 
 impl Config {
@@ -60,7 +65,7 @@ impl Config {
         };
         let listen = match var("MOLTD_LISTEN") {
             None => None,
-            Some(text) => Some(text.parse().map_err(|_| ConfigError {
+            Some(text) => Some(text.parse().map_err(|_| ConfigError::Bad {
                 var: "MOLTD_LISTEN",
                 value: text,
                 expected: "an address and port such as 127.0.0.1:9090 or [::]:9090",
@@ -71,7 +76,7 @@ impl Config {
             Some(url) => {
                 let scheme = reqwest::Url::parse(&url).map(|u| u.scheme().to_owned());
                 if !matches!(scheme.as_deref(), Ok("https" | "http")) {
-                    return Err(ConfigError {
+                    return Err(ConfigError::Bad {
                         var: "MOLTD_WEBHOOK",
                         value: url,
                         expected: "an https:// URL",
@@ -82,7 +87,7 @@ impl Config {
         };
         Ok(Config {
             listen,
-            api_token: var("MOLTD_API_TOKEN").map(Secret),
+            api_token: crate::secrets::read(env, "MOLTD_API_TOKEN")?.map(Secret),
             metrics_file: var("MOLTD_METRICS_FILE").map(PathBuf::from),
             webhook,
         })
@@ -294,7 +299,7 @@ mod tests {
 
     #[test]
     fn settings() {
-        assert_eq!(parse(&[]), Ok(Config::default()));
+        assert_eq!(parse(&[]).unwrap(), Config::default());
         let config = parse(&[
             ("MOLTD_LISTEN", "127.0.0.1:9090"),
             ("MOLTD_API_TOKEN", "s3cret"),
@@ -304,14 +309,13 @@ mod tests {
         .unwrap();
         assert_eq!(config.listen, Some("127.0.0.1:9090".parse().unwrap()));
         assert_eq!(format!("{:?}", config.api_token), "Some(Secret(hidden))");
-        assert_eq!(
-            parse(&[("MOLTD_LISTEN", "localhost")]).unwrap_err().var,
-            "MOLTD_LISTEN"
-        );
-        assert_eq!(
-            parse(&[("MOLTD_WEBHOOK", "ftp://x/")]).unwrap_err().var,
-            "MOLTD_WEBHOOK"
-        );
+        for (var, value) in [("MOLTD_LISTEN", "localhost"), ("MOLTD_WEBHOOK", "ftp://x/")] {
+            let err = parse(&[(var, value)]).unwrap_err();
+            assert!(
+                matches!(err, ConfigError::Bad { var: v, .. } if v == var),
+                "{err}"
+            );
+        }
     }
 
     #[test]

@@ -6,10 +6,22 @@
 //! own, on one thread; with no connection open that thread sleeps in
 //! `epoll_wait` with no timer armed, so an idle moltd stays asleep.
 //!
-//! Robustness: at most [`MAX_CONNECTIONS`] connections are served at once
-//! (more wait in the listen backlog, holding no descriptor of moltd's), a request head must arrive within [`HEAD_DEADLINE`] and
-//! fit in [`MAX_HEAD`] bytes, and each connection carries one request
-//! (no keep-alive), so a slow or hostile client only holds its own slot.
+//! Robustness: at most [`MAX_CONNECTIONS`] connections are served at once,
+//! a request head must arrive within [`HEAD_DEADLINE`] and fit in
+//! [`MAX_HEAD`] bytes, and each connection carries one request (no
+//! keep-alive), so a slow or hostile client only holds its own slot. When
+//! every slot is taken, the next client is accepted and the oldest
+//! connection whose request head has not arrived yet is closed to make room
+//! (oldest-idle eviction); if every connection is busy with a request, the
+//! newcomer waits for a slot and further clients wait in the listen
+//! backlog, so PID 1 never holds more than one descriptor beyond the slots.
+//! Why eviction rather than a deadline alone: a client that keeps a few
+//! hundred idle connections open would otherwise hold every slot and fill
+//! the backlog for as long as it likes, and `/healthz` (what restarts the
+//! pod) would go unanswered; with eviction its connections churn through
+//! the slots while a client that sends its request at once is served, and
+//! the listen backlog ([`BACKLOG`]) is long enough that their reconnects do
+//! not make the kernel drop the SYN of a probe.
 //! Nothing here touches the event loop: state comes from snapshots, and
 //! update requests go to the updater thread on a blocking-pool thread,
 //! because an update can take as long as its download and health check;
@@ -26,14 +38,24 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::task::AbortHandle;
 
-/// Connections served at once.
-const MAX_CONNECTIONS: usize = 16;
+/// Connections served at once. Each idle one costs a descriptor and a few
+/// KiB; enough that a newcomer's head arrives long before it becomes the
+/// oldest idle connection, even while a flood churns through the slots.
+const MAX_CONNECTIONS: usize = 64;
+/// The listen backlog (std's is 128). While a flood churns through the
+/// slots, the kernel drops a SYN that finds the queue full, and the client
+/// retries only a second later: past a probe's usual timeout. A queue
+/// longer than a burst of a thousand connections keeps the probe in line
+/// instead; queued connections cost kernel memory, not PID 1's descriptors.
+const BACKLOG: u32 = 1024;
 /// The longest request head (hyper's smallest read buffer).
 const MAX_HEAD: usize = 8 * 1024;
 /// How long a client gets to send its request head.
@@ -44,6 +66,10 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 type Reply = Response<Full<Bytes>>;
 
+/// The connections still waiting for their request head, by accept order
+/// (so the first is the oldest): the ones a newcomer may evict.
+type Idle = Arc<Mutex<BTreeMap<u64, AbortHandle>>>;
+
 /// What every request handler needs.
 struct Context {
     shared: Arc<Shared>,
@@ -52,9 +78,6 @@ struct Context {
 
 /// Binds `addr` and serves it from a thread.
 pub fn start(addr: SocketAddr, token: Option<Secret>, shared: Arc<Shared>) -> Result<(), String> {
-    let listener = std::net::TcpListener::bind(addr)
-        .and_then(|listener| listener.set_nonblocking(true).map(|()| listener))
-        .map_err(|err| format!("cannot listen on {addr}: {err}"))?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .enable_time()
@@ -62,23 +85,34 @@ pub fn start(addr: SocketAddr, token: Option<Secret>, shared: Arc<Shared>) -> Re
         .thread_stack_size(256 * 1024)
         .build()
         .map_err(|err| format!("cannot start the http runtime: {err}"))?;
+    let listener = {
+        // Registers the socket with this runtime, which then serves it.
+        let _entered = runtime.enter();
+        bind(addr).map_err(|err| format!("cannot listen on {addr}: {err}"))?
+    };
     let context = Arc::new(Context { shared, token });
     super::spawn("http", move || runtime.block_on(serve(listener, context)))
 }
 
-async fn serve(listener: std::net::TcpListener, context: Arc<Context>) {
-    let listener = match tokio::net::TcpListener::from_std(listener) {
-        Ok(listener) => listener,
-        Err(err) => return log::error!("cannot serve MOLTD_LISTEN: {err}"),
+/// Binds `addr` with a listen backlog of [`BACKLOG`] and, as std does,
+/// `SO_REUSEADDR` (so a restarted moltd can listen again at once).
+fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
     };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
+}
+
+async fn serve(listener: tokio::net::TcpListener, context: Arc<Context>) {
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
-    loop {
-        // A slot first, then accept: while all are taken, further clients
-        // wait in the kernel's listen backlog and hold none of PID 1's
-        // descriptors (which the supervisor needs for pipes and sockets).
-        let Ok(slot) = slots.clone().acquire_owned().await else {
-            return;
-        };
+    let idle = Idle::default();
+    for id in 0u64.. {
+        // Accept, then find a slot: while every one is taken, the clients
+        // behind this one wait in the kernel's listen backlog and hold none
+        // of PID 1's descriptors (which the supervisor needs).
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
             Err(err) => {
@@ -87,9 +121,23 @@ async fn serve(listener: std::net::TcpListener, context: Arc<Context>) {
                 continue;
             }
         };
+        let slot = match slots.clone().try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(_) => {
+                evict_oldest(&idle);
+                let Ok(slot) = slots.clone().acquire_owned().await else {
+                    return;
+                };
+                slot
+            }
+        };
         let context = context.clone();
-        tokio::spawn(async move {
+        let waiting = idle.clone();
+        let task = tokio::spawn(async move {
+            let headed = waiting.clone();
             let service = service_fn(move |request| {
+                // The head is in: from now on the connection is busy, not idle.
+                forget(&headed, id);
                 let context = context.clone();
                 async move { Ok::<_, Infallible>(route(&context, request).await) }
             });
@@ -103,8 +151,30 @@ async fn serve(listener: std::net::TcpListener, context: Arc<Context>) {
             if let Err(err) = served {
                 log::debug!("http: connection ended: {err}");
             }
+            forget(&waiting, id);
             drop(slot);
         });
+        // The task cannot have run yet: this thread is the runtime's only one.
+        if let Ok(mut idle) = idle.lock() {
+            idle.insert(id, task.abort_handle());
+        }
+    }
+}
+
+/// Closes the oldest connection still waiting for its request head, if
+/// any: aborting its task drops the socket and frees its slot.
+fn evict_oldest(idle: &Idle) {
+    let oldest = idle.lock().ok().and_then(|mut idle| idle.pop_first());
+    if let Some((_, task)) = oldest {
+        log::debug!("http: every slot taken; closing the oldest idle connection");
+        task.abort();
+    }
+}
+
+/// Takes a connection off the idle list (its head arrived, or it ended).
+fn forget(idle: &Idle, id: u64) {
+    if let Ok(mut idle) = idle.lock() {
+        idle.remove(&id);
     }
 }
 
@@ -138,9 +208,9 @@ async fn route(context: &Context, request: Request<Incoming>) -> Reply {
                 .headers()
                 .get(AUTHORIZATION)
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "))
+                .and_then(bearer)
                 .unwrap_or_default();
-            if !token.matches(given.trim().as_bytes()) {
+            if !token.matches(given.as_bytes()) {
                 let mut refused = text(StatusCode::UNAUTHORIZED, "unauthorized\n");
                 let challenge = HeaderValue::from_static("Bearer");
                 refused.headers_mut().insert(WWW_AUTHENTICATE, challenge);
@@ -166,6 +236,15 @@ async fn route(context: &Context, request: Request<Incoming>) -> Reply {
         }
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }
+}
+
+/// The token of an `Authorization: Bearer <token>` value. The scheme is
+/// case-insensitive (RFC 9110, 11.1): `bearer` and `BEARER` are the same.
+fn bearer(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim_start())
 }
 
 fn not_configured() -> Reply {
@@ -203,4 +282,25 @@ fn reply(code: StatusCode, kind: &'static str, body: impl Into<Bytes>) -> Reply 
     let kind = HeaderValue::from_static(kind);
     response.headers_mut().insert(CONTENT_TYPE, kind);
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bearer;
+
+    #[test]
+    fn bearer_scheme_in_any_case() {
+        for value in [
+            "Bearer tok",
+            "bearer tok",
+            "BEARER tok",
+            "BeArEr  tok ",
+            " Bearer tok",
+        ] {
+            assert_eq!(bearer(value), Some("tok"), "{value:?}");
+        }
+        for value in ["Basic tok", "Bearertok", "Bearer", "tok", ""] {
+            assert_ne!(bearer(value), Some("tok"), "{value:?}");
+        }
+    }
 }

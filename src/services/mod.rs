@@ -46,4 +46,6 @@ pub struct ServicesConfig {
     pub updates: Option<crate::update::Config>,
     /// The HTTP listener, metrics file and webhook.
     pub observe: crate::observe::Config,
+    /// moltd's secret variables, left out of every child's environment.
+    pub withheld: Vec<&'static str>,
 }

@@ -53,6 +53,11 @@ const MAX_REQUEST: usize = 64 * 1024;
 
 /// Runs service mode and returns the code moltd should exit with.
 pub fn run(config: ServicesConfig, inherited: Inherited) -> i32 {
+    // Before anything is spawned: no child ever sees moltd's secrets.
+    spawn::set_environment(crate::secrets::without(
+        std::env::vars_os(),
+        &config.withheld,
+    ));
     if let Err(err) = io::ensure_std_fds() {
         error!(
             "cannot open /dev/null for closed standard streams: {}",

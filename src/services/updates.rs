@@ -509,7 +509,7 @@ pub fn start(
             let Some(reason) = crate::update::updates_off(&config, &err) else {
                 return Err(format!("cannot start the updater: {}", chain(&err)));
             };
-            let mut reporter = crate::update::status::Reporter::new(config.status_file, None);
+            let mut reporter = crate::update::status::Reporter::new(config.status_file);
             // Nothing downloads, so nothing is ever cancelled.
             let started = Started::new(reporter.shared(), Arc::default(), false);
             reporter.set_hook(started.attach(observer, to_agent));
@@ -657,7 +657,7 @@ mod tests {
     use crate::update::status::Reporter;
 
     fn status(state: Phase, step: u32, previous: Option<&str>) -> Mutex<Status> {
-        let mut status = Reporter::new(None, None).status().clone();
+        let mut status = Reporter::new(None).status().clone();
         status.state = state;
         status.step = step;
         status.total_steps = 9;

@@ -1,6 +1,6 @@
 //! File-system calls the updater needs that std does not offer: free space
-//! before a download, and flushing a whole file system before a staged
-//! release is renamed into place.
+//! and inodes before and while unpacking, and flushing a whole file system
+//! before a staged release is renamed into place.
 
 use nix::errno::Errno;
 use nix::libc;
@@ -9,11 +9,30 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::path::Path;
 
-/// Bytes an unprivileged writer may still use on the file system holding
-/// `path` (statvfs: available blocks times the fragment size).
-pub fn free_space(path: &Path) -> io::Result<u64> {
+/// Size and free room of a file system, as an unprivileged writer sees it.
+#[derive(Clone, Copy, Debug)]
+pub struct Space {
+    pub bytes: u64,
+    pub bytes_free: u64,
+    /// 0 where the file system has no fixed number of inodes (btrfs).
+    pub inodes: u64,
+    pub inodes_free: u64,
+    /// The allocation unit: a file takes whole blocks.
+    pub block: u64,
+}
+
+/// statvfs of the file system holding `path`: available blocks times the
+/// fragment size, available inodes.
+pub fn space(path: &Path) -> io::Result<Space> {
     let stat = nix::sys::statvfs::statvfs(path)?;
-    Ok(stat.blocks_available().saturating_mul(stat.fragment_size()))
+    let block = stat.fragment_size().max(1);
+    Ok(Space {
+        bytes: stat.blocks().saturating_mul(block),
+        bytes_free: stat.blocks_available().saturating_mul(block),
+        inodes: stat.files(),
+        inodes_free: stat.files_available(),
+        block,
+    })
 }
 
 /// Writes every dirty page of the file system holding `dir` to disk, with one

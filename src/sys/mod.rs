@@ -10,9 +10,11 @@
 //! * [`signals`] owns the signal mask: everything forwardable is blocked and
 //!   read synchronously from a signalfd, so no handler ever runs.
 //! * [`fs`] holds the two file-system calls std lacks (statvfs, syncfs).
+//! * [`mem`] hands freed heap back to the kernel after a big parse.
 
 pub mod fs;
 pub mod io;
+pub mod mem;
 pub mod process;
 pub mod reap;
 pub mod signals;

@@ -4,14 +4,19 @@
 //! to restore, the directory and the descriptors to install) is prepared
 //! before `fork`. Between `fork` and `exec` the child only makes
 //! async-signal-safe calls (`setsid`, `setpgid`, `ioctl`, `tcsetpgrp`,
-//! `chdir`, `dup2`, `fcntl`, `sigaction`, `pthread_sigmask`, `execv`, `write`,
-//! `_exit`),
+//! `chdir`, `dup2`, `fcntl`, `sigaction`, `pthread_sigmask`, `execv`,
+//! `execve`, `write`, `_exit`),
 //! because moltd may have other threads whose locks the child would inherit
 //! held.
 //!
 //! A failed exec is reported through a close-on-exec pipe, so the parent
 //! learns the errno and can word the error the way the personality in use
 //! (moltd, tini or dumb-init) does.
+//!
+//! Children inherit moltd's environment, unless [`set_environment`] fixed
+//! another one (moltd's own without its secrets, see `crate::secrets`): it is
+//! set once, before the first spawn, and applies to every child, so no call
+//! site can forget it.
 
 use super::signals::Inherited;
 use nix::errno::Errno;
@@ -19,9 +24,29 @@ use nix::libc;
 use nix::unistd::{ForkResult, fork, pipe2};
 use std::ffi::{CStr, CString, OsStr, OsString};
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::sync::OnceLock;
 
 const SHELL: &CStr = c"/bin/sh";
+
+/// The environment of every child, as `NAME=value` strings; unset: moltd's.
+static ENVIRONMENT: OnceLock<Vec<CString>> = OnceLock::new();
+
+/// Gives every child spawned from now on `vars` as its environment instead of
+/// moltd's. Only the first call counts.
+pub fn set_environment(vars: Vec<(OsString, OsString)>) {
+    let entries = vars
+        .into_iter()
+        .filter_map(|(name, value)| {
+            let mut entry = name.into_vec();
+            entry.push(b'=');
+            entry.extend_from_slice(value.as_bytes());
+            // The process environment holds no NUL bytes.
+            CString::new(entry).ok()
+        })
+        .collect();
+    let _ = ENVIRONMENT.set(entries);
+}
 
 /// Where the child lives in the session and process-group hierarchy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -135,6 +160,11 @@ pub fn spawn(program: &Program, options: &Options) -> Result<i32, SpawnError> {
     // Slot 1 is filled in by the child with the path that failed.
     let mut script_argv = vec![SHELL.as_ptr(), std::ptr::null()];
     script_argv.extend_from_slice(argv.get(1..).unwrap_or(&[std::ptr::null()]));
+    let envp: Option<Vec<*const libc::c_char>> = ENVIRONMENT.get().map(|vars| {
+        let mut envp: Vec<_> = vars.iter().map(|v| v.as_ptr()).collect();
+        envp.push(std::ptr::null());
+        envp
+    });
     let (report_read, report_write) =
         pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| SpawnError::Setup("pipe", e))?;
     let setup = ChildSetup {
@@ -148,7 +178,8 @@ pub fn spawn(program: &Program, options: &Options) -> Result<i32, SpawnError> {
     // prepared above, and leaves through exec or _exit.
     match unsafe { fork() }.map_err(|e| SpawnError::Setup("fork", e))? {
         ForkResult::Child => {
-            let errno = exec_in_child(&program.candidates, &argv, &mut script_argv, &setup);
+            let envp = envp.as_deref();
+            let errno = exec_in_child(&program.candidates, &argv, &mut script_argv, envp, &setup);
             let bytes = errno.to_ne_bytes();
             // SAFETY: write and _exit are async-signal-safe.
             unsafe {
@@ -183,6 +214,7 @@ fn exec_in_child(
     candidates: &[CString],
     argv: &[*const libc::c_char],
     script_argv: &mut [*const libc::c_char],
+    envp: Option<&[*const libc::c_char]>,
     setup: &ChildSetup,
 ) -> i32 {
     // SAFETY: all calls below are async-signal-safe and take valid pointers
@@ -226,14 +258,18 @@ fn exec_in_child(
             setup.inherited.mask.as_ref(),
             std::ptr::null_mut(),
         );
+        let exec = |path: *const libc::c_char, argv: *const *const libc::c_char| match envp {
+            Some(envp) => libc::execve(path, argv, envp.as_ptr()),
+            None => libc::execv(path, argv),
+        };
         let mut permission_denied = false;
         let mut last = libc::ENOENT;
         for path in candidates {
-            libc::execv(path.as_ptr(), argv.as_ptr());
+            exec(path.as_ptr(), argv.as_ptr());
             last = Errno::last_raw();
             if last == libc::ENOEXEC {
                 script_argv[1] = path.as_ptr();
-                libc::execv(SHELL.as_ptr(), script_argv.as_ptr());
+                exec(SHELL.as_ptr(), script_argv.as_ptr());
                 return Errno::last_raw();
             }
             match last {

@@ -417,7 +417,12 @@ impl Updater {
         if mode == Mode::Auto {
             self.reporter.total_steps(UPDATE_STEPS);
         }
-        let result = self.update_steps(payload, mode);
+        // `run_once` reports its own failures: each is logged once.
+        let ran = self.run_once(match mode {
+            Mode::Auto => Mode::Stage,
+            other => other,
+        })?;
+        let result = self.update_steps(payload, mode, ran);
         if let Err(err) = &result {
             if !matches!(err, Error::RolledBack(_)) {
                 self.report_error(err);
@@ -426,12 +431,12 @@ impl Updater {
         result
     }
 
-    fn update_steps(&mut self, payload: &mut dyn Payload, mode: Mode) -> Result<String, Error> {
-        let ran = self.run_once(match mode {
-            Mode::Auto => Mode::Stage,
-            other => other,
-        });
-        let ran = ran?;
+    fn update_steps(
+        &mut self,
+        payload: &mut dyn Payload,
+        mode: Mode,
+        ran: super::Ran,
+    ) -> Result<String, Error> {
         let current = ran.current.unwrap_or_else(|| "nothing installed".into());
         match (ran.newer, mode) {
             (None, _) => Ok(format!("no newer release (current: {current})")),

@@ -61,6 +61,53 @@ pub struct Limits {
     pub entries: u64,
     /// Bytes of a release list, checksum file or signature.
     pub document: u64,
+    /// What unpacking leaves free on the staging file system.
+    pub min_free: MinFree,
+}
+
+/// `MOLTD_MIN_FREE`: the reserve of space unpacking never uses, as a share
+/// of the file system's size, at most `max` bytes; the same share of its
+/// inodes is kept free too. A size (`200M`) is 100% at most 200M; a
+/// percentage has no cap; the default is 5%, at most 1G, so that a small
+/// volume keeps a useful reserve and a large one does not lose gigabytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MinFree {
+    pub percent: u64,
+    pub max: u64,
+}
+
+impl MinFree {
+    pub const DEFAULT: MinFree = MinFree {
+        percent: 5,
+        max: 1024 * MIB,
+    };
+
+    fn parse(text: &str) -> Option<MinFree> {
+        match text.strip_suffix('%') {
+            Some(percent) => percent
+                .trim()
+                .parse()
+                .ok()
+                .filter(|p| *p <= 100)
+                .map(|percent| MinFree {
+                    percent,
+                    max: u64::MAX,
+                }),
+            None => parse_size(text).map(|max| MinFree { percent: 100, max }),
+        }
+    }
+
+    /// The reserve in bytes and in inodes on a file system of `bytes`
+    /// bytes and `inodes` inodes.
+    pub fn reserve(&self, bytes: u64, inodes: u64) -> (u64, u64) {
+        let share = |total: u64| (u128::from(total) * u128::from(self.percent) / 100) as u64;
+        let reserve = share(bytes).min(self.max);
+        let of_inodes = match bytes {
+            0 => 0,
+            _ => (u128::from(inodes) * u128::from(reserve) / u128::from(bytes)) as u64,
+        };
+        (reserve, of_inodes)
+    }
 }
 
 /// Network time limits.
@@ -95,6 +142,8 @@ pub struct Switch {
     /// Installed releases to keep.
     pub keep: usize,
     /// Test-only (`MOLTD_TEST_CRASH_AT`): kill moltd when entering this state.
+    /// Only in builds with the `test-hooks` feature, which the tests turn on.
+    #[cfg(feature = "test-hooks")]
     pub crash_at: Option<String>,
 }
 
@@ -193,7 +242,7 @@ impl Config {
                 _ => return Err(bad("MOLTD_SOURCE", &source_kind, "github, gitea or url")),
             })
         })();
-        let token = var("MOLTD_TOKEN")
+        let token = crate::secrets::read(env, "MOLTD_TOKEN")?
             .or_else(|| var("GITHUB_TOKEN"))
             .or_else(|| var("GH_TOKEN"));
 
@@ -275,6 +324,16 @@ impl Config {
                     .map_err(|_| bad("MOLTD_MAX_ENTRIES", &text, "a number"))?,
             },
             document: 8 * MIB,
+            min_free: match var("MOLTD_MIN_FREE") {
+                None => MinFree::DEFAULT,
+                Some(text) => MinFree::parse(&text).ok_or_else(|| {
+                    bad(
+                        "MOLTD_MIN_FREE",
+                        &text,
+                        "a size such as 200M or a percentage such as 5%",
+                    )
+                })?,
+            },
         };
         let duration = |name: &'static str, default: u64| match var(name) {
             None => Ok(Duration::from_secs(default)),
@@ -315,6 +374,7 @@ impl Config {
                         bad("MOLTD_KEEP", &text, "a number of releases, at least 2")
                     })?,
                 },
+                #[cfg(feature = "test-hooks")]
                 crash_at: var("MOLTD_TEST_CRASH_AT"),
             };
         let source = source?;
@@ -546,10 +606,36 @@ mod tests {
             ("MOLTD_MAX_DOWNLOAD", "lots"),
             ("MOLTD_STRIP_COMPONENTS", "-1"),
             ("MOLTD_SOURCE", "ftp"),
+            ("MOLTD_MIN_FREE", "150%"),
+            ("MOLTD_MIN_FREE", "lots"),
         ];
         for (name, value) in table {
             let err = config(&[("MOLTD_REPO", "a/b"), (name, value)]).unwrap_err();
             assert!(err.to_string().contains(name), "{err}");
+        }
+    }
+
+    #[test]
+    fn reserve_of_space_and_inodes() {
+        let gib = 1024 * MIB;
+        let table = [
+            // Default: 5%, at most 1G; the same share of the inodes.
+            (None, (300 * MIB, 50_000), Some((15 * MIB, 2_500))),
+            (None, (100 * gib, 1_000_000), Some((gib, 10_000))),
+            (Some("10%"), (100 * gib, 1_000), Some((10 * gib, 100))),
+            (Some("0%"), (gib, 1_000), Some((0, 0))),
+            (Some("200M"), (gib, 1_000), Some((200 * MIB, 195))),
+            (Some("200M"), (100 * MIB, 1_000), Some((100 * MIB, 1_000))),
+            (Some("64K"), (0, 0), Some((0, 0))),
+            (Some("101%"), (gib, 1_000), None),
+        ];
+        for (value, (bytes, inodes), expected) in table {
+            let mut vars = vec![("MOLTD_REPO", "a/b")];
+            vars.extend(value.map(|v| ("MOLTD_MIN_FREE", v)));
+            let got = config(&vars)
+                .ok()
+                .map(|c| c.limits.min_free.reserve(bytes, inodes));
+            assert_eq!(got, expected, "{value:?} on {bytes} bytes, {inodes} inodes");
         }
     }
 }

@@ -6,8 +6,17 @@
 //! next poll, [`Error::is_transient`] picks backoff over a plain interval).
 //! Messages are lowercase and name the file, URL or variable involved; the
 //! underlying cause hangs off `source()`, and [`chain`] prints the whole chain.
+//! Text that came from a feed or an archive (tags, names, URLs, server
+//! bodies) is shown through [`Escaped`], because these messages also reach
+//! the status file, `moltd update`'s terminal and the log.
+//!
+//! For retries the variants fall in two groups: [`Error::release_is_bad`]
+//! (this release, as published, can never install under this configuration)
+//! and the rest, of which [`Error::is_transient`] ones may pass by
+//! themselves.
 
-use std::fmt::Write as _;
+use crate::logging::Escaped;
+use std::fmt::{self, Write as _};
 use std::io;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -24,47 +33,59 @@ pub enum Error {
         "no release source: set MOLTD_REPO=owner/repo (or GH_USER and GH_REPO), or MOLTD_SOURCE=url with MOLTD_URL"
     )]
     NoSource,
+    #[error(transparent)]
+    Secret(#[from] crate::secrets::Error),
     #[error("cannot build the http client")]
     Client(#[source] reqwest::Error),
-    #[error("cannot reach {url}")]
+    #[error("cannot reach {}", Escaped(.url))]
     Transport {
         url: String,
         #[source]
         source: reqwest::Error,
     },
-    #[error("{url} answered http {status}{}", detail(.message))]
+    #[error("{} answered http {status}{}", Escaped(.url), detail(.message))]
     Status {
         url: String,
         status: u16,
         message: String,
     },
-    #[error("rate limited by {url} (http {status}){}", retry_hint(.wait))]
+    #[error("rate limited by {} (http {status}){}", Escaped(.url), retry_hint(.wait))]
     RateLimited {
         url: String,
         status: u16,
         wait: Option<Duration>,
     },
-    #[error("{what} from {url} is larger than the limit of {limit} bytes")]
+    #[error("{what} from {} is larger than the limit of {limit} bytes", Escaped(.url))]
     TooLarge {
         what: &'static str,
         url: String,
         limit: u64,
     },
-    #[error("cannot parse the release list from {url}")]
+    #[error("cannot parse the release list from {}", Escaped(.url))]
     Parse {
         url: String,
         #[source]
         source: serde_json::Error,
     },
-    #[error("release {tag}: {problem}")]
+    #[error("release {}: {}", Escaped(.tag), Escaped(.problem))]
     Asset { tag: String, problem: String },
     #[error(
-        "release {tag} has no checksum for {asset} (no digest field, no SHA256SUMS, checksums.txt or {asset}.sha256 asset); set MOLTD_REQUIRE_CHECKSUM=false to accept it unchecked"
+        "release {} has no checksum for {asset} (no digest field, no SHA256SUMS, checksums.txt or {asset}.sha256 asset); set MOLTD_REQUIRE_CHECKSUM=false to accept it unchecked",
+        Escaped(.tag), asset = Escaped(.asset)
     )]
     MissingChecksum { tag: String, asset: String },
-    #[error("{file} lists no sha256 for {asset}")]
+    #[error(
+        "release {} has no usable checksum for {}: {} in its digest field, and no checksum asset; set MOLTD_REQUIRE_CHECKSUM=false to accept it unchecked",
+        Escaped(.tag), Escaped(.asset), Escaped(.problem)
+    )]
+    UnusableDigest {
+        tag: String,
+        asset: String,
+        problem: String,
+    },
+    #[error("{} lists no sha256 for {}", Escaped(.file), Escaped(.asset))]
     ChecksumNotListed { file: String, asset: String },
-    #[error("sha256 of {asset} is {actual}, expected {expected} (from {origin})")]
+    #[error("sha256 of {} is {actual}, expected {expected} (from {})", Escaped(.asset), Escaped(.origin))]
     DigestMismatch {
         asset: String,
         actual: String,
@@ -73,15 +94,15 @@ pub enum Error {
     },
     #[error("MOLTD_MINISIGN_KEY is not a minisign public key")]
     MinisignKey(#[source] minisign_verify::Error),
-    #[error("release {tag} has no {asset}.minisig, and MOLTD_MINISIGN_KEY requires one")]
+    #[error("release {} has no {}.minisig, and MOLTD_MINISIGN_KEY requires one", Escaped(.tag), Escaped(.asset))]
     MissingSignature { tag: String, asset: String },
-    #[error("{asset}.minisig does not verify against MOLTD_MINISIGN_KEY")]
+    #[error("{}.minisig does not verify against MOLTD_MINISIGN_KEY", Escaped(.asset))]
     BadSignature {
         asset: String,
         #[source]
         source: minisign_verify::Error,
     },
-    #[error("download of {url} failed after {done} of {}", total.map_or("an unknown number of".into(), |t| t.to_string()) + " bytes")]
+    #[error("download of {} failed after {done} of {}", Escaped(.url), total.map_or("an unknown number of".into(), |t| t.to_string()) + " bytes")]
     Download {
         url: String,
         done: u64,
@@ -89,7 +110,7 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
-    #[error("{url} sent {actual} bytes but {expected} were announced")]
+    #[error("{} sent {actual} bytes but {expected} were announced", Escaped(.url))]
     WrongLength {
         url: String,
         expected: u64,
@@ -97,15 +118,24 @@ pub enum Error {
     },
     #[error("download took longer than the limit of {}s", .0.as_secs())]
     Deadline(Duration),
-    #[error("refused archive entry {path:?}: {reason}")]
-    UnsafeEntry { path: String, reason: &'static str },
-    #[error("archive exceeds the limit of {limit} {what}")]
-    Limit { what: &'static str, limit: u64 },
-    #[error("not enough free space in {}: {free} bytes free, {needed} needed", dir.display())]
+    #[error("{}: entry {} refused: {reason}", Escaped(.asset), Escaped(.path))]
+    UnsafeEntry {
+        asset: String,
+        path: String,
+        reason: &'static str,
+    },
+    #[error("{} {}", Escaped(.asset), cap.exceeded(*.limit))]
+    Limit { asset: String, cap: Cap, limit: u64 },
+    #[error(
+        "no space left on the device for staging in {}: at least {needed} {kind} needed, {} of the {free} free may be used (MOLTD_MIN_FREE keeps {reserve})",
+        dir.display(), free.saturating_sub(*reserve)
+    )]
     NoSpace {
         dir: PathBuf,
+        kind: Resource,
         free: u64,
         needed: u64,
+        reserve: u64,
     },
     #[error("disk full while unpacking into {}", dir.display())]
     DiskFull {
@@ -113,7 +143,7 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
-    #[error("{asset} is not a valid tar.gz archive")]
+    #[error("{} is not a valid tar.gz archive", Escaped(.asset))]
     BadArchive {
         asset: String,
         #[source]
@@ -128,13 +158,13 @@ pub enum Error {
         app.display(), lock.display()
     )]
     Managed { app: PathBuf, lock: PathBuf },
-    #[error("{feed} lists no release to install")]
+    #[error("{} lists no release to install", Escaped(.feed))]
     NoRelease { feed: String },
     #[error("no eligible release could be installed: {0}")]
     NothingInstallable(String),
     #[error("no previous release to roll back to")]
     NothingToRollBack,
-    #[error("{} not marked bad ({})", .tags.join(", "), bad_list(.bad))]
+    #[error("{} not marked bad ({})", Escaped(&.tags.join(", ")), Escaped(&bad_list(.bad)))]
     NotMarkedBad { tags: Vec<String>, bad: Vec<String> },
     #[error("the supervisor cannot do it: {0}")]
     Supervisor(String),
@@ -148,6 +178,8 @@ pub enum Error {
     /// failure of the release, which stays eligible.
     #[error("cancelled by rollback")]
     Cancelled,
+    #[error("{} redirected to {}: refused, only redirects to http and https are followed", Escaped(.url), Escaped(.location))]
+    Redirect { url: String, location: String },
     #[error("cannot {action} {}", path.display())]
     Io {
         action: &'static str,
@@ -161,7 +193,46 @@ fn detail(message: &str) -> String {
     if message.is_empty() {
         String::new()
     } else {
-        format!(": {message}")
+        format!(": {}", Escaped(message))
+    }
+}
+
+/// The caps on an archive, each named by its variable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cap {
+    /// `MOLTD_MAX_DOWNLOAD`: compressed bytes.
+    Download,
+    /// `MOLTD_MAX_UNPACKED`: bytes written while unpacking.
+    Unpacked,
+    /// `MOLTD_MAX_ENTRIES`: entries, implied folders included.
+    Entries,
+}
+
+impl Cap {
+    fn exceeded(self, limit: u64) -> String {
+        match self {
+            Cap::Download => format!("is larger than MOLTD_MAX_DOWNLOAD={limit} bytes"),
+            Cap::Unpacked => format!("unpacks to more than MOLTD_MAX_UNPACKED={limit} bytes"),
+            Cap::Entries => format!(
+                "has more than MOLTD_MAX_ENTRIES={limit} entries (folders its paths imply count too)"
+            ),
+        }
+    }
+}
+
+/// What a file system can run out of.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Resource {
+    Bytes,
+    Inodes,
+}
+
+impl fmt::Display for Resource {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(match self {
+            Resource::Bytes => "bytes",
+            Resource::Inodes => "inodes",
+        })
     }
 }
 
@@ -199,22 +270,25 @@ impl Error {
             | Error::Download { .. }
             | Error::WrongLength { .. }
             | Error::Deadline(_)
+            | Error::NoSpace { .. }
+            | Error::DiskFull { .. }
             | Error::Busy(_) => true,
             Error::Status { status, .. } => *status >= 500,
             _ => false,
         }
     }
-}
 
-impl Error {
-    /// Failures that are the release's own (its asset, checksum, signature,
-    /// archive or tag), which downloading it again cannot fix: the release
-    /// is refused until its assets change.
-    pub fn is_release_fault(&self) -> bool {
+    /// The release as published cannot be installed with this
+    /// configuration: its digest or signature is wrong or missing, its
+    /// archive is broken, holds a refused entry or exceeds a cap. Trying it
+    /// again gives the same answer; a new release (or a changed setting) is
+    /// needed. Network trouble and a full disk are not the release's fault.
+    pub fn release_is_bad(&self) -> bool {
         matches!(
             self,
             Error::Asset { .. }
                 | Error::MissingChecksum { .. }
+                | Error::UnusableDigest { .. }
                 | Error::ChecksumNotListed { .. }
                 | Error::DigestMismatch { .. }
                 | Error::MissingSignature { .. }
@@ -236,4 +310,87 @@ pub fn chain(err: &(dyn std::error::Error + 'static)) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_name_the_cap_and_escape_outside_text() {
+        let asset = "app\n\u{1b}[2J.tar.gz".to_string();
+        let table = [
+            (
+                Error::Limit {
+                    asset: "a.tar.gz".into(),
+                    cap: Cap::Unpacked,
+                    limit: 10,
+                },
+                "a.tar.gz unpacks to more than MOLTD_MAX_UNPACKED=10 bytes",
+            ),
+            (
+                Error::Limit {
+                    asset: "a.tar.gz".into(),
+                    cap: Cap::Download,
+                    limit: 10,
+                },
+                "a.tar.gz is larger than MOLTD_MAX_DOWNLOAD=10 bytes",
+            ),
+            (
+                Error::MissingChecksum {
+                    tag: "v1\n".into(),
+                    asset: asset.clone(),
+                },
+                "release v1\\n has no checksum for app\\n\\u{1b}[2J.tar.gz (no digest field, no SHA256SUMS, checksums.txt or app\\n\\u{1b}[2J.tar.gz.sha256 asset)",
+            ),
+            (
+                Error::Status {
+                    url: "http://x/\u{1b}".into(),
+                    status: 500,
+                    message: "down\nforged".into(),
+                },
+                "http://x/\\u{1b} answered http 500: down\\nforged",
+            ),
+            (
+                Error::NoSpace {
+                    dir: "/app/releases".into(),
+                    kind: Resource::Inodes,
+                    free: 20,
+                    needed: 19,
+                    reserve: 2,
+                },
+                "no space left on the device for staging in /app/releases: at least 19 inodes needed, 18 of the 20 free may be used (MOLTD_MIN_FREE keeps 2)",
+            ),
+        ];
+        for (error, expected) in table {
+            let text = error.to_string();
+            assert!(text.starts_with(expected), "{text}");
+        }
+    }
+
+    #[test]
+    fn bad_releases_and_transient_trouble() {
+        let limit = Error::Limit {
+            asset: "a".into(),
+            cap: Cap::Entries,
+            limit: 1,
+        };
+        let full = Error::NoSpace {
+            dir: "/app".into(),
+            kind: Resource::Bytes,
+            free: 1,
+            needed: 2,
+            reserve: 0,
+        };
+        let mismatch = Error::DigestMismatch {
+            asset: "a".into(),
+            actual: "1".into(),
+            expected: "2".into(),
+            origin: "the digest field".into(),
+        };
+        assert!(limit.release_is_bad() && !limit.is_transient());
+        assert!(mismatch.release_is_bad() && !mismatch.is_transient());
+        assert!(!full.release_is_bad() && full.is_transient());
+        assert!(!Error::Deadline(Duration::from_secs(1)).release_is_bad());
+    }
 }

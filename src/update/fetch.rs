@@ -13,16 +13,30 @@
 //! gunzip and tar readers above it. Errors it meets are kept in the struct,
 //! since the readers above only pass an `io::Error` along: the caller
 //! reports the network's own error, not "corrupt gzip".
+//!
+//! The error reported is the first cause that stopped the pass. When
+//! unpacking stops early (a cap, a refused entry, the space reserve, a full
+//! disk), the rest is not downloaded and no digest is compared: the digest
+//! of part of a file says nothing. Only an archive that does not parse is
+//! read to the end, because wrong bytes are then the likelier cause, and a
+//! digest mismatch says so.
+//!
+//! Like gzip(1) and tar, bytes after the last gzip member that do not start
+//! another member are ignored (tape padding, a signature appended by a
+//! build tool); they are still downloaded and hashed.
 
 use super::Error;
 use super::config::{Limits, Timeouts};
+use super::error::Cap;
 use super::http::Http;
+use super::staging::Room;
 use super::unpack::{Unpacked, unpack};
 use super::verify::Expected;
+use flate2::bufread::GzDecoder;
 use reqwest::blocking::Response;
 use reqwest::header::{ACCEPT, ACCEPT_RANGES, CONTENT_RANGE, ETAG, IF_RANGE, RANGE};
 use sha2::{Digest, Sha256};
-use std::io::{self, Read};
+use std::io::{self, BufRead, BufReader, Read};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -53,6 +67,7 @@ pub type Progress<'p> = &'p mut dyn FnMut(u64, Option<u64>);
 struct Download<'a, 'p> {
     http: &'a Http,
     url: &'a str,
+    name: &'a str,
     accept: &'a str,
     response: Response,
     done: u64,
@@ -144,11 +159,12 @@ impl Read for Download<'_, '_> {
                 Ok(n) => {
                     self.done += n as u64;
                     if self.done > self.limit {
-                        let limit = self.limit;
-                        return Err(self.fail(Error::Limit {
-                            what: "downloaded bytes",
-                            limit,
-                        }));
+                        let error = Error::Limit {
+                            asset: self.name.to_string(),
+                            cap: Cap::Download,
+                            limit: self.limit,
+                        };
+                        return Err(self.fail(error));
                     }
                     self.sha256.update(&buf[..n]);
                     if let Some(verifier) = &mut self.minisign {
@@ -166,12 +182,49 @@ impl Read for Download<'_, '_> {
     }
 }
 
-/// Downloads `request` and unpacks it into `tree`, checking digest and
-/// signature at the end of the stream. On error the caller discards `tree`.
+/// The gzip members of a stream, one after the other; the end of the data
+/// is the end of the input, or bytes that do not start another member.
+struct Gunzip<R: BufRead> {
+    member: Option<GzDecoder<R>>,
+}
+
+impl<R: BufRead> Gunzip<R> {
+    fn new(input: R) -> Gunzip<R> {
+        Gunzip {
+            member: Some(GzDecoder::new(input)),
+        }
+    }
+}
+
+impl<R: BufRead> Read for Gunzip<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            let Some(member) = &mut self.member else {
+                return Ok(0);
+            };
+            let n = member.read(buf)?;
+            if n > 0 || buf.is_empty() {
+                return Ok(n);
+            }
+            // The member ended, its CRC and length checked: is another
+            // one next? (gzip's magic is 1f 8b.)
+            let next = member.get_mut().fill_buf()?;
+            let another = next.first() == Some(&0x1f) && next.get(1).is_none_or(|b| *b == 0x8b);
+            let input = self.member.take().map(GzDecoder::into_inner);
+            self.member = input.filter(|_| another).map(GzDecoder::new);
+        }
+    }
+}
+
+/// Downloads `request` and unpacks it into `tree` within `room`, checking
+/// digest and signature at the end of the stream. On error the caller
+/// discards `tree`.
+#[allow(clippy::too_many_arguments)]
 pub fn fetch_and_unpack(
     http: &Http,
     request: &Request,
     tree: &Path,
+    room: &mut Room,
     limits: &Limits,
     timeouts: &Timeouts,
     strip: Option<usize>,
@@ -192,17 +245,9 @@ pub fn fetch_and_unpack(
     let needed = total.or(request.size).unwrap_or(0);
     if needed > limits.download {
         return Err(Error::Limit {
-            what: "downloaded bytes",
+            asset: request.name.to_string(),
+            cap: Cap::Download,
             limit: limits.download,
-        });
-    }
-    let free =
-        crate::sys::fs::free_space(tree).map_err(Error::io("measure free space in", tree))?;
-    if free < needed {
-        return Err(Error::NoSpace {
-            dir: tree.to_path_buf(),
-            free,
-            needed,
         });
     }
     let headers = response.headers();
@@ -228,6 +273,7 @@ pub fn fetch_and_unpack(
     let mut download = Download {
         http,
         url,
+        name: request.name,
         accept: request.accept,
         response,
         done: 0,
@@ -245,37 +291,49 @@ pub fn fetch_and_unpack(
         failure: None,
     };
 
-    let mut gunzip = flate2::read::MultiGzDecoder::new(&mut download);
-    let unpacked = unpack(&mut gunzip, tree, limits, strip, request.name).and_then(|unpacked| {
-        // Past tar's end marker: the rest must still be read, to hash every
-        // byte, but it counts against the unpacked limit like any other.
-        let room = limits.unpacked.saturating_sub(unpacked.bytes);
-        let rest =
-            io::copy(&mut (&mut gunzip).take(room + 1), &mut io::sink()).map_err(|source| {
-                Error::BadArchive {
+    let mut gunzip = Gunzip::new(BufReader::with_capacity(64 * 1024, &mut download));
+    let unpacked =
+        unpack(&mut gunzip, tree, room, limits, strip, request.name).and_then(|unpacked| {
+            // Past tar's end marker: the rest must still be read, to hash
+            // every byte, but it counts against the unpacked limit like any
+            // other.
+            let left = limits.unpacked.saturating_sub(unpacked.bytes);
+            let rest =
+                io::copy(&mut (&mut gunzip).take(left + 1), &mut io::sink()).map_err(|source| {
+                    Error::BadArchive {
+                        asset: request.name.to_string(),
+                        source,
+                    }
+                })?;
+            if rest > left {
+                return Err(Error::Limit {
                     asset: request.name.to_string(),
-                    source,
-                }
-            })?;
-        if rest > room {
-            return Err(Error::Limit {
-                what: "unpacked bytes",
-                limit: limits.unpacked,
-            });
-        }
-        Ok(unpacked)
-    });
+                    cap: Cap::Unpacked,
+                    limit: limits.unpacked,
+                });
+            }
+            Ok(unpacked)
+        });
     drop(gunzip);
     if let Some(error) = download.failure.take() {
         return Err(error);
     }
-    // A broken archive may just be the wrong bytes: read the rest, and
-    // report a digest mismatch first if that is what it is.
-    if let Err(Error::BadArchive { .. }) = &unpacked {
-        let _ = io::copy(&mut download, &mut io::sink());
-        if let Some(error) = download.failure.take() {
-            return Err(error);
+    match &unpacked {
+        // The archive was read to its end: hash what follows it too.
+        // A broken archive may just be the wrong bytes: read the rest, and
+        // report a digest mismatch first if that is what it is.
+        Ok(_) | Err(Error::BadArchive { .. }) => {
+            let drained = io::copy(&mut download, &mut io::sink());
+            if let Some(error) = download.failure.take() {
+                return Err(error);
+            }
+            if let Err(source) = drained {
+                return Err(download.download_error(source));
+            }
         }
+        // Stopped early by a cap, a refused entry or the disk: that is the
+        // cause, whatever the digest of the rest would be.
+        Err(_) => return unpacked,
     }
     let actual = hex(&download.sha256.finalize_reset());
     if let Some(expected) = request.expected {

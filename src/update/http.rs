@@ -15,7 +15,7 @@
 use super::Error;
 use super::config::{Config, Source, Timeouts};
 use reqwest::blocking::{Client, RequestBuilder, Response};
-use reqwest::header::{ACCEPT, AUTHORIZATION, USER_AGENT};
+use reqwest::header::{ACCEPT, AUTHORIZATION, LOCATION, USER_AGENT};
 use std::io::{self, Read};
 use std::path::Path;
 use std::sync::Arc;
@@ -118,11 +118,22 @@ impl Http {
     }
 
     /// Sends a request, turning transport failures into [`Error::Transport`].
+    /// A redirect that comes back as the answer is one reqwest would not
+    /// follow (a `Location` to `file:` or another scheme): an
+    /// [`Error::Redirect`] that names it, not a bare status.
     pub fn send(&self, request: RequestBuilder, url: &str) -> Result<Response, Error> {
-        request.send().map_err(|source| Error::Transport {
+        let response = request.send().map_err(|source| Error::Transport {
             url: url.to_string(),
             source,
-        })
+        })?;
+        let redirect = matches!(response.status().as_u16(), 301 | 302 | 303 | 307 | 308);
+        match response.headers().get(LOCATION) {
+            Some(location) if redirect => Err(Error::Redirect {
+                url: url.to_string(),
+                location: String::from_utf8_lossy(location.as_bytes()).into_owned(),
+            }),
+            _ => Ok(response),
+        }
     }
 
     /// A GET with `Accept: accept` that must answer 2xx.
@@ -147,44 +158,110 @@ impl Http {
 
     /// Reads a body up to `limit` bytes (more is an [`Error::TooLarge`])
     /// within the overall document deadline.
-    ///
-    /// Deadlines are kept here rather than with reqwest's per-request
-    /// timeout, which would replace the per-read stall timeout.
     pub fn read_limited(
         &self,
-        mut response: Response,
+        response: Response,
         url: &str,
         limit: u64,
         what: &'static str,
     ) -> Result<Vec<u8>, Error> {
-        let deadline = Instant::now() + self.timeouts.document;
-        let mut body = Vec::new();
-        let mut chunk = [0; 16 * 1024];
-        loop {
-            let failed = |source| Error::Download {
-                url: url.to_string(),
-                done: body.len() as u64,
-                total: None,
-                source,
-            };
-            if Instant::now() > deadline {
-                return Err(failed(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "overall deadline passed",
-                )));
-            }
-            let n = response.read(&mut chunk).map_err(failed)?;
-            if n == 0 {
-                return Ok(body);
-            }
-            body.extend_from_slice(&chunk[..n]);
-            if body.len() as u64 > limit {
-                return Err(Error::TooLarge {
-                    what,
-                    url: url.to_string(),
-                    limit,
-                });
-            }
+        let mut body = self.body(response, url, limit, what);
+        let mut bytes = Vec::new();
+        match body.read_to_end(&mut bytes) {
+            Ok(_) => Ok(bytes),
+            Err(err) => Err(body.failure(err)),
         }
+    }
+
+    /// A body to read as it arrives, up to `limit` bytes and within the
+    /// overall document deadline, so that a parser can stream it instead of
+    /// holding it whole.
+    pub fn body<'u>(
+        &self,
+        response: Response,
+        url: &'u str,
+        limit: u64,
+        what: &'static str,
+    ) -> Body<'u> {
+        Body {
+            response,
+            url,
+            limit,
+            what,
+            done: 0,
+            // Kept here rather than with reqwest's per-request timeout, which
+            // would replace the per-read stall timeout.
+            deadline: Instant::now() + self.timeouts.document,
+            failure: None,
+        }
+    }
+}
+
+/// A response body that fails past its byte limit or its deadline; the
+/// typed reason waits in [`Body::failure`], since `Read` can only return an
+/// `io::Error` (and a parser wraps that in its own error).
+pub struct Body<'u> {
+    response: Response,
+    url: &'u str,
+    limit: u64,
+    what: &'static str,
+    done: u64,
+    deadline: Instant,
+    failure: Option<Error>,
+}
+
+impl Body<'_> {
+    /// Why reading failed: the limit, the deadline or the transfer, or
+    /// `err` itself when the body was not to blame.
+    pub fn failure(&mut self, err: io::Error) -> Error {
+        match self.failure.take() {
+            Some(failure) => failure,
+            None => self.download_error(err),
+        }
+    }
+
+    fn fail(&mut self, err: Error) -> io::Error {
+        let text = err.to_string();
+        self.failure = Some(err);
+        io::Error::other(text)
+    }
+
+    fn download_error(&self, source: io::Error) -> Error {
+        Error::Download {
+            url: self.url.to_string(),
+            done: self.done,
+            total: None,
+            source,
+        }
+    }
+}
+
+impl Read for Body<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if Instant::now() > self.deadline {
+            let late = io::Error::new(io::ErrorKind::TimedOut, "overall deadline passed");
+            let err = self.download_error(late);
+            return Err(self.fail(err));
+        }
+        // One byte past the limit tells a body of exactly `limit` from a
+        // larger one.
+        let room = (self.limit - self.done.min(self.limit) + 1).min(buf.len() as u64) as usize;
+        let n = match self.response.read(&mut buf[..room]) {
+            Ok(n) => n,
+            Err(source) => {
+                let err = self.download_error(source);
+                return Err(self.fail(err));
+            }
+        };
+        self.done += n as u64;
+        if self.done > self.limit {
+            let err = Error::TooLarge {
+                what: self.what,
+                url: self.url.to_string(),
+                limit: self.limit,
+            };
+            return Err(self.fail(err));
+        }
+        Ok(n)
     }
 }

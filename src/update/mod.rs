@@ -134,7 +134,7 @@ impl Updater {
                 log::warn!("{}", chain(&err));
             }
         }
-        let reporter = Reporter::new(config.status_file.clone(), config.switch.crash_at.clone());
+        let reporter = Reporter::new(config.status_file.clone());
         let mut updater = Updater {
             _manage: manage,
             config,
@@ -144,6 +144,10 @@ impl Updater {
             key,
             cancel: Arc::default(),
         };
+        #[cfg(feature = "test-hooks")]
+        updater
+            .reporter
+            .crash_at(updater.config.switch.crash_at.clone());
         updater.recover();
         updater.reporter.releases(&updater.state);
         Ok(updater)
@@ -163,19 +167,28 @@ impl Updater {
             refused: self.state.refused.clone(),
             ..State::default()
         };
-        let policy = &self.config.policy;
-        let limit = self.config.limits.document;
-        let freshness =
-            source::first_page(&self.http, &self.config.source, &mut self.state, limit)?;
+        let reader = source::Reader {
+            http: &self.http,
+            source: &self.config.source,
+            limit: self.config.limits.document,
+            policy: &self.config.policy,
+            floor: select::floor(
+                &self.config.policy,
+                self.state.current.as_deref(),
+                self.state.previous.as_deref(),
+            ),
+        };
+        let freshness = source::first_page(&reader, &mut self.state)?;
         let stored = self.state.listing_pages;
         let more = source::more_pages(
-            &self.http,
-            &self.config.source,
+            &reader,
             &mut self.state,
-            limit,
+            freshness == Freshness::Fetched,
             &|releases| {
                 let skipped = marks.skipped(releases);
-                select::allowed(releases, policy, &skipped).next().is_some()
+                select::allowed(releases, reader.policy, &skipped)
+                    .next()
+                    .is_some()
             },
         );
         match (freshness, &more) {
@@ -200,6 +213,8 @@ impl Updater {
         if let Err(err) = saved.map_err(Error::io("save", &path)) {
             log::warn!("release list not saved: {}", chain(&err));
         }
+        // The pages read are freed by now; PID 1 idles until the next check.
+        crate::sys::mem::trim_heap();
         more?;
         let newer = select::choose(
             &self.state.listing,
@@ -218,7 +233,7 @@ impl Updater {
         let release = &candidate.release;
         let result = self.stage_steps(candidate);
         let refusal = match &result {
-            Err(err) if err.is_release_fault() => Some(state::Refusal {
+            Err(err) if err.release_is_bad() => Some(state::Refusal {
                 assets: state::assets_fingerprint(release),
                 settings: verification_settings(&self.config),
                 reason: chain(err),
@@ -266,9 +281,10 @@ impl Updater {
                 tag: tag.clone(),
                 problem,
             })?;
-        let expected = match verify::from_digest_field(asset) {
-            Some(expected) => Some(expected),
-            None => match verify::checksum_asset(release, &asset.name) {
+        let field = verify::from_digest_field(asset);
+        let expected = match &field {
+            Ok(Some(expected)) => Some(expected.clone()),
+            Ok(None) | Err(_) => match verify::checksum_asset(release, &asset.name) {
                 Some(sums) => {
                     let text = http.document(
                         &sums.download_url,
@@ -286,14 +302,22 @@ impl Updater {
                     })
                 }
                 None if config.require_checksum => {
-                    return Err(Error::MissingChecksum {
-                        tag: tag.clone(),
-                        asset: asset.name.clone(),
+                    return Err(match field {
+                        Err(problem) => Error::UnusableDigest {
+                            tag: tag.clone(),
+                            asset: asset.name.clone(),
+                            problem,
+                        },
+                        Ok(_) => Error::MissingChecksum {
+                            tag: tag.clone(),
+                            asset: asset.name.clone(),
+                        },
                     });
                 }
                 None => {
+                    let why = field.err().unwrap_or_else(|| "no checksum".into());
                     log::warn!(
-                        "no checksum for {}: installing it unchecked (MOLTD_REQUIRE_CHECKSUM=false)",
+                        "{why} for {}: installing it unchecked (MOLTD_REQUIRE_CHECKSUM=false)",
                         asset.name
                     );
                     None
@@ -339,6 +363,9 @@ impl Updater {
             cancel,
         };
         let staging = staging::Staging::begin(&releases, &config.state_dir(), tag)?;
+        // An archive hardly unpacks to less than its compressed size.
+        let needed = asset.size.unwrap_or(0);
+        let mut room = staging::Room::measure(&releases, config.limits.min_free, needed)?;
         let size = asset
             .size
             .map_or_else(String::new, |s| format!(" ({s} bytes)"));
@@ -351,6 +378,7 @@ impl Updater {
             http,
             &request,
             &staging.tree(),
+            &mut room,
             &config.limits,
             &config.timeouts,
             config.strip_components,

@@ -4,8 +4,18 @@
 //! parsed here into [`Release`] and [`Asset`], so selection, verification
 //! and the state file never see a source's quirks. The parsers take bytes
 //! and return plain values, so they can be fuzzed without a network.
+//!
+//! An API's list is read as it streams in, into structs that hold only the
+//! fields moltd uses (serde skips the rest without keeping them), and at
+//! most a given number of releases are kept: the rest of the list is parsed
+//! past and dropped. A page of ten thousand releases then costs the
+//! releases kept, not the page.
 
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::io::{BufReader, Read};
+use std::marker::PhantomData;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Release {
@@ -60,10 +70,64 @@ struct ApiAsset {
     digest: Option<String>,
 }
 
-/// Parses a GitHub or Gitea `/releases` answer (a JSON array).
-pub fn parse_api(body: &[u8]) -> Result<Vec<Release>, serde_json::Error> {
-    let releases: Vec<ApiRelease> = serde_json::from_slice(body)?;
-    Ok(releases
+/// The releases of one list, newest first, at most as many as asked for.
+#[derive(Debug)]
+pub struct Parsed {
+    pub releases: Vec<Release>,
+    /// How many more the list held, past the cap: read and dropped.
+    pub skipped: usize,
+}
+
+/// A JSON array of which the first `max` elements are kept and the rest
+/// only counted.
+struct Capped<T> {
+    max: usize,
+    element: PhantomData<T>,
+}
+
+impl<'de, T: Deserialize<'de>> DeserializeSeed<'de> for Capped<T> {
+    type Value = (Vec<T>, usize);
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_seq(self)
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Visitor<'de> for Capped<T> {
+    type Value = (Vec<T>, usize);
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a list of releases")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut kept = Vec::new();
+        while kept.len() < self.max {
+            match seq.next_element()? {
+                Some(element) => kept.push(element),
+                None => return Ok((kept, 0)),
+            }
+        }
+        let mut skipped = 0;
+        while seq.next_element::<IgnoredAny>()?.is_some() {
+            skipped += 1;
+        }
+        Ok((kept, skipped))
+    }
+}
+
+/// Parses a GitHub or Gitea `/releases` answer (a JSON array) as it is
+/// read, keeping the first `max` releases.
+pub fn parse_api(body: impl Read, max: usize) -> Result<Parsed, serde_json::Error> {
+    // serde_json reads a byte at a time from a reader.
+    let mut json = serde_json::Deserializer::from_reader(BufReader::new(body));
+    let (releases, skipped) = Capped::<ApiRelease> {
+        max,
+        element: PhantomData,
+    }
+    .deserialize(&mut json)?;
+    json.end()?;
+    let releases = releases
         .into_iter()
         .map(|r| Release {
             tag: r.tag_name,
@@ -83,7 +147,8 @@ pub fn parse_api(body: &[u8]) -> Result<Vec<Release>, serde_json::Error> {
                 })
                 .collect(),
         })
-        .collect())
+        .collect();
+    Ok(Parsed { releases, skipped })
 }
 
 /// One entry of a manifest.
@@ -109,7 +174,9 @@ enum Manifest {
 }
 
 /// Parses a manifest: one entry, or `{"releases": [...]}`. Relative URLs are
-/// resolved against `base`, the manifest's own URL.
+/// resolved against `base`, the manifest's own URL. All of it: a manifest
+/// lists releases in an order of its own, so its first entries need not be
+/// the newest.
 pub fn parse_manifest(body: &[u8], base: &str) -> Result<Vec<Release>, serde_json::Error> {
     let entries = match serde_json::from_slice(body)? {
         Manifest::One(entry) => vec![entry],
@@ -172,7 +239,7 @@ mod tests {
             "html_url":"https://h/r","extra":1,"assets":[{"name":"a.tar.gz","size":5,
             "browser_download_url":"https://h/a.tar.gz","url":"https://api/a","digest":"sha256:ab"}]},
             {"tag_name":"v1.1.0","assets":[{"name":"b.tgz","browser_download_url":"https://h/b.tgz"}]}]"#;
-        let releases = parse_api(body).unwrap();
+        let releases = parse_api(&body[..], 100).unwrap().releases;
         assert_eq!(releases.len(), 2);
         assert_eq!(releases[0].tag, "v1.2.0");
         assert!(releases[0].prerelease);
@@ -196,7 +263,7 @@ mod tests {
             b"null",
         ] {
             assert!(
-                parse_api(body).is_err(),
+                parse_api(body, 100).is_err(),
                 "{}",
                 String::from_utf8_lossy(body)
             );
@@ -222,5 +289,31 @@ mod tests {
 
         assert!(parse_manifest(br#"{"version":"1"}"#, "http://h/").is_err());
         assert!(parse_manifest(br#"{"version":"1","url":"u","typo":1}"#, "http://h/").is_err());
+    }
+
+    /// Past the cap, releases are parsed as JSON (broken JSON is still an
+    /// error) but neither kept nor converted.
+    #[test]
+    fn a_list_past_the_cap_keeps_the_newest_and_counts_the_rest() {
+        let list = |n: usize| {
+            let entries: Vec<String> = (0..n)
+                .map(|i| format!(r#"{{"tag_name":"v1.0.{i}","body":"notes","assets":[]}}"#))
+                .collect();
+            format!("[{}]", entries.join(","))
+        };
+        let parsed = parse_api(list(5).as_bytes(), 3).unwrap();
+        let tags: Vec<&str> = parsed.releases.iter().map(|r| r.tag.as_str()).collect();
+        assert_eq!(
+            (tags, parsed.skipped),
+            (vec!["v1.0.0", "v1.0.1", "v1.0.2"], 2)
+        );
+        let parsed = parse_api(list(3).as_bytes(), 3).unwrap();
+        assert_eq!((parsed.releases.len(), parsed.skipped), (3, 0));
+        // Past the cap only the JSON must hold, not the shape of a release.
+        let odd = &b"[{\"tag_name\":\"v1\"}, {\"tag_name\":2}]"[..];
+        assert_eq!(parse_api(odd, 1).unwrap().skipped, 1);
+        assert!(parse_api(odd, 2).is_err());
+        assert!(parse_api(&b"[{\"tag_name\":\"v1\"}, ]"[..], 1).is_err());
+        assert!(parse_api(&b"[{\"tag_name\":\"v1\"}] x"[..], 1).is_err());
     }
 }

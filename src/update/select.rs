@@ -55,6 +55,34 @@ fn eligible(policy: &Policy, version: &Version, release: &Release) -> bool {
     }
 }
 
+/// The version of `release` if the policy allows it (not a draft, a tag of
+/// ours, a version it accepts), whether or not it is marked bad.
+fn allowed_version(policy: &Policy, release: &Release) -> Option<Version> {
+    let version = tag_version(&release.tag, &policy.tag_prefix)?;
+    (!release.draft && eligible(policy, &version, release)).then_some(version)
+}
+
+/// The oldest version the policy can move to from the installed releases:
+/// `current`, or `previous` if older (a rollback to it makes the releases
+/// in between newer than current again). None when anything may be chosen:
+/// nothing installed, a tag not of ours, or an exact pin (which goes back).
+pub fn floor(policy: &Policy, current: Option<&str>, previous: Option<&str>) -> Option<Version> {
+    if pinned(policy) {
+        return None;
+    }
+    let current = tag_version(current?, &policy.tag_prefix)?;
+    let previous = previous.and_then(|tag| tag_version(tag, &policy.tag_prefix));
+    Some(previous.map_or(current.clone(), |p| p.min(current)))
+}
+
+/// Whether the policy can ever choose `release` with nothing older than
+/// `floor` installed: what the state file keeps of the list. Releases marked
+/// bad count (a mark can be cleared), and so does the floor itself, the
+/// installed release, which tells more pages need not be read.
+pub fn can_choose(policy: &Policy, floor: Option<&Version>, release: &Release) -> bool {
+    allowed_version(policy, release).is_some_and(|v| floor.is_none_or(|floor| v >= *floor))
+}
+
 /// The releases the policy allows (not drafts, not bad), with their versions.
 pub fn allowed<'r>(
     releases: &'r [Release],
@@ -63,9 +91,8 @@ pub fn allowed<'r>(
 ) -> impl Iterator<Item = (Version, &'r Release)> {
     releases
         .iter()
-        .filter(|r| !r.draft && !bad.contains(&r.tag))
-        .filter_map(|r| Some((tag_version(&r.tag, &policy.tag_prefix)?, r)))
-        .filter(|(v, r)| eligible(policy, v, r))
+        .filter(|r| !bad.contains(&r.tag))
+        .filter_map(|r| Some((allowed_version(policy, r)?, r)))
 }
 
 /// Every release the policy allows, newest first: what a first boot walks
@@ -323,6 +350,57 @@ mod tests {
             ["v2.0.0", "v2.0.0-rc.1", "v1.0.0"]
         );
         assert_eq!(tags(policy("", "=1.0.0", false), &none), ["v1.0.0"]);
+    }
+
+    /// What the state keeps: nothing older than both installed releases,
+    /// unless a pin may go back; never drafts or tags of others.
+    #[test]
+    fn what_the_state_keeps() {
+        let v = |text: &str| Version::parse(text).unwrap();
+        let any = policy("", "*", false);
+        let pin = policy("", "=1.0.0", false);
+        type Row<'a> = (
+            &'a Policy,
+            Option<&'a str>,
+            Option<&'a str>,
+            Option<Version>,
+        );
+        #[rustfmt::skip]
+        let floors: [Row; 6] = [
+            (&any, Some("v2.0.0"), Some("v1.0.0"), Some(v("1.0.0"))),
+            (&any, Some("v1.0.0"), Some("v2.0.0"), Some(v("1.0.0"))),
+            (&any, Some("v2.0.0"), Some("nightly"), Some(v("2.0.0"))),
+            (&any, None, Some("v1.0.0"), None),
+            (&any, Some("nightly"), None, None),
+            (&pin, Some("v2.0.0"), None, None),
+        ];
+        for (policy, current, previous, expected) in floors {
+            assert_eq!(
+                floor(policy, current, previous),
+                expected,
+                "{current:?} {previous:?}"
+            );
+        }
+        let mut draft = release("v3.0.0", false);
+        draft.draft = true;
+        let floor = v("2.0.0");
+        let table = [
+            (release("v3.0.0", false), true),
+            (release("v2.0.0", false), true),
+            (release("v1.9.0", false), false),
+            (release("v3.1.0", true), false),
+            (release("api-v3.0.0", false), false),
+            (draft, false),
+        ];
+        for (release, expected) in table {
+            assert_eq!(
+                can_choose(&any, Some(&floor), &release),
+                expected,
+                "{}",
+                release.tag
+            );
+        }
+        assert!(can_choose(&any, None, &release("v0.1.0", false)));
     }
 
     fn with_assets(names: &[&str]) -> Release {

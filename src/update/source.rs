@@ -11,13 +11,17 @@
 //! `Link: <url>; rel="next"` header. Further pages are read only while the
 //! pages read hold no release the policy allows (a tag prefix in a monorepo,
 //! a pin to an old release), and only on the first page's origin. The ETag
-//! is the first page's; the stored list holds every page read after it, how
-//! many, and where reading stopped, so a 304 goes on from there when the
-//! policy changed or an earlier check was cut short (a rate limit on page
-//! 3). At most [`MAX_PAGES`] pages are read and stored for one first page,
-//! over all checks: without a token GitHub allows 60 requests an hour, so a
-//! policy that matches nothing (a typo in `MOLTD_TAG_PREFIX`) must settle
-//! into one request a check rather than read on to the end of the list.
+//! is the first page's; the state keeps, of the pages read after it, the
+//! releases the policy can choose, how many pages and releases were read,
+//! and where reading stopped, so a 304 goes on from there when an earlier
+//! check was cut short (a rate limit on page 3). The releases kept depend
+//! on the policy, so a list kept for another one is read anew. At most
+//! [`MAX_PAGES`] pages and [`MAX_RELEASES`] releases are read for one first
+//! page, over all checks: without a token GitHub allows 60 requests an
+//! hour, so a policy that matches nothing (a typo in `MOLTD_TAG_PREFIX`)
+//! must settle into one request a check rather than read on to the end of
+//! the list; and a server that lists ten thousand releases a page must not
+//! cost PID 1 more than a thousand do.
 //! "One first page" is its set of tags, not its ETag: GitHub's list carries
 //! each asset's `download_count`, so a fleet downloading changes the ETag
 //! between two checks, and a server may send none. A fetched first page
@@ -25,14 +29,15 @@
 //! them; only a release published or deleted there starts over.
 
 use super::Error;
-use super::config::Source;
+use super::config::{Policy, Source};
 use super::http::Http;
 use super::poll::rate_limit_wait;
-use super::release::{Release, parse_api, parse_manifest};
+use super::release::{Parsed, Release, parse_api, parse_manifest};
+use super::select;
 use super::state::State;
 use reqwest::Url;
 use reqwest::header::{ACCEPT, ETAG, HeaderMap, IF_NONE_MATCH, LINK, RETRY_AFTER};
-use std::collections::BTreeSet;
+use std::collections::HashSet;
 use std::time::SystemTime;
 
 /// The URL the list is read from.
@@ -49,10 +54,15 @@ pub fn listing_url(source: &Source) -> String {
     }
 }
 
-/// Whether the first page came fresh or was confirmed by a 304.
+/// What the first page's request found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Freshness {
+    /// A new list: reading started over from it.
     Fetched,
+    /// The stored first page's tags with new details (download counts,
+    /// notes): the pages read after it stay.
+    Refreshed,
+    /// A 304: the stored list is current.
     NotModified,
 }
 
@@ -78,12 +88,48 @@ fn message(body: &[u8]) -> String {
 /// (one set of first-page tags), over all checks.
 pub const MAX_PAGES: usize = 10;
 
+/// The most releases read from the list, over all its pages: GitHub's
+/// [`MAX_PAGES`] pages of 100. A page is read up to the room left and the
+/// rest of it is parsed past and dropped, so a feed that serves ten
+/// thousand releases a page costs what a thousand cost.
+pub const MAX_RELEASES: usize = 1000;
+
+/// Where pages are read from, the byte cap of each, and the policy that
+/// says which of their releases are kept.
+pub struct Reader<'a> {
+    pub http: &'a Http,
+    pub source: &'a Source,
+    /// Bytes of one page (`Limits::document`).
+    pub limit: u64,
+    pub policy: &'a Policy,
+    /// [`select::floor`]: older releases are not kept.
+    pub floor: Option<semver::Version>,
+}
+
 /// One page of the list as the server sent it.
 struct Page {
+    /// At most the room asked for, newest first; not yet filtered.
     releases: Vec<Release>,
     /// Its `rel="next"` link, resolved against its URL.
     next: Option<String>,
     etag: Option<String>,
+}
+
+/// What the stored list is filtered by: a list kept for another policy
+/// lacks releases this one may choose, so it is read anew.
+fn policy_key(policy: &Policy) -> String {
+    format!(
+        "prefix={:?} version={} prerelease={}",
+        policy.tag_prefix, policy.requirement, policy.prerelease
+    )
+}
+
+/// Identifies a first page by its set of tags (not their order, nor their
+/// details), in a fixed size whatever the page holds.
+fn tags_digest(releases: &[Release]) -> String {
+    let mut tags: Vec<&str> = releases.iter().map(|r| r.tag.as_str()).collect();
+    tags.sort_unstable();
+    format!("sha256:{}", super::state::fingerprint(tags))
 }
 
 /// The target of the first `rel="next"` link in a `Link` header value
@@ -124,14 +170,15 @@ pub fn next_link(value: &str) -> Option<&str> {
     }
 }
 
-/// Reads one page; `None` for a 304 to `etag`.
+/// Reads one page, keeping at most `room` releases; `None` for a 304 to
+/// `etag`. The body is parsed as it arrives.
 fn fetch_page(
-    http: &Http,
-    source: &Source,
+    reader: &Reader,
     url: &str,
     etag: Option<&str>,
-    limit: u64,
+    room: usize,
 ) -> Result<Option<Page>, Error> {
+    let (http, source, limit) = (reader.http, reader.source, reader.limit);
     let accept = match source {
         Source::GitHub { .. } => "application/vnd.github+json",
         _ => "application/json",
@@ -178,15 +225,37 @@ fn fetch_page(
             message,
         });
     }
-    let body = http.read_limited(response, url, limit, "release list")?;
-    let releases: Vec<Release> = match source {
-        Source::Manifest { .. } => parse_manifest(&body, url),
-        _ => parse_api(&body),
-    }
-    .map_err(|source| Error::Parse {
+    let unparsable = |source| Error::Parse {
         url: url.to_owned(),
         source,
-    })?;
+    };
+    let parsed = match source {
+        // A manifest is one document, read whole (serde buffers an untagged
+        // one anyway) within the byte limit: its order is its own, so
+        // its first entries need not be the newest.
+        Source::Manifest { .. } => {
+            let body = http.read_limited(response, url, limit, "release list")?;
+            let releases = parse_manifest(&body, url).map_err(unparsable)?;
+            Parsed {
+                releases,
+                skipped: 0,
+            }
+        }
+        _ => {
+            let mut body = http.body(response, url, limit, "release list");
+            parse_api(&mut body, room).map_err(|err| match err.is_io() {
+                true => body.failure(err.into()),
+                false => unparsable(err),
+            })?
+        }
+    };
+    if parsed.skipped > 0 {
+        log::warn!(
+            "read {} of the {} releases of {url}: at most {MAX_RELEASES} releases of the release list are read",
+            parsed.releases.len(),
+            parsed.releases.len() + parsed.skipped
+        );
+    }
     // A manifest is one document; only the APIs page.
     let next = match source {
         Source::Manifest { .. } => None,
@@ -199,72 +268,86 @@ fn fetch_page(
             .map(String::from),
     };
     Ok(Some(Page {
-        releases,
+        releases: parsed.releases,
         next,
         etag: header(&headers, ETAG.as_str()).map(String::from),
     }))
 }
 
-/// Reads the first page of the list into `state` (which keeps the last
-/// good list, its ETag, its URL, how many pages it holds and where reading
-/// stopped); on a 304 `state` stays as it was, and on the same tags only
-/// their entries and the ETag change.
-pub fn first_page(
-    http: &Http,
-    source: &Source,
-    state: &mut State,
-    limit: u64,
-) -> Result<Freshness, Error> {
-    let url = listing_url(source);
-    let cached = state.listing_url.as_deref() == Some(url.as_str());
+impl Reader<'_> {
+    /// Whether the state keeps `release`: [`select::can_choose`].
+    fn keeps(&self, release: &Release) -> bool {
+        select::can_choose(self.policy, self.floor.as_ref(), release)
+    }
+
+    /// The releases of `releases` the state keeps.
+    fn keep(&self, releases: Vec<Release>) -> impl Iterator<Item = Release> {
+        releases.into_iter().filter(|r| self.keeps(r))
+    }
+}
+
+/// Reads the first page of the list into `state` (which keeps what the
+/// policy can choose from the last good list, its ETag, its URL, how many
+/// pages and releases were read and where reading stopped); on a 304
+/// `state` stays as it was, and on the same tags only their entries and the
+/// ETag change.
+pub fn first_page(reader: &Reader, state: &mut State) -> Result<Freshness, Error> {
+    let url = listing_url(reader.source);
+    let policy = policy_key(reader.policy);
+    let cached = state.listing_url.as_deref() == Some(url.as_str())
+        && state.listing_policy.as_deref() == Some(policy.as_str());
     let etag = state.etag.as_deref().filter(|_| cached);
-    let Some(page) = fetch_page(http, source, &url, etag, limit)? else {
+    if cached {
+        // What an update since the list was read left behind.
+        state.listing.retain(|r| reader.keeps(r));
+    }
+    let Some(page) = fetch_page(reader, &url, etag, MAX_RELEASES)? else {
         return Ok(Freshness::NotModified);
     };
-    if cached && let Some(n) = stored_first_page(state, &page) {
+    let first = tags_digest(&page.releases);
+    // A first page without a next link is the whole list; with one it was
+    // full, and the stored list goes on from it.
+    let same = cached
+        && state.listing_first.as_deref() == Some(first.as_str())
+        && (page.next.is_some() || (state.listing_pages == 1 && state.listing_next.is_none()));
+    if same {
         // Same releases, new details (GitHub's ETag covers download counts):
-        // the pages read after them and the cap stay.
-        state.listing.splice(..n, page.releases);
+        // the pages read after them and the caps stay.
+        let tags: HashSet<&str> = page.releases.iter().map(|r| r.tag.as_str()).collect();
+        state.listing.retain(|r| !tags.contains(r.tag.as_str()));
+        drop(tags);
+        let kept: Vec<Release> = reader.keep(page.releases).collect();
+        state.listing.splice(..0, kept);
         state.etag = page.etag;
-        return Ok(Freshness::Fetched);
+        return Ok(Freshness::Refreshed);
     }
-    state.listing = page.releases;
+    state.listing_read = page.releases.len();
+    state.listing = reader.keep(page.releases).collect();
+    state.listing_first = Some(first);
     state.listing_next = page.next;
     state.listing_pages = 1;
     state.etag = page.etag;
     state.listing_url = Some(url);
+    state.listing_policy = Some(policy);
     Ok(Freshness::Fetched)
 }
 
-/// How many releases of `state.listing` are the stored first page, when
-/// `page`, a fetched first page, lists the same tags: a release published or
-/// deleted changes them, a download or an edited note does not.
-fn stored_first_page(state: &State, page: &Page) -> Option<usize> {
-    let n = page.releases.len();
-    let stored = state.listing.get(..n)?;
-    // A first page without a next link is the whole list; with one it was
-    // full, and the stored list begins with it.
-    if page.next.is_none() && (n != state.listing.len() || state.listing_next.is_some()) {
-        return None;
-    }
-    fn tags(releases: &[Release]) -> BTreeSet<&str> {
-        releases.iter().map(|r| r.tag.as_str()).collect()
-    }
-    (tags(stored) == tags(&page.releases)).then_some(n)
-}
-
 /// Reads the pages after those `state` holds while `enough` says they hold
-/// no release the policy allows, until it holds [`MAX_PAGES`]; returns how
-/// many it read. Each page goes into `state` as it arrives, so an error
-/// keeps the ones before it and the next check goes on from there.
+/// no release the policy allows, until it holds [`MAX_PAGES`] pages or
+/// [`MAX_RELEASES`] releases; returns how many it read. Each page goes into
+/// `state` as it arrives, so an error keeps the ones before it and the next
+/// check goes on from there. `fresh`: the first page was just read as a new
+/// list, so a cap it already reached is news.
 pub fn more_pages(
-    http: &Http,
-    source: &Source,
+    reader: &Reader,
     state: &mut State,
-    limit: u64,
+    fresh: bool,
     enough: &dyn Fn(&[Release]) -> bool,
 ) -> Result<usize, Error> {
-    let origin = Url::parse(&listing_url(source)).map(|u| u.origin()).ok();
+    let origin = Url::parse(&listing_url(reader.source))
+        .map(|u| u.origin())
+        .ok();
+    let mut known: HashSet<String> = state.listing.iter().map(|r| r.tag.clone()).collect();
     let mut read = 0;
     while let Some(link) = state.listing_next.clone() {
         if enough(&state.listing) {
@@ -276,32 +359,32 @@ pub fn more_pages(
             state.listing_next = None;
             break;
         }
-        // The cap is on what is stored for this first page, not per check:
+        // The caps are on what is stored for this first page, not per check:
         // a 304 then costs one request, whatever the policy finds.
-        if state.listing_pages >= MAX_PAGES {
-            if read > 0 {
+        if state.listing_pages >= MAX_PAGES || state.listing_read >= MAX_RELEASES {
+            if read > 0 || fresh {
                 log::warn!(
-                    "no eligible release in the newest {} releases (the first {MAX_PAGES} pages of the release list): check MOLTD_TAG_PREFIX, MOLTD_VERSION, MOLTD_PRERELEASE and the bad releases; older releases are not searched, and the list is read again when a release is published",
-                    state.listing.len()
+                    "no eligible release in the newest {} releases (at most {MAX_PAGES} pages and {MAX_RELEASES} releases of the release list are read): check MOLTD_TAG_PREFIX, MOLTD_VERSION, MOLTD_PRERELEASE and the bad releases; older releases are not searched, and the list is read again when a release is published",
+                    state.listing_read
                 );
             }
             break;
         }
         log::info!(
             "no eligible release in the newest {} releases: reading {link}",
-            state.listing.len()
+            state.listing_read
         );
-        let Some(page) = fetch_page(http, source, &link, None, limit)? else {
+        let room = MAX_RELEASES - state.listing_read;
+        let Some(page) = fetch_page(reader, &link, None, room)? else {
             break;
         };
         read += 1;
         state.listing_pages += 1;
+        state.listing_read += page.releases.len();
         // Pages shift when releases come or go between two requests.
-        let new: Vec<Release> = page
-            .releases
-            .into_iter()
-            .filter(|r| state.listing.iter().all(|known| known.tag != r.tag))
-            .collect();
+        let new = reader
+            .keep(page.releases)
+            .filter(|r| known.insert(r.tag.clone()));
         state.listing.extend(new);
         state.listing_next = page.next;
     }

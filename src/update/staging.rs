@@ -13,8 +13,16 @@
 //! offline `moltd unmark` for its whole run. Without it a local command
 //! would run `recover` or save its stale `current` under a supervisor that
 //! is switching, or edit marks the supervisor holds in memory.
+//!
+//! A staging folder shares its file system with the running app, which must
+//! not find the disk full because an update arrived. [`Room`] keeps a
+//! reserve of space and inodes (`MOLTD_MIN_FREE`) that unpacking never
+//! takes: it measures the file system once and is charged every inode and
+//! every block as it is created.
 
 use super::Error;
+use super::config::MinFree;
+use super::error::Resource;
 use crate::sys;
 use nix::fcntl::Flock;
 use std::fs::{self, File};
@@ -116,6 +124,85 @@ fn lock_and_clean(releases: &Path, state_dir: &Path) -> Result<Flock<File>, Erro
 /// Removes what an interrupted run left behind, unless a run is going on.
 pub fn clean_leftovers(releases: &Path, state_dir: &Path) -> Result<(), Error> {
     lock_and_clean(releases, state_dir).map(drop)
+}
+
+/// What unpacking may still use on the staging file system.
+#[derive(Debug)]
+pub struct Room {
+    dir: PathBuf,
+    space: sys::fs::Space,
+    reserve_bytes: u64,
+    reserve_inodes: u64,
+    bytes: u64,
+    inodes: u64,
+}
+
+impl Room {
+    /// Measures the file system holding `dir` and checks that `needed`
+    /// bytes and one inode fit above the reserve.
+    pub fn measure(dir: &Path, min_free: MinFree, needed: u64) -> Result<Room, Error> {
+        let space = sys::fs::space(dir).map_err(Error::io("measure free space in", dir))?;
+        let (reserve_bytes, reserve_inodes) = min_free.reserve(space.bytes, space.inodes);
+        let mut room = Room {
+            dir: dir.to_path_buf(),
+            space,
+            reserve_bytes,
+            reserve_inodes,
+            bytes: 0,
+            inodes: 0,
+        };
+        room.take(Resource::Bytes, needed)?;
+        room.take(Resource::Inodes, 1)?;
+        room.bytes = 0;
+        room.inodes = 0;
+        Ok(room)
+    }
+
+    /// Charges `amount` more of `kind`; an error once the reserve would be
+    /// crossed.
+    fn take(&mut self, kind: Resource, amount: u64) -> Result<(), Error> {
+        let (used, free, reserve) = match kind {
+            Resource::Bytes => (&mut self.bytes, self.space.bytes_free, self.reserve_bytes),
+            // A file system without an inode count cannot run out of them.
+            Resource::Inodes if self.space.inodes == 0 => return Ok(()),
+            Resource::Inodes => (
+                &mut self.inodes,
+                self.space.inodes_free,
+                self.reserve_inodes,
+            ),
+        };
+        *used = used.saturating_add(amount);
+        if used.saturating_add(reserve) > free {
+            return Err(Error::NoSpace {
+                dir: self.dir.clone(),
+                kind,
+                free,
+                needed: *used,
+                reserve,
+            });
+        }
+        Ok(())
+    }
+
+    /// One more file, folder or symlink.
+    pub fn inode(&mut self) -> Result<(), Error> {
+        self.take(Resource::Inodes, 1)
+    }
+
+    /// A file grows from `from` to `to` bytes: charged in whole blocks.
+    pub fn grow(&mut self, from: u64, to: u64) -> Result<(), Error> {
+        let blocks = |size: u64| size.div_ceil(self.space.block);
+        self.take(
+            Resource::Bytes,
+            (blocks(to) - blocks(from)) * self.space.block,
+        )
+    }
+
+    /// A new folder: an inode and a block.
+    pub fn folder(&mut self) -> Result<(), Error> {
+        self.inode()?;
+        self.grow(0, 1)
+    }
 }
 
 impl Staging {

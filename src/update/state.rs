@@ -3,9 +3,12 @@
 //! Written atomically (temporary file, fsync, rename), so a kill never leaves
 //! half a file. The last release list is kept with its ETag: a 304 means
 //! "what you have is current", which is only useful if what we have
-//! survived the restart. The ETag is the first page's: `listing` holds every
-//! page read after it, `listing_pages` how many, and `listing_next` where
-//! reading stopped. `applying`
+//! survived the restart. The ETag is the first page's: `listing` holds what
+//! the policy can choose from every page read after it (not the whole list:
+//! a list of a hundred thousand releases must not become a file of tens of
+//! megabytes, nor stay in PID 1's memory), `listing_pages` and
+//! `listing_read` how many pages and releases were read, and `listing_next`
+//! where reading stopped. `applying`
 //! is set before the first service is stopped and cleared when the switch is committed or undone, so a restart
 //! after a kill knows an update was cut short and returns to `current`.
 //!
@@ -39,19 +42,30 @@ pub struct State {
     pub applying: Option<String>,
     /// Unix time of the last successful check.
     pub last_check: Option<u64>,
-    /// The ETag of `listing`, for If-None-Match.
+    /// The ETag of the list's first page, for If-None-Match.
     pub etag: Option<String>,
     /// Which URL `listing` came from: a different feed ignores it.
     pub listing_url: Option<String>,
-    /// The releases of the pages read, in the feed's order (newest first).
+    /// The policy (`MOLTD_TAG_PREFIX`, `MOLTD_VERSION`, `MOLTD_PRERELEASE`)
+    /// `listing` was kept for: another one reads the list anew. A file
+    /// without it (from before it) is read anew too.
+    pub listing_policy: Option<String>,
+    /// The releases of the pages read that the policy can choose, in the
+    /// feed's order (newest first): only those, so the file stays small
+    /// however long the list is.
     pub listing: Vec<Release>,
+    /// The first page's set of tags, as a digest: the same set with a new
+    /// ETag (download counts) keeps the pages read after it.
+    pub listing_first: Option<String>,
+    /// How many releases the pages read held, kept or not: reading stops at
+    /// [`super::source::MAX_RELEASES`].
+    pub listing_read: usize,
     /// The `rel="next"` link of the last page read, when reading stopped
-    /// before the end: where to go on if the policy changes while the first
-    /// page stays the same (a 304).
+    /// before the end: where to go on if the policy needs more while the
+    /// first page stays the same (a 304).
     pub listing_next: Option<String>,
-    /// How many pages `listing` holds: reading stops at
+    /// How many pages were read: reading stops at
     /// [`super::source::MAX_PAGES`] until the first page's tags change.
-    #[serde(default = "cap_reached")]
     pub listing_pages: usize,
 }
 
@@ -96,14 +110,6 @@ pub fn assets_fingerprint(release: &Release) -> String {
         })
         .collect();
     fingerprint(fields.iter().map(String::as_str))
-}
-
-/// `listing_pages` of a file written before it existed: that moltd read up
-/// to 10 pages a check and went on from where it stopped, so a stored `listing_next` counts as the cap
-/// reached rather than as 10 more pages to read. Without `listing_next`
-/// there is nothing to go on from, and a changed first page resets it.
-fn cap_reached() -> usize {
-    super::source::MAX_PAGES
 }
 
 impl State {
@@ -222,17 +228,28 @@ mod tests {
         fs::remove_dir_all(&dir).unwrap();
     }
 
-    /// A file from before `listing_pages` reads no more pages after the
-    /// upgrade; a fresh state has read none.
+    /// A file from before the listing was kept per policy still loads, with
+    /// every other field; its listing carries no policy, so the next check
+    /// reads the list anew instead of trusting it.
     #[test]
-    fn a_listing_without_its_page_count_has_reached_the_cap() {
-        let old = r#"{"etag": "\"a\"", "listing_url": "https://api.github.com/repos/acme/app/releases?per_page=100",
-            "listing": [], "listing_next": "https://api.github.com/repositories/1/releases?per_page=100&page=4"}"#;
-        let state: State = serde_json::from_str(old).unwrap();
-        assert_eq!(state.listing_pages, super::super::source::MAX_PAGES);
-        let current: State = serde_json::from_str(r#"{"listing_pages": 3}"#).unwrap();
-        assert_eq!(current.listing_pages, 3);
-        assert_eq!(State::default().listing_pages, 0);
+    fn an_older_state_file_loads() {
+        let old = r#"{"current": "v1.0.0", "previous": "v0.9.0", "bad": ["v1.1.0"],
+            "last_check": 1700000000, "etag": "\"a\"",
+            "listing_url": "https://api.github.com/repos/acme/app/releases?per_page=100",
+            "listing": [{"tag": "v1.1.0", "draft": false, "prerelease": false, "notes": "n",
+                "url": null, "assets": [{"name": "a.tar.gz", "size": 1, "download_url": "https://h/a",
+                "api_url": null, "digest": null}]}],
+            "listing_next": "https://api.github.com/repositories/1/releases?per_page=100&page=4"}"#;
+        let dir = std::env::temp_dir().join(format!("moltd-old-state-{}", std::process::id()));
+        let path = dir.join("state.json");
+        write_atomically(&path, old.as_bytes()).unwrap();
+        let state = State::load(&path);
+        fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(state.current.as_deref(), Some("v1.0.0"));
+        assert_eq!(state.previous.as_deref(), Some("v0.9.0"));
+        assert!(state.bad.contains("v1.1.0"));
+        assert_eq!(state.listing[0].assets[0].name, "a.tar.gz");
+        assert_eq!((state.listing_policy, state.listing_read), (None, 0));
     }
 
     #[test]

@@ -34,7 +34,7 @@ pub enum Phase {
 }
 
 impl Phase {
-    /// The name used in the document (and by `MOLTD_TEST_CRASH_AT`).
+    /// The name used in the document (and by the tests' `MOLTD_TEST_CRASH_AT`).
     pub fn name(self) -> String {
         serde_json::to_value(self)
             .ok()
@@ -117,6 +117,8 @@ pub struct Reporter {
     status: Status,
     last_write: Option<Instant>,
     warned: bool,
+    /// Test-only: see [`Reporter::crash_at`].
+    #[cfg(feature = "test-hooks")]
     crash_at: Option<String>,
     /// A copy kept for `moltd status`, read by the supervisor's side while
     /// an update runs.
@@ -127,8 +129,7 @@ pub struct Reporter {
 }
 
 impl Reporter {
-    /// `crash_at` names a state at which moltd kills itself (tests only).
-    pub fn new(path: Option<PathBuf>, crash_at: Option<String>) -> Reporter {
+    pub fn new(path: Option<PathBuf>) -> Reporter {
         let status = Status {
             state: Phase::Idle,
             current: None,
@@ -155,10 +156,20 @@ impl Reporter {
             status,
             last_write: None,
             warned: false,
-            crash_at,
+            #[cfg(feature = "test-hooks")]
+            crash_at: None,
             hook: None,
             announced: None,
         }
+    }
+
+    /// Names a state on entering which moltd kills itself
+    /// (`MOLTD_TEST_CRASH_AT`), so that tests can cut an update short at any
+    /// step. Not in the shipped binary: the tests build it with the
+    /// `test-hooks` feature.
+    #[cfg(feature = "test-hooks")]
+    pub fn crash_at(&mut self, state: Option<String>) {
+        self.crash_at = state;
     }
 
     /// Installs the hook the observers (metrics file, webhook) listen on.
@@ -273,6 +284,7 @@ impl Reporter {
         if state == Phase::Completed {
             self.notify(Notice::Applied);
         }
+        #[cfg(feature = "test-hooks")]
         if self.crash_at.as_deref() == Some(state.name().as_str()) {
             log::warn!("MOLTD_TEST_CRASH_AT={}: killing moltd", state.name());
             crate::sys::process::kill_self();

@@ -12,15 +12,22 @@
 //!   through it, is refused. Because links come last, nothing is ever
 //!   written through a link while unpacking;
 //! * entry count and bytes written are capped (the caps are checked on the
-//!   bytes actually written, not on what the headers claim);
-//! * permission bits are kept (not setuid/setgid/sticky, and folders stay
-//!   writable by their owner); ownership and times are not restored.
+//!   bytes actually written, not on what the headers claim). Folders an
+//!   entry's path implies are created one by one and count as entries too,
+//!   so deep paths cannot make thousands of inodes out of one header; every
+//!   inode and block is also charged to the staging [`Room`], which stops
+//!   before the reserve of free space and inodes is touched;
+//! * permission bits are kept (not setuid/setgid, and folders stay writable
+//!   by their owner; a folder's sticky bit is kept, so a world-writable
+//!   `tmp/` stays safe to share); ownership and times are not restored.
 //!
 //! A single top-level folder is stripped by default: the release root is
 //! then that folder. `MOLTD_STRIP_COMPONENTS` strips a fixed count instead.
 
 use super::Error;
 use super::config::Limits;
+use super::error::Cap;
+use super::staging::Room;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
 use std::fs::{self, OpenOptions};
@@ -111,10 +118,63 @@ struct Writer<'a> {
     tree: &'a Path,
     limits: &'a Limits,
     asset: &'a str,
+    room: &'a mut Room,
     bytes: u64,
+    entries: u64,
+    /// Folders created so far, so that each implied one is made and
+    /// counted once.
+    made: BTreeSet<PathBuf>,
 }
 
 impl Writer<'_> {
+    fn limit(&self, cap: Cap, limit: u64) -> Error {
+        Error::Limit {
+            asset: self.asset.to_string(),
+            cap,
+            limit,
+        }
+    }
+
+    /// One more entry against `MOLTD_MAX_ENTRIES`.
+    fn count(&mut self) -> Result<(), Error> {
+        self.entries += 1;
+        if self.entries > self.limits.entries {
+            return Err(self.limit(Cap::Entries, self.limits.entries));
+        }
+        Ok(())
+    }
+
+    /// Creates `rel` and each missing folder above it that the archive
+    /// did not list (each one an entry).
+    fn parents(&mut self, rel: &Path) -> Result<(), Error> {
+        let missing: Vec<PathBuf> = rel
+            .ancestors()
+            .filter(|a| !a.as_os_str().is_empty() && !self.made.contains(*a))
+            .map(Path::to_path_buf)
+            .collect();
+        for dir in missing.iter().rev() {
+            self.count()?;
+            // Whatever moltd's umask: services of other users traverse it.
+            self.make(dir, 0o755)?;
+        }
+        Ok(())
+    }
+
+    /// Creates the folder `rel`, whose parent exists.
+    fn make(&mut self, rel: &Path, mode: u32) -> Result<(), Error> {
+        self.room.folder()?;
+        let path = self.tree.join(rel);
+        fs::create_dir(&path).map_err(self.fail("create folder", &path))?;
+        self.made.insert(rel.to_path_buf());
+        self.chmod(rel, mode)
+    }
+
+    fn chmod(&self, rel: &Path, mode: u32) -> Result<(), Error> {
+        let path = self.tree.join(rel);
+        fs::set_permissions(&path, fs::Permissions::from_mode(mode))
+            .map_err(self.fail("set the mode of", &path))
+    }
+
     fn fail(&self, action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> Error {
         let tree = self.tree.to_path_buf();
         let path = path.to_path_buf();
@@ -131,17 +191,23 @@ impl Writer<'_> {
         }
     }
 
-    fn dir(&self, rel: &Path, mode: u32) -> Result<(), Error> {
-        let path = self.tree.join(rel);
-        fs::create_dir_all(&path).map_err(self.fail("create folder", &path))?;
-        fs::set_permissions(&path, fs::Permissions::from_mode(mode & 0o777 | 0o700))
-            .map_err(self.fail("set the mode of", &path))
+    /// A folder the archive lists (already counted as its entry).
+    fn dir(&mut self, rel: &Path, mode: u32) -> Result<(), Error> {
+        let mode = mode & 0o1777 | 0o700;
+        if self.made.contains(rel) {
+            return self.chmod(rel, mode);
+        }
+        if let Some(parent) = rel.parent() {
+            self.parents(parent)?;
+        }
+        self.make(rel, mode)
     }
 
     fn file(&mut self, rel: &Path, mode: u32, data: &mut dyn Read) -> Result<(), Error> {
         if let Some(parent) = rel.parent() {
-            self.dir(parent, 0o755)?;
+            self.parents(parent)?;
         }
+        self.room.inode()?;
         let path = self.tree.join(rel);
         let mut file = OpenOptions::new()
             .write(true)
@@ -150,6 +216,7 @@ impl Writer<'_> {
             .open(&path)
             .map_err(self.fail("create", &path))?;
         let mut buf = vec![0; 64 * 1024];
+        let mut size = 0;
         loop {
             let n = data.read(&mut buf).map_err(|source| Error::BadArchive {
                 asset: self.asset.to_string(),
@@ -160,11 +227,10 @@ impl Writer<'_> {
             }
             self.bytes += n as u64;
             if self.bytes > self.limits.unpacked {
-                return Err(Error::Limit {
-                    what: "unpacked bytes",
-                    limit: self.limits.unpacked,
-                });
+                return Err(self.limit(Cap::Unpacked, self.limits.unpacked));
             }
+            self.room.grow(size, size + n as u64)?;
+            size += n as u64;
             file.write_all(&buf[..n])
                 .map_err(self.fail("write", &path))?;
         }
@@ -174,11 +240,12 @@ impl Writer<'_> {
     }
 }
 
-/// Unpacks the tar stream `reader` into the empty folder `tree`. `asset`
-/// names the archive in messages.
+/// Unpacks the tar stream `reader` into the empty folder `tree`, within
+/// `room`. `asset` names the archive in messages.
 pub fn unpack(
     reader: impl Read,
     tree: &Path,
+    room: &mut Room,
     limits: &Limits,
     strip: Option<usize>,
     asset: &str,
@@ -191,25 +258,22 @@ pub fn unpack(
         tree,
         limits,
         asset,
+        room,
         bytes: 0,
+        entries: 0,
+        made: BTreeSet::new(),
     };
     let mut archive = tar::Archive::new(reader);
     let mut paths = BTreeSet::new();
     let mut dirs = BTreeSet::new();
     let mut files = BTreeSet::new();
     let mut links = BTreeMap::new();
-    let mut count = 0u64;
     for entry in archive.entries().map_err(bad_archive)? {
         let mut entry = entry.map_err(bad_archive)?;
-        count += 1;
-        if count > limits.entries {
-            return Err(Error::Limit {
-                what: "entries",
-                limit: limits.entries,
-            });
-        }
+        writer.count()?;
         let raw = entry.path().map_err(bad_archive)?.into_owned();
         let refuse = |reason| Error::UnsafeEntry {
+            asset: asset.to_string(),
             path: raw.display().to_string(),
             reason,
         };
@@ -244,7 +308,7 @@ pub fn unpack(
                     .filter(|t| files.contains(t))
                     .ok_or_else(|| refuse("hard link to something that is not an unpacked file"))?;
                 if let Some(parent) = rel.parent() {
-                    writer.dir(parent, 0o755)?;
+                    writer.parents(parent)?;
                 }
                 let path = tree.join(&rel);
                 fs::hard_link(tree.join(&target), &path).map_err(writer.fail("link", &path))?;
@@ -283,6 +347,7 @@ pub fn unpack(
         links.iter().map(|(p, t)| (release(p), t.clone())).collect();
     for (rel, target) in &links {
         let refuse = |reason| Error::UnsafeEntry {
+            asset: asset.to_string(),
             path: rel.display().to_string(),
             reason,
         };
@@ -294,14 +359,15 @@ pub fn unpack(
             return Err(refuse("duplicate entry"));
         }
         if let Some(parent) = rel.parent() {
-            writer.dir(parent, 0o755)?;
+            writer.parents(parent)?;
         }
+        writer.room.inode()?;
         let path = tree.join(rel);
         std::os::unix::fs::symlink(target, &path).map_err(writer.fail("create link", &path))?;
     }
     Ok(Unpacked {
         root: top.map_or_else(|| tree.to_path_buf(), |t| tree.join(t)),
-        entries: count,
+        entries: writer.entries,
         bytes: writer.bytes,
     })
 }

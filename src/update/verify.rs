@@ -23,13 +23,22 @@ fn is_sha256_hex(text: &str) -> bool {
     text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-/// The API's `digest` field, when it is a SHA-256.
-pub fn from_digest_field(asset: &Asset) -> Option<Expected> {
-    let hex = asset.digest.as_deref()?.strip_prefix("sha256:")?;
-    is_sha256_hex(hex).then(|| Expected {
-        sha256: hex.to_ascii_lowercase(),
-        origin: "the digest field".into(),
-    })
+/// The API's `digest` field (`sha256:<hex>`): `Ok(None)` without one, and
+/// what is wrong with it when it holds something else, so that a release
+/// without another checksum is refused for that reason.
+pub fn from_digest_field(asset: &Asset) -> Result<Option<Expected>, String> {
+    let Some(digest) = asset.digest.as_deref() else {
+        return Ok(None);
+    };
+    match digest.split_once(':') {
+        Some(("sha256", hex)) if is_sha256_hex(hex) => Ok(Some(Expected {
+            sha256: hex.to_ascii_lowercase(),
+            origin: "the digest field".into(),
+        })),
+        Some(("sha256", _)) => Err("a sha256 that is not 64 hex digits".into()),
+        Some((algorithm, _)) => Err(format!("unsupported digest algorithm {algorithm}")),
+        None => Err("no algorithm: prefix".into()),
+    }
 }
 
 /// The release's checksum asset for `name`, most specific first.
@@ -143,14 +152,28 @@ mod tests {
             digest: digest.map(String::from),
         };
         let table = [
-            (Some(format!("sha256:{B}")), Some(B.to_ascii_lowercase())),
-            (Some(format!("sha512:{B}")), None),
-            (Some("sha256:xyz".into()), None),
-            (None, None),
+            (
+                Some(format!("sha256:{B}")),
+                Ok(Some(B.to_ascii_lowercase())),
+            ),
+            (
+                Some(format!("sha512:{B}")),
+                Err("unsupported digest algorithm sha512"),
+            ),
+            (
+                Some("md5:9e107d9d372bb6826bd81d3542a419d6".into()),
+                Err("unsupported digest algorithm md5"),
+            ),
+            (
+                Some("sha256:xyz".into()),
+                Err("a sha256 that is not 64 hex digits"),
+            ),
+            (Some(B.into()), Err("no algorithm: prefix")),
+            (None, Ok(None)),
         ];
         for (digest, expected) in table {
-            let got = from_digest_field(&asset(digest.as_deref())).map(|e| e.sha256);
-            assert_eq!(got, expected, "{digest:?}");
+            let got = from_digest_field(&asset(digest.as_deref())).map(|e| e.map(|e| e.sha256));
+            assert_eq!(got, expected.map_err(String::from), "{digest:?}");
         }
     }
 

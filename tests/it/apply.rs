@@ -103,7 +103,7 @@ pub(crate) fn moltd<'a>(dir: &'a TestDir, feed: &Feed, mode: Mode) -> Moltd<'a> 
 }
 
 /// moltd updating from `feed`, with no arguments yet.
-fn updating<'a>(dir: &'a TestDir, feed: &Feed, mode: Mode) -> Moltd<'a> {
+pub(crate) fn updating<'a>(dir: &'a TestDir, feed: &Feed, mode: Mode) -> Moltd<'a> {
     Moltd::new(dir, mode)
         .env("MOLTD_LOG", "info")
         .env("MOLTD_REPO", "acme/app")

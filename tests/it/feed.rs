@@ -585,3 +585,18 @@ pub fn app_release(version: &str) -> FakeRelease {
         vec![FakeAsset::new(&asset_name(version), app_archive(version))],
     )
 }
+
+/// `len` bytes that do not compress (xorshift), so an archive of them is as
+/// large on the wire as unpacked.
+pub fn noise(len: usize) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(len + 8);
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    while bytes.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        bytes.extend_from_slice(&x.to_le_bytes());
+    }
+    bytes.truncate(len);
+    bytes
+}

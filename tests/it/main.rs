@@ -4,6 +4,7 @@
 //! namespace, in a directory of its own (see [`util::TestDir`]).
 
 mod apply;
+mod big_list;
 mod cli;
 mod container;
 mod control;
@@ -12,7 +13,9 @@ mod firstboot;
 mod manifests;
 mod observe;
 mod pid1;
+mod secrets;
 mod services;
+mod stage_errors;
 mod static_build;
 mod sv;
 mod update;

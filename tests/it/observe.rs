@@ -2,8 +2,8 @@
 //! exposition-format checker below), `/healthz` with a crash-looping and
 //! a given-up essential service, `POST /update` tokens, the webhook with
 //! its receiver up and down, JSON logs, `moltd config`, the listener's
-//! limits (slow, oversized and excess clients), and memory under a
-//! scraping load.
+//! limits (slow, oversized and excess clients, oldest-idle eviction), and
+//! memory under a scraping load.
 //!
 //! The metrics parser is written here rather than taken from a crate: the
 //! rules moltd must keep (names, label syntax and escapes, one TYPE per
@@ -26,11 +26,22 @@ pub(crate) fn http(
     path: &str,
     token: Option<&str>,
 ) -> Option<(u16, String)> {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    request(port, method, path, auth.as_deref())
+}
+
+/// One request with a raw `Authorization` value: (status code, body).
+pub(crate) fn request(
+    port: u16,
+    method: &str,
+    path: &str,
+    auth: Option<&str>,
+) -> Option<(u16, String)> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
     stream
         .set_read_timeout(Some(Duration::from_secs(120)))
         .ok()?;
-    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    let auth = auth.map_or(String::new(), |a| format!("Authorization: {a}\r\n"));
     let request = format!("{method} {path} HTTP/1.1\r\nHost: x\r\n{auth}\r\n");
     stream.write_all(request.as_bytes()).ok()?;
     let mut text = String::new();
@@ -429,37 +440,45 @@ fn queued(port: u16) -> usize {
         .unwrap_or(0)
 }
 
+/// moltd as PID 1 with one idle service and the listener on `listen`.
+pub(crate) fn listening(dir: &TestDir, listen: u16) -> Moltd<'_> {
+    dir.script("services/idle/run", "#!/bin/sh\nexec sleep 1000\n");
+    Moltd::new(dir, Mode::Pid1)
+        .args(["--services", "services"])
+        .env("MOLTD_LISTEN", format!("127.0.0.1:{listen}"))
+}
+
 #[test]
 fn listener_bounds_slow_oversized_and_excess_clients() {
     let dir = TestDir::new("observe_bounds");
     let listen = free_port();
-    dir.script("services/idle/run", "#!/bin/sh\nexec sleep 1000\n");
-    let mut running = Moltd::new(&dir, Mode::Pid1)
-        .args(["--services", "services"])
-        .env("MOLTD_LISTEN", format!("127.0.0.1:{listen}"))
-        .spawn();
+    let mut running = listening(&dir, listen).spawn();
     running.wait_for("the listener", || {
         http(listen, "GET", "/healthz", None).is_some()
     });
     let long_path = format!("/{}", "a".repeat(9000));
     let (code, _) = http(listen, "GET", &long_path, None).unwrap();
     assert_eq!(code, 431, "an oversized request head is refused");
-    // Sixteen clients that never send a request hold every slot; moltd
-    // holds no descriptor for the ones behind them (they wait in the
-    // listen backlog)...
+    // Sixty-four clients that never send a request take every slot; each
+    // of sixteen more is accepted in place of the oldest idle one, so moltd
+    // never holds more than 64 of them (plus the one it is placing)...
     let pid = running.moltd_pid();
-    let idle: Vec<TcpStream> = (0..16)
+    let idle: Vec<TcpStream> = (0..64 + 16)
         .map(|_| TcpStream::connect(("127.0.0.1", listen)).unwrap())
         .collect();
-    let waiting: Vec<TcpStream> = (0..16)
-        .map(|_| TcpStream::connect(("127.0.0.1", listen)).unwrap())
-        .collect();
-    // With every slot taken, the rest stay in the kernel's accept queue.
-    running.wait_for("16 clients accepted and 16 left queued", || {
-        accepted(pid, listen) == 16 && queued(listen) == 16
+    running.wait_for("64 clients accepted and none left queued", || {
+        accepted(pid, listen) == 64 && queued(listen) == 0
     });
-    // ...until the head deadline closes them, and the listener serves again.
-    for mut stream in idle.into_iter().chain(waiting) {
+    for (n, stream) in idle.iter().take(16).enumerate() {
+        stream.set_nonblocking(true).unwrap();
+        let closed = (&*stream).read(&mut [0; 1]);
+        assert!(
+            matches!(closed, Ok(0)),
+            "idle client {n} was not the one evicted: {closed:?}"
+        );
+    }
+    // ...and the head deadline closes the rest, and the listener serves again.
+    for mut stream in idle.into_iter().skip(16) {
         stream.set_read_timeout(Some(crate::util::TIMEOUT)).unwrap();
         let mut rest = Vec::new();
         let closed = stream.read_to_end(&mut rest);

@@ -91,3 +91,26 @@ fn stages_a_release_by_host_name_in_an_empty_root() {
         run.fail("v1.0.0 was not staged in the chroot");
     }
 }
+
+/// `MOLTD_TEST_CRASH_AT` is a test hook: the binary the tests run has it
+/// (the `test-hooks` feature, so this check can fail), the static one,
+/// built as users build moltd, has no trace of it.
+#[test]
+fn test_hooks_are_only_in_the_test_build() {
+    let hook = |bin: &std::path::Path| {
+        let grep = std::process::Command::new("grep")
+            .args(["-q", "-a", "-e", "MOLTD_TEST"])
+            .arg(bin)
+            .status()
+            .unwrap();
+        grep.success()
+    };
+    assert!(
+        hook(&crate::util::moltd_bin()),
+        "the test build lacks its hooks"
+    );
+    let Some(bin) = static_bin("test_hooks_are_only_in_the_test_build") else {
+        return;
+    };
+    assert!(!hook(&bin), "{} has test hooks", bin.display());
+}
