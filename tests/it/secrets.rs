@@ -7,7 +7,7 @@
 //! pass-through list, the bearer scheme in any case, and `/healthz` while a
 //! thousand idle connections are held.
 
-use crate::apply::{App, free_port, moltd, release, served, setup, updating};
+use crate::apply::{App, free_port, moltd, release, served, setup, updating, wait_for_state};
 use crate::feed::*;
 use crate::observe::request;
 use crate::util::{Mode, Moltd, TIMEOUT, TestDir};
@@ -109,6 +109,8 @@ fn no_child_sees_moltds_secrets() {
         .env("KEEP_ME", "visible")
         .spawn();
     running.wait_for("v1 to serve", || served(port).as_deref() == Some("1.0.0"));
+    // Past the first boot's health gate: an update is refused while it runs.
+    wait_for_state(&mut running, &dir, "idle");
     // The update runs the hooks; the API token is what lets it start.
     feed.publish(release("2.0.0", App::Good));
     let answer = request(listen, "POST", "/update", Some("Bearer api-token-value"));
@@ -216,6 +218,8 @@ fn tokens_from_files() {
         .env("MOLTD_LISTEN", format!("127.0.0.1:{listen}"))
         .spawn();
     running.wait_for("v1 to serve", || served(port).as_deref() == Some("1.0.0"));
+    // Past the first boot's health gate: an update is refused while it runs.
+    wait_for_state(&mut running, &dir, "idle");
     let answer = request(
         listen,
         "POST",
@@ -308,6 +312,8 @@ fn bearer_scheme_is_case_insensitive() {
         .env("MOLTD_LISTEN", format!("127.0.0.1:{listen}"))
         .spawn();
     running.wait_for("v1 to serve", || served(port).as_deref() == Some("1.0.0"));
+    // Past the first boot's health gate: an update is refused while it runs.
+    wait_for_state(&mut running, &dir, "idle");
     let code = |auth| request(listen, "POST", "/update?check", Some(auth)).map(|a| a.0);
     for auth in ["Bearer tok", "bearer tok", "BEARER tok"] {
         if code(auth) != Some(200) {
