@@ -558,7 +558,7 @@ fn agent_off(reason: &str, mut link: Link) {
         return;
     }
     let refusal = format!("updates are off: {reason}");
-    serve_until(&mut link, None, &refusal).ok();
+    refuse_all(&mut link, &refusal).ok();
 }
 
 /// The updater thread's whole life.
@@ -566,10 +566,19 @@ pub fn agent(mut updater: Updater, mut link: Link) {
     let schedule = updater.config().schedule;
     let mut failures = 0;
     // First boot: nothing starts before a release is installed.
+    let mut waiting: Option<ReplyTo> = None;
     loop {
         link.working(true);
         let installed = updater.ensure_installed(&mut link);
         link.working(false);
+        // A `moltd update` that asked for this round gets its outcome.
+        if let Some(to) = waiting.take() {
+            let reply = match &installed {
+                Ok(tag) => Ok(format!("installed {tag}")),
+                Err(err) => Err(format!("no release installed yet: {}", chain(err))),
+            };
+            link.reply(to, reply);
+        }
         match installed {
             Ok(_) => break,
             Err(err) => {
@@ -585,9 +594,9 @@ pub fn agent(mut updater: Updater, mut link: Link) {
                     "no release installed yet: {text}; retrying in {:.0}s",
                     wait.as_secs_f64()
                 ));
-                let refusal = "no release is installed yet; retrying on the schedule";
-                if serve_until(&mut link, Some(Instant::now() + wait), refusal).is_err() {
-                    return;
+                match first_boot_wait(&mut updater, &mut link, Instant::now() + wait) {
+                    Ok(client) => waiting = client,
+                    Err(_) => return,
                 }
             }
         }
@@ -633,10 +642,54 @@ pub fn agent(mut updater: Updater, mut link: Link) {
     }
 }
 
-/// Answers clients until `deadline` (or for good) while nothing can be
-/// updated: with `refusal` (`admit` answers the status itself).
-fn serve_until(link: &mut Link, deadline: Option<Instant>, refusal: &str) -> Result<(), String> {
-    while let Some(message) = link.next(deadline)? {
+/// Waits for the first boot's next round until `deadline`, answering
+/// clients. An update request, the trigger file or an unmark starts the
+/// round at once (an operator who fixed or unmarked a release need not wait
+/// for the backoff); the update's client is returned, to get the round's
+/// outcome. A check answers at once.
+fn first_boot_wait(
+    updater: &mut Updater,
+    link: &mut Link,
+    deadline: Instant,
+) -> Result<Option<ReplyTo>, String> {
+    while let Some(message) = link.next(Some(deadline))? {
+        let (to, op) = match message {
+            ToAgent::Trigger => {
+                log::info!("install requested by the trigger file");
+                return Ok(None);
+            }
+            ToAgent::Client { to, op } => (to, op),
+            _ => continue,
+        };
+        match op {
+            UpdateOp::Update {
+                check_only: false, ..
+            } => return Ok(Some(to)),
+            UpdateOp::Update { check_only, force } => {
+                let request = ApplyRequest::Update { check_only, force };
+                let reply = updater.request(link, request);
+                link.reply(to, reply);
+            }
+            UpdateOp::Unmark(tags) => {
+                let reply = updater.unmark(&tags).map_err(|err| chain(&err));
+                let unmarked = reply.is_ok();
+                link.reply(to, reply);
+                if unmarked {
+                    return Ok(None);
+                }
+            }
+            UpdateOp::Status | UpdateOp::Rollback => {
+                link.reply(to, Err("no release is installed yet".into()));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// Answers every client with `refusal` for good: nothing can be updated
+/// (`admit` answers the status itself).
+fn refuse_all(link: &mut Link, refusal: &str) -> Result<(), String> {
+    while let Some(message) = link.next(None)? {
         if let ToAgent::Client { to, .. } = message {
             link.reply(to, Err(refusal.to_owned()));
         }

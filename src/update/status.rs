@@ -340,6 +340,10 @@ impl Reporter {
         log::info!("{message}");
         self.status.state = Phase::Idle;
         self.status.message = message;
+        // The download was abandoned: its progress no longer means anything.
+        self.status.bytes_done = 0;
+        self.status.bytes_total = None;
+        self.status.progress = None;
         self.write();
     }
 

@@ -222,7 +222,10 @@ fn rollback_during_a_download_cancels_it() {
 
     feed.publish(slow);
     let update = client_background(&dir, &["update"]);
-    wait_for_state(&mut running, &dir, "downloading");
+    running.wait_for("part of v3 to be downloaded", || {
+        let doc = status(&dir);
+        doc["state"] == "downloading" && doc["bytes_done"].as_u64() > Some(0)
+    });
     let rollback = client_background(&dir, &["rollback"]);
     let rollback = finish(rollback, "moltd rollback");
     assert_eq!(rollback.code, Some(0), "{rollback:?}");
@@ -256,6 +259,9 @@ fn rollback_during_a_download_cancels_it() {
         .collect();
     assert_eq!(bad, ["v2.0.0"], "{doc}");
     assert_eq!(doc["counters"]["failed"], 0, "{doc}");
+    // Regression: the cancelled download's percentage stayed in the status.
+    assert_eq!(doc["progress"], serde_json::Value::Null, "{doc}");
+    assert_eq!(doc["bytes_done"], 0, "{doc}");
     let releases = std::fs::read_dir(dir.join("app/releases"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())

@@ -381,3 +381,25 @@ fn a_refusal_is_forgotten_when_the_settings_that_made_it_change() {
         .expect_code(0)
         .expect_stdout_contains(&dir.join("app/releases/v1.0.0").display().to_string());
 }
+
+/// Before: between first-boot rounds `moltd update` was refused ("retrying
+/// on the schedule"), so an operator who fixed the feed waited out the
+/// backoff. Now it starts the next round at once and answers its outcome.
+#[test]
+fn an_update_request_at_first_boot_starts_the_next_round_at_once() {
+    let (dir, port) = setup("firstboot_request");
+    let feed = Feed::start(vec![with_wrong_digest("1.0.0")]);
+    let mut running = moltd(&dir, &feed, Mode::Pid1).spawn();
+    running.wait_for("the first round to fail", || {
+        status(&dir)["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("no release installed yet: "))
+    });
+    feed.republish(release("1.0.0", App::Good));
+    let reply = dir.moltd_client(&["update"]);
+    if reply.code != Some(0) || !reply.stdout.contains("installed v1.0.0") {
+        let (out, err) = (&reply.stdout, &reply.stderr);
+        running.fail(&format!("moltd update at first boot: {out} {err}"));
+    }
+    running.wait_for("v1 to serve", || served(port).as_deref() == Some("1.0.0"));
+}
