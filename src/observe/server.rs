@@ -11,10 +11,13 @@
 //! [`MAX_HEAD`] bytes, and each connection carries one request (no
 //! keep-alive), so a slow or hostile client only holds its own slot. When
 //! every slot is taken, the next client is accepted and the oldest
-//! connection whose request head has not arrived yet is closed to make room
-//! (oldest-idle eviction); if every connection is busy with a request, the
-//! newcomer waits for a slot and further clients wait in the listen
-//! backlog, so PID 1 never holds more than one descriptor beyond the slots.
+//! connection that is not being handled is closed to make room (oldest-idle
+//! eviction): one whose request head has not arrived yet, or whose answer
+//! is ready and waits for the client to read it (a client that asks for
+//! `/status` and never reads would otherwise hold its slot for good). If
+//! every connection is being handled, the newcomer waits for a slot and
+//! further clients wait in the listen backlog, so PID 1 never holds more
+//! than one descriptor beyond the slots.
 //! Why eviction rather than a deadline alone: a client that keeps a few
 //! hundred idle connections open would otherwise hold every slot and fill
 //! the backlog for as long as it likes, and `/healthz` (what restarts the
@@ -66,9 +69,15 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 type Reply = Response<Full<Bytes>>;
 
-/// The connections still waiting for their request head, by accept order
-/// (so the first is the oldest): the ones a newcomer may evict.
-type Idle = Arc<Mutex<BTreeMap<u64, AbortHandle>>>;
+/// Every open connection, by accept order (so the first is the oldest).
+type Connections = Arc<Mutex<BTreeMap<u64, Connection>>>;
+
+struct Connection {
+    task: AbortHandle,
+    /// Its request is being handled: not to be evicted. Before the head
+    /// arrives and once the answer is ready, it only waits for the client.
+    handling: bool,
+}
 
 /// What every request handler needs.
 struct Context {
@@ -108,7 +117,7 @@ fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
 
 async fn serve(listener: tokio::net::TcpListener, context: Arc<Context>) {
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
-    let idle = Idle::default();
+    let connections = Connections::default();
     for id in 0u64.. {
         // Accept, then find a slot: while every one is taken, the clients
         // behind this one wait in the kernel's listen backlog and hold none
@@ -124,7 +133,7 @@ async fn serve(listener: tokio::net::TcpListener, context: Arc<Context>) {
         let slot = match slots.clone().try_acquire_owned() {
             Ok(slot) => slot,
             Err(_) => {
-                evict_oldest(&idle);
+                evict_oldest(&connections);
                 let Ok(slot) = slots.clone().acquire_owned().await else {
                     return;
                 };
@@ -132,14 +141,17 @@ async fn serve(listener: tokio::net::TcpListener, context: Arc<Context>) {
             }
         };
         let context = context.clone();
-        let waiting = idle.clone();
+        let open = connections.clone();
         let task = tokio::spawn(async move {
-            let headed = waiting.clone();
+            let headed = open.clone();
             let service = service_fn(move |request| {
-                // The head is in: from now on the connection is busy, not idle.
-                forget(&headed, id);
-                let context = context.clone();
-                async move { Ok::<_, Infallible>(route(&context, request).await) }
+                handling(&headed, id, true);
+                let (context, headed) = (context.clone(), headed.clone());
+                async move {
+                    let reply = route(&context, request).await;
+                    handling(&headed, id, false);
+                    Ok::<_, Infallible>(reply)
+                }
             });
             let served = http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -151,30 +163,47 @@ async fn serve(listener: tokio::net::TcpListener, context: Arc<Context>) {
             if let Err(err) = served {
                 log::debug!("http: connection ended: {err}");
             }
-            forget(&waiting, id);
+            if let Ok(mut open) = open.lock() {
+                open.remove(&id);
+            }
             drop(slot);
         });
         // The task cannot have run yet: this thread is the runtime's only one.
-        if let Ok(mut idle) = idle.lock() {
-            idle.insert(id, task.abort_handle());
+        if let Ok(mut open) = connections.lock() {
+            let task = task.abort_handle();
+            open.insert(
+                id,
+                Connection {
+                    task,
+                    handling: false,
+                },
+            );
         }
     }
 }
 
-/// Closes the oldest connection still waiting for its request head, if
-/// any: aborting its task drops the socket and frees its slot.
-fn evict_oldest(idle: &Idle) {
-    let oldest = idle.lock().ok().and_then(|mut idle| idle.pop_first());
-    if let Some((_, task)) = oldest {
+/// Closes the oldest connection that is not being handled, if any:
+/// aborting its task drops the socket and frees its slot.
+fn evict_oldest(connections: &Connections) {
+    let Ok(mut open) = connections.lock() else {
+        return;
+    };
+    let oldest = open.iter().find(|(_, c)| !c.handling).map(|(id, _)| *id);
+    if let Some(connection) = oldest.and_then(|id| open.remove(&id)) {
         log::debug!("http: every slot taken; closing the oldest idle connection");
-        task.abort();
+        connection.task.abort();
     }
 }
 
-/// Takes a connection off the idle list (its head arrived, or it ended).
-fn forget(idle: &Idle, id: u64) {
-    if let Ok(mut idle) = idle.lock() {
-        idle.remove(&id);
+/// Marks whether a connection's request is being handled.
+fn handling(connections: &Connections, id: u64, handling: bool) {
+    if let Some(connection) = connections
+        .lock()
+        .ok()
+        .as_mut()
+        .and_then(|open| open.get_mut(&id))
+    {
+        connection.handling = handling;
     }
 }
 

@@ -108,14 +108,25 @@ pub struct Work {
     /// rollback let through while a download or staging runs; cleared when
     /// the thread takes that rollback.
     cancel: Arc<AtomicBool>,
+    /// No release has been installed yet: nothing to roll back to, whatever
+    /// a stale state file names (cleared by the thread once one is).
+    first_boot: AtomicBool,
+    /// Why updates are off, if they are: every request but `status` is
+    /// answered with it.
+    off: Option<String>,
 }
 
 impl Work {
-    pub fn new(cancel: Arc<AtomicBool>) -> Work {
+    /// The work of an updater thread that is about to start its first boot,
+    /// or of one that only runs the installed release because updates are
+    /// `off`.
+    pub fn new(cancel: Arc<AtomicBool>, off: Option<String>) -> Work {
         Work {
             working: AtomicBool::new(false),
             queued: AtomicUsize::new(0),
             cancel,
+            first_boot: AtomicBool::new(off.is_none()),
+            off,
         }
     }
 
@@ -178,6 +189,9 @@ pub fn admit(work: &Work, status: &Mutex<Status>, op: &UpdateOp) -> Admission {
     };
     let busy = work.busy();
     let refuse = |text: String| Admission::Answer(Err(text));
+    if let Some(reason) = &work.off {
+        return refuse(format!("updates are off: {reason}"));
+    }
     match op {
         UpdateOp::Update {
             check_only: true, ..
@@ -193,7 +207,9 @@ pub fn admit(work: &Work, status: &Mutex<Status>, op: &UpdateOp) -> Admission {
             )))
         }
         UpdateOp::Update { .. } if busy => refuse(format!("already updating, {}", step(&status))),
-        UpdateOp::Rollback if status.current.is_none() => {
+        UpdateOp::Rollback
+            if status.current.is_none() || work.first_boot.load(Ordering::SeqCst) =>
+        {
             refuse("no release is installed yet: nothing to roll back".into())
         }
         UpdateOp::Rollback if status.previous.is_none() => {
@@ -500,7 +516,7 @@ pub fn start(
     let thread = std::thread::Builder::new().name("updater".into());
     let (spawned, started) = match Updater::new(config.clone()) {
         Ok(mut updater) => {
-            let started = Started::new(updater.shared_status(), updater.cancel_flag(), true);
+            let started = Started::new(updater.shared_status(), updater.cancel_flag(), None);
             updater.set_hook(started.attach(observer, to_agent));
             let link = link(started.work.clone());
             (thread.spawn(move || agent(updater, link)), started)
@@ -511,12 +527,12 @@ pub fn start(
             };
             let mut reporter = crate::update::status::Reporter::new(config.status_file);
             // Nothing downloads, so nothing is ever cancelled.
-            let started = Started::new(reporter.shared(), Arc::default(), false);
+            let started = Started::new(reporter.shared(), Arc::default(), Some(reason.clone()));
             reporter.set_hook(started.attach(observer, to_agent));
             let current = crate::update::layout::current_tag(&config.app_dir);
             reporter.off(current, &reason);
             let link = link(started.work.clone());
-            (thread.spawn(move || agent_off(&reason, link)), started)
+            (thread.spawn(move || agent_off(link)), started)
         }
     };
     spawned.map_err(|err| format!("cannot start the updater thread: {err}"))?;
@@ -533,8 +549,9 @@ pub struct Started {
 }
 
 impl Started {
-    fn new(status: Arc<Mutex<Status>>, cancel: Arc<AtomicBool>, updating: bool) -> Started {
-        let work = Arc::new(Work::new(cancel));
+    fn new(status: Arc<Mutex<Status>>, cancel: Arc<AtomicBool>, off: Option<String>) -> Started {
+        let updating = off.is_none();
+        let work = Arc::new(Work::new(cancel, off));
         Started {
             status,
             work,
@@ -551,14 +568,14 @@ impl Started {
     }
 }
 
-/// The thread when updates are off: the services start at once, and every
-/// request but `status` is refused with the reason.
-fn agent_off(reason: &str, mut link: Link) {
+/// The thread when updates are off: the services start at once; `admit`
+/// answers every request with the reason, so the thread only waits for the
+/// loop to end.
+fn agent_off(mut link: Link) {
     if link.ready().and_then(|_| link.release()).is_err() {
         return;
     }
-    let refusal = format!("updates are off: {reason}");
-    refuse_all(&mut link, &refusal).ok();
+    while let Ok(Some(_)) = link.next(None) {}
 }
 
 /// The updater thread's whole life.
@@ -580,7 +597,10 @@ pub fn agent(mut updater: Updater, mut link: Link) {
             link.reply(to, reply);
         }
         match installed {
-            Ok(_) => break,
+            Ok(_) => {
+                link.work.first_boot.store(false, Ordering::SeqCst);
+                break;
+            }
             Err(err) => {
                 let text = chain(&err);
                 // A round in which nothing worked backs off like a network
@@ -686,17 +706,6 @@ fn first_boot_wait(
     Ok(None)
 }
 
-/// Answers every client with `refusal` for good: nothing can be updated
-/// (`admit` answers the status itself).
-fn refuse_all(link: &mut Link, refusal: &str) -> Result<(), String> {
-    while let Some(message) = link.next(None)? {
-        if let ToAgent::Client { to, .. } = message {
-            link.reply(to, Err(refusal.to_owned()));
-        }
-    }
-    Ok(())
-}
-
 /// The encoded reply for a client when no updater runs.
 pub fn not_configured() -> String {
     control::encode_update_reply(&Err(
@@ -719,6 +728,13 @@ mod tests {
         Mutex::new(status)
     }
 
+    /// The work flags once a release is installed.
+    fn installed() -> Work {
+        let work = Work::new(Arc::default(), None);
+        work.first_boot.store(false, Ordering::SeqCst);
+        work
+    }
+
     fn answered(admission: Admission) -> String {
         match admission {
             Admission::Answer(Ok(text) | Err(text)) => text,
@@ -736,7 +752,7 @@ mod tests {
             check_only: true,
             force: false,
         };
-        let work = Work::new(Arc::default());
+        let work = installed();
         let downloading = status(Phase::Downloading, 2, Some("v1"));
         // Idle: through, and busy from then on.
         assert!(matches!(
@@ -761,7 +777,7 @@ mod tests {
             "{second}"
         );
         // Not during a health check, nor with nothing to return to.
-        let work = Work::new(Arc::default());
+        let work = installed();
         work.working.store(true, Ordering::SeqCst);
         let checking = status(Phase::HealthCheck, 8, Some("v1"));
         let busy = answered(admit(&work, &checking, &UpdateOp::Rollback));
@@ -777,5 +793,33 @@ mod tests {
         first_boot.lock().unwrap().current = None;
         let none = answered(admit(&work, &first_boot, &UpdateOp::Rollback));
         assert_eq!(none, "no release is installed yet: nothing to roll back");
+        // A state file may name a current and a previous release whose
+        // folders are gone: still first boot.
+        let stale = Work::new(Arc::default(), None);
+        stale.working.store(true, Ordering::SeqCst);
+        let downloading = status(Phase::Downloading, 2, Some("v1"));
+        let none = answered(admit(&stale, &downloading, &UpdateOp::Rollback));
+        assert_eq!(none, "no release is installed yet: nothing to roll back");
+        assert!(!stale.cancel.load(Ordering::SeqCst));
+        // Updates off: every request but the status gets the reason at once.
+        let off = Work::new(Arc::default(), Some("read-only".into()));
+        let idle = status(Phase::Idle, 1, Some("v1"));
+        for op in [
+            UpdateOp::Rollback,
+            UpdateOp::Update {
+                check_only: true,
+                force: false,
+            },
+            UpdateOp::Unmark(vec!["v2".into()]),
+        ] {
+            assert_eq!(
+                answered(admit(&off, &idle, &op)),
+                "updates are off: read-only"
+            );
+        }
+        assert!(matches!(
+            admit(&off, &idle, &UpdateOp::Status),
+            Admission::Answer(Ok(_))
+        ));
     }
 }

@@ -116,6 +116,25 @@ impl<'de, T: Deserialize<'de>> Visitor<'de> for Capped<T> {
     }
 }
 
+/// The most of a release's notes kept: more than GitHub allows (125,000
+/// characters), so real notes pass whole, while a hostile feed's megabytes
+/// do not make every `moltd status` and `GET /status` as long.
+pub const MAX_NOTES: usize = 128 * 1024;
+
+/// `notes`, cut at [`MAX_NOTES`] bytes (on a character boundary) and saying
+/// so.
+fn shorten_notes(mut notes: String) -> String {
+    if notes.len() > MAX_NOTES {
+        let end = (0..=MAX_NOTES)
+            .rev()
+            .find(|&i| notes.is_char_boundary(i))
+            .unwrap_or(0);
+        notes.truncate(end);
+        notes.push_str("\n[notes cut at 128 KiB]");
+    }
+    notes
+}
+
 /// Parses a GitHub or Gitea `/releases` answer (a JSON array) as it is
 /// read, keeping the first `max` releases.
 pub fn parse_api(body: impl Read, max: usize) -> Result<Parsed, serde_json::Error> {
@@ -133,7 +152,7 @@ pub fn parse_api(body: impl Read, max: usize) -> Result<Parsed, serde_json::Erro
             tag: r.tag_name,
             draft: r.draft,
             prerelease: r.prerelease,
-            notes: r.body,
+            notes: r.body.map(shorten_notes),
             url: r.html_url,
             assets: r
                 .assets
@@ -215,7 +234,7 @@ pub fn parse_manifest(body: &[u8], base: &str) -> Result<Vec<Release>, serde_jso
                 tag: e.version,
                 draft: false,
                 prerelease: e.prerelease,
-                notes: e.notes,
+                notes: e.notes.map(shorten_notes),
                 url: None,
                 assets,
             }
@@ -268,6 +287,25 @@ mod tests {
                 String::from_utf8_lossy(body)
             );
         }
+    }
+
+    #[test]
+    fn long_notes_are_cut_on_a_character_boundary() {
+        let short = "é".repeat(10);
+        assert_eq!(shorten_notes(short.clone()), short);
+        let long = shorten_notes("é".repeat(MAX_NOTES));
+        assert!(
+            long.ends_with("\n[notes cut at 128 KiB]"),
+            "{}",
+            &long[long.len() - 40..]
+        );
+        assert!(long.len() <= MAX_NOTES + 30);
+        let body = format!(
+            r#"[{{"tag_name":"v1","body":"{}","assets":[]}}]"#,
+            "x".repeat(1 << 20)
+        );
+        let parsed = parse_api(body.as_bytes(), 10).unwrap();
+        assert!(parsed.releases[0].notes.as_ref().unwrap().len() <= MAX_NOTES + 30);
     }
 
     #[test]

@@ -320,6 +320,8 @@ pub struct FakeRelease {
     pub prerelease: bool,
     pub draft: bool,
     pub assets: Vec<FakeAsset>,
+    /// The release notes (`body`); by default a line naming the tag.
+    pub notes: Option<String>,
 }
 
 impl FakeRelease {
@@ -329,6 +331,7 @@ impl FakeRelease {
             prerelease: false,
             draft: false,
             assets,
+            notes: None,
         }
     }
 }
@@ -357,7 +360,7 @@ pub fn releases_json(base: &str, releases: &[FakeRelease]) -> String {
                 "tag_name": r.tag,
                 "draft": r.draft,
                 "prerelease": r.prerelease,
-                "body": format!("notes for {}", r.tag),
+                "body": r.notes.clone().unwrap_or_else(|| format!("notes for {}", r.tag)),
                 "html_url": format!("{base}/releases/{}", r.tag),
                 "assets": assets,
             })

@@ -433,3 +433,55 @@ fn healthz_answers_within_a_second_under_1000_idle_connections() {
         Err(problem) => running.fail(&format!("/healthz under the flood: {problem}")),
     }
 }
+
+/// A connection to `addr` whose receive buffer is as small as the kernel
+/// allows, so that a large answer stalls in moltd's writes.
+fn tiny_reader(addr: SocketAddr) -> Option<TcpStream> {
+    let stream = TcpStream::connect(addr).ok()?;
+    nix::sys::socket::setsockopt(&stream, nix::sys::socket::sockopt::RcvBuf, &1024).ok()?;
+    Some(stream)
+}
+
+/// Before: a feed's release notes went whole into the status, so 6 MB of
+/// notes made every `GET /status` 6 MB long, and 80 clients that asked for
+/// it and never read kept `/healthz` waiting for 18 s (building and writing
+/// the answers). Notes are now cut at 128 KiB, and a connection whose
+/// answer is ready can be evicted like an idle one.
+#[test]
+fn healthz_answers_while_clients_never_read_a_status_with_huge_notes() {
+    let (dir, port) = setup("secrets_slow_readers");
+    let feed = Feed::start(vec![release("1.0.0", App::Good)]);
+    let listen = free_port();
+    let mut running = moltd(&dir, &feed, Mode::Pid1)
+        .env("MOLTD_LISTEN", format!("127.0.0.1:{listen}"))
+        .spawn();
+    running.wait_for("v1 to serve", || served(port).as_deref() == Some("1.0.0"));
+    wait_for_state(&mut running, &dir, "idle");
+    // A newer release with 6 MB of notes makes `/status` 6 MB long.
+    let mut big = release("2.0.0", App::Good);
+    big.notes = Some("n".repeat(6 << 20));
+    feed.publish(big);
+    let checked = dir.moltd_client(&["update", "--check"]);
+    assert_eq!(checked.code, Some(0), "{checked:?}");
+    let addr = SocketAddr::from(([127, 0, 0, 1], listen));
+    let stalled: Vec<TcpStream> = (0..80)
+        .filter_map(|_| {
+            let mut stream = tiny_reader(addr)?;
+            std::io::Write::write_all(&mut stream, b"GET /status HTTP/1.1\r\nHost: x\r\n\r\n")
+                .ok()?;
+            Some(stream)
+        })
+        .collect();
+    assert_eq!(stalled.len(), 80);
+    for _ in 0..5 {
+        let started = Instant::now();
+        let answer = request(listen, "GET", "/healthz", None);
+        let took = started.elapsed();
+        if answer.as_ref().map(|a| a.0) != Some(200) || took > Duration::from_secs(1) {
+            running.fail(&format!(
+                "/healthz behind stalled readers: {answer:?} after {took:?}"
+            ));
+        }
+    }
+    drop(stalled);
+}
