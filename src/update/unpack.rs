@@ -179,7 +179,12 @@ impl Writer<'_> {
         let tree = self.tree.to_path_buf();
         let path = path.to_path_buf();
         move |source| {
-            if source.kind() == io::ErrorKind::StorageFull {
+            // Out of space or over a quota (EDQUOT): the disk's state, not
+            // the release's fault.
+            if matches!(
+                source.kind(),
+                io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+            ) {
                 Error::DiskFull { dir: tree, source }
             } else {
                 Error::Io {
