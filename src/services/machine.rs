@@ -30,6 +30,7 @@ use super::status::{Phase, ProgramStatus, Status, Want};
 use crate::init::policy::{self, Forwarder};
 use crate::signals;
 use crate::sys::reap::ExitStatus;
+use crate::sys::signals::FAULT_SIGNALS;
 use log::{debug, info, trace, warn};
 use nix::libc;
 use std::collections::BTreeMap;
@@ -769,6 +770,28 @@ pub fn shutdown_code(signal: i32) -> Option<i32> {
     }
 }
 
+/// Why moltd never passes `signal` on to services, if it does not; every
+/// other signal goes to the group of each running `run` (narrowed by its
+/// `forward-signals`).
+pub fn not_forwarded_because(signal: i32) -> Option<&'static str> {
+    match signal {
+        _ if shutdown_code(signal).is_some() => Some("it stops the container"),
+        libc::SIGCHLD => Some("it tells moltd to reap"),
+        libc::SIGKILL | libc::SIGSTOP => Some("moltd cannot catch it"),
+        _ if FAULT_SIGNALS.iter().any(|&fault| fault as i32 == signal) => {
+            Some("it reports a fault, and is dropped as in single-command mode")
+        }
+        // Stopping and resuming a service is what `sv pause` and `sv cont`
+        // are for: they keep its status true, a forwarded TSTP or CONT
+        // would not. TTIN and TTOU only mean a background process touched
+        // the terminal.
+        libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU | libc::SIGCONT => {
+            Some("job control of services is sv pause and sv cont")
+        }
+        _ => None,
+    }
+}
+
 impl Supervisor {
     /// A supervisor with no services yet; a main command joins with
     /// [`Event::MainSpawned`].
@@ -1008,6 +1031,12 @@ impl Supervisor {
                 }
             }
         };
+        if let Some(problem) = &def.forward_signals_problem {
+            let old = self.services.get(&def.name);
+            if old.and_then(|s| s.def.forward_signals_problem.as_ref()) != Some(problem) {
+                warn!("{}: {problem}", def.name);
+            }
+        }
         match self.services.get_mut(&def.name) {
             // A folder that came back while its old self is still stopping
             // is picked up by the scan that follows the forgetting.
@@ -1138,18 +1167,50 @@ impl Supervisor {
                 main.held = false;
             }
             let forwarded = main.forwarder.on_signal(signal);
-            return push_forwarded(actions, forwarded);
-        }
-        match shutdown_code(signal) {
-            Some(code) if self.shutdown.is_none() => {
-                info!("received {}, stopping all services", signals::name(signal));
-                // A main command stopped for an update leaves with the
-                // status it stopped with.
-                let code = self.main.as_ref().and_then(|m| m.code).unwrap_or(code);
-                self.begin_shutdown(now, code, actions);
+            push_forwarded(actions, forwarded);
+        } else {
+            match shutdown_code(signal) {
+                Some(code) if self.shutdown.is_none() => {
+                    info!("received {}, stopping all services", signals::name(signal));
+                    // A main command stopped for an update leaves with the
+                    // status it stopped with.
+                    let code = self.main.as_ref().and_then(|m| m.code).unwrap_or(code);
+                    self.begin_shutdown(now, code, actions);
+                }
+                Some(_) => debug!("received {} again, already stopping", signals::name(signal)),
+                None => {}
             }
-            Some(_) => debug!("received {} again, already stopping", signals::name(signal)),
-            None => debug!("ignoring {}", signals::name(signal)),
+        }
+        self.forward_to_services(signal, actions);
+    }
+
+    /// Passes `signal` on to the group of every running `run` whose
+    /// `forward-signals` allows it. Log services never get one: they stop
+    /// at end of input, after the service they log for.
+    fn forward_to_services(&self, signal: i32, actions: &mut Vec<Action>) {
+        if not_forwarded_because(signal).is_some() {
+            return;
+        }
+        let mut to = Vec::new();
+        for (name, service) in &self.services {
+            if let Life::Running {
+                pid,
+                exec_failed: false,
+            } = service.main.life
+            {
+                if service.def.forward_signals.contains(signal) {
+                    actions.push(Action::Signal {
+                        target: -pid,
+                        signal,
+                    });
+                    to.push(name.as_str());
+                }
+            }
+        }
+        if to.is_empty() {
+            debug!("{}: no service takes it", signals::name(signal));
+        } else {
+            debug!("forwarding {} to {}", signals::name(signal), to.join(", "));
         }
     }
 
@@ -1586,6 +1647,7 @@ fn push_forwarded(actions: &mut Vec<Action>, forwarded: Vec<policy::Action>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::services::scan::SignalSet;
     use std::path::PathBuf;
 
     const SVWAIT: Duration = Duration::from_secs(7);
@@ -1613,6 +1675,8 @@ mod tests {
             main: part(),
             log: None,
             essential: false,
+            forward_signals: SignalSet::forwardable(),
+            forward_signals_problem: None,
         }
     }
 
@@ -2032,9 +2096,74 @@ mod tests {
                 vec![Action::Exit(code)]
             );
         }
+    }
+
+    #[test]
+    fn signals_reach_the_group_of_each_running_run_its_file_allows() {
+        use libc::{
+            SIGABRT, SIGALRM, SIGCHLD, SIGCONT, SIGHUP, SIGPIPE, SIGPWR, SIGRTMIN, SIGSEGV, SIGSYS,
+            SIGTERM, SIGTSTP, SIGTTIN, SIGTTOU, SIGUSR1, SIGUSR2, SIGWINCH,
+        };
         let t0 = Instant::now();
-        let mut sup = running(t0, &[def("a")]);
-        assert_eq!(sup.step(t0, Event::Signal(libc::SIGHUP)), vec![]);
+        let mut logged = def("a");
+        logged.log = Some(part());
+        let mut hup_only = def("b");
+        hup_only.forward_signals = [SIGHUP].into_iter().collect();
+        let mut none = def("c");
+        none.forward_signals = SignalSet::default();
+        let mut down = def("d");
+        down.main.down = true;
+        let mut sup = Supervisor::new(settings());
+        sup.step(t0, listing(&[logged, hup_only, none, down]));
+        sup.step(t0, spawned("a", Which::Log, Program::Run, 99));
+        for (pid, name) in (100..).zip(["a", "b", "c"]) {
+            sup.step(t0, spawned(name, Which::Main, Program::Run, pid));
+        }
+        let to_a = |sig: i32| vec![signal(-100, sig)];
+        let table = [
+            (SIGHUP, vec![signal(-100, SIGHUP), signal(-101, SIGHUP)]),
+            (SIGUSR1, to_a(SIGUSR1)),
+            (SIGUSR2, to_a(SIGUSR2)),
+            (SIGWINCH, to_a(SIGWINCH)),
+            (SIGPIPE, to_a(SIGPIPE)),
+            (SIGALRM, to_a(SIGALRM)),
+            (SIGPWR, to_a(SIGPWR)),
+            (SIGRTMIN() + 3, to_a(SIGRTMIN() + 3)),
+            (64, to_a(64)),
+            (SIGCHLD, vec![]),
+            (SIGTSTP, vec![]),
+            (SIGTTIN, vec![]),
+            (SIGTTOU, vec![]),
+            (SIGCONT, vec![]),
+            (SIGSEGV, vec![]),
+            (SIGABRT, vec![]),
+            (SIGSYS, vec![]),
+        ];
+        for (sig, expected) in table {
+            let actions = sup.step(t0, Event::Signal(sig));
+            assert_eq!(actions, expected, "{}", signals::name(sig));
+        }
+        // Once shutdown has begun, stopping services get nothing more.
+        assert_eq!(sup.step(t0, Event::Signal(SIGTERM)).len(), 6);
+        assert_eq!(sup.step(t0, Event::Signal(SIGHUP)), vec![]);
+    }
+
+    #[test]
+    fn combined_mode_forwards_to_the_main_command_and_to_services() {
+        let t0 = Instant::now();
+        let mut sup = Supervisor::new(settings());
+        sup.step(t0, Event::MainSpawned(Ok(main_command(50))));
+        sup.step(t0, listing(&[def("a")]));
+        sup.step(t0, spawned("a", Which::Main, Program::Run, 100));
+        assert_eq!(
+            sup.step(t0, Event::Signal(libc::SIGUSR1)),
+            vec![signal(-50, libc::SIGUSR1), signal(-100, libc::SIGUSR1)]
+        );
+        // TERM is the main command's alone: its exit stops the services.
+        assert_eq!(
+            sup.step(t0, Event::Signal(libc::SIGTERM)),
+            vec![signal(-50, libc::SIGTERM)]
+        );
     }
 
     #[test]

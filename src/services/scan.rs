@@ -1,9 +1,10 @@
 //! Reading the services directory into service definitions.
 //!
 //! Only this file looks at the layout of a service folder (`run`, `finish`,
-//! `down`, `essential`, `down-signal`, `log/`). The state machine gets plain
+//! `down`, `essential`, `down-signal`, `forward-signals`, `log/`). The state machine gets plain
 //! [`Definition`]s, so it can be tested without a file system.
 
+use super::machine;
 use crate::signals;
 use nix::libc;
 use std::fs;
@@ -20,6 +21,57 @@ pub struct Definition {
     pub log: Option<Part>,
     /// An `essential` file: the container stops when this service gives up.
     pub essential: bool,
+    /// The signals moltd passes on to the group of `run` (never to
+    /// `log/run`): every forwardable one, or those a `forward-signals` file
+    /// names.
+    pub forward_signals: SignalSet,
+    /// What was wrong with `forward-signals`, if anything: then none are
+    /// forwarded.
+    pub forward_signals_problem: Option<ForwardSignalsError>,
+}
+
+/// A set of signal numbers from 1 to [`signals::MAX_SIGNAL`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SignalSet(u64);
+
+impl SignalSet {
+    /// Every signal moltd forwards to services unless told otherwise.
+    pub fn forwardable() -> SignalSet {
+        (1..=signals::MAX_SIGNAL)
+            .filter(|&s| machine::not_forwarded_because(s).is_none())
+            .collect()
+    }
+
+    pub fn contains(self, signal: i32) -> bool {
+        (1..=signals::MAX_SIGNAL).contains(&signal) && self.0 & (1 << (signal - 1)) != 0
+    }
+}
+
+impl FromIterator<i32> for SignalSet {
+    fn from_iter<I: IntoIterator<Item = i32>>(signals: I) -> SignalSet {
+        SignalSet(signals.into_iter().fold(0, |set, s| set | 1 << (s - 1)))
+    }
+}
+
+/// Why a `forward-signals` file was not used. Any problem means no signal is
+/// forwarded to that service: the file was there to narrow what it gets, and
+/// most of these signals end a program that does not expect them.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ForwardSignalsError {
+    #[error("forward-signals cannot be read ({reason}); forwarding no signals")]
+    Unreadable { reason: String },
+    #[error(
+        "forward-signals line {line}: {text:?} is not a signal name or number; forwarding no signals"
+    )]
+    NotASignal { line: usize, text: String },
+    #[error(
+        "forward-signals line {line}: {name} is never forwarded ({why}); forwarding no signals"
+    )]
+    NotForwardable {
+        line: usize,
+        name: String,
+        why: &'static str,
+    },
 }
 
 /// What is known about one supervised program (`run`, or `log/run`).
@@ -81,6 +133,11 @@ pub fn scan(dir: &Path) -> std::io::Result<Listing> {
         }
         match read_part(&path) {
             Ok(main) => {
+                let (forward_signals, forward_signals_problem) =
+                    match read_forward_signals(&path.join("forward-signals")) {
+                        Ok(set) => (set, None),
+                        Err(problem) => (SignalSet::default(), Some(problem)),
+                    };
                 let log_dir = path.join("log");
                 let log = if log_dir.is_dir() {
                     listing.folders.push(log_dir.clone());
@@ -90,6 +147,8 @@ pub fn scan(dir: &Path) -> std::io::Result<Listing> {
                 };
                 listing.services.push(Definition {
                     essential: path.join("essential").exists(),
+                    forward_signals,
+                    forward_signals_problem,
                     dir: path,
                     name,
                     main,
@@ -147,6 +206,45 @@ fn parse_down_signal(text: &str) -> Option<i32> {
     signals::parse(first).filter(|&s| s != libc::SIGKILL && s != libc::SIGSTOP)
 }
 
+/// Reads a `forward-signals` file; without one, every forwardable signal.
+fn read_forward_signals(path: &Path) -> Result<SignalSet, ForwardSignalsError> {
+    match fs::read_to_string(path) {
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(SignalSet::forwardable()),
+        Err(err) => Err(ForwardSignalsError::Unreadable {
+            reason: err.to_string().to_lowercase(),
+        }),
+        Ok(text) => parse_forward_signals(&text),
+    }
+}
+
+/// One signal name (`HUP`, `SIGHUP`) or number (real-time signals have only
+/// numbers, 32 to 64) a line; blank lines and `#` comments are skipped, and
+/// `none` names nothing, so an empty file or one saying `none` forwards no
+/// signal.
+fn parse_forward_signals(text: &str) -> Result<SignalSet, ForwardSignalsError> {
+    let mut wanted = Vec::new();
+    for (at, line) in text.lines().enumerate() {
+        let line_no = at + 1;
+        let word = line.trim();
+        if word.is_empty() || word.starts_with('#') || word.eq_ignore_ascii_case("none") {
+            continue;
+        }
+        let signal = signals::parse(word).ok_or_else(|| ForwardSignalsError::NotASignal {
+            line: line_no,
+            text: word.to_owned(),
+        })?;
+        if let Some(why) = machine::not_forwarded_because(signal) {
+            return Err(ForwardSignalsError::NotForwardable {
+                line: line_no,
+                name: signals::name(signal),
+                why,
+            });
+        }
+        wanted.push(signal);
+    }
+    Ok(wanted.into_iter().collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -165,6 +263,69 @@ mod tests {
         ];
         for (text, expected) in table {
             assert_eq!(parse_down_signal(text), expected, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn forward_signals_syntax() {
+        let set = |signals: &[i32]| Ok(signals.iter().copied().collect::<SignalSet>());
+        let table = [
+            ("HUP\nSIGUSR1\n  usr2  \n37\n", set(&[1, 10, 12, 37])),
+            ("# reload only\n\nHUP\n", set(&[libc::SIGHUP])),
+            ("", set(&[])),
+            ("none\n", set(&[])),
+            ("WINCH\n64\n32", set(&[libc::SIGWINCH, 64, 32])),
+            (
+                "HUP\nFOO\n",
+                Err(ForwardSignalsError::NotASignal {
+                    line: 2,
+                    text: "FOO".into(),
+                }),
+            ),
+            (
+                "HUP USR1",
+                Err(ForwardSignalsError::NotASignal {
+                    line: 1,
+                    text: "HUP USR1".into(),
+                }),
+            ),
+            (
+                "65",
+                Err(ForwardSignalsError::NotASignal {
+                    line: 1,
+                    text: "65".into(),
+                }),
+            ),
+        ];
+        for (text, expected) in table {
+            assert_eq!(parse_forward_signals(text), expected, "{text:?}");
+        }
+        for (text, signal) in [
+            ("HUP\n\nTERM", libc::SIGTERM),
+            ("HUP\n\nCHLD", libc::SIGCHLD),
+            ("HUP\n\nKILL", libc::SIGKILL),
+            ("HUP\n\nSEGV", libc::SIGSEGV),
+            ("HUP\n\nTSTP", libc::SIGTSTP),
+        ] {
+            match parse_forward_signals(text) {
+                Err(ForwardSignalsError::NotForwardable { line: 3, name, .. }) => {
+                    assert_eq!(name, signals::name(signal))
+                }
+                other => panic!("{text:?}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn forwardable_signals_leave_out_stop_reap_fault_and_job_control() {
+        let set = SignalSet::forwardable();
+        for signal in [1, 10, 12, 13, 14, 28, 30, 32, 34, 37, 64] {
+            assert!(set.contains(signal), "{signal}");
+        }
+        for signal in [
+            0, 2, 3, 4, 5, 6, 7, 8, 9, 11, 15, 17, 18, 19, 20, 21, 22, 31, 65,
+        ] {
+            assert!(!set.contains(signal), "{signal}");
         }
     }
 }
