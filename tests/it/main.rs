@@ -14,6 +14,7 @@ mod manifests;
 mod observe;
 mod pid1;
 mod secrets;
+mod service_signals;
 mod services;
 mod stage_errors;
 mod static_build;
