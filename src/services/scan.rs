@@ -218,7 +218,7 @@ fn read_forward_signals(path: &Path) -> Result<SignalSet, ForwardSignalsError> {
 }
 
 /// One signal name (`HUP`, `SIGHUP`) or number (real-time signals have only
-/// numbers, 32 to 64) a line; blank lines and `#` comments are skipped, and
+/// numbers: 34 to 64 reach moltd, glibc keeps 32 and 33) a line; blank lines and `#` comments are skipped, and
 /// `none` names nothing, so an empty file or one saying `none` forwards no
 /// signal.
 fn parse_forward_signals(text: &str) -> Result<SignalSet, ForwardSignalsError> {
