@@ -13,7 +13,8 @@ use crate::util::{Mode, Moltd, Running, TestDir};
 use nix::libc::{SIGHUP, SIGRTMIN, SIGTERM, SIGUSR1, SIGUSR2, SIGWINCH};
 use std::fs;
 
-/// The signals the tests send, in the order sent; 64 last.
+/// The signals the tests send, in the order sent (and in number order);
+/// 64 last.
 fn sent() -> [i32; 6] {
     [SIGHUP, SIGUSR1, SIGUSR2, SIGWINCH, SIGRTMIN() + 3, 64]
 }
@@ -46,15 +47,17 @@ fn trapper_doing(dir: &TestDir, name: &str, body: &str) -> String {
     format!("#!/bin/sh\n{traps}echo $$ > {d}/{name}.ready\n{body}\n")
 }
 
-/// The numbers in `NAME.got`, sorted.
-fn got(dir: &TestDir, name: &str) -> Vec<i32> {
+/// Waits until `NAME.got` shows 64, the last signal sent, then checks that
+/// it holds exactly `expected`, in any order.
+fn expect_got(moltd: &mut Running, dir: &TestDir, name: &str, expected: &[i32]) {
+    moltd.wait_for_file(&format!("{name}.got"), "64");
     let mut numbers: Vec<i32> = dir
         .read(&format!("{name}.got"))
         .lines()
         .map(|l| l.parse().unwrap())
         .collect();
     numbers.sort_unstable();
-    numbers
+    assert_eq!(numbers, expected, "{name}");
 }
 
 /// The host pid of the `run` started in `folder` (pids inside the namespace
@@ -71,13 +74,13 @@ fn pid_running_in(folder: &std::path::Path) -> i32 {
         .unwrap_or_else(|| panic!("no run works in {}", folder.display()))
 }
 
-/// Sends 64 to the `run` in `folder` directly and waits until its
-/// file shows it; then the file holds everything it ever got.
-fn settle_directly(moltd: &mut Running, dir: &TestDir, folder: &str, name: &str) {
+/// Sends 64 to the `run` in `folder` directly and checks that it got
+/// nothing else.
+fn expect_nothing_from_moltd(moltd: &mut Running, dir: &TestDir, folder: &str, name: &str) {
     let pid = pid_running_in(&dir.join(folder));
     // SAFETY: kill has no memory-safety preconditions.
     assert_eq!(unsafe { nix::libc::kill(pid, 64) }, 0, "kill {pid}");
-    moltd.wait_for_file(&format!("{name}.got"), "64");
+    expect_got(moltd, dir, name, &[64]);
 }
 
 fn send_all(moltd: &mut Running) {
@@ -113,20 +116,11 @@ fn hup_usr_winch_and_realtime_reach_running_services_but_not_log_or_down_ones() 
         "bad: forward-signals line 2: \"SIGFOO\" is not a signal name or number; forwarding no signals",
     );
     send_all(&mut moltd);
-    moltd.wait_for_file("all.got", "64");
-    moltd.wait_for_file("some.got", "64");
-    let rt = SIGRTMIN() + 3;
-    assert_eq!(
-        got(&dir, "all"),
-        [SIGHUP, SIGUSR1, SIGUSR2, SIGWINCH, rt, 64]
-    );
-    assert_eq!(got(&dir, "some"), [SIGUSR1, 64]);
-    settle_directly(&mut moltd, &dir, "svc/all/log", "all-log");
-    settle_directly(&mut moltd, &dir, "svc/none", "none");
-    settle_directly(&mut moltd, &dir, "svc/bad", "bad");
-    for name in ["all-log", "none", "bad"] {
-        assert_eq!(got(&dir, name), [64], "{name}");
-    }
+    expect_got(&mut moltd, &dir, "all", &sent());
+    expect_got(&mut moltd, &dir, "some", &[SIGUSR1, 64]);
+    expect_nothing_from_moltd(&mut moltd, &dir, "svc/all/log", "all-log");
+    expect_nothing_from_moltd(&mut moltd, &dir, "svc/none", "none");
+    expect_nothing_from_moltd(&mut moltd, &dir, "svc/bad", "bad");
     // The signals stopped nothing, and the down service was not started.
     for name in ["all", "some", "none", "bad"] {
         moltd.wait_for_sv(name, "run:");
@@ -149,17 +143,8 @@ fn combined_mode_forwards_to_the_main_command_and_to_services() {
     moltd.wait_for_file("side.ready", "\n");
     moltd.wait_for_file("main.ready", "\n");
     send_all(&mut moltd);
-    moltd.wait_for_file("side.got", "64");
-    moltd.wait_for_file("main.got", "64");
-    let rt = SIGRTMIN() + 3;
-    assert_eq!(
-        got(&dir, "side"),
-        [SIGHUP, SIGUSR1, SIGUSR2, SIGWINCH, rt, 64]
-    );
-    assert_eq!(
-        got(&dir, "main"),
-        [SIGHUP, SIGUSR1, SIGUSR2, SIGWINCH, rt, 64]
-    );
+    expect_got(&mut moltd, &dir, "side", &sent());
+    expect_got(&mut moltd, &dir, "main", &sent());
     // TERM is still the main command's: it dies of it, and moltd with it.
     moltd.signal(SIGTERM);
     moltd.wait().expect_code(128 + SIGTERM);
