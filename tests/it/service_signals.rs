@@ -62,7 +62,7 @@ fn expect_got(moltd: &mut Running, dir: &TestDir, name: &str, expected: &[i32]) 
 
 /// The host pid of the `run` started in `folder` (pids inside the namespace
 /// mean nothing out here): a script called `run` working in that folder.
-fn pid_running_in(folder: &std::path::Path) -> i32 {
+fn pid_running_in(folder: &std::path::Path) -> Option<i32> {
     fs::read_dir("/proc")
         .unwrap()
         .flatten()
@@ -71,13 +71,19 @@ fn pid_running_in(folder: &std::path::Path) -> i32 {
             let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
             comm == "run\n" && fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|d| d == folder)
         })
-        .unwrap_or_else(|| panic!("no run works in {}", folder.display()))
 }
 
 /// Sends 64 to the `run` in `folder` directly and checks that it got
 /// nothing else.
 fn expect_nothing_from_moltd(moltd: &mut Running, dir: &TestDir, folder: &str, name: &str) {
-    let pid = pid_running_in(&dir.join(folder));
+    let folder = dir.join(folder);
+    let mut pid = None;
+    // A signal it should not have got may have ended it: wait for the next.
+    moltd.wait_for(&format!("a run in {}", folder.display()), || {
+        pid = pid_running_in(&folder);
+        pid.is_some()
+    });
+    let pid = pid.unwrap();
     // SAFETY: kill has no memory-safety preconditions.
     assert_eq!(unsafe { nix::libc::kill(pid, 64) }, 0, "kill {pid}");
     expect_got(moltd, dir, name, &[64]);
