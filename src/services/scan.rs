@@ -1,8 +1,9 @@
 //! Reading the services directory into service definitions.
 //!
 //! Only this file looks at the layout of a service folder (`run`, `finish`,
-//! `down`, `essential`, `down-signal`, `forward-signals`, `log/`). The state machine gets plain
-//! [`Definition`]s, so it can be tested without a file system.
+//! `down`, `essential`, `down-signal`, `forward-signals`, `log/`). The state
+//! machine gets plain [`Definition`]s, so it can be tested without a file
+//! system.
 
 use super::machine;
 use crate::signals;
@@ -218,9 +219,9 @@ fn read_forward_signals(path: &Path) -> Result<SignalSet, ForwardSignalsError> {
 }
 
 /// One signal name (`HUP`, `SIGHUP`) or number (real-time signals have only
-/// numbers: 34 to 64 reach moltd, glibc keeps 32 and 33) a line; blank lines and `#` comments are skipped, and
-/// `none` names nothing, so an empty file or one saying `none` forwards no
-/// signal.
+/// numbers: 34 to 64 reach moltd, glibc keeps 32 and 33) a line; blank lines
+/// and `#` comments are skipped, and `none` names nothing, so an empty file
+/// or one saying `none` forwards no signal.
 fn parse_forward_signals(text: &str) -> Result<SignalSet, ForwardSignalsError> {
     let mut wanted = Vec::new();
     for (at, line) in text.lines().enumerate() {
