@@ -20,7 +20,7 @@ fn sent() -> [i32; 6] {
 }
 
 /// A shell that traps every signal of [`sent`], appending its number to
-/// `NAME.got`, and says `NAME.ready` once the traps are set.
+/// `NAME.got`, and adds a line to `NAME.ready` once the traps are set.
 fn trapper(dir: &TestDir, name: &str) -> String {
     // `wait` returns when a trapped signal arrives; the sleep, in the same
     // group, may have died of it, so start another.
@@ -44,7 +44,7 @@ fn trapper_doing(dir: &TestDir, name: &str, body: &str) -> String {
         .iter()
         .map(|s| format!("trap 'echo {s} >> {d}/{name}.got' {s}\n"))
         .collect();
-    format!("#!/bin/sh\n{traps}echo $$ > {d}/{name}.ready\n{body}\n")
+    format!("#!/bin/sh\n{traps}echo $$ >> {d}/{name}.ready\n{body}\n")
 }
 
 /// Waits until `NAME.got` shows 64, the last signal sent, then checks that
@@ -154,4 +154,24 @@ fn combined_mode_forwards_to_the_main_command_and_to_services() {
     // TERM is still the main command's: it dies of it, and moltd with it.
     moltd.signal(SIGTERM);
     moltd.wait().expect_code(128 + SIGTERM);
+}
+
+#[test]
+fn forward_signals_written_while_running_applies_without_a_restart() {
+    let dir = TestDir::new("svsignals_live");
+    dir.script("svc/web/run", &trapper(&dir, "web"));
+    let mut moltd = Moltd::new(&dir, Mode::Pid1)
+        .args(["--services", "svc"])
+        .spawn();
+    moltd.wait_for_file("web.ready", "\n");
+    dir.write("svc/web/forward-signals", "USR1\nTERM\n");
+    moltd.wait_for_file(
+        "moltd.stderr",
+        "web: forward-signals line 2: SIGTERM is never forwarded (it stops the container); forwarding no signals",
+    );
+    send_all(&mut moltd);
+    expect_nothing_from_moltd(&mut moltd, &dir, "svc/web", "web");
+    assert_eq!(dir.read("web.ready").lines().count(), 1, "restarted");
+    moltd.signal(SIGTERM);
+    moltd.wait().expect_code(0);
 }
