@@ -1,6 +1,7 @@
 //! tini's command line, for a `tini` symlink: glibc getopt rules (options may
-//! follow the program name until `--`), `-p` takes `SIG`-prefixed names only,
-//! and errors are worded as tini words them.
+//! follow the program name until `--`, unless `POSIXLY_CORRECT` is set, which
+//! ends them at the program name), `-p` takes `SIG`-prefixed names only, and
+//! errors are worded as tini words them.
 
 use super::{Env, Outcome, parse_exit_code, tini_level};
 use crate::init::policy::{Delivery, JobControl, Rules};
@@ -64,6 +65,7 @@ pub fn parse(args: Vec<OsString>, env: Env) -> Outcome {
     let getopt_error =
         |what: String| Outcome::stderr(1, format!("{program}: {what}\n{}", usage(&program)));
 
+    let posixly_correct = env("POSIXLY_CORRECT").is_some();
     let mut subreaper = env("TINI_SUBREAPER").is_some();
     let mut group = env("TINI_KILL_PROCESS_GROUP").is_some();
     let mut verbosity = 1;
@@ -119,8 +121,15 @@ pub fn parse(args: Vec<OsString>, env: Env) -> Outcome {
                     }
                 }
             }
-            // getopt permutes: operands are collected and parsing goes on.
-            Value(operand) => command.push(operand),
+            // glibc's getopt permutes: operands are collected and parsing
+            // goes on, unless POSIXLY_CORRECT asks it to stop at the first.
+            Value(operand) => {
+                command.push(operand);
+                if posixly_correct {
+                    command.extend(parser.raw_args().into_iter().flatten());
+                    break;
+                }
+            }
             Short(letter) => return getopt_error(format!("invalid option -- '{letter}'")),
             Long(_) => return getopt_error("invalid option -- '-'".into()),
         }
@@ -159,13 +168,14 @@ pub fn parse(args: Vec<OsString>, env: Env) -> Outcome {
 }
 
 /// tini's `-p` takes exactly the `SIG`-prefixed upper-case names of its own
-/// table, which lacks STKFLT, IO and PWR.
+/// table, which is Linux's signals 1 to 31 less STKFLT, IO and PWR; numbers,
+/// bare names and other cases are refused.
 fn tini_signal(value: &OsStr) -> Option<i32> {
-    let text = value.to_str()?;
-    let bare = text.strip_prefix("SIG")?;
-    let known =
-        bare.chars().all(|c| c.is_ascii_uppercase()) && !["STKFLT", "IO", "PWR"].contains(&bare);
-    known.then(|| signals::parse(text)).flatten()
+    let bare = value.to_str()?.strip_prefix("SIG")?;
+    if ["STKFLT", "IO", "PWR"].contains(&bare) {
+        return None;
+    }
+    signals::by_name(bare)
 }
 
 /// tini reads its verbosity with `atoi` into an unsigned number: leading

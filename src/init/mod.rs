@@ -22,7 +22,8 @@ pub use spawn::Isolation;
 pub enum Reaping {
     /// Register as child subreaper (PR_SET_CHILD_SUBREAPER).
     Subreaper,
-    /// Do nothing, but warn that zombies will pile up (tini without `-s`).
+    /// Do nothing, but warn that zombies will pile up unless the subreaper
+    /// bit is already set (tini without `-s`).
     WarnIfNotPid1,
     /// Do nothing and say nothing (dumb-init).
     Silent,
@@ -111,7 +112,14 @@ pub fn prepare(
                     say.subreaper_failed(err);
                 }
             }
-            Reaping::WarnIfNotPid1 => say.not_reaping(),
+            // tini asks the kernel rather than trusting its own flags: a
+            // wrapper may have made it a subreaper before exec. An unreadable
+            // bit counts as unset, as in tini.
+            Reaping::WarnIfNotPid1 => {
+                if !process::is_subreaper().unwrap_or(false) {
+                    say.not_reaping();
+                }
+            }
             Reaping::Silent => {}
         }
     }
