@@ -63,7 +63,9 @@ pub fn run(config: InitConfig, inherited: Inherited) -> i32 {
             Ok(signal) => signal,
             Err(err) => return say.fatal_setup("read signals", err),
         };
-        if signal != libc::SIGCHLD {
+        if signal == libc::SIGCHLD {
+            say.received_sigchld();
+        } else {
             say.received(signal);
             for action in forwarder.on_signal(signal) {
                 perform(&say, action);
