@@ -156,6 +156,15 @@ impl Messages {
         }
     }
 
+    /// The end of a round of reaping: tini traces whether children are left.
+    pub fn reaping_done(&self, children_left: bool) {
+        match (self.0, children_left) {
+            (Personality::Tini, true) => trace!("No child to reap"),
+            (Personality::Tini, false) => trace!("No child to wait"),
+            _ => {}
+        }
+    }
+
     pub fn child_exited(&self, pid: i32, status: ExitStatus, code: i32) {
         match (self.0, status) {
             (Personality::DumbInit, _) => {

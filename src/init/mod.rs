@@ -82,8 +82,9 @@ pub fn run(config: InitConfig, inherited: Inherited) -> i32 {
             }
             None => say.reaped(pid, status, config.warn_on_reap),
         });
-        if let Err(err) = reaped {
-            return say.fatal_setup("wait for children", err);
+        match reaped {
+            Ok(children_left) => say.reaping_done(children_left),
+            Err(err) => return say.fatal_setup("wait for children", err),
         }
         if let Some(code) = child_code {
             for action in forwarder.on_child_gone() {
