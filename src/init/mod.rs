@@ -106,7 +106,7 @@ pub fn prepare(
     inherited: Inherited,
 ) -> Result<SignalSource, i32> {
     let say = Messages(personality);
-    let signals =
+    let mut signals =
         SignalSource::install(inherited).map_err(|err| say.fatal_setup("read signals", err))?;
     if !process::is_pid1() {
         match reaping {
@@ -125,6 +125,11 @@ pub fn prepare(
             }
             Reaping::Silent => {}
         }
+    }
+    if personality == Personality::Tini {
+        signals
+            .unblock_faults()
+            .map_err(|err| say.fatal_setup("unblock fault signals", err))?;
     }
     if let Some(signal) = parent_death_signal {
         process::set_parent_death_signal(signal)

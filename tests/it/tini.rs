@@ -25,7 +25,12 @@ fn tini_posixly_correct_stops_options_at_the_program() {
         // Options after the program are the program's.
         (Some("1"), &["sh", "-c", "exit 3", "-v"], 3, ""),
         // Without it getopt permutes, and `-c` is tini's (unknown) option.
-        (None, &["-e", "1", "sh", "-c", "exit 1"], 1, "tini: invalid option -- 'c'\n"),
+        (
+            None,
+            &["-e", "1", "sh", "-c", "exit 1"],
+            1,
+            "tini: invalid option -- 'c'\n",
+        ),
     ];
     for (posixly_correct, args, code, stderr) in cases {
         let mut moltd = Moltd::new(&dir, Mode::Pid1).named("tini").args(args);
@@ -307,7 +312,44 @@ fn tini_verbose_lines_as_recorded() {
         }
         let finished = moltd.run();
         finished.expect_code(3);
-        assert_eq!(finished.stdout, stdout, "{flags:?} TINI_VERBOSITY={verbosity:?}");
-        assert_eq!(finished.stderr, "", "{flags:?} TINI_VERBOSITY={verbosity:?}");
+        assert_eq!(
+            finished.stdout, stdout,
+            "{flags:?} TINI_VERBOSITY={verbosity:?}"
+        );
+        assert_eq!(
+            finished.stderr, "",
+            "{flags:?} TINI_VERBOSITY={verbosity:?}"
+        );
+    }
+}
+
+#[test]
+fn tini_dies_of_fault_signals_from_kill_when_not_pid1() {
+    let dir = TestDir::new("tini_faults_not_pid1");
+    let recorder = dir.script("recorder.sh", RECORDER).display().to_string();
+    // tini 0.19 leaves these unblocked with their default action: as a plain
+    // process it died of each (its shell saw 128 + N), and its child lived on.
+    for fault in [SIGILL, SIGTRAP, SIGABRT, SIGBUS, SIGFPE, SIGSEGV, SIGSYS] {
+        let out = format!("{fault}.log");
+        let mut moltd = Moltd::new(&dir, Mode::Child)
+            .named("tini")
+            .args(["-s", "--", &recorder, &out])
+            .spawn();
+        moltd.wait_for_file(&out, "ready");
+        let pid = moltd.moltd_pid();
+        let children =
+            std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+        moltd.signal(fault);
+        let finished = moltd.wait();
+        for child in children.split_whitespace() {
+            // The orphan is no longer moltd's: end it here.
+            let child = nix::unistd::Pid::from_raw(child.parse().unwrap());
+            let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
+        }
+        assert_eq!(finished.signal, Some(fault), "tini dies of signal {fault}");
+        assert!(
+            !dir.read(&out).contains("got"),
+            "signal {fault} reached the child"
+        );
     }
 }
