@@ -3,7 +3,7 @@
 //! ends them at the program name), `-p` takes `SIG`-prefixed names only, and
 //! errors are worded as tini words them.
 
-use super::{Env, Outcome, parse_exit_code, tini_level};
+use super::{Env, Outcome, tini_level};
 use crate::init::policy::{Delivery, JobControl, Rules};
 use crate::init::{InitConfig, Isolation, Reaping};
 use crate::personality::Personality;
@@ -110,7 +110,7 @@ pub fn parse(args: Vec<OsString>, env: Env) -> Outcome {
                     ))
                 };
                 if flag == 'e' {
-                    match parse_exit_code(&value) {
+                    match tini_exit_code(&value) {
                         Some(code) => success_codes.push(code),
                         None => return invalid(),
                     }
@@ -178,6 +178,30 @@ fn tini_signal(value: &OsStr) -> Option<i32> {
     signals::by_name(bare)
 }
 
+/// tini reads `-e` with `strtol` in base 10 and wants nothing after the
+/// number: leading white space and one sign are allowed (so `-0` is 0), and
+/// an empty value, where `strtol` stops at once, is 0.
+fn tini_exit_code(value: &OsStr) -> Option<u8> {
+    let text = value.to_str()?;
+    if text.is_empty() {
+        return Some(0);
+    }
+    let signed = text.trim_start_matches([' ', '\t', '\n', '\x0b', '\x0c', '\r']);
+    let (negative, digits) = match signed.strip_prefix('-') {
+        Some(digits) => (true, digits),
+        None => (false, signed.strip_prefix('+').unwrap_or(signed)),
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    // Too long for u64 is far out of range all the same.
+    let number: u64 = digits.parse().ok()?;
+    if negative && number != 0 {
+        return None;
+    }
+    u8::try_from(number).ok()
+}
+
 /// tini reads its verbosity with `atoi` into an unsigned number: leading
 /// digits count, garbage is 0, and a negative number means "everything".
 fn atoi_verbosity(text: &str) -> u32 {
@@ -198,6 +222,34 @@ fn atoi_verbosity(text: &str) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exit_codes_are_read_like_strtol() {
+        // Recorded from tini 0.19: accepted values and what they stand for.
+        let table = [
+            ("0", Some(0)),
+            ("255", Some(255)),
+            ("007", Some(7)),
+            ("+1", Some(1)),
+            (" +2", Some(2)),
+            ("\t3", Some(3)),
+            ("-0", Some(0)),
+            ("", Some(0)),
+            ("256", None),
+            ("-1", None),
+            ("1 ", None),
+            ("1x", None),
+            ("0x1", None),
+            (" ", None),
+            ("+", None),
+            ("-", None),
+            ("+-1", None),
+            ("99999999999999999999", None),
+        ];
+        for (text, expected) in table {
+            assert_eq!(tini_exit_code(OsStr::new(text)), expected, "{text:?}");
+        }
+    }
 
     #[test]
     fn verbosity_is_read_like_atoi() {

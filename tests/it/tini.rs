@@ -353,3 +353,33 @@ fn tini_dies_of_fault_signals_from_kill_when_not_pid1() {
         );
     }
 }
+
+#[test]
+fn tini_e_values_are_read_like_tini() {
+    let dir = TestDir::new("tini_e_values");
+    // (-e value, the child's exit code, tini's exit code), recorded from
+    // tini 0.19: it reads the value with strtol.
+    let cases: [(&str, i32, i32); 8] = [
+        (" +2", 2, 0),
+        ("\t3", 3, 0),
+        ("007", 7, 0),
+        ("-0", 0, 0),
+        ("", 0, 0),
+        (" ", 0, 1),
+        ("+-1", 1, 1),
+        ("1 ", 1, 1),
+    ];
+    for (value, child, code) in cases {
+        let finished = Moltd::new(&dir, Mode::Pid1)
+            .named("tini")
+            .args(["-e", value, "--", "sh", "-c", &format!("exit {child}")])
+            .run();
+        finished.expect_code(code);
+        let stderr = if code == 1 {
+            format!("[FATAL tini (1)] Not a valid option for -e: {value}\n")
+        } else {
+            String::new()
+        };
+        assert_eq!(finished.stderr, stderr, "-e {value:?}");
+    }
+}
