@@ -175,12 +175,21 @@ fn tini_behind_subreaper_wrapper(
     )
 }
 
+/// The bit a wrapper sets, moltd's environment and arguments, and whether
+/// tini warned.
+type SubreaperCase = (
+    u8,
+    &'static [(&'static str, &'static str)],
+    &'static [&'static str],
+    bool,
+);
+
 #[test]
 fn tini_not_pid1_warning_follows_the_subreaper_bit_a_wrapper_set() {
     let dir = TestDir::new("tini_subreaper_bit");
     // (bit set by the wrapper, environment, arguments, warned), recorded
     // from tini 0.19 behind the same wrapper.
-    let cases: [(u8, &[(&str, &str)], &[&str], bool); 6] = [
+    let cases: [SubreaperCase; 6] = [
         (1, &[], &["true"], false),
         (0, &[], &["true"], true),
         (0, &[], &["-s", "true"], false),
