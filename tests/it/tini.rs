@@ -392,3 +392,31 @@ fn tini_e_values_are_read_like_tini() {
         assert_eq!(finished.stderr, stderr, "-e {value:?}");
     }
 }
+
+#[test]
+fn tini_e_remaps_exactly_the_codes_given_for_every_code() {
+    let dir = TestDir::new("tini_e_every_code");
+    // As tini's own suite checks it: with every other code remapped, each
+    // code still comes through, and named alone it becomes 0. POSIXLY_CORRECT
+    // lets the program's `-c` follow without `--`.
+    for code in 0..=255 {
+        let others: Vec<String> = (0..=255)
+            .filter(|&other| other != code)
+            .flat_map(|other| ["-e".to_string(), other.to_string()])
+            .collect();
+        Moltd::new(&dir, Mode::Child)
+            .named("tini")
+            .env("POSIXLY_CORRECT", "1")
+            .args(["-s"])
+            .args(&others)
+            .args(["sh", "-c", &format!("exit {code}")])
+            .run()
+            .expect_code(code);
+        Moltd::new(&dir, Mode::Child)
+            .named("tini")
+            .args(["-s", "-e", &code.to_string(), "--", "sh", "-c"])
+            .args([format!("exit {code}")])
+            .run()
+            .expect_code(0);
+    }
+}
