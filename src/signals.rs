@@ -49,7 +49,12 @@ pub fn parse(text: &str) -> Option<i32> {
         return (1..=MAX_SIGNAL).contains(&number).then_some(number);
     }
     let upper = text.to_ascii_uppercase();
-    let bare = upper.strip_prefix("SIG").unwrap_or(&upper);
+    by_name(upper.strip_prefix("SIG").unwrap_or(&upper))
+}
+
+/// The number of a standard signal named exactly as in [`NAMES`]: upper
+/// case, no `SIG` prefix.
+pub fn by_name(bare: &str) -> Option<i32> {
     NAMES
         .iter()
         .find(|(name, _)| *name == bare)

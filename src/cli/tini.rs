@@ -1,8 +1,9 @@
 //! tini's command line, for a `tini` symlink: glibc getopt rules (options may
-//! follow the program name until `--`), `-p` takes `SIG`-prefixed names only,
-//! and errors are worded as tini words them.
+//! follow the program name until `--`, unless `POSIXLY_CORRECT` is set, which
+//! ends them at the program name), `-p` takes `SIG`-prefixed names only, and
+//! errors are worded as tini words them.
 
-use super::{Env, Outcome, parse_exit_code, tini_level};
+use super::{Env, Outcome, tini_level};
 use crate::init::policy::{Delivery, JobControl, Rules};
 use crate::init::{InitConfig, Isolation, Reaping};
 use crate::personality::Personality;
@@ -64,6 +65,7 @@ pub fn parse(args: Vec<OsString>, env: Env) -> Outcome {
     let getopt_error =
         |what: String| Outcome::stderr(1, format!("{program}: {what}\n{}", usage(&program)));
 
+    let posixly_correct = env("POSIXLY_CORRECT").is_some();
     let mut subreaper = env("TINI_SUBREAPER").is_some();
     let mut group = env("TINI_KILL_PROCESS_GROUP").is_some();
     let mut verbosity = 1;
@@ -108,7 +110,7 @@ pub fn parse(args: Vec<OsString>, env: Env) -> Outcome {
                     ))
                 };
                 if flag == 'e' {
-                    match parse_exit_code(&value) {
+                    match tini_exit_code(&value) {
                         Some(code) => success_codes.push(code),
                         None => return invalid(),
                     }
@@ -119,8 +121,15 @@ pub fn parse(args: Vec<OsString>, env: Env) -> Outcome {
                     }
                 }
             }
-            // getopt permutes: operands are collected and parsing goes on.
-            Value(operand) => command.push(operand),
+            // glibc's getopt permutes: operands are collected and parsing
+            // goes on, unless POSIXLY_CORRECT asks it to stop at the first.
+            Value(operand) => {
+                command.push(operand);
+                if posixly_correct {
+                    command.extend(parser.raw_args().into_iter().flatten());
+                    break;
+                }
+            }
             Short(letter) => return getopt_error(format!("invalid option -- '{letter}'")),
             Long(_) => return getopt_error("invalid option -- '-'".into()),
         }
@@ -159,13 +168,38 @@ pub fn parse(args: Vec<OsString>, env: Env) -> Outcome {
 }
 
 /// tini's `-p` takes exactly the `SIG`-prefixed upper-case names of its own
-/// table, which lacks STKFLT, IO and PWR.
+/// table, which is Linux's signals 1 to 31 less STKFLT, IO and PWR; numbers,
+/// bare names and other cases are refused.
 fn tini_signal(value: &OsStr) -> Option<i32> {
+    let bare = value.to_str()?.strip_prefix("SIG")?;
+    if ["STKFLT", "IO", "PWR"].contains(&bare) {
+        return None;
+    }
+    signals::by_name(bare)
+}
+
+/// tini reads `-e` with `strtol` in base 10 and wants nothing after the
+/// number: leading white space and one sign are allowed (so `-0` is 0), and
+/// an empty value, where `strtol` stops at once, is 0.
+fn tini_exit_code(value: &OsStr) -> Option<u8> {
     let text = value.to_str()?;
-    let bare = text.strip_prefix("SIG")?;
-    let known =
-        bare.chars().all(|c| c.is_ascii_uppercase()) && !["STKFLT", "IO", "PWR"].contains(&bare);
-    known.then(|| signals::parse(text)).flatten()
+    if text.is_empty() {
+        return Some(0);
+    }
+    let signed = text.trim_start_matches([' ', '\t', '\n', '\x0b', '\x0c', '\r']);
+    let (negative, digits) = match signed.strip_prefix('-') {
+        Some(digits) => (true, digits),
+        None => (false, signed.strip_prefix('+').unwrap_or(signed)),
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    // Too long for u64 is far out of range all the same.
+    let number: u64 = digits.parse().ok()?;
+    if negative && number != 0 {
+        return None;
+    }
+    u8::try_from(number).ok()
 }
 
 /// tini reads its verbosity with `atoi` into an unsigned number: leading
@@ -188,6 +222,34 @@ fn atoi_verbosity(text: &str) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exit_codes_are_read_like_strtol() {
+        // Recorded from tini 0.19: accepted values and what they stand for.
+        let table = [
+            ("0", Some(0)),
+            ("255", Some(255)),
+            ("007", Some(7)),
+            ("+1", Some(1)),
+            (" +2", Some(2)),
+            ("\t3", Some(3)),
+            ("-0", Some(0)),
+            ("", Some(0)),
+            ("256", None),
+            ("-1", None),
+            ("1 ", None),
+            ("1x", None),
+            ("0x1", None),
+            (" ", None),
+            ("+", None),
+            ("-", None),
+            ("+-1", None),
+            ("99999999999999999999", None),
+        ];
+        for (text, expected) in table {
+            assert_eq!(tini_exit_code(OsStr::new(text)), expected, "{text:?}");
+        }
+    }
 
     #[test]
     fn verbosity_is_read_like_atoi() {

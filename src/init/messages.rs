@@ -80,6 +80,13 @@ impl Messages {
         }
     }
 
+    /// tini notes every SIGCHLD at debug level; the others say nothing.
+    pub fn received_sigchld(&self) {
+        if self.0 == Personality::Tini {
+            debug!("Received SIGCHLD");
+        }
+    }
+
     pub fn received(&self, signal: i32) {
         match self.0 {
             Personality::DumbInit => debug!("Received signal {signal}."),
@@ -91,7 +98,8 @@ impl Messages {
     pub fn forwarded(&self, signal: i32, target: i32) {
         match self.0 {
             Personality::DumbInit => debug!("Forwarded signal {signal} to children."),
-            Personality::Tini => trace!("Forwarded signal {signal} to {target}"),
+            // tini says nothing once a signal is passed on.
+            Personality::Tini => {}
             Personality::Moltd => debug!(
                 "forwarded {} to {}",
                 signals::name(signal),
@@ -135,12 +143,25 @@ impl Messages {
     pub fn reaped(&self, pid: i32, status: ExitStatus, warn_on_reap: bool) {
         match self.0 {
             Personality::DumbInit => debug!("A child with PID {pid} {}.", dumb_init_status(status)),
-            Personality::Tini if warn_on_reap => warn!("Reaped zombie process with pid={pid}"),
-            Personality::Tini => debug!("Reaped child with pid: '{pid}'"),
+            Personality::Tini => {
+                tini_reaped(pid);
+                if warn_on_reap {
+                    warn!("Reaped zombie process with pid={pid}");
+                }
+            }
             Personality::Moltd if warn_on_reap => {
                 warn!("reaped orphan {pid} ({})", describe_status(status))
             }
             Personality::Moltd => trace!("reaped orphan {pid} ({})", describe_status(status)),
+        }
+    }
+
+    /// The end of a round of reaping: tini traces whether children are left.
+    pub fn reaping_done(&self, children_left: bool) {
+        match (self.0, children_left) {
+            (Personality::Tini, true) => trace!("No child to reap"),
+            (Personality::Tini, false) => trace!("No child to wait"),
+            _ => {}
         }
     }
 
@@ -150,9 +171,11 @@ impl Messages {
                 debug!("A child with PID {pid} {}.", dumb_init_status(status))
             }
             (Personality::Tini, ExitStatus::Exited(c)) => {
+                tini_reaped(pid);
                 info!("Main child exited normally (with status '{c}')")
             }
             (Personality::Tini, ExitStatus::Signaled(s)) => {
+                tini_reaped(pid);
                 info!(
                     "Main child exited with signal (with signal '{}')",
                     describe_signal(s)
@@ -171,6 +194,11 @@ impl Messages {
             Personality::Moltd => {}
         }
     }
+}
+
+/// tini's line for every process it reaps, the main child included.
+fn tini_reaped(pid: i32) {
+    debug!("Reaped child with pid: '{pid}'");
 }
 
 fn describe(target: i32) -> String {

@@ -22,7 +22,8 @@ pub use spawn::Isolation;
 pub enum Reaping {
     /// Register as child subreaper (PR_SET_CHILD_SUBREAPER).
     Subreaper,
-    /// Do nothing, but warn that zombies will pile up (tini without `-s`).
+    /// Do nothing, but warn that zombies will pile up unless the subreaper
+    /// bit is already set (tini without `-s`).
     WarnIfNotPid1,
     /// Do nothing and say nothing (dumb-init).
     Silent,
@@ -62,7 +63,9 @@ pub fn run(config: InitConfig, inherited: Inherited) -> i32 {
             Ok(signal) => signal,
             Err(err) => return say.fatal_setup("read signals", err),
         };
-        if signal != libc::SIGCHLD {
+        if signal == libc::SIGCHLD {
+            say.received_sigchld();
+        } else {
             say.received(signal);
             for action in forwarder.on_signal(signal) {
                 perform(&say, action);
@@ -79,8 +82,9 @@ pub fn run(config: InitConfig, inherited: Inherited) -> i32 {
             }
             None => say.reaped(pid, status, config.warn_on_reap),
         });
-        if let Err(err) = reaped {
-            return say.fatal_setup("wait for children", err);
+        match reaped {
+            Ok(children_left) => say.reaping_done(children_left),
+            Err(err) => return say.fatal_setup("wait for children", err),
         }
         if let Some(code) = child_code {
             for action in forwarder.on_child_gone() {
@@ -102,7 +106,7 @@ pub fn prepare(
     inherited: Inherited,
 ) -> Result<SignalSource, i32> {
     let say = Messages(personality);
-    let signals =
+    let mut signals =
         SignalSource::install(inherited).map_err(|err| say.fatal_setup("read signals", err))?;
     if !process::is_pid1() {
         match reaping {
@@ -111,9 +115,21 @@ pub fn prepare(
                     say.subreaper_failed(err);
                 }
             }
-            Reaping::WarnIfNotPid1 => say.not_reaping(),
+            // tini asks the kernel rather than trusting its own flags: a
+            // wrapper may have made it a subreaper before exec. An unreadable
+            // bit counts as unset, as in tini.
+            Reaping::WarnIfNotPid1 => {
+                if !process::is_subreaper().unwrap_or(false) {
+                    say.not_reaping();
+                }
+            }
             Reaping::Silent => {}
         }
+    }
+    if personality == Personality::Tini {
+        signals
+            .unblock_faults()
+            .map_err(|err| say.fatal_setup("unblock fault signals", err))?;
     }
     if let Some(signal) = parent_death_signal {
         process::set_parent_death_signal(signal)

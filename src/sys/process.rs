@@ -17,6 +17,12 @@ pub fn become_subreaper() -> Result<(), Errno> {
     nix::sys::prctl::set_child_subreaper(true)
 }
 
+/// Whether orphaned descendants re-parent to moltd. The bit survives exec,
+/// so a wrapper may have set it before starting moltd.
+pub fn is_subreaper() -> Result<bool, Errno> {
+    nix::sys::prctl::get_child_subreaper()
+}
+
 /// Asks the kernel to send `signal` to moltd when its parent dies.
 pub fn set_parent_death_signal(signal: i32) -> Result<(), Errno> {
     // SAFETY: PR_SET_PDEATHSIG takes the signal number as its only argument.

@@ -28,17 +28,19 @@ impl ExitStatus {
 }
 
 /// Collects every terminated child without blocking and hands each to
-/// `on_exit`. Returns once no terminated child is left.
+/// `on_exit`. Returns once no terminated child is left, with whether any
+/// child at all is left (tini's trace lines tell the two apart).
 ///
 /// Calls libc directly: nix's `waitpid` fails with EINVAL for a child killed
 /// by a real-time signal, which has no `nix::Signal` variant.
-pub fn reap_terminated(mut on_exit: impl FnMut(i32, ExitStatus)) -> Result<(), Errno> {
+pub fn reap_terminated(mut on_exit: impl FnMut(i32, ExitStatus)) -> Result<bool, Errno> {
     loop {
         let mut status = 0;
         // SAFETY: waitpid writes only to `status`, a valid local.
         let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
         match Errno::result(pid) {
-            Ok(0) | Err(Errno::ECHILD) => return Ok(()),
+            Ok(0) => return Ok(true),
+            Err(Errno::ECHILD) => return Ok(false),
             Ok(pid) if libc::WIFEXITED(status) => {
                 on_exit(pid, ExitStatus::Exited(libc::WEXITSTATUS(status)))
             }

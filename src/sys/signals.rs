@@ -13,7 +13,9 @@ use std::os::fd::{AsFd, BorrowedFd};
 /// Signals that mean moltd itself is broken. They are never forwarded. Like
 /// every other signal they are blocked, so one sent with kill() lands in the
 /// signalfd and is dropped; a real fault in moltd still kills it, because the
-/// kernel unblocks a synchronous fault signal when it delivers it.
+/// kernel unblocks a synchronous fault signal when it delivers it. Under the
+/// name `tini` they are unblocked again ([`SignalSource::unblock_faults`]), as
+/// tini leaves them.
 pub const FAULT_SIGNALS: [Signal; 7] = [
     Signal::SIGSEGV,
     Signal::SIGBUS,
@@ -89,6 +91,22 @@ impl SignalSource {
             inherited,
             own_pid: std::process::id(),
         })
+    }
+
+    /// Lets the fault signals take their default action, as tini does: sent
+    /// with kill(), they kill moltd and leave the child orphaned, except as
+    /// PID 1 of a namespace, which the kernel spares signals it has no
+    /// handler for. The signalfd stops asking for them first, or its read
+    /// would take them before the kernel acts on them.
+    pub fn unblock_faults(&mut self) -> Result<(), Errno> {
+        let mut faults = SigSet::empty();
+        let mut rest = SigSet::all();
+        for fault in FAULT_SIGNALS {
+            faults.add(fault);
+            rest.remove(fault);
+        }
+        self.fd.set_mask(&rest)?;
+        faults.thread_unblock()
     }
 
     /// The signal state moltd was started with.

@@ -19,5 +19,6 @@ mod services;
 mod stage_errors;
 mod static_build;
 mod sv;
+mod tini;
 mod update;
 mod util;
