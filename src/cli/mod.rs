@@ -112,6 +112,9 @@ pub fn main(args: Vec<OsString>) -> i32 {
     match outcome {
         Outcome::Run(config, level) => {
             logging::init(personality, level, json);
+            if personality == Personality::DumbInit {
+                dumb_init::announce(&env);
+            }
             init::run(config, inherited)
         }
         Outcome::Services(config, level) => {

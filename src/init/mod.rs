@@ -12,7 +12,7 @@ use crate::sys::signals::{Inherited, SignalSource};
 use crate::sys::{process, reap, spawn};
 use messages::Messages;
 use nix::libc;
-use policy::{Action, Forwarder, Rules};
+use policy::{Action, Dropped, Forwarder, Rules};
 use std::ffi::OsString;
 
 pub use spawn::Isolation;
@@ -57,16 +57,23 @@ pub fn run(config: InitConfig, inherited: Inherited) -> i32 {
         Ok(started) => started,
         Err(code) => return code,
     };
+    // dumb-init's rule: PID 1 must not pin the mount it was started in.
+    if config.personality == Personality::DumbInit {
+        if let Err(err) = process::leave_working_directory() {
+            say.chdir_failed(err);
+        }
+    }
     loop {
         let signal = match signals.wait() {
             Ok(signal) => signal,
             Err(err) => return say.fatal_setup("read signals", err),
         };
-        if signal != libc::SIGCHLD {
+        if signal == libc::SIGCHLD {
+            say.child_signal();
+        } else {
             say.received(signal);
-            for action in forwarder.on_signal(signal) {
-                perform(&say, action);
-            }
+            let actions = forwarder.on_signal(signal);
+            perform_all(&say, &forwarder, signal, actions);
         }
         // Reap after every signal, not only SIGCHLD: the signalfd hands out
         // lower-numbered signals first, so a flood of them must not starve
@@ -83,9 +90,7 @@ pub fn run(config: InitConfig, inherited: Inherited) -> i32 {
             return say.fatal_setup("wait for children", err);
         }
         if let Some(code) = child_code {
-            for action in forwarder.on_child_gone() {
-                perform(&say, action);
-            }
+            perform_all(&say, &forwarder, libc::SIGTERM, forwarder.on_child_gone());
             say.leaving(code);
             return code;
         }
@@ -139,12 +144,15 @@ pub fn spawn_command(
     signals: &SignalSource,
 ) -> Result<Forwarder, spawn::SpawnError> {
     let say = Messages(config.personality);
-    let ignore_once =
-        if config.isolation == Isolation::NewSession && process::release_controlling_tty() {
-            vec![libc::SIGHUP, libc::SIGCONT]
-        } else {
-            Vec::new()
-        };
+    let new_session = config.isolation == Isolation::NewSession;
+    let mut ignore_once = Vec::new();
+    if new_session {
+        let released = process::release_controlling_tty();
+        say.terminal_released(released);
+        if released == Ok(true) {
+            ignore_once = vec![libc::SIGHUP, libc::SIGCONT];
+        }
+    }
     let path = std::env::var_os("PATH");
     let child = spawn::Program::new(&config.command, path.as_deref()).and_then(|program| {
         spawn::spawn(
@@ -154,7 +162,31 @@ pub fn spawn_command(
     });
     let child = child?;
     say.spawned(&config.command[0], child);
+    if new_session {
+        say.new_session();
+    }
     Ok(Forwarder::new(config.rules.clone(), child, ignore_once))
+}
+
+/// Carries out what the forwarder decided about `signal`, first saying how
+/// it was rewritten when it was.
+fn perform_all(say: &Messages, forwarder: &Forwarder, signal: i32, actions: Vec<Action>) {
+    let rewritten = matches!(
+        actions.first(),
+        Some(
+            Action::Send { .. }
+                | Action::Drop {
+                    why: Dropped::Rewritten | Dropped::ChildGone,
+                    ..
+                }
+        )
+    );
+    if let Some(to) = forwarder.rewrite(signal).filter(|_| rewritten) {
+        say.rewriting(signal, to);
+    }
+    for action in actions {
+        perform(say, action);
+    }
 }
 
 fn perform(say: &Messages, action: Action) {
@@ -169,6 +201,6 @@ fn perform(say: &Messages, action: Action) {
                 say.forward_failed(libc::SIGSTOP, 0, err);
             }
         }
-        Action::Drop { signal } => say.dropped(signal),
+        Action::Drop { signal, why } => say.dropped(signal, why),
     }
 }

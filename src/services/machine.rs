@@ -1578,7 +1578,9 @@ fn push_forwarded(actions: &mut Vec<Action>, forwarded: Vec<policy::Action>) {
                 actions.push(Action::Signal { target, signal })
             }
             policy::Action::StopSelf => actions.push(Action::StopSelf),
-            policy::Action::Drop { signal } => debug!("not forwarding {}", signals::name(signal)),
+            policy::Action::Drop { signal, .. } => {
+                debug!("not forwarding {}", signals::name(signal))
+            }
         }
     }
 }
@@ -1696,6 +1698,7 @@ mod tests {
             rewrites: Vec::new(),
             success_codes: Vec::new(),
             term_group_on_exit: true,
+            forward_faults: false,
         };
         Forwarder::new(rules, pid, Vec::new())
     }
