@@ -8,7 +8,7 @@ pub mod messages;
 pub mod policy;
 
 use crate::personality::Personality;
-use crate::sys::signals::{Inherited, SignalSource};
+use crate::sys::signals::{Inherited, SignalSource, take_hand_off_signals};
 use crate::sys::{process, reap, spawn};
 use messages::Messages;
 use nix::libc;
@@ -53,7 +53,7 @@ pub fn run(config: InitConfig, inherited: Inherited) -> i32 {
         let forwarder = start(&config, &signals)?;
         Ok((signals, forwarder))
     });
-    let (mut signals, mut forwarder) = match started {
+    let (mut signals, forwarder) = match started {
         Ok(started) => started,
         Err(code) => return code,
     };
@@ -145,12 +145,14 @@ pub fn spawn_command(
 ) -> Result<Forwarder, spawn::SpawnError> {
     let say = Messages(config.personality);
     let new_session = config.isolation == Isolation::NewSession;
-    let mut ignore_once = Vec::new();
     if new_session {
         let released = process::release_controlling_tty();
         say.terminal_released(released);
         if released == Ok(true) {
-            ignore_once = vec![libc::SIGHUP, libc::SIGCONT];
+            for signal in take_hand_off_signals() {
+                say.received(signal);
+                say.dropped(signal, Dropped::HandOff);
+            }
         }
     }
     let path = std::env::var_os("PATH");
@@ -165,7 +167,7 @@ pub fn spawn_command(
     if new_session {
         say.new_session();
     }
-    Ok(Forwarder::new(config.rules.clone(), child, ignore_once))
+    Ok(Forwarder::new(config.rules.clone(), child))
 }
 
 /// Carries out what the forwarder decided about `signal`, first saying how

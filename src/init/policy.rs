@@ -63,7 +63,8 @@ pub enum Dropped {
     Rule,
     /// Rewritten to 0.
     Rewritten,
-    /// A side effect of handing over the terminal.
+    /// A side effect of handing over the terminal (taken off the pending
+    /// set before the event loop starts, see `init::spawn_command`).
     HandOff,
     /// Meant for the child alone, which has already exited and been reaped
     /// (its pid may already be someone else's).
@@ -75,18 +76,11 @@ pub enum Dropped {
 pub struct Forwarder {
     rules: Rules,
     child: i32,
-    /// Signals the kernel sends moltd once as a side effect of handing over
-    /// the terminal; they are swallowed the first time they arrive.
-    ignore_once: Vec<i32>,
 }
 
 impl Forwarder {
-    pub fn new(rules: Rules, child: i32, ignore_once: Vec<i32>) -> Forwarder {
-        Forwarder {
-            rules,
-            child,
-            ignore_once,
-        }
+    pub fn new(rules: Rules, child: i32) -> Forwarder {
+        Forwarder { rules, child }
     }
 
     pub fn child(&self) -> i32 {
@@ -102,11 +96,7 @@ impl Forwarder {
 
     /// What to do with a signal moltd received (never SIGCHLD: that one means
     /// "reap", and the event loop handles it).
-    pub fn on_signal(&mut self, signal: i32) -> Vec<Action> {
-        if let Some(at) = self.ignore_once.iter().position(|&s| s == signal) {
-            self.ignore_once.swap_remove(at);
-            return vec![keep_back(signal, Dropped::HandOff)];
-        }
+    pub fn on_signal(&self, signal: i32) -> Vec<Action> {
         if !self.rules.forward_faults && FAULT_SIGNALS.iter().any(|&fault| fault as i32 == signal) {
             return vec![keep_back(signal, Dropped::Rule)];
         }
@@ -280,7 +270,7 @@ mod tests {
             ),
         ];
         for (name, rules, signal, expected) in table {
-            let mut forwarder = Forwarder::new(rules, CHILD, vec![]);
+            let forwarder = Forwarder::new(rules, CHILD);
             assert_eq!(forwarder.on_signal(signal), expected, "{name}");
         }
     }
@@ -298,7 +288,7 @@ mod tests {
                 (tini_like(), vec![keep_back(fault, Dropped::Rule)]),
             ];
             for (rules, expected) in table {
-                let mut forwarder = Forwarder::new(rules.clone(), CHILD, vec![]);
+                let forwarder = Forwarder::new(rules.clone(), CHILD);
                 assert_eq!(forwarder.on_signal(fault), expected, "{fault} {rules:?}");
             }
         }
@@ -331,7 +321,7 @@ mod tests {
         for (rewrite, delivery, expected) in table {
             rules.rewrites = rewrite.map(|to| (SIGTERM, to)).into_iter().collect();
             rules.delivery = delivery;
-            let forwarder = Forwarder::new(rules.clone(), CHILD, vec![]);
+            let forwarder = Forwarder::new(rules.clone(), CHILD);
             assert_eq!(
                 forwarder.on_child_gone(),
                 expected,
@@ -341,24 +331,10 @@ mod tests {
     }
 
     #[test]
-    fn terminal_handover_signals_are_swallowed_once() {
-        let mut forwarder = Forwarder::new(dumb_init_like(), CHILD, vec![SIGHUP, SIGCONT]);
-        assert_eq!(
-            forwarder.on_signal(SIGHUP),
-            vec![keep_back(SIGHUP, Dropped::HandOff)]
-        );
-        assert_eq!(
-            forwarder.on_signal(SIGCONT),
-            vec![keep_back(SIGCONT, Dropped::HandOff)]
-        );
-        assert_eq!(forwarder.on_signal(SIGHUP), vec![send(-CHILD, SIGHUP)]);
-    }
-
-    #[test]
     fn exit_codes() {
         let mut rules = tini_like();
         rules.success_codes = vec![3, 143];
-        let forwarder = Forwarder::new(rules, CHILD, vec![]);
+        let forwarder = Forwarder::new(rules, CHILD);
         let table = [
             (ExitStatus::Exited(0), 0),
             (ExitStatus::Exited(1), 1),
@@ -376,9 +352,9 @@ mod tests {
 
     #[test]
     fn group_gets_term_after_child_exits_only_in_group_mode() {
-        let group = Forwarder::new(dumb_init_like(), CHILD, vec![]);
+        let group = Forwarder::new(dumb_init_like(), CHILD);
         assert_eq!(group.on_child_gone(), vec![send(-CHILD, SIGTERM)]);
-        let child_only = Forwarder::new(tini_like(), CHILD, vec![]);
+        let child_only = Forwarder::new(tini_like(), CHILD);
         assert_eq!(child_only.on_child_gone(), vec![]);
     }
 }

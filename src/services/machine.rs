@@ -1700,7 +1700,7 @@ mod tests {
             term_group_on_exit: true,
             forward_faults: false,
         };
-        Forwarder::new(rules, pid, Vec::new())
+        Forwarder::new(rules, pid)
     }
 
     /// A supervisor with only a main command, pid 50.

@@ -118,6 +118,27 @@ impl AsFd for SignalSource {
     }
 }
 
+/// Takes SIGHUP and SIGCONT off moltd's pending set and returns those that
+/// were there. Giving up the terminal as session leader makes the kernel
+/// send both to moltd's group at once; they are not meant for the child.
+/// (They would also reach the signalfd as raised by moltd itself, and be
+/// skipped there, but then not before a later SIGHUP from outside.)
+pub fn take_hand_off_signals() -> Vec<i32> {
+    let zero = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    [libc::SIGHUP, libc::SIGCONT]
+        .into_iter()
+        .filter(|&signal| {
+            let mut set = SigSet::empty();
+            set.add(Signal::try_from(signal).unwrap_or(Signal::SIGHUP));
+            // SAFETY: both pointers are valid for the call; info may be null.
+            unsafe { libc::sigtimedwait(set.as_ref(), std::ptr::null_mut(), &zero) == signal }
+        })
+        .collect()
+}
+
 /// The C library's description of a signal ("Terminated"), as tini prints it.
 pub fn describe_signal(signal: i32) -> String {
     // SAFETY: strsignal returns a string that stays valid until the next call
