@@ -79,12 +79,21 @@ pub fn run(config: InitConfig, inherited: Inherited) -> i32 {
         // lower-numbered signals first, so a flood of them must not starve
         // reaping.
         let mut child_code = None;
-        let reaped = reap::reap_terminated(|pid, status| match forwarder.on_exit(pid, status) {
-            Some(code) => {
-                say.child_exited(pid, status, code);
-                child_code = Some(code);
+        // The SIGCHLD of these exits is still pending; dumb-init's log says
+        // it came first, whatever signal woke moltd.
+        let mut announced = signal == libc::SIGCHLD;
+        let reaped = reap::reap_terminated(|pid, status| {
+            if !announced {
+                say.child_signal();
+                announced = true;
             }
-            None => say.reaped(pid, status, config.warn_on_reap),
+            match forwarder.on_exit(pid, status) {
+                Some(code) => {
+                    say.child_exited(pid, status, code);
+                    child_code = Some(code);
+                }
+                None => say.reaped(pid, status, config.warn_on_reap),
+            }
         });
         if let Err(err) = reaped {
             return say.fatal_setup("wait for children", err);
