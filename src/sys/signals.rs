@@ -10,9 +10,9 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use std::os::fd::{AsFd, BorrowedFd};
 
-/// Signals that mean moltd itself is broken. They are never forwarded. Like
-/// every other signal they are blocked, so one sent with kill() lands in the
-/// signalfd and is dropped; a real fault in moltd still kills it, because the
+/// Signals that mean moltd itself is broken. Like every other signal they
+/// are blocked, so one sent with kill() lands in the signalfd and is dropped
+/// (forwarded under dumb-init's rules); a real fault in moltd still kills it, because the
 /// kernel unblocks a synchronous fault signal when it delivers it.
 pub const FAULT_SIGNALS: [Signal; 7] = [
     Signal::SIGSEGV,

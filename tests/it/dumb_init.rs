@@ -181,13 +181,21 @@ fn without_pids(text: &str) -> String {
     out
 }
 
+/// Flags, an extra environment variable (with `DUMB_INIT_DEBUG=1`), and the
+/// expected stderr.
+type DebugCase = (
+    &'static [&'static str],
+    Option<(&'static str, &'static str)>,
+    &'static str,
+);
+
 #[test]
 fn dumb_init_debug_lines_are_dumb_inits() {
     let dir = TestDir::new("dumb_init_debug");
     // Recorded from dumb-init 1.2.5 with stdin not a terminal (so the
     // terminal lines name ENOTTY). Not kept: dumb-init's child prints
     // "Unable to attach to controlling tty" too; moltd's does not.
-    let table: [(&[&str], Option<(&str, &str)>, &str); 4] = [
+    let table: [DebugCase; 4] = [
         (
             &["-v"],
             None,
