@@ -5,7 +5,7 @@
 //! Debian's dumb-init 1.2.5 run side by side with these tests; a change in
 //! moltd shows up as a diff against it.
 
-use crate::util::{Mode, Moltd, TestDir};
+use crate::util::{Mode, Moltd, Running, TestDir};
 use nix::libc::*;
 
 /// The fault signals dumb-init forwards when they are sent with kill(2).
@@ -22,23 +22,37 @@ i=0
 while [ $i -lt 120 ]; do i=$((i + 1)); sleep 1 & wait $!; done
 "#;
 
+fn fault_recorder(dir: &TestDir) -> String {
+    dir.script("faults.sh", FAULT_RECORDER)
+        .display()
+        .to_string()
+}
+
+/// moltd under `name` running the fault recorder, once it is ready.
+fn recording<'a>(
+    dir: &'a TestDir,
+    mode: Mode,
+    name: &str,
+    flags: &[&str],
+    out: &str,
+) -> Running<'a> {
+    let mut moltd = Moltd::new(dir, mode)
+        .named(name)
+        .args(flags)
+        .args([&fault_recorder(dir), out])
+        .spawn();
+    moltd.wait_for_file(out, "ready");
+    moltd
+}
+
 #[test]
 fn dumb_init_forwards_fault_signals_sent_with_kill() {
     let dir = TestDir::new("dumb_init_faults");
-    let recorder = dir
-        .script("faults.sh", FAULT_RECORDER)
-        .display()
-        .to_string();
     // Recorded: dumb-init passes every one on, to the group and with -c.
     for flags in [&[][..], &["-c"][..]] {
         for mode in [Mode::Pid1, Mode::Child] {
             let out = format!("faults{}-{}.log", flags.join(""), mode as u8);
-            let mut moltd = Moltd::new(&dir, mode)
-                .named("dumb-init")
-                .args(flags)
-                .args([&recorder, &out])
-                .spawn();
-            moltd.wait_for_file(&out, "ready");
+            let mut moltd = recording(&dir, mode, "dumb-init", flags, &out);
             for fault in FAULTS {
                 moltd.signal(fault);
                 moltd.wait_for_file(&out, &format!("got {fault}\n"));
@@ -58,18 +72,9 @@ fn dumb_init_forwards_fault_signals_sent_with_kill() {
 #[test]
 fn fault_signals_sent_with_kill_stay_dropped_under_tini_and_moltd() {
     let dir = TestDir::new("faults_dropped");
-    let recorder = dir
-        .script("faults.sh", FAULT_RECORDER)
-        .display()
-        .to_string();
     for (name, flags) in [("moltd", &[][..]), ("tini", &["--"][..])] {
         let out = format!("{name}.log");
-        let mut moltd = Moltd::new(&dir, Mode::Pid1)
-            .named(name)
-            .args(flags)
-            .args([&recorder, &out])
-            .spawn();
-        moltd.wait_for_file(&out, "ready");
+        let mut moltd = recording(&dir, Mode::Pid1, name, flags, &out);
         for fault in FAULTS {
             moltd.signal(fault);
         }
@@ -259,10 +264,7 @@ fn dumb_init_debug_lines_are_dumb_inits() {
 #[test]
 fn dumb_init_debug_lines_for_forwarded_and_rewritten_signals() {
     let dir = TestDir::new("dumb_init_debug_signals");
-    let recorder = dir
-        .script("faults.sh", FAULT_RECORDER)
-        .display()
-        .to_string();
+    let recorder = fault_recorder(&dir);
     let mut moltd = Moltd::new(&dir, Mode::Pid1)
         .named("dumb-init")
         .args([
@@ -323,14 +325,7 @@ fn regression_hup_after_terminal_handover_reaches_the_child() {
             "exec {} -v sh -c '{child}' 2> {name}.err",
             dir.moltd_as(name).display()
         );
-        let mut script = std::process::Command::new("script")
-            .args(["-qec", &command, "/dev/null"])
-            .env("SHELL", "/bin/sh")
-            .current_dir(dir.path())
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("script(1) from util-linux");
+        let mut script = crate::util::under_script(&dir, &command);
         crate::util::wait_until("the child to get ready", || {
             dir.read(&out).contains("ready")
         });

@@ -448,14 +448,7 @@ fn child_takes_over_the_terminal_and_the_handover_signals_are_not_forwarded() {
         "exec {} -- sh -c '{child}'",
         crate::util::moltd_bin().display()
     );
-    let mut script = std::process::Command::new("script")
-        .args(["-qec", &command, "/dev/null"])
-        .env("SHELL", "/bin/sh")
-        .current_dir(dir.path())
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("script(1) from util-linux");
+    let mut script = crate::util::under_script(&dir, &command);
     crate::util::wait_until("the child to get ready", || {
         dir.read("out.log").contains("ready")
     });
