@@ -164,12 +164,17 @@ pub fn spawn_command(
             }
         }
     }
+    // dumb-init gives its child a clean signal state; tini and moltd hand
+    // on the one they were started with.
+    let clean_slate = Inherited::clean_slate();
+    let inherited = if config.personality == Personality::DumbInit {
+        &clean_slate
+    } else {
+        signals.inherited()
+    };
     let path = std::env::var_os("PATH");
     let child = spawn::Program::new(&config.command, path.as_deref()).and_then(|program| {
-        spawn::spawn(
-            &program,
-            &spawn::Options::new(config.isolation, signals.inherited()),
-        )
+        spawn::spawn(&program, &spawn::Options::new(config.isolation, inherited))
     });
     let child = child?;
     say.spawned(&config.command[0], child);

@@ -32,6 +32,8 @@ pub const FAULT_SIGNALS: [Signal; 7] = [
 pub struct Inherited {
     pub mask: SigSet,
     pub sigchld_ignored: bool,
+    /// Put signals 1-31 back to their default action in the child.
+    pub reset_dispositions: bool,
 }
 
 impl Inherited {
@@ -44,7 +46,19 @@ impl Inherited {
         Ok(Inherited {
             mask,
             sigchld_ignored,
+            reset_dispositions: false,
         })
+    }
+
+    /// What dumb-init hands its child whatever it was started with: nothing
+    /// blocked, and signals 1-31 at their default action (it catches them
+    /// all, and exec resets caught signals); 32 and up stay as they were.
+    pub fn clean_slate() -> Inherited {
+        Inherited {
+            mask: SigSet::empty(),
+            sigchld_ignored: false,
+            reset_dispositions: true,
+        }
     }
 
     /// Puts the start-up state back, for commands that are clients rather

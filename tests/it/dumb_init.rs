@@ -348,3 +348,31 @@ fn regression_hup_after_terminal_handover_reaches_the_child() {
         }
     }
 }
+
+#[test]
+fn dumb_init_gives_its_child_a_clean_signal_state() {
+    let dir = TestDir::new("dumb_init_clean_slate");
+    // Started with INT, USR1, PIPE, XFSZ (python's own) and 40 ignored.
+    let launcher = dir.write(
+        "launch.py",
+        "import os, signal, sys\n\
+         signal.signal(signal.SIGINT, signal.SIG_IGN)\n\
+         signal.signal(signal.SIGUSR1, signal.SIG_IGN)\n\
+         signal.signal(40, signal.SIG_IGN)\n\
+         os.execv(sys.argv[1], sys.argv[1:])\n",
+    );
+    let ignored = |name: &str| {
+        let output = std::process::Command::new("python3")
+            .current_dir(dir.path())
+            .arg(&launcher)
+            .arg(dir.moltd_as(name))
+            .args(["sh", "-c", "grep SigIgn /proc/self/status"])
+            .output()
+            .expect("python3");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    // Recorded from dumb-init 1.2.5: only signal 40 stays ignored.
+    assert_eq!(ignored("dumb-init"), "SigIgn:\t0000008000000000\n");
+    // moltd hands on what it was given.
+    assert_eq!(ignored("moltd"), "SigIgn:\t0000008001001202\n");
+}
