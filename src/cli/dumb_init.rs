@@ -31,9 +31,34 @@ Optional arguments:
     )
 }
 
+/// `DUMB_INIT_DEBUG=1` turns debug output on.
+fn debug_from_env(env: Env) -> bool {
+    env("DUMB_INIT_DEBUG").is_some_and(|v| v == "1")
+}
+
+/// `DUMB_INIT_SETSID=0` turns setsid mode off.
+fn no_setsid_from_env(env: Env) -> bool {
+    env("DUMB_INIT_SETSID").is_some_and(|v| v == "0")
+}
+
+/// The debug lines dumb-init prints about its environment before it starts
+/// anything (once logging is set up).
+pub fn announce(env: Env) {
+    if debug_from_env(env) {
+        log::debug!("Running in debug mode.");
+    }
+    if no_setsid_from_env(env) {
+        log::debug!("Not running in setsid mode.");
+    }
+}
+
+/// A malformed `-r` value; exit code 1 and stderr, as dumb-init.
+const REWRITE_USAGE: &str = "dumb-init: -r wants two signal numbers as s:r, \
+s from 1 to 31 and r from 0 to 31 (0 drops s); -r may be repeated, see --help\n";
+
 pub fn parse(args: Vec<OsString>, env: Env) -> Outcome {
-    let mut setsid = env("DUMB_INIT_SETSID").is_none_or(|v| v != "0");
-    let mut debug = env("DUMB_INIT_DEBUG").is_some_and(|v| v == "1");
+    let mut setsid = !no_setsid_from_env(env);
+    let mut debug = debug_from_env(env);
     let mut user_rewrites = Vec::new();
     let mut command = Vec::new();
 
@@ -75,10 +100,7 @@ pub fn parse(args: Vec<OsString>, env: Env) -> Outcome {
                 match pair {
                     Some(pair) => user_rewrites.push(pair),
                     None => {
-                        return Outcome::stderr(
-                            1,
-                            "Usage: -r option takes <signum>:<signum>, where <signum> is between 1 and 31.\n",
-                        );
+                        return Outcome::stderr(1, REWRITE_USAGE);
                     }
                 }
             }
@@ -98,7 +120,7 @@ pub fn parse(args: Vec<OsString>, env: Env) -> Outcome {
     if command.is_empty() {
         return Outcome::stderr(
             1,
-            "Usage: dumb-init [option] program [args]\nTry dumb-init --help for full usage.\n",
+            "dumb-init: no command to run\nUsage: dumb-init [option] command [arg ...]; see dumb-init --help\n",
         );
     }
     let (isolation, delivery, mut rewrites) = if setsid {
@@ -120,7 +142,10 @@ pub fn parse(args: Vec<OsString>, env: Env) -> Outcome {
             job_control: JobControl::ForwardThenStop,
             rewrites,
             success_codes: Vec::new(),
-            term_group_on_exit: setsid,
+            // dumb-init sends the TERM whatever the mode; in single-child mode
+            // it only reports it (see `Forwarder::on_child_gone`).
+            term_group_on_exit: true,
+            forward_faults: true,
         },
         reaping: Reaping::Silent,
         parent_death_signal: None,

@@ -112,6 +112,9 @@ pub fn main(args: Vec<OsString>) -> i32 {
     match outcome {
         Outcome::Run(config, level) => {
             logging::init(personality, level, json);
+            if personality == Personality::DumbInit {
+                dumb_init::announce(&env);
+            }
             init::run(config, inherited)
         }
         Outcome::Services(config, level) => {
@@ -218,7 +221,9 @@ fn tini_level(verbosity: u32) -> LevelFilter {
 /// (leading blanks and a sign allowed, trailing text ignored): `s` in 1-31,
 /// `r` in 0-31, and `r = 0` drops `s`.
 fn parse_rewrite(text: &OsStr) -> Option<(i32, i32)> {
-    /// One `%d`: skips blanks, takes a sign and digits, returns the rest.
+    /// One `%d` as glibc reads it: skips blanks, takes a sign and digits
+    /// as a saturated 64-bit number, keeps its low 32 bits (so 4294967297
+    /// reads as 1, as dumb-init 1.2.5 takes it), returns the rest.
     fn scan_int(text: &str) -> Option<(i32, &str)> {
         let text = text.trim_start();
         let sign_len = usize::from(text.starts_with(['+', '-']));
@@ -227,7 +232,13 @@ fn parse_rewrite(text: &OsStr) -> Option<(i32, i32)> {
             .take_while(u8::is_ascii_digit)
             .count();
         let (number, rest) = text.split_at(sign_len + digits);
-        Some((number.parse().ok()?, rest))
+        let wide = match number.parse::<i64>() {
+            Ok(wide) => wide,
+            Err(_) if digits == 0 => return None,
+            Err(_) if number.starts_with('-') => i64::MIN,
+            Err(_) => i64::MAX,
+        };
+        Some((wide as i32, rest))
     }
     let (from, rest) = scan_int(text.to_str()?)?;
     let (to, _) = scan_int(rest.strip_prefix(':')?)?;
@@ -279,6 +290,12 @@ mod tests {
             ("15", None),
             ("15:", None),
             (":15", None),
+            // Recorded from dumb-init 1.2.5 (Debian): glibc keeps the low
+            // 32 bits of an oversized number.
+            ("4294967297:1", Some((1, 1))),
+            ("99999999999:1", None),
+            ("99999999999999999999:1", None),
+            ("0x1:2", None),
         ];
         for (text, expected) in table {
             assert_eq!(parse_rewrite(OsStr::new(text)), expected, "{text}");

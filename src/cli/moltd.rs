@@ -202,6 +202,7 @@ fn parse_args(args: Vec<OsString>, env: Env) -> Result<Outcome, lexopt::Error> {
             rewrites,
             success_codes,
             term_group_on_exit: !single_child,
+            forward_faults: false,
         },
         reaping: Reaping::Subreaper,
         parent_death_signal,

@@ -155,6 +155,7 @@ pub fn parse(args: Vec<OsString>, env: Env) -> Outcome {
             rewrites: Vec::new(),
             success_codes,
             term_group_on_exit: false,
+            forward_faults: false,
         },
         reaping: if subreaper {
             Reaping::Subreaper

@@ -4,6 +4,7 @@
 //!
 //! Each function logs at the level the original program uses.
 
+use crate::init::policy::Dropped;
 use crate::personality::Personality;
 use crate::signals;
 use crate::sys::reap::ExitStatus;
@@ -81,9 +82,12 @@ impl Messages {
     }
 
     /// tini notes every SIGCHLD at debug level; the others say nothing.
+    /// A SIGCHLD was read.
     pub fn received_sigchld(&self) {
-        if self.0 == Personality::Tini {
-            debug!("Received SIGCHLD");
+        match self.0 {
+            Personality::DumbInit => debug!("Received signal {}.", nix::libc::SIGCHLD),
+            Personality::Tini => debug!("Received SIGCHLD"),
+            Personality::Moltd => {}
         }
     }
 
@@ -110,6 +114,8 @@ impl Messages {
 
     pub fn forward_failed(&self, signal: i32, target: i32, err: Errno) {
         match (self.0, err) {
+            // dumb-init reports the signal as forwarded whatever kill says.
+            (Personality::DumbInit, _) => self.forwarded(signal, target),
             (Personality::Tini, Errno::ESRCH) => warn!("Child was dead when forwarding signal"),
             (Personality::Tini, _) => {
                 error!("Unexpected error when forwarding signal: '{}'", err.desc())
@@ -123,13 +129,75 @@ impl Messages {
         }
     }
 
-    pub fn dropped(&self, signal: i32) {
-        match self.0 {
-            Personality::DumbInit => {
+    /// `signal` was rewritten as `to` before being sent or dropped.
+    pub fn rewriting(&self, signal: i32, to: i32) {
+        if self.0 == Personality::DumbInit {
+            debug!("Translating signal {signal} to {to}.");
+        }
+    }
+
+    pub fn dropped(&self, signal: i32, why: Dropped) {
+        match (self.0, why) {
+            (Personality::DumbInit, Dropped::HandOff) => {
+                debug!("Ignoring tty hand-off signal {signal}.")
+            }
+            // dumb-init names the signal after rewriting, which is 0 here.
+            (Personality::DumbInit, Dropped::Rewritten) => {
+                debug!("Not forwarding signal 0 to children (ignored).")
+            }
+            // dumb-init sends this one to the reaped pid, and says so.
+            (Personality::DumbInit, Dropped::ChildGone) => {
+                debug!("Forwarded signal {signal} to children.")
+            }
+            (Personality::DumbInit, Dropped::Rule) => {
                 debug!("Not forwarding signal {signal} to children (ignored).")
             }
             _ => debug!("not forwarding {}", signals::name(signal)),
         }
+    }
+
+    /// Children are reaped after another signal woke moltd, their SIGCHLD
+    /// still pending: dumb-init's log says it came first, whatever the
+    /// timing (tini's says so only when it reads it).
+    pub fn sigchld_pending(&self) {
+        if self.0 == Personality::DumbInit {
+            self.received_sigchld();
+        }
+    }
+
+    /// moltd gave up stdin's terminal for the child's session: `Ok(true)`
+    /// when it led the terminal's session.
+    pub fn terminal_released(&self, released: Result<bool, Errno>) {
+        if self.0 != Personality::DumbInit {
+            return;
+        }
+        match released {
+            Ok(true) => debug!(
+                "Detached from controlling tty, ignoring the first SIGHUP and SIGCONT we receive."
+            ),
+            Ok(false) => debug!("Detached from controlling tty, but was not session leader."),
+            Err(err) => debug!(
+                "Unable to detach from controlling tty (errno={} {}).",
+                err as i32,
+                strerror(err)
+            ),
+        }
+    }
+
+    /// The child runs in a session of its own.
+    pub fn new_session(&self) {
+        if self.0 == Personality::DumbInit {
+            debug!("setsid complete.");
+        }
+    }
+
+    /// moltd could not leave its working directory for `/`.
+    pub fn chdir_failed(&self, err: Errno) {
+        debug!(
+            "Unable to chdir(\"/\") (errno={} {})",
+            err as i32,
+            strerror(err)
+        );
     }
 
     pub fn stopping_self(&self) {
@@ -199,6 +267,16 @@ impl Messages {
 /// tini's line for every process it reaps, the main child included.
 fn tini_reaped(pid: i32) {
     debug!("Reaped child with pid: '{pid}'");
+}
+
+/// The C library's text for `err`, as dumb-init prints it (nix has its own
+/// wording for a few, such as ENOTTY).
+fn strerror(err: Errno) -> String {
+    let text = std::io::Error::from_raw_os_error(err as i32).to_string();
+    match text.rsplit_once(" (os error ") {
+        Some((text, _)) => text.to_owned(),
+        None => text,
+    }
 }
 
 fn describe(target: i32) -> String {

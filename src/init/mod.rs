@@ -8,11 +8,11 @@ pub mod messages;
 pub mod policy;
 
 use crate::personality::Personality;
-use crate::sys::signals::{Inherited, SignalSource};
+use crate::sys::signals::{Inherited, SignalSource, take_hand_off_signals};
 use crate::sys::{process, reap, spawn};
 use messages::Messages;
 use nix::libc;
-use policy::{Action, Forwarder, Rules};
+use policy::{Action, Dropped, Forwarder, Rules};
 use std::ffi::OsString;
 
 pub use spawn::Isolation;
@@ -54,10 +54,16 @@ pub fn run(config: InitConfig, inherited: Inherited) -> i32 {
         let forwarder = start(&config, &signals)?;
         Ok((signals, forwarder))
     });
-    let (mut signals, mut forwarder) = match started {
+    let (mut signals, forwarder) = match started {
         Ok(started) => started,
         Err(code) => return code,
     };
+    // dumb-init's rule: PID 1 must not pin the mount it was started in.
+    if config.personality == Personality::DumbInit {
+        if let Err(err) = process::leave_working_directory() {
+            say.chdir_failed(err);
+        }
+    }
     loop {
         let signal = match signals.wait() {
             Ok(signal) => signal,
@@ -67,29 +73,35 @@ pub fn run(config: InitConfig, inherited: Inherited) -> i32 {
             say.received_sigchld();
         } else {
             say.received(signal);
-            for action in forwarder.on_signal(signal) {
-                perform(&say, action);
-            }
+            let actions = forwarder.on_signal(signal);
+            perform_all(&say, &forwarder, signal, actions);
         }
         // Reap after every signal, not only SIGCHLD: the signalfd hands out
         // lower-numbered signals first, so a flood of them must not starve
         // reaping.
         let mut child_code = None;
-        let reaped = reap::reap_terminated(|pid, status| match forwarder.on_exit(pid, status) {
-            Some(code) => {
-                say.child_exited(pid, status, code);
-                child_code = Some(code);
+        // The SIGCHLD of these exits is still pending; dumb-init's log says
+        // it came first, whatever signal woke moltd.
+        let mut announced = signal == libc::SIGCHLD;
+        let reaped = reap::reap_terminated(|pid, status| {
+            if !announced {
+                say.sigchld_pending();
+                announced = true;
             }
-            None => say.reaped(pid, status, config.warn_on_reap),
+            match forwarder.on_exit(pid, status) {
+                Some(code) => {
+                    say.child_exited(pid, status, code);
+                    child_code = Some(code);
+                }
+                None => say.reaped(pid, status, config.warn_on_reap),
+            }
         });
         match reaped {
             Ok(children_left) => say.reaping_done(children_left),
             Err(err) => return say.fatal_setup("wait for children", err),
         }
         if let Some(code) = child_code {
-            for action in forwarder.on_child_gone() {
-                perform(&say, action);
-            }
+            perform_all(&say, &forwarder, libc::SIGTERM, forwarder.on_child_gone());
             say.leaving(code);
             return code;
         }
@@ -155,22 +167,56 @@ pub fn spawn_command(
     signals: &SignalSource,
 ) -> Result<Forwarder, spawn::SpawnError> {
     let say = Messages(config.personality);
-    let ignore_once =
-        if config.isolation == Isolation::NewSession && process::release_controlling_tty() {
-            vec![libc::SIGHUP, libc::SIGCONT]
-        } else {
-            Vec::new()
-        };
+    let new_session = config.isolation == Isolation::NewSession;
+    if new_session {
+        let released = process::release_controlling_tty();
+        say.terminal_released(released);
+        if released == Ok(true) {
+            for signal in take_hand_off_signals() {
+                say.received(signal);
+                say.dropped(signal, Dropped::HandOff);
+            }
+        }
+    }
+    // dumb-init gives its child a clean signal state; tini and moltd hand
+    // on the one they were started with.
+    let clean_slate = Inherited::clean_slate();
+    let inherited = if config.personality == Personality::DumbInit {
+        &clean_slate
+    } else {
+        signals.inherited()
+    };
     let path = std::env::var_os("PATH");
     let child = spawn::Program::new(&config.command, path.as_deref()).and_then(|program| {
-        spawn::spawn(
-            &program,
-            &spawn::Options::new(config.isolation, signals.inherited()),
-        )
+        spawn::spawn(&program, &spawn::Options::new(config.isolation, inherited))
     });
     let child = child?;
     say.spawned(&config.command[0], child);
-    Ok(Forwarder::new(config.rules.clone(), child, ignore_once))
+    if new_session {
+        say.new_session();
+    }
+    Ok(Forwarder::new(config.rules.clone(), child))
+}
+
+/// Carries out what the forwarder decided about `signal`, first saying how
+/// it was rewritten when it was.
+fn perform_all(say: &Messages, forwarder: &Forwarder, signal: i32, actions: Vec<Action>) {
+    let rewritten = matches!(
+        actions.first(),
+        Some(
+            Action::Send { .. }
+                | Action::Drop {
+                    why: Dropped::Rewritten | Dropped::ChildGone,
+                    ..
+                }
+        )
+    );
+    if let Some(to) = forwarder.rewrite(signal).filter(|_| rewritten) {
+        say.rewriting(signal, to);
+    }
+    for action in actions {
+        perform(say, action);
+    }
 }
 
 fn perform(say: &Messages, action: Action) {
@@ -185,6 +231,6 @@ fn perform(say: &Messages, action: Action) {
                 say.forward_failed(libc::SIGSTOP, 0, err);
             }
         }
-        Action::Drop { signal } => say.dropped(signal),
+        Action::Drop { signal, why } => say.dropped(signal, why),
     }
 }

@@ -37,8 +37,12 @@ pub struct Rules {
     pub rewrites: Vec<(i32, i32)>,
     /// Exit codes of the child that moltd reports as 0.
     pub success_codes: Vec<u8>,
-    /// Send TERM to what is left of the child's group once the child exits.
+    /// Once the child exits, send TERM (rewritten like any signal) to what is
+    /// left of its group. In child delivery nothing is left to send it to.
     pub term_group_on_exit: bool,
+    /// Forward the fault signals (SEGV, ABRT, ...) that arrive by kill(2), as
+    /// dumb-init does, instead of dropping them.
+    pub forward_faults: bool,
 }
 
 /// Something for the event loop to do.
@@ -48,8 +52,23 @@ pub enum Action {
     Send { target: i32, signal: i32 },
     /// Stop moltd itself until SIGCONT.
     StopSelf,
-    /// Log that the signal was received and dropped.
-    Drop { signal: i32 },
+    /// Send nothing; `why` says which rule kept the signal back.
+    Drop { signal: i32, why: Dropped },
+}
+
+/// Why a signal was not sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dropped {
+    /// A rule of the personality (fault signals, tini's TTIN and TTOU).
+    Rule,
+    /// Rewritten to 0.
+    Rewritten,
+    /// A side effect of handing over the terminal (taken off the pending
+    /// set before the event loop starts, see `init::spawn_command`).
+    HandOff,
+    /// Meant for the child alone, which has already exited and been reaped
+    /// (its pid may already be someone else's).
+    ChildGone,
 }
 
 /// The state of one supervised command.
@@ -57,18 +76,11 @@ pub enum Action {
 pub struct Forwarder {
     rules: Rules,
     child: i32,
-    /// Signals the kernel sends moltd once as a side effect of handing over
-    /// the terminal; they are swallowed the first time they arrive.
-    ignore_once: Vec<i32>,
 }
 
 impl Forwarder {
-    pub fn new(rules: Rules, child: i32, ignore_once: Vec<i32>) -> Forwarder {
-        Forwarder {
-            rules,
-            child,
-            ignore_once,
-        }
+    pub fn new(rules: Rules, child: i32) -> Forwarder {
+        Forwarder { rules, child }
     }
 
     pub fn child(&self) -> i32 {
@@ -84,30 +96,20 @@ impl Forwarder {
 
     /// What to do with a signal moltd received (never SIGCHLD: that one means
     /// "reap", and the event loop handles it).
-    pub fn on_signal(&mut self, signal: i32) -> Vec<Action> {
-        if let Some(at) = self.ignore_once.iter().position(|&s| s == signal) {
-            self.ignore_once.swap_remove(at);
-            return vec![Action::Drop { signal }];
-        }
-        if FAULT_SIGNALS.iter().any(|&fault| fault as i32 == signal) {
-            return vec![Action::Drop { signal }];
+    pub fn on_signal(&self, signal: i32) -> Vec<Action> {
+        if !self.rules.forward_faults && FAULT_SIGNALS.iter().any(|&fault| fault as i32 == signal) {
+            return vec![keep_back(signal, Dropped::Rule)];
         }
         let job_control = matches!(signal, libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU);
         if job_control
             && self.rules.job_control == JobControl::ForwardTstpOnly
             && signal != libc::SIGTSTP
         {
-            return vec![Action::Drop { signal }];
+            return vec![keep_back(signal, Dropped::Rule)];
         }
-        let forwarded = self
-            .rules
-            .rewrites
-            .iter()
-            .rev()
-            .find(|&&(from, _)| from == signal)
-            .map_or(signal, |&(_, to)| to);
+        let forwarded = self.rewrite(signal).unwrap_or(signal);
         let mut actions = vec![if forwarded == 0 {
-            Action::Drop { signal }
+            keep_back(signal, Dropped::Rewritten)
         } else {
             Action::Send {
                 target: self.target(),
@@ -118,6 +120,16 @@ impl Forwarder {
             actions.push(Action::StopSelf);
         }
         actions
+    }
+
+    /// What `signal` is rewritten to, if a rewrite names it (the last one).
+    pub fn rewrite(&self, signal: i32) -> Option<i32> {
+        self.rules
+            .rewrites
+            .iter()
+            .rev()
+            .find(|&&(from, _)| from == signal)
+            .map(|&(_, to)| to)
     }
 
     /// The exit code moltd should leave with, if `pid` was the child.
@@ -136,15 +148,23 @@ impl Forwarder {
 
     /// What to do once the child has exited, before moltd leaves.
     pub fn on_child_gone(&self) -> Vec<Action> {
-        if self.rules.term_group_on_exit && self.rules.delivery == Delivery::Group {
-            vec![Action::Send {
-                target: -self.child,
-                signal: libc::SIGTERM,
-            }]
-        } else {
-            Vec::new()
+        if !self.rules.term_group_on_exit {
+            return Vec::new();
         }
+        let signal = self.rewrite(libc::SIGTERM).unwrap_or(libc::SIGTERM);
+        vec![match (signal, self.rules.delivery) {
+            (0, _) => keep_back(libc::SIGTERM, Dropped::Rewritten),
+            (_, Delivery::Group) => Action::Send {
+                target: -self.child,
+                signal,
+            },
+            (_, Delivery::Child) => keep_back(signal, Dropped::ChildGone),
+        }]
     }
+}
+
+fn keep_back(signal: i32, why: Dropped) -> Action {
+    Action::Drop { signal, why }
 }
 
 #[cfg(test)]
@@ -161,6 +181,7 @@ mod tests {
             rewrites: vec![(SIGTSTP, SIGSTOP), (SIGTTIN, SIGSTOP), (SIGTTOU, SIGSTOP)],
             success_codes: vec![],
             term_group_on_exit: true,
+            forward_faults: true,
         }
     }
 
@@ -171,6 +192,7 @@ mod tests {
             rewrites: vec![],
             success_codes: vec![],
             term_group_on_exit: false,
+            forward_faults: false,
         }
     }
 
@@ -220,13 +242,13 @@ mod tests {
                 "tini ttin",
                 tini_like(),
                 SIGTTIN,
-                vec![Action::Drop { signal: SIGTTIN }],
+                vec![keep_back(SIGTTIN, Dropped::Rule)],
             ),
             (
                 "fault",
                 tini_like(),
                 SIGSEGV,
-                vec![Action::Drop { signal: SIGSEGV }],
+                vec![keep_back(SIGSEGV, Dropped::Rule)],
             ),
             (
                 "rewrite",
@@ -238,7 +260,7 @@ mod tests {
                 "drop",
                 user_rewrites.clone(),
                 SIGHUP,
-                vec![Action::Drop { signal: SIGHUP }],
+                vec![keep_back(SIGHUP, Dropped::Rewritten)],
             ),
             (
                 "later rewrite wins",
@@ -248,30 +270,71 @@ mod tests {
             ),
         ];
         for (name, rules, signal, expected) in table {
-            let mut forwarder = Forwarder::new(rules, CHILD, vec![]);
+            let forwarder = Forwarder::new(rules, CHILD);
             assert_eq!(forwarder.on_signal(signal), expected, "{name}");
         }
     }
 
+    /// dumb-init forwards the fault signals that arrive by kill(2) (to the
+    /// group, or to the child with `-c`); tini and moltd drop them.
     #[test]
-    fn terminal_handover_signals_are_swallowed_once() {
-        let mut forwarder = Forwarder::new(dumb_init_like(), CHILD, vec![SIGHUP, SIGCONT]);
-        assert_eq!(
-            forwarder.on_signal(SIGHUP),
-            vec![Action::Drop { signal: SIGHUP }]
-        );
-        assert_eq!(
-            forwarder.on_signal(SIGCONT),
-            vec![Action::Drop { signal: SIGCONT }]
-        );
-        assert_eq!(forwarder.on_signal(SIGHUP), vec![send(-CHILD, SIGHUP)]);
+    fn fault_signals_are_forwarded_only_where_the_rules_say() {
+        let mut single_child = dumb_init_like();
+        single_child.delivery = Delivery::Child;
+        for fault in [SIGILL, SIGTRAP, SIGABRT, SIGBUS, SIGFPE, SIGSEGV, SIGSYS] {
+            let table = [
+                (dumb_init_like(), vec![send(-CHILD, fault)]),
+                (single_child.clone(), vec![send(CHILD, fault)]),
+                (tini_like(), vec![keep_back(fault, Dropped::Rule)]),
+            ];
+            for (rules, expected) in table {
+                let forwarder = Forwarder::new(rules.clone(), CHILD);
+                assert_eq!(forwarder.on_signal(fault), expected, "{fault} {rules:?}");
+            }
+        }
+    }
+
+    /// The TERM sent once the child is gone is rewritten like any signal;
+    /// in child delivery it is never sent, the pid being free for reuse.
+    #[test]
+    fn term_after_exit_follows_rewrites_and_spares_a_reaped_child() {
+        let mut rules = dumb_init_like();
+        let table = [
+            (None, Delivery::Group, vec![send(-CHILD, SIGTERM)]),
+            (Some(SIGKILL), Delivery::Group, vec![send(-CHILD, SIGKILL)]),
+            (
+                Some(0),
+                Delivery::Group,
+                vec![keep_back(SIGTERM, Dropped::Rewritten)],
+            ),
+            (
+                None,
+                Delivery::Child,
+                vec![keep_back(SIGTERM, Dropped::ChildGone)],
+            ),
+            (
+                Some(SIGKILL),
+                Delivery::Child,
+                vec![keep_back(SIGKILL, Dropped::ChildGone)],
+            ),
+        ];
+        for (rewrite, delivery, expected) in table {
+            rules.rewrites = rewrite.map(|to| (SIGTERM, to)).into_iter().collect();
+            rules.delivery = delivery;
+            let forwarder = Forwarder::new(rules.clone(), CHILD);
+            assert_eq!(
+                forwarder.on_child_gone(),
+                expected,
+                "{rewrite:?} {delivery:?}"
+            );
+        }
     }
 
     #[test]
     fn exit_codes() {
         let mut rules = tini_like();
         rules.success_codes = vec![3, 143];
-        let forwarder = Forwarder::new(rules, CHILD, vec![]);
+        let forwarder = Forwarder::new(rules, CHILD);
         let table = [
             (ExitStatus::Exited(0), 0),
             (ExitStatus::Exited(1), 1),
@@ -289,9 +352,9 @@ mod tests {
 
     #[test]
     fn group_gets_term_after_child_exits_only_in_group_mode() {
-        let group = Forwarder::new(dumb_init_like(), CHILD, vec![]);
+        let group = Forwarder::new(dumb_init_like(), CHILD);
         assert_eq!(group.on_child_gone(), vec![send(-CHILD, SIGTERM)]);
-        let child_only = Forwarder::new(tini_like(), CHILD, vec![]);
+        let child_only = Forwarder::new(tini_like(), CHILD);
         assert_eq!(child_only.on_child_gone(), vec![]);
     }
 }

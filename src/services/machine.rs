@@ -1639,7 +1639,9 @@ fn push_forwarded(actions: &mut Vec<Action>, forwarded: Vec<policy::Action>) {
                 actions.push(Action::Signal { target, signal })
             }
             policy::Action::StopSelf => actions.push(Action::StopSelf),
-            policy::Action::Drop { signal } => debug!("not forwarding {}", signals::name(signal)),
+            policy::Action::Drop { signal, .. } => {
+                debug!("not forwarding {}", signals::name(signal))
+            }
         }
     }
 }
@@ -1760,8 +1762,9 @@ mod tests {
             rewrites: Vec::new(),
             success_codes: Vec::new(),
             term_group_on_exit: true,
+            forward_faults: false,
         };
-        Forwarder::new(rules, pid, Vec::new())
+        Forwarder::new(rules, pid)
     }
 
     /// A supervisor with only a main command, pid 50.

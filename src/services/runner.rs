@@ -828,7 +828,7 @@ impl Runner {
                 };
                 let code = Messages(main.personality).spawn_failed(&main.command[0], err);
                 match pid {
-                    Some(pid) => Ok(Forwarder::new(main.rules.clone(), pid, Vec::new())),
+                    Some(pid) => Ok(Forwarder::new(main.rules.clone(), pid)),
                     None => Err(code),
                 }
             }

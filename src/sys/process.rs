@@ -62,8 +62,14 @@ pub fn kill_self() {
 /// session can take it. Returns true when moltd led the terminal's session: the
 /// kernel then sends SIGHUP and SIGCONT to moltd's group, which are not meant
 /// for the child.
-pub fn release_controlling_tty() -> bool {
+pub fn release_controlling_tty() -> Result<bool, Errno> {
     // SAFETY: TIOCNOTTY takes no argument.
-    let released = unsafe { libc::ioctl(libc::STDIN_FILENO, libc::TIOCNOTTY) } == 0;
-    released && getsid(None).is_ok_and(|sid| sid == getpid())
+    Errno::result(unsafe { libc::ioctl(libc::STDIN_FILENO, libc::TIOCNOTTY) })?;
+    Ok(getsid(None).is_ok_and(|sid| sid == getpid()))
+}
+
+/// Moves moltd's own working directory to `/`, so that the directory it was
+/// started in (maybe a mount point) is not kept busy by PID 1.
+pub fn leave_working_directory() -> Result<(), Errno> {
+    nix::unistd::chdir("/")
 }

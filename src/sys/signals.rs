@@ -10,12 +10,12 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use std::os::fd::{AsFd, BorrowedFd};
 
-/// Signals that mean moltd itself is broken. They are never forwarded. Like
-/// every other signal they are blocked, so one sent with kill() lands in the
-/// signalfd and is dropped; a real fault in moltd still kills it, because the
-/// kernel unblocks a synchronous fault signal when it delivers it. Under the
-/// name `tini` they are unblocked again ([`SignalSource::unblock_faults`]), as
-/// tini leaves them.
+/// Signals that mean moltd itself is broken. Like every other signal they
+/// are blocked, so one sent with kill() lands in the signalfd and is dropped
+/// (forwarded under dumb-init's rules); a real fault in moltd still kills
+/// it, because the kernel unblocks a synchronous fault signal when it
+/// delivers it. Under the name `tini` they are unblocked again
+/// ([`SignalSource::unblock_faults`]), as tini leaves them.
 pub const FAULT_SIGNALS: [Signal; 7] = [
     Signal::SIGSEGV,
     Signal::SIGBUS,
@@ -34,6 +34,8 @@ pub const FAULT_SIGNALS: [Signal; 7] = [
 pub struct Inherited {
     pub mask: SigSet,
     pub sigchld_ignored: bool,
+    /// Put signals 1-31 back to their default action in the child.
+    pub reset_dispositions: bool,
 }
 
 impl Inherited {
@@ -46,7 +48,19 @@ impl Inherited {
         Ok(Inherited {
             mask,
             sigchld_ignored,
+            reset_dispositions: false,
         })
+    }
+
+    /// What dumb-init hands its child whatever it was started with: nothing
+    /// blocked, and signals 1-31 at their default action (it catches them
+    /// all, and exec resets caught signals); 32 and up stay as they were.
+    pub fn clean_slate() -> Inherited {
+        Inherited {
+            mask: SigSet::empty(),
+            sigchld_ignored: false,
+            reset_dispositions: true,
+        }
     }
 
     /// Puts the start-up state back, for commands that are clients rather
@@ -134,6 +148,27 @@ impl AsFd for SignalSource {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
     }
+}
+
+/// Takes SIGHUP and SIGCONT off moltd's pending set and returns those that
+/// were there. Giving up the terminal as session leader makes the kernel
+/// send both to moltd's group at once; they are not meant for the child.
+/// (They would also reach the signalfd as raised by moltd itself, and be
+/// skipped there, but then not before a later SIGHUP from outside.)
+pub fn take_hand_off_signals() -> Vec<i32> {
+    let zero = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    [libc::SIGHUP, libc::SIGCONT]
+        .into_iter()
+        .filter(|&signal| {
+            let mut set = SigSet::empty();
+            set.add(Signal::try_from(signal).unwrap_or(Signal::SIGHUP));
+            // SAFETY: both pointers are valid for the call; info may be null.
+            unsafe { libc::sigtimedwait(set.as_ref(), std::ptr::null_mut(), &zero) == signal }
+        })
+        .collect()
 }
 
 /// The C library's description of a signal ("Terminated"), as tini prints it.

@@ -248,6 +248,14 @@ fn exec_in_child(
                 }
             }
         }
+        if setup.inherited.reset_dispositions {
+            let mut default: libc::sigaction = std::mem::zeroed();
+            default.sa_sigaction = libc::SIG_DFL;
+            // KILL and STOP refuse, and are at their default anyway.
+            for signal in 1..=31 {
+                libc::sigaction(signal, &default, std::ptr::null_mut());
+            }
+        }
         if setup.inherited.sigchld_ignored {
             let mut ignore: libc::sigaction = std::mem::zeroed();
             ignore.sa_sigaction = libc::SIG_IGN;

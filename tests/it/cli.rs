@@ -336,13 +336,7 @@ fn dumb_init_name_speaks_like_dumb_init() {
     check(
         &dir,
         &[
-            case(
-                "dumb-init",
-                &[],
-                1,
-                Err,
-                "Usage: dumb-init [option] program [args]\nTry dumb-init --help for full usage.\n",
-            ),
+            case("dumb-init", &[], 1, Err, "dumb-init: no command to run\n"),
             case(
                 "dumb-init",
                 &["-Z", "true"],
@@ -369,7 +363,7 @@ fn dumb_init_name_speaks_like_dumb_init() {
                 &["-r", "15:99", "true"],
                 1,
                 Err,
-                "Usage: -r option takes <signum>:<signum>, where <signum> is between 1 and 31.",
+                "dumb-init: -r wants two signal numbers as s:r",
             ),
             case(
                 "dumb-init",
@@ -383,7 +377,7 @@ fn dumb_init_name_speaks_like_dumb_init() {
                 &["-r", "abc", "true"],
                 1,
                 Err,
-                "<signum> is between 1 and 31",
+                "s from 1 to 31 and r from 0 to 31",
             ),
             case(
                 "dumb-init",

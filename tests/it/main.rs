@@ -8,6 +8,7 @@ mod big_list;
 mod cli;
 mod container;
 mod control;
+mod dumb_init;
 mod feed;
 mod firstboot;
 mod manifests;

@@ -570,3 +570,18 @@ pub fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(5));
     }
 }
+
+/// Runs the shell command `command` in `dir` under `script(1)`, so that it
+/// leads a session with a terminal on stdin. `SHELL=/bin/sh`: script runs
+/// the command with `$SHELL -c`, and the suite's own shell may not exec the
+/// last command (moltd would then not lead the session).
+pub fn under_script(dir: &TestDir, command: &str) -> Child {
+    Command::new("script")
+        .args(["-qec", command, "/dev/null"])
+        .env("SHELL", "/bin/sh")
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("script(1) from util-linux")
+}
