@@ -17,8 +17,9 @@ mod metrics;
 mod server;
 mod webhook;
 
+use crate::services::admission::Work;
 use crate::services::status::Phase;
-use crate::services::updates::{ToAgent, Work};
+use crate::services::updates::ToAgent;
 use crate::update::state::write_atomically;
 use crate::update::status::{Hook, Status};
 use std::net::SocketAddr;

@@ -31,8 +31,9 @@
 //! one that cannot run now (an update in progress) is answered at once.
 
 use super::{Secret, Shared};
+use crate::services::admission::{Admission, admit};
 use crate::services::control::{UpdateOp, UpdateReply};
-use crate::services::updates::{Admission, ReplyTo, ToAgent, admit};
+use crate::services::updates::{ReplyTo, ToAgent};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;

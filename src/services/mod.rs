@@ -8,6 +8,7 @@
 //! share with the supervisor; [`client`] is their side of the socket;
 //! [`updates`] runs the updater beside the loop.
 
+pub(crate) mod admission;
 pub mod client;
 pub mod control;
 pub mod machine;

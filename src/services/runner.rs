@@ -17,11 +17,12 @@
 //! installed.
 
 use super::ServicesConfig;
+use super::admission::{self, Admission, Work};
 use super::control::{self, Answer, Request, UpdateOp};
 use super::machine::{Action, Event, Program, SpawnFailure, Supervisor, Which};
 use super::output::Output;
 use super::scan::{self, Listing};
-use super::updates::{self, AGENT_CLIENT, Admission, Link, ReplyTo, ToAgent, ToLoop, Work};
+use super::updates::{self, AGENT_CLIENT, Link, ReplyTo, ToAgent, ToLoop};
 use crate::init::messages::Messages;
 use crate::init::policy::Forwarder;
 use crate::init::{self, InitConfig, Isolation, Reaping};
@@ -199,7 +200,7 @@ struct Agent {
     /// Hooks running for the updater, by pid.
     hooks: BTreeSet<i32>,
     /// The updater's status snapshot and work flags: requests are
-    /// answered or let through from these (see [`updates::admit`]).
+    /// answered or let through from these (see [`admission::admit`]).
     status: Arc<Mutex<crate::update::status::Status>>,
     work: Arc<Work>,
 }
@@ -950,7 +951,7 @@ impl Runner {
             let Some(agent) = &self.agent else {
                 return self.reply(id, &updates::not_configured());
             };
-            match updates::admit(&agent.work, &agent.status, &op) {
+            match admission::admit(&agent.work, &agent.status, &op) {
                 Admission::Answer(reply) => self.reply(id, &control::encode_update_reply(&reply)),
                 Admission::Forward(pending) => {
                     // The first answer now; the outcome when the thread

@@ -1,0 +1,277 @@
+//! What a request for the updater gets at once, without waiting for the
+//! updater thread: the control socket's loop and the HTTP thread ask
+//! [`admit`], which answers from the shared status snapshot and the [`Work`]
+//! flags (status, `--check` while busy, "already updating", "busy", "updates
+//! are off"), or lets the request through to the thread, cancelling a
+//! download in progress for a rollback. So a control request gets its first
+//! answer within milliseconds whatever the thread is doing.
+//!
+//! Why apart from the thread (`updates.rs`): this is a pure decision over
+//! shared flags, table-tested without a thread or a process.
+
+use super::control::{UpdateOp, UpdateReply};
+use crate::update::status::{Phase, Status};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// Whether the updater thread has work, shared with those who take
+/// requests for it (see [`admit`]). Busy means either; the two are kept
+/// apart so that neither side can clear what the other set.
+pub struct Work {
+    /// A run of the thread's own (first boot, schedule, trigger).
+    pub(super) working: AtomicBool,
+    /// Requests let through and not answered yet.
+    pub(super) queued: AtomicUsize,
+    /// The updater's cancel flag (see `Updater::cancel_flag`): set with a
+    /// rollback let through while a download or staging runs; cleared when
+    /// the thread takes that rollback.
+    pub(super) cancel: Arc<AtomicBool>,
+    /// No release has been installed yet: nothing to roll back to, whatever
+    /// a stale state file names (cleared by the thread once one is).
+    pub(super) first_boot: AtomicBool,
+    /// Why updates are off, if they are: every request but `status` is
+    /// answered with it.
+    off: Option<String>,
+}
+
+impl Work {
+    /// The work of an updater thread that is about to start its first boot,
+    /// or of one that only runs the installed release because updates are
+    /// `off`.
+    pub fn new(cancel: Arc<AtomicBool>, off: Option<String>) -> Work {
+        Work {
+            working: AtomicBool::new(false),
+            queued: AtomicUsize::new(0),
+            cancel,
+            first_boot: AtomicBool::new(off.is_none()),
+            off,
+        }
+    }
+
+    fn busy(&self) -> bool {
+        self.working.load(Ordering::SeqCst) || self.queued.load(Ordering::SeqCst) > 0
+    }
+}
+
+/// What to do with a request for the updater.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Admission {
+    /// Answered already: reply with this.
+    Answer(UpdateReply),
+    /// Hand it to the thread; meanwhile tell the client this (what it now
+    /// waits for).
+    Forward(String),
+}
+
+/// Steps of the switch itself: a rollback cannot cut in there.
+fn switching(phase: Phase) -> bool {
+    matches!(
+        phase,
+        Phase::Stopping | Phase::Switching | Phase::Starting | Phase::HealthCheck
+    )
+}
+
+/// `step N/M (phase)` of the run in progress.
+fn step(status: &Status) -> String {
+    format!(
+        "step {}/{} ({})",
+        status.step,
+        status.total_steps,
+        status.state.name()
+    )
+}
+
+/// The status document as JSON.
+pub fn status_reply(status: &Mutex<Status>) -> UpdateReply {
+    let status = status.lock().map_err(|_| "status unavailable")?;
+    serde_json::to_string_pretty(&*status).map_err(|err| err.to_string())
+}
+
+/// Decides at once what becomes of `op`, from the status snapshot and the
+/// work flags, without waiting for the thread:
+///
+/// * `status`: the snapshot;
+/// * `update --check` while busy: what the last check found;
+/// * `update` while busy: "already updating, step N/M (phase)";
+/// * `rollback` with nothing to return to (or first boot): refused; while a check,
+///   download or staging runs: cancels it and goes through (the thread
+///   takes it next); during a switch or health check: "busy, try again";
+/// * `unmark` while busy: "busy, try again";
+/// * anything else goes through, and the thread counts as busy from now.
+pub fn admit(work: &Work, status: &Mutex<Status>, op: &UpdateOp) -> Admission {
+    if *op == UpdateOp::Status {
+        return Admission::Answer(status_reply(status));
+    }
+    let Ok(status) = status.lock() else {
+        return Admission::Answer(Err("status unavailable".into()));
+    };
+    let busy = work.busy();
+    let refuse = |text: String| Admission::Answer(Err(text));
+    if let Some(reason) = &work.off {
+        return refuse(format!("updates are off: {reason}"));
+    }
+    match op {
+        UpdateOp::Update {
+            check_only: true, ..
+        } if busy => {
+            let current = status.current.as_deref().unwrap_or("nothing installed");
+            let found = match &status.available {
+                Some(newer) => format!("newer release {} available", newer.tag),
+                None => "no newer release".to_owned(),
+            };
+            Admission::Answer(Ok(format!(
+                "{found} (current: {current}; as of the last check: an update is in progress, {})",
+                step(&status)
+            )))
+        }
+        UpdateOp::Update { .. } if busy => refuse(format!("already updating, {}", step(&status))),
+        UpdateOp::Rollback
+            if status.current.is_none() || work.first_boot.load(Ordering::SeqCst) =>
+        {
+            refuse("no release is installed yet: nothing to roll back".into())
+        }
+        UpdateOp::Rollback if status.previous.is_none() => {
+            refuse("no previous release to roll back to".into())
+        }
+        UpdateOp::Rollback if busy && work.cancel.load(Ordering::SeqCst) => refuse(format!(
+            "a rollback is already waiting for {}",
+            step(&status)
+        )),
+        UpdateOp::Rollback if busy && !switching(status.state) => {
+            work.cancel.store(true, Ordering::SeqCst);
+            work.queued.fetch_add(1, Ordering::SeqCst);
+            let previous = status.previous.as_deref().unwrap_or_default();
+            Admission::Forward(format!(
+                "cancelling the update in progress at {}, then rolling back to {previous}",
+                step(&status)
+            ))
+        }
+        _ if busy => refuse(format!("busy: {}; try again when it ends", step(&status))),
+        _ => {
+            work.queued.fetch_add(1, Ordering::SeqCst);
+            Admission::Forward(match op {
+                UpdateOp::Update {
+                    check_only: true, ..
+                } => "checking for a newer release".to_owned(),
+                UpdateOp::Update { .. } => "checking for a newer release and applying it".into(),
+                UpdateOp::Rollback => format!(
+                    "rolling back to {}",
+                    status.previous.as_deref().unwrap_or_default()
+                ),
+                UpdateOp::Unmark(tags) => format!("clearing the bad mark of {}", tags.join(", ")),
+                UpdateOp::Status => String::new(),
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::update::status::Reporter;
+
+    fn status(state: Phase, step: u32, previous: Option<&str>) -> Mutex<Status> {
+        let mut status = Reporter::new(None).status().clone();
+        status.state = state;
+        status.step = step;
+        status.total_steps = 9;
+        status.current = Some("v2".into());
+        status.previous = previous.map(str::to_owned);
+        Mutex::new(status)
+    }
+
+    /// The work flags once a release is installed.
+    fn installed() -> Work {
+        let work = Work::new(Arc::default(), None);
+        work.first_boot.store(false, Ordering::SeqCst);
+        work
+    }
+
+    fn answered(admission: Admission) -> String {
+        match admission {
+            Admission::Answer(Ok(text) | Err(text)) => text,
+            Admission::Forward(pending) => panic!("let through: {pending}"),
+        }
+    }
+
+    #[test]
+    fn admit_answers_what_cannot_wait() {
+        let update = UpdateOp::Update {
+            check_only: false,
+            force: false,
+        };
+        let check = UpdateOp::Update {
+            check_only: true,
+            force: false,
+        };
+        let work = installed();
+        let downloading = status(Phase::Downloading, 2, Some("v1"));
+        // Idle: through, and busy from then on.
+        assert!(matches!(
+            admit(&work, &downloading, &update),
+            Admission::Forward(_)
+        ));
+        let again = answered(admit(&work, &downloading, &update));
+        assert_eq!(again, "already updating, step 2/9 (downloading)");
+        assert!(answered(admit(&work, &downloading, &check)).contains("no newer release"));
+        assert!(answered(admit(&work, &downloading, &UpdateOp::Status)).contains("downloading"));
+        let unmark = UpdateOp::Unmark(vec!["v3".into()]);
+        assert!(answered(admit(&work, &downloading, &unmark)).starts_with("busy: step 2/9"));
+        // A rollback cancels the download, once.
+        let Admission::Forward(pending) = admit(&work, &downloading, &UpdateOp::Rollback) else {
+            panic!("rollback refused");
+        };
+        assert!(pending.contains("then rolling back to v1"), "{pending}");
+        assert!(work.cancel.load(Ordering::SeqCst));
+        let second = answered(admit(&work, &downloading, &UpdateOp::Rollback));
+        assert!(
+            second.starts_with("a rollback is already waiting"),
+            "{second}"
+        );
+        // Not during a health check, nor with nothing to return to.
+        let work = installed();
+        work.working.store(true, Ordering::SeqCst);
+        let checking = status(Phase::HealthCheck, 8, Some("v1"));
+        let busy = answered(admit(&work, &checking, &UpdateOp::Rollback));
+        assert_eq!(
+            busy,
+            "busy: step 8/9 (health_check); try again when it ends"
+        );
+        assert!(!work.cancel.load(Ordering::SeqCst));
+        let first = status(Phase::Downloading, 2, None);
+        let none = answered(admit(&work, &first, &UpdateOp::Rollback));
+        assert_eq!(none, "no previous release to roll back to");
+        let first_boot = status(Phase::Downloading, 2, Some("v1"));
+        first_boot.lock().unwrap().current = None;
+        let none = answered(admit(&work, &first_boot, &UpdateOp::Rollback));
+        assert_eq!(none, "no release is installed yet: nothing to roll back");
+        // A state file may name a current and a previous release whose
+        // folders are gone: still first boot.
+        let stale = Work::new(Arc::default(), None);
+        stale.working.store(true, Ordering::SeqCst);
+        let downloading = status(Phase::Downloading, 2, Some("v1"));
+        let none = answered(admit(&stale, &downloading, &UpdateOp::Rollback));
+        assert_eq!(none, "no release is installed yet: nothing to roll back");
+        assert!(!stale.cancel.load(Ordering::SeqCst));
+        // Updates off: every request but the status gets the reason at once.
+        let off = Work::new(Arc::default(), Some("read-only".into()));
+        let idle = status(Phase::Idle, 1, Some("v1"));
+        for op in [
+            UpdateOp::Rollback,
+            UpdateOp::Update {
+                check_only: true,
+                force: false,
+            },
+            UpdateOp::Unmark(vec!["v2".into()]),
+        ] {
+            assert_eq!(
+                answered(admit(&off, &idle, &op)),
+                "updates are off: read-only"
+            );
+        }
+        assert!(matches!(
+            admit(&off, &idle, &UpdateOp::Status),
+            Admission::Answer(Ok(_))
+        ));
+    }
+}
