@@ -23,6 +23,7 @@ mod apply;
 pub mod config;
 mod error;
 pub mod fetch;
+mod first_boot;
 pub mod http;
 pub mod layout;
 pub mod poll;
