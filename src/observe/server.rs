@@ -198,13 +198,10 @@ fn evict_oldest(connections: &Connections) {
 
 /// Marks whether a connection's request is being handled.
 fn handling(connections: &Connections, id: u64, handling: bool) {
-    if let Some(connection) = connections
-        .lock()
-        .ok()
-        .as_mut()
-        .and_then(|open| open.get_mut(&id))
-    {
-        connection.handling = handling;
+    if let Ok(mut open) = connections.lock() {
+        if let Some(connection) = open.get_mut(&id) {
+            connection.handling = handling;
+        }
     }
 }
 

@@ -493,14 +493,7 @@ pub fn agent(mut updater: Updater, mut link: Link) {
                 updater.automatic(&mut link, true);
             }
             Some(ToAgent::Client { to, op }) => {
-                let reply = match op {
-                    UpdateOp::Status => status_reply(&updater.shared_status()),
-                    UpdateOp::Update { check_only, force } => {
-                        updater.request(&mut link, ApplyRequest::Update { check_only, force })
-                    }
-                    UpdateOp::Rollback => updater.request(&mut link, ApplyRequest::Rollback),
-                    UpdateOp::Unmark(tags) => updater.unmark(&tags).map_err(|err| chain(&err)),
-                };
+                let reply = carry_out(&mut updater, &mut link, op);
                 link.reply(to, reply);
             }
             Some(_) => {}
@@ -532,25 +525,33 @@ fn first_boot_wait(
             UpdateOp::Update {
                 check_only: false, ..
             } => return Ok(Some(to)),
-            UpdateOp::Update { check_only, force } => {
-                let request = ApplyRequest::Update { check_only, force };
-                let reply = updater.request(link, request);
-                link.reply(to, reply);
+            UpdateOp::Status | UpdateOp::Rollback => {
+                link.reply(to, Err("no release is installed yet".into()));
             }
-            UpdateOp::Unmark(tags) => {
-                let reply = updater.unmark(&tags).map_err(|err| chain(&err));
-                let unmarked = reply.is_ok();
+            op => {
+                let unmark = matches!(op, UpdateOp::Unmark(_));
+                let reply = carry_out(updater, link, op);
+                let unmarked = unmark && reply.is_ok();
                 link.reply(to, reply);
                 if unmarked {
                     return Ok(None);
                 }
             }
-            UpdateOp::Status | UpdateOp::Rollback => {
-                link.reply(to, Err("no release is installed yet".into()));
-            }
         }
     }
     Ok(None)
+}
+
+/// Carries out a request `admit` let through to the thread.
+fn carry_out(updater: &mut Updater, link: &mut Link, op: UpdateOp) -> UpdateReply {
+    match op {
+        UpdateOp::Status => status_reply(&updater.shared_status()),
+        UpdateOp::Update { check_only, force } => {
+            updater.request(link, ApplyRequest::Update { check_only, force })
+        }
+        UpdateOp::Rollback => updater.request(link, ApplyRequest::Rollback),
+        UpdateOp::Unmark(tags) => updater.unmark(&tags).map_err(|err| chain(&err)),
+    }
 }
 
 /// The encoded reply for a client when no updater runs.

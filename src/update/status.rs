@@ -273,9 +273,7 @@ impl Reporter {
         }
         if step == 1 {
             self.status.started_at = Some(rfc3339(SystemTime::now()));
-            self.status.bytes_done = 0;
-            self.status.bytes_total = None;
-            self.status.progress = None;
+            self.clear_progress();
         }
         self.status.state = state;
         self.status.step = step;
@@ -310,6 +308,13 @@ impl Reporter {
         }
     }
 
+    /// Forgets the download's progress (a new run, or an abandoned one).
+    fn clear_progress(&mut self) {
+        self.status.bytes_done = 0;
+        self.status.bytes_total = None;
+        self.status.progress = None;
+    }
+
     /// Download progress; written at most every 200 ms, and at the end.
     pub fn progress(&mut self, done: u64, total: Option<u64>) {
         self.status.counters.downloaded_bytes += done.saturating_sub(self.status.bytes_done);
@@ -341,9 +346,7 @@ impl Reporter {
         self.status.state = Phase::Idle;
         self.status.message = message;
         // The download was abandoned: its progress no longer means anything.
-        self.status.bytes_done = 0;
-        self.status.bytes_total = None;
-        self.status.progress = None;
+        self.clear_progress();
         self.write();
     }
 
