@@ -4,6 +4,7 @@
 //! See ARCHITECTURE.md for the map of the crate and the rules it keeps.
 
 pub mod cli;
+pub mod control;
 pub mod init;
 pub mod logging;
 pub mod observe;
@@ -13,3 +14,8 @@ pub mod services;
 pub mod signals;
 pub mod sys;
 pub mod update;
+
+/// Reads one environment variable; a parameter so parsers can be tested
+/// without touching the process environment. Here, at the root, because
+/// the command line, the secrets and the observers all read settings.
+pub type Env<'a> = &'a dyn Fn(&str) -> Option<std::ffi::OsString>;

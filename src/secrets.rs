@@ -13,7 +13,7 @@
 //! update source reads none of them, and tini and dumb-init have no secrets:
 //! those pass the environment on untouched.
 
-use crate::cli::Env;
+use crate::Env;
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;

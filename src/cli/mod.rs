@@ -72,9 +72,7 @@ impl Outcome {
     }
 }
 
-/// Reads one environment variable; a parameter so parsers can be tested
-/// without touching the process environment.
-pub type Env<'a> = &'a dyn Fn(&str) -> Option<OsString>;
+pub use crate::Env;
 
 /// moltd's whole life: parse, then run. Returns the process exit code.
 pub fn main(args: Vec<OsString>) -> i32 {

@@ -14,7 +14,8 @@ use super::{Env, write_err, write_out};
 use crate::logging::Escaped;
 use crate::services::DEFAULT_SVWAIT;
 use crate::services::client::{ClientError, Control};
-use crate::services::control::{Answer, Op, Request, UpdateOp, UpdateReply};
+use crate::control::{UpdateReply, UpdateRequest};
+use crate::services::control::{Answer, Op, Request};
 use crate::services::status::{self, Status};
 use crate::update::status::Status as UpdateStatus;
 use lexopt::prelude::*;
@@ -318,7 +319,7 @@ pub fn status(names: Vec<OsString>, control: &Control) -> i32 {
     }
     write_out(&status::table(&known));
     if names.is_empty() {
-        match control.ask_updater(UpdateOp::Status, &mut |_| {}) {
+        match control.ask_updater(UpdateRequest::Status, &mut |_| {}) {
             Ok(reply) => write_out(&update_summary(reply)),
             Err(err) => return super::client_failed(&err, control),
         }

@@ -15,7 +15,7 @@
 
 use super::{Env, Outcome, write_err, write_out};
 use crate::services::client::{self, ClientError, Control};
-use crate::services::control::UpdateOp;
+use crate::control::{UpdateReply, UpdateRequest};
 use crate::update::{self, Config, Mode, Updater};
 use lexopt::prelude::*;
 use log::LevelFilter;
@@ -71,6 +71,9 @@ pub fn parse(args: impl IntoIterator<Item = OsString>, socket: PathBuf, env: Env
         level,
         socket,
     };
+    // The flags `--check`, `--force` and `--stage-only` given, to refuse
+    // two of them together: the help offers them as alternatives.
+    let mut chosen = std::collections::BTreeSet::new();
     let mut parser = lexopt::Parser::from_args(args);
     loop {
         let arg = match parser.next() {
@@ -79,13 +82,30 @@ pub fn parse(args: impl IntoIterator<Item = OsString>, socket: PathBuf, env: Env
             Err(err) => return usage_error(err),
         };
         match arg {
-            Long("check") => command.mode = Some(Mode::Check),
-            Long("force") => command.force = true,
-            Long("stage-only") => command.mode = Some(Mode::Stage),
+            Long("check") => {
+                command.mode = Some(Mode::Check);
+                chosen.insert("check");
+            }
+            Long("force") => {
+                command.force = true;
+                chosen.insert("force");
+            }
+            Long("stage-only") => {
+                command.mode = Some(Mode::Stage);
+                chosen.insert("stage-only");
+            }
             Long("watch") => command.watch = true,
             Short('h') | Long("help") => return Outcome::stdout(HELP),
             other => return usage_error(other.unexpected()),
         }
+    }
+    if let [first, second, ..] = chosen.into_iter().collect::<Vec<_>>()[..] {
+        return usage_error(format!("--{first} and --{second} do not go together"));
+    }
+    // Forcing accepts a hand-edited tree in the running supervisor; a
+    // local run never switches releases.
+    if command.force && command.watch {
+        return usage_error("--force and --watch do not go together (--watch runs here; --force needs the running supervisor)");
     }
     Outcome::Update(command)
 }
@@ -124,7 +144,7 @@ pub fn parse_unmark(args: Vec<OsString>, socket: PathBuf) -> Outcome {
 /// one that holds the state in memory would undo the edit at its next save,
 /// so any other failure to connect (permissions) is reported instead.
 pub fn unmark(tags: &[String], control: &Control, env: Env) -> i32 {
-    match control.ask_updater(UpdateOp::Unmark(tags.to_vec()), &mut waiting(control)) {
+    match control.ask_updater(UpdateRequest::Unmark(tags.to_vec()), &mut waiting(control)) {
         Ok(reply) => print_reply(reply),
         Err(ClientError::NotRunning(_)) => {
             let app = update::config::app_dir(env);
@@ -157,7 +177,7 @@ pub fn unmark(tags: &[String], control: &Control, env: Env) -> i32 {
 
 /// `moltd rollback`: only the running supervisor can do it.
 pub fn rollback(control: &Control) -> i32 {
-    match control.ask_updater(UpdateOp::Rollback, &mut waiting(control)) {
+    match control.ask_updater(UpdateRequest::Rollback, &mut waiting(control)) {
         Err(err) => super::client_failed(&err, control),
         Ok(reply) => print_reply(reply),
     }
@@ -175,7 +195,7 @@ fn waiting(control: &Control) -> impl FnMut(&str) {
     }
 }
 
-fn print_reply(reply: update::ApplyReply) -> i32 {
+fn print_reply(reply: UpdateReply) -> i32 {
     match reply {
         Ok(text) => {
             write_out(&format!("{text}\n"));
@@ -192,11 +212,13 @@ fn print_reply(reply: update::ApplyReply) -> i32 {
 pub fn run(command: UpdateCommand, control: &Control) -> i32 {
     let local = command.watch || command.mode == Some(Mode::Stage);
     if !local {
-        let op = UpdateOp::Update {
-            check_only: command.mode == Some(Mode::Check),
-            force: command.force,
+        let request = match command.mode {
+            Some(Mode::Check) => UpdateRequest::Check,
+            _ => UpdateRequest::Apply {
+                force: command.force,
+            },
         };
-        match control.ask_updater(op, &mut waiting(control)) {
+        match control.ask_updater(request, &mut waiting(control)) {
             Ok(reply) => return print_reply(reply),
             Err(ClientError::NotRunning(_) | ClientError::Connect(_)) if !command.force => {}
             Err(err) => return super::client_failed(&err, control),
@@ -272,5 +294,29 @@ mod tests {
         refused(unmark(&["-x"]), "unexpected option \"-x\"");
         refused(unmark(&[""]), "bad tag \"\"");
         refused(unmark(&["v1\tv2"]), "bad tag");
+    }
+
+    /// `moltd update --check --force` used to send a plain check, dropping
+    /// `--force` without a word.
+    #[test]
+    fn update_refuses_flags_that_do_not_go_together() {
+        let update = |args: &[&str]| {
+            let args = args.iter().map(OsString::from);
+            parse(args, PathBuf::from("/s"), &|_| None)
+        };
+        refused(update(&["--check", "--force"]), "--check and --force do not go together");
+        refused(update(&["--force", "--check"]), "--check and --force do not go together");
+        refused(
+            update(&["--stage-only", "--force"]),
+            "--force and --stage-only do not go together",
+        );
+        refused(
+            update(&["--check", "--stage-only"]),
+            "--check and --stage-only do not go together",
+        );
+        refused(update(&["--force", "--watch"]), "--force and --watch do not go together");
+        for fine in [&["--check", "--check", "--watch"][..], &["--force"], &["--stage-only", "--watch"]] {
+            assert!(matches!(update(fine), Outcome::Update(_)), "{fine:?}");
+        }
     }
 }

@@ -5,7 +5,7 @@
 //! pure function over a snapshot is easy to test.
 
 use super::Services;
-use crate::services::status::Phase;
+use crate::control::Phase;
 use crate::update::status::Status;
 use std::fmt::Write as _;
 use std::time::Duration;

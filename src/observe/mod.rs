@@ -17,9 +17,7 @@ mod metrics;
 mod server;
 mod webhook;
 
-use crate::services::admission::Work;
-use crate::services::status::Phase;
-use crate::services::updates::ToAgent;
+use crate::control::{Phase, UpdateReply, UpdateRequest};
 use crate::update::state::write_atomically;
 use crate::update::status::{Hook, Status};
 use std::net::SocketAddr;
@@ -58,7 +56,7 @@ pub enum ConfigError {
 impl Config {
     /// Reads and checks the settings (a parameter, so tests need no
     /// process environment).
-    pub fn from_env(env: crate::cli::Env) -> Result<Config, ConfigError> {
+    pub fn from_env(env: crate::Env) -> Result<Config, ConfigError> {
         let var = |name: &str| {
             env(name)
                 .map(|v| v.to_string_lossy().trim().to_owned())
@@ -148,13 +146,18 @@ impl Services {
     }
 }
 
+/// How `POST /update` and `POST /rollback` reach the updater: answers at
+/// once what cannot run now (an update in progress), else waits for the
+/// updater's reply (as long as its download and health check). Blocking:
+/// called on a thread of its own. Given by whoever runs the updater, so
+/// this module needs nothing of it but the control types.
+pub type Ask = Box<dyn Fn(UpdateRequest) -> UpdateReply + Send + Sync>;
+
 /// What the observer threads read.
 struct Shared {
     services: Mutex<Services>,
     update: OnceLock<Arc<Mutex<Status>>>,
-    to_agent: OnceLock<Sender<ToAgent>>,
-    /// What the updater thread is doing, to answer requests it cannot take.
-    work: OnceLock<Arc<Work>>,
+    ask: OnceLock<Ask>,
     started: Instant,
 }
 
@@ -166,6 +169,11 @@ impl Shared {
     fn update(&self) -> Option<Status> {
         let status = self.update.get()?;
         status.lock().ok().map(|s| s.clone())
+    }
+
+    /// The updater's reply to `request`; `None` when no updater runs.
+    fn ask(&self, request: UpdateRequest) -> Option<UpdateReply> {
+        self.ask.get().map(|ask| ask(request))
     }
 
     fn metrics(&self) -> String {
@@ -193,8 +201,7 @@ impl Observer {
         let shared = Arc::new(Shared {
             services: Mutex::new(Services::default()),
             update: OnceLock::new(),
-            to_agent: OnceLock::new(),
-            work: OnceLock::new(),
+            ask: OnceLock::new(),
             started: Instant::now(),
         });
         if let Some(addr) = config.listen {
@@ -219,18 +226,12 @@ impl Observer {
         })
     }
 
-    /// Connects the updater: its status for `/status` and the metrics, its
-    /// channel and work flags for `POST /update`, and the hook that feeds
-    /// the metrics file and the webhook.
-    pub fn attach_updater(
-        &self,
-        status: Arc<Mutex<Status>>,
-        to_agent: Sender<ToAgent>,
-        work: Arc<Work>,
-    ) -> Hook {
+    /// Connects the updater: its status for `/status` and the metrics, how
+    /// to ask it for `POST /update`, and the hook that feeds the metrics
+    /// file and the webhook.
+    pub fn attach_updater(&self, status: Arc<Mutex<Status>>, ask: Ask) -> Hook {
         let _ = self.shared.update.set(status);
-        let _ = self.shared.to_agent.set(to_agent);
-        let _ = self.shared.work.set(work);
+        let _ = self.shared.ask.set(ask);
         let file = self.file.clone();
         let notices = self.notices.clone();
         Box::new(move |status, notice| {

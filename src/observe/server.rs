@@ -31,9 +31,7 @@
 //! one that cannot run now (an update in progress) is answered at once.
 
 use super::{Secret, Shared};
-use crate::services::admission::{Admission, admit};
-use crate::services::control::{UpdateOp, UpdateReply};
-use crate::services::updates::{ReplyTo, ToAgent};
+use crate::control::UpdateRequest;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -45,7 +43,6 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::task::AbortHandle;
@@ -244,14 +241,18 @@ async fn route(context: &Context, request: Request<Incoming>) -> Reply {
                 return refused;
             }
             let op = match path {
-                "/rollback" => UpdateOp::Rollback,
-                _ => UpdateOp::Update {
-                    check_only: query.split('&').any(|p| p == "check"),
-                    force: query.split('&').any(|p| p == "force"),
-                },
+                "/rollback" => Ok(UpdateRequest::Rollback),
+                _ => UpdateRequest::update(
+                    query.split('&').any(|p| p == "check"),
+                    query.split('&').any(|p| p == "force"),
+                ),
+            };
+            let op = match op {
+                Ok(op) => op,
+                Err(bad) => return text(StatusCode::BAD_REQUEST, format!("{bad}\n")),
             };
             let shared = shared.clone();
-            let asked = tokio::task::spawn_blocking(move || ask_updater(&shared, op)).await;
+            let asked = tokio::task::spawn_blocking(move || shared.ask(op)).await;
             match asked.ok().flatten() {
                 Some(Ok(done)) => text(StatusCode::OK, format!("{done}\n")),
                 Some(Err(problem)) => text(StatusCode::CONFLICT, format!("{problem}\n")),
@@ -279,25 +280,6 @@ fn not_configured() -> Reply {
     text(StatusCode::NOT_FOUND, why)
 }
 
-/// Answers at once what cannot run now (an update while one is in
-/// progress: 409), else hands the request to the updater thread and waits
-/// for its answer (an update can take as long as its download and health
-/// check).
-fn ask_updater(shared: &Shared, op: UpdateOp) -> Option<UpdateReply> {
-    let to_agent = shared.to_agent.get()?;
-    let status = shared.update.get()?;
-    if let Admission::Answer(reply) = admit(shared.work.get()?, status, &op) {
-        return Some(reply);
-    }
-    let (reply, replied) = mpsc::channel();
-    let to = ReplyTo::Http(reply);
-    to_agent.send(ToAgent::Client { to, op }).ok()?;
-    Some(
-        replied
-            .recv()
-            .unwrap_or_else(|_| Err("the updater has ended".into())),
-    )
-}
 
 fn text(code: StatusCode, body: impl Into<Bytes>) -> Reply {
     reply(code, "text/plain", body)

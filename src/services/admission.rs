@@ -9,8 +9,8 @@
 //! Why apart from the thread (`updates.rs`): this is a pure decision over
 //! shared flags, table-tested without a thread or a process.
 
-use super::control::{UpdateOp, UpdateReply};
-use crate::update::status::{Phase, Status};
+use crate::control::{UpdateReply, UpdateRequest};
+use crate::update::status::{Phase, Status, reply as status_reply};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -81,12 +81,6 @@ fn step(status: &Status) -> String {
     )
 }
 
-/// The status document as JSON.
-pub fn status_reply(status: &Mutex<Status>) -> UpdateReply {
-    let status = status.lock().map_err(|_| "status unavailable")?;
-    serde_json::to_string_pretty(&*status).map_err(|err| err.to_string())
-}
-
 /// Decides at once what becomes of `op`, from the status snapshot and the
 /// work flags, without waiting for the thread:
 ///
@@ -98,8 +92,8 @@ pub fn status_reply(status: &Mutex<Status>) -> UpdateReply {
 ///   takes it next); during a switch or health check: "busy, try again";
 /// * `unmark` while busy: "busy, try again";
 /// * anything else goes through, and the thread counts as busy from now.
-pub fn admit(work: &Work, status: &Mutex<Status>, op: &UpdateOp) -> Admission {
-    if *op == UpdateOp::Status {
+pub fn admit(work: &Work, status: &Mutex<Status>, op: &UpdateRequest) -> Admission {
+    if *op == UpdateRequest::Status {
         return Admission::Answer(status_reply(status));
     }
     let Ok(status) = status.lock() else {
@@ -111,9 +105,7 @@ pub fn admit(work: &Work, status: &Mutex<Status>, op: &UpdateOp) -> Admission {
         return refuse(format!("updates are off: {reason}"));
     }
     match op {
-        UpdateOp::Update {
-            check_only: true, ..
-        } if busy => {
+        UpdateRequest::Check if busy => {
             let current = status.current.as_deref().unwrap_or("nothing installed");
             let found = match &status.available {
                 Some(newer) => format!("newer release {} available", newer.tag),
@@ -124,20 +116,20 @@ pub fn admit(work: &Work, status: &Mutex<Status>, op: &UpdateOp) -> Admission {
                 step(&status)
             )))
         }
-        UpdateOp::Update { .. } if busy => refuse(format!("already updating, {}", step(&status))),
-        UpdateOp::Rollback
+        UpdateRequest::Apply { .. } if busy => refuse(format!("already updating, {}", step(&status))),
+        UpdateRequest::Rollback
             if status.current.is_none() || work.first_boot.load(Ordering::SeqCst) =>
         {
             refuse("no release is installed yet: nothing to roll back".into())
         }
-        UpdateOp::Rollback if status.previous.is_none() => {
+        UpdateRequest::Rollback if status.previous.is_none() => {
             refuse("no previous release to roll back to".into())
         }
-        UpdateOp::Rollback if busy && work.cancel.load(Ordering::SeqCst) => refuse(format!(
+        UpdateRequest::Rollback if busy && work.cancel.load(Ordering::SeqCst) => refuse(format!(
             "a rollback is already waiting for {}",
             step(&status)
         )),
-        UpdateOp::Rollback if busy && !switching(status.state) => {
+        UpdateRequest::Rollback if busy && !switching(status.state) => {
             work.cancel.store(true, Ordering::SeqCst);
             work.queued.fetch_add(1, Ordering::SeqCst);
             let previous = status.previous.as_deref().unwrap_or_default();
@@ -150,16 +142,14 @@ pub fn admit(work: &Work, status: &Mutex<Status>, op: &UpdateOp) -> Admission {
         _ => {
             work.queued.fetch_add(1, Ordering::SeqCst);
             Admission::Forward(match op {
-                UpdateOp::Update {
-                    check_only: true, ..
-                } => "checking for a newer release".to_owned(),
-                UpdateOp::Update { .. } => "checking for a newer release and applying it".into(),
-                UpdateOp::Rollback => format!(
+                UpdateRequest::Check => "checking for a newer release".to_owned(),
+                UpdateRequest::Apply { .. } => "checking for a newer release and applying it".into(),
+                UpdateRequest::Rollback => format!(
                     "rolling back to {}",
                     status.previous.as_deref().unwrap_or_default()
                 ),
-                UpdateOp::Unmark(tags) => format!("clearing the bad mark of {}", tags.join(", ")),
-                UpdateOp::Status => String::new(),
+                UpdateRequest::Unmark(tags) => format!("clearing the bad mark of {}", tags.join(", ")),
+                UpdateRequest::Status => String::new(),
             })
         }
     }
@@ -196,14 +186,8 @@ mod tests {
 
     #[test]
     fn admit_answers_what_cannot_wait() {
-        let update = UpdateOp::Update {
-            check_only: false,
-            force: false,
-        };
-        let check = UpdateOp::Update {
-            check_only: true,
-            force: false,
-        };
+        let update = UpdateRequest::Apply { force: false };
+        let check = UpdateRequest::Check;
         let work = installed();
         let downloading = status(Phase::Downloading, 2, Some("v1"));
         // Idle: through, and busy from then on.
@@ -214,16 +198,16 @@ mod tests {
         let again = answered(admit(&work, &downloading, &update));
         assert_eq!(again, "already updating, step 2/9 (downloading)");
         assert!(answered(admit(&work, &downloading, &check)).contains("no newer release"));
-        assert!(answered(admit(&work, &downloading, &UpdateOp::Status)).contains("downloading"));
-        let unmark = UpdateOp::Unmark(vec!["v3".into()]);
+        assert!(answered(admit(&work, &downloading, &UpdateRequest::Status)).contains("downloading"));
+        let unmark = UpdateRequest::Unmark(vec!["v3".into()]);
         assert!(answered(admit(&work, &downloading, &unmark)).starts_with("busy: step 2/9"));
         // A rollback cancels the download, once.
-        let Admission::Forward(pending) = admit(&work, &downloading, &UpdateOp::Rollback) else {
+        let Admission::Forward(pending) = admit(&work, &downloading, &UpdateRequest::Rollback) else {
             panic!("rollback refused");
         };
         assert!(pending.contains("then rolling back to v1"), "{pending}");
         assert!(work.cancel.load(Ordering::SeqCst));
-        let second = answered(admit(&work, &downloading, &UpdateOp::Rollback));
+        let second = answered(admit(&work, &downloading, &UpdateRequest::Rollback));
         assert!(
             second.starts_with("a rollback is already waiting"),
             "{second}"
@@ -232,37 +216,34 @@ mod tests {
         let work = installed();
         work.working.store(true, Ordering::SeqCst);
         let checking = status(Phase::HealthCheck, 8, Some("v1"));
-        let busy = answered(admit(&work, &checking, &UpdateOp::Rollback));
+        let busy = answered(admit(&work, &checking, &UpdateRequest::Rollback));
         assert_eq!(
             busy,
             "busy: step 8/9 (health_check); try again when it ends"
         );
         assert!(!work.cancel.load(Ordering::SeqCst));
         let first = status(Phase::Downloading, 2, None);
-        let none = answered(admit(&work, &first, &UpdateOp::Rollback));
+        let none = answered(admit(&work, &first, &UpdateRequest::Rollback));
         assert_eq!(none, "no previous release to roll back to");
         let first_boot = status(Phase::Downloading, 2, Some("v1"));
         first_boot.lock().unwrap().current = None;
-        let none = answered(admit(&work, &first_boot, &UpdateOp::Rollback));
+        let none = answered(admit(&work, &first_boot, &UpdateRequest::Rollback));
         assert_eq!(none, "no release is installed yet: nothing to roll back");
         // A state file may name a current and a previous release whose
         // folders are gone: still first boot.
         let stale = Work::new(Arc::default(), None);
         stale.working.store(true, Ordering::SeqCst);
         let downloading = status(Phase::Downloading, 2, Some("v1"));
-        let none = answered(admit(&stale, &downloading, &UpdateOp::Rollback));
+        let none = answered(admit(&stale, &downloading, &UpdateRequest::Rollback));
         assert_eq!(none, "no release is installed yet: nothing to roll back");
         assert!(!stale.cancel.load(Ordering::SeqCst));
         // Updates off: every request but the status gets the reason at once.
         let off = Work::new(Arc::default(), Some("read-only".into()));
         let idle = status(Phase::Idle, 1, Some("v1"));
         for op in [
-            UpdateOp::Rollback,
-            UpdateOp::Update {
-                check_only: true,
-                force: false,
-            },
-            UpdateOp::Unmark(vec!["v2".into()]),
+            UpdateRequest::Rollback,
+            UpdateRequest::Check,
+            UpdateRequest::Unmark(vec!["v2".into()]),
         ] {
             assert_eq!(
                 answered(admit(&off, &idle, &op)),
@@ -270,7 +251,7 @@ mod tests {
             );
         }
         assert!(matches!(
-            admit(&off, &idle, &UpdateOp::Status),
+            admit(&off, &idle, &UpdateRequest::Status),
             Admission::Answer(Ok(_))
         ));
     }

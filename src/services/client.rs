@@ -8,7 +8,8 @@
 //! liveness probe that runs `moltd status` gets an answer or a clear error
 //! within its own timeout, never a hang.
 
-use super::control::{self, Answer, Request, UpdateOp, UpdateReply};
+use super::control::{Answer, Request};
+use crate::control::{self, UpdateReply, UpdateRequest};
 use nix::errno::Errno;
 use nix::sys::socket::{self, AddressFamily, SockFlag, SockType, UnixAddr, sockopt};
 use nix::sys::time::TimeVal;
@@ -135,12 +136,12 @@ impl Control {
     /// waited for up to [`Control::wait`].
     pub fn ask_updater(
         &self,
-        op: UpdateOp,
+        request: UpdateRequest,
         pending: &mut dyn FnMut(&str),
     ) -> Result<UpdateReply, ClientError> {
         let mut stream = self.connect()?;
         stream
-            .write_all(op.encode().as_bytes())
+            .write_all(request.encode().as_bytes())
             .map_err(ClientError::Exchange)?;
         let mut text = Vec::new();
         let deadline = Instant::now() + self.timeout;
@@ -162,7 +163,7 @@ impl Control {
             return Err(expired);
         }
         let text = String::from_utf8_lossy(&text).into_owned();
-        control::decode_update_reply(&text).ok_or(ClientError::BadReply(text))
+        control::decode_reply(&text).ok_or(ClientError::BadReply(text))
     }
 }
 

@@ -8,14 +8,7 @@
 //!
 //! Requests for the updater (`moltd update`, `moltd rollback`, `moltd
 //! unmark`, the update part of `moltd status`) are lines starting with
-//! `update\t`; they are
-//! answered with [`UpdateReply`]: `ok` or `error`, then free text (the
-//! status document, for [`UpdateOp::Status`]). Status, and whatever cannot
-//! run now (an update while one is in progress), is answered at once from
-//! the updater's snapshot; what the updater thread carries out is first
-//! acknowledged with one `pending\t<what it does>` line, then answered
-//! when done, so a client always hears back at once and knows what it
-//! waits for.
+//! `update\t`, shared with the HTTP listener: see [`crate::control`].
 
 use super::status::Status;
 use crate::signals;
@@ -65,88 +58,6 @@ pub enum Answer {
     Killed(Status),
     /// No service by that name.
     Unknown(String),
-}
-
-/// A request for the updater.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum UpdateOp {
-    /// Check now and apply (or only report, with `check_only`); `force`
-    /// updates even when the release was changed by hand.
-    Update {
-        check_only: bool,
-        force: bool,
-    },
-    Rollback,
-    /// Clear the bad mark of these tags (`moltd unmark`); tags hold no tab
-    /// or newline (git refuses control characters in names).
-    Unmark(Vec<String>),
-    /// The status document, as JSON.
-    Status,
-}
-
-impl UpdateOp {
-    /// The request line, newline included.
-    pub fn encode(&self) -> String {
-        let verb = match self {
-            UpdateOp::Update {
-                check_only: true, ..
-            } => "check",
-            UpdateOp::Update { force: true, .. } => "force",
-            UpdateOp::Update { .. } => "apply",
-            UpdateOp::Rollback => "rollback",
-            UpdateOp::Unmark(tags) => return format!("update\tunmark\t{}\n", tags.join("\t")),
-            UpdateOp::Status => "status",
-        };
-        format!("update\t{verb}\n")
-    }
-
-    pub fn decode(line: &str) -> Option<UpdateOp> {
-        let line = line.trim_end_matches('\n').strip_prefix("update\t")?;
-        let (verb, rest) = line.split_once('\t').unwrap_or((line, ""));
-        let update = |check_only, force| UpdateOp::Update { check_only, force };
-        Some(match (verb, rest) {
-            ("check", "") => update(true, false),
-            ("force", "") => update(false, true),
-            ("apply", "") => update(false, false),
-            ("rollback", "") => UpdateOp::Rollback,
-            ("status", "") => UpdateOp::Status,
-            ("unmark", tags) if !tags.is_empty() => {
-                UpdateOp::Unmark(tags.split('\t').map(str::to_owned).collect())
-            }
-            _ => return None,
-        })
-    }
-}
-
-/// The updater's answer: whether it worked, and what to tell the user.
-pub type UpdateReply = crate::update::ApplyReply;
-
-/// The reply text: `ok` or `error` on the first line, then the text.
-pub fn encode_update_reply(reply: &UpdateReply) -> String {
-    match reply {
-        Ok(text) => format!("ok\n{text}\n"),
-        Err(text) => format!("error\n{text}\n"),
-    }
-}
-
-/// The line that tells a client its request was taken and what it now
-/// waits for, before the reply (requests the updater thread carries out).
-pub fn encode_pending(text: &str) -> String {
-    format!("{PENDING}{}\n", text.replace('\n', " "))
-}
-
-/// How a pending line starts.
-pub const PENDING: &str = "pending\t";
-
-/// The inverse of [`encode_update_reply`]; `None` for anything else.
-pub fn decode_update_reply(text: &str) -> Option<UpdateReply> {
-    let (kind, body) = text.split_once('\n')?;
-    let body = body.trim_end_matches('\n').to_owned();
-    match kind {
-        "ok" => Some(Ok(body)),
-        "error" => Some(Err(body)),
-        _ => None,
-    }
 }
 
 impl Op {
@@ -287,47 +198,6 @@ mod tests {
         for garbage in ["", "fly\t-\t0", "up\tsoon\t0", "signal:99\t-\t0"] {
             assert_eq!(Request::decode(garbage), None, "{garbage:?}");
         }
-    }
-
-    #[test]
-    fn update_requests_and_replies_round_trip() {
-        let ops = [
-            UpdateOp::Update {
-                check_only: true,
-                force: false,
-            },
-            UpdateOp::Update {
-                check_only: false,
-                force: true,
-            },
-            UpdateOp::Update {
-                check_only: false,
-                force: false,
-            },
-            UpdateOp::Rollback,
-            UpdateOp::Unmark(vec!["v3.0.0".into()]),
-            UpdateOp::Unmark(vec!["v3.0.0".into(), "web-v1.0.0".into()]),
-            UpdateOp::Status,
-        ];
-        for op in ops {
-            assert_eq!(Request::decode(&op.encode()), None);
-            assert_eq!(UpdateOp::decode(&op.encode()), Some(op));
-        }
-        for garbage in [
-            "update\tdance",
-            "update\tunmark",
-            "update\tunmark\t",
-            "update\tstatus\tx",
-        ] {
-            assert_eq!(UpdateOp::decode(garbage), None, "{garbage:?}");
-        }
-        for reply in [Ok("a\nb".to_owned()), Err("no".to_owned())] {
-            assert_eq!(
-                decode_update_reply(&encode_update_reply(&reply)),
-                Some(reply)
-            );
-        }
-        assert_eq!(decode_update_reply("maybe\n"), None);
     }
 
     #[test]

@@ -18,7 +18,8 @@
 
 use super::ServicesConfig;
 use super::admission::{self, Admission, Work};
-use super::control::{self, Answer, Request, UpdateOp};
+use super::control::{self, Answer, Request};
+use crate::control::{UpdateRequest, encode_pending, encode_reply};
 use super::machine::{Action, Event, Program, SpawnFailure, Supervisor, Which};
 use super::output::Output;
 use super::scan::{self, Listing};
@@ -947,18 +948,22 @@ impl Runner {
         };
         client.asked = true;
         let line = std::str::from_utf8(&client.request[..end]).unwrap_or_default();
-        if let Some(op) = UpdateOp::decode(line) {
+        if let Some(op) = UpdateRequest::decode(line) {
+            let op = match op {
+                Ok(op) => op,
+                Err(bad) => return self.reply(id, &encode_reply(&Err(bad.to_string()))),
+            };
             let Some(agent) = &self.agent else {
                 return self.reply(id, &updates::not_configured());
             };
             match admission::admit(&agent.work, &agent.status, &op) {
-                Admission::Answer(reply) => self.reply(id, &control::encode_update_reply(&reply)),
+                Admission::Answer(reply) => self.reply(id, &encode_reply(&reply)),
                 Admission::Forward(pending) => {
                     // The first answer now; the outcome when the thread
                     // sends it.
                     let _ = client
                         .stream
-                        .write_all(control::encode_pending(&pending).as_bytes());
+                        .write_all(encode_pending(&pending).as_bytes());
                     let _ = agent.to_agent.send(ToAgent::Client {
                         to: ReplyTo::Socket(id),
                         op,
@@ -1016,7 +1021,7 @@ impl Runner {
                     }
                 }
                 ToLoop::Reply { client, reply } => {
-                    self.reply(client, &control::encode_update_reply(&reply))
+                    self.reply(client, &encode_reply(&reply))
                 }
                 ToLoop::Ready => {
                     self.held = false;

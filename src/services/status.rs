@@ -2,6 +2,7 @@
 //! shown: runit's one-line `sv status` format, which scripts parse, and the
 //! `moltd status` table, which people read.
 
+pub use crate::control::Phase;
 use crate::signals;
 use crate::sys::reap::ExitStatus;
 use std::fmt::Write as _;
@@ -15,50 +16,10 @@ pub enum State {
     Finish,
 }
 
-/// Where a program is in its life, in more detail than runit shows.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Phase {
-    Running,
-    /// Asked to stop, or its `run` exited and the rest of its group is being
-    /// stopped: not down until the whole group is gone.
-    Stopping,
-    Finishing,
-    /// Waiting to be restarted.
-    Backoff,
-    /// Waiting to be restarted after several quick deaths in a row.
-    CrashLoop,
-    Down,
-}
-
-impl Phase {
-    /// Every phase, in the order metrics list them.
-    pub const ALL: [Phase; 6] = [
-        Phase::Running,
-        Phase::Stopping,
-        Phase::Finishing,
-        Phase::Backoff,
-        Phase::CrashLoop,
-        Phase::Down,
-    ];
-
-    /// The word `sv status` and the metrics use.
-    pub fn word(self) -> &'static str {
-        match self {
-            Phase::Running => "run",
-            Phase::Stopping => "stopping",
-            Phase::Finishing => "finish",
-            Phase::Backoff => "backoff",
-            Phase::CrashLoop => "crash-loop",
-            Phase::Down => "down",
-        }
-    }
-
-    fn parse(word: &str) -> Option<Phase> {
-        Phase::ALL.into_iter().find(|p| p.word() == word)
-    }
-
-    pub fn state(self) -> State {
-        match self {
+impl State {
+    /// runit's state of a program in `phase`.
+    pub fn of(phase: Phase) -> State {
+        match phase {
             Phase::Running | Phase::Stopping => State::Run,
             Phase::Finishing => State::Finish,
             Phase::Backoff | Phase::CrashLoop | Phase::Down => State::Down,
@@ -105,7 +66,7 @@ pub struct Status {
 impl ProgramStatus {
     /// runit's words for one program: `run: NAME: (pid 12) 3s, want down`.
     fn sv_words(&self, name: &str) -> String {
-        let state = self.phase.state();
+        let state = State::of(self.phase);
         let mut text = match state {
             State::Run => "run",
             State::Down => "down",
@@ -272,7 +233,7 @@ pub fn table(statuses: &[Status]) -> String {
         let programs = std::iter::once((status.name.as_str(), &status.main))
             .chain(status.log.iter().map(|log| (log_name.as_str(), log)));
         for (name, p) in programs {
-            let pid = p.pid.filter(|_| p.phase.state() != State::Down);
+            let pid = p.pid.filter(|_| State::of(p.phase) != State::Down);
             rows.push([
                 name.to_owned(),
                 p.phase.word().to_owned(),

@@ -24,13 +24,14 @@
 //! [`admission::admit`](super::admission::admit), and only what it lets
 //! through reaches the thread.
 
-use super::admission::{Work, status_reply};
-use super::control::{self, Answer, Op, Request, UpdateOp, UpdateReply};
+use super::admission::{Admission, Work, admit};
+use super::control::{Answer, Op, Request};
 use super::machine::MAIN_NAME;
 use super::status::Phase as ServicePhase;
+use crate::control::{self, UpdateReply, UpdateRequest};
 use crate::sys::reap::ExitStatus;
 use crate::update::status::Status;
-use crate::update::{ApplyRequest, Payload, Updater, chain, outcome, poll};
+use crate::update::{Payload, Updater, chain, outcome, poll};
 use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::os::fd::OwnedFd;
@@ -81,7 +82,7 @@ pub enum ToAgent {
     /// `moltd update`/`rollback`/`status`, or the same over HTTP.
     Client {
         to: ReplyTo,
-        op: UpdateOp,
+        op: UpdateRequest,
     },
 }
 
@@ -216,7 +217,7 @@ impl Link {
             })?,
         };
         if let Some(ToAgent::Client {
-            op: UpdateOp::Rollback,
+            op: UpdateRequest::Rollback,
             ..
         }) = &message
         {
@@ -411,8 +412,30 @@ impl Started {
         observer: &crate::observe::Observer,
         to_agent: std::sync::mpsc::Sender<ToAgent>,
     ) -> crate::update::status::Hook {
-        observer.attach_updater(self.status.clone(), to_agent, self.work.clone())
+        let (status, work) = (self.status.clone(), self.work.clone());
+        let ask = move |request| ask_blocking(&work, &status, &to_agent, request);
+        observer.attach_updater(self.status.clone(), Box::new(ask))
     }
+}
+
+/// Answers at once what [`admit`] answers, else hands the request to the
+/// thread and waits for its reply (for a caller that may block: HTTP).
+fn ask_blocking(
+    work: &Work,
+    status: &Mutex<Status>,
+    to_agent: &Sender<ToAgent>,
+    request: UpdateRequest,
+) -> UpdateReply {
+    if let Admission::Answer(reply) = admit(work, status, &request) {
+        return reply;
+    }
+    let ended = || Err("the updater has ended".to_owned());
+    let (reply, replied) = std::sync::mpsc::channel();
+    let to = ReplyTo::Http(reply);
+    if to_agent.send(ToAgent::Client { to, op: request }).is_err() {
+        return ended();
+    }
+    replied.recv().unwrap_or_else(|_| ended())
 }
 
 /// The thread when updates are off: the services start at once; `admit`
@@ -522,14 +545,12 @@ fn first_boot_wait(
             _ => continue,
         };
         match op {
-            UpdateOp::Update {
-                check_only: false, ..
-            } => return Ok(Some(to)),
-            UpdateOp::Status | UpdateOp::Rollback => {
+            UpdateRequest::Apply { .. } => return Ok(Some(to)),
+            UpdateRequest::Status | UpdateRequest::Rollback => {
                 link.reply(to, Err("no release is installed yet".into()));
             }
             op => {
-                let unmark = matches!(op, UpdateOp::Unmark(_));
+                let unmark = matches!(op, UpdateRequest::Unmark(_));
                 let reply = carry_out(updater, link, op);
                 let unmarked = unmark && reply.is_ok();
                 link.reply(to, reply);
@@ -543,20 +564,13 @@ fn first_boot_wait(
 }
 
 /// Carries out a request `admit` let through to the thread.
-fn carry_out(updater: &mut Updater, link: &mut Link, op: UpdateOp) -> UpdateReply {
-    match op {
-        UpdateOp::Status => status_reply(&updater.shared_status()),
-        UpdateOp::Update { check_only, force } => {
-            updater.request(link, ApplyRequest::Update { check_only, force })
-        }
-        UpdateOp::Rollback => updater.request(link, ApplyRequest::Rollback),
-        UpdateOp::Unmark(tags) => updater.unmark(&tags).map_err(|err| chain(&err)),
-    }
+fn carry_out(updater: &mut Updater, link: &mut Link, op: UpdateRequest) -> UpdateReply {
+    updater.request(link, op)
 }
 
 /// The encoded reply for a client when no updater runs.
 pub fn not_configured() -> String {
-    control::encode_update_reply(&Err(
+    control::encode_reply(&Err(
         "updates are not configured (set MOLTD_REPO or MOLTD_URL)".into(),
     ))
 }

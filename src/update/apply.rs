@@ -27,6 +27,7 @@ use super::select::Candidate;
 use super::state::write_atomically;
 use super::status::{Phase, UPDATE_STEPS};
 use super::{Mode, Updater, chain, poll};
+use crate::control::{UpdateReply, UpdateRequest};
 use crate::sys::reap::ExitStatus;
 use std::time::{Duration, Instant};
 
@@ -57,17 +58,6 @@ pub trait Payload {
         args: &[&str],
         timeout: Duration,
     ) -> Result<ExitStatus, String>;
-}
-
-/// Something asked of the updater by a person or the app.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Request {
-    /// Check now; apply unless `check_only`. `force` overrides a suspension.
-    Update {
-        check_only: bool,
-        force: bool,
-    },
-    Rollback,
 }
 
 /// Why a switch is made: an update is gated and rolled back; a manual
@@ -194,36 +184,32 @@ impl Updater {
         outcome(self.update(payload, mode))
     }
 
-    /// Carries out a request from `moltd update` or `moltd rollback`; returns
-    /// what to tell the user.
-    pub fn request(
-        &mut self,
-        payload: &mut dyn Payload,
-        request: Request,
-    ) -> Result<String, String> {
-        let result = match request {
-            Request::Update { check_only, force } => {
-                match (self.manual_change(), force) {
-                    (Some(why), false) => {
-                        self.reporter.suspended(Some(why.clone()));
-                        return Err(format!(
-                            "automatic updates are suspended: {why}; use 'moltd update --force' to update anyway"
-                        ));
-                    }
-                    (Some(_), true) => {
-                        if let Err(err) = self.accept_manual_change() {
-                            return Err(chain(&err));
-                        }
-                        self.reporter.suspended(None);
-                    }
-                    (None, _) => {}
-                }
-                let mode = if check_only { Mode::Check } else { Mode::Auto };
-                self.update(payload, mode)
-            }
-            Request::Rollback => self.rollback(payload),
+    /// Carries out a request from `moltd update`, `rollback`, `unmark` or
+    /// `status` (or HTTP); returns what to tell the user.
+    pub fn request(&mut self, payload: &mut dyn Payload, request: UpdateRequest) -> UpdateReply {
+        let (mode, force) = match request {
+            UpdateRequest::Status => return super::status::reply(&self.shared_status()),
+            UpdateRequest::Unmark(tags) => return self.unmark(&tags).map_err(|err| chain(&err)),
+            UpdateRequest::Rollback => return self.rollback(payload).map_err(|err| chain(&err)),
+            UpdateRequest::Check => (Mode::Check, false),
+            UpdateRequest::Apply { force } => (Mode::Auto, force),
         };
-        result.map_err(|err| chain(&err))
+        match (self.manual_change(), force) {
+            (Some(why), false) => {
+                self.reporter.suspended(Some(why.clone()));
+                return Err(format!(
+                    "automatic updates are suspended: {why}; use 'moltd update --force' to update anyway"
+                ));
+            }
+            (Some(_), true) => {
+                if let Err(err) = self.accept_manual_change() {
+                    return Err(chain(&err));
+                }
+                self.reporter.suspended(None);
+            }
+            (None, _) => {}
+        }
+        self.update(payload, mode).map_err(|err| chain(&err))
     }
 
     fn update(&mut self, payload: &mut dyn Payload, mode: Mode) -> Result<String, Error> {

@@ -36,12 +36,8 @@ pub mod status;
 pub mod unpack;
 pub mod verify;
 
-pub use apply::{Payload, Request as ApplyRequest, outcome};
+pub use apply::{Payload, outcome};
 pub use config::{Config, Mode};
-
-/// What a request from `moltd update` or `moltd rollback` tells the user:
-/// the result, or why it failed.
-pub type ApplyReply = Result<String, String>;
 pub use error::{Error, chain};
 
 use http::Http;

@@ -7,6 +7,7 @@
 //! same document from the running supervisor over the control socket.
 
 use super::release::Release;
+use crate::control::UpdateReply;
 use super::state::write_atomically;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -386,6 +387,12 @@ impl Reporter {
 }
 
 /// `2024-05-01T12:34:56Z`.
+/// The status document as JSON, the reply to a status request.
+pub fn reply(status: &Mutex<Status>) -> UpdateReply {
+    let status = status.lock().map_err(|_| "status unavailable")?;
+    serde_json::to_string_pretty(&*status).map_err(|err| err.to_string())
+}
+
 pub fn rfc3339(time: SystemTime) -> String {
     let secs = time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let (days, rest) = (secs / 86_400, secs % 86_400);

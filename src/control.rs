@@ -1,0 +1,242 @@
+//! The control types every surface shares: the requests for the updater
+//! and their replies, and the phases of a service's life.
+//!
+//! `moltd update`, `moltd rollback`, `moltd unmark` and `moltd status` send
+//! an [`UpdateRequest`] over the control socket, `POST /update` and `POST
+//! /rollback` build the same value, and the updater takes it whole: one
+//! type, so a flag cannot be dropped on one path and honoured on another.
+//! [`UpdateRequest::update`] is the one place that turns "check?" and
+//! "force?" into a request, and it refuses the two together (a check
+//! changes nothing, so there is nothing to force): the command line, the
+//! socket and HTTP all go through it.
+//!
+//! Why a leaf: the socket, the HTTP listener and the updater all depend on
+//! these types, so they depend on nothing of the crate, and no surface has
+//! to import another to speak to the updater.
+//!
+//! On the socket a request is one line, `update\t<verb>[\t<field>...]`; the
+//! reply is `ok` or `error` on the first line, then free text (the status
+//! document, for [`UpdateRequest::Status`]). What the updater carries out is
+//! first acknowledged with one `pending\t<what it does>` line, so a client
+//! always hears back at once and knows what it waits for.
+
+/// A request for the updater.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UpdateRequest {
+    /// Look for a newer release and report it; change nothing.
+    Check,
+    /// Look for a newer release and apply it; `force` first accepts a tree
+    /// changed by hand (which otherwise suspends updates).
+    Apply { force: bool },
+    /// Go back to the previous release.
+    Rollback,
+    /// Clear the bad mark of these tags (`moltd unmark`); tags hold no tab
+    /// or newline (git refuses control characters in names).
+    Unmark(Vec<String>),
+    /// The status document, as JSON.
+    Status,
+}
+
+/// The updater's answer: whether it worked, and what to tell the user.
+pub type UpdateReply = Result<String, String>;
+
+/// A request for the updater that cannot be carried out as asked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadRequest {
+    #[error("bad request: check and force do not go together (a check changes nothing)")]
+    CheckWithForce,
+    #[error("bad request: unmark needs the tag of a release marked bad")]
+    NoTags,
+    #[error("bad request: unknown update request {0:?}")]
+    Unknown(String),
+}
+
+/// How an updater request line starts.
+const UPDATE: &str = "update\t";
+
+/// How a pending line starts.
+pub const PENDING: &str = "pending\t";
+
+impl UpdateRequest {
+    /// The request to look for a newer release: a check, or an update
+    /// (forced or not). Every surface builds it here.
+    pub fn update(check: bool, force: bool) -> Result<UpdateRequest, BadRequest> {
+        match (check, force) {
+            (true, true) => Err(BadRequest::CheckWithForce),
+            (true, false) => Ok(UpdateRequest::Check),
+            (false, force) => Ok(UpdateRequest::Apply { force }),
+        }
+    }
+
+    /// The request line, newline included.
+    pub fn encode(&self) -> String {
+        let fields = match self {
+            UpdateRequest::Check => "check".to_owned(),
+            UpdateRequest::Apply { force: false } => "apply".to_owned(),
+            UpdateRequest::Apply { force: true } => "apply\tforce".to_owned(),
+            UpdateRequest::Rollback => "rollback".to_owned(),
+            UpdateRequest::Unmark(tags) => format!("unmark\t{}", tags.join("\t")),
+            UpdateRequest::Status => "status".to_owned(),
+        };
+        format!("{UPDATE}{fields}\n")
+    }
+
+    /// `None` when `line` is not for the updater (a service request); an
+    /// error when it is but asks for nothing the updater does.
+    pub fn decode(line: &str) -> Option<Result<UpdateRequest, BadRequest>> {
+        let line = line.trim_end_matches('\n').strip_prefix(UPDATE)?;
+        let mut fields = line.split('\t');
+        let verb = fields.next().unwrap_or_default();
+        let rest: Vec<&str> = fields.collect();
+        Some(match (verb, rest.as_slice()) {
+            ("check" | "apply", []) => UpdateRequest::update(verb == "check", false),
+            ("check" | "apply", ["force"]) => UpdateRequest::update(verb == "check", true),
+            ("rollback", []) => Ok(UpdateRequest::Rollback),
+            ("status", []) => Ok(UpdateRequest::Status),
+            ("unmark", tags) if !tags.is_empty() && tags.iter().all(|t| !t.is_empty()) => Ok(
+                UpdateRequest::Unmark(tags.iter().map(|&t| t.to_owned()).collect()),
+            ),
+            ("unmark", _) => Err(BadRequest::NoTags),
+            _ => Err(BadRequest::Unknown(line.to_owned())),
+        })
+    }
+}
+
+/// The reply text: `ok` or `error` on the first line, then the text.
+pub fn encode_reply(reply: &UpdateReply) -> String {
+    match reply {
+        Ok(text) => format!("ok\n{text}\n"),
+        Err(text) => format!("error\n{text}\n"),
+    }
+}
+
+/// The inverse of [`encode_reply`]; `None` for anything else.
+pub fn decode_reply(text: &str) -> Option<UpdateReply> {
+    let (kind, body) = text.split_once('\n')?;
+    let body = body.trim_end_matches('\n').to_owned();
+    match kind {
+        "ok" => Some(Ok(body)),
+        "error" => Some(Err(body)),
+        _ => None,
+    }
+}
+
+/// The line that tells a client its request was taken and what it now
+/// waits for, before the reply (requests the updater carries out).
+pub fn encode_pending(text: &str) -> String {
+    format!("{PENDING}{}\n", text.replace('\n', " "))
+}
+
+/// Where a service's program is in its life, in more detail than runit
+/// shows: the supervisor reports it on the socket, the observers in
+/// `/healthz` and the metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    Running,
+    /// Asked to stop, or its `run` exited and the rest of its group is being
+    /// stopped: not down until the whole group is gone.
+    Stopping,
+    Finishing,
+    /// Waiting to be restarted.
+    Backoff,
+    /// Waiting to be restarted after several quick deaths in a row.
+    CrashLoop,
+    Down,
+}
+
+impl Phase {
+    /// Every phase, in the order metrics list them.
+    pub const ALL: [Phase; 6] = [
+        Phase::Running,
+        Phase::Stopping,
+        Phase::Finishing,
+        Phase::Backoff,
+        Phase::CrashLoop,
+        Phase::Down,
+    ];
+
+    /// The word `sv status` and the metrics use.
+    pub fn word(self) -> &'static str {
+        match self {
+            Phase::Running => "run",
+            Phase::Stopping => "stopping",
+            Phase::Finishing => "finish",
+            Phase::Backoff => "backoff",
+            Phase::CrashLoop => "crash-loop",
+            Phase::Down => "down",
+        }
+    }
+
+    /// The inverse of [`Phase::word`].
+    pub fn parse(word: &str) -> Option<Phase> {
+        Phase::ALL.into_iter().find(|p| p.word() == word)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn update_requests_and_replies_round_trip() {
+        let requests = [
+            UpdateRequest::Check,
+            UpdateRequest::Apply { force: true },
+            UpdateRequest::Apply { force: false },
+            UpdateRequest::Rollback,
+            UpdateRequest::Unmark(vec!["v3.0.0".into()]),
+            UpdateRequest::Unmark(vec!["v3.0.0".into(), "web-v1.0.0".into()]),
+            UpdateRequest::Status,
+        ];
+        for request in requests {
+            assert_eq!(UpdateRequest::decode(&request.encode()), Some(Ok(request)));
+        }
+        for reply in [Ok("a\nb".to_owned()), Err("no".to_owned())] {
+            assert_eq!(decode_reply(&encode_reply(&reply)), Some(reply));
+        }
+        assert_eq!(decode_reply("maybe\n"), None);
+        assert_eq!(UpdateRequest::decode("up\t-\t0\tweb"), None);
+    }
+
+    #[test]
+    fn bad_update_requests_say_why() {
+        let cases = [
+            ("update\tdance", BadRequest::Unknown("dance".into())),
+            ("update\tstatus\tx", BadRequest::Unknown("status\tx".into())),
+            ("update\tapply\tgently", BadRequest::Unknown("apply\tgently".into())),
+            ("update\tunmark", BadRequest::NoTags),
+            ("update\tunmark\t", BadRequest::NoTags),
+        ];
+        for (line, why) in cases {
+            assert_eq!(UpdateRequest::decode(line), Some(Err(why)), "{line:?}");
+        }
+    }
+
+    /// `moltd update --check --force` used to lose `force` on the socket
+    /// and `POST /update?check&force` to accept a hand-edited tree and
+    /// then only check: the combination is refused where it is built.
+    #[test]
+    fn check_with_force_is_refused() {
+        assert_eq!(
+            UpdateRequest::update(true, true),
+            Err(BadRequest::CheckWithForce)
+        );
+        assert_eq!(
+            UpdateRequest::decode("update\tcheck\tforce\n"),
+            Some(Err(BadRequest::CheckWithForce))
+        );
+        assert_eq!(UpdateRequest::update(true, false), Ok(UpdateRequest::Check));
+        assert_eq!(
+            UpdateRequest::update(false, true),
+            Ok(UpdateRequest::Apply { force: true })
+        );
+    }
+
+    #[test]
+    fn phases_round_trip_through_their_words() {
+        for phase in Phase::ALL {
+            assert_eq!(Phase::parse(phase.word()), Some(phase));
+        }
+        assert_eq!(Phase::parse("asleep"), None);
+    }
+}
