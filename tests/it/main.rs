@@ -14,6 +14,7 @@ mod firstboot;
 mod manifests;
 mod observe;
 mod pid1;
+mod requests;
 mod secrets;
 mod service_signals;
 mod services;
