@@ -203,7 +203,10 @@ mod tests {
         let cases = [
             ("update\tdance", BadRequest::Unknown("dance".into())),
             ("update\tstatus\tx", BadRequest::Unknown("status\tx".into())),
-            ("update\tapply\tgently", BadRequest::Unknown("apply\tgently".into())),
+            (
+                "update\tapply\tgently",
+                BadRequest::Unknown("apply\tgently".into()),
+            ),
             ("update\tunmark", BadRequest::NoTags),
             ("update\tunmark\t", BadRequest::NoTags),
         ];

@@ -11,10 +11,10 @@
 
 use super::check::{self, CheckError};
 use super::{Env, write_err, write_out};
+use crate::control::{UpdateReply, UpdateRequest};
 use crate::logging::Escaped;
 use crate::services::DEFAULT_SVWAIT;
 use crate::services::client::{ClientError, Control};
-use crate::control::{UpdateReply, UpdateRequest};
 use crate::services::control::{Answer, Op, Request};
 use crate::services::status::{self, Status};
 use crate::update::status::Status as UpdateStatus;

@@ -14,8 +14,8 @@
 //! `moltd ./update` still run a program called update as PID 1.
 
 use super::{Env, Outcome, write_err, write_out};
-use crate::services::client::{self, ClientError, Control};
 use crate::control::{UpdateReply, UpdateRequest};
+use crate::services::client::{self, ClientError, Control};
 use crate::update::{self, Config, Mode, Updater};
 use lexopt::prelude::*;
 use log::LevelFilter;
@@ -105,7 +105,9 @@ pub fn parse(args: impl IntoIterator<Item = OsString>, socket: PathBuf, env: Env
     // Forcing accepts a hand-edited tree in the running supervisor; a
     // local run never switches releases.
     if command.force && command.watch {
-        return usage_error("--force and --watch do not go together (--watch runs here; --force needs the running supervisor)");
+        return usage_error(
+            "--force and --watch do not go together (--watch runs here; --force needs the running supervisor)",
+        );
     }
     Outcome::Update(command)
 }
@@ -304,8 +306,14 @@ mod tests {
             let args = args.iter().map(OsString::from);
             parse(args, PathBuf::from("/s"), &|_| None)
         };
-        refused(update(&["--check", "--force"]), "--check and --force do not go together");
-        refused(update(&["--force", "--check"]), "--check and --force do not go together");
+        refused(
+            update(&["--check", "--force"]),
+            "--check and --force do not go together",
+        );
+        refused(
+            update(&["--force", "--check"]),
+            "--check and --force do not go together",
+        );
         refused(
             update(&["--stage-only", "--force"]),
             "--force and --stage-only do not go together",
@@ -314,8 +322,15 @@ mod tests {
             update(&["--check", "--stage-only"]),
             "--check and --stage-only do not go together",
         );
-        refused(update(&["--force", "--watch"]), "--force and --watch do not go together");
-        for fine in [&["--check", "--check", "--watch"][..], &["--force"], &["--stage-only", "--watch"]] {
+        refused(
+            update(&["--force", "--watch"]),
+            "--force and --watch do not go together",
+        );
+        for fine in [
+            &["--check", "--check", "--watch"][..],
+            &["--force"],
+            &["--stage-only", "--watch"],
+        ] {
             assert!(matches!(update(fine), Outcome::Update(_)), "{fine:?}");
         }
     }

@@ -280,7 +280,6 @@ fn not_configured() -> Reply {
     text(StatusCode::NOT_FOUND, why)
 }
 
-
 fn text(code: StatusCode, body: impl Into<Bytes>) -> Reply {
     reply(code, "text/plain", body)
 }

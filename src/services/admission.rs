@@ -116,7 +116,9 @@ pub fn admit(work: &Work, status: &Mutex<Status>, op: &UpdateRequest) -> Admissi
                 step(&status)
             )))
         }
-        UpdateRequest::Apply { .. } if busy => refuse(format!("already updating, {}", step(&status))),
+        UpdateRequest::Apply { .. } if busy => {
+            refuse(format!("already updating, {}", step(&status)))
+        }
         UpdateRequest::Rollback
             if status.current.is_none() || work.first_boot.load(Ordering::SeqCst) =>
         {
@@ -143,12 +145,16 @@ pub fn admit(work: &Work, status: &Mutex<Status>, op: &UpdateRequest) -> Admissi
             work.queued.fetch_add(1, Ordering::SeqCst);
             Admission::Forward(match op {
                 UpdateRequest::Check => "checking for a newer release".to_owned(),
-                UpdateRequest::Apply { .. } => "checking for a newer release and applying it".into(),
+                UpdateRequest::Apply { .. } => {
+                    "checking for a newer release and applying it".into()
+                }
                 UpdateRequest::Rollback => format!(
                     "rolling back to {}",
                     status.previous.as_deref().unwrap_or_default()
                 ),
-                UpdateRequest::Unmark(tags) => format!("clearing the bad mark of {}", tags.join(", ")),
+                UpdateRequest::Unmark(tags) => {
+                    format!("clearing the bad mark of {}", tags.join(", "))
+                }
                 UpdateRequest::Status => String::new(),
             })
         }
@@ -198,11 +204,14 @@ mod tests {
         let again = answered(admit(&work, &downloading, &update));
         assert_eq!(again, "already updating, step 2/9 (downloading)");
         assert!(answered(admit(&work, &downloading, &check)).contains("no newer release"));
-        assert!(answered(admit(&work, &downloading, &UpdateRequest::Status)).contains("downloading"));
+        assert!(
+            answered(admit(&work, &downloading, &UpdateRequest::Status)).contains("downloading")
+        );
         let unmark = UpdateRequest::Unmark(vec!["v3".into()]);
         assert!(answered(admit(&work, &downloading, &unmark)).starts_with("busy: step 2/9"));
         // A rollback cancels the download, once.
-        let Admission::Forward(pending) = admit(&work, &downloading, &UpdateRequest::Rollback) else {
+        let Admission::Forward(pending) = admit(&work, &downloading, &UpdateRequest::Rollback)
+        else {
             panic!("rollback refused");
         };
         assert!(pending.contains("then rolling back to v1"), "{pending}");

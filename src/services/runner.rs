@@ -19,11 +19,11 @@
 use super::ServicesConfig;
 use super::admission::{self, Admission, Work};
 use super::control::{self, Answer, Request};
-use crate::control::{UpdateRequest, encode_pending, encode_reply};
 use super::machine::{Action, Event, Program, SpawnFailure, Supervisor, Which};
 use super::output::Output;
 use super::scan::{self, Listing};
 use super::updates::{self, AGENT_CLIENT, Link, ReplyTo, ToAgent, ToLoop};
+use crate::control::{UpdateRequest, encode_pending, encode_reply};
 use crate::init::messages::Messages;
 use crate::init::policy::Forwarder;
 use crate::init::{self, InitConfig, Isolation, Reaping};
@@ -961,9 +961,7 @@ impl Runner {
                 Admission::Forward(pending) => {
                     // The first answer now; the outcome when the thread
                     // sends it.
-                    let _ = client
-                        .stream
-                        .write_all(encode_pending(&pending).as_bytes());
+                    let _ = client.stream.write_all(encode_pending(&pending).as_bytes());
                     let _ = agent.to_agent.send(ToAgent::Client {
                         to: ReplyTo::Socket(id),
                         op,
@@ -1020,9 +1018,7 @@ impl Runner {
                         let _ = process::send_signal(-pid, libc::SIGKILL);
                     }
                 }
-                ToLoop::Reply { client, reply } => {
-                    self.reply(client, &encode_reply(&reply))
-                }
+                ToLoop::Reply { client, reply } => self.reply(client, &encode_reply(&reply)),
                 ToLoop::Ready => {
                     self.held = false;
                     if self.start_main() {

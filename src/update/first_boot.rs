@@ -88,13 +88,15 @@ impl Updater {
     fn walk_down(&mut self, payload: &mut dyn Payload) -> Result<String, Error> {
         self.reporter.total_steps(UPDATE_STEPS);
         self.check()?;
-        let skipped = self.state.skipped(&self.state.listing);
-        let candidates = select::ranked(&self.state.listing, &self.config.policy, &skipped);
+        let skipped = self.state.skipped(&self.state.listing.releases);
+        let candidates =
+            select::ranked(&self.state.listing.releases, &self.config.policy, &skipped);
         if candidates.is_empty() {
             let none = BTreeSet::new();
-            let marked: Vec<_> = select::allowed(&self.state.listing, &self.config.policy, &none)
-                .map(|(_, release)| release.tag.as_str())
-                .collect();
+            let marked: Vec<_> =
+                select::allowed(&self.state.listing.releases, &self.config.policy, &none)
+                    .map(|(_, release)| release.tag.as_str())
+                    .collect();
             if marked.is_empty() {
                 return Err(Error::NoRelease {
                     feed: super::source::listing_url(&self.config.source),

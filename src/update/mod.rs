@@ -26,6 +26,7 @@ pub mod fetch;
 mod first_boot;
 pub mod http;
 pub mod layout;
+pub mod listing;
 pub mod poll;
 pub mod release;
 pub mod select;
@@ -61,7 +62,7 @@ pub fn updates_off(config: &Config, err: &Error) -> Option<String> {
 }
 
 /// The settings that decide whether a release's download is accepted, as
-/// a [`state::fingerprint`].
+/// a [`release::fingerprint`].
 fn verification_settings(config: &Config) -> String {
     let fields = [
         format!("{:?}", config.asset),
@@ -70,7 +71,7 @@ fn verification_settings(config: &Config) -> String {
         format!("{:?}", config.strip_components),
         format!("{:?}", config.limits),
     ];
-    state::fingerprint(fields.iter().map(String::as_str))
+    release::fingerprint(fields.iter().map(String::as_str))
 }
 
 /// What one run found and did.
@@ -175,11 +176,11 @@ impl Updater {
                 self.state.previous.as_deref(),
             ),
         };
-        let freshness = source::first_page(&reader, &mut self.state)?;
-        let stored = self.state.listing_pages;
+        let freshness = source::first_page(&reader, &mut self.state.listing)?;
+        let stored = self.state.listing.pages;
         let more = source::more_pages(
             &reader,
-            &mut self.state,
+            &mut self.state.listing,
             freshness == Freshness::Fetched,
             &|releases| {
                 let skipped = marks.skipped(releases);
@@ -214,10 +215,10 @@ impl Updater {
         crate::sys::mem::trim_heap();
         more?;
         let newer = select::choose(
-            &self.state.listing,
+            &self.state.listing.releases,
             &self.config.policy,
             self.state.current.as_deref(),
-            &self.state.skipped(&self.state.listing),
+            &self.state.skipped(&self.state.listing.releases),
         );
         self.reporter.found(newer.as_ref().map(|c| &c.release));
         Ok(newer)

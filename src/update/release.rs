@@ -13,9 +13,20 @@
 
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use std::fmt;
 use std::io::{BufReader, Read};
 use std::marker::PhantomData;
+
+/// A SHA-256 over `fields`, each one delimited, in hex.
+pub fn fingerprint<'a>(fields: impl IntoIterator<Item = &'a str>) -> String {
+    let mut hash = Sha256::new();
+    for field in fields {
+        hash.update(field.as_bytes());
+        hash.update([0]);
+    }
+    hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Release {

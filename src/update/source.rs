@@ -11,7 +11,7 @@
 //! `Link: <url>; rel="next"` header. Further pages are read only while the
 //! pages read hold no release the policy allows (a tag prefix in a monorepo,
 //! a pin to an old release), and only on the first page's origin. The ETag
-//! is the first page's; the state keeps, of the pages read after it, the
+//! is the first page's; the [`Listing`] keeps, of the pages read after it, the
 //! releases the policy can choose, how many pages and releases were read,
 //! and where reading stopped, so a 304 goes on from there when an earlier
 //! check was cut short (a rate limit on page 3). The releases kept depend
@@ -31,10 +31,10 @@
 use super::Error;
 use super::config::{Policy, Source};
 use super::http::Http;
+use super::listing::{Listing, MAX_PAGES, MAX_RELEASES, tags_digest};
 use super::poll::rate_limit_wait;
 use super::release::{Parsed, Release, parse_api, parse_manifest};
 use super::select;
-use super::state::State;
 use reqwest::Url;
 use reqwest::header::{ACCEPT, ETAG, HeaderMap, IF_NONE_MATCH, LINK, RETRY_AFTER};
 use std::collections::HashSet;
@@ -84,16 +84,6 @@ fn message(body: &[u8]) -> String {
         .to_string()
 }
 
-/// The most pages of the release list read and stored for one first page
-/// (one set of first-page tags), over all checks.
-pub const MAX_PAGES: usize = 10;
-
-/// The most releases read from the list, over all its pages: GitHub's
-/// [`MAX_PAGES`] pages of 100. A page is read up to the room left and the
-/// rest of it is parsed past and dropped, so a feed that serves ten
-/// thousand releases a page costs what a thousand cost.
-pub const MAX_RELEASES: usize = 1000;
-
 /// Where pages are read from, the byte cap of each, and the policy that
 /// says which of their releases are kept.
 pub struct Reader<'a> {
@@ -122,14 +112,6 @@ fn policy_key(policy: &Policy) -> String {
         "prefix={:?} version={} prerelease={}",
         policy.tag_prefix, policy.requirement, policy.prerelease
     )
-}
-
-/// Identifies a first page by its set of tags (not their order, nor their
-/// details), in a fixed size whatever the page holds.
-fn tags_digest(releases: &[Release]) -> String {
-    let mut tags: Vec<&str> = releases.iter().map(|r| r.tag.as_str()).collect();
-    tags.sort_unstable();
-    format!("sha256:{}", super::state::fingerprint(tags))
 }
 
 /// The target of the first `rel="next"` link in a `Link` header value
@@ -275,31 +257,30 @@ fn fetch_page(
 }
 
 impl Reader<'_> {
-    /// Whether the state keeps `release`: [`select::can_choose`].
+    /// Whether the listing keeps `release`: [`select::can_choose`].
     fn keeps(&self, release: &Release) -> bool {
         select::can_choose(self.policy, self.floor.as_ref(), release)
     }
 
-    /// The releases of `releases` the state keeps.
+    /// The releases of `releases` the listing keeps.
     fn keep(&self, releases: Vec<Release>) -> impl Iterator<Item = Release> {
         releases.into_iter().filter(|r| self.keeps(r))
     }
 }
 
-/// Reads the first page of the list into `state` (which keeps what the
-/// policy can choose from the last good list, its ETag, its URL, how many
-/// pages and releases were read and where reading stopped); on a 304
-/// `state` stays as it was, and on the same tags only their entries and the
-/// ETag change.
-pub fn first_page(reader: &Reader, state: &mut State) -> Result<Freshness, Error> {
+/// Reads the first page of the list into `listing` (what the policy can
+/// choose from the last good list, its ETag, its URL, how many pages and
+/// releases were read and where reading stopped); on a 304 `listing`
+/// stays as it was, and on the same tags only their entries and the ETag
+/// change.
+pub fn first_page(reader: &Reader, listing: &mut Listing) -> Result<Freshness, Error> {
     let url = listing_url(reader.source);
     let policy = policy_key(reader.policy);
-    let cached = state.listing_url.as_deref() == Some(url.as_str())
-        && state.listing_policy.as_deref() == Some(policy.as_str());
-    let etag = state.etag.as_deref().filter(|_| cached);
+    let cached = listing.kept_for(&url, &policy);
+    let etag = listing.etag.as_deref().filter(|_| cached);
     if cached {
         // What an update since the list was read left behind.
-        state.listing.retain(|r| reader.keeps(r));
+        listing.releases.retain(|r| reader.keeps(r));
     }
     let Some(page) = fetch_page(reader, &url, etag, MAX_RELEASES)? else {
         return Ok(Freshness::NotModified);
@@ -308,85 +289,86 @@ pub fn first_page(reader: &Reader, state: &mut State) -> Result<Freshness, Error
     // A first page without a next link is the whole list; with one it was
     // full, and the stored list goes on from it.
     let same = cached
-        && state.listing_first.as_deref() == Some(first.as_str())
-        && (page.next.is_some() || (state.listing_pages == 1 && state.listing_next.is_none()));
+        && listing.first.as_deref() == Some(first.as_str())
+        && (page.next.is_some() || (listing.pages == 1 && listing.next.is_none()));
     if same {
         // Same releases, new details (GitHub's ETag covers download counts):
         // the pages read after them and the caps stay.
         let tags: HashSet<&str> = page.releases.iter().map(|r| r.tag.as_str()).collect();
-        state.listing.retain(|r| !tags.contains(r.tag.as_str()));
+        listing.releases.retain(|r| !tags.contains(r.tag.as_str()));
         drop(tags);
         let kept: Vec<Release> = reader.keep(page.releases).collect();
-        state.listing.splice(..0, kept);
-        state.etag = page.etag;
+        listing.releases.splice(..0, kept);
+        listing.etag = page.etag;
         return Ok(Freshness::Refreshed);
     }
-    state.listing_read = page.releases.len();
-    state.listing = reader.keep(page.releases).collect();
-    state.listing_first = Some(first);
-    state.listing_next = page.next;
-    state.listing_pages = 1;
-    state.etag = page.etag;
-    state.listing_url = Some(url);
-    state.listing_policy = Some(policy);
+    *listing = Listing {
+        etag: page.etag,
+        url: Some(url),
+        policy: Some(policy),
+        read: page.releases.len(),
+        releases: reader.keep(page.releases).collect(),
+        first: Some(first),
+        next: page.next,
+        pages: 1,
+    };
     Ok(Freshness::Fetched)
 }
 
-/// Reads the pages after those `state` holds while `enough` says they hold
-/// no release the policy allows, until it holds [`MAX_PAGES`] pages or
+/// Reads the pages after those `listing` holds while `enough` says they
+/// hold no release the policy allows, until it holds [`MAX_PAGES`] pages or
 /// [`MAX_RELEASES`] releases; returns how many it read. Each page goes into
-/// `state` as it arrives, so an error keeps the ones before it and the next
+/// `listing` as it arrives, so an error keeps the ones before it and the next
 /// check goes on from there. `fresh`: the first page was just read as a new
 /// list, so a cap it already reached is news.
 pub fn more_pages(
     reader: &Reader,
-    state: &mut State,
+    listing: &mut Listing,
     fresh: bool,
     enough: &dyn Fn(&[Release]) -> bool,
 ) -> Result<usize, Error> {
     let origin = Url::parse(&listing_url(reader.source))
         .map(|u| u.origin())
         .ok();
-    let mut known: HashSet<String> = state.listing.iter().map(|r| r.tag.clone()).collect();
+    let mut known: HashSet<String> = listing.releases.iter().map(|r| r.tag.clone()).collect();
     let mut read = 0;
-    while let Some(link) = state.listing_next.clone() {
-        if enough(&state.listing) {
+    while let Some(link) = listing.next.clone() {
+        if enough(&listing.releases) {
             break;
         }
         // Only the API's own pages: the token goes nowhere else either.
         if Url::parse(&link).map(|u| u.origin()).ok() != origin {
             log::warn!("not following the release list's next page to another origin: {link}");
-            state.listing_next = None;
+            listing.next = None;
             break;
         }
         // The caps are on what is stored for this first page, not per check:
         // a 304 then costs one request, whatever the policy finds.
-        if state.listing_pages >= MAX_PAGES || state.listing_read >= MAX_RELEASES {
+        if listing.capped() {
             if read > 0 || fresh {
                 log::warn!(
                     "no eligible release in the newest {} releases (at most {MAX_PAGES} pages and {MAX_RELEASES} releases of the release list are read): check MOLTD_TAG_PREFIX, MOLTD_VERSION, MOLTD_PRERELEASE and the bad releases; older releases are not searched, and the list is read again when a release is published",
-                    state.listing_read
+                    listing.read
                 );
             }
             break;
         }
         log::info!(
             "no eligible release in the newest {} releases: reading {link}",
-            state.listing_read
+            listing.read
         );
-        let room = MAX_RELEASES - state.listing_read;
-        let Some(page) = fetch_page(reader, &link, None, room)? else {
+        let Some(page) = fetch_page(reader, &link, None, listing.room())? else {
             break;
         };
         read += 1;
-        state.listing_pages += 1;
-        state.listing_read += page.releases.len();
+        listing.pages += 1;
+        listing.read += page.releases.len();
         // Pages shift when releases come or go between two requests.
         let new = reader
             .keep(page.releases)
             .filter(|r| known.insert(r.tag.clone()));
-        state.listing.extend(new);
-        state.listing_next = page.next;
+        listing.releases.extend(new);
+        listing.next = page.next;
     }
     Ok(read)
 }

@@ -3,12 +3,7 @@
 //! Written atomically (temporary file, fsync, rename), so a kill never leaves
 //! half a file. The last release list is kept with its ETag: a 304 means
 //! "what you have is current", which is only useful if what we have
-//! survived the restart. The ETag is the first page's: `listing` holds what
-//! the policy can choose from every page read after it (not the whole list:
-//! a list of a hundred thousand releases must not become a file of tens of
-//! megabytes, nor stay in PID 1's memory), `listing_pages` and
-//! `listing_read` how many pages and releases were read, and `listing_next`
-//! where reading stopped. `applying`
+//! survived the restart: see [`Listing`], stored in the same file. `applying`
 //! is set before the first service is stopped and cleared when the switch is committed or undone, so a restart
 //! after a kill knows an update was cut short and returns to `current`.
 //!
@@ -19,9 +14,9 @@
 //! tried again while the same broken one is not downloaded at every check.
 
 use super::Error;
-use super::release::Release;
+use super::listing::Listing;
+use super::release::{Release, fingerprint};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::{self, Write};
@@ -42,31 +37,10 @@ pub struct State {
     pub applying: Option<String>,
     /// Unix time of the last successful check.
     pub last_check: Option<u64>,
-    /// The ETag of the list's first page, for If-None-Match.
-    pub etag: Option<String>,
-    /// Which URL `listing` came from: a different feed ignores it.
-    pub listing_url: Option<String>,
-    /// The policy (`MOLTD_TAG_PREFIX`, `MOLTD_VERSION`, `MOLTD_PRERELEASE`)
-    /// `listing` was kept for: another one reads the list anew. A file
-    /// without it (from before it) is read anew too.
-    pub listing_policy: Option<String>,
-    /// The releases of the pages read that the policy can choose, in the
-    /// feed's order (newest first): only those, so the file stays small
-    /// however long the list is.
-    pub listing: Vec<Release>,
-    /// The first page's set of tags, as a digest: the same set with a new
-    /// ETag (download counts) keeps the pages read after it.
-    pub listing_first: Option<String>,
-    /// How many releases the pages read held, kept or not: reading stops at
-    /// [`super::source::MAX_RELEASES`].
-    pub listing_read: usize,
-    /// The `rel="next"` link of the last page read, when reading stopped
-    /// before the end: where to go on if the policy needs more while the
-    /// first page stays the same (a 304).
-    pub listing_next: Option<String>,
-    /// How many pages were read: reading stops at
-    /// [`super::source::MAX_PAGES`] until the first page's tags change.
-    pub listing_pages: usize,
+    /// The release list as last read (stored flat: `etag`, `listing`,
+    /// `listing_url`, ...).
+    #[serde(flatten)]
+    pub listing: Listing,
 }
 
 /// Why a release was refused, and which assets that was about.
@@ -80,16 +54,6 @@ pub struct Refusal {
     /// gives the release another chance.
     pub settings: String,
     pub reason: String,
-}
-
-/// A SHA-256 over `fields`, each one delimited, in hex.
-pub fn fingerprint<'a>(fields: impl IntoIterator<Item = &'a str>) -> String {
-    let mut hash = Sha256::new();
-    for field in fields {
-        hash.update(field.as_bytes());
-        hash.update([0]);
-    }
-    hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// What identifies a release's assets as the feed lists them: names, sizes,
@@ -248,8 +212,10 @@ mod tests {
         assert_eq!(state.current.as_deref(), Some("v1.0.0"));
         assert_eq!(state.previous.as_deref(), Some("v0.9.0"));
         assert!(state.bad.contains("v1.1.0"));
-        assert_eq!(state.listing[0].assets[0].name, "a.tar.gz");
-        assert_eq!((state.listing_policy, state.listing_read), (None, 0));
+        assert_eq!(state.listing.releases[0].assets[0].name, "a.tar.gz");
+        assert_eq!((&state.listing.policy, state.listing.read), (&None, 0));
+        let kept = "https://api.github.com/repos/acme/app/releases?per_page=100";
+        assert!(!state.listing.kept_for(kept, "any policy"));
     }
 
     #[test]

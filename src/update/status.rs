@@ -7,8 +7,8 @@
 //! same document from the running supervisor over the control socket.
 
 use super::release::Release;
-use crate::control::UpdateReply;
 use super::state::write_atomically;
+use crate::control::UpdateReply;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;

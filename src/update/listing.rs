@@ -1,0 +1,86 @@
+//! The release list as moltd keeps it between checks: what the policy can
+//! choose from the pages read, the first page's ETag and tags, how many
+//! pages and releases were read, and where reading stopped.
+//!
+//! Why a type of its own: the reader ([`super::source`]) fills it page by
+//! page and the state file ([`super::state`]) stores it; with the caps and
+//! the rule for when a stored list still applies here, neither of those
+//! two needs the other. Its fields are stored flat in `state.json`
+//! (`etag`, `listing`, `listing_url`, ...), as before it was a type.
+
+use super::release::{Release, fingerprint};
+use serde::{Deserialize, Serialize};
+
+/// The most pages of the release list read and stored for one first page
+/// (one set of first-page tags), over all checks.
+pub const MAX_PAGES: usize = 10;
+
+/// The most releases read from the list, over all its pages: GitHub's
+/// [`MAX_PAGES`] pages of 100. A page is read up to the room left and the
+/// rest of it is parsed past and dropped, so a feed that serves ten
+/// thousand releases a page costs what a thousand cost.
+pub const MAX_RELEASES: usize = 1000;
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Listing {
+    /// The ETag of the list's first page, for If-None-Match.
+    pub etag: Option<String>,
+    /// Which URL the list came from: a different feed ignores it.
+    #[serde(rename = "listing_url")]
+    pub url: Option<String>,
+    /// The policy (`MOLTD_TAG_PREFIX`, `MOLTD_VERSION`, `MOLTD_PRERELEASE`)
+    /// the list was kept for: another one reads the list anew. A file
+    /// without it (from before it) is read anew too.
+    #[serde(rename = "listing_policy")]
+    pub policy: Option<String>,
+    /// The releases of the pages read that the policy can choose, in the
+    /// feed's order (newest first): only those, so the file stays small
+    /// however long the list is.
+    #[serde(rename = "listing")]
+    pub releases: Vec<Release>,
+    /// The first page's set of tags, as a digest: the same set with a new
+    /// ETag (download counts) keeps the pages read after it.
+    #[serde(rename = "listing_first")]
+    pub first: Option<String>,
+    /// How many releases the pages read held, kept or not: reading stops
+    /// at [`MAX_RELEASES`].
+    #[serde(rename = "listing_read")]
+    pub read: usize,
+    /// The `rel="next"` link of the last page read, when reading stopped
+    /// before the end: where to go on if the policy needs more while the
+    /// first page stays the same (a 304).
+    #[serde(rename = "listing_next")]
+    pub next: Option<String>,
+    /// How many pages were read: reading stops at [`MAX_PAGES`] until the
+    /// first page's tags change.
+    #[serde(rename = "listing_pages")]
+    pub pages: usize,
+}
+
+impl Listing {
+    /// Whether the stored list was read from `url` for `policy`, so that
+    /// its ETag may be sent and its pages kept. A list from a state file
+    /// written before lists were kept per policy has none: it is read anew.
+    pub fn kept_for(&self, url: &str, policy: &str) -> bool {
+        self.url.as_deref() == Some(url) && self.policy.as_deref() == Some(policy)
+    }
+
+    /// The caps are reached: no more pages are read for this first page.
+    pub fn capped(&self) -> bool {
+        self.pages >= MAX_PAGES || self.read >= MAX_RELEASES
+    }
+
+    /// How many more releases may be read.
+    pub fn room(&self) -> usize {
+        MAX_RELEASES.saturating_sub(self.read)
+    }
+}
+
+/// Identifies a first page by its set of tags (not their order, nor their
+/// details), in a fixed size whatever the page holds.
+pub fn tags_digest(releases: &[Release]) -> String {
+    let mut tags: Vec<&str> = releases.iter().map(|r| r.tag.as_str()).collect();
+    tags.sort_unstable();
+    format!("sha256:{}", fingerprint(tags))
+}
