@@ -5,10 +5,14 @@
 //! dispositions it was itself given, so it takes over the C `main` symbol and
 //! skips that start-up step. Arguments are read from the parameters here.
 #![no_main]
+// The C `main` below is the binary's one exception (see src/lib.rs).
+#![deny(unsafe_code)]
+#![warn(clippy::undocumented_unsafe_blocks)]
 
 use std::ffi::{CStr, OsString, c_char, c_int};
 use std::os::unix::ffi::OsStringExt;
 
+#[allow(unsafe_code)]
 #[unsafe(no_mangle)]
 extern "C" fn main(argc: c_int, argv: *const *const c_char) -> c_int {
     let args = (0..usize::try_from(argc).unwrap_or(0))
