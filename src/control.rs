@@ -5,10 +5,11 @@
 //! an [`UpdateRequest`] over the control socket, `POST /update` and `POST
 //! /rollback` build the same value, and the updater takes it whole: one
 //! type, so a flag cannot be dropped on one path and honoured on another.
-//! [`UpdateRequest::update`] is the one place that turns "check?" and
-//! "force?" into a request, and it refuses the two together (a check
-//! changes nothing, so there is nothing to force): the command line, the
-//! socket and HTTP all go through it.
+//! [`UpdateRequest::update`] turns "check?" and "force?" into a request
+//! for the socket and HTTP, and refuses the two together (a check changes
+//! nothing, so there is nothing to force); the command line refuses
+//! `--check --force` in its parser, with its other flags that do not go
+//! together.
 //!
 //! Why a leaf: the socket, the HTTP listener and the updater all depend on
 //! these types, so they depend on nothing of the crate, and no surface has
