@@ -4,6 +4,7 @@
 //! See ARCHITECTURE.md for the map of the crate and the rules it keeps.
 
 pub mod cli;
+pub mod confinement;
 pub mod init;
 pub mod logging;
 pub mod observe;
