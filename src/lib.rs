@@ -11,6 +11,7 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod cli;
+pub mod confinement;
 pub mod control;
 pub mod init;
 pub mod logging;
