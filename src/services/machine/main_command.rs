@@ -307,12 +307,7 @@ impl MainCommand {
     }
 
     pub(super) fn reached(&self, goal: Goal) -> bool {
-        match goal {
-            Goal::Any => true,
-            Goal::Up => self.running(),
-            Goal::Down => self.is_down(),
-            Goal::Restarted(starts) => self.running() && self.starts > starts,
-        }
+        goal.reached(self.running(), self.is_down(), self.starts)
     }
 
     pub(super) fn status(&self, now: Instant) -> Status {
@@ -360,5 +355,185 @@ fn push_forwarded(actions: &mut Vec<Action>, forwarded: Vec<policy::Action>) {
                 debug!("not forwarding {}", signals::name(signal))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{
+        SVWAIT, answers, exited, listing, main_command, request, settings, signal,
+    };
+    use super::super::{Action, Event, MAIN_NAME, Supervisor};
+    use crate::services::control::{Answer, Op, Request};
+    use crate::services::status::{Phase, Want};
+    use crate::sys::reap::ExitStatus;
+    use nix::libc;
+    use std::time::{Duration, Instant};
+
+    /// A supervisor with only a main command, pid 50.
+    fn with_main(t0: Instant) -> Supervisor {
+        let mut sup = Supervisor::new(settings());
+        sup.step(t0, Event::MainSpawned(Ok(main_command(50))));
+        sup.step(t0, listing(&[]));
+        sup
+    }
+
+    fn main_phase(sup: &Supervisor, now: Instant) -> (Phase, Option<i32>) {
+        let status = sup.status_of(MAIN_NAME, now).unwrap().main;
+        (status.phase, status.pid)
+    }
+
+    /// Restarts the held main command as pid `pid`.
+    fn restart_main(sup: &mut Supervisor, now: Instant, pid: i32) -> Vec<Action> {
+        let actions = sup.step(now, request(Op::Up, MAIN_NAME, Some(10)));
+        assert_eq!(actions, vec![Action::SpawnMain]);
+        sup.step(now, Event::MainSpawned(Ok(main_command(pid))))
+    }
+
+    #[test]
+    fn main_command_stops_and_starts_for_an_update_without_exiting() {
+        let t0 = Instant::now();
+        let mut sup = with_main(t0);
+        assert_eq!(main_phase(&sup, t0), (Phase::Running, Some(50)));
+        // Down: TERM to its group (the forwarder's delivery), then CONT.
+        assert_eq!(
+            sup.step(t0, request(Op::Down, MAIN_NAME, Some(10))),
+            vec![signal(-50, libc::SIGTERM), signal(-50, libc::SIGCONT)]
+        );
+        assert_eq!(main_phase(&sup, t0), (Phase::Stopping, Some(50)));
+        // It exits, its group lingers: not down yet, and moltd stays.
+        let t1 = t0 + Duration::from_secs(1);
+        assert_eq!(
+            sup.step(t1, exited(50, ExitStatus::Signaled(libc::SIGTERM), true)),
+            vec![]
+        );
+        assert_eq!(sup.lingering_groups(), vec![50]);
+        assert_eq!(main_phase(&sup, t1), (Phase::Stopping, Some(50)));
+        // Its group is gone: down, and the waiting client hears so.
+        let actions = sup.step(t1, Event::GroupGone { pgid: 50 });
+        assert!(
+            matches!(answers(&actions)[..], [Answer::Ok(_)]),
+            "{actions:?}"
+        );
+        assert_eq!(main_phase(&sup, t1), (Phase::Down, None));
+        assert_eq!(sup.next_deadline(), None, "idle means no timer");
+        // Up starts it again, in the same handler call as its pid arrives.
+        let actions = restart_main(&mut sup, t1, 60);
+        assert!(
+            matches!(answers(&actions)[..], [Answer::Ok(_)]),
+            "{actions:?}"
+        );
+        assert_eq!(main_phase(&sup, t1), (Phase::Running, Some(60)));
+        // Once lets go: its exit ends moltd with its status again.
+        sup.step(t1, request(Op::Once, MAIN_NAME, None));
+        assert_eq!(
+            sup.step(t1, exited(60, ExitStatus::Exited(3), false)),
+            vec![signal(-60, libc::SIGTERM), Action::Exit(3)]
+        );
+    }
+
+    #[test]
+    fn held_main_command_that_exits_is_down_and_released_it_ends_moltd() {
+        let t0 = Instant::now();
+        let mut sup = with_main(t0);
+        sup.step(t0, request(Op::Down, MAIN_NAME, Some(10)));
+        sup.step(t0, exited(50, ExitStatus::Signaled(libc::SIGTERM), false));
+        restart_main(&mut sup, t0, 60);
+        // The new release dies at once: down, not the end of moltd.
+        assert_eq!(
+            sup.step(t0, exited(60, ExitStatus::Exited(1), false)),
+            vec![]
+        );
+        assert_eq!(main_phase(&sup, t0), (Phase::Down, None));
+        // Rolled back: started again and healthy, then released.
+        restart_main(&mut sup, t0, 70);
+        assert_eq!(sup.step(t0, request(Op::Once, MAIN_NAME, None)).len(), 1);
+        // TERM while it runs is forwarded; its status is moltd's.
+        assert_eq!(
+            sup.step(t0, Event::Signal(libc::SIGTERM)),
+            vec![signal(-70, libc::SIGTERM)]
+        );
+        let actions = sup.step(t0, exited(70, ExitStatus::Signaled(libc::SIGTERM), false));
+        assert_eq!(actions.last(), Some(&Action::Exit(143)));
+    }
+
+    #[test]
+    fn main_command_ignoring_its_stop_signal_is_killed_after_svwait() {
+        let t0 = Instant::now();
+        let mut sup = with_main(t0);
+        sup.step(t0, request(Op::Down, MAIN_NAME, Some(20)));
+        assert_eq!(sup.next_deadline(), Some(t0 + SVWAIT));
+        assert_eq!(
+            sup.step(t0 + SVWAIT, Event::Tick),
+            vec![signal(-50, libc::SIGKILL)]
+        );
+        sup.step(t0 + SVWAIT, exited(50, ExitStatus::Signaled(9), false));
+        assert_eq!(main_phase(&sup, t0 + SVWAIT), (Phase::Down, None));
+        // TERM while it is down for an update: leave with the status it
+        // stopped with.
+        assert_eq!(
+            sup.step(t0 + SVWAIT, Event::Signal(libc::SIGTERM)),
+            vec![Action::Exit(137)]
+        );
+    }
+
+    #[test]
+    fn main_command_is_listed_first_and_a_failed_restart_when_released_ends_moltd() {
+        let t0 = Instant::now();
+        let mut sup = with_main(t0);
+        let all = Event::Command {
+            client: 9,
+            request: Request {
+                op: Op::Status,
+                names: Vec::new(),
+                wait: None,
+                kill_on_timeout: false,
+            },
+        };
+        match &answers(&sup.step(t0, all))[..] {
+            [Answer::Done(status)] => assert_eq!(status.name, MAIN_NAME),
+            other => panic!("{other:?}"),
+        }
+        sup.step(t0, request(Op::Down, MAIN_NAME, Some(10)));
+        sup.step(t0, exited(50, ExitStatus::Exited(0), false));
+        sup.step(t0, request(Op::Up, MAIN_NAME, Some(10)));
+        assert_eq!(sup.step(t0, Event::MainSpawned(Err(1))), vec![]);
+        assert_eq!(main_phase(&sup, t0), (Phase::Down, None));
+        let actions = sup.step(t0, request(Op::Once, MAIN_NAME, None));
+        assert_eq!(actions.first(), Some(&Action::SpawnMain));
+        let actions = sup.step(t0, Event::MainSpawned(Err(2)));
+        assert_eq!(actions, vec![Action::Exit(2)]);
+    }
+
+    #[test]
+    fn letting_go_keeps_whether_it_is_wanted_down() {
+        use super::Hold;
+        let table = [
+            (Hold::Free, Hold::Free),
+            (Hold::Up, Hold::Free),
+            (Hold::Down, Hold::Released),
+            (Hold::Released, Hold::Released),
+        ];
+        for (hold, after) in table {
+            assert_eq!(hold.let_go(), after, "{hold:?}");
+            assert!(!after.held(), "{hold:?}");
+            assert_eq!(after.wanted_down(), hold.wanted_down(), "{hold:?}");
+        }
+    }
+
+    #[test]
+    fn term_while_an_update_stops_it_lets_go_and_its_exit_ends_moltd() {
+        let t0 = Instant::now();
+        let mut sup = with_main(t0);
+        sup.step(t0, request(Op::Down, MAIN_NAME, Some(10)));
+        assert_eq!(
+            sup.step(t0, Event::Signal(libc::SIGTERM)),
+            vec![signal(-50, libc::SIGTERM)]
+        );
+        // Still shown going down, no longer held.
+        let status = sup.status_of(MAIN_NAME, t0).unwrap().main;
+        assert_eq!((status.phase, status.want), (Phase::Stopping, Want::Down));
+        let actions = sup.step(t0, exited(50, ExitStatus::Signaled(libc::SIGTERM), false));
+        assert_eq!(actions.last(), Some(&Action::Exit(143)));
     }
 }

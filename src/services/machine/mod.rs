@@ -273,9 +273,15 @@ impl Supervisor {
                 which,
                 program,
                 result,
-            } => self.with_slot(now, &service, which, &mut actions, |slot, cx| {
-                slot.on(cx, SlotEvent::Spawned { program, result })
-            }),
+            } => {
+                let event = match program {
+                    Program::Run => SlotEvent::RunSpawned(result),
+                    Program::Finish { .. } => SlotEvent::FinishSpawned(result),
+                };
+                self.with_slot(now, &service, which, &mut actions, |slot, cx| {
+                    slot.on(cx, event)
+                })
+            }
             Event::Exited {
                 pid,
                 status,

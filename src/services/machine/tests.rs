@@ -5,16 +5,16 @@ use crate::services::scan::{Part, SignalSet};
 use crate::services::status::Phase;
 use std::path::PathBuf;
 
-const SVWAIT: Duration = Duration::from_secs(7);
+pub(super) const SVWAIT: Duration = Duration::from_secs(7);
 
-fn settings() -> Settings {
+pub(super) fn settings() -> Settings {
     Settings {
         svwait: SVWAIT,
         backoff_max: Duration::from_secs(4),
     }
 }
 
-fn part() -> Part {
+pub(super) fn part() -> Part {
     Part {
         down: false,
         finish: false,
@@ -23,7 +23,7 @@ fn part() -> Part {
     }
 }
 
-fn def(name: &str) -> Definition {
+pub(super) fn def(name: &str) -> Definition {
     Definition {
         name: name.into(),
         dir: PathBuf::from("/svc").join(name),
@@ -35,14 +35,14 @@ fn def(name: &str) -> Definition {
     }
 }
 
-fn listing(defs: &[Definition]) -> Event {
+pub(super) fn listing(defs: &[Definition]) -> Event {
     Event::Scanned(Ok(Listing {
         services: defs.to_vec(),
         ..Listing::default()
     }))
 }
 
-fn spawn(name: &str, which: Which, program: Program) -> Action {
+pub(super) fn spawn(name: &str, which: Which, program: Program) -> Action {
     Action::Spawn {
         service: name.into(),
         which,
@@ -50,7 +50,7 @@ fn spawn(name: &str, which: Which, program: Program) -> Action {
     }
 }
 
-fn spawned(name: &str, which: Which, program: Program, pid: i32) -> Event {
+pub(super) fn spawned(name: &str, which: Which, program: Program, pid: i32) -> Event {
     Event::Spawned {
         service: name.into(),
         which,
@@ -59,7 +59,7 @@ fn spawned(name: &str, which: Which, program: Program, pid: i32) -> Event {
     }
 }
 
-fn exited(pid: i32, status: ExitStatus, group_alive: bool) -> Event {
+pub(super) fn exited(pid: i32, status: ExitStatus, group_alive: bool) -> Event {
     Event::Exited {
         pid,
         status,
@@ -67,11 +67,11 @@ fn exited(pid: i32, status: ExitStatus, group_alive: bool) -> Event {
     }
 }
 
-fn signal(target: i32, signal: i32) -> Action {
+pub(super) fn signal(target: i32, signal: i32) -> Action {
     Action::Signal { target, signal }
 }
 
-fn request(op: Op, name: &str, wait: Option<u64>) -> Event {
+pub(super) fn request(op: Op, name: &str, wait: Option<u64>) -> Event {
     Event::Command {
         client: 9,
         request: Request {
@@ -85,7 +85,7 @@ fn request(op: Op, name: &str, wait: Option<u64>) -> Event {
 
 /// A supervisor running `defs`, each main `run` started with pids 100,
 /// 101, ... in name order.
-fn running(t0: Instant, defs: &[Definition]) -> Supervisor {
+pub(super) fn running(t0: Instant, defs: &[Definition]) -> Supervisor {
     let mut sup = Supervisor::new(settings());
     sup.step(t0, listing(defs));
     for (i, d) in defs.iter().enumerate() {
@@ -97,7 +97,7 @@ fn running(t0: Instant, defs: &[Definition]) -> Supervisor {
     sup
 }
 
-fn answers(actions: &[Action]) -> Vec<Answer> {
+pub(super) fn answers(actions: &[Action]) -> Vec<Answer> {
     actions
         .iter()
         .find_map(|a| match a {
@@ -108,7 +108,7 @@ fn answers(actions: &[Action]) -> Vec<Answer> {
 }
 
 /// A main command with pid `pid`, forwarding to its group.
-fn main_command(pid: i32) -> Forwarder {
+pub(super) fn main_command(pid: i32) -> Forwarder {
     let rules = policy::Rules {
         delivery: policy::Delivery::Group,
         job_control: policy::JobControl::ForwardThenStop,
@@ -118,141 +118,6 @@ fn main_command(pid: i32) -> Forwarder {
         forward_faults: false,
     };
     Forwarder::new(rules, pid)
-}
-
-/// A supervisor with only a main command, pid 50.
-fn with_main(t0: Instant) -> Supervisor {
-    let mut sup = Supervisor::new(settings());
-    sup.step(t0, Event::MainSpawned(Ok(main_command(50))));
-    sup.step(t0, listing(&[]));
-    sup
-}
-
-fn main_phase(sup: &Supervisor, now: Instant) -> (Phase, Option<i32>) {
-    let status = sup.status_of(MAIN_NAME, now).unwrap().main;
-    (status.phase, status.pid)
-}
-
-/// Restarts the held main command as pid `pid`.
-fn restart_main(sup: &mut Supervisor, now: Instant, pid: i32) -> Vec<Action> {
-    let actions = sup.step(now, request(Op::Up, MAIN_NAME, Some(10)));
-    assert_eq!(actions, vec![Action::SpawnMain]);
-    sup.step(now, Event::MainSpawned(Ok(main_command(pid))))
-}
-
-#[test]
-fn main_command_stops_and_starts_for_an_update_without_exiting() {
-    let t0 = Instant::now();
-    let mut sup = with_main(t0);
-    assert_eq!(main_phase(&sup, t0), (Phase::Running, Some(50)));
-    // Down: TERM to its group (the forwarder's delivery), then CONT.
-    assert_eq!(
-        sup.step(t0, request(Op::Down, MAIN_NAME, Some(10))),
-        vec![signal(-50, libc::SIGTERM), signal(-50, libc::SIGCONT)]
-    );
-    assert_eq!(main_phase(&sup, t0), (Phase::Stopping, Some(50)));
-    // It exits, its group lingers: not down yet, and moltd stays.
-    let t1 = t0 + Duration::from_secs(1);
-    assert_eq!(
-        sup.step(t1, exited(50, ExitStatus::Signaled(libc::SIGTERM), true)),
-        vec![]
-    );
-    assert_eq!(sup.lingering_groups(), vec![50]);
-    assert_eq!(main_phase(&sup, t1), (Phase::Stopping, Some(50)));
-    // Its group is gone: down, and the waiting client hears so.
-    let actions = sup.step(t1, Event::GroupGone { pgid: 50 });
-    assert!(
-        matches!(answers(&actions)[..], [Answer::Ok(_)]),
-        "{actions:?}"
-    );
-    assert_eq!(main_phase(&sup, t1), (Phase::Down, None));
-    assert_eq!(sup.next_deadline(), None, "idle means no timer");
-    // Up starts it again, in the same handler call as its pid arrives.
-    let actions = restart_main(&mut sup, t1, 60);
-    assert!(
-        matches!(answers(&actions)[..], [Answer::Ok(_)]),
-        "{actions:?}"
-    );
-    assert_eq!(main_phase(&sup, t1), (Phase::Running, Some(60)));
-    // Once lets go: its exit ends moltd with its status again.
-    sup.step(t1, request(Op::Once, MAIN_NAME, None));
-    assert_eq!(
-        sup.step(t1, exited(60, ExitStatus::Exited(3), false)),
-        vec![signal(-60, libc::SIGTERM), Action::Exit(3)]
-    );
-}
-
-#[test]
-fn held_main_command_that_exits_is_down_and_released_it_ends_moltd() {
-    let t0 = Instant::now();
-    let mut sup = with_main(t0);
-    sup.step(t0, request(Op::Down, MAIN_NAME, Some(10)));
-    sup.step(t0, exited(50, ExitStatus::Signaled(libc::SIGTERM), false));
-    restart_main(&mut sup, t0, 60);
-    // The new release dies at once: down, not the end of moltd.
-    assert_eq!(
-        sup.step(t0, exited(60, ExitStatus::Exited(1), false)),
-        vec![]
-    );
-    assert_eq!(main_phase(&sup, t0), (Phase::Down, None));
-    // Rolled back: started again and healthy, then released.
-    restart_main(&mut sup, t0, 70);
-    assert_eq!(sup.step(t0, request(Op::Once, MAIN_NAME, None)).len(), 1);
-    // TERM while it runs is forwarded; its status is moltd's.
-    assert_eq!(
-        sup.step(t0, Event::Signal(libc::SIGTERM)),
-        vec![signal(-70, libc::SIGTERM)]
-    );
-    let actions = sup.step(t0, exited(70, ExitStatus::Signaled(libc::SIGTERM), false));
-    assert_eq!(actions.last(), Some(&Action::Exit(143)));
-}
-
-#[test]
-fn main_command_ignoring_its_stop_signal_is_killed_after_svwait() {
-    let t0 = Instant::now();
-    let mut sup = with_main(t0);
-    sup.step(t0, request(Op::Down, MAIN_NAME, Some(20)));
-    assert_eq!(sup.next_deadline(), Some(t0 + SVWAIT));
-    assert_eq!(
-        sup.step(t0 + SVWAIT, Event::Tick),
-        vec![signal(-50, libc::SIGKILL)]
-    );
-    sup.step(t0 + SVWAIT, exited(50, ExitStatus::Signaled(9), false));
-    assert_eq!(main_phase(&sup, t0 + SVWAIT), (Phase::Down, None));
-    // TERM while it is down for an update: leave with the status it
-    // stopped with.
-    assert_eq!(
-        sup.step(t0 + SVWAIT, Event::Signal(libc::SIGTERM)),
-        vec![Action::Exit(137)]
-    );
-}
-
-#[test]
-fn main_command_is_listed_first_and_a_failed_restart_when_released_ends_moltd() {
-    let t0 = Instant::now();
-    let mut sup = with_main(t0);
-    let all = Event::Command {
-        client: 9,
-        request: Request {
-            op: Op::Status,
-            names: Vec::new(),
-            wait: None,
-            kill_on_timeout: false,
-        },
-    };
-    match &answers(&sup.step(t0, all))[..] {
-        [Answer::Done(status)] => assert_eq!(status.name, MAIN_NAME),
-        other => panic!("{other:?}"),
-    }
-    sup.step(t0, request(Op::Down, MAIN_NAME, Some(10)));
-    sup.step(t0, exited(50, ExitStatus::Exited(0), false));
-    sup.step(t0, request(Op::Up, MAIN_NAME, Some(10)));
-    assert_eq!(sup.step(t0, Event::MainSpawned(Err(1))), vec![]);
-    assert_eq!(main_phase(&sup, t0), (Phase::Down, None));
-    let actions = sup.step(t0, request(Op::Once, MAIN_NAME, None));
-    assert_eq!(actions.first(), Some(&Action::SpawnMain));
-    let actions = sup.step(t0, Event::MainSpawned(Err(2)));
-    assert_eq!(actions, vec![Action::Exit(2)]);
 }
 
 #[test]

@@ -20,6 +20,19 @@ pub(super) enum Goal {
     Restarted(u32),
 }
 
+impl Goal {
+    /// Whether a program that is `running` or `down`, and was started
+    /// `starts` times in all, has reached it.
+    pub(super) fn reached(self, running: bool, down: bool, starts: u32) -> bool {
+        match self {
+            Goal::Any => true,
+            Goal::Up => running,
+            Goal::Down => down,
+            Goal::Restarted(before) => running && starts > before,
+        }
+    }
+}
+
 #[derive(Debug)]
 pub(super) struct Waiter {
     client: u64,

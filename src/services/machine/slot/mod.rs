@@ -65,7 +65,7 @@ pub(super) enum Life {
     Backoff {
         until: Instant,
     },
-    /// [`Action::Spawn`] was issued; [`SlotEvent::Spawned`] comes next.
+    /// [`Action::Spawn`] was issued; [`SlotEvent::RunSpawned`] comes next.
     Starting,
     Running {
         pid: i32,
@@ -106,11 +106,10 @@ pub(super) enum SlotEvent {
     Restart,
     /// `sv` sends a signal to `run`.
     Signal(i32),
-    /// The outcome of the [`Action::Spawn`] of `program`.
-    Spawned {
-        program: Program,
-        result: Result<i32, SpawnFailure>,
-    },
+    /// The outcome of the [`Action::Spawn`] of `run`.
+    RunSpawned(Result<i32, SpawnFailure>),
+    /// The outcome of the [`Action::Spawn`] of `finish`.
+    FinishSpawned(Result<i32, SpawnFailure>),
     /// `run` was reaped.
     RunExited {
         status: ExitStatus,
@@ -216,43 +215,24 @@ impl Slot {
                     signal,
                 });
             }
-            (
-                Life::Starting,
-                E::Spawned {
-                    program: Program::Run,
-                    result,
-                },
-            ) => self.run_spawned(cx, result),
-            (
-                Life::Finishing { exit, .. },
-                E::Spawned {
-                    program: Program::Finish { .. },
-                    result,
-                },
-            ) => match result {
-                Ok(pid) => self.finish_started(pid),
-                Err(failure) => {
+            (Life::Starting, E::RunSpawned(result)) => self.run_spawned(cx, result),
+            (Life::Finishing { exit, .. }, E::FinishSpawned(result)) => {
+                let started = result.or_else(|failure| {
                     warn!("{}: cannot run ./finish: {}", cx.label, failure.reason);
-                    match failure.pid {
-                        Some(pid) => self.finish_started(pid),
-                        None => self.settle(cx, exit, None),
-                    }
+                    failure.pid.ok_or(())
+                });
+                match started {
+                    Ok(pid) => self.finish_started(pid),
+                    Err(()) => self.settle(cx, exit, None),
                 }
-            },
+            }
             (
-                Life::Running { pid, exec_failed },
+                Life::Running { .. } | Life::Stopping { .. },
                 E::RunExited {
                     status,
                     group_alive,
                 },
-            ) => self.run_died(cx, pid, exec_failed, status, group_alive),
-            (
-                Life::Stopping { pgid, deadline, .. },
-                E::RunExited {
-                    status,
-                    group_alive,
-                },
-            ) => self.run_stopped(cx, pgid, deadline, status, group_alive),
+            ) => self.run_exited(cx, status, group_alive),
             (
                 Life::Stopping {
                     run: None,
@@ -375,16 +355,13 @@ impl Slot {
         }
     }
 
-    /// `run` died on its own: count a quick death, and stop what is left of
-    /// its group.
-    fn run_died(
-        &mut self,
-        cx: &mut Ctx,
-        pgid: i32,
-        exec_failed: bool,
-        status: ExitStatus,
-        group_alive: bool,
-    ) {
+    /// `run` was reaped, while running or stopping.
+    fn run_exited(&mut self, cx: &mut Ctx, status: ExitStatus, group_alive: bool) {
+        let (pgid, exec_failed, stopping) = match self.life {
+            Life::Running { pid, exec_failed } => (pid, exec_failed, None),
+            Life::Stopping { pgid, deadline, .. } => (pgid, false, Some(deadline)),
+            _ => return,
+        };
         // runit's convention: a run that could not be started "exited 111".
         let status = if exec_failed {
             ExitStatus::Exited(COULD_NOT_START)
@@ -392,50 +369,39 @@ impl Slot {
             status
         };
         self.last_exit = Some(status);
-        let ran = self.last_start.map_or(Duration::ZERO, |t| cx.now - t);
-        if ran < STABLE {
-            self.quick_deaths += 1;
-        } else {
-            self.quick_deaths = 0;
+        match stopping {
+            Some(_) => info!("{}: stopped ({})", cx.label, describe(status)),
+            None => {
+                let ran = self.last_start.map_or(Duration::ZERO, |t| cx.now - t);
+                if ran < STABLE {
+                    self.quick_deaths += 1;
+                } else {
+                    self.quick_deaths = 0;
+                }
+                if !exec_failed {
+                    self.last_problem = None;
+                }
+                info!(
+                    "{}: {} after {}s",
+                    cx.label,
+                    describe(status),
+                    ran.as_secs()
+                );
+            }
         }
-        if !exec_failed {
-            self.last_problem = None;
-        }
-        info!(
-            "{}: {} after {}s",
-            cx.label,
-            describe(status),
-            ran.as_secs()
-        );
         if !group_alive {
             return self.after_run(cx, status);
         }
-        // Leftovers of a run that died on its own are stopped like a
-        // service being stopped.
-        debug!("{}: run exited, stopping the rest of its group", cx.label);
-        stop_group(cx, pgid, self.part.down_signal);
-        self.life = Life::Stopping {
-            pgid,
-            run: None,
-            exit: Some(status),
-            deadline: Some(cx.now + cx.settings.svwait),
+        let deadline = match stopping {
+            Some(deadline) => deadline,
+            None => {
+                // Leftovers of a run that died on its own are stopped like a
+                // service being stopped.
+                debug!("{}: run exited, stopping the rest of its group", cx.label);
+                stop_group(cx, pgid, self.part.down_signal);
+                Some(cx.now + cx.settings.svwait)
+            }
         };
-    }
-
-    /// `run` exited after being told to stop.
-    fn run_stopped(
-        &mut self,
-        cx: &mut Ctx,
-        pgid: i32,
-        deadline: Option<Instant>,
-        status: ExitStatus,
-        group_alive: bool,
-    ) {
-        self.last_exit = Some(status);
-        info!("{}: stopped ({})", cx.label, describe(status));
-        if !group_alive {
-            return self.after_run(cx, status);
-        }
         self.life = Life::Stopping {
             pgid,
             run: None,
@@ -576,12 +542,7 @@ impl Slot {
     }
 
     pub(super) fn reached(&self, goal: Goal) -> bool {
-        match goal {
-            Goal::Any => true,
-            Goal::Up => self.is_running(),
-            Goal::Down => self.is_down(),
-            Goal::Restarted(starts) => self.is_running() && self.starts > starts,
-        }
+        goal.reached(self.is_running(), self.is_down(), self.starts)
     }
 
     pub(super) fn status(&self, now: Instant) -> ProgramStatus {
@@ -629,3 +590,6 @@ fn close_input(cx: &mut Ctx) {
         service: cx.service.to_owned(),
     });
 }
+
+#[cfg(test)]
+mod tests;
