@@ -8,7 +8,7 @@
 //!
 //! Four machines make it up, one file each:
 //!
-//! - [`slot`]: each supervised program (`run`, and `log/run` if there is
+//! - `slot`: each supervised program (`run`, and `log/run` if there is
 //!   one) is a `Slot` that goes round one cycle; its states × events table
 //!   is written once, in that module's doc, and one `match` follows it:
 //!
@@ -22,14 +22,14 @@
 //!   `finish` that never ends) has a deadline of SVWAIT, after which its
 //!   group gets KILL, so one broken service never holds up the others or
 //!   shutdown.
-//! - [`main_command`]: the command of combined mode, which an update may
+//! - `main_command`: the command of combined mode, which an update may
 //!   hold (stop and start) without its exit ending moltd.
-//! - [`waiters`]: control requests, carried out on the programs they name
+//! - `waiters`: control requests, carried out on the programs they name
 //!   and answered when those reach their goal. Other modules drive services
 //!   the way `sv` does: send [`Event::Command`] with their own client id and
 //!   act on the [`Action::Reply`] addressed to it, which comes when the
 //!   services are up or down (or the wait timed out).
-//! - [`definition`]: the services a scan found, and what a new scan changes.
+//! - `definition`: the services a scan found, and what a new scan changes.
 //!
 //! This file routes each [`Event`] to them and holds what concerns them all:
 //! signals to moltd, shutdown, and the exit.
@@ -52,7 +52,7 @@ use definition::Service;
 use log::{debug, info, trace, warn};
 use main_command::{MainCommand, Reaped};
 use nix::libc;
-use slot::{Ctx, Intent, Life, Slot, SlotEvent, StopHow};
+use slot::{Ctx, Intent, Slot, SlotEvent, StopHow};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 use waiters::{Goal, Waiter};
@@ -333,7 +333,6 @@ impl Supervisor {
             .collect()
     }
 
-    /// The definition of a service, for the loop to find its folder.
     /// Every service's status, for metrics and the health endpoint.
     pub fn statuses(&self, now: Instant) -> Vec<Status> {
         self.services
@@ -347,6 +346,7 @@ impl Supervisor {
         self.shutdown.is_some()
     }
 
+    /// The definition of a service, for the loop to find its folder.
     pub fn definition(&self, name: &str) -> Option<&Definition> {
         self.services.get(name).map(|s| &s.def)
     }
@@ -472,11 +472,7 @@ impl Supervisor {
         }
         let mut to = Vec::new();
         for (name, service) in &self.services {
-            if let Life::Running {
-                pid,
-                exec_failed: false,
-            } = service.main.life
-            {
+            if let Some(pid) = service.main.forwarded_to() {
                 if service.def.forward_signals.contains(signal) {
                     actions.push(Action::Signal {
                         target: -pid,

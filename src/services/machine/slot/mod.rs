@@ -14,11 +14,11 @@
 //! | Backoff | Stop(CloseInput) | close the log pipe | Down |
 //! | any other | Stop(CloseInput) | close the log pipe | same |
 //! | Running, Stopping with `run` alive | Signal(s) | `s` to `run` (STOP, CONT, TERM noted in its status) | same |
-//! | Starting | Spawned `run`: pid | | Running |
-//! | Starting | Spawned `run`: exec failed in the child | | Running (its exit counts as 111) |
-//! | Starting | Spawned `run`: no child | a quick death, exit 111 | after `run` |
-//! | Finishing | Spawned `finish`: a child | | Finishing, with its pid |
-//! | Finishing | Spawned `finish`: no child | | settle |
+//! | Starting | RunSpawned: a pid | | Running |
+//! | Starting | RunSpawned: exec failed in the child | | Running (its exit counts as 111) |
+//! | Starting | RunSpawned: no child | a quick death, exit 111 | after `run` |
+//! | Finishing | FinishSpawned: a child | | Finishing, with its pid |
+//! | Finishing | FinishSpawned: no child | | settle |
 //! | Running | RunExited, group gone | count a quick death unless it ran [`STABLE`] | after `run` |
 //! | Running | RunExited, group alive | same count; down-signal and CONT to the group | Stopping (`run` gone), KILL at SVWAIT |
 //! | Stopping | RunExited, group gone | | after `run` |
@@ -43,7 +43,6 @@ use super::{
     Program, STABLE, Settings, SpawnFailure, Which, describe,
 };
 use crate::services::scan::Part;
-use crate::services::status::{Phase, ProgramStatus, Want};
 use crate::signals;
 use crate::sys::reap::ExitStatus;
 use log::{debug, info, warn};
@@ -60,7 +59,7 @@ pub(super) enum Intent {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Life {
+enum Life {
     Down,
     Backoff {
         until: Instant,
@@ -127,7 +126,8 @@ pub(super) enum SlotEvent {
 #[derive(Debug)]
 pub(super) struct Slot {
     pub(super) part: Part,
-    pub(super) life: Life,
+    /// Changed only by [`Slot::on`].
+    life: Life,
     since: Instant,
     pub(super) intent: Intent,
     pub(super) starts: u32,
@@ -488,91 +488,6 @@ impl Slot {
             signal: libc::SIGKILL,
         });
     }
-
-    pub(super) fn deadline(&self) -> Option<Instant> {
-        match self.life {
-            Life::Backoff { until } => Some(until),
-            Life::Stopping { deadline, .. } | Life::Finishing { deadline, .. } => deadline,
-            _ => None,
-        }
-    }
-
-    /// The pid of `run` while it is alive.
-    pub(super) fn run_pid(&self) -> Option<i32> {
-        match self.life {
-            Life::Running { pid, .. } => Some(pid),
-            Life::Stopping { run, .. } => run,
-            _ => None,
-        }
-    }
-
-    /// The pid of `finish` while it runs.
-    pub(super) fn finish_pid(&self) -> Option<i32> {
-        match self.life {
-            Life::Finishing { pid, .. } => pid,
-            _ => None,
-        }
-    }
-
-    /// The group of a `run` that has exited while its group lives on.
-    pub(super) fn lingering_group(&self) -> Option<i32> {
-        match self.life {
-            Life::Stopping {
-                pgid, run: None, ..
-            } => Some(pgid),
-            _ => None,
-        }
-    }
-
-    /// The group to KILL when a wait times out.
-    pub(super) fn group(&self) -> Option<i32> {
-        match self.life {
-            Life::Running { pid, .. } => Some(pid),
-            Life::Stopping { pgid, .. } => Some(pgid),
-            _ => None,
-        }
-    }
-
-    pub(super) fn is_down(&self) -> bool {
-        self.life == Life::Down
-    }
-
-    pub(super) fn is_running(&self) -> bool {
-        matches!(self.life, Life::Running { .. })
-    }
-
-    pub(super) fn reached(&self, goal: Goal) -> bool {
-        goal.reached(self.is_running(), self.is_down(), self.starts)
-    }
-
-    pub(super) fn status(&self, now: Instant) -> ProgramStatus {
-        let (phase, pid) = match self.life {
-            Life::Down => (Phase::Down, None),
-            Life::Backoff { .. } if self.quick_deaths >= CRASH_LOOP_AFTER => {
-                (Phase::CrashLoop, None)
-            }
-            Life::Backoff { .. } => (Phase::Backoff, None),
-            Life::Starting => (Phase::Running, None),
-            Life::Running { pid, .. } => (Phase::Running, Some(pid)),
-            Life::Stopping { pgid, run, .. } => (Phase::Stopping, Some(run.unwrap_or(pgid))),
-            Life::Finishing { pid, .. } => (Phase::Finishing, pid),
-        };
-        ProgramStatus {
-            phase,
-            pid,
-            secs: now.saturating_duration_since(self.since).as_secs(),
-            normally_up: !self.part.down,
-            want: if self.intent == Intent::Up {
-                Want::Up
-            } else {
-                Want::Down
-            },
-            paused: self.paused,
-            got_term: self.got_term,
-            restarts: self.starts.saturating_sub(1),
-            last_exit: self.last_exit,
-        }
-    }
 }
 
 /// The down-signal, then CONT, to the group `pgid`.
@@ -593,3 +508,4 @@ fn close_input(cx: &mut Ctx) {
 
 #[cfg(test)]
 mod tests;
+mod view;
