@@ -42,6 +42,7 @@ pub(super) struct Waiter {
 }
 
 impl Supervisor {
+    /// The program `web` or `web/log` names.
     pub(super) fn slot(&self, name: &str) -> Option<&Slot> {
         match name.strip_suffix("/log") {
             Some(service) => self.services.get(service)?.log.as_ref(),
@@ -49,6 +50,8 @@ impl Supervisor {
         }
     }
 
+    /// What `sv status` shows for `name`: a service, its log, or the main
+    /// command.
     pub(super) fn status_of(&self, name: &str, now: Instant) -> Option<Status> {
         if let Some(main) = self.main.as_ref().filter(|_| name == MAIN_NAME) {
             return Some(main.status(now));
@@ -72,6 +75,7 @@ impl Supervisor {
         }
     }
 
+    /// Carries out a request and answers it, now or when its wait ends.
     pub(super) fn command(
         &mut self,
         now: Instant,
@@ -200,6 +204,8 @@ impl Supervisor {
         }
     }
 
+    /// Answers every client whose targets all reached their goals, or whose
+    /// wait ran out.
     pub(super) fn answer_waiters(&mut self, now: Instant, actions: &mut Vec<Action>) {
         let mut pending = std::mem::take(&mut self.waiters);
         pending.retain(|waiter| {
