@@ -1,0 +1,511 @@
+//! The life of one supervised program (`run`, or `log/run`): a [`Slot`].
+//!
+//! Every change of a slot's [`Life`] goes through [`Slot::on`], one `match`
+//! over (state, [`SlotEvent`]) that follows this table row by row. Every pair
+//! not in it does nothing. "Settle" and "after `run`" are the two shared
+//! endings, spelled out below the table.
+//!
+//! | state | event | actions | next state |
+//! |---|---|---|---|
+//! | Down, Backoff | Start, Restart | spawn `run` if runit's one-second rule and the backoff allow | Starting, or Backoff until then (Down if no starts are allowed) |
+//! | Running | Stop(Signal), Restart | down-signal and CONT to its group | Stopping, KILL at SVWAIT |
+//! | Running | Stop(CloseInput) | close the log pipe | Stopping, KILL at SVWAIT |
+//! | Backoff | Stop(Signal) | | Down |
+//! | Backoff | Stop(CloseInput) | close the log pipe | Down |
+//! | any other | Stop(CloseInput) | close the log pipe | same |
+//! | Running, Stopping with `run` alive | Signal(s) | `s` to `run` (STOP, CONT, TERM noted in its status) | same |
+//! | Starting | RunSpawned: a pid | | Running |
+//! | Starting | RunSpawned: exec failed in the child | | Running (its exit counts as 111) |
+//! | Starting | RunSpawned: no child | a quick death, exit 111 | after `run` |
+//! | Finishing | FinishSpawned: a child | | Finishing, with its pid |
+//! | Finishing | FinishSpawned: no child | | settle |
+//! | Running | RunExited, group gone | count a quick death unless it ran [`STABLE`] | after `run` |
+//! | Running | RunExited, group alive | same count; down-signal and CONT to the group | Stopping (`run` gone), KILL at SVWAIT |
+//! | Stopping | RunExited, group gone | | after `run` |
+//! | Stopping | RunExited, group alive | | Stopping (`run` gone), same deadline |
+//! | Stopping, `run` gone | GroupGone | | after `run` |
+//! | Finishing | FinishExited | | settle |
+//! | Backoff, time come | Tick | spawn `run` unless wanted down | Starting, or Down |
+//! | Stopping, deadline passed | Tick | KILL the group | Stopping, no deadline |
+//! | Finishing with a pid, deadline passed | Tick | KILL its group | Finishing, no deadline |
+//!
+//! After `run` (its whole group is gone): with a `finish`, spawn
+//! `./finish CODE SIGNAL` and go to Finishing (KILL at SVWAIT); else settle.
+//!
+//! Settle: Down. A `finish` that exited [`FINISH_NO_RESTART`] gives up; a
+//! program run once is now wanted down; one wanted up starts again (as
+//! Start) after a delay that doubles with each quick death in a row, up to
+//! the backoff cap; after [`GIVE_UP_AFTER`] of them it has given up, which
+//! stops the container if the service is essential.
+
+use super::{
+    Action, COULD_NOT_START, CRASH_LOOP_AFTER, FINISH_NO_RESTART, GIVE_UP_AFTER, Goal, MIN_RESTART,
+    Program, STABLE, Settings, SpawnFailure, Which, describe,
+};
+use crate::services::scan::Part;
+use crate::signals;
+use crate::sys::reap::ExitStatus;
+use log::{debug, info, warn};
+use nix::libc;
+use std::time::{Duration, Instant};
+
+/// What a program should be doing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Intent {
+    Up,
+    Down,
+    /// Run, but do not restart.
+    Once,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Life {
+    Down,
+    Backoff {
+        until: Instant,
+    },
+    /// [`Action::Spawn`] was issued; [`SlotEvent::RunSpawned`] comes next.
+    Starting,
+    Running {
+        pid: i32,
+        exec_failed: bool,
+    },
+    /// Waiting for the group `pgid` to empty; `run` is its pid while alive.
+    Stopping {
+        pgid: i32,
+        run: Option<i32>,
+        exit: Option<ExitStatus>,
+        /// When to KILL the group; none once KILL was sent.
+        deadline: Option<Instant>,
+    },
+    Finishing {
+        pid: Option<i32>,
+        exit: ExitStatus,
+        deadline: Option<Instant>,
+    },
+}
+
+/// How a stop begins.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum StopHow {
+    /// The down-signal, then CONT, to the group.
+    Signal,
+    /// Close the log pipe: a logger stops at end of file, after writing out
+    /// everything the service said.
+    CloseInput,
+}
+
+/// What can happen to a slot: the columns of the table in the module doc.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum SlotEvent {
+    /// Start it unless it is already on its way (its intent is set first).
+    Start,
+    Stop(StopHow),
+    /// Stop it if it runs (it comes back, being wanted up), else start it.
+    Restart,
+    /// `sv` sends a signal to `run`.
+    Signal(i32),
+    /// The outcome of the [`Action::Spawn`] of `run`.
+    RunSpawned(Result<i32, SpawnFailure>),
+    /// The outcome of the [`Action::Spawn`] of `finish`.
+    FinishSpawned(Result<i32, SpawnFailure>),
+    /// `run` was reaped.
+    RunExited {
+        status: ExitStatus,
+        group_alive: bool,
+    },
+    /// The group of a `run` that has exited is now empty.
+    GroupGone,
+    /// `finish` was reaped.
+    FinishExited(ExitStatus),
+    /// Time passed; its deadline may have expired.
+    Tick,
+}
+
+/// One supervised program and its history.
+#[derive(Debug)]
+pub(super) struct Slot {
+    pub(super) part: Part,
+    /// Changed only by [`Slot::on`].
+    life: Life,
+    since: Instant,
+    pub(super) intent: Intent,
+    pub(super) starts: u32,
+    last_start: Option<Instant>,
+    last_exit: Option<ExitStatus>,
+    pub(super) quick_deaths: u32,
+    paused: bool,
+    got_term: bool,
+    /// The last problem logged, so that a program failing the same way over
+    /// and over says so once.
+    last_problem: Option<String>,
+}
+
+/// What a slot needs from its surroundings.
+pub(super) struct Ctx<'a> {
+    pub(super) now: Instant,
+    pub(super) settings: Settings,
+    /// `web` or `web/log`, for messages.
+    pub(super) label: String,
+    pub(super) service: &'a str,
+    pub(super) which: Which,
+    /// New starts are allowed (no shutdown, folder not removed).
+    pub(super) may_start: bool,
+    pub(super) actions: &'a mut Vec<Action>,
+    /// Set when an essential program gave up.
+    pub(super) gave_up: bool,
+}
+
+impl Slot {
+    pub(super) fn new(part: Part, now: Instant) -> Slot {
+        Slot {
+            intent: if part.down { Intent::Down } else { Intent::Up },
+            part,
+            life: Life::Down,
+            since: now,
+            starts: 0,
+            last_start: None,
+            last_exit: None,
+            quick_deaths: 0,
+            paused: false,
+            got_term: false,
+            last_problem: None,
+        }
+    }
+
+    /// Handles one event: the table in the module doc.
+    pub(super) fn on(&mut self, cx: &mut Ctx, event: SlotEvent) {
+        use SlotEvent as E;
+        let now = cx.now;
+        let expired = |deadline: Option<Instant>| deadline.is_some_and(|d| d <= now);
+        match (self.life, event) {
+            (Life::Down | Life::Backoff { .. }, E::Start | E::Restart) => {
+                self.start_soon(cx, Duration::ZERO)
+            }
+            (Life::Running { pid, .. }, E::Stop(StopHow::Signal) | E::Restart) => {
+                let signal = self.part.down_signal;
+                debug!("{}: sending {}", cx.label, signals::name(signal));
+                self.got_term = signal == libc::SIGTERM;
+                stop_group(cx, pid, signal);
+                self.stopping(cx, pid);
+            }
+            (Life::Running { pid, .. }, E::Stop(StopHow::CloseInput)) => {
+                close_input(cx);
+                self.stopping(cx, pid);
+            }
+            (Life::Backoff { .. }, E::Stop(how)) => {
+                if how == StopHow::CloseInput {
+                    close_input(cx);
+                }
+                self.set_life(Life::Down, cx.now);
+            }
+            (_, E::Stop(StopHow::CloseInput)) => close_input(cx),
+            (
+                Life::Running { pid, .. } | Life::Stopping { run: Some(pid), .. },
+                E::Signal(signal),
+            ) => {
+                match signal {
+                    libc::SIGSTOP => self.paused = true,
+                    libc::SIGCONT => self.paused = false,
+                    libc::SIGTERM => self.got_term = true,
+                    _ => {}
+                }
+                cx.actions.push(Action::Signal {
+                    target: pid,
+                    signal,
+                });
+            }
+            (Life::Starting, E::RunSpawned(result)) => self.run_spawned(cx, result),
+            (Life::Finishing { exit, .. }, E::FinishSpawned(result)) => {
+                let started = result.or_else(|failure| {
+                    warn!("{}: cannot run ./finish: {}", cx.label, failure.reason);
+                    failure.pid.ok_or(())
+                });
+                match started {
+                    Ok(pid) => self.finish_started(pid),
+                    Err(()) => self.settle(cx, exit, None),
+                }
+            }
+            (
+                Life::Running { .. } | Life::Stopping { .. },
+                E::RunExited {
+                    status,
+                    group_alive,
+                },
+            ) => self.run_exited(cx, status, group_alive),
+            (
+                Life::Stopping {
+                    run: None,
+                    exit: Some(exit),
+                    ..
+                },
+                E::GroupGone,
+            ) => self.after_run(cx, exit),
+            (Life::Finishing { exit, .. }, E::FinishExited(status)) => {
+                debug!("{}: finish {}", cx.label, describe(status));
+                self.settle(cx, exit, Some(status));
+            }
+            (Life::Backoff { until }, E::Tick) if until <= now => {
+                if self.intent == Intent::Down {
+                    self.set_life(Life::Down, cx.now);
+                } else {
+                    self.start(cx);
+                }
+            }
+            (Life::Stopping { pgid, deadline, .. }, E::Tick) if expired(deadline) => {
+                self.kill_late(cx, pgid, "still running after being told to stop")
+            }
+            (
+                Life::Finishing {
+                    pid: Some(pid),
+                    deadline,
+                    ..
+                },
+                E::Tick,
+            ) if expired(deadline) => self.kill_late(cx, pid, "finish still running"),
+            _ => {}
+        }
+    }
+
+    fn set_life(&mut self, life: Life, now: Instant) {
+        self.life = life;
+        self.since = now;
+    }
+
+    /// Logs `problem` unless it is the one logged last.
+    fn complain(&mut self, label: &str, problem: String) {
+        if self.last_problem.as_ref() != Some(&problem) {
+            warn!("{label}: {problem}");
+            self.last_problem = Some(problem);
+        }
+    }
+
+    fn start(&mut self, cx: &mut Ctx) {
+        if !cx.may_start {
+            return self.set_life(Life::Down, cx.now);
+        }
+        if self.starts > 0 {
+            info!("{}: restarting", cx.label);
+        }
+        self.starts += 1;
+        self.last_start = Some(cx.now);
+        self.paused = false;
+        self.got_term = false;
+        self.set_life(Life::Starting, cx.now);
+        cx.actions.push(Action::Spawn {
+            service: cx.service.to_owned(),
+            which: cx.which,
+            program: Program::Run,
+        });
+    }
+
+    /// Starts now if runit's one-second rule allows, else at the earliest.
+    fn start_soon(&mut self, cx: &mut Ctx, delay: Duration) {
+        let earliest = self.last_start.map_or(cx.now, |t| t + MIN_RESTART);
+        let at = earliest.max(cx.now + delay);
+        if at <= cx.now {
+            self.start(cx);
+        } else {
+            self.set_life(Life::Backoff { until: at }, cx.now);
+        }
+    }
+
+    /// A running program was told to stop.
+    fn stopping(&mut self, cx: &Ctx, pid: i32) {
+        // Still counted as up, with the time since its start.
+        self.life = Life::Stopping {
+            pgid: pid,
+            run: Some(pid),
+            exit: None,
+            deadline: Some(cx.now + cx.settings.svwait),
+        };
+    }
+
+    fn run_spawned(&mut self, cx: &mut Ctx, result: Result<i32, SpawnFailure>) {
+        let failure = match result {
+            Ok(pid) => {
+                debug!("{}: started as pid {pid}", cx.label);
+                self.life = Life::Running {
+                    pid,
+                    exec_failed: false,
+                };
+                return;
+            }
+            Err(failure) => failure,
+        };
+        self.complain(&cx.label, format!("cannot run ./run: {}", failure.reason));
+        match failure.pid {
+            Some(pid) => {
+                self.life = Life::Running {
+                    pid,
+                    exec_failed: true,
+                }
+            }
+            None => {
+                self.quick_deaths += 1;
+                self.last_exit = Some(ExitStatus::Exited(COULD_NOT_START));
+                self.after_run(cx, ExitStatus::Exited(COULD_NOT_START));
+            }
+        }
+    }
+
+    fn finish_started(&mut self, started: i32) {
+        if let Life::Finishing { pid, .. } = &mut self.life {
+            *pid = Some(started);
+        }
+    }
+
+    /// `run` was reaped, while running or stopping.
+    fn run_exited(&mut self, cx: &mut Ctx, status: ExitStatus, group_alive: bool) {
+        let (pgid, exec_failed, stopping) = match self.life {
+            Life::Running { pid, exec_failed } => (pid, exec_failed, None),
+            Life::Stopping { pgid, deadline, .. } => (pgid, false, Some(deadline)),
+            _ => return,
+        };
+        // runit's convention: a run that could not be started "exited 111".
+        let status = if exec_failed {
+            ExitStatus::Exited(COULD_NOT_START)
+        } else {
+            status
+        };
+        self.last_exit = Some(status);
+        match stopping {
+            Some(_) => info!("{}: stopped ({})", cx.label, describe(status)),
+            None => {
+                let ran = self.last_start.map_or(Duration::ZERO, |t| cx.now - t);
+                if ran < STABLE {
+                    self.quick_deaths += 1;
+                } else {
+                    self.quick_deaths = 0;
+                }
+                if !exec_failed {
+                    self.last_problem = None;
+                }
+                info!(
+                    "{}: {} after {}s",
+                    cx.label,
+                    describe(status),
+                    ran.as_secs()
+                );
+            }
+        }
+        if !group_alive {
+            return self.after_run(cx, status);
+        }
+        let deadline = match stopping {
+            Some(deadline) => deadline,
+            None => {
+                // Leftovers of a run that died on its own are stopped like a
+                // service being stopped.
+                debug!("{}: run exited, stopping the rest of its group", cx.label);
+                stop_group(cx, pgid, self.part.down_signal);
+                Some(cx.now + cx.settings.svwait)
+            }
+        };
+        self.life = Life::Stopping {
+            pgid,
+            run: None,
+            exit: Some(status),
+            deadline,
+        };
+    }
+
+    /// The whole group of `run` is gone: run `finish`, or settle.
+    fn after_run(&mut self, cx: &mut Ctx, exit: ExitStatus) {
+        if !self.part.finish {
+            return self.settle(cx, exit, None);
+        }
+        let (code, signal) = match exit {
+            ExitStatus::Exited(code) => (code, 0),
+            ExitStatus::Signaled(signal) => (-1, signal),
+        };
+        self.set_life(
+            Life::Finishing {
+                pid: None,
+                exit,
+                deadline: Some(cx.now + cx.settings.svwait),
+            },
+            cx.now,
+        );
+        cx.actions.push(Action::Spawn {
+            service: cx.service.to_owned(),
+            which: cx.which,
+            program: Program::Finish { code, signal },
+        });
+    }
+
+    /// The cycle is over: decide whether and when to start again.
+    fn settle(&mut self, cx: &mut Ctx, exit: ExitStatus, finish: Option<ExitStatus>) {
+        self.set_life(Life::Down, cx.now);
+        if finish == Some(ExitStatus::Exited(FINISH_NO_RESTART)) {
+            info!(
+                "{}: finish exited {FINISH_NO_RESTART}, not restarting",
+                cx.label
+            );
+            self.intent = Intent::Down;
+            cx.gave_up = true;
+            return;
+        }
+        if self.intent == Intent::Once {
+            self.intent = Intent::Down;
+        }
+        if self.intent != Intent::Up || !cx.may_start {
+            return;
+        }
+        if self.quick_deaths >= GIVE_UP_AFTER {
+            cx.gave_up = true;
+        }
+        let delay = match self.quick_deaths {
+            0 => Duration::ZERO,
+            n => (MIN_RESTART * 2u32.pow((n - 1).min(20))).min(cx.settings.backoff_max),
+        };
+        if self.quick_deaths == CRASH_LOOP_AFTER {
+            warn!(
+                "{}: crash-looping: {} times in a row within {}s of starting (last {}); \
+                 restarting with a growing delay, up to {}s",
+                cx.label,
+                self.quick_deaths,
+                STABLE.as_secs(),
+                describe(exit),
+                cx.settings.backoff_max.as_secs()
+            );
+        }
+        self.start_soon(cx, delay);
+    }
+
+    /// A deadline passed: KILL `group`, once.
+    fn kill_late(&mut self, cx: &mut Ctx, group: i32, what: &str) {
+        if let Life::Stopping { deadline, .. } | Life::Finishing { deadline, .. } = &mut self.life {
+            *deadline = None;
+        }
+        warn!(
+            "{}: {what} after {}s, killing its process group",
+            cx.label,
+            cx.settings.svwait.as_secs()
+        );
+        cx.actions.push(Action::Signal {
+            target: -group,
+            signal: libc::SIGKILL,
+        });
+    }
+}
+
+/// The down-signal, then CONT, to the group `pgid`.
+fn stop_group(cx: &mut Ctx, pgid: i32, signal: i32) {
+    for signal in [signal, libc::SIGCONT] {
+        cx.actions.push(Action::Signal {
+            target: -pgid,
+            signal,
+        });
+    }
+}
+
+fn close_input(cx: &mut Ctx) {
+    cx.actions.push(Action::CloseLogInput {
+        service: cx.service.to_owned(),
+    });
+}
+
+#[cfg(test)]
+mod tests;
+mod view;
