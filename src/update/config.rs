@@ -242,17 +242,14 @@ impl Config {
                 _ => return Err(bad("MOLTD_SOURCE", &source_kind, "github, gitea or url")),
             })
         })();
-        let token = crate::secrets::read(env, "MOLTD_TOKEN")?
-            .or_else(|| var("GITHUB_TOKEN"))
-            .or_else(|| var("GH_TOKEN"));
+        let token = crate::secrets::release_token(env)?.map(|(token, _)| token);
 
         let interval = match (var("MOLTD_INTERVAL"), var("SLEEP")) {
             (Some(text), _) => parse_duration(&text)
                 .ok_or_else(|| bad("MOLTD_INTERVAL", &text, "a duration such as 90s, 5m or 1h"))?,
-            (None, Some(text)) => text
-                .parse()
-                .map(Duration::from_secs)
-                .map_err(|_| bad("SLEEP", &text, "seconds"))?,
+            // The seed gave SLEEP to sleep(1), which takes 300 and 5m alike.
+            (None, Some(text)) => parse_duration(&text)
+                .ok_or_else(|| bad("SLEEP", &text, "seconds, or a duration such as 5m"))?,
             (None, None) => Duration::from_secs(300),
         };
         if interval.is_zero() {
@@ -569,9 +566,11 @@ mod tests {
 
     #[test]
     fn interval_and_jitter() {
-        let table: [(Vars, Option<(u64, u64)>); 7] = [
+        let table: [(Vars, Option<(u64, u64)>); 8] = [
             (&[], Some((300, 30))),
             (&[("SLEEP", "60")], Some((60, 6))),
+            // sleep(1) took this too, so SLEEP does.
+            (&[("SLEEP", "5m")], Some((300, 30))),
             (
                 &[("MOLTD_INTERVAL", "1h"), ("SLEEP", "60")],
                 Some((3600, 360)),
