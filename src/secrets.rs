@@ -83,7 +83,11 @@ pub fn read(env: Env, var: &'static str) -> Result<Option<String>, Error> {
 pub fn release_token(env: Env) -> Result<Option<(String, &'static str)>, Error> {
     if let Some(token) = read(env, "MOLTD_TOKEN")? {
         let from_file = env("MOLTD_TOKEN").is_none_or(|v| v.is_empty());
-        let origin = if from_file { "MOLTD_TOKEN_FILE" } else { "MOLTD_TOKEN" };
+        let origin = if from_file {
+            "MOLTD_TOKEN_FILE"
+        } else {
+            "MOLTD_TOKEN"
+        };
         return Ok(Some((token, origin)));
     }
     Ok(["GITHUB_TOKEN", "GH_TOKEN"].into_iter().find_map(|name| {

@@ -45,7 +45,9 @@ pub fn report(
         let (value, source) = match flag {
             Some((_, value)) => (value.clone(), "flag".to_owned()),
             None => effective(env, var.name, services, level)
-                .or_else(|| given(env, var.name).map(|v| (shown(var.show, &v), "environment".into())))
+                .or_else(|| {
+                    given(env, var.name).map(|v| (shown(var.show, &v), "environment".into()))
+                })
                 .unwrap_or_else(|| (var.default.to_owned(), "default".into())),
         };
         text.push_str(&format!("{:<width$} = {value:<30} ({source})\n", var.name));
@@ -69,29 +71,30 @@ fn effective(
     let unset = given(env, name).is_none();
     match name {
         "MOLTD_REPO" if unset => match &updates?.source {
-            Source::GitHub { owner, repo, .. } | Source::Gitea { owner, repo, .. } => Some((
-                format!("{owner}/{repo}"),
-                "from GH_USER and GH_REPO".into(),
-            )),
+            Source::GitHub { owner, repo, .. } | Source::Gitea { owner, repo, .. } => {
+                Some((format!("{owner}/{repo}"), "from GH_USER and GH_REPO".into()))
+            }
             Source::Manifest { .. } => None,
         },
-        "MOLTD_INTERVAL" if unset && given(env, "SLEEP").is_some() => Some((
-            duration(updates?.schedule.interval),
-            "from SLEEP".into(),
-        )),
+        "MOLTD_INTERVAL" if unset && given(env, "SLEEP").is_some() => {
+            Some((duration(updates?.schedule.interval), "from SLEEP".into()))
+        }
         "MOLTD_LOG" if unset && given(env, "VERBOSE").is_some() => Some((
             level.to_string().to_ascii_lowercase(),
             "from VERBOSE".into(),
         )),
         "MOLTD_TOKEN" => {
             let (_, origin) = crate::secrets::release_token(env).ok()??;
-            let how = if origin.ends_with("_FILE") { "read" } else { "from" };
+            let how = if origin.ends_with("_FILE") {
+                "read"
+            } else {
+                "from"
+            };
             Some(("(hidden)".into(), format!("{how} {origin}")))
         }
-        "MOLTD_API_TOKEN" if unset && given(env, "MOLTD_API_TOKEN_FILE").is_some() => Some((
-            "(hidden)".into(),
-            "read from MOLTD_API_TOKEN_FILE".into(),
-        )),
+        "MOLTD_API_TOKEN" if unset && given(env, "MOLTD_API_TOKEN_FILE").is_some() => {
+            Some(("(hidden)".into(), "read from MOLTD_API_TOKEN_FILE".into()))
+        }
         _ => None,
     }
 }
@@ -186,7 +189,10 @@ pub fn warnings(env: Env, names: &[OsString], updates: bool) -> Vec<String> {
         let idle: Vec<&str> = VARS
             .iter()
             .filter(|v| v.group == vars::WHICH || v.group == vars::FETCH)
-            .chain(VARS.iter().filter(|v| v.group == vars::SWITCH && v.name != "MOLTD_APP_DIR"))
+            .chain(
+                VARS.iter()
+                    .filter(|v| v.group == vars::SWITCH && v.name != "MOLTD_APP_DIR"),
+            )
             .map(|v| v.name)
             .filter(|name| set(name))
             .collect();
@@ -210,7 +216,9 @@ pub fn warnings(env: Env, names: &[OsString], updates: bool) -> Vec<String> {
     for name in unknown {
         found.push(match vars::nearest(&name) {
             Some(meant) => format!("unknown variable {name}: did you mean {meant}?"),
-            None => format!("unknown variable {name}: moltd does not read it (see 'moltd help env')"),
+            None => {
+                format!("unknown variable {name}: moltd does not read it (see 'moltd help env')")
+            }
         });
     }
     found
@@ -233,16 +241,33 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), OsString::from(v)))
             .collect();
-        move |name| pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+        move |name| {
+            pairs
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        }
     }
 
     #[test]
     fn urls_lose_their_credentials() {
         let table = [
-            (Show::Url, "https://u:p@h.example:8443/api?token=x", "https://(hidden)@h.example:8443/api?(hidden)"),
-            (Show::Url, "https://api.github.com", "https://api.github.com/"),
+            (
+                Show::Url,
+                "https://u:p@h.example:8443/api?token=x",
+                "https://(hidden)@h.example:8443/api?(hidden)",
+            ),
+            (
+                Show::Url,
+                "https://api.github.com",
+                "https://api.github.com/",
+            ),
             (Show::Url, "not a url", "not a url"),
-            (Show::SecretUrl, "https://hooks.slack.com/services/T0/B0/XYZ", "https://hooks.slack.com/(hidden)"),
+            (
+                Show::SecretUrl,
+                "https://hooks.slack.com/services/T0/B0/XYZ",
+                "https://hooks.slack.com/(hidden)",
+            ),
             (Show::SecretUrl, "garbage/T0K3N", "(hidden)"),
             (Show::Secret, "ghp_abc", "(hidden)"),
         ];
@@ -255,22 +280,64 @@ mod tests {
     fn warnings_for_input_that_does_nothing() {
         let names = |list: &[&str]| list.iter().map(OsString::from).collect::<Vec<_>>();
         let table: [(&[(&str, &str)], &[&str], bool, &[&str]); 9] = [
-            (&[("GH_USER", "acme")], &[], false, &["GH_USER is set but GH_REPO is not"]),
-            (&[("GH_REPO", "app")], &[], false, &["GH_REPO is set but GH_USER is not"]),
-            (&[("GH_USER", "acme"), ("GH_REPO", "app")], &[], true, &[]),
-            (&[("MOLTD_REPO", "a/b"), ("GH_USER", "c")], &[], true, &["GH_USER is ignored: MOLTD_REPO is set"]),
-            (&[("VERBOSE", "enabled")], &[], false, &["VERBOSE=\"enabled\" is neither on"]),
-            (&[("VERBOSE", "1"), ("MOLTD_LOG", "info")], &[], false, &["VERBOSE is ignored"]),
-            (&[("VERBOSE", "off")], &[], false, &[]),
             (
-                &[("MOLTD_INTERVAL", "1m"), ("SLEEP", "5"), ("GITHUB_TOKEN", "t"), ("MOLTD_TOKEN", "u")],
+                &[("GH_USER", "acme")],
                 &[],
-                true,
-                &["SLEEP is ignored", "GITHUB_TOKEN is ignored: the release token comes from MOLTD_TOKEN"],
+                false,
+                &["GH_USER is set but GH_REPO is not"],
             ),
             (
-                &[("MOLTD_INTERVAL", "1m"), ("MOLTD_KEEP", "4"), ("MOLTD_APP_DIR", "/x")],
-                &["MOLTD_INTERVALL", "MOLTD_ZZZZZZZZZZZZ", "MOLTD_REPO", "PATH"],
+                &[("GH_REPO", "app")],
+                &[],
+                false,
+                &["GH_REPO is set but GH_USER is not"],
+            ),
+            (&[("GH_USER", "acme"), ("GH_REPO", "app")], &[], true, &[]),
+            (
+                &[("MOLTD_REPO", "a/b"), ("GH_USER", "c")],
+                &[],
+                true,
+                &["GH_USER is ignored: MOLTD_REPO is set"],
+            ),
+            (
+                &[("VERBOSE", "enabled")],
+                &[],
+                false,
+                &["VERBOSE=\"enabled\" is neither on"],
+            ),
+            (
+                &[("VERBOSE", "1"), ("MOLTD_LOG", "info")],
+                &[],
+                false,
+                &["VERBOSE is ignored"],
+            ),
+            (&[("VERBOSE", "off")], &[], false, &[]),
+            (
+                &[
+                    ("MOLTD_INTERVAL", "1m"),
+                    ("SLEEP", "5"),
+                    ("GITHUB_TOKEN", "t"),
+                    ("MOLTD_TOKEN", "u"),
+                ],
+                &[],
+                true,
+                &[
+                    "SLEEP is ignored",
+                    "GITHUB_TOKEN is ignored: the release token comes from MOLTD_TOKEN",
+                ],
+            ),
+            (
+                &[
+                    ("MOLTD_INTERVAL", "1m"),
+                    ("MOLTD_KEEP", "4"),
+                    ("MOLTD_APP_DIR", "/x"),
+                ],
+                &[
+                    "MOLTD_INTERVALL",
+                    "MOLTD_ZZZZZZZZZZZZ",
+                    "MOLTD_REPO",
+                    "PATH",
+                ],
                 false,
                 &[
                     "updates are off (no MOLTD_REPO, GH_USER and GH_REPO, or MOLTD_URL), so MOLTD_INTERVAL, MOLTD_KEEP do nothing",
@@ -283,14 +350,23 @@ mod tests {
             let got = warnings(&env_of(vars), &names(present), updates);
             assert_eq!(got.len(), expected.len(), "{vars:?}: {got:?}");
             for (got, want) in got.iter().zip(expected) {
-                assert!(got.starts_with(want), "{vars:?}: {got:?}, expected {want:?}");
+                assert!(
+                    got.starts_with(want),
+                    "{vars:?}: {got:?}, expected {want:?}"
+                );
             }
         }
     }
 
     #[test]
     fn durations_in_the_shortest_unit() {
-        for (secs, text) in [(300, "5m"), (600, "10m"), (90, "90s"), (7200, "2h"), (0, "0s")] {
+        for (secs, text) in [
+            (300, "5m"),
+            (600, "10m"),
+            (90, "90s"),
+            (7200, "2h"),
+            (0, "0s"),
+        ] {
             assert_eq!(duration(Duration::from_secs(secs)), text);
         }
     }

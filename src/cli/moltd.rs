@@ -78,11 +78,7 @@ pub fn parse(args: Vec<OsString>, env: Env, names: &[OsString]) -> Outcome {
     }
 }
 
-fn parse_args(
-    args: Vec<OsString>,
-    env: Env,
-    names: &[OsString],
-) -> Result<Outcome, lexopt::Error> {
+fn parse_args(args: Vec<OsString>, env: Env, names: &[OsString]) -> Result<Outcome, lexopt::Error> {
     let mut single_child = env("DUMB_INIT_SETSID").is_some_and(|v| v == "0");
     let mut user_rewrites = Vec::new();
     let mut success_codes = Vec::new();
@@ -178,10 +174,10 @@ fn parse_args(
         Some("help") => {
             return match command.get(1).and_then(|t| t.to_str()) {
                 None if command.len() == 1 => Ok(Outcome::stdout(HELP)),
-                Some("env") if command.len() == 2 => {
-                    Ok(Outcome::stdout(super::vars::help()))
-                }
-                _ => Err(format!("help takes env or nothing, got {:?}", command[1..].to_vec()).into()),
+                Some("env") if command.len() == 2 => Ok(Outcome::stdout(super::vars::help())),
+                _ => Err(
+                    format!("help takes env or nothing, got {:?}", command[1..].to_vec()).into(),
+                ),
             };
         }
         Some("config") if command.len() > 1 => {

@@ -265,7 +265,11 @@ mod tests {
         missing.retain(|m| !m.starts_with("MOLTD_TEST_CRASH_AT "));
         assert!(missing.is_empty(), "not in VARS: {missing:?}");
         for var in VARS {
-            assert!(!var.help.is_empty() && !var.default.is_empty(), "{}", var.name);
+            assert!(
+                !var.help.is_empty() && !var.default.is_empty(),
+                "{}",
+                var.name
+            );
             assert_eq!(VARS.iter().filter(|v| v.name == var.name).count(), 1);
         }
     }

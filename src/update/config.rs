@@ -158,6 +158,8 @@ pub struct Config {
     pub require_checksum: bool,
     pub minisign_key: Option<String>,
     pub strip_components: Option<usize>,
+    /// `MOLTD_ENTRY`: the program services run, relative to a release.
+    pub entry: Option<PathBuf>,
     pub mode: Mode,
     pub limits: Limits,
     pub timeouts: Timeouts,
@@ -299,6 +301,21 @@ impl Config {
                 )
             })?),
         };
+        let entry = match var("MOLTD_ENTRY") {
+            None => None,
+            Some(text) => Some(
+                super::unpack::entry_path(std::path::Path::new(&text), 0)
+                    .ok()
+                    .flatten()
+                    .ok_or_else(|| {
+                        bad(
+                            "MOLTD_ENTRY",
+                            &text,
+                            "a path inside a release, such as bin/app",
+                        )
+                    })?,
+            ),
+        };
         let mode = match var("MOLTD_MODE").as_deref() {
             None | Some("auto") => Mode::Auto,
             Some("stage") => Mode::Stage,
@@ -389,6 +406,7 @@ impl Config {
             require_checksum,
             minisign_key: var("MOLTD_MINISIGN_KEY"),
             strip_components,
+            entry,
             mode,
             limits,
             timeouts,
@@ -604,6 +622,8 @@ mod tests {
             ("MOLTD_MODE", "fast"),
             ("MOLTD_MAX_DOWNLOAD", "lots"),
             ("MOLTD_STRIP_COMPONENTS", "-1"),
+            ("MOLTD_ENTRY", "/app/current/bin/app"),
+            ("MOLTD_ENTRY", "../bin/app"),
             ("MOLTD_SOURCE", "ftp"),
             ("MOLTD_MIN_FREE", "150%"),
             ("MOLTD_MIN_FREE", "lots"),
