@@ -14,7 +14,7 @@ use crate::update;
 use lexopt::prelude::*;
 use log::LevelFilter;
 use std::ffi::OsString;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 const HELP: &str = "\
@@ -218,11 +218,20 @@ fn parse_args(args: Vec<OsString>, env: Env, names: &[OsString]) -> Result<Outco
         parent_death_signal,
         warn_on_reap,
     };
-    let updates = match update::Config::from_env(env) {
+    let mut updates = match update::Config::from_env(env) {
         Ok(updates) => Some(updates),
         Err(update::Error::NoSource) => None,
         Err(err) => return Err(update::chain(&err).into()),
     };
+    // `moltd -- /app/current/bin/server`: each release must hold bin/server,
+    // as if MOLTD_ENTRY said so.
+    if let (Some(updates), Some(program)) = (updates.as_mut(), command.first()) {
+        let below = Path::new(program).strip_prefix(updates.app_dir.join("current"));
+        let entry = below
+            .ok()
+            .and_then(|p| update::unpack::entry_path(p, 0).ok().flatten());
+        updates.entry = updates.entry.take().or(entry);
+    }
     // With updates, a lone command runs under the supervisor, which can
     // stop and start it for an update without exiting.
     if command.is_empty() || services_dir.is_some() || updates.is_some() {

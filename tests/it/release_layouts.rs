@@ -317,3 +317,22 @@ fn a_release_without_the_entry_is_refused_before_anything_stops() {
         running.fail(&format!("the refused release was tried again: {again:?}"));
     }
 }
+
+/// `moltd -- /app/current/bin/app`: the command says what each release
+/// must hold, so a flat archive works with no MOLTD_ENTRY at all.
+#[test]
+fn single_command_mode_takes_the_entry_from_its_command() {
+    let dir = TestDir::new("layout_single");
+    let keys = minisign::KeyPair::generate_unencrypted_keypair().unwrap();
+    let project = published("1.0.0").project;
+    let feed = Feed::start(vec![goreleaser_release(
+        &keys,
+        "1.0.0",
+        flat_archive(&project, "1.0.0"),
+    )]);
+    let mut running = crate::apply::single(&dir, &feed).spawn();
+    running.wait_for_file("running", "1.0.0");
+    if current(&dir) != "v1.0.0" {
+        running.fail("v1.0.0 is not current");
+    }
+}
