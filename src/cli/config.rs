@@ -79,7 +79,7 @@ fn effective(
         "MOLTD_INTERVAL" if unset && given(env, "SLEEP").is_some() => {
             Some((duration(updates?.schedule.interval), "from SLEEP".into()))
         }
-        "MOLTD_LOG" if unset && given(env, "VERBOSE").is_some() => Some((
+        "MOLTD_LOG" if unset && env("VERBOSE").is_some_and(|v| super::truthy(&v)) => Some((
             level.to_string().to_ascii_lowercase(),
             "from VERBOSE".into(),
         )),

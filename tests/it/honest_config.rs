@@ -158,6 +158,8 @@ fn config_warns_about_half_set_and_meaningless_input() {
         );
     }
     shows(&report, "MOLTD_REPO", "none (updates off)", "default");
+    // VERBOSE that is not on does not set the level.
+    shows(&report, "MOLTD_LOG", "warn", "default");
 }
 
 /// The same warnings at start, once each, and moltd runs all the same.
@@ -225,4 +227,26 @@ fn help_covers_every_variable() {
         .run()
         .expect_code(1)
         .expect_stderr_contains("help takes env or nothing");
+}
+
+/// A webhook URL's path is its credential: a failed delivery says why
+/// without it.
+#[test]
+fn a_failing_webhook_never_logs_its_secret_path() {
+    use crate::apply::{App, free_port, release, setup};
+    let (dir, _) = setup("config_webhook_secret");
+    let feed = crate::feed::Feed::start(vec![release("1.0.0", App::Good)]);
+    // Nothing listens there: every delivery fails at once.
+    let closed = free_port();
+    let mut running = crate::apply::moltd(&dir, &feed, Mode::Pid1)
+        .env(
+            "MOLTD_WEBHOOK",
+            format!("http://127.0.0.1:{closed}/hooks/S3CRETPATH"),
+        )
+        .spawn();
+    running.wait_for_file("moltd.stderr", "webhook attempt 1 failed");
+    let log = dir.read("moltd.stderr");
+    if log.contains("S3CRETPATH") {
+        running.fail("the webhook's secret path is in the log");
+    }
 }
