@@ -127,10 +127,11 @@ pub fn without(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<OsString> {
+    /// An environment of `pairs`, for tests of code that reads one.
+    pub(crate) fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<OsString> + use<> {
         let pairs: Vec<(String, OsString)> = pairs
             .iter()
             .map(|(k, v)| (k.to_string(), OsString::from(v)))

@@ -235,19 +235,7 @@ fn and_is(names: &[&str]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<OsString> + use<> {
-        let pairs: Vec<(String, OsString)> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), OsString::from(v)))
-            .collect();
-        move |name| {
-            pairs
-                .iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.clone())
-        }
-    }
+    use crate::secrets::tests::env_of;
 
     #[test]
     fn urls_lose_their_credentials() {
@@ -279,7 +267,10 @@ mod tests {
     #[test]
     fn warnings_for_input_that_does_nothing() {
         let names = |list: &[&str]| list.iter().map(OsString::from).collect::<Vec<_>>();
-        let table: [(&[(&str, &str)], &[&str], bool, &[&str]); 9] = [
+        /// The variables, the names present, whether updates are on, and
+        /// how the warnings start.
+        type Row<'a> = (&'a [(&'a str, &'a str)], &'a [&'a str], bool, &'a [&'a str]);
+        let table: [Row; 9] = [
             (
                 &[("GH_USER", "acme")],
                 &[],

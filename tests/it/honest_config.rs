@@ -52,35 +52,28 @@ fn config_shows_what_the_seed_variables_do() {
             ("SSL_CERT_FILE", "/etc/ssl/extra.pem"),
         ],
     );
-    shows(
-        &report,
-        "MOLTD_REPO",
-        "acme/app",
-        "from GH_USER and GH_REPO",
-    );
-    shows(&report, "MOLTD_INTERVAL", "10m", "from SLEEP");
-    shows(&report, "MOLTD_LOG", "debug", "from VERBOSE");
-    shows(&report, "MOLTD_TOKEN", "(hidden)", "from GITHUB_TOKEN");
-    shows(
-        &report,
-        "MOLTD_WEBHOOK",
-        "https://hooks.example/(hidden)",
-        "environment",
-    );
-    shows(
-        &report,
-        "GITHUB_API_URL",
-        "https://(hidden)@ghe.example/api/v3",
-        "environment",
-    );
-    shows(
-        &report,
-        "SSL_CERT_FILE",
-        "/etc/ssl/extra.pem",
-        "environment",
-    );
-    shows(&report, "SSL_CERT_DIR", "none", "default");
-    shows(&report, "MOLTD_KEEP", "3", "default");
+    let expected = [
+        ("MOLTD_REPO", "acme/app", "from GH_USER and GH_REPO"),
+        ("MOLTD_INTERVAL", "10m", "from SLEEP"),
+        ("MOLTD_LOG", "debug", "from VERBOSE"),
+        ("MOLTD_TOKEN", "(hidden)", "from GITHUB_TOKEN"),
+        (
+            "MOLTD_WEBHOOK",
+            "https://hooks.example/(hidden)",
+            "environment",
+        ),
+        (
+            "GITHUB_API_URL",
+            "https://(hidden)@ghe.example/api/v3",
+            "environment",
+        ),
+        ("SSL_CERT_FILE", "/etc/ssl/extra.pem", "environment"),
+        ("SSL_CERT_DIR", "none", "default"),
+        ("MOLTD_KEEP", "3", "default"),
+    ];
+    for (name, value, source) in expected {
+        shows(&report, name, value, source);
+    }
     for secret in ["s3cretvalue", "T0K3N", "pa55"] {
         assert!(
             !report.stdout.contains(secret),

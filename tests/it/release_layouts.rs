@@ -143,6 +143,13 @@ fn checksums(files: &[(&str, &[u8])]) -> Vec<u8> {
     lines.concat().into_bytes()
 }
 
+/// A minisign signature of `data`, prehashed like minisign's own default.
+fn signature(keys: &minisign::KeyPair, data: &[u8]) -> Vec<u8> {
+    let cursor = std::io::Cursor::new(data);
+    let signature = minisign::sign(Some(&keys.pk), &keys.sk, cursor, None, None).unwrap();
+    signature.into_string().into_bytes()
+}
+
 /// Release `v<version>` as the example publishes it: the archive for this
 /// machine and one for another architecture, each signed, and the checksums
 /// file; no digest fields, so the checksums file is what moltd checks.
@@ -150,18 +157,7 @@ fn goreleaser_release(keys: &minisign::KeyPair, version: &str, archive: Vec<u8>)
     let names = published(version);
     let other_arch = names.archive.replace(goarch(), "riscv64");
     let other = flat_archive(&names.project, version);
-    let sign = |data: &[u8]| {
-        minisign::sign(
-            Some(&keys.pk),
-            &keys.sk,
-            std::io::Cursor::new(data),
-            None,
-            None,
-        )
-        .unwrap()
-        .into_string()
-        .into_bytes()
-    };
+    let sign = |data: &[u8]| signature(keys, data);
     let sums = checksums(&[(&names.archive, &archive), (&other_arch, &other)]);
     let assets = vec![
         FakeAsset::new(&names.archive, archive.clone()).without_digest(),
@@ -173,18 +169,21 @@ fn goreleaser_release(keys: &minisign::KeyPair, version: &str, archive: Vec<u8>)
     FakeRelease::new(&format!("v{version}"), assets)
 }
 
-/// A `web` service running `current/bin/app DIR`, as the image's app
-/// service does, and moltd updating it from `feed` with the image's
-/// `MOLTD_ENTRY` and the example's signing key.
+/// A test dir with a `web` service running `current/bin/app DIR` (as the
+/// image's app service does), the example's signing key, the program's
+/// name, and a feed publishing v1.0.0 as the example does.
+fn with_flat_v1(name: &str) -> (TestDir, minisign::KeyPair, String, Feed) {
+    let (dir, _) = crate::apply::setup(name);
+    let keys = minisign::KeyPair::generate_unencrypted_keypair().unwrap();
+    let project = published("1.0.0").project;
+    let archive = flat_archive(&project, "1.0.0");
+    let feed = Feed::start(vec![goreleaser_release(&keys, "1.0.0", archive)]);
+    (dir, keys, project, feed)
+}
+
+/// moltd supervising the `web` service, updating it from `feed` with the
+/// image's `MOLTD_ENTRY` and the example's signing key.
 fn supervising<'a>(dir: &'a TestDir, feed: &Feed, keys: &minisign::KeyPair) -> Moltd<'a> {
-    dir.script(
-        "services/web/run",
-        &format!(
-            "#!/bin/sh\nexec {}/current/bin/app {}\n",
-            dir.join("app").display(),
-            dir.path().display()
-        ),
-    );
     crate::apply::moltd(dir, feed, Mode::Pid1)
         .env("MOLTD_ENTRY", "bin/app")
         .env("MOLTD_MINISIGN_KEY", keys.pk.to_base64())
@@ -194,14 +193,7 @@ fn supervising<'a>(dir: &'a TestDir, feed: &Feed, keys: &minisign::KeyPair) -> M
 /// found`, rolled back, marked bad): installed at first boot, then updated.
 #[test]
 fn goreleaser_default_flat_archive_installs_and_updates() {
-    let dir = TestDir::new("layout_goreleaser");
-    let keys = minisign::KeyPair::generate_unencrypted_keypair().unwrap();
-    let project = published("1.0.0").project;
-    let feed = Feed::start(vec![goreleaser_release(
-        &keys,
-        "1.0.0",
-        flat_archive(&project, "1.0.0"),
-    )]);
+    let (dir, keys, project, feed) = with_flat_v1("layout_goreleaser");
     let mut running = supervising(&dir, &feed, &keys).spawn();
     running.wait_for_file("running", "1.0.0");
     wait_for_state(&mut running, &dir, "idle");
@@ -243,25 +235,16 @@ fn goreleaser_default_flat_archive_installs_and_updates() {
 /// `checksums.txt`, flat too.
 #[test]
 fn goreleaser_init_names_install_too() {
-    let dir = TestDir::new("layout_goreleaser_init");
+    let (dir, _) = crate::apply::setup("layout_goreleaser_init");
     let keys = minisign::KeyPair::generate_unencrypted_keypair().unwrap();
     let arch = std::env::consts::ARCH;
     let name = format!("tool_Linux_{arch}.tar.gz");
     let archive = flat_archive("tool", "1.0.0");
-    let sign = minisign::sign(
-        Some(&keys.pk),
-        &keys.sk,
-        std::io::Cursor::new(&archive),
-        None,
-        None,
-    )
-    .unwrap()
-    .into_string();
     let feed = Feed::start(vec![FakeRelease::new(
         "v1.0.0",
         vec![
             FakeAsset::new(&name, archive.clone()).without_digest(),
-            FakeAsset::new(&format!("{name}.minisig"), sign.into_bytes()).without_digest(),
+            FakeAsset::new(&format!("{name}.minisig"), signature(&keys, &archive)).without_digest(),
             FakeAsset::new("checksums.txt", checksums(&[(&name, &archive)])).without_digest(),
         ],
     )]);
@@ -277,14 +260,7 @@ fn goreleaser_init_names_install_too() {
 /// stopped), with the variable that fixes it, and not downloaded again.
 #[test]
 fn a_release_without_the_entry_is_refused_before_anything_stops() {
-    let dir = TestDir::new("layout_refused");
-    let keys = minisign::KeyPair::generate_unencrypted_keypair().unwrap();
-    let project = published("1.0.0").project;
-    let feed = Feed::start(vec![goreleaser_release(
-        &keys,
-        "1.0.0",
-        flat_archive(&project, "1.0.0"),
-    )]);
+    let (dir, keys, project, feed) = with_flat_v1("layout_refused");
     let mut running = supervising(&dir, &feed, &keys).spawn();
     running.wait_for_file("running", "1.0.0");
     wait_for_state(&mut running, &dir, "idle");
@@ -322,14 +298,7 @@ fn a_release_without_the_entry_is_refused_before_anything_stops() {
 /// must hold, so a flat archive works with no MOLTD_ENTRY at all.
 #[test]
 fn single_command_mode_takes_the_entry_from_its_command() {
-    let dir = TestDir::new("layout_single");
-    let keys = minisign::KeyPair::generate_unencrypted_keypair().unwrap();
-    let project = published("1.0.0").project;
-    let feed = Feed::start(vec![goreleaser_release(
-        &keys,
-        "1.0.0",
-        flat_archive(&project, "1.0.0"),
-    )]);
+    let (dir, _, _, feed) = with_flat_v1("layout_single");
     let mut running = crate::apply::single(&dir, &feed).spawn();
     running.wait_for_file("running", "1.0.0");
     if current(&dir) != "v1.0.0" {
