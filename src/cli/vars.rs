@@ -103,7 +103,7 @@ pub const VARS: &[Var] = &[
     var(FETCH, "MOLTD_REQUIRE_CHECKSUM", "true", "false: accept a release without a SHA-256 (digest field or checksums file)", Plain),
     var(FETCH, "MOLTD_MINISIGN_KEY", "none", "minisign public key (RW...) or .pub file; <asset>.minisig must verify", Plain),
     var(FETCH, "MOLTD_STRIP_COMPONENTS", "a single top folder", "leading folders to strip from archive entries", Plain),
-    var(FETCH, "MOLTD_ENTRY", "none (no check)", "the program services run, inside a release (bin/app); see below", Plain),
+    var(FETCH, "MOLTD_ENTRY", "none (no check); X for moltd -- $MOLTD_APP_DIR/current/X", "the program services run, inside a release (bin/app); see below", Plain),
     var(FETCH, "MOLTD_MAX_DOWNLOAD", "1G", "largest asset downloaded", Plain),
     var(FETCH, "MOLTD_MAX_UNPACKED", "4G", "most bytes an archive may unpack to", Plain),
     var(FETCH, "MOLTD_MAX_ENTRIES", "100000", "most entries an archive may hold", Plain),
