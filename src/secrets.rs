@@ -78,6 +78,24 @@ pub fn read(env: Env, var: &'static str) -> Result<Option<String>, Error> {
     }
 }
 
+/// The release API's token and the variable it came from: `MOLTD_TOKEN`
+/// (or its `_FILE`), else the seed's `GITHUB_TOKEN`, else `GH_TOKEN`.
+pub fn release_token(env: Env) -> Result<Option<(String, &'static str)>, Error> {
+    if let Some(token) = read(env, "MOLTD_TOKEN")? {
+        let from_file = env("MOLTD_TOKEN").is_none_or(|v| v.is_empty());
+        let origin = if from_file {
+            "MOLTD_TOKEN_FILE"
+        } else {
+            "MOLTD_TOKEN"
+        };
+        return Ok(Some((token, origin)));
+    }
+    Ok(["GITHUB_TOKEN", "GH_TOKEN"].into_iter().find_map(|name| {
+        let value = env(name)?.to_string_lossy().trim().to_owned();
+        (!value.is_empty()).then_some((value, name))
+    }))
+}
+
 /// The names of [`WITHHELD`] that `MOLTD_PASS_ENV` does not pass on. A name
 /// outside the list is an error: it would be passed anyway, so it is most
 /// likely a typo that leaves the intended variable withheld.
@@ -109,10 +127,11 @@ pub fn without(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<OsString> {
+    /// An environment of `pairs`, for tests of code that reads one.
+    pub(crate) fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<OsString> + use<> {
         let pairs: Vec<(String, OsString)> = pairs
             .iter()
             .map(|(k, v)| (k.to_string(), OsString::from(v)))

@@ -1,131 +1,364 @@
-//! `moltd config`: the effective configuration, where each value came from,
-//! after the same checks a normal start makes (so a bad value fails here
-//! exactly as it would at start, naming the variable).
+//! `moltd config`: what moltd will do with its configuration, after the
+//! same checks a normal start makes (so a bad value fails here exactly as
+//! it would at start, naming the variable), and the warnings a start logs.
 //!
-//! The table lists every setting moltd reads; values are shown as given
-//! (or as the default), secrets (tokens, the webhook URL) hidden.
+//! Each setting of [`super::vars::VARS`] is shown with its effective value
+//! and where that came from: a flag, the variable itself, a variable of the
+//! original container it stands in for (`GH_USER`/`GH_REPO`, `SLEEP`,
+//! `VERBOSE`, `GITHUB_TOKEN`), or the default. Tokens are never shown, only
+//! which variable or file is in use; URLs lose their credentials.
+//!
+//! The warnings are for input that is accepted but does nothing, or not
+//! what it seems to: half a repository, a value moltd cannot read as on or
+//! off, a variable shadowed by another, update settings without updates,
+//! and `MOLTD_*` names moltd does not know (likely typos).
 
 use super::Env;
+use super::vars::{self, Show, VARS};
+use crate::services::ServicesConfig;
+use crate::update::config::Source;
+use log::LevelFilter;
+use std::ffi::OsString;
+use std::time::Duration;
 
-/// Every setting, with its default as shown to people.
-const SETTINGS: &[(&str, &str)] = &[
-    ("MOLTD_SERVICES", "/etc/service (when no command is given)"),
-    ("MOLTD_CONTROL", crate::services::DEFAULT_CONTROL),
-    (
-        "MOLTD_CLIENT_TIMEOUT",
-        "5s (sv, moltd status, update, rollback)",
-    ),
-    ("MOLTD_CLIENT_WAIT", "30m (moltd update, rollback, unmark)"),
-    ("MOLTD_LOG", "warn"),
-    ("VERBOSE", "off"),
-    ("MOLTD_LOG_FORMAT", "human"),
-    ("DUMB_INIT_SETSID", "1"),
-    ("SVWAIT", "7"),
-    ("MOLTD_BACKOFF_MAX", "30"),
-    ("MOLTD_LISTEN", "off"),
-    (
-        "MOLTD_API_TOKEN",
-        "off (POST /update and /rollback disabled)",
-    ),
-    ("MOLTD_API_TOKEN_FILE", "none"),
-    ("MOLTD_METRICS_FILE", "off"),
-    ("MOLTD_WEBHOOK", "off"),
-    ("MOLTD_SOURCE", "github"),
-    ("MOLTD_REPO", "none (updates off)"),
-    ("GH_USER", "none"),
-    ("GH_REPO", "none"),
-    ("GITHUB_API_URL", "https://api.github.com"),
-    ("MOLTD_API_URL", "none"),
-    ("MOLTD_URL", "none"),
-    ("MOLTD_TOKEN", "none"),
-    ("MOLTD_TOKEN_FILE", "none"),
-    ("GITHUB_TOKEN", "none"),
-    ("GH_TOKEN", "none"),
-    ("MOLTD_INTERVAL", "5m"),
-    ("SLEEP", "none"),
-    ("MOLTD_JITTER", "10%"),
-    ("MOLTD_MODE", "auto"),
-    ("MOLTD_TAG_PREFIX", "none"),
-    ("MOLTD_VERSION", "*"),
-    ("MOLTD_PRERELEASE", "false"),
-    ("MOLTD_ASSET", "chosen by OS and architecture"),
-    ("MOLTD_APP_DIR", "/app"),
-    ("MOLTD_REQUIRE_CHECKSUM", "true"),
-    ("MOLTD_MINISIGN_KEY", "none"),
-    ("MOLTD_STRIP_COMPONENTS", "a single top folder"),
-    ("MOLTD_MAX_DOWNLOAD", "1G"),
-    ("MOLTD_MAX_UNPACKED", "4G"),
-    ("MOLTD_MAX_ENTRIES", "100000"),
-    ("MOLTD_MIN_FREE", "5%, at most 1G"),
-    ("MOLTD_STALL_TIMEOUT", "30s"),
-    ("MOLTD_DOWNLOAD_TIMEOUT", "3600s"),
-    ("MOLTD_STATUS_FILE", "/run/moltd/status.json"),
-    ("MOLTD_PRE_UPDATE", "none"),
-    ("MOLTD_POST_UPDATE", "none"),
-    ("MOLTD_RESTART", "all services"),
-    ("MOLTD_HEALTH_GRACE", "10s"),
-    ("MOLTD_HEALTH_URL", "none"),
-    ("MOLTD_HEALTH_CMD", "none"),
-    ("MOLTD_HEALTH_TIMEOUT", "60s"),
-    ("MOLTD_HOOK_TIMEOUT", "600s"),
-    ("MOLTD_KEEP", "3"),
-    ("MOLTD_PASS_ENV", "none (children get no secret)"),
-];
+/// A variable's value, trimmed; empty counts as unset (as everywhere).
+fn given(env: Env, name: &str) -> Option<String> {
+    env(name)
+        .map(|v| v.to_string_lossy().trim().to_owned())
+        .filter(|v| !v.is_empty())
+}
 
-/// The report: one `NAME=value  (source)` line per setting. `flags` are
-/// the values command-line flags set, by the variable they override.
-pub fn report(env: Env, flags: &[(&str, String)]) -> String {
-    let width = SETTINGS.iter().map(|(n, _)| n.len()).max().unwrap_or(0);
+/// The report: one `NAME = value (source)` line per setting, then the
+/// warnings. `flags` are the values command-line flags set, by the
+/// variable they override.
+pub fn report(
+    env: Env,
+    names: &[OsString],
+    services: &ServicesConfig,
+    level: LevelFilter,
+    flags: &[(&str, String)],
+) -> String {
+    let width = VARS.iter().map(|v| v.name.len()).max().unwrap_or(0);
     let mut text = String::new();
-    for (name, default) in SETTINGS {
-        let flag = flags.iter().find(|(n, _)| n == name);
-        let given = env(name).map(|v| v.to_string_lossy().into_owned());
-        let (value, source) = match (flag, given) {
-            (Some((_, value)), _) => (value.clone(), "flag"),
-            (None, Some(value)) => (value, "environment"),
-            (None, None) => ((*default).to_owned(), "default"),
+    for var in VARS {
+        let flag = flags.iter().find(|(n, _)| *n == var.name);
+        let (value, source) = match flag {
+            Some((_, value)) => (value.clone(), "flag".to_owned()),
+            None => effective(env, var.name, services, level)
+                .or_else(|| {
+                    given(env, var.name).map(|v| (shown(var.show, &v), "environment".into()))
+                })
+                .unwrap_or_else(|| (var.default.to_owned(), "default".into())),
         };
-        // A file's path is no secret; the webhook URL holds one.
-        let secret = crate::secrets::WITHHELD.contains(name) && !name.ends_with("_FILE");
-        let value = match secret && source != "default" {
-            true => "(hidden)".to_owned(),
-            false => value,
-        };
-        text.push_str(&format!("{name:<width$} = {value:<30} ({source})\n"));
+        text.push_str(&format!("{:<width$} = {value:<30} ({source})\n", var.name));
+    }
+    for warning in warnings(env, names, services.updates.is_some()) {
+        text.push_str(&format!("warning: {warning}\n"));
     }
     text.push_str("configuration is valid\n");
     text
 }
 
+/// The value moltd uses for `name` when it comes from somewhere other than
+/// `name` itself, with where from.
+fn effective(
+    env: Env,
+    name: &str,
+    services: &ServicesConfig,
+    level: LevelFilter,
+) -> Option<(String, String)> {
+    let updates = services.updates.as_ref();
+    let unset = given(env, name).is_none();
+    match name {
+        "MOLTD_REPO" if unset => match &updates?.source {
+            Source::GitHub { owner, repo, .. } | Source::Gitea { owner, repo, .. } => {
+                Some((format!("{owner}/{repo}"), "from GH_USER and GH_REPO".into()))
+            }
+            Source::Manifest { .. } => None,
+        },
+        "MOLTD_INTERVAL" if unset && given(env, "SLEEP").is_some() => {
+            Some((duration(updates?.schedule.interval), "from SLEEP".into()))
+        }
+        "MOLTD_LOG" if unset && env("VERBOSE").is_some_and(|v| super::truthy(&v)) => Some((
+            level.to_string().to_ascii_lowercase(),
+            "from VERBOSE".into(),
+        )),
+        "MOLTD_TOKEN" => {
+            let (_, origin) = crate::secrets::release_token(env).ok()??;
+            let how = if origin.ends_with("_FILE") {
+                "read"
+            } else {
+                "from"
+            };
+            Some(("(hidden)".into(), format!("{how} {origin}")))
+        }
+        "MOLTD_API_TOKEN" if unset && given(env, "MOLTD_API_TOKEN_FILE").is_some() => {
+            Some(("(hidden)".into(), "read from MOLTD_API_TOKEN_FILE".into()))
+        }
+        _ => None,
+    }
+}
+
+/// `5m`, `90s`, `1h`: the shortest whole unit.
+fn duration(d: Duration) -> String {
+    match d.as_secs() {
+        s if s > 0 && s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s > 0 && s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}
+
+/// `value` as it may be printed.
+fn shown(show: Show, value: &str) -> String {
+    let url = reqwest::Url::parse(value).ok();
+    match (show, url) {
+        (Show::Plain, _) | (Show::Url, None) => value.to_owned(),
+        (Show::Secret, _) | (Show::SecretUrl, None) => "(hidden)".to_owned(),
+        (Show::Url | Show::SecretUrl, Some(url)) => {
+            let mut text = format!("{}://", url.scheme());
+            if !url.username().is_empty() || url.password().is_some() {
+                text.push_str("(hidden)@");
+            }
+            text.push_str(url.host_str().unwrap_or_default());
+            if let Some(port) = url.port() {
+                text.push_str(&format!(":{port}"));
+            }
+            match show {
+                // A webhook's path is its credential.
+                Show::SecretUrl => text.push_str("/(hidden)"),
+                _ => {
+                    text.push_str(url.path());
+                    if url.query().is_some() {
+                        text.push_str("?(hidden)");
+                    }
+                }
+            }
+            text
+        }
+    }
+}
+
+/// What a start warns about (and `moltd config` lists): accepted input that
+/// does nothing. `names` are the names in the environment; `updates` says
+/// whether a release source is configured.
+pub fn warnings(env: Env, names: &[OsString], updates: bool) -> Vec<String> {
+    let set = |name: &str| given(env, name).is_some();
+    let mut found = Vec::new();
+    match (set("MOLTD_REPO"), set("GH_USER"), set("GH_REPO")) {
+        (false, true, false) => found.push(
+            "GH_USER is set but GH_REPO is not: set both (or MOLTD_REPO=owner/repo), updates are off".into(),
+        ),
+        (false, false, true) => found.push(
+            "GH_REPO is set but GH_USER is not: set both (or MOLTD_REPO=owner/repo), updates are off".into(),
+        ),
+        (true, user, repo) if user || repo => {
+            let ignored: Vec<&str> = [("GH_USER", user), ("GH_REPO", repo)]
+                .into_iter()
+                .filter_map(|(name, set)| set.then_some(name))
+                .collect();
+            found.push(format!("{} ignored: MOLTD_REPO is set", and_is(&ignored)));
+        }
+        _ => {}
+    }
+    if let Some(value) = given(env, "VERBOSE") {
+        let word = value.to_ascii_lowercase();
+        if set("MOLTD_LOG") {
+            found.push("VERBOSE is ignored: MOLTD_LOG is set".into());
+        } else if !["1", "true", "yes", "on", "0", "false", "no", "off"].contains(&word.as_str()) {
+            found.push(format!(
+                "VERBOSE={value:?} is neither on (1, true, yes, on: debug logs) nor off (0, false, no, off): taken as off; MOLTD_LOG=info or debug says how much"
+            ));
+        }
+    }
+    if set("MOLTD_INTERVAL") && set("SLEEP") {
+        found.push("SLEEP is ignored: MOLTD_INTERVAL is set".into());
+    }
+    if let Ok(Some((_, origin))) = crate::secrets::release_token(env) {
+        let ignored: Vec<&str> = ["GITHUB_TOKEN", "GH_TOKEN"]
+            .into_iter()
+            .filter(|name| set(name) && *name != origin)
+            .collect();
+        if !ignored.is_empty() {
+            found.push(format!(
+                "{} ignored: the release token comes from {origin}",
+                and_is(&ignored)
+            ));
+        }
+    }
+    if !updates {
+        let idle: Vec<&str> = VARS
+            .iter()
+            .filter(|v| v.group == vars::WHICH || v.group == vars::FETCH)
+            .chain(
+                VARS.iter()
+                    .filter(|v| v.group == vars::SWITCH && v.name != "MOLTD_APP_DIR"),
+            )
+            .map(|v| v.name)
+            .filter(|name| set(name))
+            .collect();
+        if !idle.is_empty() {
+            found.push(format!(
+                "updates are off (no MOLTD_REPO, GH_USER and GH_REPO, or MOLTD_URL), so {} nothing",
+                match idle.len() {
+                    1 => format!("{} does", idle[0]),
+                    _ => format!("{} do", idle.join(", ")),
+                }
+            ));
+        }
+    }
+    let mut unknown: Vec<String> = names
+        .iter()
+        .filter_map(|n| n.to_str())
+        .filter(|n| n.starts_with("MOLTD_") && !vars::known(n))
+        .map(str::to_owned)
+        .collect();
+    unknown.sort();
+    for name in unknown {
+        found.push(match vars::nearest(&name) {
+            Some(meant) => format!("unknown variable {name}: did you mean {meant}?"),
+            None => {
+                format!("unknown variable {name}: moltd does not read it (see 'moltd help env')")
+            }
+        });
+    }
+    found
+}
+
+/// `A is` or `A and B are`.
+fn and_is(names: &[&str]) -> String {
+    match names {
+        [one] => format!("{one} is"),
+        _ => format!("{} are", names.join(" and ")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::ffi::OsString;
+    use crate::secrets::tests::env_of;
 
     #[test]
-    fn sources_and_secrets() {
-        let env = |name: &str| match name {
-            "SVWAIT" => Some(OsString::from("3")),
-            "MOLTD_API_TOKEN" => Some(OsString::from("s3cret")),
-            "MOLTD_WEBHOOK" => Some(OsString::from("https://hooks.example/T0K3N")),
-            _ => None,
-        };
-        let text = report(&env, &[("MOLTD_CONTROL", "/tmp/c.sock".into())]);
-        let line = |name: &str| {
-            text.lines()
-                .find(|l| l.starts_with(&format!("{name} ")))
-                .unwrap()
-                .to_owned()
-        };
-        assert!(line("SVWAIT").contains("3") && line("SVWAIT").ends_with("(environment)"));
-        assert!(
-            line("MOLTD_CONTROL").contains("/tmp/c.sock")
-                && line("MOLTD_CONTROL").ends_with("(flag)")
-        );
-        assert!(line("MOLTD_KEEP").ends_with("(default)"));
-        assert!(
-            !text.contains("s3cret") && !text.contains("T0K3N"),
-            "{text}"
-        );
+    fn urls_lose_their_credentials() {
+        let table = [
+            (
+                Show::Url,
+                "https://u:p@h.example:8443/api?token=x",
+                "https://(hidden)@h.example:8443/api?(hidden)",
+            ),
+            (
+                Show::Url,
+                "https://api.github.com",
+                "https://api.github.com/",
+            ),
+            (Show::Url, "not a url", "not a url"),
+            (
+                Show::SecretUrl,
+                "https://hooks.slack.com/services/T0/B0/XYZ",
+                "https://hooks.slack.com/(hidden)",
+            ),
+            (Show::SecretUrl, "garbage/T0K3N", "(hidden)"),
+            (Show::Secret, "ghp_abc", "(hidden)"),
+        ];
+        for (show, value, expected) in table {
+            assert_eq!(shown(show, value), expected, "{value}");
+        }
+    }
+
+    #[test]
+    fn warnings_for_input_that_does_nothing() {
+        let names = |list: &[&str]| list.iter().map(OsString::from).collect::<Vec<_>>();
+        /// The variables, the names present, whether updates are on, and
+        /// how the warnings start.
+        type Row<'a> = (&'a [(&'a str, &'a str)], &'a [&'a str], bool, &'a [&'a str]);
+        let table: [Row; 9] = [
+            (
+                &[("GH_USER", "acme")],
+                &[],
+                false,
+                &["GH_USER is set but GH_REPO is not"],
+            ),
+            (
+                &[("GH_REPO", "app")],
+                &[],
+                false,
+                &["GH_REPO is set but GH_USER is not"],
+            ),
+            (&[("GH_USER", "acme"), ("GH_REPO", "app")], &[], true, &[]),
+            (
+                &[("MOLTD_REPO", "a/b"), ("GH_USER", "c")],
+                &[],
+                true,
+                &["GH_USER is ignored: MOLTD_REPO is set"],
+            ),
+            (
+                &[("VERBOSE", "enabled")],
+                &[],
+                false,
+                &["VERBOSE=\"enabled\" is neither on"],
+            ),
+            (
+                &[("VERBOSE", "1"), ("MOLTD_LOG", "info")],
+                &[],
+                false,
+                &["VERBOSE is ignored"],
+            ),
+            (&[("VERBOSE", "off")], &[], false, &[]),
+            (
+                &[
+                    ("MOLTD_INTERVAL", "1m"),
+                    ("SLEEP", "5"),
+                    ("GITHUB_TOKEN", "t"),
+                    ("MOLTD_TOKEN", "u"),
+                ],
+                &[],
+                true,
+                &[
+                    "SLEEP is ignored",
+                    "GITHUB_TOKEN is ignored: the release token comes from MOLTD_TOKEN",
+                ],
+            ),
+            (
+                &[
+                    ("MOLTD_INTERVAL", "1m"),
+                    ("MOLTD_KEEP", "4"),
+                    ("MOLTD_APP_DIR", "/x"),
+                ],
+                &[
+                    "MOLTD_INTERVALL",
+                    "MOLTD_ZZZZZZZZZZZZ",
+                    "MOLTD_REPO",
+                    "PATH",
+                ],
+                false,
+                &[
+                    "updates are off (no MOLTD_REPO, GH_USER and GH_REPO, or MOLTD_URL), so MOLTD_INTERVAL, MOLTD_KEEP do nothing",
+                    "unknown variable MOLTD_INTERVALL: did you mean MOLTD_INTERVAL?",
+                    "unknown variable MOLTD_ZZZZZZZZZZZZ: moltd does not read it",
+                ],
+            ),
+        ];
+        for (vars, present, updates, expected) in table {
+            let got = warnings(&env_of(vars), &names(present), updates);
+            assert_eq!(got.len(), expected.len(), "{vars:?}: {got:?}");
+            for (got, want) in got.iter().zip(expected) {
+                assert!(
+                    got.starts_with(want),
+                    "{vars:?}: {got:?}, expected {want:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn durations_in_the_shortest_unit() {
+        for (secs, text) in [
+            (300, "5m"),
+            (600, "10m"),
+            (90, "90s"),
+            (7200, "2h"),
+            (0, "0s"),
+        ] {
+            assert_eq!(duration(Duration::from_secs(secs)), text);
+        }
     }
 }

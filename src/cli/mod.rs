@@ -11,6 +11,7 @@ mod moltd;
 mod sv;
 mod tini;
 mod update;
+mod vars;
 
 use crate::init::{self, InitConfig};
 use crate::logging;
@@ -101,7 +102,7 @@ pub fn main(args: Vec<OsString>) -> i32 {
         }
     };
     let outcome = match personality {
-        Personality::Moltd => moltd::parse(args, &env),
+        Personality::Moltd => moltd::parse(args, &env, &env_names()),
         Personality::Tini => tini::parse(args, &env),
         Personality::DumbInit => dumb_init::parse(args, &env),
     };
@@ -110,6 +111,7 @@ pub fn main(args: Vec<OsString>) -> i32 {
     match outcome {
         Outcome::Run(config, level) => {
             logging::init(personality, level, json);
+            warn_about_config(personality, &env, false);
             if personality == Personality::DumbInit {
                 dumb_init::announce(&env);
             }
@@ -117,6 +119,7 @@ pub fn main(args: Vec<OsString>) -> i32 {
         }
         Outcome::Services(config, level) => {
             logging::init(personality, level, json);
+            warn_about_config(personality, &env, config.updates.is_some());
             services::run(*config, inherited)
         }
         Outcome::Update(command) => {
@@ -148,6 +151,21 @@ pub fn main(args: Vec<OsString>) -> i32 {
             write_out(&stdout);
             write_err(&stderr);
             code
+        }
+    }
+}
+
+/// The names in moltd's environment.
+fn env_names() -> Vec<OsString> {
+    std::env::vars_os().map(|(name, _)| name).collect()
+}
+
+/// Logs, once at start, what `moltd config` warns about (moltd's own
+/// personality only: tini and dumb-init read none of these).
+fn warn_about_config(personality: Personality, env: Env, updates: bool) {
+    if personality == Personality::Moltd {
+        for warning in config::warnings(env, &env_names(), updates) {
+            log::warn!("{warning}");
         }
     }
 }

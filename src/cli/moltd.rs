@@ -14,7 +14,7 @@ use crate::update;
 use lexopt::prelude::*;
 use log::LevelFilter;
 use std::ffi::OsString;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 const HELP: &str = "\
@@ -28,6 +28,7 @@ Usage: moltd [OPTIONS] [--] COMMAND [ARGS...]
        moltd [--control PATH] rollback
        moltd [--control PATH] unmark TAG...
        moltd [OPTIONS] config
+       moltd help [env]
 
 Runs COMMAND as its child, forwards signals to it and exits with its status
 (128+N when it dies of signal N). With a services directory (and with no
@@ -52,15 +53,13 @@ Options:
   -h, --help                 print this help and exit
   -l, --license              print the license and exit
 
-Environment: MOLTD_LOG (error, warn, info, debug, trace), VERBOSE (1/true: debug),
-DUMB_INIT_SETSID=0 (same as -c), MOLTD_SERVICES (same as --services),
-MOLTD_CONTROL (same as --control), SVWAIT (seconds a stopping service gets
-before KILL, default 7), MOLTD_BACKOFF_MAX (longest restart delay, default 30),
-MOLTD_LOG_FORMAT (human or json), MOLTD_LISTEN (HTTP health, status and
-metrics), MOLTD_API_TOKEN, MOLTD_METRICS_FILE, MOLTD_WEBHOOK. Children of a
-supervising moltd never get its tokens or webhook URL unless MOLTD_PASS_ENV
-names them.
-`moltd config` prints every setting, where it came from, and checks them.
+Environment: `moltd help env` lists every variable, briefly. The ones that
+matter most: MOLTD_REPO=owner/repo (or GH_USER and GH_REPO) turns updates
+on, MOLTD_INTERVAL (or SLEEP) spaces the checks, GITHUB_TOKEN or
+MOLTD_TOKEN_FILE authenticates them, MOLTD_LOG (or VERBOSE=1) sets how much
+moltd says, SVWAIT how long a stopping service gets. `moltd config` prints
+what moltd will do with them, where each value came from, and warnings
+about settings that do nothing.
 Installed as `tini` or `dumb-init` (a symlink), moltd behaves as that program.
 ";
 
@@ -70,14 +69,16 @@ fn usage_error(problem: impl std::fmt::Display) -> Outcome {
     Outcome::stderr(1, format!("moltd: error: {problem} (see 'moltd --help')\n"))
 }
 
-pub fn parse(args: Vec<OsString>, env: Env) -> Outcome {
-    match parse_args(args, env) {
+/// Parses moltd's command line; `names` are the names in the environment
+/// (for `moltd config`'s warnings about unknown ones).
+pub fn parse(args: Vec<OsString>, env: Env, names: &[OsString]) -> Outcome {
+    match parse_args(args, env, names) {
         Ok(outcome) => outcome,
         Err(err) => usage_error(err),
     }
 }
 
-fn parse_args(args: Vec<OsString>, env: Env) -> Result<Outcome, lexopt::Error> {
+fn parse_args(args: Vec<OsString>, env: Env, names: &[OsString]) -> Result<Outcome, lexopt::Error> {
     let mut single_child = env("DUMB_INIT_SETSID").is_some_and(|v| v == "0");
     let mut user_rewrites = Vec::new();
     let mut success_codes = Vec::new();
@@ -170,6 +171,15 @@ fn parse_args(args: Vec<OsString>, env: Env) -> Result<Outcome, lexopt::Error> {
         Some("unmark") => {
             return Ok(super::update::parse_unmark(command.split_off(1), socket()));
         }
+        Some("help") => {
+            return match command.get(1).and_then(|t| t.to_str()) {
+                None if command.len() == 1 => Ok(Outcome::stdout(HELP)),
+                Some("env") if command.len() == 2 => Ok(Outcome::stdout(super::vars::help())),
+                _ => Err(
+                    format!("help takes env or nothing, got {:?}", command[1..].to_vec()).into(),
+                ),
+            };
+        }
         Some("config") if command.len() > 1 => {
             return Err(format!("config takes no operands, got {:?}", command[1]).into());
         }
@@ -208,11 +218,20 @@ fn parse_args(args: Vec<OsString>, env: Env) -> Result<Outcome, lexopt::Error> {
         parent_death_signal,
         warn_on_reap,
     };
-    let updates = match update::Config::from_env(env) {
+    let mut updates = match update::Config::from_env(env) {
         Ok(updates) => Some(updates),
         Err(update::Error::NoSource) => None,
         Err(err) => return Err(update::chain(&err).into()),
     };
+    // `moltd -- /app/current/bin/server`: each release must hold bin/server,
+    // as if MOLTD_ENTRY said so.
+    if let (Some(updates), Some(program)) = (updates.as_mut(), command.first()) {
+        let below = Path::new(program).strip_prefix(updates.app_dir.join("current"));
+        let entry = below
+            .ok()
+            .and_then(|p| update::unpack::entry_path(p, 0).ok().flatten());
+        updates.entry = updates.entry.take().or(entry);
+    }
     // With updates, a lone command runs under the supervisor, which can
     // stop and start it for an update without exiting.
     if command.is_empty() || services_dir.is_some() || updates.is_some() {
@@ -244,7 +263,8 @@ fn parse_args(args: Vec<OsString>, env: Env) -> Result<Outcome, lexopt::Error> {
             if verbose > 0 {
                 flags.push(("MOLTD_LOG", level.to_string().to_lowercase()));
             }
-            return Ok(Outcome::stdout(super::config::report(env, &flags)));
+            let report = super::config::report(env, names, &services, level, &flags);
+            return Ok(Outcome::stdout(report));
         }
         return Ok(Outcome::Services(Box::new(services), level));
     }

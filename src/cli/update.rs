@@ -27,8 +27,8 @@ Usage: moltd update [--check | --force | --stage-only] [--watch]
        moltd rollback
        moltd unmark TAG...
 
-Looks for a newer release of the payload (see the README's Updates section
-for the environment variables that say where and which). With a running
+Looks for a newer release of the payload (`moltd help env` lists the
+environment variables that say where and which). With a running
 supervisor, asks it to check now and apply the release (stop, switch, start,
 health check); `moltd rollback` asks it to go back to the previous release.
 `moltd unmark TAG...` clears the bad mark a failed health check, a

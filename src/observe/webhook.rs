@@ -92,7 +92,8 @@ fn deliver(client: &reqwest::blocking::Client, url: &str, notice: &Notice) {
         let problem = match sent {
             Ok(response) if response.status().is_success() => return,
             Ok(response) => format!("status {}", response.status().as_u16()),
-            Err(err) => err.to_string(),
+            // Without the URL: its path is usually the credential.
+            Err(err) => crate::update::chain(&err.without_url()),
         };
         if attempt == ATTEMPTS {
             log::warn!("webhook gave up after {ATTEMPTS} attempts: {problem}");

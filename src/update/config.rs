@@ -158,6 +158,8 @@ pub struct Config {
     pub require_checksum: bool,
     pub minisign_key: Option<String>,
     pub strip_components: Option<usize>,
+    /// `MOLTD_ENTRY`: the program services run, relative to a release.
+    pub entry: Option<PathBuf>,
     pub mode: Mode,
     pub limits: Limits,
     pub timeouts: Timeouts,
@@ -242,17 +244,14 @@ impl Config {
                 _ => return Err(bad("MOLTD_SOURCE", &source_kind, "github, gitea or url")),
             })
         })();
-        let token = crate::secrets::read(env, "MOLTD_TOKEN")?
-            .or_else(|| var("GITHUB_TOKEN"))
-            .or_else(|| var("GH_TOKEN"));
+        let token = crate::secrets::release_token(env)?.map(|(token, _)| token);
 
         let interval = match (var("MOLTD_INTERVAL"), var("SLEEP")) {
             (Some(text), _) => parse_duration(&text)
                 .ok_or_else(|| bad("MOLTD_INTERVAL", &text, "a duration such as 90s, 5m or 1h"))?,
-            (None, Some(text)) => text
-                .parse()
-                .map(Duration::from_secs)
-                .map_err(|_| bad("SLEEP", &text, "seconds"))?,
+            // The seed gave SLEEP to sleep(1), which takes 300 and 5m alike.
+            (None, Some(text)) => parse_duration(&text)
+                .ok_or_else(|| bad("SLEEP", &text, "seconds, or a duration such as 5m"))?,
             (None, None) => Duration::from_secs(300),
         };
         if interval.is_zero() {
@@ -301,6 +300,21 @@ impl Config {
                     "a number of leading folders",
                 )
             })?),
+        };
+        let entry = match var("MOLTD_ENTRY") {
+            None => None,
+            Some(text) => Some(
+                super::unpack::entry_path(std::path::Path::new(&text), 0)
+                    .ok()
+                    .flatten()
+                    .ok_or_else(|| {
+                        bad(
+                            "MOLTD_ENTRY",
+                            &text,
+                            "a path inside a release, such as bin/app",
+                        )
+                    })?,
+            ),
         };
         let mode = match var("MOLTD_MODE").as_deref() {
             None | Some("auto") => Mode::Auto,
@@ -392,6 +406,7 @@ impl Config {
             require_checksum,
             minisign_key: var("MOLTD_MINISIGN_KEY"),
             strip_components,
+            entry,
             mode,
             limits,
             timeouts,
@@ -569,9 +584,11 @@ mod tests {
 
     #[test]
     fn interval_and_jitter() {
-        let table: [(Vars, Option<(u64, u64)>); 7] = [
+        let table: [(Vars, Option<(u64, u64)>); 8] = [
             (&[], Some((300, 30))),
             (&[("SLEEP", "60")], Some((60, 6))),
+            // sleep(1) took this too, so SLEEP does.
+            (&[("SLEEP", "5m")], Some((300, 30))),
             (
                 &[("MOLTD_INTERVAL", "1h"), ("SLEEP", "60")],
                 Some((3600, 360)),
@@ -605,6 +622,8 @@ mod tests {
             ("MOLTD_MODE", "fast"),
             ("MOLTD_MAX_DOWNLOAD", "lots"),
             ("MOLTD_STRIP_COMPONENTS", "-1"),
+            ("MOLTD_ENTRY", "/app/current/bin/app"),
+            ("MOLTD_ENTRY", "../bin/app"),
             ("MOLTD_SOURCE", "ftp"),
             ("MOLTD_MIN_FREE", "150%"),
             ("MOLTD_MIN_FREE", "lots"),

@@ -124,6 +124,10 @@ pub enum Error {
         path: String,
         reason: &'static str,
     },
+    /// `MOLTD_ENTRY` is not in the release, and cannot be made to point at
+    /// its one program.
+    #[error("{} cannot run: {}", Escaped(.asset), Escaped(.problem))]
+    NoEntry { asset: String, problem: String },
     #[error("{} {}", Escaped(.asset), cap.exceeded(*.limit))]
     Limit { asset: String, cap: Cap, limit: u64 },
     #[error(
@@ -294,6 +298,7 @@ impl Error {
                 | Error::MissingSignature { .. }
                 | Error::BadSignature { .. }
                 | Error::UnsafeEntry { .. }
+                | Error::NoEntry { .. }
                 | Error::Limit { .. }
                 | Error::BadArchive { .. }
                 | Error::BadTag(_)

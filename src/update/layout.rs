@@ -52,6 +52,88 @@ pub fn ensure_version_file(release: &Path, tag: &str) -> Result<(), Error> {
     fs::write(&path, format!("{version}\n")).map_err(Error::io("write", &path))
 }
 
+/// Makes sure the unpacked release at `root` holds `entry`
+/// (`MOLTD_ENTRY`), the program its services run, before it can be
+/// switched to. Archives are commonly flat (goreleaser's default: the
+/// program under the project's name beside README and LICENSE) where the
+/// services expect `bin/app`: when `entry` is missing and the release holds
+/// exactly one executable file at its top or in `bin/`, `entry` becomes a
+/// relative link to it, whose name is returned. Otherwise the release is
+/// refused, saying which variable fixes it.
+pub fn ensure_entry(root: &Path, entry: &Path, asset: &str) -> Result<Option<String>, Error> {
+    let refuse = |problem: String| Error::NoEntry {
+        asset: asset.to_owned(),
+        problem,
+    };
+    let path = root.join(entry);
+    let executable = |meta: &fs::Metadata| meta.is_file() && meta.permissions().mode() & 0o111 != 0;
+    // Links in a release were checked to stay inside it while unpacking.
+    match fs::metadata(&path) {
+        Ok(meta) if executable(&meta) => return Ok(None),
+        Ok(_) => {
+            return Err(refuse(format!(
+                "{} (MOLTD_ENTRY) is not an executable file",
+                entry.display()
+            )));
+        }
+        Err(_) if fs::symlink_metadata(&path).is_ok() => {
+            return Err(refuse(format!(
+                "{} (MOLTD_ENTRY) is a dangling link",
+                entry.display()
+            )));
+        }
+        Err(_) => {}
+    }
+    let mut programs: Vec<PathBuf> = Vec::new();
+    for folder in [Path::new(""), Path::new("bin")] {
+        let Ok(list) = fs::read_dir(root.join(folder)) else {
+            continue;
+        };
+        for item in list.flatten() {
+            let is_program = fs::metadata(item.path()).is_ok_and(|m| executable(&m));
+            if is_program && item.file_name() != VERSION_FILE {
+                programs.push(folder.join(item.file_name()));
+            }
+        }
+    }
+    programs.sort();
+    let fix = "set MOLTD_ENTRY to the program's path inside the release (below its single top folder, or after MOLTD_STRIP_COMPONENTS)";
+    let program = match programs.as_slice() {
+        [one] => one,
+        [] => {
+            return Err(refuse(format!(
+                "it has no {} (MOLTD_ENTRY), and no executable file at its top or in bin/ to run instead; {fix}",
+                entry.display()
+            )));
+        }
+        many => {
+            let names: Vec<String> = many.iter().map(|p| p.display().to_string()).collect();
+            return Err(refuse(format!(
+                "it has no {} (MOLTD_ENTRY), and {} programs that could be it: {}; {fix}",
+                entry.display(),
+                many.len(),
+                names.join(", ")
+            )));
+        }
+    };
+    // `bin/app` -> `../app`: relative, so the release can move.
+    let parent = entry.parent().unwrap_or(Path::new(""));
+    let target: PathBuf = parent
+        .components()
+        .map(|_| Path::new(".."))
+        .chain([program.as_path()])
+        .collect();
+    let dir = root.join(parent);
+    if !dir.is_dir() {
+        fs::create_dir_all(&dir).map_err(Error::io("create folder", &dir))?;
+        // Whatever moltd's umask: services of other users traverse it.
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755))
+            .map_err(Error::io("set the mode of", &dir))?;
+    }
+    std::os::unix::fs::symlink(&target, &path).map_err(Error::io("create the link", &path))?;
+    Ok(Some(program.display().to_string()))
+}
+
 /// The installed releases (folders under `releases/` not starting with a
 /// dot), oldest installed first.
 pub fn installed(releases: &Path) -> Vec<String> {
@@ -214,6 +296,82 @@ mod tests {
             Some("VERSION was removed")
         );
         let _ = fs::remove_dir_all(&release);
+    }
+
+    /// Flat archives (goreleaser's default) get `bin/app` pointing at their
+    /// one program; anything ambiguous is refused, naming MOLTD_ENTRY.
+    #[test]
+    fn the_entry_is_found_linked_or_refused() {
+        let entry = Path::new("bin/app");
+        let release = |name: &str, files: &[(&str, u32)]| {
+            let root = temp(name);
+            for (file, mode) in files {
+                let path = root.join(file);
+                fs::create_dir_all(path.parent().unwrap()).unwrap();
+                fs::write(&path, "x").unwrap();
+                fs::set_permissions(&path, fs::Permissions::from_mode(*mode)).unwrap();
+            }
+            root
+        };
+        let as_is = release("entry-as-is", &[("bin/app", 0o755), ("bin/other", 0o755)]);
+        assert_eq!(ensure_entry(&as_is, entry, "a.tgz").unwrap(), None);
+
+        let flat = release(
+            "entry-flat",
+            &[("myapp", 0o755), ("README.md", 0o644), ("LICENSE", 0o644)],
+        );
+        assert_eq!(
+            ensure_entry(&flat, entry, "a.tgz").unwrap().as_deref(),
+            Some("myapp")
+        );
+        assert_eq!(
+            fs::read_link(flat.join("bin/app")).unwrap(),
+            Path::new("../myapp")
+        );
+        assert_eq!(ensure_entry(&flat, entry, "a.tgz").unwrap(), None);
+
+        let in_bin = release("entry-bin", &[("bin/server", 0o755), ("etc/conf", 0o644)]);
+        assert_eq!(
+            ensure_entry(&in_bin, entry, "a.tgz").unwrap().as_deref(),
+            Some("bin/server")
+        );
+        assert_eq!(
+            fs::read_link(in_bin.join("bin/app")).unwrap(),
+            Path::new("../bin/server")
+        );
+
+        let refused = [
+            (
+                "entry-two",
+                vec![("app1", 0o755), ("app2", 0o755)],
+                "2 programs that could be it: app1, app2",
+            ),
+            (
+                "entry-none",
+                vec![("README.md", 0o644)],
+                "no executable file at its top or in bin/",
+            ),
+            (
+                "entry-plain",
+                vec![("bin/app", 0o644)],
+                "bin/app (MOLTD_ENTRY) is not an executable file",
+            ),
+        ];
+        for (name, files, why) in refused {
+            let root = release(name, &files);
+            let err = ensure_entry(&root, entry, "a.tgz").unwrap_err().to_string();
+            assert!(
+                err.starts_with("a.tgz cannot run: ") && err.contains(why),
+                "{err}"
+            );
+            if why.contains("could be it") || why.contains("no executable") {
+                assert!(err.contains("set MOLTD_ENTRY"), "{err}");
+            }
+            let _ = fs::remove_dir_all(&root);
+        }
+        for root in [as_is, flat, in_bin] {
+            let _ = fs::remove_dir_all(&root);
+        }
     }
 
     #[test]

@@ -69,6 +69,7 @@ fn verification_settings(config: &Config) -> String {
         format!("{:?}", config.require_checksum),
         format!("{:?}", config.minisign_key),
         format!("{:?}", config.strip_components),
+        format!("{:?}", config.entry),
         format!("{:?}", config.limits),
     ];
     release::fingerprint(fields.iter().map(String::as_str))
@@ -403,6 +404,16 @@ impl Updater {
             4,
             format!("moving release {tag} into {}", releases.display()),
         );
+        if let Some(entry) = &config.entry {
+            // Before anything is stopped: a release without the program the
+            // services run would only fail its health check.
+            if let Some(program) = layout::ensure_entry(&unpacked.root, entry, &asset.name)? {
+                log::info!(
+                    "release {tag} has no {}: linked it to {program}, its only program",
+                    entry.display()
+                );
+            }
+        }
         layout::ensure_version_file(&unpacked.root, tag)?;
         staging.commit(&unpacked.root, tag)
     }
