@@ -48,6 +48,7 @@ const SETTINGS: &[(&str, &str)] = &[
     ("MOLTD_TAG_PREFIX", "none"),
     ("MOLTD_VERSION", "*"),
     ("MOLTD_PRERELEASE", "false"),
+    ("MOLTD_SKIP", "none"),
     ("MOLTD_ASSET", "chosen by OS and architecture"),
     ("MOLTD_APP_DIR", "/app"),
     ("MOLTD_REQUIRE_CHECKSUM", "true"),

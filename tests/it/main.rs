@@ -14,6 +14,7 @@ mod firstboot;
 mod manifests;
 mod observe;
 mod pid1;
+mod production;
 mod secrets;
 mod service_signals;
 mod services;
