@@ -133,7 +133,7 @@ struct Container {
 }
 
 impl Container {
-    /// Builds the image with the README's command (under a tag of its own)
+    /// Builds the image with the documented command (docs/container.md) (under a tag of its own)
     /// and starts it detached, with the example services on free ports,
     /// `env` (`KEY=VALUE`) added and `options` given to `podman run`.
     fn start(dir: &TestDir, bin: &Path, env: &[String], options: &[String]) -> Container {
