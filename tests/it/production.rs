@@ -6,12 +6,8 @@
 
 use crate::apply::{App, current, moltd, release, served, setup, status, wait_for_state};
 use crate::feed::Feed;
+use crate::firstboot::downloads;
 use crate::util::{Mode, TestDir};
-
-/// The download requests for `tag`'s assets so far.
-fn downloads(feed: &Feed, tag: &str) -> usize {
-    feed.server.requests_to(&format!("/dl/{tag}/")).len()
-}
 
 #[test]
 fn skip_from_configuration_keeps_a_release_out_at_first_boot_and_after() {
