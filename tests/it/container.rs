@@ -133,11 +133,14 @@ struct Container {
 }
 
 impl Container {
-    /// Builds the image with the documented command (docs/container.md) (under a tag of its own)
-    /// and starts it detached, with the example services on free ports,
-    /// `env` (`KEY=VALUE`) added and `options` given to `podman run`.
+    /// Builds the image with the documented command (docs/container.md;
+    /// under a tag of its own) and starts it detached, with the example
+    /// services on free ports, `env` (`KEY=VALUE`) added and `options` given
+    /// to `podman run`. Named after the test's directory, so the tests of
+    /// this file can run at once.
     fn start(dir: &TestDir, bin: &Path, env: &[String], options: &[String]) -> Container {
-        let id = format!("moltd-it-{}", std::process::id());
+        let unique = dir.path().file_name().unwrap().to_string_lossy();
+        let id = format!("moltd-it-{unique}");
         let container = Container {
             image: format!("localhost/{id}:test"),
             name: id,
