@@ -367,8 +367,14 @@ fn update_summary(reply: UpdateReply) -> String {
         let _ = writeln!(text, "automatic updates suspended: {why}");
     }
     if !status.bad_releases.is_empty() {
-        let bad = status.bad_releases.join(", ");
-        let _ = writeln!(text, "bad releases: {}", Escaped(&bad));
+        // Marks from MOLTD_SKIP say so: `moltd unmark` cannot clear them.
+        let bad: Vec<String> = (status.bad_releases.iter())
+            .map(|tag| match status.skipped_releases.contains(tag) {
+                true => format!("{tag} (MOLTD_SKIP)"),
+                false => tag.clone(),
+            })
+            .collect();
+        let _ = writeln!(text, "bad releases: {}", Escaped(&bad.join(", ")));
     }
     text
 }

@@ -155,7 +155,10 @@ pub fn unmark(tags: &[String], control: &Control, env: Env) -> i32 {
             // A supervisor behind a wrong MOLTD_CONTROL, or a local
             // `moltd update`, holds this lock and the state in memory.
             let reply = update::staging::manage(&app, &state_dir)
-                .and_then(|_lock| update::state::State::unmark_file(&path, tags))
+                .and_then(|_lock| {
+                    let skip = update::config::skip(env);
+                    update::state::State::unmark_file(&path, tags, skip)
+                })
                 .map(|()| {
                     format!(
                         "{} no longer marked bad in {}",

@@ -100,6 +100,7 @@ pub const VARS: &[Var] = &[
     var(WHICH, "MOLTD_TAG_PREFIX", "none", "only tags with this prefix (backend-v1.2.0)", Plain),
     var(WHICH, "MOLTD_VERSION", "*", "semver requirement, such as ^1.4 or =1.2.3", Plain),
     var(WHICH, "MOLTD_PRERELEASE", "false", "true: prereleases are eligible", Plain),
+    var(WHICH, "MOLTD_SKIP", "none", "tags never to install, as if marked bad (comma-separated)", Plain),
     var(WHICH, "MOLTD_ASSET", "chosen by OS and architecture", "glob naming the asset ({version}, {os}, {arch})", Plain),
     var(FETCH, "MOLTD_REQUIRE_CHECKSUM", "true", "false: accept a release without a SHA-256 (digest field or checksums file)", Plain),
     var(FETCH, "MOLTD_MINISIGN_KEY", "none", "minisign public key (RW...) or .pub file; <asset>.minisig must verify", Plain),

@@ -8,6 +8,7 @@
 
 use super::Error;
 use super::poll::Schedule;
+use std::collections::BTreeSet;
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -165,6 +166,8 @@ pub struct Config {
     pub timeouts: Timeouts,
     pub status_file: Option<PathBuf>,
     pub switch: Switch,
+    /// `MOLTD_SKIP`: tags marked bad by configuration (see [`skip`]).
+    pub skip: BTreeSet<String>,
 }
 
 /// moltd's own files inside `app_dir`.
@@ -185,6 +188,20 @@ fn read_var(env: &dyn Fn(&str) -> Option<OsString>, name: &str) -> Option<String
 /// supervisor, which must not depend on a release source being set.
 pub fn app_dir(env: &dyn Fn(&str) -> Option<OsString>) -> PathBuf {
     read_var(env, "MOLTD_APP_DIR").map_or_else(|| PathBuf::from("/app"), PathBuf::from)
+}
+
+/// `MOLTD_SKIP=v1.6.0,v1.7.0`: releases never to install, as a bad mark
+/// that lives in the configuration instead of the state file. A pod without
+/// a volume for `/app` starts with no state, and would otherwise download
+/// and fail a release it already knew to be bad. Commas or spaces separate
+/// the tags.
+pub fn skip(env: &dyn Fn(&str) -> Option<OsString>) -> BTreeSet<String> {
+    read_var(env, "MOLTD_SKIP")
+        .unwrap_or_default()
+        .split([',', ' ', '\t', '\n'])
+        .filter(|tag| !tag.is_empty())
+        .map(String::from)
+        .collect()
 }
 
 impl Config {
@@ -412,6 +429,7 @@ impl Config {
             timeouts,
             status_file,
             switch,
+            skip: skip(env),
         })
     }
 
@@ -631,6 +649,27 @@ mod tests {
         for (name, value) in table {
             let err = config(&[("MOLTD_REPO", "a/b"), (name, value)]).unwrap_err();
             assert!(err.to_string().contains(name), "{err}");
+        }
+    }
+
+    #[test]
+    fn skip_lists_tags_separated_by_commas_or_spaces() {
+        let cases: &[(Option<&str>, &[&str])] = &[
+            (None, &[]),
+            (Some(""), &[]),
+            (Some("v1.6.0"), &["v1.6.0"]),
+            (
+                Some(" v1.6.0, v1.7.0 ,,v2.0.0-rc.1 "),
+                &["v1.6.0", "v1.7.0", "v2.0.0-rc.1"],
+            ),
+            (Some("v1.6.0 v1.6.0\tv1.7.0"), &["v1.6.0", "v1.7.0"]),
+        ];
+        for (value, expected) in cases {
+            let mut vars = vec![("MOLTD_REPO", "a/b")];
+            vars.extend(value.map(|v| ("MOLTD_SKIP", v)));
+            let skip = config(&vars).unwrap().skip;
+            let expected: BTreeSet<String> = expected.iter().map(|t| t.to_string()).collect();
+            assert_eq!(skip, expected, "MOLTD_SKIP={value:?}");
         }
     }
 

@@ -158,7 +158,7 @@ pub enum Error {
     #[error("another moltd is staging a release in {}", .0.display())]
     Busy(PathBuf),
     #[error(
-        "another moltd manages {} (it holds {}); if it is the supervisor, ask it with moltd update / moltd unmark through MOLTD_CONTROL",
+        "another moltd manages {} (it holds {}); if it is the running supervisor, ask it with moltd update / moltd unmark through MOLTD_CONTROL; if this is a second pod on the same volume, the old pod must stop first: on Kubernetes use a StatefulSet, or `strategy: type: Recreate` in the Deployment (the default RollingUpdate starts the new pod before the old one stops)",
         app.display(), lock.display()
     )]
     Managed { app: PathBuf, lock: PathBuf },
@@ -168,6 +168,8 @@ pub enum Error {
     NothingInstallable(String),
     #[error("no previous release to roll back to")]
     NothingToRollBack,
+    #[error("{} marked bad by MOLTD_SKIP: remove it from MOLTD_SKIP to allow it again", Escaped(&.0.join(", ")))]
+    SkipConfigured(Vec<String>),
     #[error("{} not marked bad ({})", Escaped(&.tags.join(", ")), Escaped(&bad_list(.bad)))]
     NotMarkedBad { tags: Vec<String>, bad: Vec<String> },
     #[error("the supervisor cannot do it: {0}")]

@@ -111,7 +111,10 @@ impl Updater {
         // Before anything reads or repairs the state: `recover` under a
         // supervisor that is switching would undo its switch.
         let manage = staging::manage(&config.app_dir, &config.state_dir())?;
-        let mut state = State::load(&config.state_dir().join("state.json"));
+        let mut state = State {
+            skip: config.skip.clone(),
+            ..State::load(&config.state_dir().join("state.json"))
+        };
         let settings = verification_settings(&config);
         state.refused.retain(|tag, refusal| {
             let same = refusal.settings == settings;
@@ -164,6 +167,7 @@ impl Updater {
         let marks = State {
             bad: self.state.bad.clone(),
             refused: self.state.refused.clone(),
+            skip: self.state.skip.clone(),
             ..State::default()
         };
         let reader = source::Reader {

@@ -12,6 +12,8 @@
 //! `refused` (its download failed verification or unpacking) holds for the
 //! tag *and* its assets as the feed listed them, so a republished asset is
 //! tried again while the same broken one is not downloaded at every check.
+//! A third, `skip` (`MOLTD_SKIP`), comes from the configuration: it is
+//! never saved, so removing a tag there is all it takes to allow it again.
 
 use super::Error;
 use super::listing::Listing;
@@ -33,6 +35,9 @@ pub struct State {
     pub bad: BTreeSet<String>,
     /// Releases whose download failed verification or unpacking, by tag.
     pub refused: BTreeMap<String, Refusal>,
+    /// Tags marked bad by configuration (`MOLTD_SKIP`); not saved.
+    #[serde(skip)]
+    pub skip: BTreeSet<String>,
     /// The tag a switch is under way to; `current` is still the committed one.
     pub applying: Option<String>,
     /// Unix time of the last successful check.
@@ -101,14 +106,17 @@ impl State {
         write_atomically(path, &serde_json::to_vec_pretty(self)?)
     }
 
-    /// Every tag marked bad or refused, sorted.
+    /// Every tag marked bad, refused or skipped by configuration, sorted.
     pub fn marked(&self) -> Vec<String> {
-        let all: BTreeSet<&String> = self.bad.iter().chain(self.refused.keys()).collect();
+        let all: BTreeSet<&String> = (self.bad.iter())
+            .chain(self.refused.keys())
+            .chain(&self.skip)
+            .collect();
         all.into_iter().cloned().collect()
     }
 
-    /// The tags of `releases` not to choose: marked bad, or refused with the
-    /// assets they still list.
+    /// The tags of `releases` not to choose: marked bad (in the state or by
+    /// configuration), or refused with the assets they still list.
     pub fn skipped(&self, releases: &[Release]) -> BTreeSet<String> {
         let refused = releases.iter().filter(|r| {
             self.refused
@@ -116,12 +124,22 @@ impl State {
                 .is_some_and(|refusal| refusal.assets == assets_fingerprint(r))
         });
         let refused = refused.map(|r| r.tag.clone());
-        self.bad.iter().cloned().chain(refused).collect()
+        (self.bad.iter().chain(&self.skip).cloned())
+            .chain(refused)
+            .collect()
     }
 
     /// Clears the bad or refused mark of `tags`, all or none: a tag not
-    /// marked (a typo) changes nothing and says which tags are.
+    /// marked (a typo) changes nothing and says which tags are; a tag in
+    /// `MOLTD_SKIP` can only be allowed again there.
     pub fn unmark(&mut self, tags: &[String]) -> Result<(), Error> {
+        let configured: Vec<String> = (tags.iter())
+            .filter(|tag| self.skip.contains(*tag))
+            .cloned()
+            .collect();
+        if !configured.is_empty() {
+            return Err(Error::SkipConfigured(configured));
+        }
         let unknown: Vec<String> = tags
             .iter()
             .filter(|tag| !self.bad.contains(*tag) && !self.refused.contains_key(*tag))
@@ -141,9 +159,13 @@ impl State {
     }
 
     /// [`State::unmark`] on the state file at `path`, when no supervisor
-    /// holds the state in memory. Call under [`super::staging::manage`].
-    pub fn unmark_file(path: &Path, tags: &[String]) -> Result<(), Error> {
-        let mut state = State::load(path);
+    /// holds the state in memory; `skip` is `MOLTD_SKIP`. Call under
+    /// [`super::staging::manage`].
+    pub fn unmark_file(path: &Path, tags: &[String], skip: BTreeSet<String>) -> Result<(), Error> {
+        let mut state = State {
+            skip,
+            ..State::load(path)
+        };
         state.unmark(tags)?;
         state.save(path).map_err(Error::io("save", path))
     }
@@ -269,5 +291,41 @@ mod tests {
             err.to_string(),
             "v3.0.0 not marked bad (no release is marked bad)"
         );
+    }
+
+    #[test]
+    fn skip_from_configuration_is_honoured_shown_and_never_saved() {
+        let dir = std::env::temp_dir().join(format!("moltd-skip-{}", std::process::id()));
+        let path = dir.join("state.json");
+        let listed = |tag: &str| Release {
+            tag: tag.into(),
+            draft: false,
+            prerelease: false,
+            notes: None,
+            url: None,
+            assets: Vec::new(),
+        };
+        let state = State {
+            bad: ["v1.2.0".to_string()].into(),
+            skip: ["v1.6.0".to_string()].into(),
+            ..State::default()
+        };
+        assert_eq!(state.marked(), ["v1.2.0", "v1.6.0"]);
+        let skipped = state.skipped(&[listed("v1.6.0"), listed("v1.5.0")]);
+        assert_eq!(skipped, ["v1.2.0".to_string(), "v1.6.0".to_string()].into());
+        state.save(&path).unwrap();
+        let saved = State::load(&path);
+        assert!(saved.skip.is_empty(), "MOLTD_SKIP was saved");
+        assert_eq!(saved.bad, state.bad);
+        // Only the configuration can allow it again.
+        let tags = ["v1.6.0".to_string()];
+        let err = State::unmark_file(&path, &tags, state.skip.clone()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "v1.6.0 marked bad by MOLTD_SKIP: remove it from MOLTD_SKIP to allow it again"
+        );
+        State::unmark_file(&path, &["v1.2.0".to_string()], state.skip.clone()).unwrap();
+        assert!(State::load(&path).bad.is_empty());
+        fs::remove_dir_all(&dir).unwrap();
     }
 }

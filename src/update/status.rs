@@ -74,6 +74,9 @@ pub struct Status {
     /// Of those, the ones refused for their download, with the reason.
     #[serde(default)]
     pub refused_releases: BTreeMap<String, String>,
+    /// Of those, the ones marked bad by configuration (`MOLTD_SKIP`).
+    #[serde(default)]
+    pub skipped_releases: Vec<String>,
     /// Why automatic updates are suspended (the release was changed by hand).
     pub suspended: Option<String>,
     /// Totals since moltd started, for metrics.
@@ -148,6 +151,7 @@ impl Reporter {
             available: None,
             bad_releases: Vec::new(),
             refused_releases: BTreeMap::new(),
+            skipped_releases: Vec::new(),
             suspended: None,
             counters: Counters::default(),
         };
@@ -199,6 +203,7 @@ impl Reporter {
             .iter()
             .map(|(tag, refusal)| (tag.clone(), refusal.reason.clone()))
             .collect();
+        self.status.skipped_releases = state.skip.iter().cloned().collect();
         // What is installed now, or was just marked, is not on offer.
         let stale = self.status.available.as_ref().is_some_and(|a| {
             self.status.bad_releases.contains(&a.tag)

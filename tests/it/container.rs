@@ -2,6 +2,10 @@
 //! moltd is PID 1 of a container, supervises the example services from
 //! `services/`, updates itself from a loopback feed (`--network host`), rolls
 //! a broken release back, and `podman stop` ends it gracefully within SVWAIT.
+//! A second run is the pod of `docker/k8s.yaml`: a read-only root, its
+//! non-root user, and only its volumes writable (`/run` in memory, `/app`
+//! and `/tmp` as empty folders owned by that user, as `fsGroup` makes them),
+//! probed the way the kubelet probes it.
 //!
 //! Needs the static binary (`MOLTD_STATIC_BIN`, set by `.ci/run`, which also
 //! installs podman, runc and busybox-static); without it the test prints why
@@ -11,7 +15,7 @@
 //! Steps are separate functions over one [`Container`].
 
 use crate::feed::{Entry, FakeAsset, FakeRelease, Feed, asset_name, targz};
-use crate::manifests::k8s_container;
+use crate::manifests::{k8s_mounts, k8s_probes, k8s_user};
 use crate::static_build::static_bin;
 use crate::util::TestDir;
 use std::path::{Path, PathBuf};
@@ -105,6 +109,7 @@ fn build_context(dir: &TestDir, bin: &Path) -> PathBuf {
         "docker/Dockerfile",
         "docker/app",
         "docker/rootfs",
+        "docker/tmp.tar.gz",
         "services",
     ] {
         // cp -a keeps the symlinks (sh -> busybox, sv -> moltd, current).
@@ -128,11 +133,14 @@ struct Container {
 }
 
 impl Container {
-    /// Builds the image with the README's command (under a tag of its own)
-    /// and starts it detached, with the example services on free ports and
-    /// `env` (`KEY=VALUE`) added.
-    fn start(dir: &TestDir, bin: &Path, env: &[String]) -> Container {
-        let id = format!("moltd-it-{}", std::process::id());
+    /// Builds the image with the documented command (docs/container.md;
+    /// under a tag of its own) and starts it detached, with the example
+    /// services on free ports, `env` (`KEY=VALUE`) added and `options` given
+    /// to `podman run`. Named after the test's directory, so the tests of
+    /// this file can run at once.
+    fn start(dir: &TestDir, bin: &Path, env: &[String], options: &[String]) -> Container {
+        let unique = dir.path().file_name().unwrap().to_string_lossy();
+        let id = format!("moltd-it-{unique}");
         let container = Container {
             image: format!("localhost/{id}:test"),
             name: id,
@@ -184,6 +192,7 @@ impl Container {
         for pair in env {
             run.extend(["--env", pair]);
         }
+        run.extend(options.iter().map(String::as_str));
         run.push(&container.image);
         container.expect(&podman(&run), "podman run");
         container
@@ -252,27 +261,39 @@ impl Drop for Container {
     }
 }
 
-/// Both example services run, and the probes of `docker/k8s.yaml` pass:
-/// readiness asks the app for its version, liveness runs a command.
-fn services_run(container: &Container) {
+/// `GET path` on a port of the container from outside it, as the kubelet
+/// probes a pod: the status code and the body, if it answers.
+fn probe(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let request = format!("GET {path} HTTP/1.0\r\nHost: pod\r\n\r\n");
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).ok()?;
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let code = head.split(' ').nth(1)?.parse().ok()?;
+    Some((code, body.to_string()))
+}
+
+/// Both example services run (`sv`, through the control socket in `/run`),
+/// and the probes of `docker/k8s.yaml` pass: readiness asks the app for its
+/// version (`version`), liveness asks moltd's listener on `listen_port`.
+fn services_run(container: &Container, version: &str, listen_port: u16) {
     container.wait_for(
         "sv status to show both services running",
         &["sv", "status", "app", "status"],
         |out| out.lines().filter(|l| l.starts_with("run: ")).count() == 2,
     );
-    let k8s = k8s_container();
-    let path = k8s["readinessProbe"]["httpGet"]["path"].as_str().unwrap();
-    let ready = container.get(container.app_port, path);
-    if text(&ready.stdout).trim() != "0.0.0" {
-        container.fail(&format!("readiness probe {path}: {ready:?}"));
+    let [(live, _), (ready, _)] = k8s_probes();
+    let answer = probe(container.app_port, &ready);
+    if answer.as_ref().map(|(code, body)| (*code, body.trim())) != Some((200, version)) {
+        container.fail(&format!("readiness probe {ready}: {answer:?}"));
     }
-    let live: Vec<&str> = k8s["livenessProbe"]["exec"]["command"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|arg| arg.as_str().unwrap())
-        .collect();
-    container.expect(&container.exec(&live), "the liveness probe");
+    let answer = probe(listen_port, &live);
+    if answer.as_ref().map(|(code, body)| (*code, body.trim())) != Some((200, "ok")) {
+        container.fail(&format!("liveness probe {live}: {answer:?}"));
+    }
 }
 
 /// The status document, as the status helper serves it.
@@ -360,6 +381,38 @@ fn stops_gracefully(container: &Container) {
     }
 }
 
+/// The env of a container that follows `feed`, checking every second,
+/// with moltd's listener on `listen_port`.
+fn following(feed: &Feed, listen_port: u16) -> Vec<String> {
+    vec![
+        "MOLTD_REPO=acme/app".to_string(),
+        format!("GITHUB_API_URL={}", feed.url()),
+        "MOLTD_INTERVAL=1s".to_string(),
+        "MOLTD_JITTER=0s".to_string(),
+        "MOLTD_HEALTH_GRACE=2s".to_string(),
+        format!("MOLTD_LISTEN=0.0.0.0:{listen_port}"),
+    ]
+}
+
+/// The image's `/tmp` (1777, for programs that need one) and its OCI
+/// labels: where it comes from, and the moltd version it holds.
+fn has_tmp_and_labels(container: &Container) {
+    let tmp = container.exec(&["ls", "-ld", "/tmp"]);
+    if !text(&tmp.stdout).starts_with("drwxrwxrwt") {
+        container.fail(&format!("/tmp is not 1777: {tmp:?}"));
+    }
+    let label = |name: &str| {
+        let format = format!("{{{{index .Labels \"{name}\"}}}}");
+        let output = podman(&["image", "inspect", "--format", &format, &container.image]);
+        text(&output.stdout).trim().to_string()
+    };
+    let version = label("org.opencontainers.image.version");
+    let source = label("org.opencontainers.image.source");
+    if version != env!("CARGO_PKG_VERSION") || !source.starts_with("https://") {
+        container.fail(&format!("labels: version {version:?}, source {source:?}"));
+    }
+}
+
 #[test]
 fn image_updates_itself_rolls_back_and_stops_gracefully() {
     let Some(bin) = static_bin("image_updates_itself_rolls_back_and_stops_gracefully") else {
@@ -367,16 +420,71 @@ fn image_updates_itself_rolls_back_and_stops_gracefully() {
     };
     let feed = Feed::start(Vec::new());
     let dir = TestDir::new("container");
-    let env = [
-        "MOLTD_REPO=acme/app".to_string(),
-        format!("GITHUB_API_URL={}", feed.url()),
-        "MOLTD_INTERVAL=1s".to_string(),
-        "MOLTD_JITTER=0s".to_string(),
-        "MOLTD_HEALTH_GRACE=2s".to_string(),
-    ];
-    let container = Container::start(&dir, &bin, &env);
-    services_run(&container);
+    let listen_port = free_port();
+    let container = Container::start(&dir, &bin, &following(&feed, listen_port), &[]);
+    services_run(&container, "0.0.0", listen_port);
+    has_tmp_and_labels(&container);
     updates_itself(&container, &feed);
     rolls_back_a_broken_release(&container, &feed);
+    stops_gracefully(&container);
+}
+
+/// What moltd says when it cannot write where it needs to.
+const CANNOT_WRITE: [&str; 3] = ["will not work", "cannot create", "Read-only file system"];
+
+#[test]
+fn image_runs_as_the_k8s_pod_read_only_non_root_with_its_volumes() {
+    let test = "image_runs_as_the_k8s_pod_read_only_non_root_with_its_volumes";
+    let Some(bin) = static_bin(test) else {
+        return;
+    };
+    let feed = Feed::start(vec![example_app_release("1.0.0")]);
+    let dir = TestDir::new("container_k8s");
+    let user = k8s_user();
+    // Only the pod's volumes are writable: podman adds none of its own.
+    let mut options: Vec<String> = ["--read-only", "--read-only-tmpfs=false", "--user", &user]
+        .map(String::from)
+        .to_vec();
+    for (path, memory) in k8s_mounts() {
+        if memory {
+            options.extend(["--tmpfs".to_string(), format!("{path}:rw,mode=1777")]);
+        } else {
+            // An emptyDir: empty, and writable by the pod's group.
+            let host = dir.join(&format!("volume{}", path.replace('/', "-")));
+            std::fs::create_dir(&host).unwrap();
+            let status = Command::new("chown")
+                .arg(&user)
+                .arg(&host)
+                .status()
+                .unwrap();
+            assert!(status.success(), "cannot chown {}", host.display());
+            options.extend(["--volume".to_string(), format!("{}:{path}", host.display())]);
+        }
+    }
+    let listen_port = free_port();
+    let container = Container::start(&dir, &bin, &following(&feed, listen_port), &options);
+    // The empty /app hides the image's v0.0.0: first boot installs v1.0.0.
+    wait_for_status(&container, "the first boot to install v1.0.0", |status| {
+        status["current"] == "v1.0.0" && status["state"] == "idle"
+    });
+    services_run(&container, "1.0.0", listen_port);
+    let shown = container.exec(&["moltd", "status"]);
+    if !text(&shown.stdout).contains("release: v1.0.0 (previous: none)") {
+        container.fail(&format!("moltd status as the pod's user: {shown:?}"));
+    }
+    feed.publish(example_app_release("1.1.0"));
+    wait_for_status(&container, "the update to v1.1.0", |status| {
+        status["current"] == "v1.1.0" && status["previous"] == "v1.0.0"
+    });
+    serves(&container, "1.1.0");
+    let write = container.exec(&["sh", "-c", "echo ok > /tmp/probe && cat /tmp/probe"]);
+    if text(&write.stdout).trim() != "ok" {
+        container.fail(&format!("/tmp is not writable: {write:?}"));
+    }
+    let logs = podman(&["logs", &container.name]);
+    let log = text(&logs.stdout) + &text(&logs.stderr);
+    if let Some(problem) = CANNOT_WRITE.iter().find(|p| log.contains(*p)) {
+        container.fail(&format!("moltd could not write somewhere ({problem:?})"));
+    }
     stops_gracefully(&container);
 }

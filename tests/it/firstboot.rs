@@ -35,7 +35,7 @@ fn with_traversal(version: &str) -> FakeRelease {
 }
 
 /// The download requests for `tag`'s assets so far.
-fn downloads(feed: &Feed, tag: &str) -> usize {
+pub(crate) fn downloads(feed: &Feed, tag: &str) -> usize {
     feed.server.requests_to(&format!("/dl/{tag}/")).len()
 }
 

@@ -15,6 +15,7 @@ mod honest_config;
 mod manifests;
 mod observe;
 mod pid1;
+mod production;
 mod release_layouts;
 mod requests;
 mod secrets;
