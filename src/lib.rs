@@ -3,6 +3,7 @@
 //!
 //! See ARCHITECTURE.md for the map of the crate and the rules it keeps.
 
+pub mod agent;
 pub mod cli;
 pub mod init;
 pub mod logging;

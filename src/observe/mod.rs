@@ -15,11 +15,13 @@
 
 mod metrics;
 mod server;
+
+pub use server::BACKLOG;
 mod webhook;
 
-use crate::services::admission::Work;
+use crate::agent::admission::Work;
 use crate::services::status::Phase;
-use crate::services::updates::ToAgent;
+use crate::agent::worker::ToAgent;
 use crate::update::state::write_atomically;
 use crate::update::status::{Hook, Status};
 use std::net::SocketAddr;
@@ -189,7 +191,10 @@ pub struct Observer {
 impl Observer {
     /// Starts the threads the configuration asks for. Failing to listen
     /// is an error: the operator asked for the endpoint.
-    pub fn start(config: &Config) -> Result<Observer, String> {
+    pub fn start(
+        config: &Config,
+        listener: Option<std::net::TcpListener>,
+    ) -> Result<Observer, String> {
         let shared = Arc::new(Shared {
             services: Mutex::new(Services::default()),
             update: OnceLock::new(),
@@ -197,8 +202,8 @@ impl Observer {
             work: OnceLock::new(),
             started: Instant::now(),
         });
-        if let Some(addr) = config.listen {
-            server::start(addr, config.api_token.clone(), shared.clone())?;
+        if let Some(listener) = listener {
+            server::start(listener, config.api_token.clone(), shared.clone())?;
         }
         let file = match &config.metrics_file {
             None => None,

@@ -101,7 +101,7 @@ impl UpdateOp {
     }
 
     pub fn decode(line: &str) -> Option<UpdateOp> {
-        let line = line.trim_end_matches('\n').strip_prefix("update\t")?;
+        let line = line.trim_end_matches('\n').strip_prefix(UPDATE_PREFIX)?;
         let (verb, rest) = line.split_once('\t').unwrap_or((line, ""));
         let update = |check_only, force| UpdateOp::Update { check_only, force };
         Some(match (verb, rest) {
@@ -117,6 +117,12 @@ impl UpdateOp {
         })
     }
 }
+
+/// How every request for the updater starts.
+pub const UPDATE_PREFIX: &str = "update\t";
+
+/// The error an `update` request gets when no release source is set.
+pub const NOT_CONFIGURED: &str = "updates are not configured (set MOLTD_REPO or MOLTD_URL)";
 
 /// The updater's answer: whether it worked, and what to tell the user.
 pub type UpdateReply = crate::update::ApplyReply;

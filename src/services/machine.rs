@@ -124,11 +124,21 @@ pub enum Event {
     /// moltd received a signal (not CHLD).
     Signal(i32),
     Command {
-        client: u64,
+        client: ClientId,
         request: Request,
     },
     /// Time passed; deadlines may have expired.
     Tick,
+}
+
+/// Who asked for an [`Event::Command`], and gets its [`Action::Reply`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ClientId {
+    /// A control socket client, numbered by the runner.
+    Socket(u64),
+    /// The update agent, by the number of its life (a reply for an agent
+    /// that died since is dropped, not given to the next one).
+    Agent(u32),
 }
 
 /// Something for the event loop to do.
@@ -157,7 +167,7 @@ pub enum Action {
         service: String,
     },
     Reply {
-        client: u64,
+        client: ClientId,
         answers: Vec<Answer>,
     },
     /// Start the main command again and send [`Event::MainSpawned`] at once.
@@ -344,7 +354,7 @@ enum Goal {
 
 #[derive(Debug)]
 struct Waiter {
-    client: u64,
+    client: ClientId,
     targets: Vec<(String, Goal)>,
     deadline: Instant,
     kill_on_timeout: bool,
@@ -1347,7 +1357,7 @@ impl Supervisor {
         }
     }
 
-    fn command(&mut self, now: Instant, client: u64, request: Request, actions: &mut Vec<Action>) {
+    fn command(&mut self, now: Instant, client: ClientId, request: Request, actions: &mut Vec<Action>) {
         let names = if request.names.is_empty() && request.op == Op::Status {
             let main = self.main.as_ref().map(|_| MAIN_NAME.to_owned());
             main.into_iter()
@@ -1720,7 +1730,7 @@ mod tests {
 
     fn request(op: Op, name: &str, wait: Option<u64>) -> Event {
         Event::Command {
-            client: 9,
+            client: ClientId::Socket(9),
             request: Request {
                 op,
                 names: vec![name.into()],
@@ -1879,7 +1889,7 @@ mod tests {
         let t0 = Instant::now();
         let mut sup = with_main(t0);
         let all = Event::Command {
-            client: 9,
+            client: ClientId::Socket(9),
             request: Request {
                 op: Op::Status,
                 names: Vec::new(),

@@ -97,11 +97,13 @@ impl Updater {
     /// After a kill in the middle of a switch, returns `current` to the
     /// committed release; the update will be tried again at the next check.
     /// A first install cut short before its gate passed is undone, so that
-    /// it is not adopted unchecked: the first boot starts over.
-    pub(super) fn recover(&mut self) {
+    /// it is not adopted unchecked: the first boot starts over. Returns
+    /// whether it went back to an installed release.
+    pub(super) fn recover(&mut self) -> bool {
         let Some(target) = self.state.applying.take() else {
-            return;
+            return false;
         };
+        let back = self.state.current.is_some();
         match self.state.current.clone() {
             None => {
                 log::warn!(
@@ -121,6 +123,7 @@ impl Updater {
         if let Err(err) = self.save_state() {
             log::error!("{}", chain(&err));
         }
+        back
     }
 
     /// Records `tag` as current (and `previous`), with its manifest.

@@ -1,18 +1,19 @@
-//! The updater inside the supervisor: a thread that checks, downloads and
-//! decides, and asks the event loop for everything that touches a process.
+//! The update agent's worker: a thread that checks, downloads and decides,
+//! and asks PID 1 (through the agent's link, see [`super`]) for everything
+//! that touches a process.
 //!
-//! Why a thread: the updater does blocking HTTP, and the event loop must
-//! never block. Why everything goes back to the loop: only the loop may call
+//! Why a thread: the updater does blocking HTTP, and the link must always
+//! be answered. Why everything goes to PID 1: only PID 1 may call
 //! `waitpid` (one reaper) and register a pid before it can be reaped, so the
-//! thread never forks or reaps. It sends [`ToLoop`] messages over a channel
-//! and writes a byte to a pipe the loop polls; the loop answers with
+//! agent never forks or reaps. The worker sends [`ToLoop`] messages over a
+//! channel and writes a byte to a pipe the agent's main thread polls; that
+//! thread turns them into frames for PID 1 and PID 1's frames into
 //! [`ToAgent`] messages:
 //!
-//! * stop/start/status of services become control [`Request`]s with the
-//!   reserved client id [`AGENT_CLIENT`]; the supervisor's reply comes back
-//!   as [`ToAgent::Answers`];
+//! * stop/start/status of services become control [`Request`]s; the
+//!   supervisor's reply comes back as [`ToAgent::Answers`];
 //! * hooks (`MOLTD_PRE_UPDATE`, `MOLTD_POST_UPDATE`, `MOLTD_HEALTH_CMD`) are
-//!   spawned by the loop, which reports their exit;
+//!   spawned by PID 1, which reports their exit;
 //! * requests from `moltd update`/`rollback`/`unmark`/`status` and the trigger file
 //!   arrive as [`ToAgent::Client`] and [`ToAgent::Trigger`].
 //!
@@ -20,14 +21,14 @@
 //! deadline or a message: no periodic wake-ups.
 //!
 //! Requests never wait for the thread to be free: whoever takes them (the
-//! loop for the control socket, the HTTP thread) first asks
+//! link for the control socket, the HTTP thread) first asks
 //! [`admission::admit`](super::admission::admit), and only what it lets
 //! through reaches the thread.
 
 use super::admission::{Work, status_reply};
-use super::control::{self, Answer, Op, Request, UpdateOp, UpdateReply};
-use super::machine::MAIN_NAME;
-use super::status::Phase as ServicePhase;
+use crate::services::control::{Answer, Op, Request, UpdateOp, UpdateReply};
+use crate::services::machine::MAIN_NAME;
+use crate::services::status::Phase as ServicePhase;
 use crate::sys::reap::ExitStatus;
 use crate::update::status::Status;
 use crate::update::{ApplyRequest, Payload, Updater, chain, outcome, poll};
@@ -38,10 +39,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-/// The control client id the updater's requests use (socket clients count
-/// up from 1).
-pub const AGENT_CLIENT: u64 = u64::MAX;
 
 /// How long beyond SVWAIT a stop may take (the `finish` scripts).
 const STOP_MARGIN: Duration = Duration::from_secs(5);
@@ -61,7 +58,7 @@ pub enum ToLoop {
     /// Answer socket client `client` and close its connection.
     Reply { client: u64, reply: UpdateReply },
     /// A release is installed: the services may start. The main command,
-    /// if any, is held (an `Op::Up` for [`AGENT_CLIENT`], answered like any
+    /// if any, is held (an `Op::Up` for the agent, answered like any
     /// request) until [`Payload::release`], so that it may fail a first
     /// health gate without ending moltd.
     Ready,
@@ -135,7 +132,7 @@ impl Link {
     fn send(&self, message: ToLoop) -> Result<(), String> {
         self.to_loop
             .send(message)
-            .map_err(|_| "the event loop has ended".to_owned())?;
+            .map_err(|_| "the link to PID 1 has ended".to_owned())?;
         // A full pipe already wakes the loop; nothing else can go wrong
         // that retrying would fix.
         let _ = nix::unistd::write(&self.wake, b"!");
@@ -175,7 +172,7 @@ impl Link {
                 Ok(other) => self.deferred.push_back(other),
                 Err(RecvTimeoutError::Timeout) => return Ok(None),
                 Err(RecvTimeoutError::Disconnected) => {
-                    return Err("the event loop has ended".into());
+                    return Err("the link to PID 1 has ended".into());
                 }
             }
         }
@@ -200,7 +197,7 @@ impl Link {
         })?;
         Ok(statuses(all)?
             .into_iter()
-            .filter(|s| s.main.want == super::status::Want::Up)
+            .filter(|s| s.main.want == crate::services::status::Want::Up)
             .map(|s| s.name)
             .collect())
     }
@@ -227,7 +224,7 @@ impl Link {
 }
 
 /// The names and statuses in `answers`, or the first problem.
-fn statuses(answers: Vec<Answer>) -> Result<Vec<super::status::Status>, String> {
+fn statuses(answers: Vec<Answer>) -> Result<Vec<crate::services::status::Status>, String> {
     answers
         .into_iter()
         .map(|answer| match answer {
@@ -359,14 +356,16 @@ pub fn start(
     observer: &crate::observe::Observer,
     to_agent: std::sync::mpsc::Sender<ToAgent>,
     link: impl FnOnce(Arc<Work>) -> Link,
+    taken_over: TakenOver,
 ) -> Result<Started, String> {
     let thread = std::thread::Builder::new().name("updater".into());
-    let (spawned, started) = match Updater::new(config.clone()) {
+    let (spawned, started) = match Updater::open(config.clone(), taken_over.lock) {
         Ok(mut updater) => {
             let started = Started::new(updater.shared_status(), updater.cancel_flag(), None);
             updater.set_hook(started.attach(observer, to_agent));
             let link = link(started.work.clone());
-            (thread.spawn(move || agent(updater, link)), started)
+            let held = taken_over.held;
+            (thread.spawn(move || agent(updater, link, held)), started)
         }
         Err(err) => {
             let Some(reason) = crate::update::updates_off(&config, &err) else {
@@ -379,11 +378,63 @@ pub fn start(
             let current = crate::update::layout::current_tag(&config.app_dir);
             reporter.off(current, &reason);
             let link = link(started.work.clone());
-            (thread.spawn(move || agent_off(link)), started)
+            let held = taken_over.held;
+            (thread.spawn(move || agent_off(link, held)), started)
         }
     };
     spawned.map_err(|err| format!("cannot start the updater thread: {err}"))?;
     Ok(started)
+}
+
+/// What an agent takes over from PID 1 and from the agent before it.
+pub struct TakenOver {
+    /// `supervisor.lock`, locked by PID 1 (none if it could not take it:
+    /// the updater then tries itself, and says who holds it).
+    pub lock: Option<OwnedFd>,
+    /// Services a dead agent stopped and did not start again.
+    pub held: Vec<String>,
+}
+
+/// Picks up after an agent that died in the middle of an update: starts
+/// the services it stopped and, when `current` was just taken back from a
+/// switch cut short, restarts those that run (they may run the release it
+/// left), so that every service runs the release `current` names.
+fn resume(link: &mut Link, held: &[String], recovered: bool) {
+    if !held.is_empty() {
+        log::info!(
+            "starting {} again (stopped by an update agent that died)",
+            held.join(", ")
+        );
+        if let Err(problem) = link.start(held) {
+            log::warn!("cannot start {}: {problem}", held.join(", "));
+        }
+    }
+    if !recovered {
+        return;
+    }
+    let running = match link.wanted_up() {
+        Ok(names) => names,
+        Err(problem) => return log::warn!("cannot list the services: {problem}"),
+    };
+    let restart: Vec<String> = running.into_iter().filter(|n| !held.contains(n)).collect();
+    if restart.is_empty() {
+        return;
+    }
+    log::info!(
+        "restarting {} on the release current names again",
+        restart.join(", ")
+    );
+    let answers = link.ask(Request {
+        op: Op::Restart {
+            only_if_running: false,
+        },
+        names: restart,
+        wait: Some(START_WAIT),
+        kill_on_timeout: false,
+    });
+    if let Err(problem) = answers.and_then(statuses) {
+        log::warn!("cannot restart the services: {problem}");
+    }
 }
 
 /// What the loop keeps of a started updater thread: the status snapshot and
@@ -418,7 +469,8 @@ impl Started {
 /// The thread when updates are off: the services start at once; `admit`
 /// answers every request with the reason, so the thread only waits for the
 /// loop to end.
-fn agent_off(mut link: Link) {
+fn agent_off(mut link: Link, held: Vec<String>) {
+    resume(&mut link, &held, false);
     if link.ready().and_then(|_| link.release()).is_err() {
         return;
     }
@@ -426,7 +478,8 @@ fn agent_off(mut link: Link) {
 }
 
 /// The updater thread's whole life.
-pub fn agent(mut updater: Updater, mut link: Link) {
+pub fn agent(mut updater: Updater, mut link: Link, held: Vec<String>) {
+    resume(&mut link, &held, updater.recovered());
     let schedule = updater.config().schedule;
     let mut failures = 0;
     // First boot: nothing starts before a release is installed.
@@ -552,11 +605,4 @@ fn carry_out(updater: &mut Updater, link: &mut Link, op: UpdateOp) -> UpdateRepl
         UpdateOp::Rollback => updater.request(link, ApplyRequest::Rollback),
         UpdateOp::Unmark(tags) => updater.unmark(&tags).map_err(|err| chain(&err)),
     }
-}
-
-/// The encoded reply for a client when no updater runs.
-pub fn not_configured() -> String {
-    control::encode_update_reply(&Err(
-        "updates are not configured (set MOLTD_REPO or MOLTD_URL)".into(),
-    ))
 }

@@ -9,24 +9,25 @@
 //! pid the supervisor starts is reported to it (through
 //! [`Event::Spawned`]) before the loop can reap again.
 //!
-//! With updates configured, the updater runs on a thread (see
-//! [`super::updates`]) and this loop is its hands: it carries out the
-//! thread's control requests and hooks (so hooks are reaped here too, and
-//! never reach the supervisor), routes `moltd update` clients to it, watches
-//! the trigger file, and holds the services back until a release is
-//! installed.
+//! With updates or an observer configured, the update agent runs as a
+//! process of its own (`moltd agent`, see [`super::agent_link`]) and this
+//! loop is its hands: it carries out the agent's control requests and hooks
+//! (so hooks are reaped here too, and never reach the supervisor), forwards
+//! `moltd update` clients to it, watches the trigger file, and holds the
+//! services back until a release is installed ([`agent`]).
+
+mod agent;
 
 use super::ServicesConfig;
-use super::admission::{self, Admission, Work};
-use super::control::{self, Answer, Request, UpdateOp};
-use super::machine::{Action, Event, Program, SpawnFailure, Supervisor, Which};
+use super::agent_link::{AgentLink, Reaped};
+use super::control::{self, Answer, Request};
+use super::machine::{Action, ClientId, Event, Program, SpawnFailure, Supervisor, Which};
 use super::output::Output;
 use super::scan::{self, Listing};
-use super::updates::{self, AGENT_CLIENT, Link, ReplyTo, ToAgent, ToLoop};
 use crate::init::messages::Messages;
 use crate::init::policy::Forwarder;
 use crate::init::{self, InitConfig, Isolation, Reaping};
-use crate::observe::{self, Observer};
+use crate::observe;
 use crate::personality::Personality;
 use crate::sys::io::{self, Pipe};
 use crate::sys::signals::{Inherited, SignalSource};
@@ -38,15 +39,13 @@ use nix::libc;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, InotifyEvent, WatchDescriptor};
 use std::collections::btree_map::Entry;
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::ffi::{CString, OsString};
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{self, Receiver, Sender};
-use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 /// The longest request a client may send.
@@ -108,19 +107,8 @@ pub fn run(config: ServicesConfig, inherited: Inherited) -> i32 {
             return 1;
         }
     };
-    let observer = match Observer::start(&config.observe) {
-        Ok(observer) => observer,
-        Err(problem) => {
-            error!("{problem}");
-            return 1;
-        }
-    };
-    let agent = match config
-        .updates
-        .clone()
-        .map(|c| start_agent(c, config.settings.svwait, &observer))
-    {
-        Some(Ok(agent)) => Some(agent),
+    let agent = match agent::wanted(&config).then(|| agent::prepare(&config)) {
+        Some(Ok(link)) => Some(link),
         Some(Err(problem)) => {
             error!("{problem}");
             return 1;
@@ -142,9 +130,10 @@ pub fn run(config: ServicesConfig, inherited: Inherited) -> i32 {
         next_client: 0,
         io: BTreeMap::new(),
         exit: None,
-        held: agent.is_some(),
+        held: config.updates.is_some(),
         agent,
-        observer,
+        trigger: None,
+        updates: config.updates,
         reaped: 0,
         main: config.main,
     };
@@ -184,81 +173,6 @@ fn read_dir(dir: Option<&Path>) -> Result<Listing, DirError> {
     scan::scan(dir).map_err(|err| match err.kind() {
         std::io::ErrorKind::NotFound => DirError::Missing(dir.to_owned()),
         _ => DirError::Unreadable(dir.to_owned(), err),
-    })
-}
-
-/// The loop's end of the link to the updater thread.
-struct Agent {
-    to_agent: Sender<ToAgent>,
-    from_agent: Receiver<ToLoop>,
-    /// The thread writes a byte here after each message.
-    wake: Pipe,
-    /// Watches `.moltd/` and `.moltd/trigger/` for the trigger file.
-    trigger: Option<Inotify>,
-    /// The trigger file in each (see `update::staging::trigger_dir`).
-    trigger_paths: [PathBuf; 2],
-    /// Hooks running for the updater, by pid.
-    hooks: BTreeSet<i32>,
-    /// The updater's status snapshot and work flags: requests are
-    /// answered or let through from these (see [`admission::admit`]).
-    status: Arc<Mutex<crate::update::status::Status>>,
-    work: Arc<Work>,
-}
-
-/// Starts the updater thread (after `init::prepare`, so it inherits the
-/// blocked signal mask and never takes a signal meant for the signalfd).
-fn start_agent(
-    config: crate::update::Config,
-    svwait: std::time::Duration,
-    observer: &Observer,
-) -> Result<Agent, String> {
-    let state_dir = config.state_dir();
-    let wake = Pipe::new(true).map_err(|err| format!("cannot create a pipe: {}", err.desc()))?;
-    let wake_write = wake
-        .writer()
-        .and_then(|fd| fd.try_clone_to_owned().ok())
-        .ok_or("cannot duplicate a pipe")?;
-    let (to_loop, from_agent) = mpsc::channel();
-    let (to_agent, from_loop) = mpsc::channel();
-    let link = |work| Link::new(to_loop, wake_write, from_loop, work, svwait);
-    let updates::Started {
-        status,
-        work,
-        updating,
-    } = updates::start(config, observer, to_agent.clone(), link)?;
-    let trigger_dir = match updating {
-        true => crate::update::staging::trigger_dir(&state_dir).map_err(|err| err.to_string()),
-        false => Err("updates are off".to_owned()),
-    };
-    let trigger = trigger_dir
-        .and_then(|dir| {
-            let inotify = Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK)
-                .map_err(|e| e.desc().to_owned())?;
-            let flags = AddWatchFlags::IN_CLOSE_WRITE
-                | AddWatchFlags::IN_MOVED_TO
-                | AddWatchFlags::IN_CREATE;
-            for dir in [&state_dir, &dir] {
-                inotify
-                    .add_watch(dir, flags)
-                    .map_err(|e| format!("cannot watch {}: {}", dir.display(), e.desc()))?;
-            }
-            Ok(inotify)
-        })
-        .inspect_err(|problem| {
-            if updating {
-                warn!("{problem}; the trigger file will not work")
-            }
-        })
-        .ok();
-    Ok(Agent {
-        to_agent,
-        from_agent,
-        wake,
-        trigger,
-        trigger_paths: crate::update::staging::trigger_paths(&state_dir),
-        hooks: BTreeSet::new(),
-        status,
-        work,
     })
 }
 
@@ -359,11 +273,14 @@ struct Runner {
     next_client: u64,
     io: BTreeMap<String, ServiceIo>,
     exit: Option<i32>,
-    agent: Option<Agent>,
-    /// Services and the main command wait until the updater installed a
+    agent: Option<AgentLink>,
+    /// Watched once the agent says updates run (see [`agent::Trigger`]).
+    trigger: Option<agent::Trigger>,
+    /// The release source, if any (the app dir, the trigger's folder).
+    updates: Option<crate::update::Config>,
+    /// Services and the main command wait until the agent installed a
     /// release.
     held: bool,
-    observer: Observer,
     /// Processes reaped so far, for the metrics.
     reaped: u64,
     /// The main command (combined mode, or single-command mode with updates).
@@ -417,6 +334,9 @@ impl Runner {
                     Source::Trigger => self.on_trigger(),
                 }
             }
+            if let Some(link) = &mut self.agent {
+                link.tick(&self.inherited, self.devnull.as_fd());
+            }
             if self
                 .supervisor
                 .next_deadline()
@@ -433,8 +353,11 @@ impl Runner {
         }
     }
 
-    /// Hands the observers a snapshot (they skip it when nothing changed).
+    /// Hands the agent's observers a snapshot (when it changed).
     fn publish(&mut self) {
+        if self.agent.is_none() {
+            return;
+        }
         let list = self
             .supervisor
             .statuses(Instant::now())
@@ -449,11 +372,14 @@ impl Runner {
                 name: status.name,
             })
             .collect();
-        self.observer.publish(observe::Services {
+        let services = observe::Services {
             list,
             shutting_down: self.supervisor.shutting_down(),
             reaped: self.reaped,
-        });
+        };
+        if let Some(link) = &mut self.agent {
+            link.publish(services);
+        }
     }
 
     /// Sleeps until a descriptor is ready or the next deadline; returns the
@@ -469,13 +395,17 @@ impl Runner {
             sources.push(Source::Listener);
             fds.push(PollFd::new(listener.as_fd(), PollFlags::POLLIN));
         }
-        if let Some(agent) = &self.agent {
+        if let Some((fd, output)) = self.agent.as_ref().and_then(AgentLink::fd) {
             sources.push(Source::Agent);
-            fds.push(PollFd::new(agent.wake.read.as_fd(), PollFlags::POLLIN));
-            if let Some(trigger) = &agent.trigger {
-                sources.push(Source::Trigger);
-                fds.push(PollFd::new(trigger.as_fd(), PollFlags::POLLIN));
-            }
+            let flags = match output {
+                true => PollFlags::POLLIN | PollFlags::POLLOUT,
+                false => PollFlags::POLLIN,
+            };
+            fds.push(PollFd::new(fd, flags));
+        }
+        if let Some(trigger) = &self.trigger {
+            sources.push(Source::Trigger);
+            fds.push(PollFd::new(trigger.inotify.as_fd(), PollFlags::POLLIN));
         }
         for (&id, client) in &self.clients {
             if !client.asked {
@@ -489,7 +419,12 @@ impl Runner {
                 fds.push(PollFd::new(output.pipe.read.as_fd(), PollFlags::POLLIN));
             }
         }
-        let timeout = match self.supervisor.next_deadline() {
+        let agent_deadline = self.agent.as_ref().and_then(AgentLink::deadline);
+        let deadline = match (self.supervisor.next_deadline(), agent_deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let timeout = match deadline {
             None => PollTimeout::NONE,
             Some(deadline) => {
                 // Round up, so the deadline has passed when poll returns.
@@ -557,13 +492,22 @@ impl Runner {
                     }
                     None
                 }
-                Action::Reply { client, answers } if client == AGENT_CLIENT => {
-                    if let Some(agent) = &self.agent {
-                        let _ = agent.to_agent.send(ToAgent::Answers(answers));
+                Action::Reply {
+                    client: ClientId::Agent(life),
+                    answers,
+                } => {
+                    // For the agent that asked; one that died since is gone.
+                    if let Some(link) = self.agent.as_mut() {
+                        if link.client_id() == ClientId::Agent(life) {
+                            link.send(crate::agent::protocol::FromInit::Answers(answers));
+                        }
                     }
                     None
                 }
-                Action::Reply { client, answers } => {
+                Action::Reply {
+                    client: ClientId::Socket(client),
+                    answers,
+                } => {
                     let text: String = answers.iter().map(Answer::encode).collect();
                     self.reply(client, &text);
                     None
@@ -601,10 +545,13 @@ impl Runner {
         }
         self.reaped += batch.len() as u64;
         for (pid, status) in batch {
-            if let Some(agent) = self.agent.as_mut().filter(|a| a.hooks.contains(&pid)) {
-                agent.hooks.remove(&pid);
-                let _ = agent.to_agent.send(ToAgent::HookExited { pid, status });
-                continue;
+            match self.agent.as_mut().map(|link| link.reaped(pid, status)) {
+                Some(Reaped::Hook) => continue,
+                Some(Reaped::Agent(ended)) => {
+                    self.agent_ended(ended);
+                    continue;
+                }
+                Some(Reaped::Other) | None => {}
             }
             let group_alive = process::group_exists(pid);
             self.handle(Event::Exited {
@@ -947,29 +894,20 @@ impl Runner {
         };
         client.asked = true;
         let line = std::str::from_utf8(&client.request[..end]).unwrap_or_default();
-        if let Some(op) = UpdateOp::decode(line) {
-            let Some(agent) = &self.agent else {
-                return self.reply(id, &updates::not_configured());
+        if line.starts_with(control::UPDATE_PREFIX) {
+            let line = line.to_owned();
+            let forwarded = match &mut self.agent {
+                Some(link) => link.forward(id, &line),
+                None => Err(control::NOT_CONFIGURED.to_owned()),
             };
-            match admission::admit(&agent.work, &agent.status, &op) {
-                Admission::Answer(reply) => self.reply(id, &control::encode_update_reply(&reply)),
-                Admission::Forward(pending) => {
-                    // The first answer now; the outcome when the thread
-                    // sends it.
-                    let _ = client
-                        .stream
-                        .write_all(control::encode_pending(&pending).as_bytes());
-                    let _ = agent.to_agent.send(ToAgent::Client {
-                        to: ReplyTo::Socket(id),
-                        op,
-                    });
-                }
+            if let Err(why) = forwarded {
+                self.reply(id, &control::encode_update_reply(&Err(why)));
             }
             return;
         }
         match Request::decode(line) {
             Some(request) => self.handle(Event::Command {
-                client: id,
+                client: ClientId::Socket(id),
                 request,
             }),
             None => {
@@ -979,97 +917,18 @@ impl Runner {
         }
     }
 
+    /// Writes to a client and keeps it (a `pending` line).
+    fn write_client(&mut self, id: u64, text: &str) {
+        if let Some(client) = self.clients.get_mut(&id) {
+            let _ = client.stream.write_all(text.as_bytes());
+        }
+    }
+
     fn reply(&mut self, id: u64, text: &str) {
         let Some(mut client) = self.clients.remove(&id) else {
             return;
         };
         // Replies are small; a client that does not read them loses them.
         let _ = client.stream.write_all(text.as_bytes());
-    }
-
-    /// Carries out what the updater thread asked for.
-    fn on_agent(&mut self) {
-        let mut messages = Vec::new();
-        if let Some(agent) = &self.agent {
-            let mut buf = [0u8; 256];
-            while agent.wake.read_some(&mut buf).is_ok_and(|n| n > 0) {}
-            messages.extend(agent.from_agent.try_iter());
-        }
-        for message in messages {
-            match message {
-                ToLoop::Control(request) => self.handle(Event::Command {
-                    client: AGENT_CLIENT,
-                    request,
-                }),
-                ToLoop::Hook(argv) => {
-                    let started = self.spawn_hook(&argv);
-                    if let Some(agent) = &mut self.agent {
-                        if let Ok(pid) = started {
-                            agent.hooks.insert(pid);
-                        }
-                        let _ = agent.to_agent.send(ToAgent::HookStarted(started));
-                    }
-                }
-                ToLoop::KillHook(pid) => {
-                    if self.agent.as_ref().is_some_and(|a| a.hooks.contains(&pid)) {
-                        let _ = process::send_signal(-pid, libc::SIGKILL);
-                    }
-                }
-                ToLoop::Reply { client, reply } => {
-                    self.reply(client, &control::encode_update_reply(&reply))
-                }
-                ToLoop::Ready => {
-                    self.held = false;
-                    if self.start_main() {
-                        // Held for the updater: see `ToLoop::Ready`.
-                        self.handle(Event::Command {
-                            client: AGENT_CLIENT,
-                            request: Request {
-                                op: control::Op::Up,
-                                names: vec![super::machine::MAIN_NAME.to_owned()],
-                                wait: None,
-                                kill_on_timeout: false,
-                            },
-                        });
-                        let listing = self.scan();
-                        self.handle(Event::Scanned(listing));
-                        self.on_trigger();
-                    }
-                }
-            }
-        }
-    }
-
-    /// Starts a hook in its own process group, with moltd's standard
-    /// streams; a failed exec still yields a pid that exits 127.
-    fn spawn_hook(&mut self, argv: &[OsString]) -> Result<i32, String> {
-        let program = spawn::Program::new(argv, None).map_err(|_| "a NUL byte in the command")?;
-        let mut options = spawn::Options::new(Isolation::Background, &self.inherited);
-        options.stdio[0] = Some(self.devnull.as_fd());
-        match spawn::spawn(&program, &options) {
-            Ok(pid) | Err(SpawnError::Exec { pid, .. }) => Ok(pid),
-            Err(SpawnError::Setup(what, errno)) => Err(format!("{what}: {}", errno.desc())),
-            Err(SpawnError::NulInArgument(_)) => Err("a NUL byte in the command".into()),
-        }
-    }
-
-    /// Takes the trigger file, if it is there, and tells the updater.
-    fn on_trigger(&mut self) {
-        let Some(agent) = &self.agent else { return };
-        if let Some(trigger) = &agent.trigger {
-            let _ = trigger.read_events();
-        }
-        if self.held {
-            return;
-        }
-        // Both are removed: one request, however many wrote it.
-        let taken = agent
-            .trigger_paths
-            .iter()
-            .filter(|path| std::fs::remove_file(path).is_ok());
-        if taken.count() == 0 {
-            return;
-        }
-        let _ = agent.to_agent.send(ToAgent::Trigger);
     }
 }
