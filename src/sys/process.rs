@@ -58,6 +58,13 @@ pub fn kill_self() {
     let _ = send_signal(getpid().as_raw(), libc::SIGKILL);
 }
 
+/// Kills the parent by SIGKILL (the tests' crash points in the update
+/// agent: its supervising moltd killed from outside).
+#[cfg(feature = "test-hooks")]
+pub fn kill_parent() {
+    let _ = send_signal(nix::unistd::getppid().as_raw(), libc::SIGKILL);
+}
+
 /// Gives up the controlling terminal on stdin so that a child in a new
 /// session can take it. Returns true when moltd led the terminal's session: the
 /// kernel then sends SIGHUP and SIGCONT to moltd's group, which are not meant

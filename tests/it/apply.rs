@@ -434,7 +434,7 @@ fn killed_at(state: &str) {
     let feed = v1_and_v2();
     ship(&dir, "1.0.0");
     let first = moltd(&dir, &feed, Mode::Child)
-        .env("MOLTD_TEST_CRASH_AT", state)
+        .env("MOLTD_TEST_CRASH_AT", format!("pid1:{state}"))
         .run();
     if first.signal != Some(9) {
         first.fail(&format!("moltd was not killed at {state}"));
@@ -564,14 +564,9 @@ fn single_command_mode_with_updates_exits_with_the_commands_status() {
     // Past the first boot's health gate (an exit during it fails the gate).
     wait_for_state(&mut running, &dir, "idle");
     // The app dies of USR1 on its own: moltd leaves with 128+10.
-    let moltd = running.moltd_pid();
-    let children = fs::read_to_string(format!("/proc/{moltd}/task/{moltd}/children"));
-    let pid: i32 = match children
-        .ok()
-        .and_then(|c| c.split_whitespace().next()?.parse().ok())
-    {
-        Some(pid) => pid,
-        None => running.fail("moltd has no child"),
+    let pid: i32 = match running.children().0.first() {
+        Some(pid) => *pid,
+        None => running.fail("moltd has no child but the update agent"),
     };
     // SAFETY: kill has no memory-safety preconditions.
     unsafe { nix::libc::kill(pid, nix::libc::SIGUSR1) };
