@@ -5,6 +5,7 @@
 
 pub mod agent;
 pub mod cli;
+pub mod confinement;
 pub mod init;
 pub mod logging;
 pub mod observe;

@@ -11,7 +11,9 @@
 //!   read synchronously from a signalfd, so no handler ever runs.
 //! * [`fs`] holds the two file-system calls std lacks (statvfs, syncfs).
 //! * [`mem`] hands freed heap back to the kernel after a big parse.
+//! * [`confine`] is what the update agent gives up before its first request.
 
+pub mod confine;
 pub mod fs;
 pub mod io;
 pub mod mem;
