@@ -44,6 +44,8 @@ pub struct Config {
     pub updates: Option<crate::update::Config>,
     pub observe: crate::observe::Config,
     pub svwait: Duration,
+    /// `MOLTD_AGENT_USER`, `MOLTD_AGENT_MEMORY`.
+    pub confine: crate::confinement::Settings,
 }
 
 /// Why the agent stops.
@@ -60,6 +62,10 @@ pub enum AgentError {
     Protocol(#[source] ProtocolError),
     #[error("PID 1 does not speak version {} of the protocol", protocol::VERSION)]
     Version,
+    #[error("cannot confine the update agent")]
+    Choose(#[source] crate::confinement::Error),
+    #[error("cannot confine the update agent")]
+    Confine(#[source] crate::sys::confine::Error),
     #[error("{0}")]
     Start(String),
 }
@@ -97,7 +103,6 @@ pub fn run(passed: Passed, config: Config) -> Result<(), AgentError> {
     // into EPIPE.
     crate::sys::signals::Inherited::capture_and_block()
         .map_err(|err| AgentError::Start(format!("cannot block signals: {}", err.desc())))?;
-    let _ = crate::sys::process::set_parent_death_signal(nix::libc::SIGKILL);
     let mut link = UnixStream::from(passed.link);
     let mut frames = protocol::Frames::default();
     let hello = FromAgent::Hello {
@@ -110,6 +115,9 @@ pub fn run(passed: Passed, config: Config) -> Result<(), AgentError> {
         Some(FromInit::Welcome { version, held }) if version == protocol::VERSION => held,
         _ => return Err(AgentError::Version),
     };
+    // Before the first request and the first thread, after the
+    // configuration (token files included) was read as moltd's user.
+    confine(&config)?;
     let observer = Observer::start(
         &config.observe,
         passed.listener.map(std::net::TcpListener::from),
@@ -133,6 +141,29 @@ pub fn run(passed: Passed, config: Config) -> Result<(), AgentError> {
         observer,
     }
     .run()
+}
+
+/// Gives up what the agent does not need: root where the image allows
+/// (handing it the app dir's moltd-written parts first, for a configured
+/// user), new privileges, address space beyond `MOLTD_AGENT_MEMORY`.
+fn confine(config: &Config) -> Result<(), AgentError> {
+    let app_dir = config.updates.as_ref().map(|u| u.app_dir.as_path());
+    let root = crate::sys::confine::is_root();
+    let choice = crate::confinement::choose_user(&config.confine, app_dir, root, || {
+        std::fs::read_to_string("/etc/passwd")
+    })
+    .map_err(AgentError::Choose)?;
+    if let (true, Some((uid, gid)), Some(dir)) = (choice.hand_over, choice.user, app_dir) {
+        crate::confinement::hand_over(dir, uid, gid).map_err(AgentError::Choose)?;
+    }
+    crate::sys::confine::confine(&crate::sys::confine::Limits {
+        address_space: config.confine.memory,
+        user: choice.user,
+        parent_death_signal: nix::libc::SIGKILL,
+    })
+    .map_err(AgentError::Confine)?;
+    info!("the update agent runs {}", choice.why);
+    Ok(())
 }
 
 /// Reads until one whole frame arrived (at start, before anything else

@@ -180,6 +180,8 @@ fn parse_args(args: Vec<OsString>, env: Env) -> Result<Outcome, lexopt::Error> {
     log_format(env)?;
     let observe = crate::observe::Config::from_env(env).map_err(|err| update::chain(&err))?;
     let withheld = secrets::withheld(env).map_err(|err| err.to_string())?;
+    // The update agent's; checked here so that a typo fails at start.
+    crate::confinement::Settings::from_env(env).map_err(|err| update::chain(&err))?;
 
     let level = log_level(verbose, env, LevelFilter::Warn)?;
     let (isolation, delivery, mut rewrites) = if single_child {
@@ -337,5 +339,6 @@ fn agent_config(env: Env) -> Result<crate::agent::Config, String> {
         observe: crate::observe::Config::from_env(env).map_err(|err| update::chain(&err))?,
         svwait: seconds_from(env, "SVWAIT", services::DEFAULT_SVWAIT, 0)
             .map_err(|err| err.to_string())?,
+        confine: crate::confinement::Settings::from_env(env).map_err(|err| update::chain(&err))?,
     })
 }

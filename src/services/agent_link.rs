@@ -41,8 +41,10 @@ use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-/// How long the agent gets to give a control client its first answer.
-pub const WATCHDOG: Duration = Duration::from_secs(5);
+/// How long the agent gets to give a control client its first answer:
+/// below the clients' own reply timeout (5 s), so that they hear the
+/// watchdog's reason rather than time out.
+pub const WATCHDOG: Duration = Duration::from_secs(3);
 /// The first delay before a restart; it doubles up to [`BACKOFF_MAX`].
 const BACKOFF_MIN: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(60);

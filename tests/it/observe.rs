@@ -461,8 +461,9 @@ fn listener_bounds_slow_oversized_and_excess_clients() {
     assert_eq!(code, 431, "an oversized request head is refused");
     // Sixty-four clients that never send a request take every slot; each
     // of sixteen more is accepted in place of the oldest idle one, so moltd
-    // never holds more than 64 of them (plus the one it is placing)...
-    let pid = running.moltd_pid();
+    // never holds more than 64 of them (plus the one it is placing). They
+    // are the update agent's: PID 1 holds none...
+    let pid = running.agent_pid(None);
     let idle: Vec<TcpStream> = (0..64 + 16)
         .map(|_| TcpStream::connect(("127.0.0.1", listen)).unwrap())
         .collect();

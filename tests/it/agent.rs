@@ -1,0 +1,210 @@
+//! The update agent as a process of its own beside PID 1: killed, stopped,
+//! starved of memory or cut short at every update step, it is restarted
+//! and reported while PID 1 and the services go on, and `current` stays
+//! on one whole release.
+
+use crate::apply::{
+    current, moltd, release, served, setup, ship, status, wait_for_state, App,
+};
+use crate::feed::Feed;
+use crate::util::{Mode, Running, TestDir};
+use std::time::{Duration, Instant};
+
+/// A feed with good releases v2.0.0 and v1.0.0.
+fn v1_and_v2() -> Feed {
+    Feed::start(vec![
+        release("2.0.0", App::Good),
+        release("1.0.0", App::Good),
+    ])
+}
+
+/// The pid of service `name`, from `sv status`.
+fn service_pid(running: &mut Running, name: &str) -> String {
+    let line = running.wait_for_sv(name, "run:");
+    line.split("(pid ")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn kill(pid: i32, signal: i32) {
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { nix::libc::kill(pid, signal) };
+}
+
+/// v1 installed and serving, the agent idle.
+fn serving_v1(name: &str) -> (TestDir, u16, Feed) {
+    let (dir, port) = setup(name);
+    (dir, port, Feed::start(vec![release("1.0.0", App::Good)]))
+}
+
+#[test]
+fn a_killed_idle_agent_is_restarted_and_the_services_keep_running() {
+    let (dir, port, feed) = serving_v1("agent_killed_idle");
+    let mut running = moltd(&dir, &feed, Mode::Pid1).spawn();
+    running.wait_for("v1 to serve", || served(port).as_deref() == Some("1.0.0"));
+    wait_for_state(&mut running, &dir, "idle");
+    let web = service_pid(&mut running, "web");
+    let moltd_pid = running.moltd_pid();
+    let agent = running.agent_pid(None);
+    kill(agent, nix::libc::SIGKILL);
+    let again = running.agent_pid(Some(agent));
+    running.wait_for("the restart to be logged", || {
+        dir.read("moltd.stderr")
+            .contains("the update agent killed by SIGKILL (out of memory?); restarting it in 1s")
+    });
+    if service_pid(&mut running, "web") != web || running.moltd_pid() != moltd_pid {
+        running.fail("a kill of the agent touched PID 1 or the services");
+    }
+    // The new agent answers, and knows the installed release.
+    running.wait_for("moltd status to show the release again", || {
+        let reply = dir.moltd_client(&["status"]);
+        reply.code == Some(0) && reply.stdout.contains("release: v1.0.0")
+    });
+    if running.agent_pid(None) != again || served(port).as_deref() != Some("1.0.0") {
+        running.fail("the restarted agent did not stay, or the app stopped serving");
+    }
+}
+
+#[test]
+fn a_stopped_agent_is_killed_by_the_watchdog_and_the_client_hears_why() {
+    let (dir, port, feed) = serving_v1("agent_watchdog");
+    let mut running = moltd(&dir, &feed, Mode::Pid1).spawn();
+    running.wait_for("v1 to serve", || served(port).as_deref() == Some("1.0.0"));
+    wait_for_state(&mut running, &dir, "idle");
+    let web = service_pid(&mut running, "web");
+    let agent = running.agent_pid(None);
+    kill(agent, nix::libc::SIGSTOP);
+    let asked = Instant::now();
+    let reply = dir.moltd_client(&["update", "--check"]);
+    let took = asked.elapsed();
+    // The watchdog's 3 s, and a generous margin for a busy machine.
+    if reply.code == Some(0)
+        || !reply
+            .stderr
+            .contains("it did not answer a request within 3s")
+        || took > Duration::from_secs(4)
+    {
+        running.fail(&format!("moltd update --check after {took:?}: {reply:?}"));
+    }
+    let again = running.agent_pid(Some(agent));
+    if service_pid(&mut running, "web") != web {
+        running.fail("the watchdog touched the services");
+    }
+    running.wait_for("the new agent to answer", || {
+        dir.moltd_client(&["update", "--check"]).code == Some(0)
+    });
+    if running.agent_pid(None) != again {
+        running.fail("the agent was restarted again");
+    }
+}
+
+#[test]
+fn an_agent_over_its_memory_limit_is_reported_and_the_installed_release_runs() {
+    let (dir, port) = setup("agent_memory");
+    let feed = v1_and_v2();
+    ship(&dir, "1.0.0");
+    std::os::unix::fs::symlink("releases/v1.0.0", dir.join("app/current")).unwrap();
+    let mut running = moltd(&dir, &feed, Mode::Pid1)
+        .env("MOLTD_AGENT_MEMORY", "4M")
+        .spawn();
+    // It never gets to `ready`: after three tries the services start on
+    // the installed release anyway.
+    running.wait_for("v1 to serve without the agent", || {
+        served(port).as_deref() == Some("1.0.0")
+    });
+    let log = dir.read("moltd.stderr");
+    if !log.contains("the update agent failed 3 times before installing a release; starting the services on the installed release v1.0.0") {
+        running.fail("the log does not say why the services started");
+    }
+    // Backoff grows: 1, 2, 4 s. While it waits, every surface says why.
+    running.wait_for("a restart 4 s away", || {
+        dir.read("moltd.stderr").contains("restarting it in 4s")
+    });
+    let reply = dir.moltd_client(&["update", "--check"]);
+    if reply.code == Some(0) || !reply.stderr.contains("the update agent is not running (") {
+        running.fail(&format!("moltd update --check: {reply:?}"));
+    }
+    let reply = dir.moltd_client(&["status"]);
+    if !reply.stdout.contains("update: the update agent is not running (") {
+        running.fail(&format!("moltd status: {reply:?}"));
+    }
+    if current(&dir) != "v1.0.0" || served(port).as_deref() != Some("1.0.0") {
+        running.fail("the installed release stopped");
+    }
+}
+
+/// The agent killed on entering `state` (PID 1 lives on): the next agent
+/// puts back what it left, and the update completes.
+fn agent_killed_at(state: &str) {
+    let (dir, port) = setup(&format!("agent_kill_{state}"));
+    let feed = v1_and_v2();
+    ship(&dir, "1.0.0");
+    std::os::unix::fs::symlink("releases/v1.0.0", dir.join("app/current")).unwrap();
+    let mut running = moltd(&dir, &feed, Mode::Pid1)
+        .env("MOLTD_TEST_CRASH_AT", state)
+        .spawn();
+    let moltd_pid = running.moltd_pid();
+    let first = running.agent_pid(None);
+    running.wait_for(&format!("the agent to be killed at {state}"), || {
+        dir.read("moltd.stderr")
+            .contains(&format!("MOLTD_TEST_CRASH_AT={state}: killing moltd"))
+    });
+    running.agent_pid(Some(first));
+    let tag = current(&dir);
+    let whole = ["v1.0.0", "v2.0.0"].contains(&tag.as_str())
+        && dir.join(&format!("app/releases/{tag}/www/version")).exists();
+    if !whole {
+        running.fail(&format!("after a kill at {state}, current is {tag:?}"));
+    }
+    wait_for_state(&mut running, &dir, "completed");
+    running.wait_for("v2 to serve", || served(port).as_deref() == Some("2.0.0"));
+    running.wait_for_sv("web", "run:");
+    if running.moltd_pid() != moltd_pid || current(&dir) != "v2.0.0" {
+        running.fail(&format!("PID 1 did not survive at {state}"));
+    }
+    if status(&dir)["current"] != "v2.0.0" {
+        running.fail("the status does not name v2");
+    }
+    running.signal(nix::libc::SIGTERM);
+    running.wait();
+}
+
+#[test]
+fn the_agent_killed_at_every_step_leaves_one_whole_release_and_the_services_running() {
+    for state in [
+        "checking",
+        "downloading",
+        "verifying",
+        "unpacking",
+        "stopping",
+        "switching",
+        "starting",
+        "health_check",
+        "completed",
+    ] {
+        agent_killed_at(state);
+    }
+}
+
+#[test]
+fn moltd_agent_by_hand_refuses() {
+    let out = std::process::Command::new(crate::util::moltd_bin())
+        .arg("agent")
+        .env_remove("MOLTD_AGENT_FDS")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if out.status.code() != Some(2) || !stderr.contains("not a command to run by hand") {
+        panic!("moltd agent by hand: {:?} {stderr}", out.status);
+    }
+    // Not in the help either.
+    let help = std::process::Command::new(crate::util::moltd_bin())
+        .arg("--help")
+        .output()
+        .unwrap();
+    if String::from_utf8_lossy(&help.stdout).contains("agent") {
+        panic!("moltd --help mentions the agent");
+    }
+}
