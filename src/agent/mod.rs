@@ -129,7 +129,12 @@ pub fn run(passed: Passed, config: Config) -> Result<(), AgentError> {
                 lock: passed.lock,
                 held,
             };
-            Some(Worker::start(updates, config.svwait, &observer, taken_over)?)
+            Some(Worker::start(
+                updates,
+                config.svwait,
+                &observer,
+                taken_over,
+            )?)
         }
         None => None,
     };
@@ -263,7 +268,7 @@ impl Pump {
                 (ready(fds.first()), ready(fds.get(1)))
             };
             if wake_ready {
-                self.from_worker()?;
+                self.pass_on()?;
             }
             if link_ready {
                 match self.link.read(&mut buf) {
@@ -277,7 +282,7 @@ impl Pump {
                 }
                 while let Some(text) = self.frames.next_text().map_err(AgentError::Protocol)? {
                     let message = FromInit::decode(&text).map_err(AgentError::Protocol)?;
-                    self.from_init(message)?;
+                    self.carry_out(message)?;
                 }
             }
         }
@@ -290,7 +295,7 @@ impl Pump {
     }
 
     /// Passes on what the worker sent.
-    fn from_worker(&mut self) -> Result<(), AgentError> {
+    fn pass_on(&mut self) -> Result<(), AgentError> {
         let Some(worker) = &self.worker else {
             return Ok(());
         };
@@ -315,7 +320,7 @@ impl Pump {
     }
 
     /// Carries out what PID 1 sent.
-    fn from_init(&mut self, message: FromInit) -> Result<(), AgentError> {
+    fn carry_out(&mut self, message: FromInit) -> Result<(), AgentError> {
         let to_worker = |worker: &Option<Worker>, message| {
             if let Some(worker) = worker {
                 let _ = worker.to_worker.send(message);

@@ -49,16 +49,25 @@ pub enum FromAgent {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FromInit {
     /// The answer to `hello`, with the services held down for a dead agent.
-    Welcome { version: u32, held: Vec<String> },
+    Welcome {
+        version: u32,
+        held: Vec<String>,
+    },
     /// The supervisor's answers to the last [`FromAgent::Command`] (or to
     /// the hold of the main command after [`FromAgent::Ready`]).
     Answers(Vec<Answer>),
     HookStarted(i32),
     HookFailed(String),
-    HookExited { pid: i32, status: ExitStatus },
+    HookExited {
+        pid: i32,
+        status: ExitStatus,
+    },
     /// An `update\t...` request line from control client `client`,
     /// forwarded unparsed.
-    Client { client: u64, line: String },
+    Client {
+        client: u64,
+        line: String,
+    },
     /// The trigger file was taken.
     Trigger,
     /// The services as the observers show them.
@@ -277,7 +286,12 @@ impl FromInit {
                 );
                 for s in &services.list {
                     let essential = u8::from(s.essential);
-                    let line = format!("{}\t{}\t{}\t{essential}\n", s.name, s.phase.word(), s.restarts);
+                    let line = format!(
+                        "{}\t{}\t{}\t{essential}\n",
+                        s.name,
+                        s.phase.word(),
+                        s.restarts
+                    );
                     text.push_str(&line);
                 }
                 text

@@ -20,8 +20,8 @@ pub use server::BACKLOG;
 mod webhook;
 
 use crate::agent::admission::Work;
-use crate::services::status::Phase;
 use crate::agent::worker::ToAgent;
+use crate::services::status::Phase;
 use crate::update::state::write_atomically;
 use crate::update::status::{Hook, Status};
 use std::net::SocketAddr;

@@ -32,8 +32,8 @@
 
 use super::{Secret, Shared};
 use crate::agent::admission::{Admission, admit};
-use crate::services::control::{UpdateOp, UpdateReply};
 use crate::agent::worker::{ReplyTo, ToAgent};
+use crate::services::control::{UpdateOp, UpdateReply};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;

@@ -29,11 +29,11 @@ use crate::sys::reap::ExitStatus;
 use crate::sys::signals::Inherited;
 use crate::sys::spawn::{self, Isolation, SpawnError};
 use log::{info, warn};
-use nix::libc;
 use nix::fcntl::Flock;
+use nix::libc;
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::File;
 use std::ffi::{CString, OsString};
+use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
@@ -175,8 +175,9 @@ impl AgentLink {
     /// The link, for the poll set, with whether there is output to write.
     pub fn fd(&self) -> Option<(BorrowedFd<'_>, bool)> {
         match &self.life {
-            Life::Up(running) => (running.stream.as_ref())
-                .map(|stream| (stream.as_fd(), !running.out.is_empty())),
+            Life::Up(running) => {
+                (running.stream.as_ref()).map(|stream| (stream.as_fd(), !running.out.is_empty()))
+            }
             Life::Down { .. } => None,
         }
     }
@@ -196,10 +197,7 @@ impl AgentLink {
         match &self.life {
             Life::Down { restart_at, .. } if *restart_at <= now => self.start(inherited, devnull),
             Life::Up(running) if running.unanswered.values().any(|d| *d <= now) => {
-                let why = format!(
-                    "it did not answer a request within {}s",
-                    WATCHDOG.as_secs()
-                );
+                let why = format!("it did not answer a request within {}s", WATCHDOG.as_secs());
                 self.kill(why);
             }
             _ => {}
@@ -509,7 +507,9 @@ impl AgentLink {
         let cause = match (running.killed.take(), status) {
             (Some(why), _) => format!("killed by moltd: {why}"),
             (None, ExitStatus::Exited(code)) => format!("exited with code {code}"),
-            (None, ExitStatus::Signaled(libc::SIGKILL)) => "killed by SIGKILL (out of memory?)".into(),
+            (None, ExitStatus::Signaled(libc::SIGKILL)) => {
+                "killed by SIGKILL (out of memory?)".into()
+            }
             (None, ExitStatus::Signaled(signal)) => {
                 format!("killed by {}", crate::signals::name(signal))
             }
@@ -526,7 +526,7 @@ impl AgentLink {
         }
         let delay = self.next_delay(lived);
         warn!(
-            "the update agent {cause}; restarting it in {}s",
+            "the update agent stopped: {cause}; restarting it in {}s",
             delay.as_secs()
         );
         if !self.held.is_empty() {

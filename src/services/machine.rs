@@ -1357,7 +1357,13 @@ impl Supervisor {
         }
     }
 
-    fn command(&mut self, now: Instant, client: ClientId, request: Request, actions: &mut Vec<Action>) {
+    fn command(
+        &mut self,
+        now: Instant,
+        client: ClientId,
+        request: Request,
+        actions: &mut Vec<Action>,
+    ) {
         let names = if request.names.is_empty() && request.op == Op::Status {
             let main = self.main.as_ref().map(|_| MAIN_NAME.to_owned());
             main.into_iter()

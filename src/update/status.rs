@@ -291,7 +291,10 @@ impl Reporter {
                 None => (false, at.as_str()),
             };
             if at == state.name() {
-                log::warn!("MOLTD_TEST_CRASH_AT={}: killing moltd", self.crash_at.as_deref().unwrap_or_default());
+                log::warn!(
+                    "MOLTD_TEST_CRASH_AT={}: killing moltd",
+                    self.crash_at.as_deref().unwrap_or_default()
+                );
                 if pid1 {
                     crate::sys::process::kill_parent();
                 }

@@ -3,9 +3,7 @@
 //! and reported while PID 1 and the services go on, and `current` stays
 //! on one whole release.
 
-use crate::apply::{
-    current, moltd, release, served, setup, ship, status, wait_for_state, App,
-};
+use crate::apply::{App, current, moltd, release, served, setup, ship, status, wait_for_state};
 use crate::feed::Feed;
 use crate::util::{Mode, Running, TestDir};
 use std::time::{Duration, Instant};
@@ -51,8 +49,9 @@ fn a_killed_idle_agent_is_restarted_and_the_services_keep_running() {
     kill(agent, nix::libc::SIGKILL);
     let again = running.agent_pid(Some(agent));
     running.wait_for("the restart to be logged", || {
-        dir.read("moltd.stderr")
-            .contains("the update agent killed by SIGKILL (out of memory?); restarting it in 1s")
+        dir.read("moltd.stderr").contains(
+            "the update agent stopped: killed by SIGKILL (out of memory?); restarting it in 1s",
+        )
     });
     if service_pid(&mut running, "web") != web || running.moltd_pid() != moltd_pid {
         running.fail("a kill of the agent touched PID 1 or the services");
@@ -127,7 +126,10 @@ fn an_agent_over_its_memory_limit_is_reported_and_the_installed_release_runs() {
         running.fail(&format!("moltd update --check: {reply:?}"));
     }
     let reply = dir.moltd_client(&["status"]);
-    if !reply.stdout.contains("update: the update agent is not running (") {
+    if !reply
+        .stdout
+        .contains("update: the update agent is not running (")
+    {
         running.fail(&format!("moltd status: {reply:?}"));
     }
     if current(&dir) != "v1.0.0" || served(port).as_deref() != Some("1.0.0") {
@@ -154,7 +156,9 @@ fn agent_killed_at(state: &str) {
     running.agent_pid(Some(first));
     let tag = current(&dir);
     let whole = ["v1.0.0", "v2.0.0"].contains(&tag.as_str())
-        && dir.join(&format!("app/releases/{tag}/www/version")).exists();
+        && dir
+            .join(&format!("app/releases/{tag}/www/version"))
+            .exists();
     if !whole {
         running.fail(&format!("after a kill at {state}, current is {tag:?}"));
     }

@@ -91,11 +91,11 @@ impl Runner {
         link.flush();
         let messages = link.read();
         for message in messages {
-            self.from_agent(message);
+            self.carry_out(message);
         }
     }
 
-    fn from_agent(&mut self, message: FromAgent) {
+    fn carry_out(&mut self, message: FromAgent) {
         let Some(link) = &mut self.agent else { return };
         match message {
             FromAgent::Hello { .. } => {}

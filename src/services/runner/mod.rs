@@ -17,13 +17,17 @@
 //! services back until a release is installed ([`agent`]).
 
 mod agent;
+mod clients;
+mod watch;
+
+use clients::{Client, open_control};
+use watch::{DirError, read_dir};
 
 use super::ServicesConfig;
 use super::agent_link::{AgentLink, Reaped};
-use super::control::{self, Answer, Request};
+use super::control::Answer;
 use super::machine::{Action, ClientId, Event, Program, SpawnFailure, Supervisor, Which};
 use super::output::Output;
-use super::scan::{self, Listing};
 use crate::init::messages::Messages;
 use crate::init::policy::Forwarder;
 use crate::init::{self, InitConfig, Isolation, Reaping};
@@ -33,23 +37,19 @@ use crate::sys::io::{self, Pipe};
 use crate::sys::signals::{Inherited, SignalSource};
 use crate::sys::spawn::{self, SpawnError};
 use crate::sys::{process, reap};
-use log::{debug, error, info, warn};
+use log::{debug, error, warn};
 use nix::fcntl::OFlag;
 use nix::libc;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, InotifyEvent, WatchDescriptor};
+use nix::sys::inotify::{InitFlags, Inotify, WatchDescriptor};
 use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, VecDeque};
 use std::ffi::{CString, OsString};
-use std::io::{Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
+use std::os::unix::net::UnixListener;
+use std::path::PathBuf;
 use std::time::Instant;
-
-/// The longest request a client may send.
-const MAX_REQUEST: usize = 64 * 1024;
 
 /// Runs service mode and returns the code moltd should exit with.
 pub fn run(config: ServicesConfig, inherited: Inherited) -> i32 {
@@ -142,68 +142,6 @@ pub fn run(config: ServicesConfig, inherited: Inherited) -> i32 {
         runner.handle(Event::Scanned(listing));
     }
     runner.run()
-}
-
-/// Drops the watches on `dir` and everything below it.
-fn unwatch_under(inotify: &Inotify, watched: &mut BTreeMap<PathBuf, WatchDescriptor>, dir: &Path) {
-    watched.retain(|path, wd| {
-        let under = path.starts_with(dir);
-        if under {
-            let _ = inotify.rm_watch(*wd);
-        }
-        !under
-    });
-}
-
-/// Why the services directory could not be read.
-#[derive(Debug, thiserror::Error)]
-enum DirError {
-    /// It does not exist (yet): its nearest existing ancestor is watched.
-    #[error("services directory {} does not exist; waiting for it to appear", .0.display())]
-    Missing(PathBuf),
-    #[error("services directory {}: {}", .0.display(), .1)]
-    Unreadable(PathBuf, std::io::Error),
-}
-
-/// Reads the services directory; without one there are no services.
-fn read_dir(dir: Option<&Path>) -> Result<Listing, DirError> {
-    let Some(dir) = dir else {
-        return Ok(Listing::default());
-    };
-    scan::scan(dir).map_err(|err| match err.kind() {
-        std::io::ErrorKind::NotFound => DirError::Missing(dir.to_owned()),
-        _ => DirError::Unreadable(dir.to_owned(), err),
-    })
-}
-
-/// Binds the control socket, creating its folder. Service mode works
-/// without it, so a failure is a warning.
-fn open_control(path: &Path) -> Option<UnixListener> {
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        if let Err(err) = std::fs::create_dir_all(parent) {
-            warn!(
-                "cannot create {}: {err}; sv will not work",
-                parent.display()
-            );
-            return None;
-        }
-    }
-    io::bind_private(path)
-        .inspect_err(|err| {
-            warn!(
-                "cannot listen on {}: {err}; sv will not work",
-                path.display()
-            )
-        })
-        .ok()
-}
-
-/// A connected control client.
-struct Client {
-    stream: UnixStream,
-    request: Vec<u8>,
-    /// Its request is being handled: wait for the reply, read no more.
-    asked: bool,
 }
 
 /// The pipes of one service.
@@ -562,194 +500,6 @@ impl Runner {
         }
     }
 
-    fn on_inotify(&mut self) {
-        let events = match &self.inotify {
-            Some(inotify) => inotify.read_events().unwrap_or_default(),
-            None => return,
-        };
-        let relevant = events.iter().any(|event| self.concerns_services(event));
-        for event in &events {
-            // A folder moved away keeps its watch (on the inode, now
-            // elsewhere): drop it, so that whatever takes its path (`mv new
-            // svc`, a renamed ancestor) is watched anew.
-            if event.mask.contains(AddWatchFlags::IN_MOVE_SELF) {
-                if let Some(inotify) = &self.inotify {
-                    let _ = inotify.rm_watch(event.wd);
-                }
-                self.forget_watch(event.wd);
-            }
-            // The kernel dropped this watch (its folder was deleted): a
-            // folder of the same name is watched again when it appears.
-            if event.mask.contains(AddWatchFlags::IN_IGNORED) {
-                self.forget_watch(event.wd);
-            }
-        }
-        // While held, the scan on release reads the directory anyway.
-        if relevant && !self.held {
-            self.handle(Event::DirChanged);
-        }
-    }
-
-    /// Forgets a watch that no longer follows its path.
-    fn forget_watch(&mut self, gone: WatchDescriptor) {
-        self.watched.retain(|_, wd| *wd != gone);
-        if self.ancestor.as_ref().is_some_and(|(_, wd)| *wd == gone) {
-            self.ancestor = None;
-        }
-    }
-
-    /// Whether an inotify event may change the services. The watch on the
-    /// ancestor of a missing services directory reports every entry made in
-    /// it (`/run`, `/tmp`: inotify cannot filter by name; `IN_ONLYDIR` only
-    /// refuses to watch a non-directory), so there only the next folder on
-    /// the way counts; anything else would cost a settle delay and a rescan.
-    fn concerns_services(&self, event: &InotifyEvent) -> bool {
-        let Some((ancestor, wd)) = &self.ancestor else {
-            return true;
-        };
-        let lost = AddWatchFlags::IN_IGNORED | AddWatchFlags::IN_MOVE_SELF;
-        if event.wd != *wd || event.mask.intersects(lost) {
-            return true;
-        }
-        let next = self
-            .dir
-            .as_deref()
-            .and_then(|dir| dir.strip_prefix(ancestor).ok())
-            .and_then(|rest| rest.components().next());
-        event.name.as_deref() == next.map(|c| c.as_os_str())
-    }
-
-    /// Watches a folder for entries appearing, vanishing or changing mode,
-    /// and for itself being removed or moved away (the services directory
-    /// itself may be, and is then waited for again).
-    fn watch(&mut self, path: &Path) -> bool {
-        let Some(inotify) = &self.inotify else {
-            return false;
-        };
-        let flags = AddWatchFlags::IN_CREATE
-            | AddWatchFlags::IN_DELETE
-            | AddWatchFlags::IN_MOVED_FROM
-            | AddWatchFlags::IN_MOVED_TO
-            | AddWatchFlags::IN_ATTRIB
-            | AddWatchFlags::IN_CLOSE_WRITE
-            | AddWatchFlags::IN_DELETE_SELF
-            | AddWatchFlags::IN_MOVE_SELF;
-        match inotify.add_watch(path, flags) {
-            Ok(wd) => {
-                self.watched.insert(path.to_owned(), wd);
-                true
-            }
-            Err(err) => {
-                debug!("cannot watch {}: {}", path.display(), err.desc());
-                false
-            }
-        }
-    }
-
-    /// Watches every folder in the listing. A folder or directory watched
-    /// only now may have changed before its watch existed, so the directory
-    /// is then read again (once, unless that read finds new folders too).
-    fn watch_folders(&mut self, mut listing: Listing, mut reread: bool) -> Listing {
-        self.watched.retain(|path, _| path.exists());
-        loop {
-            let mut added = false;
-            for folder in &listing.folders {
-                if !self.watched.contains_key(folder) {
-                    added |= self.watch(folder);
-                }
-            }
-            if !(added || reread) {
-                return listing;
-            }
-            reread = false;
-            match read_dir(self.dir.as_deref()) {
-                Ok(fresh) => listing = fresh,
-                Err(_) => return listing,
-            }
-        }
-    }
-
-    /// Reads the services directory and watches its folders.
-    fn scan(&mut self) -> Result<Listing, String> {
-        let listing = read_dir(self.dir.as_deref());
-        self.watch_listing(listing)
-    }
-
-    /// Watches what a read of the services directory found: its folders, or,
-    /// while it is missing, the place it will appear in. A directory that
-    /// appeared after the read is read now; one watched only now is read
-    /// again after its folders are watched (one read for both).
-    fn watch_listing(&mut self, listing: Result<Listing, DirError>) -> Result<Listing, String> {
-        let listing = match (listing, self.follow_dir()) {
-            (Err(_), true) => read_dir(self.dir.as_deref()).map(|l| (l, false)),
-            (listing, just_watched) => listing.map(|l| (l, just_watched)),
-        };
-        listing
-            .map(|(l, reread)| self.watch_folders(l, reread))
-            .map_err(|err| err.to_string())
-    }
-
-    /// Watches the services directory while it exists, and its nearest
-    /// existing ancestor while it does not, so that it is picked up when it
-    /// appears without looking for it on a timer. Returns whether the
-    /// directory itself has just been watched.
-    fn follow_dir(&mut self) -> bool {
-        let (Some(dir), Some(inotify)) = (self.dir.clone(), &self.inotify) else {
-            return false;
-        };
-        loop {
-            if dir.is_dir() {
-                if let Some((_, wd)) = self.ancestor.take() {
-                    let _ = inotify.rm_watch(wd);
-                    info!("services directory {} appeared", dir.display());
-                }
-                if self.watched.contains_key(&dir) {
-                    return false;
-                }
-                // A new directory at this path (created, or moved in): the
-                // watches on folders of the old one (moved away) are stale.
-                unwatch_under(inotify, &mut self.watched, &dir);
-                return self.watch(&dir);
-            }
-            // Whatever was watched inside it is gone (or moved away, still
-            // watched): what comes back is new.
-            unwatch_under(inotify, &mut self.watched, &dir);
-            let Some(ancestor) = dir.ancestors().skip(1).find(|a| a.is_dir()) else {
-                return false;
-            };
-            if self
-                .ancestor
-                .as_ref()
-                .is_some_and(|(path, _)| path == ancestor)
-            {
-                return false;
-            }
-            if let Some((_, wd)) = self.ancestor.take() {
-                let _ = inotify.rm_watch(wd);
-            }
-            // IN_MOVE_SELF: a renamed ancestor takes its watch along, and the
-            // path must be followed anew.
-            let flags = AddWatchFlags::IN_CREATE
-                | AddWatchFlags::IN_MOVED_TO
-                | AddWatchFlags::IN_MOVE_SELF
-                | AddWatchFlags::IN_ONLYDIR;
-            match inotify.add_watch(ancestor, flags) {
-                Ok(wd) => self.ancestor = Some((ancestor.to_owned(), wd)),
-                Err(err) => {
-                    warn!(
-                        "cannot watch {}: {}; {} will not be noticed when it appears",
-                        ancestor.display(),
-                        err.desc(),
-                        dir.display()
-                    );
-                    return false;
-                }
-            }
-            // Look again: it, or a folder on the way, may have been created
-            // before the watch existed.
-        }
-    }
-
     /// Starts the main command the first time; if it cannot be started,
     /// moltd leaves with the code single-command mode would (and this
     /// returns false).
@@ -850,85 +600,5 @@ impl Runner {
             SpawnError::Setup(what, errno) => setup_failed(what, errno.desc().into()),
             SpawnError::NulInArgument(_) => setup_failed("arguments", "hold a NUL byte".into()),
         })
-    }
-
-    fn accept(&mut self) {
-        let Some(listener) = &self.listener else {
-            return;
-        };
-        while let Ok((stream, _)) = listener.accept() {
-            if stream.set_nonblocking(true).is_err() {
-                continue;
-            }
-            self.next_client += 1;
-            self.clients.insert(
-                self.next_client,
-                Client {
-                    stream,
-                    request: Vec::new(),
-                    asked: false,
-                },
-            );
-        }
-    }
-
-    fn read_client(&mut self, id: u64) {
-        let Some(client) = self.clients.get_mut(&id) else {
-            return;
-        };
-        let mut buf = [0u8; 4096];
-        let closed = loop {
-            match client.stream.read(&mut buf) {
-                Ok(0) => break true,
-                Ok(n) => client.request.extend_from_slice(&buf[..n]),
-                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => break false,
-                Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(_) => break true,
-            }
-        };
-        let Some(end) = client.request.iter().position(|&b| b == b'\n') else {
-            if closed || client.request.len() > MAX_REQUEST {
-                self.clients.remove(&id);
-            }
-            return;
-        };
-        client.asked = true;
-        let line = std::str::from_utf8(&client.request[..end]).unwrap_or_default();
-        if line.starts_with(control::UPDATE_PREFIX) {
-            let line = line.to_owned();
-            let forwarded = match &mut self.agent {
-                Some(link) => link.forward(id, &line),
-                None => Err(control::NOT_CONFIGURED.to_owned()),
-            };
-            if let Err(why) = forwarded {
-                self.reply(id, &control::encode_update_reply(&Err(why)));
-            }
-            return;
-        }
-        match Request::decode(line) {
-            Some(request) => self.handle(Event::Command {
-                client: ClientId::Socket(id),
-                request,
-            }),
-            None => {
-                let _ = client.stream.write_all(b"error\tbad request\n");
-                self.clients.remove(&id);
-            }
-        }
-    }
-
-    /// Writes to a client and keeps it (a `pending` line).
-    fn write_client(&mut self, id: u64, text: &str) {
-        if let Some(client) = self.clients.get_mut(&id) {
-            let _ = client.stream.write_all(text.as_bytes());
-        }
-    }
-
-    fn reply(&mut self, id: u64, text: &str) {
-        let Some(mut client) = self.clients.remove(&id) else {
-            return;
-        };
-        // Replies are small; a client that does not read them loses them.
-        let _ = client.stream.write_all(text.as_bytes());
     }
 }
