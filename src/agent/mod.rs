@@ -103,6 +103,25 @@ pub fn run(passed: Passed, config: Config) -> Result<(), AgentError> {
     // into EPIPE.
     crate::sys::signals::Inherited::capture_and_block()
         .map_err(|err| AgentError::Start(format!("cannot block signals: {}", err.desc())))?;
+    // Before the first request and the first thread, after the
+    // configuration (token files included) was read as moltd's user.
+    confine(&config)?;
+    let observer = Observer::start(
+        &config.observe,
+        passed.listener.map(std::net::TcpListener::from),
+    )
+    .map_err(AgentError::Start)?;
+    let worker = match config.updates {
+        Some(updates) => Some(Worker::start(
+            updates,
+            config.svwait,
+            &observer,
+            passed.lock,
+        )?),
+        None => None,
+    };
+    // Only now, ready to serve (the updater may have cleaned up after a
+    // dead agent): PID 1's watchdog counts from here.
     let mut link = UnixStream::from(passed.link);
     let mut frames = protocol::Frames::default();
     let hello = FromAgent::Hello {
@@ -115,29 +134,9 @@ pub fn run(passed: Passed, config: Config) -> Result<(), AgentError> {
         Some(FromInit::Welcome { version, held }) if version == protocol::VERSION => held,
         _ => return Err(AgentError::Version),
     };
-    // Before the first request and the first thread, after the
-    // configuration (token files included) was read as moltd's user.
-    confine(&config)?;
-    let observer = Observer::start(
-        &config.observe,
-        passed.listener.map(std::net::TcpListener::from),
-    )
-    .map_err(AgentError::Start)?;
-    let worker = match config.updates {
-        Some(updates) => {
-            let taken_over = worker::TakenOver {
-                lock: passed.lock,
-                held,
-            };
-            Some(Worker::start(
-                updates,
-                config.svwait,
-                &observer,
-                taken_over,
-            )?)
-        }
-        None => None,
-    };
+    if let Some(worker) = &worker {
+        let _ = worker.to_worker.send(ToAgent::Welcome(held));
+    }
     info!("update agent started");
     Pump {
         link,
@@ -211,7 +210,7 @@ impl Worker {
         config: crate::update::Config,
         svwait: Duration,
         observer: &Observer,
-        taken_over: worker::TakenOver,
+        lock: Option<OwnedFd>,
     ) -> Result<Worker, AgentError> {
         let failed = |what: &str, err: nix::errno::Errno| {
             AgentError::Start(format!("cannot {what}: {}", err.desc()))
@@ -226,7 +225,7 @@ impl Worker {
         let (to_loop, from_worker) = mpsc::channel();
         let (to_worker, from_loop) = mpsc::channel();
         let link = |work| worker::Link::new(to_loop, wake_write, from_loop, work, svwait);
-        let started = worker::start(config, observer, to_worker.clone(), link, taken_over)
+        let started = worker::start(config, observer, to_worker.clone(), link, lock)
             .map_err(AgentError::Start)?;
         Ok(Worker {
             to_worker,

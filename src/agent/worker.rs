@@ -75,6 +75,9 @@ pub enum ToAgent {
     },
     /// `$MOLTD_APP_DIR/.moltd/update-requested` appeared.
     Trigger,
+    /// The services a dead agent stopped (from PID 1's `welcome`): the
+    /// first message, once PID 1 answered.
+    Welcome(Vec<String>),
     /// `moltd update`/`rollback`/`status`, or the same over HTTP.
     Client {
         to: ReplyTo,
@@ -356,16 +359,15 @@ pub fn start(
     observer: &crate::observe::Observer,
     to_agent: std::sync::mpsc::Sender<ToAgent>,
     link: impl FnOnce(Arc<Work>) -> Link,
-    taken_over: TakenOver,
+    lock: Option<OwnedFd>,
 ) -> Result<Started, String> {
     let thread = std::thread::Builder::new().name("updater".into());
-    let (spawned, started) = match Updater::open(config.clone(), taken_over.lock) {
+    let (spawned, started) = match Updater::open(config.clone(), lock) {
         Ok(mut updater) => {
             let started = Started::new(updater.shared_status(), updater.cancel_flag(), None);
             updater.set_hook(started.attach(observer, to_agent));
             let link = link(started.work.clone());
-            let held = taken_over.held;
-            (thread.spawn(move || agent(updater, link, held)), started)
+            (thread.spawn(move || agent(updater, link)), started)
         }
         Err(err) => {
             let Some(reason) = crate::update::updates_off(&config, &err) else {
@@ -378,28 +380,23 @@ pub fn start(
             let current = crate::update::layout::current_tag(&config.app_dir);
             reporter.off(current, &reason);
             let link = link(started.work.clone());
-            let held = taken_over.held;
-            (thread.spawn(move || agent_off(link, held)), started)
+            (thread.spawn(move || agent_off(link)), started)
         }
     };
     spawned.map_err(|err| format!("cannot start the updater thread: {err}"))?;
     Ok(started)
 }
 
-/// What an agent takes over from PID 1 and from the agent before it.
-pub struct TakenOver {
-    /// `supervisor.lock`, locked by PID 1 (none if it could not take it:
-    /// the updater then tries itself, and says who holds it).
-    pub lock: Option<OwnedFd>,
-    /// Services a dead agent stopped and did not start again.
-    pub held: Vec<String>,
-}
-
 /// Picks up after an agent that died in the middle of an update: starts
 /// the services it stopped and, when `current` was just taken back from a
 /// switch cut short, restarts those that run (they may run the release it
 /// left), so that every service runs the release `current` names.
-fn resume(link: &mut Link, held: &[String], recovered: bool) {
+fn resume(link: &mut Link, recovered: bool) -> Result<(), String> {
+    let held = match link.wait_for(None, |m| matches!(m, ToAgent::Welcome(_)))? {
+        Some(ToAgent::Welcome(held)) => held,
+        _ => return Err("no welcome from PID 1".into()),
+    };
+    let held = held.as_slice();
     if !held.is_empty() {
         log::info!(
             "starting {} again (stopped by an update agent that died)",
@@ -410,15 +407,18 @@ fn resume(link: &mut Link, held: &[String], recovered: bool) {
         }
     }
     if !recovered {
-        return;
+        return Ok(());
     }
     let running = match link.wanted_up() {
         Ok(names) => names,
-        Err(problem) => return log::warn!("cannot list the services: {problem}"),
+        Err(problem) => {
+            log::warn!("cannot list the services: {problem}");
+            return Ok(());
+        }
     };
     let restart: Vec<String> = running.into_iter().filter(|n| !held.contains(n)).collect();
     if restart.is_empty() {
-        return;
+        return Ok(());
     }
     log::info!(
         "restarting {} on the release current names again",
@@ -435,6 +435,7 @@ fn resume(link: &mut Link, held: &[String], recovered: bool) {
     if let Err(problem) = answers.and_then(statuses) {
         log::warn!("cannot restart the services: {problem}");
     }
+    Ok(())
 }
 
 /// What the loop keeps of a started updater thread: the status snapshot and
@@ -469,8 +470,10 @@ impl Started {
 /// The thread when updates are off: the services start at once; `admit`
 /// answers every request with the reason, so the thread only waits for the
 /// loop to end.
-fn agent_off(mut link: Link, held: Vec<String>) {
-    resume(&mut link, &held, false);
+fn agent_off(mut link: Link) {
+    if resume(&mut link, false).is_err() {
+        return;
+    }
     if link.ready().and_then(|_| link.release()).is_err() {
         return;
     }
@@ -478,8 +481,10 @@ fn agent_off(mut link: Link, held: Vec<String>) {
 }
 
 /// The updater thread's whole life.
-pub fn agent(mut updater: Updater, mut link: Link, held: Vec<String>) {
-    resume(&mut link, &held, updater.recovered());
+pub fn agent(mut updater: Updater, mut link: Link) {
+    if resume(&mut link, updater.recovered()).is_err() {
+        return;
+    }
     let schedule = updater.config().schedule;
     let mut failures = 0;
     // First boot: nothing starts before a release is installed.

@@ -45,6 +45,9 @@ use std::time::{Duration, Instant};
 /// below the clients' own reply timeout (5 s), so that they hear the
 /// watchdog's reason rather than time out.
 pub const WATCHDOG: Duration = Duration::from_secs(3);
+/// How long an agent may take to say `hello` (when it can serve) before
+/// the watchdog counts for a client that asked meanwhile.
+const STARTING: Duration = Duration::from_secs(30);
 /// The first delay before a restart; it doubles up to [`BACKOFF_MAX`].
 const BACKOFF_MIN: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(60);
@@ -176,7 +179,8 @@ impl AgentLink {
     pub fn fd(&self) -> Option<(BorrowedFd<'_>, bool)> {
         match &self.life {
             Life::Up(running) => {
-                (running.stream.as_ref()).map(|stream| (stream.as_fd(), !running.out.is_empty()))
+                let output = running.greeted && !running.out.is_empty();
+                (running.stream.as_ref()).map(|stream| (stream.as_fd(), output))
             }
             Life::Down { .. } => None,
         }
@@ -347,6 +351,11 @@ impl AgentLink {
                 Ok(FromAgent::Hello { .. }) => {
                     running.greeted = true;
                     welcome = true;
+                    let due = Instant::now() + WATCHDOG;
+                    running
+                        .unanswered
+                        .values_mut()
+                        .for_each(|d| *d = due.min(*d));
                 }
                 Ok(_) if !running.greeted => break Some("it did not say hello first".into()),
                 Ok(message) => messages.push(message),
@@ -362,19 +371,27 @@ impl AgentLink {
         }
         if welcome {
             let held = self.held.iter().cloned().collect();
-            self.send(FromInit::Welcome {
+            let welcome = FromInit::Welcome {
                 version: protocol::VERSION,
                 held,
-            });
+            };
+            if let Some(running) = self.running() {
+                // First, before what was queued while it started.
+                let queued =
+                    std::mem::replace(&mut running.out, protocol::frame(&welcome.encode()));
+                running.out.extend(queued);
+            }
+            self.flush();
         }
         messages
     }
 
     /// Queues a frame and writes what the socket takes now (the rest when
-    /// it is writable again).
+    /// it is writable again). Until the agent said `hello`, frames wait:
+    /// `welcome` goes first.
     pub fn send(&mut self, message: FromInit) {
         if let Some(running) = self.running() {
-            if running.stream.is_some() && running.greeted {
+            if running.stream.is_some() {
                 running.out.extend(protocol::frame(&message.encode()));
                 self.flush();
             }
@@ -383,7 +400,7 @@ impl AgentLink {
 
     /// Writes queued frames while the socket takes them.
     pub fn flush(&mut self) {
-        let Some(running) = self.running() else {
+        let Some(running) = self.running().filter(|r| r.greeted) else {
             return;
         };
         let Some(stream) = &mut running.stream else {
@@ -418,7 +435,13 @@ impl AgentLink {
         let Some(running) = self.running().filter(|r| r.stream.is_some()) else {
             return Err(unavailable);
         };
-        running.unanswered.insert(client, Instant::now() + WATCHDOG);
+        // An agent says `hello` once it can serve; before, it may be
+        // cleaning up after its predecessor (a large staging folder).
+        let wait = match running.greeted {
+            true => WATCHDOG,
+            false => STARTING + WATCHDOG,
+        };
+        running.unanswered.insert(client, Instant::now() + wait);
         running.waiting.insert(client);
         self.send(FromInit::Client {
             client,
