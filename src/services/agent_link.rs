@@ -36,7 +36,7 @@ use std::ffi::{CString, OsString};
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -133,16 +133,11 @@ impl AgentLink {
         fds.extend(lock.as_ref().map(|_| "lock"));
         let level = log::max_level().to_string().to_lowercase();
         let ours = [(FDS_VAR, fds.join(",")), ("MOLTD_LOG", level)];
-        let environment = std::env::vars_os()
-            .filter(|(name, _)| !ours.iter().any(|(n, _)| name == n))
-            .chain(ours.clone().map(|(n, v)| (n.into(), v.into())))
-            .filter_map(|(name, value)| {
-                let mut entry = name.into_vec();
-                entry.push(b'=');
-                entry.extend_from_slice(value.as_bytes());
-                CString::new(entry).ok()
-            })
-            .collect();
+        let environment = spawn::environment(
+            std::env::vars_os()
+                .filter(|(name, _)| !ours.iter().any(|(n, _)| name == n))
+                .chain(ours.clone().map(|(n, v)| (n.into(), v.into()))),
+        );
         AgentLink {
             argv: ["moltd".into(), "agent".into()],
             found: std::env::current_exe().ok(),

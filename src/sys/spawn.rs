@@ -38,8 +38,12 @@ static ENVIRONMENT: OnceLock<Vec<CString>> = OnceLock::new();
 /// Gives every child spawned from now on `vars` as its environment instead of
 /// moltd's. Only the first call counts.
 pub fn set_environment(vars: Vec<(OsString, OsString)>) {
-    let entries = vars
-        .into_iter()
+    let _ = ENVIRONMENT.set(environment(vars));
+}
+
+/// `vars` as `NAME=value` strings for exec (see [`Options::environment`]).
+pub fn environment(vars: impl IntoIterator<Item = (OsString, OsString)>) -> Vec<CString> {
+    vars.into_iter()
         .filter_map(|(name, value)| {
             let mut entry = name.into_vec();
             entry.push(b'=');
@@ -47,8 +51,7 @@ pub fn set_environment(vars: Vec<(OsString, OsString)>) {
             // The process environment holds no NUL bytes.
             CString::new(entry).ok()
         })
-        .collect();
-    let _ = ENVIRONMENT.set(entries);
+        .collect()
 }
 
 /// Where the child lives in the session and process-group hierarchy.

@@ -177,17 +177,7 @@ fn agent_killed_at(state: &str) {
 
 #[test]
 fn the_agent_killed_at_every_step_leaves_one_whole_release_and_the_services_running() {
-    for state in [
-        "checking",
-        "downloading",
-        "verifying",
-        "unpacking",
-        "stopping",
-        "switching",
-        "starting",
-        "health_check",
-        "completed",
-    ] {
+    for state in crate::apply::UPDATE_STEPS {
         agent_killed_at(state);
     }
 }

@@ -463,19 +463,22 @@ fn killed_at(state: &str) {
     running.wait();
 }
 
+/// Every step of an update, as `MOLTD_TEST_CRASH_AT` names them.
+pub(crate) const UPDATE_STEPS: [&str; 9] = [
+    "checking",
+    "downloading",
+    "verifying",
+    "unpacking",
+    "stopping",
+    "switching",
+    "starting",
+    "health_check",
+    "completed",
+];
+
 #[test]
 fn killed_at_every_step_comes_back_whole() {
-    for state in [
-        "checking",
-        "downloading",
-        "verifying",
-        "unpacking",
-        "stopping",
-        "switching",
-        "starting",
-        "health_check",
-        "completed",
-    ] {
+    for state in UPDATE_STEPS {
         killed_at(state);
     }
 }
