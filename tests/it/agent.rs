@@ -3,17 +3,19 @@
 //! and reported while PID 1 and the services go on, and `current` stays
 //! on one whole release.
 
-use crate::apply::{App, current, moltd, release, served, setup, ship, status, wait_for_state};
+use crate::apply::{
+    App, current, moltd, release, served, setup, ship, status, v1_and_v2, wait_for_state,
+};
 use crate::feed::Feed;
 use crate::util::{Mode, Running, TestDir};
 use std::time::{Duration, Instant};
 
-/// A feed with good releases v2.0.0 and v1.0.0.
-fn v1_and_v2() -> Feed {
-    Feed::start(vec![
-        release("2.0.0", App::Good),
-        release("1.0.0", App::Good),
-    ])
+/// v1 installed as an image ships it (`current` included), v2 in the feed.
+fn shipped_v1(name: &str) -> (TestDir, u16, Feed) {
+    let (dir, port) = setup(name);
+    ship(&dir, "1.0.0");
+    std::os::unix::fs::symlink("releases/v1.0.0", dir.join("app/current")).unwrap();
+    (dir, port, v1_and_v2())
 }
 
 /// The pid of service `name`, from `sv status`.
@@ -101,10 +103,7 @@ fn a_stopped_agent_is_killed_by_the_watchdog_and_the_client_hears_why() {
 
 #[test]
 fn an_agent_over_its_memory_limit_is_reported_and_the_installed_release_runs() {
-    let (dir, port) = setup("agent_memory");
-    let feed = v1_and_v2();
-    ship(&dir, "1.0.0");
-    std::os::unix::fs::symlink("releases/v1.0.0", dir.join("app/current")).unwrap();
+    let (dir, port, feed) = shipped_v1("agent_memory");
     let mut running = moltd(&dir, &feed, Mode::Pid1)
         .env("MOLTD_AGENT_MEMORY", "4M")
         .spawn();
@@ -140,10 +139,7 @@ fn an_agent_over_its_memory_limit_is_reported_and_the_installed_release_runs() {
 /// The agent killed on entering `state` (PID 1 lives on): the next agent
 /// puts back what it left, and the update completes.
 fn agent_killed_at(state: &str) {
-    let (dir, port) = setup(&format!("agent_kill_{state}"));
-    let feed = v1_and_v2();
-    ship(&dir, "1.0.0");
-    std::os::unix::fs::symlink("releases/v1.0.0", dir.join("app/current")).unwrap();
+    let (dir, port, feed) = shipped_v1(&format!("agent_kill_{state}"));
     let mut running = moltd(&dir, &feed, Mode::Pid1)
         .env("MOLTD_TEST_CRASH_AT", state)
         .spawn();
@@ -154,12 +150,7 @@ fn agent_killed_at(state: &str) {
             .contains(&format!("MOLTD_TEST_CRASH_AT={state}: killing moltd"))
     });
     running.agent_pid(Some(first));
-    let tag = current(&dir);
-    let whole = ["v1.0.0", "v2.0.0"].contains(&tag.as_str())
-        && dir
-            .join(&format!("app/releases/{tag}/www/version"))
-            .exists();
-    if !whole {
+    if let Some(tag) = crate::apply::not_whole(&dir) {
         running.fail(&format!("after a kill at {state}, current is {tag:?}"));
     }
     wait_for_state(&mut running, &dir, "completed");

@@ -36,7 +36,7 @@ fn app_script(version: &str) -> String {
 const HEALTHY: &str = "#!/bin/sh\necho 'Content-Type: text/plain'\necho\necho ok\n";
 
 /// A feed with good releases v2.0.0 and v1.0.0.
-fn v1_and_v2() -> Feed {
+pub(crate) fn v1_and_v2() -> Feed {
     Feed::start(vec![
         release("2.0.0", App::Good),
         release("1.0.0", App::Good),
@@ -441,12 +441,7 @@ fn killed_at(state: &str) {
     }
     // Its services were orphaned: end them as a container restart would.
     kill_leftovers(&dir, &first);
-    let tag = current(&dir);
-    let whole = ["v1.0.0", "v2.0.0"].contains(&tag.as_str())
-        && dir
-            .join(&format!("app/releases/{tag}/www/version"))
-            .exists();
-    if !whole {
+    if let Some(tag) = not_whole(&dir) {
         first.fail(&format!("after a kill at {state}, current is {tag:?}"));
     }
     let mut running = moltd(&dir, &feed, Mode::Child).spawn();
@@ -461,6 +456,16 @@ fn killed_at(state: &str) {
     }
     running.signal(nix::libc::SIGTERM);
     running.wait();
+}
+
+/// What `current` names, unless it is v1 or v2 in whole.
+pub(crate) fn not_whole(dir: &TestDir) -> Option<String> {
+    let tag = current(dir);
+    let whole = ["v1.0.0", "v2.0.0"].contains(&tag.as_str())
+        && dir
+            .join(&format!("app/releases/{tag}/www/version"))
+            .exists();
+    (!whole).then_some(tag)
 }
 
 /// Every step of an update, as `MOLTD_TEST_CRASH_AT` names them.
