@@ -163,7 +163,7 @@ impl Updater {
             .reporter
             .crash_at(updater.config.switch.crash_at.clone());
         updater.recovered = updater.recover();
-        updater.reporter.releases(&updater.state);
+        updater.reporter.seed(&updater.state);
         Ok(updater)
     }
 

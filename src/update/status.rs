@@ -208,6 +208,16 @@ impl Reporter {
         }
     }
 
+    /// The releases in `state` as a new updater finds them, shown at once
+    /// to whoever asks (`moltd status` from a restarted update agent), the
+    /// status file left as the last run wrote it.
+    pub fn seed(&mut self, state: &super::state::State) {
+        self.releases(state);
+        if let Ok(mut shared) = self.shared.lock() {
+            *shared = self.status.clone();
+        }
+    }
+
     /// Bad marks cleared outside a run (`moltd unmark`): written at once, so
     /// the status document, `moltd status` and the metrics show it.
     pub fn unmarked(&mut self, state: &super::state::State) {
