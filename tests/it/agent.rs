@@ -198,3 +198,59 @@ fn moltd_agent_by_hand_refuses() {
         panic!("moltd --help mentions the agent");
     }
 }
+
+#[test]
+fn the_hooks_of_a_killed_agent_are_killed_and_its_client_hears_why() {
+    let (dir, port, feed) = shipped_v1("agent_hooks");
+    let hook = dir.script(
+        "pre-update",
+        &format!(
+            "#!/bin/sh\necho $$ >> {}/hook-pids\nexec sleep 1000\n",
+            dir.path().display()
+        ),
+    );
+    // Checks only on its own: the update is the client's.
+    let mut running = moltd(&dir, &feed, Mode::Pid1)
+        .env("MOLTD_MODE", "check")
+        .env("MOLTD_PRE_UPDATE", hook)
+        .spawn();
+    running.wait_for("v1 to serve", || served(port).as_deref() == Some("1.0.0"));
+    wait_for_state(&mut running, &dir, "idle");
+    let client = dir.moltd_client_background(&["update"]);
+    running.wait_for("the pre-update hook to run", || {
+        !std::fs::read_to_string(dir.join("hook-pids"))
+            .unwrap_or_default()
+            .is_empty()
+    });
+    // The hook's pid is the namespace's: find it from outside.
+    let inside = dir.read("hook-pids").trim().to_owned();
+    let hook = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .find(|entry| {
+            let status = std::fs::read_to_string(entry.path().join("status")).unwrap_or_default();
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            cmdline == b"sleep\01000\0"
+                && status
+                    .lines()
+                    .any(|l| l.starts_with("NSpid:") && l.ends_with(&format!("\t{inside}")))
+        })
+        .map(|entry| entry.path());
+    let Some(hook) = hook else {
+        running.fail("cannot find the hook's process");
+    };
+    let agent = running.agent_pid(None);
+    kill(agent, nix::libc::SIGKILL);
+    running.wait_for("the hook to be killed and reaped", || !hook.exists());
+    let reply = client.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&reply.stderr);
+    if reply.status.success()
+        || !stderr.contains("the update agent stopped before answering (killed by SIGKILL")
+    {
+        running.fail(&format!("moltd update: {:?} {stderr}", reply.status));
+    }
+    running.agent_pid(Some(agent));
+    if served(port).as_deref() != Some("1.0.0") || current(&dir) != "v1.0.0" {
+        running.fail("v1 stopped with the agent");
+    }
+}

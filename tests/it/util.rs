@@ -87,6 +87,16 @@ impl TestDir {
         self.client(Command::new(moltd_bin()).args(args))
     }
 
+    /// Starts `moltd ARGS` as a client without waiting for it, its output
+    /// piped (for `wait_with_output`).
+    pub fn moltd_client_background(&self, args: &[&str]) -> Child {
+        self.client_env(Command::new(moltd_bin()).args(args))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the client")
+    }
+
     /// Starts `sv ARGS` without waiting for it, its stdout piped (for
     /// [`wait_child`] and `wait_with_output`), in a process group of its own
     /// like a shell's job, so that a Ctrl-C can be sent to the group.
