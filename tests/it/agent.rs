@@ -230,7 +230,7 @@ fn the_hooks_of_a_killed_agent_are_killed_and_its_client_hears_why() {
         .find(|entry| {
             let status = std::fs::read_to_string(entry.path().join("status")).unwrap_or_default();
             let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-            cmdline == b"sleep\01000\0"
+            cmdline == b"sleep\x001000\x00"
                 && status
                     .lines()
                     .any(|l| l.starts_with("NSpid:") && l.ends_with(&format!("\t{inside}")))
