@@ -165,6 +165,11 @@ impl AgentLink {
         }
     }
 
+    /// Whether an agent runs that frames reach.
+    pub fn serving(&self) -> bool {
+        matches!(&self.life, Life::Up(running) if running.stream.is_some())
+    }
+
     /// The id the running agent's requests go by.
     pub fn client_id(&self) -> ClientId {
         ClientId::Agent(self.lives)

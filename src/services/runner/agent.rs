@@ -191,7 +191,8 @@ impl Runner {
     pub(super) fn on_trigger(&mut self) {
         let Some(trigger) = &self.trigger else { return };
         let _ = trigger.inotify.read_events();
-        if self.held {
+        // Left for the next agent's `ready` while none can take it.
+        if self.held || !self.agent.as_ref().is_some_and(AgentLink::serving) {
             return;
         }
         // Both are removed: one request, however many wrote it.
