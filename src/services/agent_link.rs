@@ -322,9 +322,17 @@ impl AgentLink {
             return messages;
         };
         let mut buf = [0u8; 16 * 1024];
+        // At most this much a wake-up: an agent that writes without end
+        // must not keep the loop from its other sources.
+        let mut rounds = 16;
         let closed = loop {
+            rounds -= 1;
             match stream.read(&mut buf) {
                 Ok(0) => break true,
+                Ok(n) if rounds == 0 => {
+                    running.frames.push(&buf[..n]);
+                    break false;
+                }
                 Ok(n) => running.frames.push(&buf[..n]),
                 Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => break false,
                 Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
@@ -466,15 +474,23 @@ impl AgentLink {
     /// Why the agent cannot answer now, and when it will be back.
     pub fn unavailable(&self) -> String {
         match &self.life {
-            Life::Down { cause, restart_at } => {
-                let left = restart_at.saturating_duration_since(Instant::now());
+            Life::Down { cause, .. } => {
                 format!(
-                    "the update agent is not running ({cause}); restarting in {}s",
-                    left.as_secs_f64().ceil()
+                    "the update agent is not running ({cause}); {}",
+                    self.restart_in()
                 )
             }
             Life::Up(_) => "the update agent is restarting".into(),
         }
+    }
+
+    /// `restarting in Ns`, while the agent is down.
+    pub fn restart_in(&self) -> String {
+        let left = match &self.life {
+            Life::Down { restart_at, .. } => restart_at.saturating_duration_since(Instant::now()),
+            Life::Up(_) => Duration::ZERO,
+        };
+        format!("restarting in {}s", left.as_secs_f64().ceil())
     }
 
     /// The agent said `ready` (in this life).

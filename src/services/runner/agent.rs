@@ -216,9 +216,7 @@ impl Runner {
         let text = format!(
             "the update agent stopped before answering ({}); {}",
             ended.cause,
-            link.unavailable()
-                .split_once("; ")
-                .map_or("", |(_, when)| when)
+            link.restart_in()
         );
         for client in ended.clients {
             self.reply(client, &control::encode_update_reply(&Err(text.clone())));
