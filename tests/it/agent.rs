@@ -254,3 +254,42 @@ fn the_hooks_of_a_killed_agent_are_killed_and_its_client_hears_why() {
         running.fail("v1 stopped with the agent");
     }
 }
+
+#[test]
+fn the_agent_runs_confined_as_its_user_and_still_updates() {
+    let (dir, port, feed) = shipped_v1("agent_user");
+    // A status file where that user may write (the test dir is root's).
+    std::fs::create_dir(dir.join("run")).unwrap();
+    std::os::unix::fs::chown(dir.join("run"), Some(65534), Some(65534)).unwrap();
+    let mut running = moltd(&dir, &feed, Mode::Pid1)
+        .env("MOLTD_AGENT_USER", "65534")
+        .env("MOLTD_STATUS_FILE", dir.join("run/status.json"))
+        .spawn();
+    let agent = running.agent_pid(None);
+    let field = |name: &str| {
+        let status = std::fs::read_to_string(format!("/proc/{agent}/status")).unwrap_or_default();
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .map(|l| l.split_whitespace().skip(1).collect::<Vec<_>>().join(" "))
+            .unwrap_or_default()
+    };
+    // It confines itself right after reading its settings.
+    running.wait_for("the agent to run as uid 65534", || {
+        field("Uid:") == "65534 65534 65534 65534"
+    });
+    if field("NoNewPrivs:") != "1" || field("Groups:") != "65534" {
+        running.fail("the agent kept privileges");
+    }
+    // It got the app dir first, and updates as that user.
+    running.wait_for("v2 to serve", || served(port).as_deref() == Some("2.0.0"));
+    let owner = std::os::unix::fs::MetadataExt::uid(
+        &std::fs::metadata(dir.join("app/releases/v2.0.0")).unwrap(),
+    );
+    if owner != 65534 || current(&dir) != "v2.0.0" {
+        running.fail(&format!(
+            "v2 is owned by {owner}, current is {}",
+            current(&dir)
+        ));
+    }
+}
