@@ -11,7 +11,8 @@
 //!
 //! Why no timer: the metrics file is rewritten when something it shows
 //! changed (the loop's snapshot or the updater's status), so an idle moltd
-//! stays asleep; RSS and uptime are read at each write and each scrape.
+//! stays asleep; RSS (PID 1's and the agent's) is read at each write and
+//! each scrape, and the uptime is PID 1's.
 
 mod metrics;
 mod server;
@@ -200,7 +201,11 @@ impl Observer {
             update: OnceLock::new(),
             to_agent: OnceLock::new(),
             work: OnceLock::new(),
-            started: Instant::now(),
+            // moltd's start: PID 1's, not this agent's, which may have
+            // been restarted since.
+            started: crate::sys::process::parent_age()
+                .and_then(|age| Instant::now().checked_sub(age))
+                .unwrap_or_else(Instant::now),
         });
         if let Some(listener) = listener {
             server::start(listener, config.api_token.clone(), shared.clone())?;

@@ -293,3 +293,30 @@ fn the_agent_runs_confined_as_its_user_and_still_updates() {
         ));
     }
 }
+
+#[test]
+fn the_metrics_keep_moltds_uptime_across_an_agent_restart() {
+    let dir = TestDir::new("agent_uptime");
+    let listen = crate::apply::free_port();
+    let mut running = crate::observe::listening(&dir, listen).spawn();
+    let metric = |name: &str| {
+        let (_, text) = crate::observe::http(listen, "GET", "/metrics", None)?;
+        crate::observe::parse_metrics(&text).get(name).copied()
+    };
+    running.wait_for("an uptime of 2 s", || {
+        metric("moltd_uptime_seconds").is_some_and(|s| s >= 2.0)
+    });
+    let agent = running.agent_pid(None);
+    kill(agent, nix::libc::SIGKILL);
+    running.agent_pid(Some(agent));
+    running.wait_for("the new agent to serve", || {
+        metric("moltd_agent_resident_memory_bytes").is_some()
+    });
+    let uptime = metric("moltd_uptime_seconds").unwrap_or(0.0);
+    let pid1 = metric("moltd_resident_memory_bytes").unwrap_or(0.0);
+    if uptime < 2.0 || pid1 <= 0.0 {
+        running.fail(&format!(
+            "after the agent's restart: uptime {uptime}, PID 1's RSS {pid1}"
+        ));
+    }
+}
