@@ -140,7 +140,12 @@ impl AgentLink {
         );
         AgentLink {
             argv: ["moltd".into(), "agent".into()],
-            found: std::env::current_exe().ok(),
+            // Without /proc (a bare chroot), the absolute path moltd was
+            // started by.
+            found: std::env::current_exe().ok().or_else(|| {
+                let argv0 = PathBuf::from(std::env::args_os().next()?);
+                argv0.is_absolute().then_some(argv0)
+            }),
             environment,
             listener,
             lock,
