@@ -31,7 +31,7 @@ use crate::services::machine::MAIN_NAME;
 use crate::services::status::Phase as ServicePhase;
 use crate::sys::reap::ExitStatus;
 use crate::update::status::Status;
-use crate::update::{ApplyRequest, Payload, Updater, chain, outcome, poll};
+use crate::update::{ApplyRequest, Payload, Recovery, Updater, chain, outcome, poll};
 use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::os::fd::OwnedFd;
@@ -105,6 +105,9 @@ pub struct Link {
     svwait: Duration,
     /// What [`Payload::ready`] started, once it was sent.
     started: Option<Vec<String>>,
+    /// Services stopped at start because no release is installed for them
+    /// (see [`resume`]): [`Payload::ready`] starts them on the first one.
+    parked: Vec<String>,
 }
 
 impl Link {
@@ -123,6 +126,7 @@ impl Link {
             work,
             svwait,
             started: None,
+            parked: Vec::new(),
         }
     }
 
@@ -246,7 +250,15 @@ impl Payload for Link {
         self.send(ToLoop::Ready)?;
         // The answer to the hold of the main command.
         self.wait_for(None, |m| matches!(m, ToAgent::Answers(_)))?;
-        let names = self.wanted_up()?;
+        let mut names = self.wanted_up()?;
+        let parked = std::mem::take(&mut self.parked);
+        self.start(&parked)?;
+        names.extend(
+            parked
+                .into_iter()
+                .filter(|n| !names.contains(n))
+                .collect::<Vec<_>>(),
+        );
         self.started = Some(names.clone());
         Ok(names)
     }
@@ -387,15 +399,28 @@ pub fn start(
     Ok(started)
 }
 
-/// Picks up after an agent that died in the middle of an update: starts
-/// the services it stopped and, when `current` was just taken back from a
-/// switch cut short, restarts those that run (they may run the release it
-/// left), so that every service runs the release `current` names.
-fn resume(link: &mut Link, recovered: bool) -> Result<(), String> {
+/// Picks up after an agent that died in the middle of an update, so that
+/// every service runs the release `current` names: starts the services it
+/// stopped; when `current` was just taken back from a switch cut short,
+/// restarts those that run (they may run the release it left); when a
+/// first install was undone, stops them until the next one is ready
+/// (their release is gone), as it does with those it stopped.
+fn resume(link: &mut Link, recovered: Option<Recovery>) -> Result<(), String> {
     let held = match link.wait_for(None, |m| matches!(m, ToAgent::Welcome(_)))? {
         Some(ToAgent::Welcome(held)) => held,
         _ => return Err("no welcome from PID 1".into()),
     };
+    if recovered == Some(Recovery::Discarded) {
+        let running = link.wanted_up()?;
+        log::info!(
+            "stopping {} until a release is installed",
+            running.join(", ")
+        );
+        link.parked = link.stop(Some(&running))?;
+        link.parked
+            .extend(held.into_iter().filter(|n| !running.contains(n)));
+        return Ok(());
+    }
     let held = held.as_slice();
     if !held.is_empty() {
         log::info!(
@@ -406,7 +431,7 @@ fn resume(link: &mut Link, recovered: bool) -> Result<(), String> {
             log::warn!("cannot start {}: {problem}", held.join(", "));
         }
     }
-    if !recovered {
+    if recovered != Some(Recovery::WentBack) {
         return Ok(());
     }
     let running = match link.wanted_up() {
@@ -471,7 +496,7 @@ impl Started {
 /// answers every request with the reason, so the thread only waits for the
 /// loop to end.
 fn agent_off(mut link: Link) {
-    if resume(&mut link, false).is_err() {
+    if resume(&mut link, None).is_err() {
         return;
     }
     if link.ready().and_then(|_| link.release()).is_err() {

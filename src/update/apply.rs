@@ -98,12 +98,13 @@ impl Updater {
     /// committed release; the update will be tried again at the next check.
     /// A first install cut short before its gate passed is undone, so that
     /// it is not adopted unchecked: the first boot starts over. Returns
-    /// whether it went back to an installed release.
-    pub(super) fn recover(&mut self) -> bool {
-        let Some(target) = self.state.applying.take() else {
-            return false;
+    /// which of the two it did.
+    pub(super) fn recover(&mut self) -> Option<super::Recovery> {
+        let target = self.state.applying.take()?;
+        let recovery = match self.state.current {
+            Some(_) => super::Recovery::WentBack,
+            None => super::Recovery::Discarded,
         };
-        let back = self.state.current.is_some();
         match self.state.current.clone() {
             None => {
                 log::warn!(
@@ -123,7 +124,7 @@ impl Updater {
         if let Err(err) = self.save_state() {
             log::error!("{}", chain(&err));
         }
-        back
+        Some(recovery)
     }
 
     /// Records `tag` as current (and `previous`), with its manifest.

@@ -99,8 +99,17 @@ pub struct Updater {
     /// Set from another thread to stop a download or staging in progress
     /// (a rollback asked for meanwhile); cleared by the one who set it.
     cancel: Arc<AtomicBool>,
-    /// `recover` took `current` back from a switch cut short.
-    recovered: bool,
+    /// What `recover` did at start, if anything.
+    recovered: Option<Recovery>,
+}
+
+/// What [`Updater::open`] found cut short and undid.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Recovery {
+    /// A switch: `current` names the committed release again.
+    WentBack,
+    /// A first install before its gate passed: removed, nothing installed.
+    Discarded,
 }
 
 impl Updater {
@@ -156,7 +165,7 @@ impl Updater {
             reporter,
             key,
             cancel: Arc::default(),
-            recovered: false,
+            recovered: None,
         };
         #[cfg(feature = "test-hooks")]
         updater
@@ -167,9 +176,9 @@ impl Updater {
         Ok(updater)
     }
 
-    /// Whether starting took `current` back from a switch cut short (so
-    /// services still running may run the release it left).
-    pub fn recovered(&self) -> bool {
+    /// What starting undid (so services still running may run a release
+    /// `current` no longer names).
+    pub fn recovered(&self) -> Option<Recovery> {
         self.recovered
     }
 

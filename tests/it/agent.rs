@@ -320,3 +320,26 @@ fn the_metrics_keep_moltds_uptime_across_an_agent_restart() {
         ));
     }
 }
+
+#[test]
+fn an_agent_killed_in_the_first_boots_gate_is_followed_by_one_that_installs() {
+    let (dir, port) = setup("agent_first_boot_killed");
+    let feed = v1_and_v2();
+    let mut running = moltd(&dir, &feed, Mode::Pid1)
+        .env("MOLTD_TEST_CRASH_AT", "health_check")
+        .spawn();
+    let first = running.agent_pid(None);
+    running.wait_for("the agent to be killed in the gate", || {
+        dir.read("moltd.stderr")
+            .contains("MOLTD_TEST_CRASH_AT=health_check: killing moltd")
+    });
+    running.agent_pid(Some(first));
+    // Its web ran from the release the next agent removed: it is stopped,
+    // then started on the one installed again.
+    running.wait_for("v2 to serve", || served(port).as_deref() == Some("2.0.0"));
+    let doc = wait_for_state(&mut running, &dir, "idle");
+    if doc["current"] != "v2.0.0" || current(&dir) != "v2.0.0" {
+        running.fail(&format!("the first boot did not end on v2: {doc}"));
+    }
+    running.wait_for_sv("web", "run:");
+}
