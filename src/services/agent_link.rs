@@ -170,6 +170,11 @@ impl AgentLink {
         }
     }
 
+    /// Whether `pid` is the running agent's.
+    pub fn is_agent(&self, pid: i32) -> bool {
+        matches!(&self.life, Life::Up(running) if running.pid == pid)
+    }
+
     /// Whether an agent runs that frames reach.
     pub fn serving(&self) -> bool {
         matches!(&self.life, Life::Up(running) if running.stream.is_some())

@@ -482,6 +482,12 @@ impl Runner {
             warn!("cannot wait for children: {}", err.desc());
         }
         self.reaped += batch.len() as u64;
+        // What a dead agent wrote before it died (a last reply) counts.
+        if let Some(link) = &self.agent {
+            if batch.iter().any(|(pid, _)| link.is_agent(*pid)) {
+                self.on_agent();
+            }
+        }
         for (pid, status) in batch {
             match self.agent.as_mut().map(|link| link.reaped(pid, status)) {
                 Some(Reaped::Hook) => continue,
