@@ -30,6 +30,11 @@ const SETTINGS: &[(&str, &str)] = &[
     ("MOLTD_API_TOKEN_FILE", "none"),
     ("MOLTD_METRICS_FILE", "off"),
     ("MOLTD_WEBHOOK", "off"),
+    (
+        "MOLTD_AGENT_USER",
+        "the app dir's owner if not root, else root (moltd as root)",
+    ),
+    ("MOLTD_AGENT_MEMORY", "1G"),
     ("MOLTD_SOURCE", "github"),
     ("MOLTD_REPO", "none (updates off)"),
     ("GH_USER", "none"),

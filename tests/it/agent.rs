@@ -7,7 +7,7 @@ use crate::apply::{
     App, current, moltd, release, served, setup, ship, status, v1_and_v2, wait_for_state,
 };
 use crate::feed::Feed;
-use crate::util::{Mode, Running, TestDir};
+use crate::util::{Mode, Moltd, Running, TestDir};
 use std::time::{Duration, Instant};
 
 /// v1 installed as an image ships it (`current` included), v2 in the feed.
@@ -342,4 +342,27 @@ fn an_agent_killed_in_the_first_boots_gate_is_followed_by_one_that_installs() {
         running.fail(&format!("the first boot did not end on v2: {doc}"));
     }
     running.wait_for_sv("web", "run:");
+}
+
+#[test]
+fn bad_agent_settings_fail_at_start_and_config_shows_them() {
+    let dir = TestDir::new("agent_settings");
+    Moltd::new(&dir, Mode::Child)
+        .env("MOLTD_AGENT_MEMORY", "lots")
+        .args(["--services", "services"])
+        .run()
+        .expect_code(1)
+        .expect_stderr_contains("bad MOLTD_AGENT_MEMORY \"lots\"");
+    Moltd::new(&dir, Mode::Child)
+        .env("MOLTD_AGENT_USER", "65534:x")
+        .args(["config"])
+        .run()
+        .expect_code(1)
+        .expect_stderr_contains("bad MOLTD_AGENT_USER");
+    Moltd::new(&dir, Mode::Child)
+        .env("MOLTD_AGENT_MEMORY", "512M")
+        .args(["config"])
+        .run()
+        .expect_code(0)
+        .expect_stdout_contains("MOLTD_AGENT_MEMORY     = 512M");
 }
