@@ -52,8 +52,12 @@ pub enum BadRequest {
     Unknown(String),
 }
 
-/// How an updater request line starts.
-const UPDATE: &str = "update\t";
+/// How every updater request line starts (PID 1 forwards such lines to the
+/// update agent unparsed).
+pub const UPDATE_PREFIX: &str = "update\t";
+
+/// The error an updater request gets when no release source is set.
+pub const NOT_CONFIGURED: &str = "updates are not configured (set MOLTD_REPO or MOLTD_URL)";
 
 /// How a pending line starts.
 pub const PENDING: &str = "pending\t";
@@ -79,13 +83,13 @@ impl UpdateRequest {
             UpdateRequest::Unmark(tags) => format!("unmark\t{}", tags.join("\t")),
             UpdateRequest::Status => "status".to_owned(),
         };
-        format!("{UPDATE}{fields}\n")
+        format!("{UPDATE_PREFIX}{fields}\n")
     }
 
     /// `None` when `line` is not for the updater (a service request); an
     /// error when it is but asks for nothing the updater does.
     pub fn decode(line: &str) -> Option<Result<UpdateRequest, BadRequest>> {
-        let line = line.trim_end_matches('\n').strip_prefix(UPDATE)?;
+        let line = line.trim_end_matches('\n').strip_prefix(UPDATE_PREFIX)?;
         let mut fields = line.split('\t');
         let verb = fields.next().unwrap_or_default();
         let rest: Vec<&str> = fields.collect();

@@ -10,6 +10,7 @@
 #![deny(unsafe_code)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
+pub mod agent;
 pub mod cli;
 pub mod confinement;
 pub mod control;

@@ -84,6 +84,9 @@ pub fn main(args: Vec<OsString>) -> i32 {
         let args = args.into_iter().skip(1).collect();
         return sv::sv(args, control_socket(None, &env), &env);
     }
+    if personality == Personality::Moltd && args.get(1).is_some_and(|a| a == "agent") {
+        return moltd::agent(&env);
+    }
     let control = |socket| {
         client_control(socket, &env).inspect_err(|problem| {
             write_err(&format!("moltd: error: {problem}\n"));

@@ -190,6 +190,8 @@ fn parse_args(args: Vec<OsString>, env: Env, names: &[OsString]) -> Result<Outco
     log_format(env)?;
     let observe = crate::observe::Config::from_env(env).map_err(|err| update::chain(&err))?;
     let withheld = secrets::withheld(env).map_err(|err| err.to_string())?;
+    // The update agent's; checked here so that a typo fails at start.
+    crate::confinement::Settings::from_env(env).map_err(|err| update::chain(&err))?;
 
     let level = log_level(verbose, env, LevelFilter::Warn)?;
     let (isolation, delivery, mut rewrites) = if single_child {
@@ -326,4 +328,37 @@ fn level_for_verbose(count: u32) -> LevelFilter {
         2 => LevelFilter::Debug,
         _ => LevelFilter::Trace,
     }
+}
+
+/// `moltd agent` (hidden from the help): the update agent, which a
+/// supervising moltd starts with its link on descriptor 3 and its own log
+/// level in `MOLTD_LOG`. Returns its exit code.
+pub fn agent(env: Env) -> i32 {
+    // First, before anything opens a file over the passed descriptors.
+    let passed = crate::agent::take_passed();
+    let level = log_level(0, env, LevelFilter::Warn).unwrap_or(LevelFilter::Warn);
+    let json = log_format(env).unwrap_or(false);
+    crate::logging::init(Personality::Moltd, level, json);
+    let outcome = passed.and_then(|passed| {
+        let config = agent_config(env).map_err(crate::agent::AgentError::Start)?;
+        crate::agent::run(passed, config)
+    });
+    crate::agent::exit_code(outcome)
+}
+
+/// The agent's settings, from the environment PID 1 was started with (the
+/// same checks PID 1 made, so they pass).
+fn agent_config(env: Env) -> Result<crate::agent::Config, String> {
+    let updates = match update::Config::from_env(env) {
+        Ok(updates) => Some(updates),
+        Err(update::Error::NoSource) => None,
+        Err(err) => return Err(update::chain(&err)),
+    };
+    Ok(crate::agent::Config {
+        updates,
+        observe: crate::observe::Config::from_env(env).map_err(|err| update::chain(&err))?,
+        svwait: seconds_from(env, "SVWAIT", services::DEFAULT_SVWAIT, 0)
+            .map_err(|err| err.to_string())?,
+        confine: crate::confinement::Settings::from_env(env).map_err(|err| update::chain(&err))?,
+    })
 }

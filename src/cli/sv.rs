@@ -330,10 +330,13 @@ pub fn status(names: Vec<OsString>, control: &Control) -> i32 {
 /// The updater's part of `moltd status`: versions, state, progress, last
 /// error, releases marked bad. Empty when no updater runs.
 fn update_summary(reply: UpdateReply) -> String {
-    let Some(status) = reply
-        .ok()
-        .and_then(|json| serde_json::from_str::<UpdateStatus>(&json).ok())
-    else {
+    let json = match reply {
+        Ok(json) => json,
+        Err(text) if text == crate::control::NOT_CONFIGURED => return String::new(),
+        // The agent is down (or broken): say so rather than nothing.
+        Err(text) => return format!("\nupdate: {}\n", Escaped(&text)),
+    };
+    let Ok(status) = serde_json::from_str::<UpdateStatus>(&json) else {
         return String::new();
     };
     // Tags and messages name releases and assets from the feed.

@@ -104,8 +104,13 @@ pub fn render(services: &Services, update: Option<&Status>, uptime: Duration) ->
     );
     out.gauge(
         "moltd_resident_memory_bytes",
-        "moltd's resident set size.",
-        resident_bytes(),
+        "moltd's (PID 1's) resident set size.",
+        resident_bytes(&format!("/proc/{}/status", nix::unistd::getppid())),
+    );
+    out.gauge(
+        "moltd_agent_resident_memory_bytes",
+        "The update agent's resident set size.",
+        resident_bytes("/proc/self/status"),
     );
     out.gauge(
         "moltd_uptime_seconds",
@@ -148,9 +153,9 @@ fn escape(value: &str) -> String {
         .replace('\n', "\\n")
 }
 
-/// moltd's resident set size, from `/proc/self/status` (0 if unreadable).
-fn resident_bytes() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+/// A resident set size, from a `/proc/PID/status` (0 if unreadable).
+fn resident_bytes(path: &str) -> u64 {
+    let status = std::fs::read_to_string(path).unwrap_or_default();
     status
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
@@ -182,6 +187,6 @@ mod tests {
         assert!(text.contains("moltd_reaped_total 9\n"));
         assert!(text.contains("moltd_uptime_seconds 5\n"));
         assert!(!text.contains("moltd_update_checks_total"));
-        assert!(resident_bytes() > 0);
+        assert!(resident_bytes("/proc/self/status") > 0);
     }
 }

@@ -11,10 +11,13 @@
 //!
 //! Why no timer: the metrics file is rewritten when something it shows
 //! changed (the loop's snapshot or the updater's status), so an idle moltd
-//! stays asleep; RSS and uptime are read at each write and each scrape.
+//! stays asleep; RSS (PID 1's and the agent's) is read at each write and
+//! each scrape, and the uptime is PID 1's.
 
 mod metrics;
 mod server;
+
+pub use server::BACKLOG;
 mod webhook;
 
 use crate::control::{Phase, UpdateReply, UpdateRequest};
@@ -197,15 +200,22 @@ pub struct Observer {
 impl Observer {
     /// Starts the threads the configuration asks for. Failing to listen
     /// is an error: the operator asked for the endpoint.
-    pub fn start(config: &Config) -> Result<Observer, String> {
+    pub fn start(
+        config: &Config,
+        listener: Option<std::net::TcpListener>,
+    ) -> Result<Observer, String> {
         let shared = Arc::new(Shared {
             services: Mutex::new(Services::default()),
             update: OnceLock::new(),
             ask: OnceLock::new(),
-            started: Instant::now(),
+            // moltd's start: PID 1's, not this agent's, which may have
+            // been restarted since.
+            started: crate::sys::process::parent_age()
+                .and_then(|age| Instant::now().checked_sub(age))
+                .unwrap_or_else(Instant::now),
         });
-        if let Some(addr) = config.listen {
-            server::start(addr, config.api_token.clone(), shared.clone())?;
+        if let Some(listener) = listener {
+            server::start(listener, config.api_token.clone(), shared.clone())?;
         }
         let file = match &config.metrics_file {
             None => None,

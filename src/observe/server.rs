@@ -42,7 +42,6 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use std::collections::BTreeMap;
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::task::AbortHandle;
@@ -56,7 +55,7 @@ const MAX_CONNECTIONS: usize = 64;
 /// retries only a second later: past a probe's usual timeout. A queue
 /// longer than a burst of a thousand connections keeps the probe in line
 /// instead; queued connections cost kernel memory, not PID 1's descriptors.
-const BACKLOG: u32 = 1024;
+pub const BACKLOG: i32 = 1024;
 /// The longest request head (hyper's smallest read buffer).
 const MAX_HEAD: usize = 8 * 1024;
 /// How long a client gets to send its request head.
@@ -84,7 +83,11 @@ struct Context {
 }
 
 /// Binds `addr` and serves it from a thread.
-pub fn start(addr: SocketAddr, token: Option<Secret>, shared: Arc<Shared>) -> Result<(), String> {
+pub fn start(
+    listener: std::net::TcpListener,
+    token: Option<Secret>,
+    shared: Arc<Shared>,
+) -> Result<(), String> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .enable_time()
@@ -95,22 +98,13 @@ pub fn start(addr: SocketAddr, token: Option<Secret>, shared: Arc<Shared>) -> Re
     let listener = {
         // Registers the socket with this runtime, which then serves it.
         let _entered = runtime.enter();
-        bind(addr).map_err(|err| format!("cannot listen on {addr}: {err}"))?
+        listener
+            .set_nonblocking(true)
+            .and_then(|()| tokio::net::TcpListener::from_std(listener))
+            .map_err(|err| format!("cannot serve the listening socket: {err}"))?
     };
     let context = Arc::new(Context { shared, token });
     super::spawn("http", move || runtime.block_on(serve(listener, context)))
-}
-
-/// Binds `addr` with a listen backlog of [`BACKLOG`] and, as std does,
-/// `SO_REUSEADDR` (so a restarted moltd can listen again at once).
-fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
-    let socket = match addr {
-        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
-        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
-    };
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
-    socket.listen(BACKLOG)
 }
 
 async fn serve(listener: tokio::net::TcpListener, context: Arc<Context>) {

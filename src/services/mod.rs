@@ -6,9 +6,9 @@
 //! that does the I/O for it; [`scan`] reads service folders; [`control`] and
 //! [`status`] are the protocol and the formats that `sv` and `moltd status`
 //! share with the supervisor; [`client`] is their side of the socket;
-//! [`updates`] runs the updater beside the loop.
+//! [`agent_link`] starts and supervises the update agent.
 
-pub(crate) mod admission;
+mod agent_link;
 pub mod client;
 pub mod control;
 pub mod machine;
@@ -16,7 +16,6 @@ mod output;
 mod runner;
 pub mod scan;
 pub mod status;
-pub(crate) mod updates;
 
 use crate::init::InitConfig;
 use std::path::PathBuf;

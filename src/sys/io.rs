@@ -87,3 +87,33 @@ pub fn bind_private(path: &Path) -> std::io::Result<UnixListener> {
     listener.set_nonblocking(true)?;
     Ok(listener)
 }
+
+/// What an inherited descriptor must be (see [`take_inherited`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Inherited {
+    /// The update agent's link and listener.
+    Socket,
+    /// The lent `supervisor.lock`.
+    File,
+}
+
+/// Takes over descriptor `fd`, inherited from the parent, and makes it
+/// close-on-exec. `None` when it is not open or not of the kind expected.
+/// Call it once per number.
+pub fn take_inherited(fd: std::os::fd::RawFd, kind: Inherited) -> Option<OwnedFd> {
+    // SAFETY: fd is only probed, never used as owned, until it is known to
+    // be open and of the kind the parent passed there.
+    let probe = unsafe { BorrowedFd::borrow_raw(fd) };
+    let stat = nix::sys::stat::fstat(probe).ok()?;
+    let expected = match kind {
+        Inherited::Socket => nix::libc::S_IFSOCK,
+        Inherited::File => nix::libc::S_IFREG,
+    };
+    if stat.st_mode & nix::libc::S_IFMT != expected {
+        return None;
+    }
+    fcntl(probe, FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC)).ok()?;
+    // SAFETY: nothing else in this process owns an inherited number (the
+    // caller takes each once, at start), so ownership is taken exactly once.
+    Some(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
+}

@@ -58,6 +58,30 @@ pub fn kill_self() {
     let _ = send_signal(getpid().as_raw(), libc::SIGKILL);
 }
 
+/// How long ago the parent started (the update agent's PID 1), from
+/// `/proc/PID/stat` and `/proc/uptime`; `None` if they cannot be read.
+pub fn parent_age() -> Option<std::time::Duration> {
+    let pid = nix::unistd::getppid().as_raw();
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Field 22, counted after the command name, which may hold anything
+    // but ends at the last ')'.
+    let (_, rest) = stat.rsplit_once(')')?;
+    let started: u64 = rest.split_whitespace().nth(19)?.parse().ok()?;
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let ticks = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).ok()?;
+    let uptime = std::fs::read_to_string("/proc/uptime").ok()?;
+    let up: f64 = uptime.split_whitespace().next()?.parse().ok()?;
+    let age = up - started as f64 / ticks.max(1) as f64;
+    Some(std::time::Duration::from_secs_f64(age.max(0.0)))
+}
+
+/// Kills the parent by SIGKILL (the tests' crash points in the update
+/// agent: its supervising moltd killed from outside).
+#[cfg(feature = "test-hooks")]
+pub fn kill_parent() {
+    let _ = send_signal(nix::unistd::getppid().as_raw(), libc::SIGKILL);
+}
+
 /// Gives up the controlling terminal on stdin so that a child in a new
 /// session can take it. Returns true when moltd led the terminal's session: the
 /// kernel then sends SIGHUP and SIGCONT to moltd's group, which are not meant

@@ -28,6 +28,9 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::sync::OnceLock;
 
 const SHELL: &CStr = c"/bin/sh";
+/// The most descriptors [`Options::pass`] may hold (the child copies them
+/// through an array on its stack: it must not allocate).
+const MAX_PASS: usize = 8;
 
 /// The environment of every child, as `NAME=value` strings; unset: moltd's.
 static ENVIRONMENT: OnceLock<Vec<CString>> = OnceLock::new();
@@ -35,8 +38,12 @@ static ENVIRONMENT: OnceLock<Vec<CString>> = OnceLock::new();
 /// Gives every child spawned from now on `vars` as its environment instead of
 /// moltd's. Only the first call counts.
 pub fn set_environment(vars: Vec<(OsString, OsString)>) {
-    let entries = vars
-        .into_iter()
+    let _ = ENVIRONMENT.set(environment(vars));
+}
+
+/// `vars` as `NAME=value` strings for exec (see [`Options::environment`]).
+pub fn environment(vars: impl IntoIterator<Item = (OsString, OsString)>) -> Vec<CString> {
+    vars.into_iter()
         .filter_map(|(name, value)| {
             let mut entry = name.into_vec();
             entry.push(b'=');
@@ -44,8 +51,7 @@ pub fn set_environment(vars: Vec<(OsString, OsString)>) {
             // The process environment holds no NUL bytes.
             CString::new(entry).ok()
         })
-        .collect();
-    let _ = ENVIRONMENT.set(entries);
+        .collect()
 }
 
 /// Where the child lives in the session and process-group hierarchy.
@@ -75,6 +81,12 @@ pub struct Options<'a> {
     /// moltd's. They must not be 0, 1 or 2 themselves (see
     /// [`crate::sys::io::ensure_std_fds`]).
     pub stdio: [Option<BorrowedFd<'a>>; 3],
+    /// Descriptors to pass on as 3, 4, 5... (close-on-exec cleared in the
+    /// child only): the update agent's link, listener and lock.
+    pub pass: &'a [BorrowedFd<'a>],
+    /// The child's environment instead of the one every child gets (see
+    /// [`set_environment`]): the update agent needs moltd's own.
+    pub environment: Option<&'a [CString]>,
 }
 
 impl<'a> Options<'a> {
@@ -85,6 +97,8 @@ impl<'a> Options<'a> {
             inherited,
             cwd: None,
             stdio: [None; 3],
+            pass: &[],
+            environment: None,
         }
     }
 }
@@ -144,6 +158,13 @@ impl Program {
         })
     }
 
+    /// Executes `path` with `argv` as given (argv[0] is only a name).
+    pub fn at(path: &CStr, argv: &[OsString]) -> Result<Program, SpawnError> {
+        let mut program = Program::new(argv, None)?;
+        program.candidates = vec![path.to_owned()];
+        Ok(program)
+    }
+
     /// The command as the user wrote it.
     pub fn name(&self) -> &OsStr {
         &self.name
@@ -160,7 +181,8 @@ pub fn spawn(program: &Program, options: &Options) -> Result<i32, SpawnError> {
     // Slot 1 is filled in by the child with the path that failed.
     let mut script_argv = vec![SHELL.as_ptr(), std::ptr::null()];
     script_argv.extend_from_slice(argv.get(1..).unwrap_or(&[std::ptr::null()]));
-    let envp: Option<Vec<*const libc::c_char>> = ENVIRONMENT.get().map(|vars| {
+    let environment = options.environment.or(ENVIRONMENT.get().map(Vec::as_slice));
+    let envp: Option<Vec<*const libc::c_char>> = environment.map(|vars| {
         let mut envp: Vec<_> = vars.iter().map(|v| v.as_ptr()).collect();
         envp.push(std::ptr::null());
         envp
@@ -172,7 +194,11 @@ pub fn spawn(program: &Program, options: &Options) -> Result<i32, SpawnError> {
         inherited: options.inherited,
         cwd: options.cwd,
         stdio: options.stdio.map(|fd| fd.map(|fd| fd.as_raw_fd())),
+        pass: options.pass.iter().map(|fd| fd.as_raw_fd()).collect(),
     };
+    if setup.pass.len() > MAX_PASS {
+        return Err(SpawnError::Setup("passing descriptors", Errno::EMFILE));
+    }
 
     // SAFETY: the child branch only calls async-signal-safe functions on data
     // prepared above, and leaves through exec or _exit.
@@ -206,6 +232,7 @@ struct ChildSetup<'a> {
     inherited: &'a Inherited,
     cwd: Option<&'a CStr>,
     stdio: [Option<RawFd>; 3],
+    pass: Vec<RawFd>,
 }
 
 /// Runs in the child. Returns only if the set-up or exec failed, with the
@@ -246,6 +273,22 @@ fn exec_in_child(
                 if libc::dup2(source, target) < 0 {
                     return Errno::last_raw();
                 }
+            }
+        }
+        // All copied above every target first, so that no dup2 below
+        // clobbers a descriptor still to be passed; the copies stay
+        // close-on-exec.
+        let mut high = [0; MAX_PASS];
+        let first = 3 + setup.pass.len() as libc::c_int;
+        for (copy, &source) in high.iter_mut().zip(&setup.pass) {
+            *copy = libc::fcntl(source, libc::F_DUPFD_CLOEXEC, first);
+            if *copy < 0 {
+                return Errno::last_raw();
+            }
+        }
+        for (target, &copy) in (3..).zip(&high[..setup.pass.len()]) {
+            if libc::dup2(copy, target) < 0 {
+                return Errno::last_raw();
             }
         }
         if setup.inherited.reset_dispositions {

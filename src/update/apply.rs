@@ -87,10 +87,13 @@ impl Updater {
     /// After a kill in the middle of a switch, returns `current` to the
     /// committed release; the update will be tried again at the next check.
     /// A first install cut short before its gate passed is undone, so that
-    /// it is not adopted unchecked: the first boot starts over.
-    pub(super) fn recover(&mut self) {
-        let Some(target) = self.state.applying.take() else {
-            return;
+    /// it is not adopted unchecked: the first boot starts over. Returns
+    /// which of the two it did.
+    pub(super) fn recover(&mut self) -> Option<super::Recovery> {
+        let target = self.state.applying.take()?;
+        let recovery = match self.state.current {
+            Some(_) => super::Recovery::WentBack,
+            None => super::Recovery::Discarded,
         };
         match self.state.current.clone() {
             None => {
@@ -111,6 +114,7 @@ impl Updater {
         if let Err(err) = self.save_state() {
             log::error!("{}", chain(&err));
         }
+        Some(recovery)
     }
 
     /// Records `tag` as current (and `previous`), with its manifest.

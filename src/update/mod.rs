@@ -88,7 +88,7 @@ pub struct Ran {
 pub struct Updater {
     /// `supervisor.lock`, held while the updater lives: no other moltd
     /// writes this app's state meanwhile (see [`staging::manage`]).
-    _manage: nix::fcntl::Flock<std::fs::File>,
+    _manage: staging::Manage,
     config: Config,
     http: Http,
     state: State,
@@ -97,10 +97,28 @@ pub struct Updater {
     /// Set from another thread to stop a download or staging in progress
     /// (a rollback asked for meanwhile); cleared by the one who set it.
     cancel: Arc<AtomicBool>,
+    /// What `recover` did at start, if anything.
+    recovered: Option<Recovery>,
+}
+
+/// What [`Updater::open`] found cut short and undid.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Recovery {
+    /// A switch: `current` names the committed release again.
+    WentBack,
+    /// A first install before its gate passed: removed, nothing installed.
+    Discarded,
 }
 
 impl Updater {
     pub fn new(config: Config) -> Result<Updater, Error> {
+        Updater::open(config, None)
+    }
+
+    /// An updater that uses `lent`, a descriptor of `supervisor.lock`
+    /// already locked by PID 1 for the update agent (a second lock on the
+    /// file would fail), or takes the lock itself.
+    pub fn open(config: Config, lent: Option<std::os::fd::OwnedFd>) -> Result<Updater, Error> {
         let key = config
             .minisign_key
             .as_deref()
@@ -110,7 +128,10 @@ impl Updater {
         let http = Http::new(&config)?;
         // Before anything reads or repairs the state: `recover` under a
         // supervisor that is switching would undo its switch.
-        let manage = staging::manage(&config.app_dir, &config.state_dir())?;
+        let manage = match lent {
+            Some(lock) => staging::Manage::Lent(lock),
+            None => staging::Manage::Taken(staging::manage(&config.app_dir, &config.state_dir())?),
+        };
         let mut state = State {
             skip: config.skip.clone(),
             ..State::load(&config.state_dir().join("state.json"))
@@ -145,14 +166,21 @@ impl Updater {
             reporter,
             key,
             cancel: Arc::default(),
+            recovered: None,
         };
         #[cfg(feature = "test-hooks")]
         updater
             .reporter
             .crash_at(updater.config.switch.crash_at.clone());
-        updater.recover();
-        updater.reporter.releases(&updater.state);
+        updater.recovered = updater.recover();
+        updater.reporter.seed(&updater.state);
         Ok(updater)
+    }
+
+    /// What starting undid (so services still running may run a release
+    /// `current` no longer names).
+    pub fn recovered(&self) -> Option<Recovery> {
+        self.recovered
     }
 
     pub fn config(&self) -> &Config {

@@ -59,6 +59,15 @@ fn lock(releases: &Path, state_dir: &Path) -> Result<Flock<File>, Error> {
     try_lock(state_dir, "staging.lock")?.ok_or_else(|| Error::Busy(releases.to_path_buf()))
 }
 
+/// A hold on `supervisor.lock` (see [`manage`]).
+pub enum Manage {
+    /// Taken by this process.
+    Taken(Flock<File>),
+    /// Taken by PID 1 and lent to the update agent: the lock belongs to the
+    /// open file, which the descriptor shares.
+    Lent(std::os::fd::OwnedFd),
+}
+
 /// Takes `state_dir/supervisor.lock` without waiting, for as long as the
 /// returned value lives: [`Error::Managed`] while another moltd (a
 /// supervisor, or a local `moltd update`) writes the state of `app_dir`.

@@ -170,7 +170,7 @@ impl Reporter {
 
     /// Names a state on entering which moltd kills itself
     /// (`MOLTD_TEST_CRASH_AT`), so that tests can cut an update short at any
-    /// step. Not in the shipped binary: the tests build it with the
+    /// step: the update agent, or with `pid1:` the supervising moltd too. Not in the shipped binary: the tests build it with the
     /// `test-hooks` feature.
     #[cfg(feature = "test-hooks")]
     pub fn crash_at(&mut self, state: Option<String>) {
@@ -211,6 +211,16 @@ impl Reporter {
         });
         if stale {
             self.status.available = None;
+        }
+    }
+
+    /// The releases in `state` as a new updater finds them, shown at once
+    /// to whoever asks (`moltd status` from a restarted update agent), the
+    /// status file left as the last run wrote it.
+    pub fn seed(&mut self, state: &super::state::State) {
+        self.releases(state);
+        if let Ok(mut shared) = self.shared.lock() {
+            *shared = self.status.clone();
         }
     }
 
@@ -289,9 +299,23 @@ impl Reporter {
             self.notify(Notice::Applied);
         }
         #[cfg(feature = "test-hooks")]
-        if self.crash_at.as_deref() == Some(state.name().as_str()) {
-            log::warn!("MOLTD_TEST_CRASH_AT={}: killing moltd", state.name());
-            crate::sys::process::kill_self();
+        if let Some(at) = &self.crash_at {
+            // `pid1:STATE` kills the supervising moltd first, as `kill -9`
+            // from outside would (the update agent then goes too).
+            let (pid1, at) = match at.strip_prefix("pid1:") {
+                Some(at) => (true, at),
+                None => (false, at.as_str()),
+            };
+            if at == state.name() {
+                log::warn!(
+                    "MOLTD_TEST_CRASH_AT={}: killing moltd",
+                    self.crash_at.as_deref().unwrap_or_default()
+                );
+                if pid1 {
+                    crate::sys::process::kill_parent();
+                }
+                crate::sys::process::kill_self();
+            }
         }
     }
 

@@ -36,7 +36,7 @@ fn app_script(version: &str) -> String {
 const HEALTHY: &str = "#!/bin/sh\necho 'Content-Type: text/plain'\necho\necho ok\n";
 
 /// A feed with good releases v2.0.0 and v1.0.0.
-fn v1_and_v2() -> Feed {
+pub(crate) fn v1_and_v2() -> Feed {
     Feed::start(vec![
         release("2.0.0", App::Good),
         release("1.0.0", App::Good),
@@ -434,19 +434,14 @@ fn killed_at(state: &str) {
     let feed = v1_and_v2();
     ship(&dir, "1.0.0");
     let first = moltd(&dir, &feed, Mode::Child)
-        .env("MOLTD_TEST_CRASH_AT", state)
+        .env("MOLTD_TEST_CRASH_AT", format!("pid1:{state}"))
         .run();
     if first.signal != Some(9) {
         first.fail(&format!("moltd was not killed at {state}"));
     }
     // Its services were orphaned: end them as a container restart would.
     kill_leftovers(&dir, &first);
-    let tag = current(&dir);
-    let whole = ["v1.0.0", "v2.0.0"].contains(&tag.as_str())
-        && dir
-            .join(&format!("app/releases/{tag}/www/version"))
-            .exists();
-    if !whole {
+    if let Some(tag) = not_whole(&dir) {
         first.fail(&format!("after a kill at {state}, current is {tag:?}"));
     }
     let mut running = moltd(&dir, &feed, Mode::Child).spawn();
@@ -463,19 +458,32 @@ fn killed_at(state: &str) {
     running.wait();
 }
 
+/// What `current` names, unless it is v1 or v2 in whole.
+pub(crate) fn not_whole(dir: &TestDir) -> Option<String> {
+    let tag = current(dir);
+    let whole = ["v1.0.0", "v2.0.0"].contains(&tag.as_str())
+        && dir
+            .join(&format!("app/releases/{tag}/www/version"))
+            .exists();
+    (!whole).then_some(tag)
+}
+
+/// Every step of an update, as `MOLTD_TEST_CRASH_AT` names them.
+pub(crate) const UPDATE_STEPS: [&str; 9] = [
+    "checking",
+    "downloading",
+    "verifying",
+    "unpacking",
+    "stopping",
+    "switching",
+    "starting",
+    "health_check",
+    "completed",
+];
+
 #[test]
 fn killed_at_every_step_comes_back_whole() {
-    for state in [
-        "checking",
-        "downloading",
-        "verifying",
-        "unpacking",
-        "stopping",
-        "switching",
-        "starting",
-        "health_check",
-        "completed",
-    ] {
+    for state in UPDATE_STEPS {
         killed_at(state);
     }
 }
@@ -564,14 +572,9 @@ fn single_command_mode_with_updates_exits_with_the_commands_status() {
     // Past the first boot's health gate (an exit during it fails the gate).
     wait_for_state(&mut running, &dir, "idle");
     // The app dies of USR1 on its own: moltd leaves with 128+10.
-    let moltd = running.moltd_pid();
-    let children = fs::read_to_string(format!("/proc/{moltd}/task/{moltd}/children"));
-    let pid: i32 = match children
-        .ok()
-        .and_then(|c| c.split_whitespace().next()?.parse().ok())
-    {
-        Some(pid) => pid,
-        None => running.fail("moltd has no child"),
+    let pid: i32 = match running.children().0.first() {
+        Some(pid) => *pid,
+        None => running.fail("moltd has no child but the update agent"),
     };
     // SAFETY: kill has no memory-safety preconditions.
     unsafe { nix::libc::kill(pid, nix::libc::SIGUSR1) };

@@ -158,7 +158,7 @@ fn a_first_boot_killed_during_the_gate_checks_the_release_again() {
         release("1.0.0", App::Good),
     ]);
     let first = moltd(&dir, &feed, Mode::Child)
-        .env("MOLTD_TEST_CRASH_AT", "health_check")
+        .env("MOLTD_TEST_CRASH_AT", "pid1:health_check")
         .run();
     if first.signal != Some(9) || current(&dir) != "v2.0.0" {
         first.fail("moltd was not killed in the gate of v2");

@@ -3,6 +3,7 @@
 //! Every test runs the real `moltd` binary, usually as PID 1 of a fresh PID
 //! namespace, in a directory of its own (see [`util::TestDir`]).
 
+mod agent;
 mod apply;
 mod big_list;
 mod cli;

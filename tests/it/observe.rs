@@ -52,7 +52,7 @@ pub(crate) fn request(
 }
 
 /// Samples by `name{labels}`, after checking the exposition format.
-fn parse_metrics(text: &str) -> BTreeMap<String, f64> {
+pub(crate) fn parse_metrics(text: &str) -> BTreeMap<String, f64> {
     let name_ok = |n: &str| {
         !n.is_empty()
             && !n.starts_with(|c: char| c.is_ascii_digit())
@@ -343,8 +343,9 @@ fn memory_stays_flat_under_scraping() {
     let mut running = observed(&dir, &feed, listen, hook).spawn();
     running.wait_for("v1 to serve", || served(port).as_deref() == Some("1.0.0"));
     wait_for_state(&mut running, &dir, "idle");
-    let pid = running.moltd_pid();
-    let rss = || {
+    // The agent serves the scrapes; PID 1 holds none of it.
+    let agent = running.agent_pid(None);
+    let rss = |pid: i32| {
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
         let kb = status
             .lines()
@@ -375,7 +376,7 @@ fn memory_stays_flat_under_scraping() {
         threads.into_iter().for_each(|t| t.join().unwrap());
     };
     hammer(100);
-    let before = rss();
+    let before = rss(agent);
     feed.publish(release("2.0.0", App::Good));
     let update = std::thread::spawn(move || http(listen, "POST", "/update", Some("right-token")));
     hammer(750);
@@ -385,7 +386,7 @@ fn memory_stays_flat_under_scraping() {
     let status = dir.sv(&["status", "web"]);
     assert!(status.stdout.starts_with("run: web"), "{}", status.stdout);
     wait_until("v2 to serve", || served(port).as_deref() == Some("2.0.0"));
-    let after = rss();
+    let after = rss(agent);
     assert!(
         after < before + 2 * 1024 * 1024,
         "RSS grew from {before} to {after}"
@@ -461,8 +462,9 @@ fn listener_bounds_slow_oversized_and_excess_clients() {
     assert_eq!(code, 431, "an oversized request head is refused");
     // Sixty-four clients that never send a request take every slot; each
     // of sixteen more is accepted in place of the oldest idle one, so moltd
-    // never holds more than 64 of them (plus the one it is placing)...
-    let pid = running.moltd_pid();
+    // never holds more than 64 of them (plus the one it is placing). They
+    // are the update agent's: PID 1 holds none...
+    let pid = running.agent_pid(None);
     let idle: Vec<TcpStream> = (0..64 + 16)
         .map(|_| TcpStream::connect(("127.0.0.1", listen)).unwrap())
         .collect();

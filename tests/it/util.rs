@@ -87,6 +87,16 @@ impl TestDir {
         self.client(Command::new(moltd_bin()).args(args))
     }
 
+    /// Starts `moltd ARGS` as a client without waiting for it, its output
+    /// piped (for `wait_with_output`).
+    pub fn moltd_client_background(&self, args: &[&str]) -> Child {
+        self.client_env(Command::new(moltd_bin()).args(args))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the client")
+    }
+
     /// Starts `sv ARGS` without waiting for it, its stdout piped (for
     /// [`wait_child`] and `wait_with_output`), in a process group of its own
     /// like a shell's job, so that a Ctrl-C can be sent to the group.
@@ -412,6 +422,35 @@ impl Running<'_> {
         }
     }
 
+    /// moltd's children as seen from the test, the update agent apart.
+    pub fn children(&mut self) -> (Vec<i32>, Option<i32>) {
+        let moltd = self.moltd_pid();
+        let listed = fs::read_to_string(format!("/proc/{moltd}/task/{moltd}/children"));
+        let (agents, others) = listed
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|pid| pid.parse::<i32>().ok())
+            .partition::<Vec<i32>, _>(|pid| is_agent(*pid));
+        (others, agents.first().copied())
+    }
+
+    /// The update agent's pid once one runs that is not `previous` (a
+    /// restarted one).
+    pub fn agent_pid(&mut self, previous: Option<i32>) -> i32 {
+        let moltd = self.moltd_pid();
+        let mut found = None;
+        self.wait_for("the update agent to run", || {
+            let listed = fs::read_to_string(format!("/proc/{moltd}/task/{moltd}/children"));
+            found = listed
+                .unwrap_or_default()
+                .split_whitespace()
+                .filter_map(|pid| pid.parse::<i32>().ok())
+                .find(|pid| is_agent(*pid) && Some(*pid) != previous);
+            found.is_some()
+        });
+        found.unwrap()
+    }
+
     /// Sends a signal to moltd.
     pub fn signal(&mut self, signal: i32) {
         let pid = self.moltd_pid();
@@ -560,6 +599,11 @@ pub fn wait_child(child: &mut Child, what: &str) -> std::process::ExitStatus {
         }
         std::thread::sleep(Duration::from_millis(5));
     }
+}
+
+/// Whether `pid` is an update agent (`moltd agent`).
+pub fn is_agent(pid: i32) -> bool {
+    fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == b"moltd\0agent\0")
 }
 
 /// Polls `condition` until it holds, failing the test after [`TIMEOUT`].

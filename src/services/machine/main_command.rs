@@ -363,7 +363,7 @@ mod tests {
     use super::super::tests::{
         SVWAIT, answers, exited, listing, main_command, request, settings, signal,
     };
-    use super::super::{Action, Event, MAIN_NAME, Supervisor};
+    use super::super::{Action, ClientId, Event, MAIN_NAME, Supervisor};
     use crate::services::control::{Answer, Op, Request};
     use crate::services::status::{Phase, Want};
     use crate::sys::reap::ExitStatus;
@@ -482,7 +482,7 @@ mod tests {
         let t0 = Instant::now();
         let mut sup = with_main(t0);
         let all = Event::Command {
-            client: 9,
+            client: ClientId::Socket(9),
             request: Request {
                 op: Op::Status,
                 names: Vec::new(),

@@ -145,11 +145,21 @@ pub enum Event {
     /// moltd received a signal (not CHLD).
     Signal(i32),
     Command {
-        client: u64,
+        client: ClientId,
         request: Request,
     },
     /// Time passed; deadlines may have expired.
     Tick,
+}
+
+/// Who asked for an [`Event::Command`], and gets its [`Action::Reply`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ClientId {
+    /// A control socket client, numbered by the runner.
+    Socket(u64),
+    /// The update agent, by the number of its life (a reply for an agent
+    /// that died since is dropped, not given to the next one).
+    Agent(u32),
 }
 
 /// Something for the event loop to do.
@@ -178,7 +188,7 @@ pub enum Action {
         service: String,
     },
     Reply {
-        client: u64,
+        client: ClientId,
         answers: Vec<Answer>,
     },
     /// Start the main command again and send [`Event::MainSpawned`] at once.

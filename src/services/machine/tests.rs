@@ -73,7 +73,7 @@ pub(super) fn signal(target: i32, signal: i32) -> Action {
 
 pub(super) fn request(op: Op, name: &str, wait: Option<u64>) -> Event {
     Event::Command {
-        client: 9,
+        client: ClientId::Socket(9),
         request: Request {
             op,
             names: vec![name.into()],

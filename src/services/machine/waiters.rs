@@ -4,7 +4,7 @@
 //! its [`Goal`] or the wait timed out (KILL on timeout if asked).
 
 use super::slot::{Intent, Slot, SlotEvent, StopHow};
-use super::{Action, MAIN_NAME, Supervisor, Which};
+use super::{Action, ClientId, MAIN_NAME, Supervisor, Which};
 use crate::services::control::{Answer, Op, Request};
 use crate::services::status::Status;
 use nix::libc;
@@ -35,7 +35,7 @@ impl Goal {
 
 #[derive(Debug)]
 pub(super) struct Waiter {
-    client: u64,
+    client: ClientId,
     targets: Vec<(String, Goal)>,
     pub(super) deadline: Instant,
     kill_on_timeout: bool,
@@ -79,7 +79,7 @@ impl Supervisor {
     pub(super) fn command(
         &mut self,
         now: Instant,
-        client: u64,
+        client: ClientId,
         request: Request,
         actions: &mut Vec<Action>,
     ) {

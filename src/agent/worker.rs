@@ -1,18 +1,19 @@
-//! The updater inside the supervisor: a thread that checks, downloads and
-//! decides, and asks the event loop for everything that touches a process.
+//! The update agent's worker: a thread that checks, downloads and decides,
+//! and asks PID 1 (through the agent's link, see [`super`]) for everything
+//! that touches a process.
 //!
-//! Why a thread: the updater does blocking HTTP, and the event loop must
-//! never block. Why everything goes back to the loop: only the loop may call
+//! Why a thread: the updater does blocking HTTP, and the link must always
+//! be answered. Why everything goes to PID 1: only PID 1 may call
 //! `waitpid` (one reaper) and register a pid before it can be reaped, so the
-//! thread never forks or reaps. It sends [`ToLoop`] messages over a channel
-//! and writes a byte to a pipe the loop polls; the loop answers with
+//! agent never forks or reaps. The worker sends [`ToLoop`] messages over a
+//! channel and writes a byte to a pipe the agent's main thread polls; that
+//! thread turns them into frames for PID 1 and PID 1's frames into
 //! [`ToAgent`] messages:
 //!
-//! * stop/start/status of services become control [`Request`]s with the
-//!   reserved client id [`AGENT_CLIENT`]; the supervisor's reply comes back
-//!   as [`ToAgent::Answers`];
+//! * stop/start/status of services become control [`Request`]s; the
+//!   supervisor's reply comes back as [`ToAgent::Answers`];
 //! * hooks (`MOLTD_PRE_UPDATE`, `MOLTD_POST_UPDATE`, `MOLTD_HEALTH_CMD`) are
-//!   spawned by the loop, which reports their exit;
+//!   spawned by PID 1, which reports their exit;
 //! * requests from `moltd update`/`rollback`/`unmark`/`status` and the trigger file
 //!   arrive as [`ToAgent::Client`] and [`ToAgent::Trigger`].
 //!
@@ -20,18 +21,18 @@
 //! deadline or a message: no periodic wake-ups.
 //!
 //! Requests never wait for the thread to be free: whoever takes them (the
-//! loop for the control socket, the HTTP thread) first asks
+//! link for the control socket, the HTTP thread) first asks
 //! [`admission::admit`](super::admission::admit), and only what it lets
 //! through reaches the thread.
 
 use super::admission::{Admission, Work, admit};
-use super::control::{Answer, Op, Request};
-use super::machine::MAIN_NAME;
-use super::status::Phase as ServicePhase;
-use crate::control::{self, UpdateReply, UpdateRequest};
+use crate::control::{UpdateReply, UpdateRequest};
+use crate::services::control::{Answer, Op, Request};
+use crate::services::machine::MAIN_NAME;
+use crate::services::status::Phase as ServicePhase;
 use crate::sys::reap::ExitStatus;
 use crate::update::status::Status;
-use crate::update::{Payload, Updater, chain, outcome, poll};
+use crate::update::{Payload, Recovery, Updater, chain, outcome, poll};
 use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::os::fd::OwnedFd;
@@ -39,10 +40,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-/// The control client id the updater's requests use (socket clients count
-/// up from 1).
-pub const AGENT_CLIENT: u64 = u64::MAX;
 
 /// How long beyond SVWAIT a stop may take (the `finish` scripts).
 const STOP_MARGIN: Duration = Duration::from_secs(5);
@@ -62,7 +59,7 @@ pub enum ToLoop {
     /// Answer socket client `client` and close its connection.
     Reply { client: u64, reply: UpdateReply },
     /// A release is installed: the services may start. The main command,
-    /// if any, is held (an `Op::Up` for [`AGENT_CLIENT`], answered like any
+    /// if any, is held (an `Op::Up` for the agent, answered like any
     /// request) until [`Payload::release`], so that it may fail a first
     /// health gate without ending moltd.
     Ready,
@@ -79,6 +76,9 @@ pub enum ToAgent {
     },
     /// `$MOLTD_APP_DIR/.moltd/update-requested` appeared.
     Trigger,
+    /// The services a dead agent stopped (from PID 1's `welcome`): the
+    /// first message, once PID 1 answered.
+    Welcome(Vec<String>),
     /// `moltd update`/`rollback`/`status`, or the same over HTTP.
     Client {
         to: ReplyTo,
@@ -106,6 +106,9 @@ pub struct Link {
     svwait: Duration,
     /// What [`Payload::ready`] started, once it was sent.
     started: Option<Vec<String>>,
+    /// Services stopped at start because no release is installed for them
+    /// (see [`resume`]): [`Payload::ready`] starts them on the first one.
+    parked: Vec<String>,
 }
 
 impl Link {
@@ -124,6 +127,7 @@ impl Link {
             work,
             svwait,
             started: None,
+            parked: Vec::new(),
         }
     }
 
@@ -136,7 +140,7 @@ impl Link {
     fn send(&self, message: ToLoop) -> Result<(), String> {
         self.to_loop
             .send(message)
-            .map_err(|_| "the event loop has ended".to_owned())?;
+            .map_err(|_| "the link to PID 1 has ended".to_owned())?;
         // A full pipe already wakes the loop; nothing else can go wrong
         // that retrying would fix.
         let _ = nix::unistd::write(&self.wake, b"!");
@@ -176,7 +180,7 @@ impl Link {
                 Ok(other) => self.deferred.push_back(other),
                 Err(RecvTimeoutError::Timeout) => return Ok(None),
                 Err(RecvTimeoutError::Disconnected) => {
-                    return Err("the event loop has ended".into());
+                    return Err("the link to PID 1 has ended".into());
                 }
             }
         }
@@ -201,7 +205,7 @@ impl Link {
         })?;
         Ok(statuses(all)?
             .into_iter()
-            .filter(|s| s.main.want == super::status::Want::Up)
+            .filter(|s| s.main.want == crate::services::status::Want::Up)
             .map(|s| s.name)
             .collect())
     }
@@ -228,7 +232,7 @@ impl Link {
 }
 
 /// The names and statuses in `answers`, or the first problem.
-fn statuses(answers: Vec<Answer>) -> Result<Vec<super::status::Status>, String> {
+fn statuses(answers: Vec<Answer>) -> Result<Vec<crate::services::status::Status>, String> {
     answers
         .into_iter()
         .map(|answer| match answer {
@@ -247,7 +251,15 @@ impl Payload for Link {
         self.send(ToLoop::Ready)?;
         // The answer to the hold of the main command.
         self.wait_for(None, |m| matches!(m, ToAgent::Answers(_)))?;
-        let names = self.wanted_up()?;
+        let mut names = self.wanted_up()?;
+        let parked = std::mem::take(&mut self.parked);
+        self.start(&parked)?;
+        names.extend(
+            parked
+                .into_iter()
+                .filter(|n| !names.contains(n))
+                .collect::<Vec<_>>(),
+        );
         self.started = Some(names.clone());
         Ok(names)
     }
@@ -360,9 +372,10 @@ pub fn start(
     observer: &crate::observe::Observer,
     to_agent: std::sync::mpsc::Sender<ToAgent>,
     link: impl FnOnce(Arc<Work>) -> Link,
+    lock: Option<OwnedFd>,
 ) -> Result<Started, String> {
     let thread = std::thread::Builder::new().name("updater".into());
-    let (spawned, started) = match Updater::new(config.clone()) {
+    let (spawned, started) = match Updater::open(config.clone(), lock) {
         Ok(mut updater) => {
             let started = Started::new(updater.shared_status(), updater.cancel_flag(), None);
             updater.set_hook(started.attach(observer, to_agent));
@@ -385,6 +398,70 @@ pub fn start(
     };
     spawned.map_err(|err| format!("cannot start the updater thread: {err}"))?;
     Ok(started)
+}
+
+/// Picks up after an agent that died in the middle of an update, so that
+/// every service runs the release `current` names: starts the services it
+/// stopped; when `current` was just taken back from a switch cut short,
+/// restarts those that run (they may run the release it left); when a
+/// first install was undone, stops them until the next one is ready
+/// (their release is gone), as it does with those it stopped.
+fn resume(link: &mut Link, recovered: Option<Recovery>) -> Result<(), String> {
+    let held = match link.wait_for(None, |m| matches!(m, ToAgent::Welcome(_)))? {
+        Some(ToAgent::Welcome(held)) => held,
+        _ => return Err("no welcome from PID 1".into()),
+    };
+    if recovered == Some(Recovery::Discarded) {
+        let running = link.wanted_up()?;
+        log::info!(
+            "stopping {} until a release is installed",
+            running.join(", ")
+        );
+        link.parked = link.stop(Some(&running))?;
+        link.parked
+            .extend(held.into_iter().filter(|n| !running.contains(n)));
+        return Ok(());
+    }
+    let held = held.as_slice();
+    if !held.is_empty() {
+        log::info!(
+            "starting {} again (stopped by an update agent that died)",
+            held.join(", ")
+        );
+        if let Err(problem) = link.start(held) {
+            log::warn!("cannot start {}: {problem}", held.join(", "));
+        }
+    }
+    if recovered != Some(Recovery::WentBack) {
+        return Ok(());
+    }
+    let running = match link.wanted_up() {
+        Ok(names) => names,
+        Err(problem) => {
+            log::warn!("cannot list the services: {problem}");
+            return Ok(());
+        }
+    };
+    let restart: Vec<String> = running.into_iter().filter(|n| !held.contains(n)).collect();
+    if restart.is_empty() {
+        return Ok(());
+    }
+    log::info!(
+        "restarting {} on the release current names again",
+        restart.join(", ")
+    );
+    let answers = link.ask(Request {
+        op: Op::Restart {
+            only_if_running: false,
+        },
+        names: restart,
+        wait: Some(START_WAIT),
+        kill_on_timeout: false,
+    });
+    if let Err(problem) = answers.and_then(statuses) {
+        log::warn!("cannot restart the services: {problem}");
+    }
+    Ok(())
 }
 
 /// What the loop keeps of a started updater thread: the status snapshot and
@@ -442,6 +519,9 @@ fn ask_blocking(
 /// answers every request with the reason, so the thread only waits for the
 /// loop to end.
 fn agent_off(mut link: Link) {
+    if resume(&mut link, None).is_err() {
+        return;
+    }
     if link.ready().and_then(|_| link.release()).is_err() {
         return;
     }
@@ -450,6 +530,9 @@ fn agent_off(mut link: Link) {
 
 /// The updater thread's whole life.
 pub fn agent(mut updater: Updater, mut link: Link) {
+    if resume(&mut link, updater.recovered()).is_err() {
+        return;
+    }
     let schedule = updater.config().schedule;
     let mut failures = 0;
     // First boot: nothing starts before a release is installed.
@@ -566,11 +649,4 @@ fn first_boot_wait(
 /// Carries out a request `admit` let through to the thread.
 fn carry_out(updater: &mut Updater, link: &mut Link, op: UpdateRequest) -> UpdateReply {
     updater.request(link, op)
-}
-
-/// The encoded reply for a client when no updater runs.
-pub fn not_configured() -> String {
-    control::encode_reply(&Err(
-        "updates are not configured (set MOLTD_REPO or MOLTD_URL)".into(),
-    ))
 }
