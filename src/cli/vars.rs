@@ -195,9 +195,12 @@ pub fn nearest(name: &str) -> Option<&'static str> {
 }
 
 /// Whether a `MOLTD_*` name is one moltd reads. `MOLTD_TEST_CRASH_AT`
-/// exists only in test builds.
+/// exists only in test builds; the agent's descriptors are set by PID 1
+/// for the agent alone.
 pub fn known(name: &str) -> bool {
-    find(name).is_some() || (cfg!(feature = "test-hooks") && name == "MOLTD_TEST_CRASH_AT")
+    find(name).is_some()
+        || name == crate::agent::FDS_VAR
+        || (cfg!(feature = "test-hooks") && name == "MOLTD_TEST_CRASH_AT")
 }
 
 #[cfg(test)]
@@ -255,7 +258,7 @@ mod tests {
                         .unwrap_or(rest.len());
                     let name = &rest[..end];
                     let whole = rest[end..].starts_with('"');
-                    if whole && !name.ends_with('_') && find(name).is_none() {
+                    if whole && !name.ends_with('_') && !known(name) {
                         missing.push(format!("{name} in {}", path.display()));
                     }
                 }
