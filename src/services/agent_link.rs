@@ -126,17 +126,28 @@ pub enum Reaped {
 impl AgentLink {
     /// Prepares the agent's start: its environment is moltd's own (tokens
     /// included, which services never get) with the names of the passed
-    /// descriptors and moltd's log level.
-    pub fn new(listener: Option<OwnedFd>, lock: Option<Flock<File>>) -> AgentLink {
+    /// descriptors, moltd's log level, and the entry the command line
+    /// implies (`moltd -- /app/current/bin/server`), which the agent reads
+    /// from its environment like the rest of its settings.
+    pub fn new(
+        listener: Option<OwnedFd>,
+        lock: Option<Flock<File>>,
+        entry: Option<&std::path::Path>,
+    ) -> AgentLink {
         let mut fds = vec!["link"];
         fds.extend(listener.as_ref().map(|_| "listen"));
         fds.extend(lock.as_ref().map(|_| "lock"));
         let level = log::max_level().to_string().to_lowercase();
-        let ours = [(FDS_VAR, fds.join(",")), ("MOLTD_LOG", level)];
+        let mut ours: Vec<(&str, OsString)> =
+            vec![(FDS_VAR, fds.join(",").into()), ("MOLTD_LOG", level.into())];
+        ours.extend(entry.map(|entry| ("MOLTD_ENTRY", entry.as_os_str().to_owned())));
+        let inherited: Vec<_> = std::env::vars_os()
+            .filter(|(name, _)| !ours.iter().any(|(n, _)| name == n))
+            .collect();
         let environment = spawn::environment(
-            std::env::vars_os()
-                .filter(|(name, _)| !ours.iter().any(|(n, _)| name == n))
-                .chain(ours.clone().map(|(n, v)| (n.into(), v.into()))),
+            inherited
+                .into_iter()
+                .chain(ours.into_iter().map(|(n, v)| (n.into(), v))),
         );
         AgentLink {
             argv: ["moltd".into(), "agent".into()],

@@ -65,13 +65,29 @@ pub(super) fn prepare(config: &crate::services::ServicesConfig) -> Result<AgentL
         None => None,
         Some(addr) => Some(bind(addr).map_err(|err| format!("cannot listen on {addr}: {err}"))?),
     };
-    let lock = config.updates.as_ref().and_then(|updates| {
-        // Without it the agent tries itself, and says who holds it.
-        crate::update::staging::manage(&updates.app_dir, &updates.state_dir())
-            .inspect_err(|err| debug!("{}", crate::update::chain(err)))
-            .ok()
-    });
-    Ok(AgentLink::new(listener, lock))
+    let lock = match &config.updates {
+        None => None,
+        Some(updates) => {
+            match crate::update::staging::manage(&updates.app_dir, &updates.state_dir()) {
+                Ok(lock) => Some(lock),
+                // Another moltd manages the app dir: starting its services
+                // beside it, or an agent that can never take over, would hide
+                // what an operator must change. Say it and stop, as before the
+                // agent existed.
+                Err(err @ crate::update::Error::Managed { .. }) => {
+                    return Err(crate::update::chain(&err));
+                }
+                // A folder that cannot be written (updates off): the agent
+                // meets the same error and says what it means.
+                Err(err) => {
+                    debug!("{}", crate::update::chain(&err));
+                    None
+                }
+            }
+        }
+    };
+    let entry = config.updates.as_ref().and_then(|u| u.entry.as_deref());
+    Ok(AgentLink::new(listener, lock, entry))
 }
 
 /// Binds the HTTP listener with moltd's backlog (std binds with
