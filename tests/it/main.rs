@@ -11,6 +11,7 @@ mod control;
 mod dumb_init;
 mod feed;
 mod firstboot;
+mod footprint;
 mod manifests;
 mod observe;
 mod pid1;
