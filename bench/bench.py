@@ -46,6 +46,8 @@ def machine():
 def sizes(args):
     """Item 6: bytes on disk of each binary."""
     files = {"moltd (dynamic)": args.moltd, "moltd (static)": args.moltd_static or "",
+             f"moltd {args.baseline_label} (dynamic)": args.moltd_baseline or "",
+             f"moltd {args.baseline_label} (static)": args.moltd_static_baseline or "",
              "tini": "/usr/bin/tini", "tini-static": "/usr/bin/tini-static",
              "dumb-init": "/usr/bin/dumb-init", "runsvdir": "/usr/bin/runsvdir", "runsv": "/usr/bin/runsv"}
     return {name: os.path.getsize(path) for name, path in files.items() if os.path.exists(path)}
