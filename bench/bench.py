@@ -69,7 +69,9 @@ def idle_window(args, inits, tmp, feed, archives):
     with contextlib.ExitStack() as stack:
         pids = pid1.idle_single_command(stack, inits, args.idle_seconds)
         for name, command in (("moltd --services", [args.moltd, "--services"]), ("runsvdir", ["runsvdir"])):
-            ns = stack.enter_context(pid1.Namespace(command + [pid1.service_dir(f"{tmp}/idle-{name[:5]}", SERVICES)], []))
+            folder = f"{tmp}/idle-{name[:5]}"
+            ns = stack.enter_context(pid1.Namespace(command + [pid1.service_dir(f"{folder}/sv", SERVICES)], [],
+                                                    env=pid1.own_control(folder)))
             pid1.services_up(ns.pid, SERVICES)
             pids[f"{name} ({SERVICES} services), PID 1"] = [ns.pid]
         helpers = pid1.supervisors(pids[f"runsvdir ({SERVICES} services), PID 1"][0])
