@@ -242,8 +242,11 @@ def fetch_pipeline(moltds, feed, tmp, archive, runs):
         "curl|tar + sync": lambda: timed(curl + " && sync -f " + tmp, shell=True),
     })
     results = {name: [] for name in commands}
-    for _ in range(runs):
-        for name, run in commands.items():
+    names = list(commands)
+    for i in range(runs):
+        # Each round starts with the next pipeline, so none always goes first.
+        for name in names[i % len(names):] + names[:i % len(names)]:
+            run = commands[name]
             for leftover in ("app", "out"):
                 shutil.rmtree(f"{tmp}/{leftover}", ignore_errors=True)
             os.makedirs(f"{tmp}/out")
