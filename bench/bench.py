@@ -21,6 +21,7 @@ import tempfile
 import time
 
 import biglist
+import footprint
 import pid1
 import update
 from feed import Feed
@@ -45,25 +46,44 @@ def machine():
 def sizes(args):
     """Item 6: bytes on disk of each binary."""
     files = {"moltd (dynamic)": args.moltd, "moltd (static)": args.moltd_static or "",
+             f"moltd {args.baseline_label} (dynamic)": args.moltd_baseline or "",
+             f"moltd {args.baseline_label} (static)": args.moltd_static_baseline or "",
              "tini": "/usr/bin/tini", "tini-static": "/usr/bin/tini-static",
              "dumb-init": "/usr/bin/dumb-init", "runsvdir": "/usr/bin/runsvdir", "runsv": "/usr/bin/runsv"}
     return {name: os.path.getsize(path) for name, path in files.items() if os.path.exists(path)}
 
 
+def builds(args):
+    """moltd's builds to measure, by name: the dynamic and static builds, and
+    those of the baseline when given."""
+    found = {"moltd": args.moltd, "moltd (static)": args.moltd_static,
+             f"moltd {args.baseline_label}": args.moltd_baseline,
+             f"moltd {args.baseline_label} (static)": args.moltd_static_baseline}
+    return {name: path for name, path in found.items() if path}
+
+
 def idle_window(args, inits, tmp, feed, archives):
     """Item 5: one window of --idle-seconds over every idle PID 1 at once:
-    single-command mode, services mode, and the idle updater."""
+    single-command mode, services mode, and the idle updater (PID 1, and the
+    agent apart where a build has one)."""
     with contextlib.ExitStack() as stack:
         pids = pid1.idle_single_command(stack, inits, args.idle_seconds)
         for name, command in (("moltd --services", [args.moltd, "--services"]), ("runsvdir", ["runsvdir"])):
-            ns = stack.enter_context(pid1.Namespace(command + [pid1.service_dir(f"{tmp}/idle-{name[:5]}", SERVICES)], []))
+            folder = f"{tmp}/idle-{name[:5]}"
+            ns = stack.enter_context(pid1.Namespace(command + [pid1.service_dir(f"{folder}/sv", SERVICES)], [],
+                                                    env=pid1.own_control(folder)))
             pid1.services_up(ns.pid, SERVICES)
             pids[f"{name} ({SERVICES} services), PID 1"] = [ns.pid]
         helpers = pid1.supervisors(pids[f"runsvdir ({SERVICES} services), PID 1"][0])
         pids[f"runsvdir + its {len(helpers) - 1} runsv"] = helpers
-        pid, stop = update.updater_idle(args.moltd, feed, f"{tmp}/idle-updater", archives["small"], SERVICES)
-        stack.callback(stop)
-        pids[f"moltd --services ({SERVICES} services) + updater idle, PID 1"] = [pid]
+        for i, (name, binary) in enumerate(builds(args).items()):
+            pid, stop = update.updater_idle(binary, feed, f"{tmp}/idle-updater-{i}", archives["small"], SERVICES)
+            stack.callback(stop)
+            label = name.replace("moltd", f"moltd --services ({SERVICES} services) + updater idle", 1)
+            pids[f"{label}, PID 1"] = [pid]
+            agent = update.agent_of(pid)
+            if agent:
+                pids[f"{label}, agent"] = [agent]
         return pid1.idle_wakeups(pids, args.idle_seconds)
 
 
@@ -72,9 +92,9 @@ def run(args, tmp):
     moltd = args.moltd
     inits = pid1.peers(moltd)
     supervisors = {"moltd": [moltd, "--services"]}
-    if args.moltd_static:
-        inits["moltd (static)"] = [args.moltd_static, "--"]
-        supervisors["moltd (static)"] = [args.moltd_static, "--services"]
+    for name, binary in builds(args).items():
+        inits[name] = [binary, "--"]
+        supervisors[name] = [binary, "--services"]
     supervisors["runsvdir"] = ["runsvdir"]
 
     def want(*items):
@@ -98,13 +118,13 @@ def run(args, tmp):
     try:
         if want(1):
             step("item 1: idle updater RSS")
-            builds = {"moltd": moltd}
-            if args.moltd_static:
-                builds["moltd (static)"] = args.moltd_static
-            results["updater_idle_rss_kib"] = {}
-            for name, binary in builds.items():
-                rss, anon = update.updater_idle_rss_kib(binary, feed, f"{tmp}/rss", archives["small"], SERVICES, args.runs)
-                results["updater_idle_rss_kib"][name] = {"kib": rss, "anon_kib": anon}
+            results["updater_idle_rss_kib"] = {
+                name: update.updater_idle_rss_kib(binary, feed, f"{tmp}/rss", archives["small"], SERVICES, args.runs)
+                for name, binary in builds(args).items()}
+        if want(11):
+            step("item 11: PID 1 beside tini-static, idle with a release source")
+            results["footprint"] = {"idle": footprint.idle(builds(args), feed, f"{tmp}/footprint", archives["small"],
+                                                           args.runs)}
         if want(5):
             step(f"item 5: idle wake-ups over {args.idle_seconds} s")
             results["idle_wakeups"] = idle_window(args, inits, tmp, feed, archives)
@@ -114,7 +134,9 @@ def run(args, tmp):
         if want(8):
             step("item 8: fetch pipeline")
             big = max(args.payload_mb)
-            results["fetch_pipeline"] = update.fetch_pipeline(moltd, feed, f"{tmp}/fetch", archives[big]["2.0.0"], args.update_runs)
+            results["fetch_pipeline"] = update.fetch_pipeline(
+                {name: binary for name, binary in builds(args).items() if "static" not in name},
+                feed, f"{tmp}/fetch", archives[big]["2.0.0"], args.update_runs)
         if want(7):
             step(f"item 7: update downtime at {args.feed_rate} MB/s")
             feed.rate = args.feed_rate * 1e6
@@ -124,12 +146,18 @@ def run(args, tmp):
     if want(10):
         step("item 10: a release list of 10 pages x 10,000 releases")
         results["big_list"] = biglist.big_list(moltd, f"{tmp}/biglist")
+    if want(11):
+        step("item 11: PID 1 before and after a check of a 10,000-release list")
+        results.setdefault("footprint", {})["big_list"] = footprint.big_list(builds(args), f"{tmp}/footprint-list",
+                                                                              args.runs)
     return results
 
 
 def downtime(args, tmp, feed, archives):
-    measure = {"original order": lambda d, a: update.downtime_original(feed, d, a),
-               "moltd": lambda d, a: update.downtime_moltd(args.moltd, feed, d, a)}
+    measure = {"original order": lambda d, a: update.downtime_original(feed, d, a)}
+    for name, binary in builds(args).items():
+        if "static" not in name:
+            measure[name] = lambda d, a, binary=binary: update.downtime_moltd(binary, feed, d, a)
     table = {}
     for mb in args.payload_mb:
         for name, run in measure.items():
@@ -183,7 +211,9 @@ def table(r):
         for name, row in r["services_rss_kib"].items():
             out.append(f"| {name} | {fmt(row['pid1'], 0)} | {fmt(row['pid1_anon'], 0)} | {fmt(row['with_helpers'], 0)} |")
         for name, u in r["updater_idle_rss_kib"].items():
-            out.append(f"| {name}, {SERVICES} services + updater idle | {fmt(u['kib'], 0)} | {fmt(u['anon_kib'], 0)} | |")
+            agent = u["agent"]["kib"]
+            out.append(f"| {name}, {SERVICES} services + updater idle | {fmt(u['pid1']['kib'], 0)} "
+                       f"| {fmt(u['pid1']['anon_kib'], 0)} | {fmt(agent and u['pid1']['kib'] + agent, 0)} |")
         out.append("")
     if "idle_wakeups" in r:
         out += [f"### Idle wake-ups over {s['idle_seconds']} s (item 5)", "",
@@ -210,6 +240,8 @@ def table(r):
                 "| check | bytes on the socket | CPU ms |", "|---|---|---|"]
         out += [f"| {name} | {fmt(row['bytes'], 0)} | {fmt(row['cpu_ms'], 2)} |" for name, row in r["idle_poll"].items()]
         out += [""]
+    if "footprint" in r:
+        out += footprint.tables(r["footprint"])
     if "big_list" in r:
         out += ["### A release list of 10 pages x 10,000 releases, one check (item 10)", "",
                 "| policy | CPU s | peak RSS KiB | RSS after KiB | state.json bytes |", "|---|---|---|---|---|"]
@@ -223,19 +255,23 @@ def main():
     pid1.add_arguments(parser)
     parser.add_argument("--moltd-static", default=os.path.join(TARGET, "x86_64-unknown-linux-gnu", "release", "moltd"),
                         help="the static build; empty to leave it out")
+    parser.add_argument("--moltd-baseline", help="the dynamic build of another commit, measured beside (run.sh --baseline)")
+    parser.add_argument("--moltd-static-baseline", help="the static build of that commit")
+    parser.add_argument("--baseline-label", default="baseline", help="how the tables name the baseline builds")
     parser.add_argument("--update-runs", type=int, default=3, help="runs per figure of items 7 and 8")
     parser.add_argument("--payload-mb", type=int, nargs="+", default=[10, 200])
     parser.add_argument("--feed-rate", type=float, default=25, help="MB/s of the throttled feed (item 7)")
     parser.add_argument("--quick", action="store_true", help="few runs, small payloads, 5 s idle window")
-    parser.add_argument("--only", type=int, nargs="+", choices=range(1, 11), metavar="ITEM",
-                        help="run only these items of BENCHMARKS.md (1-10)")
+    parser.add_argument("--only", type=int, nargs="+", choices=range(1, 12), metavar="ITEM",
+                        help="run only these items of BENCHMARKS.md (1-11)")
     parser.set_defaults(json=os.path.join(TARGET, "bench-results.json"))
     args = parser.parse_args()
     if args.quick:
         args.runs, args.reap_runs, args.update_runs, args.orphans, args.rounds = 1, 1, 1, 1000, 200
         args.idle_seconds, args.payload_mb = 5, [2, 20]
     args.moltd = os.path.abspath(args.moltd)
-    args.moltd_static = args.moltd_static and os.path.abspath(args.moltd_static)
+    for build in ("moltd_static", "moltd_baseline", "moltd_static_baseline"):
+        setattr(args, build, getattr(args, build) and os.path.abspath(getattr(args, build)))
 
     # A TERM (timeout, kill) unwinds like Ctrl-C: every namespace is killed
     # and the temporary directory removed.

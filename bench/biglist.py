@@ -32,9 +32,11 @@ TICKS = os.sysconf("SC_CLK_TCK")
 
 class ListFeed:
     """Serves `pages` pages of `per_page` releases at /repos/acme/app/releases,
-    newest first, each page built once up front."""
+    newest first, each page built once up front; while `small` is set, only
+    the newest release instead. `requests` counts the lists served."""
 
     def __init__(self, pages, per_page):
+        self.small, self.requests = False, 0
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.url = f"http://127.0.0.1:{self._server.server_port}"
         total = pages * per_page
@@ -53,6 +55,8 @@ class ListFeed:
                                 "digest": "sha256:" + f"{i:064x}"}],
                 })
             self.pages.append(json.dumps(releases).encode())
+            if page == 0:
+                self.newest = json.dumps(releases[:1]).encode()
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
 
     def _handler(self):
@@ -67,12 +71,14 @@ class ListFeed:
                     return
                 query = parse_qs(urlsplit(self.path).query)
                 page = int(query.get("page", ["1"])[0])
-                body = feed.pages[page - 1]
+                small = feed.small
+                body = feed.newest if small else feed.pages[page - 1]
+                feed.requests += 1
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
-                self.send_header("ETag", f'"page-{page}"')
-                if page < len(feed.pages):
+                self.send_header("ETag", '"newest"' if small else f'"page-{page}"')
+                if not small and page < len(feed.pages):
                     self.send_header("Link", f'<{feed.url}/repos/acme/app/releases?per_page=100&page={page + 1}>; rel="next"')
                 self.end_headers()
                 self.wfile.write(body)

@@ -16,6 +16,7 @@ import contextlib
 import ctypes
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -131,12 +132,19 @@ def services_rss_kib(supervisor, count, runs):
     pid1, anon, tree = [], [], []
     for _ in range(runs):
         with tempfile.TemporaryDirectory() as tmp:
-            with Namespace(supervisor + [service_dir(f"{tmp}/sv", count)], []) as ns:
+            with Namespace(supervisor + [service_dir(f"{tmp}/sv", count)], [], env=own_control(tmp), cold=True) as ns:
                 services_up(ns.pid, count)
                 pid1.append(status_field(ns.pid, "VmRSS"))
                 anon.append(status_field(ns.pid, "RssAnon"))
                 tree.append(sum(status_field(p, "VmRSS") for p in supervisors(ns.pid)))
     return statistics.median(pid1), statistics.median(anon), statistics.median(tree)
+
+
+def own_control(tmp):
+    """The environment with a control socket in `tmp`: moltd --services
+    listens on it as in a container, instead of finding the machine's
+    /run/moltd taken."""
+    return dict(os.environ, MOLTD_CONTROL=f"{tmp}/control.sock")
 
 
 def services_up(pid, count):
@@ -152,11 +160,29 @@ def services_up(pid, count):
     time.sleep(0.5)  # let start-up allocations settle
 
 
+def uncached(program):
+    """Drops the file of `program` from the page cache, so that the next exec
+    reads it from disk as on a host that has not run it yet. How many of a
+    binary's file pages a process maps depends on how the page cache holds
+    them: a page fault maps up to 64 KiB of cached neighbours, and a file
+    just linked or copied is cached whole, so without this two copies of one
+    build differ by hundreds of KiB. Pages that a running process maps stay."""
+    fd = os.open(shutil.which(program), os.O_RDONLY)
+    try:
+        os.fsync(fd)  # dirty pages are not dropped
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
 class Namespace:
     """`init ARGV` as PID 1 of a new PID namespace; on exit, PID 1 is killed,
-    which takes the whole namespace with it."""
+    which takes the whole namespace with it. `cold`: PID 1's binary is
+    dropped from the page cache first (see `uncached`), for memory figures."""
 
-    def __init__(self, init, argv, env=None, stdout=None):
+    def __init__(self, init, argv, env=None, stdout=None, cold=False):
+        if cold:
+            uncached(init[0])
         self.proc = subprocess.Popen(in_namespace(init + argv), env=env, stdout=stdout, stderr=stdout,
                                      preexec_fn=die_with_parent)
         self.pid = init_pid(self.proc.pid)
@@ -176,7 +202,7 @@ def idle_rss_kib(init):
     """[(VmRSS, RssAnon)] of PID 1 with one child sleeping. RssAnon is the
     private part; the rest is file pages (binary, libc) shared with any other
     process mapping the same files."""
-    with Namespace(init, ["sleep", "1000"]) as ns:
+    with Namespace(init, ["sleep", "1000"], cold=True) as ns:
         wait_for_child(ns.pid)
         time.sleep(0.2)
         return [(status_field(ns.pid, "VmRSS"), status_field(ns.pid, "RssAnon"))]

@@ -5,9 +5,27 @@
 #   bench/run.sh              # the full run (about 12 minutes on 2 cores)
 #   bench/run.sh --quick      # a rough run in well under a minute, for development
 #   bench/run.sh --help       # every knob (runs, payload sizes, feed rate, idle window)
+#   bench/run.sh --baseline REV [ARGS]
+#                             # also builds commit REV (both builds, in
+#                             # target/bench-baseline/) and measures it beside
+#                             # the work tree's in the same run
 # Needs root (or unprivileged user namespaces for unshare) and python3.
 set -eu
 cd "$(dirname "$0")/.."
+
+# Take --baseline REV out of the arguments; pass the rest on.
+baseline=
+for arg; do
+    shift
+    if [ "$baseline" = - ]; then
+        baseline=$arg
+    elif [ "$arg" = --baseline ]; then
+        baseline=-
+    else
+        set -- "$@" "$arg"
+    fi
+done
+[ "$baseline" != - ] || { echo "bench/run.sh: --baseline needs a commit" >&2; exit 2; }
 
 missing=
 for tool in tini tini-static dumb-init runsvdir curl; do
@@ -18,9 +36,25 @@ if [ -n "$missing" ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tini dumb-init runit curl
 fi
 
-# The two builds of the README (and .ci/run), flags included.
-cargo build --release --quiet
-RUSTFLAGS='-C target-feature=+crt-static --cfg getrandom_backend="linux_getrandom"' \
-    cargo build --release --quiet --target x86_64-unknown-linux-gnu
+# The two builds of the README (and .ci/run), flags included, of the tree in
+# the current directory into the target directory $1.
+build() {
+    CARGO_TARGET_DIR=$1 cargo build --release --quiet
+    RUSTFLAGS='-C target-feature=+crt-static --cfg getrandom_backend="linux_getrandom"' \
+        CARGO_TARGET_DIR=$1 cargo build --release --quiet --target x86_64-unknown-linux-gnu
+}
+build "$PWD/target"
+
+if [ -n "$baseline" ]; then
+    dir=$PWD/target/bench-baseline
+    rev=$(git rev-parse --short "$baseline^{commit}")
+    rm -rf "$dir/src"
+    mkdir -p "$dir/src"
+    git archive "$rev" | tar -x -C "$dir/src"
+    (cd "$dir/src" && build "$dir/target")
+    set -- --moltd-baseline "$dir/target/release/moltd" \
+        --moltd-static-baseline "$dir/target/x86_64-unknown-linux-gnu/release/moltd" \
+        --baseline-label "at $rev" "$@"
+fi
 
 exec python3 bench/bench.py "$@"

@@ -19,7 +19,7 @@ import threading
 import time
 
 from feed import build_release, write_payload
-from pid1 import Namespace, service_dir, services_up, status_field, wait_for
+from pid1 import Namespace, children, service_dir, services_up, status_field, wait_for
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -65,14 +65,36 @@ def status_state(tmp):
         return None
 
 
+def agent_of(pid):
+    """The update agent: the child of `pid` (a PID 1 of moltd) whose command
+    line is `moltd agent`, or None. Builds that run the updater inside PID 1
+    have none, and then PID 1's figures include the updater's."""
+    for child in children(pid):
+        try:
+            argv = open(f"/proc/{child}/cmdline", "rb").read().split(b"\0")
+        except FileNotFoundError:
+            continue
+        if len(argv) > 1 and b"moltd" in os.path.basename(argv[0]) and argv[1] == b"agent":
+            return child
+    return None
+
+
+def memory_kib(pid):
+    """(VmRSS, RssAnon) of `pid`, or (None, None) for no process."""
+    if pid is None:
+        return None, None
+    return status_field(pid, "VmRSS"), status_field(pid, "RssAnon")
+
+
 def updater_idle(moltd, feed, tmp, small, services):
     """Starts PID 1 of `moltd --services` with `services` services and the
     updater configured, v1.0.0 installed and nothing newer on the feed;
-    returns its host pid and a cleanup, once the first check is done."""
+    returns its host pid and a cleanup, once the first check is done (and
+    the agent of builds that have one is up)."""
     install(small, f"{tmp}/app", "v1.0.0")
     feed.serve([("1.0.0", small)])
     env = moltd_env(feed, tmp, MOLTD_MODE="check")
-    ns = Namespace([moltd, "--services", service_dir(f"{tmp}/sv", services)], [], env=env)
+    ns = Namespace([moltd, "--services", service_dir(f"{tmp}/sv", services)], [], env=env, cold=True)
     try:
         services_up(ns.pid, services)
         wait_for(lambda: status_state(tmp) == "idle", what="the first check")
@@ -83,17 +105,33 @@ def updater_idle(moltd, feed, tmp, small, services):
     return ns.pid, ns.__exit__
 
 
-def updater_idle_rss_kib(moltd, feed, tmp, small, services, runs):
-    """Median (VmRSS, RssAnon) of PID 1 with the updater idle."""
-    rss, anon = [], []
-    for i in range(runs):
-        run_dir = f"{tmp}/rss{i}"
-        pid, stop = updater_idle(moltd, feed, run_dir, small, services)
-        rss.append(status_field(pid, "VmRSS"))
-        anon.append(status_field(pid, "RssAnon"))
+def updater_idle_kib(moltd, feed, tmp, small, services):
+    """{"pid1": (VmRSS, RssAnon), "agent": (VmRSS, RssAnon) or (None, None)}
+    with the updater idle: one run."""
+    pid, stop = updater_idle(moltd, feed, tmp, small, services)
+    try:
+        return {"pid1": memory_kib(pid), "agent": memory_kib(agent_of(pid))}
+    finally:
         stop()
-        shutil.rmtree(run_dir)
-    return statistics.median(rss), statistics.median(anon)
+        shutil.rmtree(tmp)
+
+
+def updater_idle_rss_kib(moltd, feed, tmp, small, services, runs):
+    """Median VmRSS and RssAnon of PID 1, and of the agent (None without
+    one), with the updater idle."""
+    samples = [updater_idle_kib(moltd, feed, f"{tmp}/rss{i}", small, services) for i in range(runs)]
+    return medians(samples)
+
+
+def medians(samples):
+    """The median of each figure of a list of {process: (VmRSS, RssAnon)};
+    None where a process was missing from any sample."""
+    def median(values):
+        return None if None in values else statistics.median(values)
+
+    return {process: {"kib": median([s[process][0] for s in samples]),
+                      "anon_kib": median([s[process][1] for s in samples])}
+            for process in samples[0]}
 
 
 class Prober:
@@ -189,21 +227,26 @@ def timed(argv, env=None, shell=False):
     return wall, usage.ru_utime + usage.ru_stime
 
 
-def fetch_pipeline(moltd, feed, tmp, archive, runs):
+def fetch_pipeline(moltds, feed, tmp, archive, runs):
     """Item 8: seconds to download, hash, gunzip and untar `archive` from
-    loopback: moltd update --stage-only, curl | tee >(sha256sum) | tar xz, and
-    that plus sync (moltd syncs the file system before it renames)."""
+    loopback: moltd update --stage-only (each of `moltds`, by name),
+    curl | tee >(sha256sum) | tar xz, and that plus sync (moltd syncs the
+    file system before it renames)."""
     feed.serve([("2.0.0", archive)])
     url = feed.asset_url("v2.0.0")
     curl = f"curl -fsS {url} | tee >(sha256sum > {tmp}/sum) | tar xz -C {tmp}/out"
-    commands = {
-        "moltd": lambda: timed([moltd, "update", "--stage-only"], env=moltd_env(feed, tmp)),
+    commands = {name: lambda moltd=moltd: timed([moltd, "update", "--stage-only"], env=moltd_env(feed, tmp))
+                for name, moltd in moltds.items()}
+    commands.update({
         "curl|tar": lambda: timed(curl, shell=True),
         "curl|tar + sync": lambda: timed(curl + " && sync -f " + tmp, shell=True),
-    }
+    })
     results = {name: [] for name in commands}
-    for _ in range(runs):
-        for name, run in commands.items():
+    names = list(commands)
+    for i in range(runs):
+        # Each round starts with the next pipeline, so none always goes first.
+        for name in names[i % len(names):] + names[:i % len(names)]:
+            run = commands[name]
             for leftover in ("app", "out"):
                 shutil.rmtree(f"{tmp}/{leftover}", ignore_errors=True)
             os.makedirs(f"{tmp}/out")

@@ -109,6 +109,11 @@ pub fn main(args: Vec<OsString>) -> i32 {
         Personality::Tini => tini::parse(args, &env),
         Personality::DumbInit => dumb_init::parse(args, &env),
     };
+    if matches!(outcome, Outcome::Run(..) | Outcome::Services(..)) {
+        // From here on moltd is an init or a supervisor, for as long as the
+        // container runs: the code of start-up need not stay resident.
+        crate::sys::mem::drop_start_up_pages();
+    }
     // Checked during parsing; tini and dumb-init keep their own formats.
     let json = personality == Personality::Moltd && moltd::log_format(&env).unwrap_or(false);
     match outcome {

@@ -10,7 +10,8 @@
 //! * [`signals`] owns the signal mask: everything forwardable is blocked and
 //!   read synchronously from a signalfd, so no handler ever runs.
 //! * [`fs`] holds the two file-system calls std lacks (statvfs, syncfs).
-//! * [`mem`] hands freed heap back to the kernel after a big parse.
+//! * [`mem`] hands freed heap back to the kernel after a big parse, and
+//!   unmaps the binary's start-up pages once.
 //! * [`confine`] is what the update agent gives up before its first request.
 
 pub mod confine;
