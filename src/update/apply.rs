@@ -29,6 +29,8 @@ use super::status::{Phase, UPDATE_STEPS};
 use super::{Mode, Updater, chain, poll};
 use crate::control::{UpdateReply, UpdateRequest};
 use crate::sys::reap::ExitStatus;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// What the updater needs from whoever runs the services: the supervisor's
@@ -56,6 +58,14 @@ pub trait Payload {
         &mut self,
         command: &str,
         args: &[&str],
+        timeout: Duration,
+    ) -> Result<ExitStatus, String>;
+    /// Runs `command` as [`Payload::run_hook`] does, with no arguments,
+    /// its stdout and stderr appended to `output` instead of moltd's.
+    fn run_check(
+        &mut self,
+        command: &str,
+        output: &Path,
         timeout: Duration,
     ) -> Result<ExitStatus, String>;
 }
@@ -274,6 +284,8 @@ impl Updater {
         if !self.config.releases_dir().join(&previous).is_dir() {
             return Err(Error::NothingToRollBack);
         }
+        let current = self.state.current.as_deref().unwrap_or("nothing installed");
+        crate::notice!("rolling back from {current} to {previous}");
         self.reporter.total_steps(UPDATE_STEPS);
         let result = self.switch(payload, &previous, Why::Rollback);
         if let Err(err) = &result {
@@ -497,6 +509,7 @@ impl Updater {
                 return Ok(());
             }
             if !healthy && elapsed >= sw.health_timeout {
+                self.show_health_output();
                 return Err(format!(
                     "no healthy answer within {}s: {last_problem}",
                     sw.health_timeout.as_secs_f64()
@@ -529,7 +542,11 @@ impl Updater {
             }
         }
         if let Some(command) = &sw.health_cmd {
-            let status = payload.run_hook(command, &[], left)?;
+            let output = self.health_output();
+            // Each try shows only its own lines, if the gate fails.
+            std::fs::File::create(&output)
+                .map_err(|err| format!("cannot create {}: {err}", output.display()))?;
+            let status = payload.run_check(command, &output, left)?;
             if status != ExitStatus::Exited(0) {
                 return Err(format!(
                     "MOLTD_HEALTH_CMD exited with {}",
@@ -540,6 +557,47 @@ impl Updater {
         Ok(())
     }
 }
+
+impl Updater {
+    /// Where the health command's output goes (truncated at each try).
+    fn health_output(&self) -> PathBuf {
+        self.config.state_dir().join("health.out")
+    }
+
+    /// Logs the end of what the last try of `MOLTD_HEALTH_CMD` printed,
+    /// each line prefixed `health | `: shown only when the gate fails, so
+    /// a check that fails while the app starts leaves no trace.
+    fn show_health_output(&self) {
+        let path = self.health_output();
+        let Ok(mut file) = std::fs::File::open(&path) else {
+            return;
+        };
+        let len = file.metadata().map_or(0, |m| m.len());
+        let skipped = len.saturating_sub(HEALTH_OUTPUT_BYTES);
+        let mut tail = Vec::new();
+        if file.seek(SeekFrom::Start(skipped)).is_err() || file.read_to_end(&mut tail).is_err() {
+            return;
+        }
+        let text = String::from_utf8_lossy(&tail);
+        let mut lines: Vec<&str> = text.lines().collect();
+        // A line cut by the byte limit is dropped.
+        if skipped > 0 && !lines.is_empty() {
+            lines.remove(0);
+        }
+        let first = lines.len().saturating_sub(HEALTH_OUTPUT_LINES);
+        if first > 0 || skipped > 0 {
+            log::warn!("health | (the last {} lines)", lines.len() - first);
+        }
+        for line in &lines[first..] {
+            log::warn!("health | {line}");
+        }
+    }
+}
+
+/// How much of a failed health command's output is shown: its last lines,
+/// from its last bytes.
+const HEALTH_OUTPUT_LINES: usize = 20;
+const HEALTH_OUTPUT_BYTES: u64 = 4096;
 
 /// How a run ends, for the poll schedule: the caller counts failures in a
 /// row.

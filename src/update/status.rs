@@ -110,6 +110,9 @@ pub enum Notice {
 /// is due; it must not block (the observers queue the work).
 pub type Hook = Box<dyn Fn(&Status, Option<Notice>) + Send>;
 
+/// The longest a download goes without a progress line.
+const PROGRESS_EVERY: Duration = Duration::from_secs(10);
+
 /// Steps of a staging run: check, download and unpack, verify, stage.
 pub const STAGING_STEPS: u32 = 4;
 /// Steps of a whole update: the staging steps, then stop, switch, start,
@@ -130,6 +133,8 @@ pub struct Reporter {
     hook: Option<Hook>,
     /// The newer release last announced, so each is announced once.
     announced: Option<String>,
+    /// The download's last progress line: its tenth and when.
+    progress_logged: Option<(u8, Instant)>,
 }
 
 impl Reporter {
@@ -165,6 +170,7 @@ impl Reporter {
             crash_at: None,
             hook: None,
             announced: None,
+            progress_logged: None,
         }
     }
 
@@ -279,9 +285,13 @@ impl Reporter {
         &self.status
     }
 
-    /// Enters a step: logged and written at once.
+    /// Enters a step: logged and written at once. Switching and the end of
+    /// an update are notices: shown at the default level.
     pub fn phase(&mut self, state: Phase, step: u32, message: String) {
-        log::info!("{message}");
+        match state {
+            Phase::Switching | Phase::Completed => crate::notice!("{message}"),
+            _ => log::info!("{message}"),
+        }
         match state {
             Phase::Checking => self.status.counters.checks += 1,
             Phase::Completed => self.status.counters.applied += 1,
@@ -343,6 +353,7 @@ impl Reporter {
         self.status.bytes_done = 0;
         self.status.bytes_total = None;
         self.status.progress = None;
+        self.progress_logged = None;
     }
 
     /// Download progress; written at most every 200 ms, and at the end.
@@ -358,6 +369,29 @@ impl Reporter {
             .is_none_or(|w| w.elapsed() >= Duration::from_millis(200));
         if due || Some(done) == total {
             self.write();
+        }
+        self.log_progress();
+    }
+
+    /// A progress notice at every tenth of the download, or every
+    /// [`PROGRESS_EVERY`] when it goes slower (or its size is unknown).
+    /// Called from the download's read loop, so nothing ticks when idle.
+    fn log_progress(&mut self) {
+        let now = Instant::now();
+        let tenth = self.status.progress.map(|p| p / 10);
+        // The download's start counts as a line at 0%.
+        let (last, at) = *self.progress_logged.get_or_insert((0, now));
+        if !tenth.is_some_and(|t| t > last) && now.duration_since(at) < PROGRESS_EVERY {
+            return;
+        }
+        self.progress_logged = Some((tenth.unwrap_or(last), now));
+        let tag = self.status.target.as_deref().unwrap_or("the release");
+        let done = self.status.bytes_done;
+        match (self.status.progress, self.status.bytes_total) {
+            (Some(percent), Some(total)) => {
+                crate::notice!("downloading {tag}: {percent}% ({done} of {total} bytes)")
+            }
+            _ => crate::notice!("downloading {tag}: {done} bytes"),
         }
     }
 
