@@ -28,3 +28,4 @@ mod sv;
 mod tini;
 mod update;
 mod util;
+mod visible;
