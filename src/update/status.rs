@@ -381,7 +381,8 @@ impl Reporter {
         let tenth = self.status.progress.map(|p| p / 10);
         // The download's start counts as a line at 0%.
         let (last, at) = *self.progress_logged.get_or_insert((0, now));
-        if !tenth.is_some_and(|t| t > last) && now.duration_since(at) < PROGRESS_EVERY {
+        let new_tenth = tenth.is_some_and(|t| t > last);
+        if !new_tenth && now.duration_since(at) < PROGRESS_EVERY {
             return;
         }
         self.progress_logged = Some((tenth.unwrap_or(last), now));

@@ -24,28 +24,23 @@ fn stop(mut running: Running) -> Finished {
     running.wait()
 }
 
+/// The lines of moltd's stderr that start with `prefix`, without it.
+fn after<'a>(finished: &'a Finished, prefix: &'a str) -> impl Iterator<Item = String> + 'a {
+    let lines = finished.stderr.lines();
+    lines.filter_map(move |l| l.strip_prefix(prefix).map(str::to_owned))
+}
+
 /// moltd's own lines tagged `tag` (`notice`, `warn`, `error`), without
 /// the prefix, leaving out the download's progress lines.
 fn lines(finished: &Finished, tag: &str) -> Vec<String> {
     let prefix = format!("moltd: {tag}: ");
-    finished
-        .stderr
-        .lines()
-        .filter_map(|l| l.strip_prefix(&prefix))
-        .filter(|l| !l.starts_with("downloading "))
-        .map(str::to_owned)
-        .collect()
+    let lines = after(finished, &prefix);
+    lines.filter(|l| !l.starts_with("downloading ")).collect()
 }
 
 /// The download's progress lines for `tag`, without the prefix.
 fn progress(finished: &Finished, tag: &str) -> Vec<String> {
-    let start = format!("moltd: notice: downloading {tag}: ");
-    finished
-        .stderr
-        .lines()
-        .filter_map(|l| l.strip_prefix(&start))
-        .map(str::to_owned)
-        .collect()
+    after(finished, &format!("moltd: notice: downloading {tag}: ")).collect()
 }
 
 /// The size of the asset of `release`.
@@ -137,8 +132,8 @@ fn big_release(version: &str, blob: usize) -> FakeRelease {
     let mut builder = tar::Builder::new(Vec::new());
     for entry in archive.entries().unwrap() {
         let mut entry = entry.unwrap();
-        let mut header = entry.header().clone();
-        builder.append(&mut header, &mut entry).unwrap();
+        let header = entry.header().clone();
+        builder.append(&header, &mut entry).unwrap();
     }
     let mut header = tar::Header::new_gnu();
     let noise = noise(blob);
