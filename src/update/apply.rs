@@ -492,6 +492,10 @@ impl Updater {
         }
         let mut healthy = sw.health_url.is_none() && sw.health_cmd.is_none();
         let mut last_problem = String::new();
+        // What an earlier gate's command printed is not this one's.
+        for finished in [true, false] {
+            let _ = std::fs::remove_file(self.health_output(finished));
+        }
         loop {
             if !healthy {
                 match self.probe(payload, started + sw.health_timeout) {
@@ -542,11 +546,14 @@ impl Updater {
             }
         }
         if let Some(command) = &sw.health_cmd {
-            let output = self.health_output();
+            let output = self.health_output(false);
             // Each try shows only its own lines, if the gate fails.
             std::fs::File::create(&output)
                 .map_err(|err| format!("cannot create {}: {err}", output.display()))?;
             let status = payload.run_check(command, &output, left)?;
+            // The last try may be one cut short by the deadline: the one
+            // before it, which ran to its end, says more.
+            let _ = std::fs::rename(&output, self.health_output(true));
             if status != ExitStatus::Exited(0) {
                 return Err(format!(
                     "MOLTD_HEALTH_CMD exited with {}",
@@ -559,17 +566,21 @@ impl Updater {
 }
 
 impl Updater {
-    /// Where the health command's output goes (truncated at each try).
-    fn health_output(&self) -> PathBuf {
-        self.config.state_dir().join("health.out")
+    /// Where the health command's output goes: the try that runs
+    /// (`health.try`, truncated at each), or the last that `finished`
+    /// (`health.out`, exit status known).
+    fn health_output(&self, finished: bool) -> PathBuf {
+        let name = if finished { "health.out" } else { "health.try" };
+        self.config.state_dir().join(name)
     }
 
-    /// Logs the end of what the last try of `MOLTD_HEALTH_CMD` printed,
-    /// each line prefixed `health | `: shown only when the gate fails, so
-    /// a check that fails while the app starts leaves no trace.
+    /// Logs the end of what the last finished try of `MOLTD_HEALTH_CMD`
+    /// printed (or the last try, if none finished), each line prefixed
+    /// `health | `: shown only when the gate fails, so a check that fails
+    /// while the app starts leaves no trace.
     fn show_health_output(&self) {
-        let path = self.health_output();
-        let Ok(mut file) = std::fs::File::open(&path) else {
+        let open = |finished| std::fs::File::open(self.health_output(finished));
+        let Ok(mut file) = open(true).or_else(|_| open(false)) else {
             return;
         };
         let len = file.metadata().map_or(0, |m| m.len());

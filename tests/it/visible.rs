@@ -190,12 +190,18 @@ fn a_slow_download_logs_its_progress() {
 }
 
 /// An update to v2 gated by `MOLTD_HEALTH_CMD=command`, in which `$V`
-/// is the version `current` serves; returns what moltd logged and the
+/// is the version `current` serves and `$MARK` a path in the test's
+/// folder; returns what moltd logged and the
 /// state it ended in.
 fn gated_by(name: &str, command: &str) -> (Finished, serde_json::Value) {
     let (dir, _port) = setup(name);
     let version = dir.join("app/current/www/version");
-    let command = format!("V=$(cat {}); {command}", version.display());
+    let mark = dir.join("mark");
+    let command = format!(
+        "V=$(cat {}); MARK={}; {command}",
+        version.display(),
+        mark.display()
+    );
     ship(&dir, "1.0.0");
     let feed = Feed::start(vec![
         release("2.0.0", App::Good),
@@ -282,4 +288,24 @@ fn status_without_a_release_source_gives_the_services() {
         running.fail(&format!("GET /status: {code} {body}"));
     }
     stop(running).expect_code(0);
+}
+
+#[test]
+fn a_health_command_cut_short_by_the_deadline_shows_the_last_try_that_exited() {
+    // The first try says why and fails; the next hangs until it is killed.
+    let command = "if [ $V = 1.0.0 ]; then exit 0; fi; \
+                   if [ -e \"$MARK\" ]; then echo hanging; exec sleep 100; fi; \
+                   touch \"$MARK\"; echo 'connection refused'; exit 1";
+    let (finished, doc) = gated_by("visible_health_cut_short", command);
+    assert_eq!(doc["state"], "rolled_back", "{doc}");
+    let shown: Vec<String> = lines(&finished, "warn")
+        .into_iter()
+        .filter(|l| l.starts_with("health | "))
+        .collect();
+    assert_eq!(
+        shown,
+        ["health | connection refused"],
+        "{}",
+        finished.stderr
+    );
 }
