@@ -11,6 +11,13 @@
 //! moltd's lines, `service` for service output, which then also names the
 //! service and stream), so log pipelines can tell them apart.
 //!
+//! Update milestones (start, download progress, switch, commit, rollback)
+//! are *notices*: logged at the warn level under the target [`NOTICE`],
+//! so the default level (warn) shows them while a quiet PID 1 stays quiet
+//! otherwise, and `MOLTD_LOG=error` hides them; the line reads
+//! `moltd: notice: ...`. The `log` crate has no level between warn and
+//! info, and moving the default to info would show every service restart.
+//!
 //! Names in log lines often come from outside (release tags, asset and
 //! entry names, server error bodies): [`Escaped`] shows their control
 //! characters as escapes, so a name cannot forge a log line or drive the
@@ -24,6 +31,25 @@ use std::fmt;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::SystemTime;
+
+/// The target of a notice (see the module docs): [`notice!`].
+pub const NOTICE: &str = "notice";
+
+/// Logs an update milestone at the default level, as `moltd: notice: ...`.
+#[macro_export]
+macro_rules! notice {
+    ($($arg:tt)*) => {
+        log::warn!(target: $crate::logging::NOTICE, $($arg)*)
+    };
+}
+
+/// The word a line is tagged with: the level's, or `notice`.
+fn tag(record: &Record) -> String {
+    match record.target() {
+        NOTICE => NOTICE.to_owned(),
+        _ => record.level().as_str().to_ascii_lowercase(),
+    }
+}
 
 static JSON: AtomicBool = AtomicBool::new(false);
 
@@ -105,14 +131,8 @@ impl Log for Logger {
                 format!("[{tag} tini ({})] {text}\n", self.pid)
             }
             Personality::DumbInit => format!("[dumb-init] {text}\n"),
-            Personality::Moltd if json() => {
-                let tag = level.as_str().to_ascii_lowercase();
-                json_line(&tag, &text, &[("source", "moltd")])
-            }
-            Personality::Moltd => {
-                let tag = level.as_str().to_ascii_lowercase();
-                format!("moltd: {tag}: {}\n", Escaped(&text))
-            }
+            Personality::Moltd if json() => json_line(&tag(record), &text, &[("source", "moltd")]),
+            Personality::Moltd => format!("moltd: {}: {}\n", tag(record), Escaped(&text)),
         };
         // Like tini: problems on stderr, chatter on stdout.
         let to_stdout = self.personality == Personality::Tini && level > Level::Warn;

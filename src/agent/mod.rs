@@ -251,6 +251,13 @@ impl Pump {
     fn run(mut self) -> Result<(), AgentError> {
         let mut buf = vec![0u8; 64 * 1024];
         loop {
+            // Frames that came in one read with `welcome` (the first
+            // `services`) are carried out before the first poll, which
+            // would not wake up for them.
+            while let Some(text) = self.frames.next_text().map_err(AgentError::Protocol)? {
+                let message = FromInit::decode(&text).map_err(AgentError::Protocol)?;
+                self.carry_out(message)?;
+            }
             let (link_ready, wake_ready) = {
                 let mut fds = vec![PollFd::new(self.link.as_fd(), PollFlags::POLLIN)];
                 if let Some(worker) = &self.worker {
@@ -278,10 +285,6 @@ impl Pump {
                     Ok(n) => self.frames.push(&buf[..n]),
                     Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
                     Err(err) => return Err(AgentError::Link(err)),
-                }
-                while let Some(text) = self.frames.next_text().map_err(AgentError::Protocol)? {
-                    let message = FromInit::decode(&text).map_err(AgentError::Protocol)?;
-                    self.carry_out(message)?;
                 }
             }
         }

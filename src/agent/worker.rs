@@ -36,6 +36,7 @@ use crate::update::{Payload, Recovery, Updater, chain, outcome, poll};
 use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::os::fd::OwnedFd;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
@@ -331,9 +332,37 @@ impl Payload for Link {
         args: &[&str],
         timeout: Duration,
     ) -> Result<ExitStatus, String> {
-        let mut argv: Vec<OsString> = vec!["/bin/sh".into(), "-c".into(), command.into()];
+        let args = args.iter().map(OsString::from).collect();
+        self.run_shell(command, command, args, timeout)
+    }
+
+    fn run_check(
+        &mut self,
+        command: &str,
+        output: &Path,
+        timeout: Duration,
+    ) -> Result<ExitStatus, String> {
+        // PID 1 starts hooks with its own stdout and stderr: the shell
+        // moves both to `output` first, then runs the command with no
+        // arguments, as any hook.
+        let script = format!("exec >>\"$1\" 2>&1 || exit 126\nshift\n{command}");
+        self.run_shell(&script, command, vec![output.into()], timeout)
+    }
+}
+
+impl Link {
+    /// Runs `sh -c SCRIPT moltd ARGS...` through PID 1 and waits for it,
+    /// killing its group after `timeout`; `command` names it in messages.
+    fn run_shell(
+        &mut self,
+        script: &str,
+        command: &str,
+        args: Vec<OsString>,
+        timeout: Duration,
+    ) -> Result<ExitStatus, String> {
+        let mut argv: Vec<OsString> = vec!["/bin/sh".into(), "-c".into(), script.into()];
         argv.push("moltd".into());
-        argv.extend(args.iter().map(OsString::from));
+        argv.extend(args);
         self.send(ToLoop::Hook(argv))?;
         let pid = match self.wait_for(None, |m| matches!(m, ToAgent::HookStarted(_)))? {
             Some(ToAgent::HookStarted(started)) => started?,

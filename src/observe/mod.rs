@@ -179,6 +179,28 @@ impl Shared {
         self.ask.get().map(|ask| ask(request))
     }
 
+    /// `GET /status`: the updater's status document when there is an
+    /// updater, with `services` (name, state, restarts, essential) and
+    /// `healthy` (as `/healthz`) added; those two alone without one.
+    fn status(&self) -> Vec<u8> {
+        let services = self.services();
+        let mut document = match self.update().map(serde_json::to_value) {
+            Some(Ok(serde_json::Value::Object(update))) => update,
+            _ => serde_json::Map::new(),
+        };
+        let list = services.list.iter().map(|s| {
+            serde_json::json!({
+                "name": s.name,
+                "state": s.phase.word(),
+                "restarts": s.restarts,
+                "essential": s.essential,
+            })
+        });
+        document.insert("services".into(), list.collect());
+        document.insert("healthy".into(), services.healthy().into());
+        serde_json::to_vec_pretty(&document).unwrap_or_default()
+    }
+
     fn metrics(&self) -> String {
         metrics::render(
             &self.services(),

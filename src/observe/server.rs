@@ -210,13 +210,7 @@ async fn route(context: &Context, request: Request<Incoming>) -> Reply {
             "text/plain; version=0.0.4; charset=utf-8",
             shared.metrics(),
         ),
-        (&Method::GET, "/status") => match shared.update() {
-            Some(status) => {
-                let json = serde_json::to_vec_pretty(&status).unwrap_or_default();
-                reply(StatusCode::OK, "application/json", json)
-            }
-            None => not_configured(),
-        },
+        (&Method::GET, "/status") => reply(StatusCode::OK, "application/json", shared.status()),
         (&Method::POST, "/update" | "/rollback") => {
             let Some(token) = &context.token else {
                 let why = "disabled: set MOLTD_API_TOKEN to enable\n";

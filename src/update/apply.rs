@@ -29,6 +29,8 @@ use super::status::{Phase, UPDATE_STEPS};
 use super::{Mode, Updater, chain, poll};
 use crate::control::{UpdateReply, UpdateRequest};
 use crate::sys::reap::ExitStatus;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// What the updater needs from whoever runs the services: the supervisor's
@@ -56,6 +58,14 @@ pub trait Payload {
         &mut self,
         command: &str,
         args: &[&str],
+        timeout: Duration,
+    ) -> Result<ExitStatus, String>;
+    /// Runs `command` as [`Payload::run_hook`] does, with no arguments,
+    /// its stdout and stderr appended to `output` instead of moltd's.
+    fn run_check(
+        &mut self,
+        command: &str,
+        output: &Path,
         timeout: Duration,
     ) -> Result<ExitStatus, String>;
 }
@@ -274,6 +284,8 @@ impl Updater {
         if !self.config.releases_dir().join(&previous).is_dir() {
             return Err(Error::NothingToRollBack);
         }
+        let current = self.state.current.as_deref().unwrap_or("nothing installed");
+        crate::notice!("rolling back from {current} to {previous}");
         self.reporter.total_steps(UPDATE_STEPS);
         let result = self.switch(payload, &previous, Why::Rollback);
         if let Err(err) = &result {
@@ -480,6 +492,10 @@ impl Updater {
         }
         let mut healthy = sw.health_url.is_none() && sw.health_cmd.is_none();
         let mut last_problem = String::new();
+        // What an earlier gate's command printed is not this one's.
+        for finished in [true, false] {
+            let _ = std::fs::remove_file(self.health_output(finished));
+        }
         loop {
             if !healthy {
                 match self.probe(payload, started + sw.health_timeout) {
@@ -497,6 +513,7 @@ impl Updater {
                 return Ok(());
             }
             if !healthy && elapsed >= sw.health_timeout {
+                self.show_health_output();
                 return Err(format!(
                     "no healthy answer within {}s: {last_problem}",
                     sw.health_timeout.as_secs_f64()
@@ -529,7 +546,14 @@ impl Updater {
             }
         }
         if let Some(command) = &sw.health_cmd {
-            let status = payload.run_hook(command, &[], left)?;
+            let output = self.health_output(false);
+            // Each try shows only its own lines, if the gate fails.
+            std::fs::File::create(&output)
+                .map_err(|err| format!("cannot create {}: {err}", output.display()))?;
+            let status = payload.run_check(command, &output, left)?;
+            // The last try may be one cut short by the deadline: the one
+            // before it, which ran to its end, says more.
+            let _ = std::fs::rename(&output, self.health_output(true));
             if status != ExitStatus::Exited(0) {
                 return Err(format!(
                     "MOLTD_HEALTH_CMD exited with {}",
@@ -540,6 +564,51 @@ impl Updater {
         Ok(())
     }
 }
+
+impl Updater {
+    /// Where the health command's output goes: the try that runs
+    /// (`health.try`, truncated at each), or the last that `finished`
+    /// (`health.out`, exit status known).
+    fn health_output(&self, finished: bool) -> PathBuf {
+        let name = if finished { "health.out" } else { "health.try" };
+        self.config.state_dir().join(name)
+    }
+
+    /// Logs the end of what the last finished try of `MOLTD_HEALTH_CMD`
+    /// printed (or the last try, if none finished), each line prefixed
+    /// `health | `: shown only when the gate fails, so a check that fails
+    /// while the app starts leaves no trace.
+    fn show_health_output(&self) {
+        let open = |finished| std::fs::File::open(self.health_output(finished));
+        let Ok(mut file) = open(true).or_else(|_| open(false)) else {
+            return;
+        };
+        let len = file.metadata().map_or(0, |m| m.len());
+        let skipped = len.saturating_sub(HEALTH_OUTPUT_BYTES);
+        let mut tail = Vec::new();
+        if file.seek(SeekFrom::Start(skipped)).is_err() || file.read_to_end(&mut tail).is_err() {
+            return;
+        }
+        let text = String::from_utf8_lossy(&tail);
+        let mut lines: Vec<&str> = text.lines().collect();
+        // A line cut by the byte limit is dropped.
+        if skipped > 0 && !lines.is_empty() {
+            lines.remove(0);
+        }
+        let first = lines.len().saturating_sub(HEALTH_OUTPUT_LINES);
+        if first > 0 || skipped > 0 {
+            log::warn!("health | (the last {} lines)", lines.len() - first);
+        }
+        for line in &lines[first..] {
+            log::warn!("health | {line}");
+        }
+    }
+}
+
+/// How much of a failed health command's output is shown: its last lines,
+/// from its last bytes.
+const HEALTH_OUTPUT_LINES: usize = 20;
+const HEALTH_OUTPUT_BYTES: u64 = 4096;
 
 /// How a run ends, for the poll schedule: the caller counts failures in a
 /// row.

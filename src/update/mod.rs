@@ -292,6 +292,7 @@ impl Updater {
             reporter,
             key,
             cancel,
+            state,
             ..
         } = self;
         let release = &candidate.release;
@@ -400,6 +401,8 @@ impl Updater {
         let size = asset
             .size
             .map_or_else(String::new, |s| format!(" ({s} bytes)"));
+        let current = state.current.as_deref().unwrap_or("nothing installed");
+        crate::notice!("update to {tag} started (current: {current})");
         reporter.phase(
             Phase::Downloading,
             2,

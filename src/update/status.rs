@@ -110,6 +110,9 @@ pub enum Notice {
 /// is due; it must not block (the observers queue the work).
 pub type Hook = Box<dyn Fn(&Status, Option<Notice>) + Send>;
 
+/// The longest a download goes without a progress line.
+const PROGRESS_EVERY: Duration = Duration::from_secs(10);
+
 /// Steps of a staging run: check, download and unpack, verify, stage.
 pub const STAGING_STEPS: u32 = 4;
 /// Steps of a whole update: the staging steps, then stop, switch, start,
@@ -130,6 +133,8 @@ pub struct Reporter {
     hook: Option<Hook>,
     /// The newer release last announced, so each is announced once.
     announced: Option<String>,
+    /// The download's last progress line: its tenth and when.
+    progress_logged: Option<(u8, Instant)>,
 }
 
 impl Reporter {
@@ -165,6 +170,7 @@ impl Reporter {
             crash_at: None,
             hook: None,
             announced: None,
+            progress_logged: None,
         }
     }
 
@@ -279,9 +285,13 @@ impl Reporter {
         &self.status
     }
 
-    /// Enters a step: logged and written at once.
+    /// Enters a step: logged and written at once. Switching and the end of
+    /// an update are notices: shown at the default level.
     pub fn phase(&mut self, state: Phase, step: u32, message: String) {
-        log::info!("{message}");
+        match state {
+            Phase::Switching | Phase::Completed => crate::notice!("{message}"),
+            _ => log::info!("{message}"),
+        }
         match state {
             Phase::Checking => self.status.counters.checks += 1,
             Phase::Completed => self.status.counters.applied += 1,
@@ -343,6 +353,7 @@ impl Reporter {
         self.status.bytes_done = 0;
         self.status.bytes_total = None;
         self.status.progress = None;
+        self.progress_logged = None;
     }
 
     /// Download progress; written at most every 200 ms, and at the end.
@@ -358,6 +369,30 @@ impl Reporter {
             .is_none_or(|w| w.elapsed() >= Duration::from_millis(200));
         if due || Some(done) == total {
             self.write();
+        }
+        self.log_progress();
+    }
+
+    /// A progress notice at every tenth of the download, or every
+    /// [`PROGRESS_EVERY`] when it goes slower (or its size is unknown).
+    /// Called from the download's read loop, so nothing ticks when idle.
+    fn log_progress(&mut self) {
+        let now = Instant::now();
+        let tenth = self.status.progress.map(|p| p / 10);
+        // The download's start counts as a line at 0%.
+        let (last, at) = *self.progress_logged.get_or_insert((0, now));
+        let new_tenth = tenth.is_some_and(|t| t > last);
+        if !new_tenth && now.duration_since(at) < PROGRESS_EVERY {
+            return;
+        }
+        self.progress_logged = Some((tenth.unwrap_or(last), now));
+        let tag = self.status.target.as_deref().unwrap_or("the release");
+        let done = self.status.bytes_done;
+        match (self.status.progress, self.status.bytes_total) {
+            (Some(percent), Some(total)) => {
+                crate::notice!("downloading {tag}: {percent}% ({done} of {total} bytes)")
+            }
+            _ => crate::notice!("downloading {tag}: {done} bytes"),
         }
     }
 
@@ -446,6 +481,38 @@ pub fn rfc3339(time: SystemTime) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The tenth and time of the last progress line after `done` bytes.
+    fn logged_after(reporter: &mut Reporter, done: u64, total: Option<u64>) -> Option<u8> {
+        reporter.progress(done, total);
+        reporter.progress_logged.map(|(tenth, _)| tenth)
+    }
+
+    #[test]
+    fn download_progress_is_logged_every_tenth_or_every_ten_seconds() {
+        let mut reporter = Reporter::new(None);
+        let total = Some(1000);
+        assert_eq!(logged_after(&mut reporter, 50, total), Some(0));
+        let at = reporter.progress_logged.map(|(_, at)| at);
+        // Within the same tenth and the same ten seconds: no line.
+        assert_eq!(logged_after(&mut reporter, 90, total), Some(0));
+        assert_eq!(reporter.progress_logged.map(|(_, at)| at), at);
+        // A new tenth: a line, however soon.
+        assert_eq!(logged_after(&mut reporter, 120, total), Some(1));
+        // Ten seconds in the same tenth: a line.
+        let long_ago = Instant::now() - PROGRESS_EVERY - Duration::from_secs(1);
+        reporter.progress_logged = Some((1, long_ago));
+        logged_after(&mut reporter, 130, total);
+        let since = reporter.progress_logged.map(|(_, at)| at.elapsed());
+        assert!(since.is_some_and(|s| s < PROGRESS_EVERY));
+        // No size: only time brings a line.
+        let mut reporter = Reporter::new(None);
+        assert_eq!(logged_after(&mut reporter, 10, None), Some(0));
+        reporter.progress_logged = Some((0, long_ago));
+        logged_after(&mut reporter, 5000, None);
+        let since = reporter.progress_logged.map(|(_, at)| at.elapsed());
+        assert!(since.is_some_and(|s| s < PROGRESS_EVERY));
+    }
 
     #[test]
     fn timestamps() {

@@ -29,3 +29,4 @@ mod sv;
 mod tini;
 mod update;
 mod util;
+mod visible;
