@@ -91,9 +91,13 @@ impl Supervisor {
     /// Adds a new service or updates a known one from its folder.
     fn define(&mut self, now: Instant, def: &Definition, actions: &mut Vec<Action>) {
         let problems = |part: &Option<Part>, label: &str, old: Option<&Part>| {
-            if let Some(problem) = part.as_ref().and_then(|p| p.down_signal_problem.as_ref()) {
-                if old.and_then(|o| o.down_signal_problem.as_ref()) != Some(problem) {
-                    warn!("{label}: {problem}");
+            let down_signal: fn(&Part) -> Option<&String> = |p| p.down_signal_problem.as_ref();
+            let readiness: fn(&Part) -> Option<&String> = |p| p.readiness_problem.as_ref();
+            for problem_of in [down_signal, readiness] {
+                if let Some(problem) = part.as_ref().and_then(problem_of) {
+                    if old.and_then(problem_of) != Some(problem) {
+                        warn!("{label}: {problem}");
+                    }
                 }
             }
         };

@@ -332,6 +332,8 @@ impl MainCommand {
                 secs: now.saturating_duration_since(self.since).as_secs(),
                 normally_up: true,
                 want,
+                // No way to say more: it is ready once it runs.
+                ready: phase == Phase::Running,
                 paused: false,
                 got_term: false,
                 restarts: self.starts.saturating_sub(1),

@@ -86,10 +86,13 @@ pub struct Settings {
     pub svwait: Duration,
     /// The longest restart delay of a crash-looping program.
     pub backoff_max: Duration,
+    /// How long a program with no other way to say it is ready must stay
+    /// up to count as ready (`MOLTD_READY_GRACE`).
+    pub ready_grace: Duration,
 }
 
 /// `run` or its `log/run`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Which {
     Main,
     Log,
@@ -104,6 +107,18 @@ pub enum Program {
         code: i32,
         signal: i32,
     },
+    /// `./check`, runit's readiness probe, run while `run` is not ready.
+    Check,
+}
+
+/// Who said it is ready.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Notifier {
+    /// A `READY=1` on `NOTIFY_SOCKET` from this process (of this group): it
+    /// counts for the `run` that is the one or leads the other.
+    Process { pid: i32, pgid: Option<i32> },
+    /// A line on the notification fd of this program.
+    Service { service: String, which: Which },
 }
 
 /// Why a program could not be started.
@@ -142,6 +157,8 @@ pub enum Event {
     /// The main command was started (the first time, or again after
     /// [`Action::SpawnMain`]), or could not be, with the code to report.
     MainSpawned(Result<Forwarder, i32>),
+    /// A program said it is ready.
+    Ready(Notifier),
     /// moltd received a signal (not CHLD).
     Signal(i32),
     Command {
@@ -287,6 +304,7 @@ impl Supervisor {
                 let event = match program {
                     Program::Run => SlotEvent::RunSpawned(result),
                     Program::Finish { .. } => SlotEvent::FinishSpawned(result),
+                    Program::Check => SlotEvent::CheckSpawned(result),
                 };
                 self.with_slot(now, &service, which, &mut actions, |slot, cx| {
                     slot.on(cx, event)
@@ -308,6 +326,7 @@ impl Supervisor {
                     });
                 }
             }
+            Event::Ready(notifier) => self.ready(now, notifier, &mut actions),
             Event::MainSpawned(result) => self.main_spawned(now, result),
             Event::Signal(signal) => self.signal(now, signal, &mut actions),
             Event::Command { client, request } => self.command(now, client, request, &mut actions),
@@ -446,7 +465,30 @@ impl Supervisor {
                 slot.on(cx, SlotEvent::FinishExited(status))
             });
         }
+        if let Some((name, which)) = self.find(|slot| slot.check_pid() == Some(pid)) {
+            return self.with_slot(now, &name, which, actions, |slot, cx| {
+                slot.on(cx, SlotEvent::CheckExited(status))
+            });
+        }
         trace!("reaped orphan {pid} ({})", describe(status));
+    }
+
+    /// A notification: for the program it names, or the `run` that sent it
+    /// or leads the group of its sender. Others are dropped.
+    fn ready(&mut self, now: Instant, notifier: Notifier, actions: &mut Vec<Action>) {
+        let found = match notifier {
+            Notifier::Service { service, which } => Some((service, which)),
+            Notifier::Process { pid, pgid } => self.find(|slot| {
+                slot.awaiting_pid()
+                    .is_some_and(|run| run == pid || Some(run) == pgid)
+            }),
+        };
+        match found {
+            Some((name, which)) => self.with_slot(now, &name, which, actions, |slot, cx| {
+                slot.on(cx, SlotEvent::Ready)
+            }),
+            None => trace!("a readiness notification for no program waiting for one"),
+        }
     }
 
     fn signal(&mut self, now: Instant, signal: i32, actions: &mut Vec<Action>) {

@@ -1,16 +1,18 @@
 use super::*;
 use crate::init::policy;
 use crate::services::control::Op;
-use crate::services::scan::{Part, SignalSet};
+use crate::services::scan::{Part, Readiness, SignalSet};
 use crate::services::status::Phase;
 use std::path::PathBuf;
 
 pub(super) const SVWAIT: Duration = Duration::from_secs(7);
+pub(super) const READY_GRACE: Duration = Duration::from_secs(1);
 
 pub(super) fn settings() -> Settings {
     Settings {
         svwait: SVWAIT,
         backoff_max: Duration::from_secs(4),
+        ready_grace: READY_GRACE,
     }
 }
 
@@ -20,6 +22,8 @@ pub(super) fn part() -> Part {
         finish: false,
         down_signal: libc::SIGTERM,
         down_signal_problem: None,
+        readiness: Readiness::Grace,
+        readiness_problem: None,
     }
 }
 
@@ -282,6 +286,8 @@ fn term_and_kill_waits_end_when_the_service_is_back_or_meant_down() {
         let actions = sup.step(t1, exited(100, ExitStatus::Signaled(sig), false));
         assert_eq!(actions, vec![spawn("a", Which::Main, Program::Run)]);
         let actions = sup.step(t1, spawned("a", Which::Main, Program::Run, 200));
+        assert_eq!(answers(&actions), vec![], "up, not yet ready");
+        let actions = sup.step(t1 + READY_GRACE, Event::Tick);
         assert!(
             matches!(answers(&actions)[..], [Answer::Ok(_)]),
             "{actions:?}"
@@ -534,4 +540,66 @@ fn exec_failure_counts_as_exit_111() {
             }
         )]
     );
+}
+
+fn notified(pid: i32, pgid: Option<i32>) -> Event {
+    Event::Ready(Notifier::Process { pid, pgid })
+}
+
+/// `sv -w up` (and the update, which asks the same) is answered when the
+/// service is ready, not when it runs: by a notification from `run` or a
+/// process of its group (never another service's), by `./check` passing,
+/// or once it stayed up its grace period.
+#[test]
+fn waits_for_up_end_when_the_service_is_ready() {
+    let t0 = Instant::now();
+    let mut notify = def("a");
+    notify.main.readiness = Readiness::Notify;
+    let mut checked = def("b");
+    checked.main.readiness = Readiness::Check;
+    let mut sup = running(t0, &[notify, checked, def("c"), def("d")]);
+    let wait = |sup: &mut Supervisor, name: &str| {
+        let actions = sup.step(t0, request(Op::Up, name, Some(60)));
+        assert_eq!(answers(&actions), vec![], "{name} is not ready yet");
+    };
+    // Notified: a stranger's message, and another service's, do not count.
+    wait(&mut sup, "a");
+    for (pid, pgid) in [(999, Some(999)), (998, None), (555, Some(102))] {
+        let actions = sup.step(t0, notified(pid, pgid));
+        assert_eq!(answers(&actions), vec![], "{pid} in group {pgid:?}");
+    }
+    assert!(sup.status_of("c", t0).unwrap().main.ready, "c's own child");
+    assert!(!sup.status_of("a", t0).unwrap().main.ready);
+    // A child of `run`, in its group.
+    let actions = sup.step(t0, notified(555, Some(100)));
+    assert!(
+        matches!(answers(&actions)[..], [Answer::Ok(_)]),
+        "{actions:?}"
+    );
+    assert!(sup.status_of("a", t0).unwrap().main.ready);
+    // Checked: the first check fails, the second passes, 200 ms later.
+    wait(&mut sup, "b");
+    let actions = sup.step(t0, Event::Tick);
+    assert!(actions.contains(&spawn("b", Which::Main, Program::Check)));
+    sup.step(t0, spawned("b", Which::Main, Program::Check, 300));
+    let actions = sup.step(t0, exited(300, ExitStatus::Exited(1), false));
+    assert_eq!(answers(&actions), vec![]);
+    let next = t0 + Duration::from_millis(200);
+    assert_eq!(sup.next_deadline(), Some(next));
+    let actions = sup.step(next, Event::Tick);
+    assert!(actions.contains(&spawn("b", Which::Main, Program::Check)));
+    sup.step(next, spawned("b", Which::Main, Program::Check, 301));
+    let actions = sup.step(next, exited(301, ExitStatus::Exited(0), false));
+    assert!(
+        matches!(answers(&actions)[..], [Answer::Ok(_)]),
+        "{actions:?}"
+    );
+    // Grace: ready once it stayed up long enough, then nothing is due.
+    wait(&mut sup, "d");
+    let actions = sup.step(t0 + READY_GRACE, Event::Tick);
+    assert!(
+        matches!(answers(&actions)[..], [Answer::Ok(_)]),
+        "{actions:?}"
+    );
+    assert_eq!(sup.next_deadline(), None, "idle: nothing to wake up for");
 }

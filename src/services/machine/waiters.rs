@@ -21,14 +21,14 @@ pub(super) enum Goal {
 }
 
 impl Goal {
-    /// Whether a program that is `running` or `down`, and was started
-    /// `starts` times in all, has reached it.
-    pub(super) fn reached(self, running: bool, down: bool, starts: u32) -> bool {
+    /// Whether a program that is running and `ready`, or `down`, and was
+    /// started `starts` times in all, has reached it.
+    pub(super) fn reached(self, ready: bool, down: bool, starts: u32) -> bool {
         match self {
             Goal::Any => true,
-            Goal::Up => running,
+            Goal::Up => ready,
             Goal::Down => down,
-            Goal::Restarted(before) => running && starts > before,
+            Goal::Restarted(before) => ready && starts > before,
         }
     }
 }
