@@ -237,6 +237,9 @@ fn statuses(answers: Vec<Answer>) -> Result<Vec<crate::services::status::Status>
         .into_iter()
         .map(|answer| match answer {
             Answer::Done(s) | Answer::Ok(s) | Answer::Killed(s) => Ok(s),
+            Answer::Timeout(s) if s.main.phase == ServicePhase::Running && !s.main.ready => {
+                Err(format!("{} did not become ready in time", s.name))
+            }
             Answer::Timeout(s) => Err(format!("{} did not change state in time", s.name)),
             Answer::Unknown(name) => Err(format!("no service named {name:?}")),
         })

@@ -17,6 +17,7 @@ mod manifests;
 mod observe;
 mod pid1;
 mod production;
+mod ready;
 mod release_layouts;
 mod requests;
 mod secrets;

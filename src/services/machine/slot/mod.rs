@@ -332,11 +332,11 @@ impl Slot {
                 },
                 E::Tick,
             ) if expired(deadline) => {
-                warn!(
-                    "{}: ./check still running after {}s, killing it",
-                    cx.label,
+                let problem = format!(
+                    "./check still running after {}s, killing it",
                     CHECK_LIMIT.as_secs()
                 );
+                self.complain(&cx.label, problem);
                 cx.actions.push(Action::Signal {
                     target: -check,
                     signal: libc::SIGKILL,
