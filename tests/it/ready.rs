@@ -3,17 +3,10 @@
 //! stayed up `MOLTD_READY_GRACE`; `sv -w up` waits for it and `moltd status`
 //! shows it. (`./check`, the third way, is in `sv.rs`.)
 
-use crate::util::{Client, Mode, Moltd, Running, TestDir};
+use crate::sv::expect;
+use crate::util::{Mode, Moltd, Running, TestDir};
 use nix::libc::SIGTERM;
 use std::time::{Duration, Instant};
-
-fn expect(client: &Client, code: i32, stdout_prefix: &str) {
-    assert_eq!(client.code, Some(code), "{client:?}");
-    assert!(
-        client.stdout.starts_with(stdout_prefix),
-        "expected {stdout_prefix:?}: {client:?}"
-    );
-}
 
 /// The READY column of `web` in `moltd status`.
 fn ready_column(dir: &TestDir) -> String {
@@ -157,18 +150,10 @@ fn notifying_app(version: &str, notifies: bool) -> String {
 /// one before, which says it again.
 #[test]
 fn an_update_whose_service_never_becomes_ready_is_rolled_back() {
-    use crate::apply::{moltd, wait_for_state};
+    use crate::apply::{moltd, setup, wait_for_state};
     use crate::feed::{Entry, FakeAsset, FakeRelease, Feed, asset_name, targz};
-    let dir = TestDir::new("ready_update");
+    let (dir, _) = setup("ready_update");
     dir.write("services/web/notification-fd", "5\n");
-    dir.script(
-        "services/web/run",
-        &format!(
-            "#!/bin/sh\nexec {}/current/bin/app {}\n",
-            dir.join("app").display(),
-            dir.path().display()
-        ),
-    );
     dir.script("app/releases/v2.0.0/bin/app", &notifying_app("2.0.0", true));
     let top = "app-3.0.0";
     let path = format!("{top}/bin/app");

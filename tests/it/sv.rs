@@ -21,7 +21,7 @@ fn recorder(dir: &TestDir, name: &str) {
     );
 }
 
-fn expect(client: &Client, code: i32, stdout_prefix: &str) {
+pub(crate) fn expect(client: &Client, code: i32, stdout_prefix: &str) {
     assert_eq!(client.code, Some(code), "{client:?}");
     assert!(
         client.stdout.starts_with(stdout_prefix),
