@@ -297,6 +297,62 @@ impl Payload for Link {
         .map(drop)
     }
 
+    fn overlap(&mut self, names: Option<&[String]>) -> Result<Vec<String>, String> {
+        let names = match names {
+            Some(names) => names.to_vec(),
+            None => self.wanted_up()?,
+        };
+        if names.iter().any(|n| n == MAIN_NAME) {
+            return Err(
+                "the main command cannot run twice at once: MOLTD_STRATEGY=overlap needs the app in a service folder (or use restart)"
+                    .into(),
+            );
+        }
+        let next: Vec<String> = names.iter().map(|n| format!("{n}/next")).collect();
+        if next.is_empty() {
+            return Ok(next);
+        }
+        let started = self
+            .ask(Request {
+                op: Op::Overlap,
+                names: next.clone(),
+                wait: Some(START_WAIT),
+                kill_on_timeout: false,
+            })
+            .and_then(statuses);
+        if let Err(problem) = started {
+            if let Err(also) = self.abandon(&next) {
+                log::error!("cannot stop the second generation again: {also}");
+            }
+            return Err(problem);
+        }
+        Ok(next)
+    }
+
+    fn retire(&mut self, next: &[String]) -> Result<(), String> {
+        let names = next
+            .iter()
+            .map(|n| n.strip_suffix("/next").unwrap_or(n).to_owned())
+            .collect();
+        statuses(self.ask(Request {
+            op: Op::Retire,
+            names,
+            wait: Some(self.svwait + STOP_MARGIN),
+            kill_on_timeout: true,
+        })?)
+        .map(drop)
+    }
+
+    fn abandon(&mut self, next: &[String]) -> Result<(), String> {
+        statuses(self.ask(Request {
+            op: Op::Down,
+            names: next.to_vec(),
+            wait: Some(self.svwait + STOP_MARGIN),
+            kill_on_timeout: true,
+        })?)
+        .map(drop)
+    }
+
     fn pids(&mut self, names: &[String]) -> Result<Vec<Option<i32>>, String> {
         if names.is_empty() {
             return Ok(Vec::new());

@@ -117,6 +117,7 @@ pub const VARS: &[Var] = &[
     var(SWITCH, "MOLTD_PRE_UPDATE", "none", "shell command before the switch; non-zero aborts it", Plain),
     var(SWITCH, "MOLTD_POST_UPDATE", "none", "shell command after a committed update", Plain),
     var(SWITCH, "MOLTD_RESTART", "all services", "the services stopped and started around a switch", Plain),
+    var(SWITCH, "MOLTD_STRATEGY", "restart", "restart (stop, switch, start) or overlap (start the new beside the old, stop the old once the new is ready and healthy)", Plain),
     var(SWITCH, "MOLTD_HEALTH_GRACE", "10s", "how long restarted services must stay up", Plain),
     var(SWITCH, "MOLTD_HEALTH_URL", "none", "URL that must answer 2xx after a switch", Url),
     var(SWITCH, "MOLTD_HEALTH_CMD", "none", "shell command that must exit 0 after a switch", Plain),

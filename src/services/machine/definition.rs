@@ -15,15 +15,22 @@ pub(super) struct Service {
     pub(super) def: Definition,
     pub(super) main: Slot,
     pub(super) log: Option<Slot>,
+    /// A second generation of `run` (`NAME/next`), started beside `main`
+    /// by an update's overlap: it becomes `main` once that is retired.
+    pub(super) next: Option<Slot>,
+    /// `main` is being retired: `next` takes its place once it is down.
+    pub(super) retiring: bool,
     /// Its folder is gone: stop it, then forget it.
     pub(super) removed: bool,
     pub(super) log_input_closed: bool,
 }
 
 impl Service {
-    /// `run`, then `log/run` if there is one.
+    /// `run`, then `log/run` if there is one, then a second `run`.
     pub(super) fn slots(&self) -> impl Iterator<Item = &Slot> {
-        std::iter::once(&self.main).chain(self.log.as_ref())
+        std::iter::once(&self.main)
+            .chain(self.log.as_ref())
+            .chain(self.next.as_ref())
     }
 
     /// `run` and `log/run` are both down.
@@ -114,6 +121,9 @@ impl Supervisor {
             Some(service) => {
                 problems(&Some(def.main.clone()), &def.name, Some(&service.main.part));
                 service.main.part = def.main.clone();
+                if let Some(next) = &mut service.next {
+                    next.part = def.main.clone();
+                }
                 let label = format!("{}/log", def.name);
                 let mut log_appeared = false;
                 match (&mut service.log, &def.log) {
@@ -157,6 +167,8 @@ impl Supervisor {
                         def: def.clone(),
                         main: Slot::new(def.main.clone(), now),
                         log: def.log.clone().map(|part| Slot::new(part, now)),
+                        next: None,
+                        retiring: false,
                         removed: false,
                         log_input_closed: false,
                     },

@@ -286,7 +286,8 @@ impl MainCommand {
                 }
                 Goal::Any
             }
-            Op::Status | Op::Check | Op::Restart { .. } => Goal::Any,
+            // The main command has no second generation.
+            Op::Status | Op::Check | Op::Restart { .. } | Op::Overlap | Op::Retire => Goal::Any,
         }
     }
 

@@ -96,6 +96,30 @@ pub struct Settings {
 pub enum Which {
     Main,
     Log,
+    /// A second generation of `run` beside the first (`NAME/next`).
+    Next,
+}
+
+impl Which {
+    /// The name a program goes by: `web`, `web/log`, `web/next`.
+    pub fn label(self, service: &str) -> String {
+        match self {
+            Which::Main => service.to_owned(),
+            Which::Log => format!("{service}/log"),
+            Which::Next => format!("{service}/next"),
+        }
+    }
+
+    /// The program `name` names, and its service.
+    pub fn parse(name: &str) -> (&str, Which) {
+        if let Some(service) = name.strip_suffix("/log") {
+            (service, Which::Log)
+        } else if let Some(service) = name.strip_suffix("/next") {
+            (service, Which::Next)
+        } else {
+            (name, Which::Main)
+        }
+    }
 }
 
 /// The program to start in a service folder.
@@ -386,6 +410,8 @@ impl Supervisor {
                 Some((name.clone(), Which::Main))
             } else if service.log.as_ref().is_some_and(&mut matches) {
                 Some((name.clone(), Which::Log))
+            } else if service.next.as_ref().is_some_and(&mut matches) {
+                Some((name.clone(), Which::Next))
             } else {
                 None
             }
@@ -405,10 +431,7 @@ impl Supervisor {
         let Some(service) = self.services.get_mut(name) else {
             return;
         };
-        let label = match which {
-            Which::Main => name.to_owned(),
-            Which::Log => format!("{name}/log"),
-        };
+        let label = which.label(name);
         let mut cx = Ctx {
             now,
             settings: self.settings,
@@ -421,10 +444,16 @@ impl Supervisor {
         };
         let slot = match which {
             Which::Main => &mut service.main,
-            Which::Log => match &mut service.log {
-                Some(log) => log,
-                None => return,
-            },
+            Which::Log | Which::Next => {
+                let slot = match which {
+                    Which::Log => &mut service.log,
+                    _ => &mut service.next,
+                };
+                match slot {
+                    Some(slot) => slot,
+                    None => return,
+                }
+            }
         };
         f(slot, &mut cx);
         if !(cx.gave_up && service.def.essential && which == Which::Main) {
@@ -524,7 +553,8 @@ impl Supervisor {
         }
         let mut to = Vec::new();
         for (name, service) in &self.services {
-            if let Some(pid) = service.main.forwarded_to() {
+            let runs = std::iter::once(&service.main).chain(&service.next);
+            for pid in runs.filter_map(Slot::forwarded_to) {
                 if service.def.forward_signals.contains(signal) {
                     actions.push(Action::Signal {
                         target: -pid,
@@ -553,10 +583,12 @@ impl Supervisor {
         }
         let names: Vec<String> = self.services.keys().cloned().collect();
         for name in names {
-            self.with_slot(now, &name, Which::Main, actions, |slot, cx| {
-                slot.intent = Intent::Down;
-                slot.on(cx, SlotEvent::Stop(StopHow::Signal));
-            });
+            for which in [Which::Main, Which::Next] {
+                self.with_slot(now, &name, which, actions, |slot, cx| {
+                    slot.intent = Intent::Down;
+                    slot.on(cx, SlotEvent::Stop(StopHow::Signal));
+                });
+            }
         }
     }
 
@@ -570,7 +602,7 @@ impl Supervisor {
         }
         let names: Vec<String> = self.services.keys().cloned().collect();
         for name in names {
-            for which in [Which::Main, Which::Log] {
+            for which in [Which::Main, Which::Log, Which::Next] {
                 self.with_slot(now, &name, which, actions, |slot, cx| {
                     slot.on(cx, SlotEvent::Tick)
                 });
@@ -591,9 +623,18 @@ impl Supervisor {
             let Some(service) = self.services.get_mut(&name) else {
                 continue;
             };
+            // The first generation is down: the second takes its place.
+            if service.retiring && service.main.is_down() {
+                if let Some(next) = service.next.take() {
+                    info!("{name}: its second generation is now the service");
+                    service.main = next;
+                }
+                service.retiring = false;
+            }
             let leaving = stopping_all || service.removed;
             if leaving
                 && service.main.is_down()
+                && service.next.as_ref().is_none_or(Slot::is_down)
                 && !service.log_input_closed
                 && service.log.is_some()
             {

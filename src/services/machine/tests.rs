@@ -603,3 +603,63 @@ fn waits_for_up_end_when_the_service_is_ready() {
     );
     assert_eq!(sup.next_deadline(), None, "idle: nothing to wake up for");
 }
+
+/// An update's overlap: a second generation (`NAME/next`) starts beside the
+/// first and its wait ends when it is ready; `retire` stops the first and
+/// the second takes its place; `down` on `NAME/next` stops the second and
+/// leaves the first alone.
+#[test]
+fn a_second_generation_runs_beside_the_first_until_one_of_them_goes() {
+    use libc::{SIGCONT, SIGTERM};
+    let t0 = Instant::now();
+    let t1 = t0 + Duration::from_secs(20);
+    let mut sup = running(t0, &[def("a")]);
+    sup.step(t0 + READY_GRACE, Event::Tick);
+    let pid = |sup: &Supervisor, name: &str| sup.status_of(name, t1).and_then(|s| s.main.pid);
+
+    let actions = sup.step(t1, request(Op::Overlap, "a/next", Some(10)));
+    assert_eq!(actions, vec![spawn("a", Which::Next, Program::Run)]);
+    let actions = sup.step(t1, spawned("a", Which::Next, Program::Run, 200));
+    assert_eq!(answers(&actions), vec![], "not ready yet");
+    let actions = sup.step(t1 + READY_GRACE, Event::Tick);
+    assert!(
+        matches!(answers(&actions)[..], [Answer::Ok(_)]),
+        "{actions:?}"
+    );
+    assert_eq!(
+        (pid(&sup, "a"), pid(&sup, "a/next")),
+        (Some(100), Some(200))
+    );
+
+    let actions = sup.step(t1, request(Op::Retire, "a", Some(10)));
+    assert_eq!(actions, vec![signal(-100, SIGTERM), signal(-100, SIGCONT)]);
+    let actions = sup.step(t1, exited(100, ExitStatus::Signaled(SIGTERM), false));
+    assert!(
+        matches!(answers(&actions)[..], [Answer::Ok(_)]),
+        "{actions:?}"
+    );
+    assert!(!actions.iter().any(|a| matches!(a, Action::Spawn { .. })));
+    assert_eq!((pid(&sup, "a"), pid(&sup, "a/next")), (Some(200), None));
+    assert!(sup.status_of("a", t1).unwrap().main.ready);
+    // The second generation, now the service, restarts as the service.
+    let t2 = t1 + Duration::from_secs(30);
+    let actions = sup.step(t2, exited(200, ExitStatus::Exited(1), false));
+    assert_eq!(actions, vec![spawn("a", Which::Main, Program::Run)]);
+    sup.step(t2, spawned("a", Which::Main, Program::Run, 201));
+
+    // Given up: the second generation stops, the first runs on.
+    sup.step(t1, request(Op::Overlap, "a/next", Some(10)));
+    sup.step(t1, spawned("a", Which::Next, Program::Run, 300));
+    let actions = sup.step(t1, request(Op::Down, "a/next", Some(10)));
+    assert_eq!(actions, vec![signal(-300, SIGTERM), signal(-300, SIGCONT)]);
+    let actions = sup.step(t1, exited(300, ExitStatus::Signaled(SIGTERM), false));
+    assert!(
+        matches!(answers(&actions)[..], [Answer::Ok(_)]),
+        "{actions:?}"
+    );
+    assert!(!actions.iter().any(|a| matches!(a, Action::Spawn { .. })));
+    assert_eq!(pid(&sup, "a"), Some(201));
+    // The main command and unknown services have no second generation.
+    let actions = sup.step(t1, request(Op::Overlap, "nope/next", Some(10)));
+    assert_eq!(answers(&actions), vec![Answer::Unknown("nope/next".into())]);
+}

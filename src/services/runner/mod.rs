@@ -592,7 +592,7 @@ impl Runner {
             .definition(service)
             .ok_or_else(|| setup_failed("unknown service", service.to_owned()))?;
         let dir = match which {
-            Which::Main => def.dir.clone(),
+            Which::Main | Which::Next => def.dir.clone(),
             Which::Log => def.dir.join("log"),
         };
         let pipes_failed =
@@ -621,7 +621,7 @@ impl Runner {
         let command = spawn::Program::new(&argv, None)
             .map_err(|_| setup_failed("arguments", "hold a NUL byte".into()))?;
         let part = match which {
-            Which::Main => Some(&def.main),
+            Which::Main | Which::Next => Some(&def.main),
             Which::Log => def.log.as_ref(),
         };
         // A fresh pipe for each start of `run`; PID 1 keeps the read end.
@@ -645,7 +645,7 @@ impl Runner {
             .map(|(fd, target)| (fd.as_fd(), *target));
         options.stdio = match (which, program) {
             // A probe's chatter goes to the service's stderr, not its log.
-            (Which::Main, Program::Check) => [
+            (Which::Main | Which::Next, Program::Check) => [
                 Some(self.devnull.as_fd()),
                 io.err.pipe.writer(),
                 io.err.pipe.writer(),
@@ -655,7 +655,7 @@ impl Runner {
                 io.log_err.as_ref().and_then(|o| o.pipe.writer()),
                 io.log_err.as_ref().and_then(|o| o.pipe.writer()),
             ],
-            (Which::Main, _) => [
+            (Which::Main | Which::Next, _) => [
                 Some(self.devnull.as_fd()),
                 io.log_pipe
                     .as_ref()
