@@ -118,7 +118,9 @@ fn parse_seconds(text: &str) -> Option<Duration> {
 }
 
 /// The name the supervisor knows a service by: `web` for `web`, `web/`,
-/// `./web` or `/etc/service/web`, and `web/log` for its log sub-service.
+/// `./web` or `/etc/service/web`, `web/log` for its log sub-service, and
+/// `web/next` (written so, not as a path: no folder holds it) for the
+/// second generation an update's overlap runs beside it.
 fn service_name(arg: &str) -> String {
     let parts: Vec<&str> = arg
         .split('/')
@@ -126,6 +128,7 @@ fn service_name(arg: &str) -> String {
         .collect();
     match parts[..] {
         [.., parent, "log"] => format!("{parent}/log"),
+        [service, "next"] if !arg.starts_with('/') => format!("{service}/next"),
         [.., last] => last.to_owned(),
         [] => arg.to_owned(),
     }
@@ -434,6 +437,9 @@ mod tests {
             ("/etc/service/web", "web"),
             ("web/log", "web/log"),
             ("/etc/service/web/log/", "web/log"),
+            ("web/next", "web/next"),
+            ("/etc/service/next", "next"),
+            ("/srv/next", "next"),
         ];
         for (arg, name) in table {
             assert_eq!(service_name(arg), name, "{arg}");

@@ -15,6 +15,7 @@ mod firstboot;
 mod honest_config;
 mod manifests;
 mod observe;
+mod overlap;
 mod pid1;
 mod production;
 mod ready;

@@ -138,34 +138,14 @@ fn grace_period_makes_a_silent_service_ready() {
     assert_ne!(bad.code, Some(0), "{:?}", bad.stderr);
 }
 
-/// `bin/app` of a release that says it is ready on descriptor 5 (the
-/// service's `notification-fd`), or one that never does.
-fn notifying_app(version: &str, notifies: bool) -> String {
-    let notify = if notifies { "echo >&5\n" } else { "" };
-    format!("#!/bin/sh\necho {version} >> \"$1/started\"\n{notify}exec sleep 1000\n")
-}
-
 /// The update's start waits for readiness: a release whose service runs but
 /// never says it is ready fails its health check and is rolled back to the
 /// one before, which says it again.
 #[test]
 fn an_update_whose_service_never_becomes_ready_is_rolled_back() {
-    use crate::apply::{moltd, setup, wait_for_state};
-    use crate::feed::{Entry, FakeAsset, FakeRelease, Feed, asset_name, targz};
-    let (dir, _) = setup("ready_update");
-    dir.write("services/web/notification-fd", "5\n");
-    dir.script("app/releases/v2.0.0/bin/app", &notifying_app("2.0.0", true));
-    let top = "app-3.0.0";
-    let path = format!("{top}/bin/app");
-    let script = notifying_app("3.0.0", false);
-    let archive = targz(&[
-        Entry::Dir(top),
-        Entry::File(&path, script.as_bytes(), 0o755),
-    ]);
-    let feed = Feed::start(vec![FakeRelease::new(
-        "v3.0.0",
-        vec![FakeAsset::new(&asset_name("3.0.0"), archive)],
-    )]);
+    use crate::apply::{moltd, wait_for_state};
+    use crate::overlap::{Notifies, notifying_setup};
+    let (dir, feed) = notifying_setup("ready_update", Notifies::Never);
     let mut running = moltd(&dir, &feed, Mode::Pid1).spawn();
     let doc = wait_for_state(&mut running, &dir, "rolled_back");
     let reason = doc["last_error"].as_str().unwrap_or("");
@@ -177,7 +157,7 @@ fn an_update_whose_service_never_becomes_ready_is_rolled_back() {
     if doc["bad_releases"] != serde_json::json!(["v3.0.0"]) || doc["current"] != "v2.0.0" {
         running.fail(&format!("bad status: {doc}"));
     }
-    assert_eq!(dir.read("started"), "2.0.0\n3.0.0\n2.0.0\n");
+    assert_eq!(crate::overlap::versions(&dir), ["2.0.0", "3.0.0", "2.0.0"]);
     expect(&dir.sv(&["-w", "20", "up", "web"]), 0, "ok: run: web: ");
     running.signal(SIGTERM);
     running.wait().expect_code(0);
