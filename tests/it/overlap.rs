@@ -72,7 +72,7 @@ fn started(dir: &TestDir, version: &str) -> Option<String> {
     dir.read("started")
         .lines()
         .filter(|line| line.ends_with(&format!(" {version}")))
-        .last()
+        .next_back()
         .map(|line| line.split(' ').next().unwrap_or_default().to_owned())
 }
 
