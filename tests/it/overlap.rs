@@ -71,8 +71,7 @@ fn pid(dir: &TestDir, name: &str) -> Option<String> {
 fn started(dir: &TestDir, version: &str) -> Option<String> {
     dir.read("started")
         .lines()
-        .filter(|line| line.ends_with(&format!(" {version}")))
-        .next_back()
+        .rfind(|line| line.ends_with(&format!(" {version}")))
         .map(|line| line.split(' ').next().unwrap_or_default().to_owned())
 }
 
