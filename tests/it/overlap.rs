@@ -157,3 +157,32 @@ fn overlap_failing_release_leaves_the_old_pid_alone() {
     running.signal(SIGTERM);
     running.wait().expect_code(0);
 }
+
+/// The agent dies while the new release's services run beside the old
+/// ones: PID 1 stops the second generation it started, and the old one,
+/// never stopped, keeps its pid.
+#[test]
+fn overlap_cut_short_by_the_agents_death_stops_the_second_generation() {
+    let (dir, feed) = notifying_setup("overlap_agent_killed", Notifies::OnGo);
+    let mut running = moltd(&dir, &feed, Mode::Pid1)
+        .env("MOLTD_STRATEGY", "overlap")
+        .spawn();
+    running.wait_for("v3 to start beside v2", || started(&dir, "3.0.0").is_some());
+    let old = started(&dir, "2.0.0").unwrap();
+    let agent = running.agent_pid(None);
+    // SAFETY: kill has no memory-safety preconditions.
+    assert_eq!(unsafe { nix::libc::kill(agent, nix::libc::SIGKILL) }, 0);
+    running.wait_for_file(
+        "moltd.stderr",
+        "stopping web/next: the update agent that started it died",
+    );
+    running.wait_for("web/next to stop", || {
+        crate::util::process_state(agent).is_none()
+            && dir.read("moltd.stderr").contains("web/next: stopped")
+    });
+    assert_eq!(pid(&dir, "web").as_deref(), Some(old.as_str()));
+    assert_eq!(versions(&dir)[..2], ["2.0.0", "3.0.0"]);
+    assert!(versions(&dir).iter().filter(|v| *v == "2.0.0").count() == 1);
+    running.signal(SIGTERM);
+    running.wait().expect_code(0);
+}

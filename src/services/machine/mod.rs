@@ -394,6 +394,16 @@ impl Supervisor {
             .collect()
     }
 
+    /// The second generations (`NAME/next`) that run or are on their way
+    /// and have not begun to take their service's place: what an overlap
+    /// left when the agent driving it died.
+    pub fn second_generations(&self) -> Vec<String> {
+        (self.services.iter())
+            .filter(|(_, s)| !s.retiring && s.next.as_ref().is_some_and(|n| !n.is_down()))
+            .map(|(name, _)| Which::Next.label(name))
+            .collect()
+    }
+
     /// Shutdown has begun (a signal, or an essential service gave up).
     pub fn shutting_down(&self) -> bool {
         self.shutdown.is_some()
