@@ -238,6 +238,9 @@ fn statuses(answers: Vec<Answer>) -> Result<Vec<crate::services::status::Status>
         .into_iter()
         .map(|answer| match answer {
             Answer::Done(s) | Answer::Ok(s) | Answer::Killed(s) => Ok(s),
+            Answer::Timeout(s) if s.main.phase == ServicePhase::Running && !s.main.ready => {
+                Err(format!("{} did not become ready in time", s.name))
+            }
             Answer::Timeout(s) => Err(format!("{} did not change state in time", s.name)),
             Answer::Unknown(name) => Err(format!("no service named {name:?}")),
         })
@@ -291,6 +294,62 @@ impl Payload for Link {
             names: names.to_vec(),
             wait: Some(START_WAIT),
             kill_on_timeout: false,
+        })?)
+        .map(drop)
+    }
+
+    fn overlap(&mut self, names: Option<&[String]>) -> Result<Vec<String>, String> {
+        let names = match names {
+            Some(names) => names.to_vec(),
+            None => self.wanted_up()?,
+        };
+        if names.iter().any(|n| n == MAIN_NAME) {
+            return Err(
+                "the main command cannot run twice at once: MOLTD_STRATEGY=overlap needs the app in a service folder (or use restart)"
+                    .into(),
+            );
+        }
+        let next: Vec<String> = names.iter().map(|n| format!("{n}/next")).collect();
+        if next.is_empty() {
+            return Ok(next);
+        }
+        let started = self
+            .ask(Request {
+                op: Op::Overlap,
+                names: next.clone(),
+                wait: Some(START_WAIT),
+                kill_on_timeout: false,
+            })
+            .and_then(statuses);
+        if let Err(problem) = started {
+            if let Err(also) = self.abandon(&next) {
+                log::error!("cannot stop the second generation again: {also}");
+            }
+            return Err(problem);
+        }
+        Ok(next)
+    }
+
+    fn retire(&mut self, next: &[String]) -> Result<(), String> {
+        let names = next
+            .iter()
+            .map(|n| n.strip_suffix("/next").unwrap_or(n).to_owned())
+            .collect();
+        statuses(self.ask(Request {
+            op: Op::Retire,
+            names,
+            wait: Some(self.svwait + STOP_MARGIN),
+            kill_on_timeout: true,
+        })?)
+        .map(drop)
+    }
+
+    fn abandon(&mut self, next: &[String]) -> Result<(), String> {
+        statuses(self.ask(Request {
+            op: Op::Down,
+            names: next.to_vec(),
+            wait: Some(self.svwait + STOP_MARGIN),
+            kill_on_timeout: true,
         })?)
         .map(drop)
     }

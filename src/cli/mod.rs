@@ -4,7 +4,6 @@
 //! option syntax, defaults and error wording; they all produce the same
 //! [`InitConfig`], so the runtime has one code path.
 
-mod check;
 mod config;
 mod dumb_init;
 mod moltd;

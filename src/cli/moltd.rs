@@ -240,6 +240,7 @@ fn parse_args(args: Vec<OsString>, env: Env, names: &[OsString]) -> Result<Outco
         let settings = Settings {
             svwait: seconds_from(env, "SVWAIT", services::DEFAULT_SVWAIT, 0)?,
             backoff_max: seconds_from(env, "MOLTD_BACKOFF_MAX", services::DEFAULT_BACKOFF_MAX, 1)?,
+            ready_grace: ready_grace(env)?,
         };
         let dir = match (services_dir, command.is_empty()) {
             (None, true) => Some(services::DEFAULT_DIR.into()),
@@ -320,6 +321,21 @@ fn seconds_from(
         Some(secs) if secs >= min => Ok(Duration::from_secs(secs)),
         _ => Err(format!("bad {name} {value:?}: expected whole seconds, at least {min}").into()),
     }
+}
+
+/// `MOLTD_READY_GRACE`: how long a service with no other way to say it is
+/// ready must stay up (`500ms`, `2s`; `0` makes it ready once it runs).
+fn ready_grace(env: Env) -> Result<Duration, lexopt::Error> {
+    let Some(value) = env("MOLTD_READY_GRACE") else {
+        return Ok(services::DEFAULT_READY_GRACE);
+    };
+    value
+        .to_str()
+        .and_then(crate::update::config::parse_duration)
+        .ok_or_else(|| {
+            format!("bad MOLTD_READY_GRACE {value:?}: expected a duration such as 1s or 500ms")
+                .into()
+        })
 }
 
 fn level_for_verbose(count: u32) -> LevelFilter {

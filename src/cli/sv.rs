@@ -6,10 +6,11 @@
 //! `SVWAIT`, and the same exit codes (the number of services that failed or
 //! timed out, at most 99; 100 for bad usage), so scripts written for runit
 //! work unchanged. It talks to moltd over the control socket instead of
-//! runsv's named pipes, and runs a service's `./check` itself (see
-//! [`super::check`]).
+//! runsv's named pipes. runit's sv runs a service's `./check` itself; here
+//! PID 1 runs it, as one of the ways a service becomes ready, and a wait for
+//! a service to be up (`up`, `start`, the restarts, `check`, `term` and
+//! `kill`) ends when it is ready: what `check` meant, for every service.
 
-use super::check::{self, CheckError};
 use super::{Env, write_err, write_out};
 use crate::control::{UpdateReply, UpdateRequest};
 use crate::logging::Escaped;
@@ -23,7 +24,7 @@ use nix::libc;
 use std::ffi::OsString;
 use std::fmt::Write as _;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub const USAGE: &str = "usage: sv [-v] [-w sec] command service ...\n\n";
 /// runit's exit code for bad usage.
@@ -117,7 +118,9 @@ fn parse_seconds(text: &str) -> Option<Duration> {
 }
 
 /// The name the supervisor knows a service by: `web` for `web`, `web/`,
-/// `./web` or `/etc/service/web`, and `web/log` for its log sub-service.
+/// `./web` or `/etc/service/web`, `web/log` for its log sub-service, and
+/// `web/next` (written so, not as a path: no folder holds it) for the
+/// second generation an update's overlap runs beside it.
 fn service_name(arg: &str) -> String {
     let parts: Vec<&str> = arg
         .split('/')
@@ -125,6 +128,7 @@ fn service_name(arg: &str) -> String {
         .collect();
     match parts[..] {
         [.., parent, "log"] => format!("{parent}/log"),
+        [service, "next"] if !arg.starts_with('/') => format!("{service}/next"),
         [.., last] => last.to_owned(),
         [] => arg.to_owned(),
     }
@@ -201,21 +205,8 @@ fn fail_line(shown: &str, why: &str) -> String {
     format!("fail: {shown}: {why}\n")
 }
 
-/// Whether a wait for this command ends only when the service's `./check`
-/// passes: runit's `up`, `start`, the restarts, `check`, and `term` and
-/// `kill` (which wait for the service to be up again).
-fn checks(op: Op) -> bool {
-    matches!(
-        op,
-        Op::Up | Op::Restart { .. } | Op::Check | Op::Signal(libc::SIGTERM | libc::SIGKILL)
-    )
-}
-
-/// What became of one service: moltd's answer, after its `./check`.
-type Outcome = Result<Answer, CheckError>;
-
-/// Turns the outcomes into runit's output and exit code.
-fn report(invocation: &Invocation, answers: Result<Vec<Outcome>, ClientError>) -> (String, i32) {
+/// Turns the answers into runit's output and exit code.
+fn report(invocation: &Invocation, answers: Result<Vec<Answer>, ClientError>) -> (String, i32) {
     let mut out = String::new();
     let mut failed = 0;
     let answers = match answers {
@@ -233,28 +224,24 @@ fn report(invocation: &Invocation, answers: Result<Vec<Outcome>, ClientError>) -
     for (shown, answer) in invocation.services.iter().zip(answers) {
         let line = |status: &Status| status.sv_line(shown);
         match answer {
-            Err(err) => {
-                failed += 1;
-                out.push_str(&fail_line(shown, &err.to_string()));
-            }
-            Ok(Answer::Unknown(_)) => {
+            Answer::Unknown(_) => {
                 failed += 1;
                 out.push_str(&fail_line(
                     shown,
                     "unable to change to service directory: file does not exist",
                 ));
             }
-            Ok(Answer::Done(status)) if invocation.verb.report == Report::Status => {
+            Answer::Done(status) if invocation.verb.report == Report::Status => {
                 out.push_str(&line(&status));
                 out.push('\n');
             }
-            Ok(Answer::Done(_)) => {}
-            Ok(Answer::Ok(status)) => out.push_str(&format!("ok: {}\n", line(&status))),
-            Ok(Answer::Timeout(status)) => {
+            Answer::Done(_) => {}
+            Answer::Ok(status) => out.push_str(&format!("ok: {}\n", line(&status))),
+            Answer::Timeout(status) => {
                 failed += 1;
                 out.push_str(&format!("timeout: {}\n", line(&status)));
             }
-            Ok(Answer::Killed(status)) => {
+            Answer::Killed(status) => {
                 failed += 1;
                 out.push_str(&format!("kill: {}\n", line(&status)));
             }
@@ -273,19 +260,7 @@ pub fn sv(args: Vec<OsString>, socket: PathBuf, env: Env) -> i32 {
             return USAGE_CODE;
         }
     };
-    let started = Instant::now();
-    let answers = control.ask(&invocation.request);
-    let outcomes = answers.map(|answers| match invocation.request.wait {
-        Some(wait) if checks(invocation.verb.op) => answers
-            .into_iter()
-            .map(|answer| {
-                let kill = invocation.verb.kill_on_timeout;
-                check::confirm(&control, answer, started + wait, kill)
-            })
-            .collect(),
-        _ => answers.into_iter().map(Ok).collect(),
-    });
-    let (out, code) = report(&invocation, outcomes);
+    let (out, code) = report(&invocation, control.ask(&invocation.request));
     write_out(&out);
     code
 }
@@ -462,6 +437,9 @@ mod tests {
             ("/etc/service/web", "web"),
             ("web/log", "web/log"),
             ("/etc/service/web/log/", "web/log"),
+            ("web/next", "web/next"),
+            ("/etc/service/next", "next"),
+            ("/srv/next", "next"),
         ];
         for (arg, name) in table {
             assert_eq!(service_name(arg), name, "{arg}");
@@ -478,6 +456,7 @@ mod tests {
                 secs: 2,
                 normally_up: true,
                 want: Want::Down,
+                ready: false,
                 paused: false,
                 got_term: false,
                 restarts: 0,
@@ -488,10 +467,10 @@ mod tests {
         };
         let invocation = parse_words(&["-v", "down", "web", "./db", "x", "y"]).unwrap();
         let answers = vec![
-            Ok(Answer::Ok(status.clone())),
-            Ok(Answer::Timeout(status.clone())),
-            Ok(Answer::Unknown("x".into())),
-            Err(CheckError::Spawn(std::io::ErrorKind::NotFound.into())),
+            Answer::Ok(status.clone()),
+            Answer::Timeout(status.clone()),
+            Answer::Unknown("x".into()),
+            Answer::Killed(status.clone()),
         ];
         let (out, code) = report(&invocation, Ok(answers));
         assert_eq!(
@@ -499,12 +478,12 @@ mod tests {
             "ok: down: web: 2s, normally up\n\
              timeout: down: ./db: 2s, normally up\n\
              fail: x: unable to change to service directory: file does not exist\n\
-             fail: y: cannot run ./check: entity not found\n"
+             kill: down: y: 2s, normally up\n"
         );
         assert_eq!(code, 3);
         let quiet = parse_words(&["up", "web"]).unwrap();
         assert_eq!(
-            report(&quiet, Ok(vec![Ok(Answer::Done(status))])),
+            report(&quiet, Ok(vec![Answer::Done(status)])),
             (String::new(), 0)
         );
     }

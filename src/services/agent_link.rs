@@ -527,7 +527,13 @@ impl AgentLink {
     pub fn track(&mut self, request: &super::control::Request) {
         use super::control::Op;
         match request.op {
-            Op::Down => self.held.extend(request.names.iter().cloned()),
+            // A second generation stopped (an overlap given up) is meant
+            // to stay down; the first runs on.
+            Op::Down => self.held.extend(
+                (request.names.iter())
+                    .filter(|n| !n.ends_with("/next"))
+                    .cloned(),
+            ),
             Op::Up | Op::Once | Op::Restart { .. } => {
                 for name in &request.names {
                     self.held.remove(name);

@@ -32,6 +32,13 @@ pub enum Op {
     },
     /// Change nothing; with a wait, wait for the state it should be in.
     Check,
+    /// On `NAME/next`: start a second generation of the service beside the
+    /// running one (the overlap strategy of an update); a wait ends when it
+    /// is ready. Stopped again with `Down` on the same name.
+    Overlap,
+    /// On `NAME`: stop the first generation (down-signal, SVWAIT) and make
+    /// the second the service; a wait ends when the first is down.
+    Retire,
 }
 
 /// One request from a client.
@@ -75,6 +82,8 @@ impl Op {
             }
             .into(),
             Op::Check => "check".into(),
+            Op::Overlap => "overlap".into(),
+            Op::Retire => "retire".into(),
         }
     }
 
@@ -91,6 +100,8 @@ impl Op {
                 only_if_running: true,
             },
             "check" => Op::Check,
+            "overlap" => Op::Overlap,
+            "retire" => Op::Retire,
             _ => Op::Signal(signals::parse(text.strip_prefix("signal:")?)?),
         })
     }
@@ -178,6 +189,8 @@ mod tests {
                 only_if_running: false,
             },
             Op::Check,
+            Op::Overlap,
+            Op::Retire,
         ];
         for op in ops {
             let request = Request {

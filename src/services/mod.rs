@@ -31,6 +31,9 @@ pub const DEFAULT_CONTROL: &str = "/run/moltd/control.sock";
 /// runit's default for SVWAIT.
 pub const DEFAULT_SVWAIT: Duration = Duration::from_secs(7);
 pub const DEFAULT_BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// How long a service with no `notify`, `notification-fd` or `check` must
+/// stay up to count as ready.
+pub const DEFAULT_READY_GRACE: Duration = Duration::from_secs(1);
 
 /// Everything service mode needs.
 #[derive(Clone, Debug, PartialEq, Eq)]

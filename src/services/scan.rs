@@ -1,7 +1,8 @@
 //! Reading the services directory into service definitions.
 //!
 //! Only this file looks at the layout of a service folder (`run`, `finish`,
-//! `down`, `essential`, `down-signal`, `forward-signals`, `log/`). The state
+//! `down`, `essential`, `down-signal`, `forward-signals`, `log/`, and the
+//! readiness files `notify`, `notification-fd`, `check`). The state
 //! machine gets plain [`Definition`]s, so it can be tested without a file
 //! system.
 
@@ -86,7 +87,30 @@ pub struct Part {
     pub down_signal: i32,
     /// What was wrong with `down-signal`, if anything.
     pub down_signal_problem: Option<String>,
+    /// How a running `run` says it is ready.
+    pub readiness: Readiness,
+    /// What was wrong with `notification-fd`, if anything.
+    pub readiness_problem: Option<String>,
 }
+
+/// How a running program becomes ready. A `READY=1` on `NOTIFY_SOCKET`
+/// counts whatever this says; the others are tried in this order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Readiness {
+    /// A `notify` file: only `READY=1` on `NOTIFY_SOCKET` makes it ready.
+    Notify,
+    /// A `notification-fd` file (s6): `run` gets a pipe's write end as this
+    /// descriptor, and a newline on it means ready.
+    Fd(i32),
+    /// An executable `check` (runit): ready once `./check` exits 0.
+    Check,
+    /// None of those: ready once it stayed up `MOLTD_READY_GRACE`.
+    Grace,
+}
+
+/// The lowest and highest descriptor a `notification-fd` may name: not a
+/// standard stream, and one a child can have under the usual limit.
+const NOTIFICATION_FDS: std::ops::RangeInclusive<i32> = 3..=1023;
 
 /// A directory entry that looks like a service but is not one.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -186,12 +210,45 @@ fn read_part(dir: &Path) -> Result<Part, String> {
             ),
         },
     };
+    let (readiness, readiness_problem) = read_readiness(dir);
     Ok(Part {
         down: dir.join("down").exists(),
         finish: is_executable(&dir.join("finish")),
         down_signal,
         down_signal_problem,
+        readiness,
+        readiness_problem,
     })
+}
+
+/// How the program in `dir` says it is ready. A `notification-fd` that
+/// names no usable descriptor still makes the notification the only way
+/// (the service meant to notify), with the problem to report.
+fn read_readiness(dir: &Path) -> (Readiness, Option<String>) {
+    match fs::read_to_string(dir.join("notification-fd")) {
+        Ok(text) => match parse_notification_fd(&text) {
+            Some(fd) => (Readiness::Fd(fd), None),
+            None => (
+                Readiness::Notify,
+                Some(format!(
+                    "notification-fd holds {:?}, not a descriptor from {} to {}; \
+                     only READY=1 on NOTIFY_SOCKET will make it ready",
+                    text.trim(),
+                    NOTIFICATION_FDS.start(),
+                    NOTIFICATION_FDS.end()
+                )),
+            ),
+        },
+        Err(_) if dir.join("notify").exists() => (Readiness::Notify, None),
+        Err(_) if is_executable(&dir.join("check")) => (Readiness::Check, None),
+        Err(_) => (Readiness::Grace, None),
+    }
+}
+
+/// The first line of a `notification-fd` file: a descriptor number.
+fn parse_notification_fd(text: &str) -> Option<i32> {
+    let fd = text.lines().next()?.trim().parse().ok()?;
+    NOTIFICATION_FDS.contains(&fd).then_some(fd)
 }
 
 /// Whether `path` is a file with an execute bit: how runit decides that an
@@ -264,6 +321,23 @@ mod tests {
         ];
         for (text, expected) in table {
             assert_eq!(parse_down_signal(text), expected, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn notification_fd_syntax() {
+        let table = [
+            ("3\n", Some(3)),
+            (" 7 \nignored", Some(7)),
+            ("1023", Some(1023)),
+            ("2", None),
+            ("1024", None),
+            ("-1", None),
+            ("four", None),
+            ("", None),
+        ];
+        for (text, expected) in table {
+            assert_eq!(parse_notification_fd(text), expected, "{text:?}");
         }
     }
 

@@ -45,6 +45,9 @@ pub struct ProgramStatus {
     /// No `down` file.
     pub normally_up: bool,
     pub want: Want,
+    /// Running, and said it is ready (or its check passed, or it stayed up
+    /// its grace period).
+    pub ready: bool,
     pub paused: bool,
     pub got_term: bool,
     /// How many times `run` was started again after its first start.
@@ -131,7 +134,7 @@ impl Status {
                 Some(p) => {
                     let _ = write!(
                         line,
-                        "{} {} {} {} {} {} {} {} {}",
+                        "{} {} {} {} {} {} {} {} {} {}",
                         p.phase.word(),
                         p.pid.unwrap_or(0),
                         p.secs,
@@ -141,6 +144,7 @@ impl Status {
                         u8::from(p.got_term),
                         p.restarts,
                         encode_exit(p.last_exit),
+                        u8::from(p.ready),
                     );
                 }
             }
@@ -193,6 +197,7 @@ fn decode_program(text: &str) -> Option<ProgramStatus> {
         got_term,
         restarts,
         exit,
+        ready,
     ] = f[..]
     else {
         return None;
@@ -210,6 +215,7 @@ fn decode_program(text: &str) -> Option<ProgramStatus> {
         secs: secs.parse().ok()?,
         normally_up: flag(normally_up),
         want: if want == "up" { Want::Up } else { Want::Down },
+        ready: flag(ready),
         paused: flag(paused),
         got_term: flag(got_term),
         restarts: restarts.parse().ok()?,
@@ -223,6 +229,7 @@ pub fn table(statuses: &[Status]) -> String {
     let mut rows = vec![[
         "SERVICE".to_owned(),
         "STATE".into(),
+        "READY".into(),
         "PID".into(),
         "UPTIME".into(),
         "RESTARTS".into(),
@@ -237,6 +244,12 @@ pub fn table(statuses: &[Status]) -> String {
             rows.push([
                 name.to_owned(),
                 p.phase.word().to_owned(),
+                match (State::of(p.phase), p.ready) {
+                    (State::Down, _) => "-",
+                    (_, true) => "yes",
+                    (_, false) => "no",
+                }
+                .to_owned(),
                 pid.map_or("-".into(), |p| p.to_string()),
                 format!("{}s", p.secs),
                 p.restarts.to_string(),
@@ -248,7 +261,7 @@ pub fn table(statuses: &[Status]) -> String {
             ]);
         }
     }
-    let mut widths = [0; 6];
+    let mut widths = [0; 7];
     for row in &rows {
         for (width, cell) in widths.iter_mut().zip(row) {
             *width = (*width).max(cell.len());
@@ -277,6 +290,7 @@ mod tests {
             secs,
             normally_up: true,
             want: Want::Up,
+            ready: phase == Phase::Running,
             paused: false,
             got_term: false,
             restarts: 0,
@@ -384,6 +398,8 @@ mod tests {
         assert_eq!(lines.len(), 3);
         assert!(lines[0].starts_with("SERVICE"));
         assert!(lines[1].starts_with("web "));
+        assert!(lines[0].contains("READY"));
+        assert!(lines[1].contains(" yes "));
         assert!(lines[1].contains("exit 1"));
         assert!(lines[2].starts_with("web/log"));
     }

@@ -87,6 +87,9 @@ pub struct Options<'a> {
     /// The child's environment instead of the one every child gets (see
     /// [`set_environment`]): the update agent needs moltd's own.
     pub environment: Option<&'a [CString]>,
+    /// A descriptor to install at a number of its own choosing (3 or
+    /// more): a service's `notification-fd`. Installed after `pass`.
+    pub at: Option<(BorrowedFd<'a>, i32)>,
 }
 
 impl<'a> Options<'a> {
@@ -99,6 +102,7 @@ impl<'a> Options<'a> {
             stdio: [None; 3],
             pass: &[],
             environment: None,
+            at: None,
         }
     }
 }
@@ -195,6 +199,7 @@ pub fn spawn(program: &Program, options: &Options) -> Result<i32, SpawnError> {
         cwd: options.cwd,
         stdio: options.stdio.map(|fd| fd.map(|fd| fd.as_raw_fd())),
         pass: options.pass.iter().map(|fd| fd.as_raw_fd()).collect(),
+        at: options.at.map(|(fd, target)| (fd.as_raw_fd(), target)),
     };
     if setup.pass.len() > MAX_PASS {
         return Err(SpawnError::Setup("passing descriptors", Errno::EMFILE));
@@ -233,6 +238,7 @@ struct ChildSetup<'a> {
     cwd: Option<&'a CStr>,
     stdio: [Option<RawFd>; 3],
     pass: Vec<RawFd>,
+    at: Option<(RawFd, libc::c_int)>,
 }
 
 /// Runs in the child. Returns only if the set-up or exec failed, with the
@@ -286,7 +292,24 @@ fn exec_in_child(
                 return Errno::last_raw();
             }
         }
+        // Likewise above its own target and the passed ones, before those
+        // are installed over where it may be.
+        let at = match setup.at {
+            Some((source, target)) => {
+                let copy = libc::fcntl(source, libc::F_DUPFD_CLOEXEC, first.max(target + 1));
+                if copy < 0 {
+                    return Errno::last_raw();
+                }
+                Some((copy, target))
+            }
+            None => None,
+        };
         for (target, &copy) in (3..).zip(&high[..setup.pass.len()]) {
+            if libc::dup2(copy, target) < 0 {
+                return Errno::last_raw();
+            }
+        }
+        if let Some((copy, target)) = at {
             if libc::dup2(copy, target) < 0 {
                 return Errno::last_raw();
             }

@@ -8,6 +8,12 @@
 //! before the first service was stopped, so the app is down only between
 //! stop and start.
 //!
+//! With `MOLTD_STRATEGY=overlap` nothing stops first: switch `current` →
+//! start a second generation of the services beside the first (same
+//! folders, same held sockets), ready → health gate on it → retire the first
+//! (down-signal, SVWAIT) → commit. A failure stops the second generation and
+//! switches back: the first never stopped, so clients never notice.
+//!
 //! The updater runs on its own thread, and only moltd's event loop may start
 //! or reap processes, so everything that touches a process goes through a
 //! [`Payload`]: the supervisor implements it by turning each call into a
@@ -21,6 +27,7 @@
 //! The `current` link itself is always switched atomically (see
 //! [`super::layout`]), so it names a whole release at every moment.
 
+use super::config::Strategy;
 use super::error::Error;
 use super::layout::{self, Manifest};
 use super::select::Candidate;
@@ -44,8 +51,20 @@ pub trait Payload {
     /// Stops `names` (none: every service that is up) and waits until they
     /// are down; returns the names stopped.
     fn stop(&mut self, names: Option<&[String]>) -> Result<Vec<String>, String>;
-    /// Starts `names` and waits until each runs.
+    /// Starts `names` and waits until each is ready.
     fn start(&mut self, names: &[String]) -> Result<(), String>;
+    /// Starts a second generation of `names` (none: every service that is
+    /// up) beside the running one and waits until each is ready; returns
+    /// the names of the second generation, for [`Payload::pids`],
+    /// [`Payload::retire`] and [`Payload::abandon`]. If it fails, what it
+    /// started is stopped again.
+    fn overlap(&mut self, names: Option<&[String]>) -> Result<Vec<String>, String>;
+    /// Stops the first generation of each of `next` (named as
+    /// [`Payload::overlap`] named them) and waits until it is down: the
+    /// second is then the service.
+    fn retire(&mut self, next: &[String]) -> Result<(), String>;
+    /// Stops the second generation `next` and waits until it is down.
+    fn abandon(&mut self, next: &[String]) -> Result<(), String>;
     /// The pid of each one's `run` while it runs.
     fn pids(&mut self, names: &[String]) -> Result<Vec<Option<i32>>, String>;
     /// The switch is over: what runs only until it exits (single-command
@@ -343,6 +362,9 @@ impl Updater {
         }
         self.state.applying = Some(to.to_owned());
         self.save_state()?;
+        if sw.strategy == Strategy::Overlap {
+            return self.overlap_steps(payload, to, why, from);
+        }
         self.reporter.phase(
             Phase::Stopping,
             5,
@@ -379,6 +401,86 @@ impl Updater {
             Err(problem) => {
                 let reason = format!("release {to} failed its health check: {problem}");
                 self.undo(payload, &names, from.as_deref(), to, why, reason)
+            }
+        }
+    }
+
+    /// The overlap strategy, from the switch of `current` on (see the
+    /// module doc).
+    fn overlap_steps(
+        &mut self,
+        payload: &mut dyn Payload,
+        to: &str,
+        why: Why,
+        from: Option<String>,
+    ) -> Result<(), Error> {
+        let sw = self.config.switch.clone();
+        let from_text = from.clone().unwrap_or_default();
+        self.reporter.phase(
+            Phase::Switching,
+            6,
+            format!("switching current from {from_text} to {to}"),
+        );
+        if let Err(err) = layout::switch_current(&self.config.app_dir, to) {
+            return self.abandon(payload, None, err);
+        }
+        self.reporter.phase(
+            Phase::Starting,
+            7,
+            format!("starting {to} beside {from_text}"),
+        );
+        let next = payload.overlap(sw.restart.as_deref());
+        self.reporter.phase(
+            Phase::HealthCheck,
+            8,
+            format!("checking the health of {to}"),
+        );
+        // A failed overlap stopped what it started itself; a failed gate
+        // leaves the second generation to stop.
+        let gated = match next {
+            Ok(next) => match self.health(payload, &next) {
+                Ok(()) => Ok(next),
+                Err(problem) => Err((problem, Some(next))),
+            },
+            Err(problem) => Err((problem, None)),
+        };
+        match gated {
+            Ok(next) => {
+                self.reporter.phase(
+                    Phase::Stopping,
+                    8,
+                    format!("stopping the services of {from_text}"),
+                );
+                // The new release serves already: a slow stop of the old
+                // one does not undo it.
+                if let Err(problem) = payload.retire(&next) {
+                    log::warn!("cannot stop the services of {from_text}: {problem}");
+                }
+                if let (Why::Rollback, Some(left)) = (why, &from) {
+                    self.state.bad.insert(left.clone());
+                }
+                self.commit(payload, to, from)
+            }
+            Err((problem, next)) => {
+                let reason = format!("release {to} failed its health check: {problem}");
+                log::warn!("{reason}; stopping it");
+                if let Some(Err(problem)) = next.map(|next| payload.abandon(&next)) {
+                    log::error!("cannot stop the services of {to}: {problem}");
+                }
+                if let Some(from) = &from {
+                    layout::switch_current(&self.config.app_dir, from)?;
+                }
+                if why == Why::Update {
+                    self.state.bad.insert(to.to_owned());
+                }
+                self.state.applying = None;
+                self.save_state()?;
+                let reason = match &from {
+                    Some(from) => format!("{reason}; rolled back to {from}, which never stopped"),
+                    None => reason,
+                };
+                self.reporter.rolled_back(reason.clone());
+                Err(Error::RolledBack(reason))
             }
         }
     }

@@ -132,6 +132,8 @@ pub struct Switch {
     pub post_update: Option<String>,
     /// `MOLTD_RESTART`: the services to stop and start; none means all.
     pub restart: Option<Vec<String>>,
+    /// `MOLTD_STRATEGY`: how the services change releases.
+    pub strategy: Strategy,
     /// How long the restarted services must stay up.
     pub health_grace: Duration,
     pub health_url: Option<String>,
@@ -146,6 +148,17 @@ pub struct Switch {
     /// Only in builds with the `test-hooks` feature, which the tests turn on.
     #[cfg(feature = "test-hooks")]
     pub crash_at: Option<String>,
+}
+
+/// How a switch moves the services to the new release.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Strategy {
+    /// Stop them, switch, start them.
+    #[default]
+    Restart,
+    /// Switch, start a second generation beside the running one, and stop
+    /// the first only once the second is ready and healthy.
+    Overlap,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -394,6 +407,13 @@ impl Config {
                         .map(str::to_owned)
                         .collect()
                 }),
+                strategy: match var("MOLTD_STRATEGY").as_deref() {
+                    None | Some("restart") => Strategy::Restart,
+                    Some("overlap") => Strategy::Overlap,
+                    Some(other) => {
+                        return Err(bad("MOLTD_STRATEGY", other, "restart or overlap"));
+                    }
+                },
                 health_grace: duration("MOLTD_HEALTH_GRACE", 10)?,
                 health_url: var("MOLTD_HEALTH_URL"),
                 health_cmd: var("MOLTD_HEALTH_CMD"),
@@ -645,6 +665,7 @@ mod tests {
             ("MOLTD_SOURCE", "ftp"),
             ("MOLTD_MIN_FREE", "150%"),
             ("MOLTD_MIN_FREE", "lots"),
+            ("MOLTD_STRATEGY", "rolling"),
         ];
         for (name, value) in table {
             let err = config(&[("MOLTD_REPO", "a/b"), (name, value)]).unwrap_err();

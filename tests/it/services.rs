@@ -406,7 +406,7 @@ fn bad_input_gives_one_line_and_the_rest_keeps_running() {
             .stdout
             .lines()
             .nth(1)
-            .and_then(|row| row.split_whitespace().nth(4)?.parse::<u32>().ok())
+            .and_then(|row| row.split_whitespace().nth(5)?.parse::<u32>().ok())
             .is_some_and(|restarts| restarts >= 3)
     });
     assert_eq!(count_lines(&dir, "good.starts"), 1);

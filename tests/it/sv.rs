@@ -2,7 +2,7 @@
 //! exit codes, as runit's sv(8) documents them.
 
 use crate::util::{self, Client, Mode, Moltd, Running, TestDir};
-use nix::libc::{SIGINT, SIGTERM};
+use nix::libc::SIGTERM;
 use std::fs;
 
 /// A service that records every signal it gets in `NAME.signals` and exits
@@ -21,7 +21,7 @@ fn recorder(dir: &TestDir, name: &str) {
     );
 }
 
-fn expect(client: &Client, code: i32, stdout_prefix: &str) {
+pub(crate) fn expect(client: &Client, code: i32, stdout_prefix: &str) {
     assert_eq!(client.code, Some(code), "{client:?}");
     assert!(
         client.stdout.starts_with(stdout_prefix),
@@ -159,6 +159,24 @@ fn sv_verbs_print_runits_lines_and_exit_codes() {
     );
 }
 
+/// A `check` that hangs holding a lock on `check.lock` (the test sees the
+/// lock, not pids, which are the namespace's), once it wrote `hung`.
+fn hung_check(dir: &TestDir) -> String {
+    let d = dir.path().display();
+    format!(
+        "#!/bin/sh\nexec flock {d}/check.lock sh -c 'echo hung >> {d}/checks.hung; exec sleep 1000 >/dev/null 2>&1'\n"
+    )
+}
+
+/// Whether no hung check holds `check.lock` any more.
+fn check_gone(dir: &TestDir) -> bool {
+    std::process::Command::new("flock")
+        .args(["-n", "check.lock", "true"])
+        .current_dir(dir.path())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
 /// moltd running one service, `web` (a sleep), whose `check` is `check`.
 fn checked_web<'a>(dir: &'a TestDir, check: &str) -> Running<'a> {
     dir.script("svc/web/run", "#!/bin/sh\nexec sleep 1000\n");
@@ -171,10 +189,11 @@ fn checked_web<'a>(dir: &'a TestDir, check: &str) -> Running<'a> {
 }
 
 /// runit's `./check`: a service counts as up only once its `check` exits 0.
-/// sv runs it in the service's folder, again until it passes or the wait is
-/// over, and kills one that outlives the wait.
+/// PID 1 runs it in the service's folder while the service is not ready,
+/// again until it passes, and kills one that hangs; every wait for up ends
+/// when it passes, with runit's lines and exit codes.
 #[test]
-fn waits_for_up_run_the_check_script_until_it_passes() {
+fn waits_for_up_end_when_the_check_script_passes() {
     let dir = TestDir::new("sv_check");
     let d = dir.path().display();
     // `ready` is relative: the check runs in the service folder.
@@ -196,13 +215,12 @@ fn waits_for_up_run_the_check_script_until_it_passes() {
         1,
         "timeout: run: web: ",
     );
-    // Waits for down, and plain status, do not run it.
-    fs::remove_file(dir.join("checks")).unwrap();
+    // Waits for down and plain status are not held up by it.
     expect(&dir.sv(&["status", "web"]), 0, "run: web: ");
     expect(&dir.sv(&["-v", "down", "web"]), 0, "ok: down: web: ");
-    assert_eq!(dir.read("checks"), "");
 
     // It becomes ready while a restart waits: ok, exit 0.
+    fs::remove_file(dir.join("checks")).unwrap();
     let mut restart = dir.sv_background(&["-w", "20", "restart", "web"]);
     moltd.wait_for_file("checks", "checked");
     dir.write("svc/web/ready", "");
@@ -215,29 +233,30 @@ fn waits_for_up_run_the_check_script_until_it_passes() {
     );
     expect(&dir.sv(&["start", "web"]), 0, "ok: run: web: (pid ");
 
-    // A check that hangs is killed when the wait is over.
-    dir.script(
-        "svc/web/check",
-        &format!("#!/bin/sh\necho $$ > {d}/check.pid\nexec sleep 1000\n"),
-    );
-    let started = std::time::Instant::now();
+    // A check that hangs is killed (its group) after its 5 s, and run again.
+    dir.script("svc/web/check", &hung_check(&dir));
     expect(
-        &dir.sv(&["-w", "1", "check", "web"]),
+        &dir.sv(&["-w", "1", "restart", "web"]),
         1,
         "timeout: run: web: ",
     );
-    assert!(started.elapsed() < std::time::Duration::from_secs(5));
-    let pid = dir.read("check.pid");
-    assert!(
-        !std::path::Path::new(&format!("/proc/{}", pid.trim())).exists(),
-        "check {pid} outlived sv"
-    );
-    // One that cannot run is a failure with the reason.
+    moltd.wait_for_file("checks.hung", "hung");
+    moltd.wait_for("the hung check to be killed", || check_gone(&dir));
+    moltd.wait_for("the check to run again", || {
+        dir.read("checks.hung").lines().count() >= 2
+    });
+    // One that cannot run: the wait times out, moltd says why.
     dir.script("svc/web/check", "#!/nonexistent/interpreter\n");
-    let broken = dir.sv(&["start", "web"]);
-    expect(&broken, 1, "fail: web: cannot run ./check: ");
+    expect(
+        &dir.sv(&["-w", "2", "restart", "web"]),
+        1,
+        "timeout: run: web: ",
+    );
     moltd.signal(SIGTERM);
-    moltd.wait().expect_code(0);
+    moltd
+        .wait()
+        .expect_code(0)
+        .expect_stderr_contains("web: cannot run ./check: ");
 }
 
 /// runit's sv.c runs `./check` also when `-v term` and `-v kill` wait for
@@ -260,26 +279,16 @@ fn term_and_kill_waits_run_the_check_script() {
     moltd.wait().expect_code(0);
 }
 
-/// A check is in sv's process group, as in runit: a Ctrl-C on a waiting sv
-/// ends the check too instead of leaving it behind.
+/// A check still running when `run` goes is killed with it: it would probe
+/// a service that is gone.
 #[test]
-fn interrupting_sv_ends_its_check() {
-    let dir = TestDir::new("sv_check_interrupted");
-    let d = dir.path().display();
-    // Not on sv's stderr: one left behind would hold the test's output.
-    let mut moltd = checked_web(
-        &dir,
-        &format!("#!/bin/sh\necho $$ > {d}/check.pid\nexec sleep 1000 >/dev/null 2>&1\n"),
-    );
-    let mut sv = dir.sv_background(&["-w", "60", "check", "web"]);
-    moltd.wait_for_file("check.pid", "\n");
-    let pid: i32 = dir.read("check.pid").trim().parse().unwrap();
-    // SAFETY: kill has no memory-safety preconditions.
-    assert_eq!(unsafe { nix::libc::kill(-(sv.id() as i32), SIGINT) }, 0);
-    util::wait_child(&mut sv, "sv check");
-    moltd.wait_for("the check to end with sv", || {
-        util::process_state(pid).is_none_or(|state| state == 'Z')
-    });
+fn a_check_running_when_the_service_stops_is_killed() {
+    let dir = TestDir::new("sv_check_stopped");
+    let mut moltd = checked_web(&dir, &hung_check(&dir));
+    moltd.wait_for_file("checks.hung", "hung");
+    assert!(!check_gone(&dir), "the check holds its lock");
+    expect(&dir.sv(&["-v", "down", "web"]), 0, "ok: down: web: ");
+    moltd.wait_for("the check to end with the service", || check_gone(&dir));
     moltd.signal(SIGTERM);
     moltd.wait().expect_code(0);
 }

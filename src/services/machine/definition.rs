@@ -15,15 +15,22 @@ pub(super) struct Service {
     pub(super) def: Definition,
     pub(super) main: Slot,
     pub(super) log: Option<Slot>,
+    /// A second generation of `run` (`NAME/next`), started beside `main`
+    /// by an update's overlap: it becomes `main` once that is retired.
+    pub(super) next: Option<Slot>,
+    /// `main` is being retired: `next` takes its place once it is down.
+    pub(super) retiring: bool,
     /// Its folder is gone: stop it, then forget it.
     pub(super) removed: bool,
     pub(super) log_input_closed: bool,
 }
 
 impl Service {
-    /// `run`, then `log/run` if there is one.
+    /// `run`, then `log/run` if there is one, then a second `run`.
     pub(super) fn slots(&self) -> impl Iterator<Item = &Slot> {
-        std::iter::once(&self.main).chain(self.log.as_ref())
+        std::iter::once(&self.main)
+            .chain(self.log.as_ref())
+            .chain(self.next.as_ref())
     }
 
     /// `run` and `log/run` are both down.
@@ -91,9 +98,13 @@ impl Supervisor {
     /// Adds a new service or updates a known one from its folder.
     fn define(&mut self, now: Instant, def: &Definition, actions: &mut Vec<Action>) {
         let problems = |part: &Option<Part>, label: &str, old: Option<&Part>| {
-            if let Some(problem) = part.as_ref().and_then(|p| p.down_signal_problem.as_ref()) {
-                if old.and_then(|o| o.down_signal_problem.as_ref()) != Some(problem) {
-                    warn!("{label}: {problem}");
+            let down_signal: fn(&Part) -> Option<&String> = |p| p.down_signal_problem.as_ref();
+            let readiness: fn(&Part) -> Option<&String> = |p| p.readiness_problem.as_ref();
+            for problem_of in [down_signal, readiness] {
+                if let Some(problem) = part.as_ref().and_then(problem_of) {
+                    if old.and_then(problem_of) != Some(problem) {
+                        warn!("{label}: {problem}");
+                    }
                 }
             }
         };
@@ -110,6 +121,9 @@ impl Supervisor {
             Some(service) => {
                 problems(&Some(def.main.clone()), &def.name, Some(&service.main.part));
                 service.main.part = def.main.clone();
+                if let Some(next) = &mut service.next {
+                    next.part = def.main.clone();
+                }
                 let label = format!("{}/log", def.name);
                 let mut log_appeared = false;
                 match (&mut service.log, &def.log) {
@@ -153,6 +167,8 @@ impl Supervisor {
                         def: def.clone(),
                         main: Slot::new(def.main.clone(), now),
                         log: def.log.clone().map(|part| Slot::new(part, now)),
+                        next: None,
+                        retiring: false,
                         removed: false,
                         log_input_closed: false,
                     },

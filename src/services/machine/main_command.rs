@@ -286,7 +286,8 @@ impl MainCommand {
                 }
                 Goal::Any
             }
-            Op::Status | Op::Check | Op::Restart { .. } => Goal::Any,
+            // The main command has no second generation.
+            Op::Status | Op::Check | Op::Restart { .. } | Op::Overlap | Op::Retire => Goal::Any,
         }
     }
 
@@ -332,6 +333,8 @@ impl MainCommand {
                 secs: now.saturating_duration_since(self.since).as_secs(),
                 normally_up: true,
                 want,
+                // No way to say more: it is ready once it runs.
+                ready: phase == Phase::Running,
                 paused: false,
                 got_term: false,
                 restarts: self.starts.saturating_sub(1),

@@ -86,13 +86,40 @@ pub struct Settings {
     pub svwait: Duration,
     /// The longest restart delay of a crash-looping program.
     pub backoff_max: Duration,
+    /// How long a program with no other way to say it is ready must stay
+    /// up to count as ready (`MOLTD_READY_GRACE`).
+    pub ready_grace: Duration,
 }
 
 /// `run` or its `log/run`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Which {
     Main,
     Log,
+    /// A second generation of `run` beside the first (`NAME/next`).
+    Next,
+}
+
+impl Which {
+    /// The name a program goes by: `web`, `web/log`, `web/next`.
+    pub fn label(self, service: &str) -> String {
+        match self {
+            Which::Main => service.to_owned(),
+            Which::Log => format!("{service}/log"),
+            Which::Next => format!("{service}/next"),
+        }
+    }
+
+    /// The program `name` names, and its service.
+    pub fn parse(name: &str) -> (&str, Which) {
+        if let Some(service) = name.strip_suffix("/log") {
+            (service, Which::Log)
+        } else if let Some(service) = name.strip_suffix("/next") {
+            (service, Which::Next)
+        } else {
+            (name, Which::Main)
+        }
+    }
 }
 
 /// The program to start in a service folder.
@@ -104,6 +131,18 @@ pub enum Program {
         code: i32,
         signal: i32,
     },
+    /// `./check`, runit's readiness probe, run while `run` is not ready.
+    Check,
+}
+
+/// Who said it is ready.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Notifier {
+    /// A `READY=1` on `NOTIFY_SOCKET` from this process (of this group): it
+    /// counts for the `run` that is the one or leads the other.
+    Process { pid: i32, pgid: Option<i32> },
+    /// A line on the notification fd of this program.
+    Service { service: String, which: Which },
 }
 
 /// Why a program could not be started.
@@ -142,6 +181,8 @@ pub enum Event {
     /// The main command was started (the first time, or again after
     /// [`Action::SpawnMain`]), or could not be, with the code to report.
     MainSpawned(Result<Forwarder, i32>),
+    /// A program said it is ready.
+    Ready(Notifier),
     /// moltd received a signal (not CHLD).
     Signal(i32),
     Command {
@@ -287,6 +328,7 @@ impl Supervisor {
                 let event = match program {
                     Program::Run => SlotEvent::RunSpawned(result),
                     Program::Finish { .. } => SlotEvent::FinishSpawned(result),
+                    Program::Check => SlotEvent::CheckSpawned(result),
                 };
                 self.with_slot(now, &service, which, &mut actions, |slot, cx| {
                     slot.on(cx, event)
@@ -308,6 +350,7 @@ impl Supervisor {
                     });
                 }
             }
+            Event::Ready(notifier) => self.ready(now, notifier, &mut actions),
             Event::MainSpawned(result) => self.main_spawned(now, result),
             Event::Signal(signal) => self.signal(now, signal, &mut actions),
             Event::Command { client, request } => self.command(now, client, request, &mut actions),
@@ -351,6 +394,16 @@ impl Supervisor {
             .collect()
     }
 
+    /// The second generations (`NAME/next`) that run or are on their way
+    /// and have not begun to take their service's place: what an overlap
+    /// left when the agent driving it died.
+    pub fn second_generations(&self) -> Vec<String> {
+        (self.services.iter())
+            .filter(|(_, s)| !s.retiring && s.next.as_ref().is_some_and(|n| !n.is_down()))
+            .map(|(name, _)| Which::Next.label(name))
+            .collect()
+    }
+
     /// Shutdown has begun (a signal, or an essential service gave up).
     pub fn shutting_down(&self) -> bool {
         self.shutdown.is_some()
@@ -367,6 +420,8 @@ impl Supervisor {
                 Some((name.clone(), Which::Main))
             } else if service.log.as_ref().is_some_and(&mut matches) {
                 Some((name.clone(), Which::Log))
+            } else if service.next.as_ref().is_some_and(&mut matches) {
+                Some((name.clone(), Which::Next))
             } else {
                 None
             }
@@ -386,10 +441,7 @@ impl Supervisor {
         let Some(service) = self.services.get_mut(name) else {
             return;
         };
-        let label = match which {
-            Which::Main => name.to_owned(),
-            Which::Log => format!("{name}/log"),
-        };
+        let label = which.label(name);
         let mut cx = Ctx {
             now,
             settings: self.settings,
@@ -402,10 +454,16 @@ impl Supervisor {
         };
         let slot = match which {
             Which::Main => &mut service.main,
-            Which::Log => match &mut service.log {
-                Some(log) => log,
-                None => return,
-            },
+            Which::Log | Which::Next => {
+                let slot = match which {
+                    Which::Log => &mut service.log,
+                    _ => &mut service.next,
+                };
+                match slot {
+                    Some(slot) => slot,
+                    None => return,
+                }
+            }
         };
         f(slot, &mut cx);
         if !(cx.gave_up && service.def.essential && which == Which::Main) {
@@ -446,7 +504,30 @@ impl Supervisor {
                 slot.on(cx, SlotEvent::FinishExited(status))
             });
         }
+        if let Some((name, which)) = self.find(|slot| slot.check_pid() == Some(pid)) {
+            return self.with_slot(now, &name, which, actions, |slot, cx| {
+                slot.on(cx, SlotEvent::CheckExited(status))
+            });
+        }
         trace!("reaped orphan {pid} ({})", describe(status));
+    }
+
+    /// A notification: for the program it names, or the `run` that sent it
+    /// or leads the group of its sender. Others are dropped.
+    fn ready(&mut self, now: Instant, notifier: Notifier, actions: &mut Vec<Action>) {
+        let found = match notifier {
+            Notifier::Service { service, which } => Some((service, which)),
+            Notifier::Process { pid, pgid } => self.find(|slot| {
+                slot.awaiting_pid()
+                    .is_some_and(|run| run == pid || Some(run) == pgid)
+            }),
+        };
+        match found {
+            Some((name, which)) => self.with_slot(now, &name, which, actions, |slot, cx| {
+                slot.on(cx, SlotEvent::Ready)
+            }),
+            None => trace!("a readiness notification for no program waiting for one"),
+        }
     }
 
     fn signal(&mut self, now: Instant, signal: i32, actions: &mut Vec<Action>) {
@@ -482,7 +563,8 @@ impl Supervisor {
         }
         let mut to = Vec::new();
         for (name, service) in &self.services {
-            if let Some(pid) = service.main.forwarded_to() {
+            let runs = std::iter::once(&service.main).chain(&service.next);
+            for pid in runs.filter_map(Slot::forwarded_to) {
                 if service.def.forward_signals.contains(signal) {
                     actions.push(Action::Signal {
                         target: -pid,
@@ -511,10 +593,12 @@ impl Supervisor {
         }
         let names: Vec<String> = self.services.keys().cloned().collect();
         for name in names {
-            self.with_slot(now, &name, Which::Main, actions, |slot, cx| {
-                slot.intent = Intent::Down;
-                slot.on(cx, SlotEvent::Stop(StopHow::Signal));
-            });
+            for which in [Which::Main, Which::Next] {
+                self.with_slot(now, &name, which, actions, |slot, cx| {
+                    slot.intent = Intent::Down;
+                    slot.on(cx, SlotEvent::Stop(StopHow::Signal));
+                });
+            }
         }
     }
 
@@ -528,7 +612,7 @@ impl Supervisor {
         }
         let names: Vec<String> = self.services.keys().cloned().collect();
         for name in names {
-            for which in [Which::Main, Which::Log] {
+            for which in [Which::Main, Which::Log, Which::Next] {
                 self.with_slot(now, &name, which, actions, |slot, cx| {
                     slot.on(cx, SlotEvent::Tick)
                 });
@@ -549,9 +633,18 @@ impl Supervisor {
             let Some(service) = self.services.get_mut(&name) else {
                 continue;
             };
+            // The first generation is down: the second takes its place.
+            if service.retiring && service.main.is_down() {
+                if let Some(next) = service.next.take() {
+                    info!("{name}: its second generation is now the service");
+                    service.main = next;
+                }
+                service.retiring = false;
+            }
             let leaving = stopping_all || service.removed;
             if leaving
                 && service.main.is_down()
+                && service.next.as_ref().is_none_or(Slot::is_down)
                 && !service.log_input_closed
                 && service.log.is_some()
             {

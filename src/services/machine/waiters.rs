@@ -18,17 +18,21 @@ pub(super) enum Goal {
     Down,
     /// Running, started more than this many times in all.
     Restarted(u32),
+    /// Its first generation gone, the second in its place.
+    Retired,
 }
 
 impl Goal {
-    /// Whether a program that is `running` or `down`, and was started
-    /// `starts` times in all, has reached it.
-    pub(super) fn reached(self, running: bool, down: bool, starts: u32) -> bool {
+    /// Whether a program that is running and `ready`, or `down`, and was
+    /// started `starts` times in all, has reached it.
+    pub(super) fn reached(self, ready: bool, down: bool, starts: u32) -> bool {
         match self {
             Goal::Any => true,
-            Goal::Up => running,
+            Goal::Up => ready,
             Goal::Down => down,
-            Goal::Restarted(before) => running && starts > before,
+            Goal::Restarted(before) => ready && starts > before,
+            // Known to the supervisor, which looks at the service as a whole.
+            Goal::Retired => false,
         }
     }
 }
@@ -42,11 +46,14 @@ pub(super) struct Waiter {
 }
 
 impl Supervisor {
-    /// The program `web` or `web/log` names.
+    /// The program `web`, `web/log` or `web/next` names.
     pub(super) fn slot(&self, name: &str) -> Option<&Slot> {
-        match name.strip_suffix("/log") {
-            Some(service) => self.services.get(service)?.log.as_ref(),
-            None => Some(&self.services.get(name)?.main),
+        let (service, which) = Which::parse(name);
+        let service = self.services.get(service)?;
+        match which {
+            Which::Main => Some(&service.main),
+            Which::Log => service.log.as_ref(),
+            Which::Next => service.next.as_ref(),
         }
     }
 
@@ -56,14 +63,17 @@ impl Supervisor {
         if let Some(main) = self.main.as_ref().filter(|_| name == MAIN_NAME) {
             return Some(main.status(now));
         }
-        match name.strip_suffix("/log") {
-            Some(service) => Some(Status {
+        match Which::parse(name) {
+            (service, which @ (Which::Log | Which::Next)) => Some(Status {
                 name: name.to_owned(),
                 main: self.slot(name)?.status(now),
                 log: None,
-                dir: Some(self.services.get(service)?.def.dir.join("log")),
+                dir: Some(match which {
+                    Which::Log => self.services.get(service)?.def.dir.join("log"),
+                    _ => self.services.get(service)?.def.dir.clone(),
+                }),
             }),
-            None => {
+            (_, Which::Main) => {
                 let service = self.services.get(name)?;
                 Some(Status {
                     name: name.to_owned(),
@@ -130,10 +140,10 @@ impl Supervisor {
         if let Some(main) = self.main.as_mut().filter(|_| name == MAIN_NAME) {
             return Some(main.apply(now, self.settings.svwait, may_start, op, actions));
         }
-        let (service, which) = match name.strip_suffix("/log") {
-            Some(service) => (service, Which::Log),
-            None => (name, Which::Main),
-        };
+        let (service, which) = Which::parse(name);
+        if op == Op::Overlap {
+            return self.overlap(now, service, which, actions);
+        }
         let slot = self.slot(name)?;
         let starts = slot.starts;
         let goal = match op {
@@ -156,9 +166,25 @@ impl Supervisor {
                 Intent::Down => Goal::Down,
                 Intent::Once => Goal::Any,
             },
+            Op::Overlap => Goal::Any,
+            Op::Retire => match self.services.get(service) {
+                Some(s) if which == Which::Main && s.next.is_some() => Goal::Retired,
+                _ => Goal::Any,
+            },
         };
+        if goal == Goal::Retired {
+            if let Some(s) = self.services.get_mut(service) {
+                s.retiring = true;
+            }
+        }
         self.with_slot(now, service, which, actions, |slot, cx| match op {
-            Op::Status | Op::Check => {}
+            Op::Status | Op::Check | Op::Overlap => {}
+            Op::Retire => {
+                if goal == Goal::Retired {
+                    slot.intent = Intent::Down;
+                    slot.on(cx, SlotEvent::Stop(StopHow::Signal));
+                }
+            }
             Op::Up | Op::Once => {
                 if !cx.may_start {
                     return;
@@ -188,8 +214,41 @@ impl Supervisor {
         Some(goal)
     }
 
+    /// Starts a second generation of `service` (`NAME/next`), replacing
+    /// one that is down; the goal is for it to be ready.
+    fn overlap(
+        &mut self,
+        now: Instant,
+        service: &str,
+        which: Which,
+        actions: &mut Vec<Action>,
+    ) -> Option<Goal> {
+        let s = self.services.get_mut(service)?;
+        if which != Which::Next || s.removed {
+            return None;
+        }
+        if s.next.as_ref().is_none_or(Slot::is_down) {
+            let mut next = Slot::new(s.def.main.clone(), now);
+            next.intent = Intent::Up;
+            s.next = Some(next);
+        }
+        self.with_slot(now, service, which, actions, |slot, cx| {
+            if cx.may_start {
+                slot.intent = Intent::Up;
+                slot.on(cx, SlotEvent::Start);
+            }
+        });
+        Some(Goal::Up)
+    }
+
     /// Whether each target reached its goal; a name that is gone has.
     fn reached(&self, name: &str, goal: Goal) -> bool {
+        if goal == Goal::Retired {
+            return self
+                .services
+                .get(name)
+                .is_none_or(|s| !s.retiring && s.next.is_none());
+        }
         match self.main.as_ref().filter(|_| name == MAIN_NAME) {
             Some(main) => main.reached(goal),
             None => self.slot(name).is_none_or(|slot| slot.reached(goal)),

@@ -238,6 +238,25 @@ impl Runner {
         for client in ended.clients {
             self.reply(client, &control::encode_reply(&Err(text.clone())));
         }
+        // An overlap the dead agent drove is over: its second generations
+        // stop (the first ones never did); the next agent's recovery takes
+        // `current` back. Answered to the dead agent: nobody.
+        let next = self.supervisor.second_generations();
+        if let (Some(link), false) = (&self.agent, next.is_empty()) {
+            warn!(
+                "stopping {}: the update agent that started {} died",
+                next.join(", "),
+                if next.len() == 1 { "it" } else { "them" }
+            );
+            let client = link.client_id();
+            let request = Request {
+                op: Op::Down,
+                names: next,
+                wait: None,
+                kill_on_timeout: false,
+            };
+            self.handle(Event::Command { client, request });
+        }
         let Some(link) = &self.agent else { return };
         if self.held && link.exits_before_ready >= FAILED_STARTS {
             let app_dir = self.updates.as_ref().map(|u| u.app_dir.clone());

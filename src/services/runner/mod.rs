@@ -18,9 +18,11 @@
 
 mod agent;
 mod clients;
+mod ready;
 mod watch;
 
 use clients::{Client, open_control};
+use ready::{NotifySocket, ReadyPipes};
 use watch::{DirError, read_dir};
 
 use super::ServicesConfig;
@@ -28,6 +30,7 @@ use super::agent_link::{AgentLink, Reaped};
 use super::control::Answer;
 use super::machine::{Action, ClientId, Event, Program, SpawnFailure, Supervisor, Which};
 use super::output::Output;
+use super::scan::Readiness;
 use crate::init::messages::Messages;
 use crate::init::policy::Forwarder;
 use crate::init::{self, InitConfig, Isolation, Reaping};
@@ -53,11 +56,13 @@ use std::time::Instant;
 
 /// Runs service mode and returns the code moltd should exit with.
 pub fn run(config: ServicesConfig, inherited: Inherited) -> i32 {
-    // Before anything is spawned: no child ever sees moltd's secrets.
-    spawn::set_environment(crate::secrets::without(
-        std::env::vars_os(),
-        &config.withheld,
-    ));
+    // Before anything is spawned: no child ever sees moltd's secrets, and
+    // every one learns where to say it is ready.
+    let notify_path = ready::notify_path(&config.control);
+    let mut environment = crate::secrets::without(std::env::vars_os(), &config.withheld);
+    environment.retain(|(name, _)| name != "NOTIFY_SOCKET");
+    environment.push(("NOTIFY_SOCKET".into(), notify_path.clone().into()));
+    spawn::set_environment(environment);
     if let Err(err) = io::ensure_std_fds() {
         error!(
             "cannot open /dev/null for closed standard streams: {}",
@@ -96,6 +101,10 @@ pub fn run(config: ServicesConfig, inherited: Inherited) -> i32 {
             .ok()
     });
     let listener = open_control(&config.control);
+    // Without it, services become ready by their other ways.
+    let notify = NotifySocket::bind(&notify_path)
+        .inspect_err(|err| warn!("{err}"))
+        .ok();
     let devnull = match nix::fcntl::open(
         "/dev/null",
         OFlag::O_RDWR | OFlag::O_CLOEXEC,
@@ -125,6 +134,8 @@ pub fn run(config: ServicesConfig, inherited: Inherited) -> i32 {
         watched: BTreeMap::new(),
         ancestor: None,
         listener,
+        notify,
+        ready_pipes: ReadyPipes::default(),
         control: config.control,
         clients: BTreeMap::new(),
         next_client: 0,
@@ -206,6 +217,10 @@ struct Runner {
     /// existing ancestor, which reports it (or a folder on the way) created.
     ancestor: Option<(PathBuf, WatchDescriptor)>,
     listener: Option<UnixListener>,
+    /// `NOTIFY_SOCKET`, and the `notification-fd` pipes of programs not yet
+    /// ready.
+    notify: Option<NotifySocket>,
+    ready_pipes: ReadyPipes,
     control: PathBuf,
     clients: BTreeMap<u64, Client>,
     next_client: u64,
@@ -226,11 +241,12 @@ struct Runner {
 }
 
 /// What a ready descriptor in the poll set belongs to.
-#[derive(Clone, Copy)]
 enum Source {
     Signals,
     Inotify,
     Listener,
+    Notify,
+    ReadyPipe((String, Which)),
     Client(u64),
     Output,
     Agent,
@@ -246,6 +262,9 @@ impl Runner {
                 }
                 if self.listener.is_some() {
                     let _ = std::fs::remove_file(&self.control);
+                }
+                if let Some(notify) = &self.notify {
+                    let _ = std::fs::remove_file(notify.path());
                 }
                 return code;
             }
@@ -266,6 +285,17 @@ impl Runner {
                     Source::Signals => self.on_signal(),
                     Source::Inotify => self.on_inotify(),
                     Source::Listener => self.accept(),
+                    Source::Notify => {
+                        let notifiers = self.notify.as_ref().map(NotifySocket::receive);
+                        for notifier in notifiers.into_iter().flatten() {
+                            self.handle(Event::Ready(notifier));
+                        }
+                    }
+                    Source::ReadyPipe(key) => {
+                        if let Some(notifier) = self.ready_pipes.read(&key) {
+                            self.handle(Event::Ready(notifier));
+                        }
+                    }
                     Source::Client(id) => self.read_client(id),
                     Source::Output => {}
                     Source::Agent => self.on_agent(),
@@ -332,6 +362,14 @@ impl Runner {
         if let Some(listener) = &self.listener {
             sources.push(Source::Listener);
             fds.push(PollFd::new(listener.as_fd(), PollFlags::POLLIN));
+        }
+        if let Some(notify) = &self.notify {
+            sources.push(Source::Notify);
+            fds.push(PollFd::new(notify.as_fd(), PollFlags::POLLIN));
+        }
+        for (key, fd) in self.ready_pipes.fds() {
+            sources.push(Source::ReadyPipe(key.clone()));
+            fds.push(PollFd::new(fd, PollFlags::POLLIN));
         }
         if let Some((fd, output)) = self.agent.as_ref().and_then(AgentLink::fd) {
             sources.push(Source::Agent);
@@ -554,7 +592,7 @@ impl Runner {
             .definition(service)
             .ok_or_else(|| setup_failed("unknown service", service.to_owned()))?;
         let dir = match which {
-            Which::Main => def.dir.clone(),
+            Which::Main | Which::Next => def.dir.clone(),
             Which::Log => def.dir.join("log"),
         };
         let pipes_failed =
@@ -569,6 +607,7 @@ impl Runner {
         let io = &*io;
         let argv: Vec<OsString> = match program {
             Program::Run => vec!["./run".into()],
+            Program::Check => vec!["./check".into()],
             Program::Finish { code, signal } => {
                 vec![
                     "./finish".into(),
@@ -579,12 +618,44 @@ impl Runner {
         };
         let cwd = CString::new(dir.as_os_str().as_bytes())
             .map_err(|_| setup_failed("folder name", "holds a NUL byte".into()))?;
-        let program = spawn::Program::new(&argv, None)
+        let command = spawn::Program::new(&argv, None)
             .map_err(|_| setup_failed("arguments", "hold a NUL byte".into()))?;
+        let part = match which {
+            Which::Main | Which::Next => Some(&def.main),
+            Which::Log => def.log.as_ref(),
+        };
+        // A fresh pipe for each start of `run`; PID 1 keeps the read end.
+        let notification = match (program, part.map(|p| p.readiness)) {
+            (Program::Run, Some(Readiness::Fd(target))) => Some((
+                self.ready_pipes
+                    .open(service, which)
+                    .map_err(pipes_failed)?,
+                target,
+            )),
+            (Program::Run, _) => {
+                self.ready_pipes.close(service, which);
+                None
+            }
+            _ => None,
+        };
         let mut options = spawn::Options::new(Isolation::Background, &self.inherited);
         options.cwd = Some(&cwd);
-        options.stdio = match which {
-            Which::Main => [
+        options.at = notification
+            .as_ref()
+            .map(|(fd, target)| (fd.as_fd(), *target));
+        options.stdio = match (which, program) {
+            // A probe's chatter goes to the service's stderr, not its log.
+            (Which::Main | Which::Next, Program::Check) => [
+                Some(self.devnull.as_fd()),
+                io.err.pipe.writer(),
+                io.err.pipe.writer(),
+            ],
+            (Which::Log, Program::Check) => [
+                Some(self.devnull.as_fd()),
+                io.log_err.as_ref().and_then(|o| o.pipe.writer()),
+                io.log_err.as_ref().and_then(|o| o.pipe.writer()),
+            ],
+            (Which::Main | Which::Next, _) => [
                 Some(self.devnull.as_fd()),
                 io.log_pipe
                     .as_ref()
@@ -592,13 +663,13 @@ impl Runner {
                     .or(io.out.pipe.writer()),
                 io.err.pipe.writer(),
             ],
-            Which::Log => [
+            (Which::Log, _) => [
                 io.log_pipe.as_ref().map(|p| p.read.as_fd()),
                 io.log_out.as_ref().and_then(|o| o.pipe.writer()),
                 io.log_err.as_ref().and_then(|o| o.pipe.writer()),
             ],
         };
-        spawn::spawn(&program, &options).map_err(|err| match err {
+        spawn::spawn(&command, &options).map_err(|err| match err {
             SpawnError::Exec { pid, errno } => SpawnFailure {
                 pid: Some(pid),
                 reason: errno.desc().into(),

@@ -14,11 +14,20 @@
 //! | Backoff | Stop(CloseInput) | close the log pipe | Down |
 //! | any other | Stop(CloseInput) | close the log pipe | same |
 //! | Running, Stopping with `run` alive | Signal(s) | `s` to `run` (STOP, CONT, TERM noted in its status) | same |
-//! | Starting | RunSpawned: a pid | | Running |
-//! | Starting | RunSpawned: exec failed in the child | | Running (its exit counts as 111) |
+//! | Starting | RunSpawned: a pid | | Running, readying as its [`Readiness`] says |
+//! | Starting | RunSpawned: exec failed in the child | | Running, never ready (its exit counts as 111) |
 //! | Starting | RunSpawned: no child | a quick death, exit 111 | after `run` |
 //! | Finishing | FinishSpawned: a child | | Finishing, with its pid |
 //! | Finishing | FinishSpawned: no child | | settle |
+//! | Running | Ready (a notification) | | Running, ready |
+//! | Running, grace over | Tick | | Running, ready |
+//! | Running, check due | Tick | spawn `./check` | Running, checking, KILL at [`CHECK_LIMIT`] |
+//! | Running, checking | CheckSpawned: a pid | | same, with its pid |
+//! | Running, checking | CheckSpawned: exec failed in the child | | same, with its pid (it exits 127) |
+//! | Running, checking | CheckSpawned: no child | | Running, check due in [`CHECK_EVERY`] |
+//! | Running, checking | CheckExited 0 | | Running, ready |
+//! | Running, checking | CheckExited otherwise | | Running, check due in [`CHECK_EVERY`] |
+//! | Running, checking, deadline passed | Tick | KILL the check's group | same, no deadline |
 //! | Running | RunExited, group gone | count a quick death unless it ran [`STABLE`] | after `run` |
 //! | Running | RunExited, group alive | same count; down-signal and CONT to the group | Stopping (`run` gone), KILL at SVWAIT |
 //! | Stopping | RunExited, group gone | | after `run` |
@@ -28,6 +37,9 @@
 //! | Backoff, time come | Tick | spawn `run` unless wanted down | Starting, or Down |
 //! | Stopping, deadline passed | Tick | KILL the group | Stopping, no deadline |
 //! | Finishing with a pid, deadline passed | Tick | KILL its group | Finishing, no deadline |
+//!
+//! Whenever Running is left, a `./check` still running is killed (its
+//! group), and its exit is then nobody's.
 //!
 //! After `run` (its whole group is gone): with a `finish`, spawn
 //! `./finish CODE SIGNAL` and go to Finishing (KILL at SVWAIT); else settle.
@@ -42,12 +54,19 @@ use super::{
     Action, COULD_NOT_START, CRASH_LOOP_AFTER, FINISH_NO_RESTART, GIVE_UP_AFTER, Goal, MIN_RESTART,
     Program, STABLE, Settings, SpawnFailure, Which, describe,
 };
-use crate::services::scan::Part;
+use crate::services::scan::{Part, Readiness};
 use crate::signals;
 use crate::sys::reap::ExitStatus;
 use log::{debug, info, warn};
 use nix::libc;
 use std::time::{Duration, Instant};
+
+/// The pause between two runs of a failing `./check`: a check is usually a
+/// probe (a connect, a query), cheap enough to repeat a few times a second.
+pub(super) const CHECK_EVERY: Duration = Duration::from_millis(200);
+/// How long one run of `./check` may take before it counts as failed (and
+/// is killed), so a hung probe does not hold readiness up for good.
+pub(super) const CHECK_LIMIT: Duration = Duration::from_secs(5);
 
 /// What a program should be doing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -69,6 +88,7 @@ enum Life {
     Running {
         pid: i32,
         exec_failed: bool,
+        ready: Readying,
     },
     /// Waiting for the group `pgid` to empty; `run` is its pid while alive.
     Stopping {
@@ -81,6 +101,23 @@ enum Life {
     Finishing {
         pid: Option<i32>,
         exit: ExitStatus,
+        deadline: Option<Instant>,
+    },
+}
+
+/// Where a running program is on its way to being ready.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Readying {
+    Ready,
+    /// Until a notification comes (or for good: a `run` that failed to exec).
+    Awaiting,
+    /// Ready at this time, unless a notification comes first.
+    Grace(Instant),
+    /// `./check` is due at this time.
+    CheckAt(Instant),
+    /// `./check` runs: its pid once spawned, and when to KILL it.
+    Checking {
+        pid: Option<i32>,
         deadline: Option<Instant>,
     },
 }
@@ -109,6 +146,12 @@ pub(super) enum SlotEvent {
     RunSpawned(Result<i32, SpawnFailure>),
     /// The outcome of the [`Action::Spawn`] of `finish`.
     FinishSpawned(Result<i32, SpawnFailure>),
+    /// `run` said it is ready (`READY=1`, or a line on its notification fd).
+    Ready,
+    /// The outcome of the [`Action::Spawn`] of `./check`.
+    CheckSpawned(Result<i32, SpawnFailure>),
+    /// `./check` was reaped.
+    CheckExited(ExitStatus),
     /// `run` was reaped.
     RunExited {
         status: ExitStatus,
@@ -216,6 +259,94 @@ impl Slot {
                 });
             }
             (Life::Starting, E::RunSpawned(result)) => self.run_spawned(cx, result),
+            (Life::Running { .. }, E::Ready) => self.set_ready(cx, Readying::Ready),
+            (
+                Life::Running {
+                    ready: Readying::Grace(at),
+                    ..
+                },
+                E::Tick,
+            ) if at <= now => self.set_ready(cx, Readying::Ready),
+            (
+                Life::Running {
+                    ready: Readying::CheckAt(at),
+                    ..
+                },
+                E::Tick,
+            ) if at <= now => {
+                let deadline = Some(now + CHECK_LIMIT);
+                self.set_ready(
+                    cx,
+                    Readying::Checking {
+                        pid: None,
+                        deadline,
+                    },
+                );
+                cx.actions.push(Action::Spawn {
+                    service: cx.service.to_owned(),
+                    which: cx.which,
+                    program: Program::Check,
+                });
+            }
+            (
+                Life::Running {
+                    ready: Readying::Checking { deadline, .. },
+                    ..
+                },
+                E::CheckSpawned(result),
+            ) => {
+                let pid = result.or_else(|failure| {
+                    self.complain(&cx.label, format!("cannot run ./check: {}", failure.reason));
+                    failure.pid.ok_or(())
+                });
+                let next = match pid {
+                    Ok(pid) => Readying::Checking {
+                        pid: Some(pid),
+                        deadline,
+                    },
+                    Err(()) => Readying::CheckAt(now + CHECK_EVERY),
+                };
+                self.set_ready(cx, next);
+            }
+            (
+                Life::Running {
+                    ready: Readying::Checking { .. },
+                    ..
+                },
+                E::CheckExited(status),
+            ) => {
+                let next = match status {
+                    ExitStatus::Exited(0) => Readying::Ready,
+                    _ => Readying::CheckAt(now + CHECK_EVERY),
+                };
+                self.set_ready(cx, next);
+            }
+            (
+                Life::Running {
+                    ready:
+                        Readying::Checking {
+                            pid: Some(check),
+                            deadline,
+                        },
+                    ..
+                },
+                E::Tick,
+            ) if expired(deadline) => {
+                let problem = format!(
+                    "./check still running after {}s, killing it",
+                    CHECK_LIMIT.as_secs()
+                );
+                self.complain(&cx.label, problem);
+                cx.actions.push(Action::Signal {
+                    target: -check,
+                    signal: libc::SIGKILL,
+                });
+                let next = Readying::Checking {
+                    pid: Some(check),
+                    deadline: None,
+                };
+                self.set_ready(cx, next);
+            }
             (Life::Finishing { exit, .. }, E::FinishSpawned(result)) => {
                 let started = result.or_else(|failure| {
                     warn!("{}: cannot run ./finish: {}", cx.label, failure.reason);
@@ -310,8 +441,36 @@ impl Slot {
         }
     }
 
+    /// Changes how far a running program is on its way to being ready.
+    fn set_ready(&mut self, cx: &Ctx, next: Readying) {
+        if let Life::Running { ready, .. } = &mut self.life {
+            if next == Readying::Ready && *ready != Readying::Ready {
+                debug!("{}: ready", cx.label);
+            }
+            *ready = next;
+        }
+    }
+
+    /// Kills a `./check` that still runs, as Running is left: it would
+    /// probe a program that is going away.
+    fn end_check(&self, cx: &mut Ctx) {
+        if let Life::Running {
+            ready: Readying::Checking {
+                pid: Some(check), ..
+            },
+            ..
+        } = self.life
+        {
+            cx.actions.push(Action::Signal {
+                target: -check,
+                signal: libc::SIGKILL,
+            });
+        }
+    }
+
     /// A running program was told to stop.
-    fn stopping(&mut self, cx: &Ctx, pid: i32) {
+    fn stopping(&mut self, cx: &mut Ctx, pid: i32) {
+        self.end_check(cx);
         // Still counted as up, with the time since its start.
         self.life = Life::Stopping {
             pgid: pid,
@@ -325,9 +484,15 @@ impl Slot {
         let failure = match result {
             Ok(pid) => {
                 debug!("{}: started as pid {pid}", cx.label);
+                let ready = match self.part.readiness {
+                    Readiness::Notify | Readiness::Fd(_) => Readying::Awaiting,
+                    Readiness::Check => Readying::CheckAt(cx.now),
+                    Readiness::Grace => Readying::Grace(cx.now + cx.settings.ready_grace),
+                };
                 self.life = Life::Running {
                     pid,
                     exec_failed: false,
+                    ready,
                 };
                 return;
             }
@@ -339,6 +504,7 @@ impl Slot {
                 self.life = Life::Running {
                     pid,
                     exec_failed: true,
+                    ready: Readying::Awaiting,
                 }
             }
             None => {
@@ -358,10 +524,13 @@ impl Slot {
     /// `run` was reaped, while running or stopping.
     fn run_exited(&mut self, cx: &mut Ctx, status: ExitStatus, group_alive: bool) {
         let (pgid, exec_failed, stopping) = match self.life {
-            Life::Running { pid, exec_failed } => (pid, exec_failed, None),
+            Life::Running {
+                pid, exec_failed, ..
+            } => (pid, exec_failed, None),
             Life::Stopping { pgid, deadline, .. } => (pgid, false, Some(deadline)),
             _ => return,
         };
+        self.end_check(cx);
         // runit's convention: a run that could not be started "exited 111".
         let status = if exec_failed {
             ExitStatus::Exited(COULD_NOT_START)

@@ -5,6 +5,7 @@ use super::*;
 use crate::services::machine::SpawnFailure;
 
 const SVWAIT: Duration = Duration::from_secs(7);
+const GRACE: Duration = Duration::from_secs(1);
 
 fn part(finish: bool) -> Part {
     Part {
@@ -12,6 +13,8 @@ fn part(finish: bool) -> Part {
         finish,
         down_signal: libc::SIGTERM,
         down_signal_problem: None,
+        readiness: Readiness::Grace,
+        readiness_problem: None,
     }
 }
 
@@ -59,6 +62,7 @@ fn row(
         settings: Settings {
             svwait: SVWAIT,
             backoff_max: Duration::from_secs(4),
+            ready_grace: GRACE,
         },
         label: "web".into(),
         service: "web",
@@ -85,6 +89,7 @@ fn every_row_of_the_slot_table_does_what_it_says() {
     let running = Life::Running {
         pid: 100,
         exec_failed: false,
+        ready: Readying::Grace(t0 + GRACE),
     };
     let stopping = Life::Stopping {
         pgid: 100,
@@ -127,7 +132,7 @@ fn every_row_of_the_slot_table_does_what_it_says() {
         (false, Up, stopping, E::Signal(SIGHUP), true, vec![kill(100, SIGHUP)], stopping, false),
         (false, Up, lingering(Exited(0), kill_at), E::Signal(SIGHUP), true, vec![], lingering(Exited(0), kill_at), false),
         (false, Up, Life::Starting, E::RunSpawned(Ok(100)), true, vec![], running, false),
-        (false, Up, Life::Starting, E::RunSpawned(Err(failure(Some(70)))), true, vec![], Life::Running { pid: 70, exec_failed: true }, false),
+        (false, Up, Life::Starting, E::RunSpawned(Err(failure(Some(70)))), true, vec![], Life::Running { pid: 70, exec_failed: true, ready: Readying::Awaiting }, false),
         // No child at all: a quick death, so the next start is a second away.
         (false, Up, Life::Starting, E::RunSpawned(Err(failure(None))), true, vec![], backoff, false),
         (true, Up, Life::Starting, E::RunSpawned(Err(failure(None))), true, vec![spawn(Program::Finish { code: 111, signal: 0 })], finishing(None, kill_at).with_exit(Exited(111)), false),
@@ -159,6 +164,71 @@ fn every_row_of_the_slot_table_does_what_it_says() {
         let what = format!("row {n}: {life:?} + {event:?}");
         let got = row(t0, part(finish), intent, life, event, may_start);
         assert_eq!(got, (actions, next, gave_up), "{what}");
+    }
+}
+
+/// The readiness rows: how `run` starts readying by its [`Readiness`], and
+/// what notifications, the grace period and `./check` do to it.
+#[test]
+fn every_readiness_row_of_the_slot_table_does_what_it_says() {
+    use ExitStatus::Exited;
+    use Readying::{Awaiting, CheckAt, Checking, Grace, Ready};
+    use SlotEvent as E;
+    use libc::{SIGCONT, SIGKILL, SIGTERM};
+    let t0 = Instant::now();
+    let later = t0 + Duration::from_millis(1);
+    let limit = Some(t0 + CHECK_LIMIT);
+    let with = |readiness| Part {
+        readiness,
+        ..part(false)
+    };
+    let running = |ready| Life::Running {
+        pid: 100,
+        exec_failed: false,
+        ready,
+    };
+    let checking = |pid, deadline| running(Checking { pid, deadline });
+    let stopping = Life::Stopping {
+        pgid: 100,
+        run: Some(100),
+        exit: None,
+        deadline: Some(t0 + SVWAIT),
+    };
+    let kill_check = || kill(-300, SIGKILL);
+    let grace = Readiness::Grace;
+    let check = Readiness::Check;
+    // (readiness, state, event, actions, next state)
+    #[rustfmt::skip]
+    let table = [
+        (Readiness::Notify, Life::Starting, E::RunSpawned(Ok(100)), vec![], running(Awaiting)),
+        (Readiness::Fd(5), Life::Starting, E::RunSpawned(Ok(100)), vec![], running(Awaiting)),
+        (check, Life::Starting, E::RunSpawned(Ok(100)), vec![], running(CheckAt(t0))),
+        (grace, Life::Starting, E::RunSpawned(Ok(100)), vec![], running(Grace(t0 + GRACE))),
+        (grace, running(Awaiting), E::Ready, vec![], running(Ready)),
+        (grace, running(Grace(later)), E::Ready, vec![], running(Ready)),
+        (grace, running(Ready), E::Ready, vec![], running(Ready)),
+        (grace, stopping, E::Ready, vec![], stopping),
+        (grace, Life::Down, E::Ready, vec![], Life::Down),
+        (grace, running(Grace(t0)), E::Tick, vec![], running(Ready)),
+        (grace, running(Grace(later)), E::Tick, vec![], running(Grace(later))),
+        (grace, running(Awaiting), E::Tick, vec![], running(Awaiting)),
+        (check, running(CheckAt(t0)), E::Tick, vec![spawn(Program::Check)], checking(None, limit)),
+        (check, running(CheckAt(later)), E::Tick, vec![], running(CheckAt(later))),
+        (check, checking(None, limit), E::CheckSpawned(Ok(300)), vec![], checking(Some(300), limit)),
+        (check, checking(None, limit), E::CheckSpawned(Err(failure(Some(300)))), vec![], checking(Some(300), limit)),
+        (check, checking(None, limit), E::CheckSpawned(Err(failure(None))), vec![], running(CheckAt(t0 + CHECK_EVERY))),
+        (check, checking(Some(300), limit), E::CheckExited(Exited(0)), vec![], running(Ready)),
+        (check, checking(Some(300), limit), E::CheckExited(Exited(1)), vec![], running(CheckAt(t0 + CHECK_EVERY))),
+        (check, checking(Some(300), Some(t0)), E::Tick, vec![kill_check()], checking(Some(300), None)),
+        (check, checking(Some(300), limit), E::Tick, vec![], checking(Some(300), limit)),
+        (check, running(Ready), E::CheckExited(Exited(0)), vec![], running(Ready)),
+        (check, checking(Some(300), limit), E::Stop(StopHow::Signal), vec![kill(-100, SIGTERM), kill(-100, SIGCONT), kill_check()], stopping),
+        (check, checking(Some(300), limit), E::RunExited { status: Exited(1), group_alive: false }, vec![kill_check()], Life::Backoff { until: t0 + MIN_RESTART }),
+    ];
+    for (n, (readiness, life, event, actions, next)) in table.into_iter().enumerate() {
+        let what = format!("row {n}: {life:?} + {event:?}");
+        let got = row(t0, with(readiness), Intent::Up, life, event, true);
+        assert_eq!(got, (actions, next, false), "{what}");
     }
 }
 

@@ -2,7 +2,7 @@
 //! its next deadline, whether it reached a goal, its status. Read-only:
 //! every change of a slot is made by `Slot::on`.
 
-use super::{CRASH_LOOP_AFTER, Goal, Intent, Life, Slot};
+use super::{CRASH_LOOP_AFTER, Goal, Intent, Life, Readying, Slot};
 use crate::services::status::{Phase, ProgramStatus, Want};
 use std::time::Instant;
 
@@ -10,6 +10,11 @@ impl Slot {
     pub(in crate::services::machine) fn deadline(&self) -> Option<Instant> {
         match self.life {
             Life::Backoff { until } => Some(until),
+            Life::Running { ready, .. } => match ready {
+                Readying::Grace(at) | Readying::CheckAt(at) => Some(at),
+                Readying::Checking { deadline, .. } => deadline,
+                Readying::Ready | Readying::Awaiting => None,
+            },
             Life::Stopping { deadline, .. } | Life::Finishing { deadline, .. } => deadline,
             _ => None,
         }
@@ -31,7 +36,32 @@ impl Slot {
             Life::Running {
                 pid,
                 exec_failed: false,
+                ..
             } => Some(pid),
+            _ => None,
+        }
+    }
+
+    /// The pid of `./check` while it runs.
+    pub(in crate::services::machine) fn check_pid(&self) -> Option<i32> {
+        match self.life {
+            Life::Running {
+                ready: Readying::Checking { pid, .. },
+                ..
+            } => pid,
+            _ => None,
+        }
+    }
+
+    /// The pid of `run` while it runs and may still say it is ready; a
+    /// notification from it (or its group) is for this slot.
+    pub(in crate::services::machine) fn awaiting_pid(&self) -> Option<i32> {
+        match self.life {
+            Life::Running {
+                pid,
+                exec_failed: false,
+                ready,
+            } if ready != Readying::Ready => Some(pid),
             _ => None,
         }
     }
@@ -71,8 +101,19 @@ impl Slot {
         matches!(self.life, Life::Running { .. })
     }
 
+    /// Running and ready: what `sv -w up` and the update wait for.
+    pub(in crate::services::machine) fn is_ready(&self) -> bool {
+        matches!(
+            self.life,
+            Life::Running {
+                ready: Readying::Ready,
+                ..
+            }
+        )
+    }
+
     pub(in crate::services::machine) fn reached(&self, goal: Goal) -> bool {
-        goal.reached(self.is_running(), self.is_down(), self.starts)
+        goal.reached(self.is_ready(), self.is_down(), self.starts)
     }
 
     pub(in crate::services::machine) fn status(&self, now: Instant) -> ProgramStatus {
@@ -97,6 +138,7 @@ impl Slot {
             } else {
                 Want::Down
             },
+            ready: self.is_ready(),
             paused: self.paused,
             got_term: self.got_term,
             restarts: self.starts.saturating_sub(1),
