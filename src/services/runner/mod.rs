@@ -18,6 +18,7 @@
 
 mod agent;
 mod clients;
+mod sockets;
 mod watch;
 
 use clients::{Client, open_control};
@@ -129,6 +130,7 @@ pub fn run(config: ServicesConfig, inherited: Inherited) -> i32 {
         clients: BTreeMap::new(),
         next_client: 0,
         io: BTreeMap::new(),
+        sockets: sockets::Held::default(),
         exit: None,
         held: config.updates.is_some(),
         agent,
@@ -210,6 +212,8 @@ struct Runner {
     clients: BTreeMap<u64, Client>,
     next_client: u64,
     io: BTreeMap<String, ServiceIo>,
+    /// The sockets of `listen` files.
+    sockets: sockets::Held,
     exit: Option<i32>,
     agent: Option<AgentLink>,
     /// Watched once the agent says updates run (see [`agent::Trigger`]).
@@ -393,7 +397,13 @@ impl Runner {
         let mut queue: VecDeque<Action> = self.supervisor.step(Instant::now(), event).into();
         while let Some(action) = queue.pop_front() {
             let follow_up = match action {
-                Action::Scan => Some(Event::Scanned(self.scan())),
+                Action::Scan => {
+                    let listing = self.scan();
+                    if let Ok(listing) = &listing {
+                        self.sockets.keep_named(listing);
+                    }
+                    Some(Event::Scanned(listing))
+                }
                 Action::SpawnMain => self.restart_main().map(Event::MainSpawned),
                 Action::Spawn {
                     service,
@@ -428,6 +438,7 @@ impl Runner {
                     if let Some(mut io) = self.io.remove(&service) {
                         io.outputs().for_each(Output::flush);
                     }
+                    self.sockets.forget(&service);
                     None
                 }
                 Action::Reply {
@@ -567,6 +578,8 @@ impl Runner {
             io.add_log(service).map_err(pipes_failed)?;
         }
         let io = &*io;
+        // Only `run` gets the held sockets: not `finish`, not `log/run`.
+        let gets_sockets = which == Which::Main && matches!(program, Program::Run);
         let argv: Vec<OsString> = match program {
             Program::Run => vec!["./run".into()],
             Program::Finish { code, signal } => {
@@ -581,8 +594,21 @@ impl Runner {
             .map_err(|_| setup_failed("folder name", "holds a NUL byte".into()))?;
         let program = spawn::Program::new(&argv, None)
             .map_err(|_| setup_failed("arguments", "hold a NUL byte".into()))?;
+        let passed = match gets_sockets {
+            true => Some(
+                self.sockets
+                    .for_start(service, &def.dir, &def.listen)
+                    .map_err(|reason| SpawnFailure { pid: None, reason })?,
+            ),
+            false => None,
+        };
         let mut options = spawn::Options::new(Isolation::Background, &self.inherited);
         options.cwd = Some(&cwd);
+        if let Some(passed) = &passed {
+            options.pass = &passed.fds;
+            options.add = &passed.environment;
+            options.listen_pid = !passed.fds.is_empty();
+        }
         options.stdio = match which {
             Which::Main => [
                 Some(self.devnull.as_fd()),
