@@ -12,6 +12,7 @@ mod control;
 mod dumb_init;
 mod feed;
 mod firstboot;
+mod held_sockets;
 mod honest_config;
 mod manifests;
 mod observe;
