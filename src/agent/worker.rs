@@ -53,7 +53,10 @@ pub enum ToLoop {
     Control(Request),
     /// Spawn this command line (a hook); answer with
     /// [`ToAgent::HookStarted`], then [`ToAgent::HookExited`].
-    Hook(Vec<OsString>),
+    Hook {
+        argv: Vec<OsString>,
+        cwd: Option<std::path::PathBuf>,
+    },
     /// KILL the process group of a hook that ran too long.
     KillHook(i32),
     /// Answer socket client `client` and close its connection.
@@ -329,12 +332,14 @@ impl Payload for Link {
         &mut self,
         command: &str,
         args: &[&str],
+        cwd: Option<&std::path::Path>,
         timeout: Duration,
     ) -> Result<ExitStatus, String> {
         let mut argv: Vec<OsString> = vec!["/bin/sh".into(), "-c".into(), command.into()];
         argv.push("moltd".into());
         argv.extend(args.iter().map(OsString::from));
-        self.send(ToLoop::Hook(argv))?;
+        let cwd = cwd.map(std::path::Path::to_path_buf);
+        self.send(ToLoop::Hook { argv, cwd })?;
         let pid = match self.wait_for(None, |m| matches!(m, ToAgent::HookStarted(_)))? {
             Some(ToAgent::HookStarted(started)) => started?,
             _ => return Err("the hook was not started".into()),

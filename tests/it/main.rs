@@ -17,6 +17,7 @@ mod honest_config;
 mod manifests;
 mod observe;
 mod pid1;
+mod preflight;
 mod production;
 mod release_layouts;
 mod requests;
