@@ -12,6 +12,11 @@ namespace, supervising one service that runs /app/current/bin/app, and:
 3. tries v1.2.0, whose health check fails, and rolls back to v1.1.0;
 4. shuts down cleanly on SIGTERM, exit code 0.
 
+The app's port is held by moltd (the service's `listen` file) and passed to
+each start of the app (LISTEN_FDS, systemd's protocol), so requests sent
+every 2 ms during the update and the rollback are never refused: they wait
+in the kernel's queue while no release runs.
+
 Every wait is bounded; the demo exits 0 only if the whole story happened, so
 CI runs it as a test (.ci/run). Usage: demo.py PATH_TO_MOLTD
 """
@@ -40,20 +45,34 @@ TIMEOUT = 60
 # Seconds a stopping service gets (moltd's SVWAIT); shutdown must beat it.
 SVWAIT = 3
 
-# The app each release holds: serves its own www/ folder on 127.0.0.1:$PORT,
-# so GET /version names the release that runs and GET /health is the health
-# check moltd is given (MOLTD_HEALTH_URL).
+# The app each release holds: serves its own www/ folder, so GET /version
+# names the release that runs and GET /health is the health check moltd is
+# given (MOLTD_HEALTH_URL). It serves on the socket moltd passes it
+# (descriptor 3, when LISTEN_PID is its own pid), else it binds $PORT itself.
+# On TERM it stops accepting and finishes the requests it accepted: what
+# waits in the queue is the next release's.
 APP = """#!/usr/bin/env python3
-import functools, http.server, os
+import functools, http.server, os, signal, socket, threading
 www = os.path.join(os.path.dirname(os.path.realpath(__file__)), "..", "www")
 class Quiet(http.server.SimpleHTTPRequestHandler):
     def log_message(self, *args):
         pass
 port = int(os.environ["PORT"])
 server = http.server.ThreadingHTTPServer(
-    ("127.0.0.1", port), functools.partial(Quiet, directory=www))
-print("app", open(os.path.join(www, "version")).read().strip(), "serving on port", port, flush=True)
+    ("127.0.0.1", port), functools.partial(Quiet, directory=www), bind_and_activate=False)
+if os.environ.get("LISTEN_PID") == str(os.getpid()) and os.environ.get("LISTEN_FDS") == "1":
+    server.socket.close()
+    server.socket = socket.socket(fileno=3)
+    how = "the socket moltd holds (LISTEN_FDS=1)"
+else:
+    server.server_bind()
+    server.server_activate()
+    how = "a socket of its own"
+print("app", open(os.path.join(www, "version")).read().strip(), "serving on", how, flush=True)
+server.daemon_threads = False
+signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
 server.serve_forever()
+server.server_close()
 """
 
 
@@ -173,6 +192,9 @@ class Demo:
             f.write("#!/bin/sh\n# The payload: the release /app/current points to.\n"
                     'exec "$MOLTD_APP_DIR/current/bin/app"\n')
         os.chmod(os.path.join(service, "run"), 0o755)
+        # moltd binds the app's port once and passes it to every start.
+        with open(os.path.join(service, "listen"), "w") as f:
+            f.write(f"tcp://127.0.0.1:{self.port}\n")
 
     def env(self):
         env = dict(os.environ)
@@ -265,6 +287,37 @@ class Demo:
         self.wait_for(f"the app to answer {version}", lambda _: self.served() == version)
         print(f"    demo | GET http://127.0.0.1:{self.port}/version -> {version}", flush=True)
 
+    def load(self):
+        """Sends GET /version without keep-alive every 2 ms until the
+        returned stop() is called, which returns (answered, refused,
+        failed)."""
+        counts = {"answered": 0, "refused": 0, "failed": 0}
+        stop = threading.Event()
+
+        def send():
+            while not stop.is_set():
+                try:
+                    with socket.create_connection(("127.0.0.1", self.port), timeout=10) as s:
+                        s.sendall(b"GET /version HTTP/1.0\r\n\r\n")
+                        answer = b""
+                        while chunk := s.recv(4096):
+                            answer += chunk
+                    counts["answered" if answer.startswith(b"HTTP/1.0 200") else "failed"] += 1
+                except ConnectionRefusedError:
+                    counts["refused"] += 1
+                except OSError:
+                    counts["failed"] += 1
+                time.sleep(0.002)
+
+        thread = threading.Thread(target=send, daemon=True)
+        thread.start()
+
+        def finish():
+            stop.set()
+            thread.join()
+            return counts["answered"], counts["refused"], counts["failed"]
+        return finish
+
     def moltd_pid(self):
         """moltd's pid outside the namespace: the child of unshare."""
         children = f"/proc/{self.process.pid}/task/{self.process.pid}/children"
@@ -287,7 +340,9 @@ class Demo:
         self.wait_for("v1.0.0 to be installed", lambda s: s.get("current") == "v1.0.0")
         self.expect_app("1.0.0")
 
-        say("v1.1.0 is published: moltd downloads, verifies, switches and health-checks it")
+        say("v1.1.0 is published: moltd downloads, verifies, switches and health-checks it,"
+            " while a request every 2 ms goes to the app")
+        finish_load = self.load()
         self.feed.publish("1.1.0")
         self.seen.clear()
         self.wait_for("the update to v1.1.0", lambda s: s.get("current") == "v1.1.0")
@@ -305,6 +360,11 @@ class Demo:
         self.expect_app("1.1.0")
         print(f"    demo | last_error: {status['last_error']}")
         print(f"    demo | bad_releases: {status['bad_releases']} (never tried again automatically)")
+        answered, refused, failed = finish_load()
+        print(f"    demo | during the update and the rollback: {answered} requests answered,"
+              f" {refused} refused, {failed} failed (moltd held the port)", flush=True)
+        if refused or failed:
+            raise Failed("requests were lost although moltd held the app's port")
 
         say("moltd status, through the control socket of the running moltd")
         out = subprocess.run([self.moltd, "status"], env=self.env(), capture_output=True,

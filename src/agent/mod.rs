@@ -308,11 +308,13 @@ impl Pump {
         for message in messages {
             self.send(match message {
                 ToLoop::Control(request) => FromAgent::Command(request),
-                ToLoop::Hook(argv) => FromAgent::Hook(
-                    argv.iter()
+                ToLoop::Hook { argv, cwd } => FromAgent::Hook {
+                    argv: argv
+                        .iter()
                         .map(|arg| arg.to_string_lossy().into_owned())
                         .collect(),
-                ),
+                    cwd: cwd.map(|dir| dir.to_string_lossy().into_owned()),
+                },
                 ToLoop::KillHook(pid) => FromAgent::KillHook(pid),
                 ToLoop::Reply { client, reply } => FromAgent::Reply { client, reply },
                 ToLoop::Ready => FromAgent::Ready { updating },

@@ -33,8 +33,12 @@ pub enum FromAgent {
     /// A control request for the supervisor; answered with
     /// [`FromInit::Answers`].
     Command(Request),
-    /// Start this command line as a hook.
-    Hook(Vec<String>),
+    /// Start this command line as a hook, in folder `cwd` if given (else
+    /// PID 1's).
+    Hook {
+        argv: Vec<String>,
+        cwd: Option<String>,
+    },
     /// KILL the process group of this hook.
     KillHook(i32),
     /// A release is installed: the services may start. `updating` is false
@@ -189,7 +193,12 @@ impl FromAgent {
         match self {
             FromAgent::Hello { version, moltd } => format!("hello\t{version}\t{moltd}"),
             FromAgent::Command(request) => format!("command\n{}", request.encode()),
-            FromAgent::Hook(argv) => format!("hook\n{}", argv.join("\0")),
+            FromAgent::Hook { argv, cwd: None } => format!("hook\n{}", argv.join("\0")),
+            // The folder goes first in the body: a path may hold a tab.
+            FromAgent::Hook {
+                argv,
+                cwd: Some(cwd),
+            } => format!("hook\tin\n{cwd}\0{}", argv.join("\0")),
             FromAgent::KillHook(pid) => format!("kill-hook\t{pid}"),
             FromAgent::Ready { updating } => {
                 format!("ready\t{}", if *updating { "on" } else { "off" })
@@ -219,11 +228,21 @@ impl FromAgent {
                 FromAgent::Command(request)
             }
             "hook" => {
-                parts.fields::<0>("hook")?;
-                if parts.body.is_empty() {
+                let mut body = parts.body.split('\0').map(str::to_owned);
+                let cwd = match parts.fields.as_slice() {
+                    [] => None,
+                    ["in"] => Some(
+                        body.next()
+                            .filter(|d| d.starts_with('/'))
+                            .ok_or(bad("hook", "the folder is not an absolute path"))?,
+                    ),
+                    _ => return Err(bad("hook", "wrong number of fields")),
+                };
+                let argv: Vec<String> = body.collect();
+                if argv.first().is_none_or(String::is_empty) {
                     return Err(bad("hook", "no command"));
                 }
-                FromAgent::Hook(parts.body.split('\0').map(str::to_owned).collect())
+                FromAgent::Hook { argv, cwd }
             }
             "kill-hook" => {
                 let [target] = parts.fields("kill-hook")?;
@@ -416,11 +435,14 @@ mod tests {
             wait: Some(Duration::from_secs(12)),
             kill_on_timeout: true,
         }));
-        round_trip_agent(FromAgent::Hook(vec![
-            "/bin/sh".into(),
-            "-c".into(),
-            "echo a\tb\nc".into(),
-        ]));
+        round_trip_agent(FromAgent::Hook {
+            argv: vec!["/bin/sh".into(), "-c".into(), "echo a\tb\nc".into()],
+            cwd: None,
+        });
+        round_trip_agent(FromAgent::Hook {
+            argv: vec!["/bin/sh".into(), "-c".into(), "bin/app --check".into()],
+            cwd: Some("/app/releases/v1\tb".into()),
+        });
         round_trip_agent(FromAgent::KillHook(42));
         round_trip_agent(FromAgent::Ready { updating: true });
         round_trip_agent(FromAgent::Ready { updating: false });

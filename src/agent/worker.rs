@@ -54,7 +54,10 @@ pub enum ToLoop {
     Control(Request),
     /// Spawn this command line (a hook); answer with
     /// [`ToAgent::HookStarted`], then [`ToAgent::HookExited`].
-    Hook(Vec<OsString>),
+    Hook {
+        argv: Vec<OsString>,
+        cwd: Option<std::path::PathBuf>,
+    },
     /// KILL the process group of a hook that ran too long.
     KillHook(i32),
     /// Answer socket client `client` and close its connection.
@@ -389,10 +392,11 @@ impl Payload for Link {
         &mut self,
         command: &str,
         args: &[&str],
+        cwd: Option<&std::path::Path>,
         timeout: Duration,
     ) -> Result<ExitStatus, String> {
         let args = args.iter().map(OsString::from).collect();
-        self.run_shell(command, command, args, timeout)
+        self.run_shell(command, command, args, cwd, timeout)
     }
 
     fn run_check(
@@ -405,24 +409,27 @@ impl Payload for Link {
         // moves both to `output` first, then runs the command with no
         // arguments, as any hook.
         let script = format!("exec >>\"$1\" 2>&1 || exit 126\nshift\n{command}");
-        self.run_shell(&script, command, vec![output.into()], timeout)
+        self.run_shell(&script, command, vec![output.into()], None, timeout)
     }
 }
 
 impl Link {
     /// Runs `sh -c SCRIPT moltd ARGS...` through PID 1 and waits for it,
-    /// killing its group after `timeout`; `command` names it in messages.
+    /// in `cwd` (PID 1's own folder without one), killing its group after
+    /// `timeout`; `command` names it in messages.
     fn run_shell(
         &mut self,
         script: &str,
         command: &str,
         args: Vec<OsString>,
+        cwd: Option<&Path>,
         timeout: Duration,
     ) -> Result<ExitStatus, String> {
         let mut argv: Vec<OsString> = vec!["/bin/sh".into(), "-c".into(), script.into()];
         argv.push("moltd".into());
         argv.extend(args);
-        self.send(ToLoop::Hook(argv))?;
+        let cwd = cwd.map(std::path::Path::to_path_buf);
+        self.send(ToLoop::Hook { argv, cwd })?;
         let pid = match self.wait_for(None, |m| matches!(m, ToAgent::HookStarted(_)))? {
             Some(ToAgent::HookStarted(started)) => started?,
             _ => return Err("the hook was not started".into()),

@@ -114,6 +114,7 @@ pub const VARS: &[Var] = &[
     var(FETCH, "MOLTD_STALL_TIMEOUT", "30s", "a download with no byte for this long fails", Plain),
     var(FETCH, "MOLTD_DOWNLOAD_TIMEOUT", "3600s", "longest a download may take", Plain),
     var(SWITCH, "MOLTD_APP_DIR", "/app", "where releases/, current and .moltd/ live", Plain),
+    var(SWITCH, "MOLTD_PREFLIGHT", "none", "shell command run in the new release's folder before anything stops; non-zero marks it bad", Plain),
     var(SWITCH, "MOLTD_PRE_UPDATE", "none", "shell command before the switch; non-zero aborts it", Plain),
     var(SWITCH, "MOLTD_POST_UPDATE", "none", "shell command after a committed update", Plain),
     var(SWITCH, "MOLTD_RESTART", "all services", "the services stopped and started around a switch", Plain),

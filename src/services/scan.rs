@@ -1,8 +1,8 @@
 //! Reading the services directory into service definitions.
 //!
 //! Only this file looks at the layout of a service folder (`run`, `finish`,
-//! `down`, `essential`, `down-signal`, `forward-signals`, `log/`, and the
-//! readiness files `notify`, `notification-fd`, `check`). The state
+//! `down`, `essential`, `down-signal`, `forward-signals`, `listen`, `log/`,
+//! and the readiness files `notify`, `notification-fd`, `check`). The state
 //! machine gets plain [`Definition`]s, so it can be tested without a file
 //! system.
 
@@ -10,6 +10,7 @@ use super::machine;
 use crate::signals;
 use nix::libc;
 use std::fs;
+use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
@@ -30,7 +31,82 @@ pub struct Definition {
     /// What was wrong with `forward-signals`, if anything: then none are
     /// forwarded.
     pub forward_signals_problem: Option<ForwardSignalsError>,
+    /// The sockets of a `listen` file, which moltd binds and passes to every
+    /// start of `run`; what was wrong with the file, which keeps `run` from
+    /// starting until it is fixed.
+    pub listen: Result<Vec<Listen>, ListenError>,
 }
+
+/// One line of a `listen` file: `[NAME=]ADDRESS [mode=OCTAL] [owner=UID[:GID]]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listen {
+    /// Its name in `LISTEN_FDNAMES`; `None`: the service's name.
+    pub name: Option<String>,
+    pub address: Address,
+    /// Where it was written, for error messages.
+    pub line: usize,
+}
+
+/// What a held socket is bound to. Two lines with equal addresses are the
+/// same socket, so a rescan keeps the descriptor of an unchanged one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Address {
+    Tcp(SocketAddr),
+    Unix {
+        /// Relative paths are taken from the service folder.
+        path: PathBuf,
+        mode: Option<u32>,
+        owner: Option<(u32, Option<u32>)>,
+    },
+}
+
+impl std::fmt::Display for Address {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Address::Tcp(addr) => write!(f, "tcp://{addr}"),
+            Address::Unix { path, .. } => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
+
+/// Why a `listen` file cannot be used; it names the file and the line.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ListenError {
+    #[error("{} cannot be read: {reason}", file.display())]
+    Unreadable { file: PathBuf, reason: String },
+    #[error("{} line {line}: {problem}", file.display())]
+    Line {
+        file: PathBuf,
+        line: usize,
+        problem: ListenProblem,
+    },
+}
+
+/// What is wrong with one line of a `listen` file.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ListenProblem {
+    #[error("{0:?} is not tcp://HOST:PORT, tcp://[IPV6]:PORT or unix:PATH")]
+    Scheme(String),
+    #[error("{0:?} is not an IP address and port (host names are not resolved)")]
+    TcpAddress(String),
+    #[error("the path after unix: is empty")]
+    EmptyPath,
+    #[error("name {0:?} must be 1 to 255 of A-Z a-z 0-9 _ . -")]
+    Name(String),
+    #[error("{0:?} is not mode=OCTAL or owner=UID[:GID]")]
+    Option(String),
+    #[error("{0} is given twice")]
+    Repeated(&'static str),
+    #[error("mode= and owner= are for unix: sockets only")]
+    OptionOnTcp,
+    #[error("same address as line {0}")]
+    Duplicate(usize),
+    #[error("more than {} sockets", MAX_SOCKETS)]
+    TooMany,
+}
+
+/// The most sockets one service may hold (all are passed to each start).
+pub const MAX_SOCKETS: usize = crate::sys::spawn::MAX_PASS;
 
 /// A set of signal numbers from 1 to [`signals::MAX_SIGNAL`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -171,6 +247,7 @@ pub fn scan(dir: &Path) -> std::io::Result<Listing> {
                     None
                 };
                 listing.services.push(Definition {
+                    listen: read_listen(&path),
                     essential: path.join("essential").exists(),
                     forward_signals,
                     forward_signals_problem,
@@ -303,6 +380,117 @@ fn parse_forward_signals(text: &str) -> Result<SignalSet, ForwardSignalsError> {
     Ok(wanted.into_iter().collect())
 }
 
+/// Reads the service folder's `listen` file; without one, no sockets.
+fn read_listen(dir: &Path) -> Result<Vec<Listen>, ListenError> {
+    let file = dir.join("listen");
+    match fs::read_to_string(&file) {
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(err) => Err(ListenError::Unreadable {
+            file,
+            reason: err.to_string().to_lowercase(),
+        }),
+        Ok(text) => parse_listen(&text, dir).map_err(|(line, problem)| ListenError::Line {
+            file,
+            line,
+            problem,
+        }),
+    }
+}
+
+/// One socket a line; blank lines and `#` comments are skipped. The error
+/// carries the line number.
+fn parse_listen(text: &str, dir: &Path) -> Result<Vec<Listen>, (usize, ListenProblem)> {
+    let mut sockets: Vec<Listen> = Vec::new();
+    for (at, line) in text.lines().enumerate() {
+        let line_no = at + 1;
+        let words = line.trim();
+        if words.is_empty() || words.starts_with('#') {
+            continue;
+        }
+        let socket = parse_listen_line(words, dir, line_no).map_err(|p| (line_no, p))?;
+        if let Some(same) = sockets.iter().find(|s| s.address == socket.address) {
+            return Err((line_no, ListenProblem::Duplicate(same.line)));
+        }
+        if sockets.len() == MAX_SOCKETS {
+            return Err((line_no, ListenProblem::TooMany));
+        }
+        sockets.push(socket);
+    }
+    Ok(sockets)
+}
+
+fn parse_listen_line(words: &str, dir: &Path, line: usize) -> Result<Listen, ListenProblem> {
+    let mut words = words.split_whitespace();
+    let first = words.next().unwrap_or_default();
+    // A name is what comes before the first `=`, unless that holds a `:`
+    // (then the `=` belongs to the address: `unix:/run/a=b`).
+    let (name, address) = match first.split_once('=') {
+        Some((name, address)) if !name.contains(':') => {
+            let valid = (1..=255).contains(&name.len())
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+            if !valid {
+                return Err(ListenProblem::Name(name.to_owned()));
+            }
+            (Some(name.to_owned()), address)
+        }
+        _ => (None, first),
+    };
+    let (mut mode, mut owner) = (None, None);
+    for option in words {
+        let bad = || ListenProblem::Option(option.to_owned());
+        match option.split_once('=') {
+            Some(("mode", octal)) => {
+                let value = u32::from_str_radix(octal, 8)
+                    .ok()
+                    .filter(|&m| m <= 0o7777)
+                    .ok_or_else(bad)?;
+                if mode.replace(value).is_some() {
+                    return Err(ListenProblem::Repeated("mode="));
+                }
+            }
+            Some(("owner", ids)) => {
+                let (uid, gid) = match ids.split_once(':') {
+                    Some((uid, gid)) => (uid, Some(gid)),
+                    None => (ids, None),
+                };
+                let uid = uid.parse().map_err(|_| bad())?;
+                let gid = gid.map(str::parse).transpose().map_err(|_| bad())?;
+                if owner.replace((uid, gid)).is_some() {
+                    return Err(ListenProblem::Repeated("owner="));
+                }
+            }
+            _ => return Err(bad()),
+        }
+    }
+    let address = if let Some(rest) = address.strip_prefix("tcp://") {
+        if mode.is_some() || owner.is_some() {
+            return Err(ListenProblem::OptionOnTcp);
+        }
+        Address::Tcp(
+            rest.parse()
+                .map_err(|_| ListenProblem::TcpAddress(rest.to_owned()))?,
+        )
+    } else if let Some(path) = address.strip_prefix("unix:") {
+        if path.is_empty() {
+            return Err(ListenProblem::EmptyPath);
+        }
+        Address::Unix {
+            path: dir.join(path),
+            mode,
+            owner,
+        }
+    } else {
+        return Err(ListenProblem::Scheme(address.to_owned()));
+    };
+    Ok(Listen {
+        name,
+        address,
+        line,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -389,6 +577,146 @@ mod tests {
                 other => panic!("{text:?}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn listen_syntax() {
+        let dir = Path::new("/svc/web");
+        let tcp = |name: Option<&str>, addr: &str, line| Listen {
+            name: name.map(str::to_owned),
+            address: Address::Tcp(addr.parse().unwrap()),
+            line,
+        };
+        let good = [
+            (
+                "tcp://127.0.0.1:8080\n",
+                vec![tcp(None, "127.0.0.1:8080", 1)],
+            ),
+            (
+                "# the app\n\nhttp=tcp://0.0.0.0:80\n  admin=tcp://[::1]:9000  \n",
+                vec![
+                    tcp(Some("http"), "0.0.0.0:80", 3),
+                    tcp(Some("admin"), "[::1]:9000", 4),
+                ],
+            ),
+            ("", vec![]),
+            (
+                "unix:app.sock mode=660 owner=1000:50\nunix:/run/a=b",
+                vec![
+                    Listen {
+                        name: None,
+                        address: Address::Unix {
+                            path: "/svc/web/app.sock".into(),
+                            mode: Some(0o660),
+                            owner: Some((1000, Some(50))),
+                        },
+                        line: 1,
+                    },
+                    Listen {
+                        name: None,
+                        address: Address::Unix {
+                            path: "/run/a=b".into(),
+                            mode: None,
+                            owner: None,
+                        },
+                        line: 2,
+                    },
+                ],
+            ),
+        ];
+        for (text, expected) in good {
+            assert_eq!(parse_listen(text, dir), Ok(expected), "{text:?}");
+        }
+        let bad = [
+            (
+                "http://0.0.0.0:80",
+                1,
+                ListenProblem::Scheme("http://0.0.0.0:80".into()),
+            ),
+            (
+                "\ntcp://localhost:80",
+                2,
+                ListenProblem::TcpAddress("localhost:80".into()),
+            ),
+            (
+                "tcp://0.0.0.0",
+                1,
+                ListenProblem::TcpAddress("0.0.0.0".into()),
+            ),
+            (
+                "tcp://0.0.0.0:70000",
+                1,
+                ListenProblem::TcpAddress("0.0.0.0:70000".into()),
+            ),
+            (
+                "tcp://::1:80",
+                1,
+                ListenProblem::TcpAddress("::1:80".into()),
+            ),
+            ("unix:", 1, ListenProblem::EmptyPath),
+            (
+                "a:b=tcp://0.0.0.0:80",
+                1,
+                ListenProblem::Scheme("a:b=tcp://0.0.0.0:80".into()),
+            ),
+            (
+                "we b=tcp://0.0.0.0:80",
+                1,
+                ListenProblem::Option("b=tcp://0.0.0.0:80".into()),
+            ),
+            ("=tcp://0.0.0.0:80", 1, ListenProblem::Name("".into())),
+            ("w/b=tcp://0.0.0.0:80", 1, ListenProblem::Name("w/b".into())),
+            (
+                "unix:a mode=999",
+                1,
+                ListenProblem::Option("mode=999".into()),
+            ),
+            (
+                "unix:a owner=root",
+                1,
+                ListenProblem::Option("owner=root".into()),
+            ),
+            (
+                "unix:a owner=1:x",
+                1,
+                ListenProblem::Option("owner=1:x".into()),
+            ),
+            ("unix:a size=1", 1, ListenProblem::Option("size=1".into())),
+            (
+                "unix:a mode=600 mode=644",
+                1,
+                ListenProblem::Repeated("mode="),
+            ),
+            ("tcp://0.0.0.0:80 mode=600", 1, ListenProblem::OptionOnTcp),
+            (
+                "a=tcp://0.0.0.0:80\n# again\nb=tcp://0.0.0.0:80",
+                3,
+                ListenProblem::Duplicate(1),
+            ),
+        ];
+        for (text, line, problem) in bad {
+            assert_eq!(parse_listen(text, dir), Err((line, problem)), "{text:?}");
+        }
+        let many: String = (0..=MAX_SOCKETS)
+            .map(|n| format!("tcp://127.0.0.1:{}\n", 1000 + n))
+            .collect();
+        assert_eq!(
+            parse_listen(&many, dir),
+            Err((MAX_SOCKETS + 1, ListenProblem::TooMany))
+        );
+    }
+
+    #[test]
+    fn listen_errors_name_the_file_and_line() {
+        let err = ListenError::Line {
+            file: "/etc/service/web/listen".into(),
+            line: 2,
+            problem: ListenProblem::TcpAddress("localhost:80".into()),
+        };
+        assert_eq!(
+            err.to_string(),
+            "/etc/service/web/listen line 2: \"localhost:80\" is not an IP address and port (host names are not resolved)"
+        );
     }
 
     #[test]

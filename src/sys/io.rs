@@ -1,5 +1,6 @@
 //! Descriptors moltd owns on behalf of its services: the standard streams it
-//! hands down, output pipes, and the private control socket.
+//! hands down, output pipes, the private control socket, and the listening
+//! sockets it holds for services (bound once, passed to every start).
 
 use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, OFlag, fcntl, open};
@@ -69,16 +70,7 @@ impl Pipe {
 /// it is open to others). A stale socket left by an earlier moltd is
 /// replaced; a live one is not.
 pub fn bind_private(path: &Path) -> std::io::Result<UnixListener> {
-    if std::os::unix::net::UnixStream::connect(path).is_ok() {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::AddrInUse,
-            "another moltd is listening there",
-        ));
-    }
-    match std::fs::remove_file(path) {
-        Err(err) if err.kind() != std::io::ErrorKind::NotFound => return Err(err),
-        _ => {}
-    }
+    remove_stale_socket(path, "another moltd is listening there")?;
     // moltd is single-threaded here, so no other file is created meanwhile.
     let previous = umask(Mode::from_bits_truncate(0o177));
     let bound = UnixListener::bind(path);
@@ -86,6 +78,49 @@ pub fn bind_private(path: &Path) -> std::io::Result<UnixListener> {
     let listener = bound?;
     listener.set_nonblocking(true)?;
     Ok(listener)
+}
+
+/// Removes a socket file nobody listens on any more; refuses, saying
+/// `in_use`, if someone does.
+fn remove_stale_socket(path: &Path, in_use: &str) -> std::io::Result<()> {
+    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+        return Err(std::io::Error::new(std::io::ErrorKind::AddrInUse, in_use));
+    }
+    match std::fs::remove_file(path) {
+        Err(err) if err.kind() != std::io::ErrorKind::NotFound => Err(err),
+        _ => Ok(()),
+    }
+}
+
+/// A TCP socket listening on `addr` with SO_REUSEADDR (std sets it, so a
+/// port whose last connections are in TIME_WAIT can be bound again) and the
+/// largest backlog, so connections queue while no process accepts. It is
+/// close-on-exec: only the children it is passed to get it.
+pub fn listen_tcp(addr: std::net::SocketAddr) -> std::io::Result<OwnedFd> {
+    let listener = std::net::TcpListener::bind(addr)?;
+    // std listened with a backlog of 128; listening again only raises it.
+    nix::sys::socket::listen(&listener, nix::sys::socket::Backlog::MAXCONN)?;
+    Ok(OwnedFd::from(listener))
+}
+
+/// A Unix stream socket listening at `path` (a stale socket file is
+/// replaced, a live one is not), with the largest backlog, then given
+/// `mode` and `owner` (uid, gid) if set. Close-on-exec, like [`listen_tcp`].
+pub fn listen_unix(
+    path: &Path,
+    mode: Option<u32>,
+    owner: Option<(u32, Option<u32>)>,
+) -> std::io::Result<OwnedFd> {
+    remove_stale_socket(path, "a process listens there")?;
+    let listener = UnixListener::bind(path)?;
+    nix::sys::socket::listen(&listener, nix::sys::socket::Backlog::MAXCONN)?;
+    if let Some(mode) = mode {
+        std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode))?;
+    }
+    if let Some((uid, gid)) = owner {
+        std::os::unix::fs::chown(path, Some(uid), gid)?;
+    }
+    Ok(OwnedFd::from(listener))
 }
 
 /// What an inherited descriptor must be (see [`take_inherited`]).

@@ -4,8 +4,9 @@
 //! to restore, the directory and the descriptors to install) is prepared
 //! before `fork`. Between `fork` and `exec` the child only makes
 //! async-signal-safe calls (`setsid`, `setpgid`, `ioctl`, `tcsetpgrp`,
-//! `chdir`, `dup2`, `fcntl`, `sigaction`, `pthread_sigmask`, `execv`,
-//! `execve`, `write`, `_exit`),
+//! `chdir`, `dup2`, `fcntl`, `sigaction`, `pthread_sigmask`, `getpid`,
+//! `execv`, `execve`, `write`, `_exit`; `LISTEN_PID` is written into room
+//! prepared before fork),
 //! because moltd may have other threads whose locks the child would inherit
 //! held.
 //!
@@ -30,7 +31,7 @@ use std::sync::OnceLock;
 const SHELL: &CStr = c"/bin/sh";
 /// The most descriptors [`Options::pass`] may hold (the child copies them
 /// through an array on its stack: it must not allocate).
-const MAX_PASS: usize = 8;
+pub const MAX_PASS: usize = 16;
 
 /// The environment of every child, as `NAME=value` strings; unset: moltd's.
 static ENVIRONMENT: OnceLock<Vec<CString>> = OnceLock::new();
@@ -90,6 +91,13 @@ pub struct Options<'a> {
     /// A descriptor to install at a number of its own choosing (3 or
     /// more): a service's `notification-fd`. Installed after `pass`.
     pub at: Option<(BorrowedFd<'a>, i32)>,
+    /// `NAME=value` entries set for this child on top of its environment
+    /// (replacing those of the same name): `LISTEN_FDS`, `LISTEN_FDNAMES`.
+    pub add: &'a [CString],
+    /// Sets `LISTEN_PID` to the child's own pid. It is only known after
+    /// fork, so the entry is prepared with room for the digits and the
+    /// child writes them in.
+    pub listen_pid: bool,
 }
 
 impl<'a> Options<'a> {
@@ -103,6 +111,8 @@ impl<'a> Options<'a> {
             pass: &[],
             environment: None,
             at: None,
+            add: &[],
+            listen_pid: false,
         }
     }
 }
@@ -186,8 +196,34 @@ pub fn spawn(program: &Program, options: &Options) -> Result<i32, SpawnError> {
     let mut script_argv = vec![SHELL.as_ptr(), std::ptr::null()];
     script_argv.extend_from_slice(argv.get(1..).unwrap_or(&[std::ptr::null()]));
     let environment = options.environment.or(ENVIRONMENT.get().map(Vec::as_slice));
-    let envp: Option<Vec<*const libc::c_char>> = environment.map(|vars| {
+    // A child given variables of its own gets its environment without
+    // those names (nor `LISTEN_PID`), then them.
+    let merged: Option<Vec<CString>> = (!options.add.is_empty() || options.listen_pid).then(|| {
+        let base =
+            environment.map_or_else(|| self::environment(std::env::vars_os()), <[_]>::to_vec);
+        let replaced = |entry: &CString| {
+            let name = variable_name(entry.as_bytes());
+            name == variable_name(PID_PREFIX)
+                || options
+                    .add
+                    .iter()
+                    .any(|a| variable_name(a.as_bytes()) == name)
+        };
+        base.into_iter()
+            .filter(|entry| !replaced(entry))
+            .chain(options.add.iter().cloned())
+            .collect()
+    });
+    // `LISTEN_PID=` and room for the digits and the NUL, which the child
+    // writes (in its own copy of this frame).
+    let mut pid_entry = [0u8; PID_PREFIX.len() + PID_ROOM];
+    pid_entry[..PID_PREFIX.len()].copy_from_slice(PID_PREFIX);
+    let pid_entry = pid_entry.as_mut_ptr();
+    let envp: Option<Vec<*const libc::c_char>> = merged.as_deref().or(environment).map(|vars| {
         let mut envp: Vec<_> = vars.iter().map(|v| v.as_ptr()).collect();
+        if options.listen_pid {
+            envp.push(pid_entry.cast_const().cast());
+        }
         envp.push(std::ptr::null());
         envp
     });
@@ -200,6 +236,10 @@ pub fn spawn(program: &Program, options: &Options) -> Result<i32, SpawnError> {
         stdio: options.stdio.map(|fd| fd.map(|fd| fd.as_raw_fd())),
         pass: options.pass.iter().map(|fd| fd.as_raw_fd()).collect(),
         at: options.at.map(|(fd, target)| (fd.as_raw_fd(), target)),
+        // SAFETY: the digits start inside the array, after the prefix.
+        pid_digits: options
+            .listen_pid
+            .then(|| unsafe { pid_entry.add(PID_PREFIX.len()) }),
     };
     if setup.pass.len() > MAX_PASS {
         return Err(SpawnError::Setup("passing descriptors", Errno::EMFILE));
@@ -239,6 +279,38 @@ struct ChildSetup<'a> {
     stdio: [Option<RawFd>; 3],
     pass: Vec<RawFd>,
     at: Option<(RawFd, libc::c_int)>,
+    /// Where the child writes its pid into `LISTEN_PID=` ([`PID_ROOM`] bytes).
+    pid_digits: Option<*mut u8>,
+}
+
+/// The `LISTEN_PID` entry's start, and the room after it: the 10 digits of
+/// the largest pid and a NUL.
+const PID_PREFIX: &[u8] = b"LISTEN_PID=";
+const PID_ROOM: usize = 11;
+
+/// The name of a `NAME=value` entry.
+fn variable_name(entry: &[u8]) -> &[u8] {
+    entry.split(|&b| b == b'=').next().unwrap_or_default()
+}
+
+/// Writes `pid` in decimal and a NUL into `room`, without allocating (the
+/// child calls it between fork and exec).
+fn write_pid(room: &mut [u8; PID_ROOM], pid: libc::pid_t) {
+    let mut digits = [0u8; PID_ROOM];
+    let mut left = pid.unsigned_abs();
+    let mut count = 0;
+    loop {
+        digits[count] = b'0' + (left % 10) as u8;
+        left /= 10;
+        count += 1;
+        if left == 0 {
+            break;
+        }
+    }
+    for (to, from) in room.iter_mut().zip(digits[..count].iter().rev()) {
+        *to = *from;
+    }
+    room[count] = 0;
 }
 
 /// Runs in the child. Returns only if the set-up or exec failed, with the
@@ -314,6 +386,9 @@ fn exec_in_child(
                 return Errno::last_raw();
             }
         }
+        if let Some(digits) = setup.pid_digits {
+            write_pid(&mut *digits.cast::<[u8; PID_ROOM]>(), libc::getpid());
+        }
         if setup.inherited.reset_dispositions {
             let mut default: libc::sigaction = std::mem::zeroed();
             default.sa_sigaction = libc::SIG_DFL;
@@ -373,4 +448,31 @@ fn read_exec_report(pipe: OwnedFd) -> Option<Errno> {
         }
     }
     (filled == buf.len()).then(|| Errno::from_raw(i32::from_ne_bytes(buf)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pid_digits_fill_the_room_without_allocating() {
+        for (pid, text) in [
+            (1, &b"1"[..]),
+            (42, b"42"),
+            (4_194_304, b"4194304"),
+            (i32::MAX, b"2147483647"),
+        ] {
+            let mut room = [b'x'; PID_ROOM];
+            write_pid(&mut room, pid);
+            assert_eq!(&room[..text.len()], text, "{pid}");
+            assert_eq!(room[text.len()], 0, "{pid}");
+        }
+    }
+
+    #[test]
+    fn variable_names() {
+        assert_eq!(variable_name(b"LISTEN_PID=12"), b"LISTEN_PID");
+        assert_eq!(variable_name(b"A=b=c"), b"A");
+        assert_eq!(variable_name(b"EMPTY="), b"EMPTY");
+    }
 }

@@ -1,7 +1,7 @@
 //! Turning a staged release into the running one, and back.
 //!
 //! The sequence (each step reported in the status document):
-//! `MOLTD_PRE_UPDATE` → stop the payload services → switch `current` → start
+//! `MOLTD_PREFLIGHT` (in the new release's folder) → `MOLTD_PRE_UPDATE` → stop the payload services → switch `current` → start
 //! them → health gate → commit (state, `MOLTD_POST_UPDATE`, pruning). A
 //! failed gate switches back, restarts the previous release, checks it too,
 //! and marks the new tag bad. Everything slow (download, unpack) happened
@@ -71,12 +71,13 @@ pub trait Payload {
     /// mode's command, whose exit ends moltd) is on its own again, and is
     /// started if the switch left it down.
     fn release(&mut self) -> Result<(), String>;
-    /// Runs `sh -c COMMAND moltd ARGS...` and waits for it, killing its group
-    /// after `timeout`.
+    /// Runs `sh -c COMMAND moltd ARGS...` (in folder `cwd`, if given) and
+    /// waits for it, killing its group after `timeout`.
     fn run_hook(
         &mut self,
         command: &str,
         args: &[&str],
+        cwd: Option<&Path>,
         timeout: Duration,
     ) -> Result<ExitStatus, String>;
     /// Runs `command` as [`Payload::run_hook`] does, with no arguments,
@@ -92,7 +93,7 @@ pub trait Payload {
 /// Why a switch is made: an update is gated and rolled back; a manual
 /// rollback is gated too, but a failure there just returns to where it was.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Why {
+pub(super) enum Why {
     Update,
     Rollback,
 }
@@ -347,11 +348,14 @@ impl Updater {
         let from = self.state.current.clone();
         let from_text = from.clone().unwrap_or_default();
         self.reporter.target(to);
+        if let Some(command) = &sw.preflight {
+            self.preflight(payload, command, &from_text, to, why)?;
+        }
         if let Some(command) = &sw.pre_update {
             self.reporter
                 .phase(Phase::Stopping, 5, "running MOLTD_PRE_UPDATE".into());
             let status = payload
-                .run_hook(command, &[&from_text, to], sw.hook_timeout)
+                .run_hook(command, &[&from_text, to], None, sw.hook_timeout)
                 .map_err(Error::Supervisor)?;
             if status != ExitStatus::Exited(0) {
                 return Err(Error::Hook {
@@ -485,6 +489,42 @@ impl Updater {
         }
     }
 
+    /// `MOLTD_PREFLIGHT` (`sh -c COMMAND moltd FROM TO`) in the folder of
+    /// release `to`, before anything stops. A non-zero exit marks an
+    /// update's release bad (a rollback's target is only not switched to);
+    /// either way nothing was stopped. A hook that could not run or timed
+    /// out marks nothing: that may be the machine's fault.
+    pub(super) fn preflight(
+        &mut self,
+        payload: &mut dyn Payload,
+        command: &str,
+        from: &str,
+        to: &str,
+        why: Why,
+    ) -> Result<(), Error> {
+        self.reporter.phase(
+            Phase::Stopping,
+            5,
+            format!("running MOLTD_PREFLIGHT in {to}"),
+        );
+        let dir = self.config.releases_dir().join(to);
+        let timeout = self.config.switch.hook_timeout;
+        let status = payload
+            .run_hook(command, &[from, to], Some(&dir), timeout)
+            .map_err(Error::Supervisor)?;
+        if status == ExitStatus::Exited(0) {
+            return Ok(());
+        }
+        if why == Why::Update {
+            self.state.bad.insert(to.to_owned());
+            self.save_state()?;
+        }
+        Err(Error::Preflight {
+            tag: to.to_owned(),
+            code: status.shell_code(),
+        })
+    }
+
     /// Gives up a switch before `current` changed: restarts what was stopped.
     fn abandon(
         &mut self,
@@ -512,7 +552,7 @@ impl Updater {
         self.commit_state(to, from.clone())?;
         if let Some(command) = &sw.post_update {
             let from_text = from.clone().unwrap_or_default();
-            match payload.run_hook(command, &[&from_text, to], sw.hook_timeout) {
+            match payload.run_hook(command, &[&from_text, to], None, sw.hook_timeout) {
                 Ok(ExitStatus::Exited(0)) => {}
                 Ok(status) => log::warn!(
                     "MOLTD_POST_UPDATE exited with {}; the update stays",

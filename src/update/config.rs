@@ -126,6 +126,9 @@ pub struct Timeouts {
 /// How a staged release becomes the running one (the switch-over step).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Switch {
+    /// `MOLTD_PREFLIGHT`: a shell command run in the staged release's
+    /// folder before anything stops; non-zero marks the release bad.
+    pub preflight: Option<String>,
     /// `MOLTD_PRE_UPDATE`: a shell command; non-zero aborts the update.
     pub pre_update: Option<String>,
     /// `MOLTD_POST_UPDATE`: a shell command run after a committed update.
@@ -398,6 +401,7 @@ impl Config {
         };
         let switch =
             Switch {
+                preflight: var("MOLTD_PREFLIGHT"),
                 pre_update: var("MOLTD_PRE_UPDATE"),
                 post_update: var("MOLTD_POST_UPDATE"),
                 restart: var("MOLTD_RESTART").map(|names| {

@@ -176,6 +176,8 @@ pub enum Error {
     Supervisor(String),
     #[error("{name} exited with {code}; nothing was changed")]
     Hook { name: &'static str, code: i32 },
+    #[error("release {tag} failed MOLTD_PREFLIGHT (exit code {code}); nothing was stopped")]
+    Preflight { tag: String, code: i32 },
     #[error("{0}")]
     Unhealthy(String),
     #[error("{0}")]

@@ -4,7 +4,7 @@
 //! turn until one passes, so that one broken release (or several) never
 //! keeps the services from starting for good.
 
-use super::apply::Payload;
+use super::apply::{Payload, Why};
 use super::error::Error;
 use super::layout;
 use super::select::{self, Candidate};
@@ -172,6 +172,9 @@ impl Updater {
         tag: &str,
         names: &mut Vec<String>,
     ) -> Result<Result<(), String>, Error> {
+        if let Some(command) = self.config.switch.preflight.clone() {
+            self.preflight(payload, &command, "", tag, Why::Update)?;
+        }
         self.reporter
             .phase(Phase::Switching, 6, format!("switching current to {tag}"));
         layout::switch_current(&self.config.app_dir, tag)?;

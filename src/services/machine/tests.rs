@@ -36,6 +36,7 @@ pub(super) fn def(name: &str) -> Definition {
         essential: false,
         forward_signals: SignalSet::forwardable(),
         forward_signals_problem: None,
+        listen: Ok(Vec::new()),
     }
 }
 

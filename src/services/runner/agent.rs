@@ -121,9 +121,9 @@ impl Runner {
                 let client = link.client_id();
                 self.handle(Event::Command { client, request });
             }
-            FromAgent::Hook(argv) => {
+            FromAgent::Hook { argv, cwd } => {
                 let argv: Vec<OsString> = argv.into_iter().map(OsString::from).collect();
-                let started = self.spawn_hook(&argv);
+                let started = self.spawn_hook(&argv, cwd.as_deref());
                 let Some(link) = &mut self.agent else { return };
                 if let Ok(pid) = started {
                     link.hook_started(pid);
@@ -193,10 +193,15 @@ impl Runner {
 
     /// Starts a hook in its own process group, with moltd's standard
     /// streams; a failed exec still yields a pid that exits 127.
-    fn spawn_hook(&mut self, argv: &[OsString]) -> Result<i32, String> {
+    fn spawn_hook(&mut self, argv: &[OsString], cwd: Option<&str>) -> Result<i32, String> {
         let program = spawn::Program::new(argv, None).map_err(|_| "a NUL byte in the command")?;
+        let cwd = cwd
+            .map(std::ffi::CString::new)
+            .transpose()
+            .map_err(|_| "a NUL byte in the folder")?;
         let mut options = spawn::Options::new(Isolation::Background, &self.inherited);
         options.stdio[0] = Some(self.devnull.as_fd());
+        options.cwd = cwd.as_deref();
         match spawn::spawn(&program, &options) {
             Ok(pid) | Err(SpawnError::Exec { pid, .. }) => Ok(pid),
             Err(SpawnError::Setup(what, errno)) => Err(format!("{what}: {}", errno.desc())),

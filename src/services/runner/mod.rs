@@ -19,6 +19,7 @@
 mod agent;
 mod clients;
 mod ready;
+mod sockets;
 mod watch;
 
 use clients::{Client, open_control};
@@ -140,6 +141,7 @@ pub fn run(config: ServicesConfig, inherited: Inherited) -> i32 {
         clients: BTreeMap::new(),
         next_client: 0,
         io: BTreeMap::new(),
+        sockets: sockets::Held::default(),
         exit: None,
         held: config.updates.is_some(),
         agent,
@@ -225,6 +227,8 @@ struct Runner {
     clients: BTreeMap<u64, Client>,
     next_client: u64,
     io: BTreeMap<String, ServiceIo>,
+    /// The sockets of `listen` files.
+    sockets: sockets::Held,
     exit: Option<i32>,
     agent: Option<AgentLink>,
     /// Watched once the agent says updates run (see [`agent::Trigger`]).
@@ -431,7 +435,13 @@ impl Runner {
         let mut queue: VecDeque<Action> = self.supervisor.step(Instant::now(), event).into();
         while let Some(action) = queue.pop_front() {
             let follow_up = match action {
-                Action::Scan => Some(Event::Scanned(self.scan())),
+                Action::Scan => {
+                    let listing = self.scan();
+                    if let Ok(listing) = &listing {
+                        self.sockets.keep_named(listing);
+                    }
+                    Some(Event::Scanned(listing))
+                }
                 Action::SpawnMain => self.restart_main().map(Event::MainSpawned),
                 Action::Spawn {
                     service,
@@ -466,6 +476,7 @@ impl Runner {
                     if let Some(mut io) = self.io.remove(&service) {
                         io.outputs().for_each(Output::flush);
                     }
+                    self.sockets.forget(&service);
                     None
                 }
                 Action::Reply {
@@ -605,6 +616,9 @@ impl Runner {
             io.add_log(service).map_err(pipes_failed)?;
         }
         let io = &*io;
+        // Only `run` gets the held sockets (both generations of an
+        // overlap: the same sockets): not `finish`, `check` or `log/run`.
+        let gets_sockets = which != Which::Log && matches!(program, Program::Run);
         let argv: Vec<OsString> = match program {
             Program::Run => vec!["./run".into()],
             Program::Check => vec!["./check".into()],
@@ -638,11 +652,37 @@ impl Runner {
             }
             _ => None,
         };
+        let passed = match gets_sockets {
+            true => Some(
+                self.sockets
+                    .for_start(service, &def.dir, &def.listen)
+                    .map_err(|reason| SpawnFailure { pid: None, reason })?,
+            ),
+            false => None,
+        };
+        let held = passed.as_ref().map_or(0, |p| p.fds.len()) as i32;
+        if let Some(&(_, target)) = notification
+            .as_ref()
+            .filter(|(_, t)| (3..3 + held).contains(t))
+        {
+            return Err(setup_failed(
+                "notification-fd",
+                format!(
+                    "{target} is one of the held sockets' descriptors (3 to {})",
+                    2 + held
+                ),
+            ));
+        }
         let mut options = spawn::Options::new(Isolation::Background, &self.inherited);
         options.cwd = Some(&cwd);
         options.at = notification
             .as_ref()
             .map(|(fd, target)| (fd.as_fd(), *target));
+        if let Some(passed) = &passed {
+            options.pass = &passed.fds;
+            options.add = &passed.environment;
+            options.listen_pid = !passed.fds.is_empty();
+        }
         options.stdio = match (which, program) {
             // A probe's chatter goes to the service's stderr, not its log.
             (Which::Main | Which::Next, Program::Check) => [
