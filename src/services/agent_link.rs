@@ -53,6 +53,10 @@ const BACKOFF_MIN: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(60);
 /// An agent up this long starts again after [`BACKOFF_MIN`].
 const STABLE: Duration = Duration::from_secs(60);
+/// The most PID 1 keeps queued for the agent: one that leaves this much
+/// unread (stopped, hung, or sending requests without reading the
+/// answers) is killed, so that it cannot make PID 1 grow.
+const MAX_UNREAD: usize = protocol::MAX_FRAME;
 
 /// The update agent as PID 1 sees it.
 pub struct AgentLink {
@@ -316,9 +320,11 @@ impl AgentLink {
             let _ = process::send_signal(running.pid, libc::SIGKILL);
             running.killed = Some(why);
         }
-        // Nothing more from it is believed, and no client waits on it.
+        // Nothing more from it is believed, no client waits on it, and
+        // nothing more goes to it.
         running.stream = None;
         running.unanswered.clear();
+        running.out = Vec::new();
     }
 
     /// Reads what the agent sent. A broken frame gets it killed; `hello`
@@ -413,6 +419,10 @@ impl AgentLink {
                 running.out.extend(protocol::frame(&message.encode()));
                 self.flush();
             }
+        }
+        if self.running().is_some_and(|r| r.out.len() > MAX_UNREAD) {
+            let why = format!("it left more than {MAX_UNREAD} bytes of its link unread");
+            self.kill(why);
         }
     }
 
@@ -589,5 +599,73 @@ impl AgentLink {
             restart_at: Instant::now() + delay,
         };
         Reaped::Agent(Ended { cause, clients })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::observe::ServiceState;
+    use crate::services::status::Phase;
+
+    /// A link to `pid` as to an agent that said `hello`; and the agent's end.
+    fn link_to(pid: i32) -> (AgentLink, UnixStream) {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        let mut link = AgentLink::new(None, None);
+        link.lives = 1;
+        link.life = Life::Up(Box::new(Running {
+            pid,
+            stream: Some(ours),
+            frames: protocol::Frames::default(),
+            out: Vec::new(),
+            greeted: true,
+            ready: true,
+            since: Instant::now(),
+            unanswered: BTreeMap::new(),
+            waiting: BTreeSet::new(),
+            killed: None,
+        }));
+        (link, theirs)
+    }
+
+    #[test]
+    fn an_agent_that_does_not_read_its_link_is_killed_instead_of_pid1_queueing_without_bound() {
+        // A real process in the agent's place, which never reads its end.
+        let mut agent = std::process::Command::new("sleep")
+            .arg("600")
+            .spawn()
+            .unwrap();
+        let (mut link, _theirs) = link_to(agent.id() as i32);
+        // Snapshots that change every time, as a crash-looping service's do.
+        let snapshot = |restarts| Services {
+            list: (0..20)
+                .map(|n| ServiceState {
+                    name: format!("service-with-a-long-name-{n:04}"),
+                    phase: Phase::CrashLoop,
+                    restarts,
+                    essential: false,
+                })
+                .collect(),
+            shutting_down: false,
+            reaped: u64::from(restarts),
+        };
+        let mut most = 0;
+        for restarts in 0..(3 * MAX_UNREAD / 1000) as u32 {
+            link.publish(snapshot(restarts));
+            let Some(running) = link.running() else {
+                break;
+            };
+            most = most.max(running.out.len());
+            if running.killed.is_some() {
+                break;
+            }
+        }
+        assert!(most <= MAX_UNREAD + 2048, "{most} bytes queued");
+        let running = link.running().unwrap();
+        assert!(running.killed.as_deref().unwrap().contains("unread"));
+        assert!(running.out.is_empty() && running.stream.is_none());
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(agent.wait().unwrap().signal(), Some(libc::SIGKILL));
     }
 }
