@@ -536,6 +536,21 @@ impl AgentLink {
         }
     }
 
+    /// Whether the agent may have a hook started now. Its worker runs one
+    /// at a time and waits for each, so an agent asking for another while
+    /// one runs (or after it was killed) is refused, and killed: it must
+    /// not make PID 1 fork without bound.
+    pub fn may_start_hook(&mut self) -> bool {
+        if self.running().is_none_or(|r| r.killed.is_some()) {
+            return false;
+        }
+        if let Some(hook) = self.hooks.first() {
+            self.kill(format!("it asked for a hook while its hook {hook} runs"));
+            return false;
+        }
+        true
+    }
+
     /// Registers a hook the agent started.
     pub fn hook_started(&mut self, pid: i32) {
         self.hooks.insert(pid);
@@ -667,5 +682,35 @@ mod tests {
         assert!(running.out.is_empty() && running.stream.is_none());
         use std::os::unix::process::ExitStatusExt;
         assert_eq!(agent.wait().unwrap().signal(), Some(libc::SIGKILL));
+    }
+
+    #[test]
+    fn an_agent_asking_for_a_second_hook_while_one_runs_is_killed_instead_of_pid1_forking_again() {
+        let sleeper = || {
+            std::process::Command::new("sleep")
+                .arg("600")
+                .spawn()
+                .unwrap()
+        };
+        let (mut agent, mut hook) = (sleeper(), sleeper());
+        let (mut link, _theirs) = link_to(agent.id() as i32);
+        assert!(link.may_start_hook());
+        link.hook_started(hook.id() as i32);
+        assert!(!link.may_start_hook());
+        let running = link.running().unwrap();
+        assert!(
+            running
+                .killed
+                .as_deref()
+                .unwrap()
+                .contains("asked for a hook")
+        );
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(agent.wait().unwrap().signal(), Some(libc::SIGKILL));
+        // Nothing more is started for it, even once its hook is gone.
+        hook.kill().unwrap();
+        hook.wait().unwrap();
+        link.hooks.clear();
+        assert!(!link.may_start_hook());
     }
 }
