@@ -109,6 +109,17 @@ struct Running {
     waiting: BTreeSet<u64>,
     /// Why PID 1 killed it, if it did.
     killed: Option<String>,
+    /// When it closed its link: it is to exit within [`WATCHDOG`].
+    closed: Option<Instant>,
+}
+
+impl Running {
+    /// When it must have exited, having closed its link (an agent that
+    /// keeps running without it could never be told or asked anything).
+    fn exit_due(&self) -> Option<Instant> {
+        let closed = self.closed.filter(|_| self.killed.is_none())?;
+        Some(closed + WATCHDOG)
+    }
 }
 
 /// What became of a dead agent's business.
@@ -203,13 +214,17 @@ impl AgentLink {
     /// When [`AgentLink::tick`] has something to do.
     pub fn deadline(&self) -> Option<Instant> {
         match &self.life {
-            Life::Up(running) => running.unanswered.values().min().copied(),
+            Life::Up(running) => {
+                let exit = running.exit_due();
+                running.unanswered.values().copied().chain(exit).min()
+            }
             Life::Down { restart_at, .. } => Some(*restart_at),
         }
     }
 
     /// Starts the agent when its restart is due; kills it when a client
-    /// waited too long for its first answer.
+    /// waited too long for its first answer, or when it closed its link
+    /// and did not exit.
     pub fn tick(&mut self, inherited: &Inherited, devnull: BorrowedFd) {
         let now = Instant::now();
         match &self.life {
@@ -217,6 +232,9 @@ impl AgentLink {
             Life::Up(running) if running.unanswered.values().any(|d| *d <= now) => {
                 let why = format!("it did not answer a request within {}s", WATCHDOG.as_secs());
                 self.kill(why);
+            }
+            Life::Up(running) if running.exit_due().is_some_and(|d| d <= now) => {
+                self.kill("it closed its link and did not exit".into());
             }
             _ => {}
         }
@@ -284,6 +302,7 @@ impl AgentLink {
             unanswered: BTreeMap::new(),
             waiting: BTreeSet::new(),
             killed: None,
+            closed: None,
         }));
     }
 
@@ -388,6 +407,7 @@ impl AgentLink {
         };
         if closed {
             running.stream = None;
+            running.closed = Some(Instant::now());
         }
         if let Some(problem) = problem {
             self.kill(format!("it broke the protocol: {problem}"));
@@ -640,6 +660,7 @@ mod tests {
             unanswered: BTreeMap::new(),
             waiting: BTreeSet::new(),
             killed: None,
+            closed: None,
         }));
         (link, theirs)
     }
@@ -712,5 +733,30 @@ mod tests {
         hook.wait().unwrap();
         link.hooks.clear();
         assert!(!link.may_start_hook());
+    }
+
+    #[test]
+    fn an_agent_that_closes_its_link_and_lives_on_is_killed_and_restarted() {
+        let mut agent = std::process::Command::new("sleep")
+            .arg("600")
+            .spawn()
+            .unwrap();
+        let (mut link, theirs) = link_to(agent.id() as i32);
+        drop(theirs);
+        assert!(link.read().is_empty());
+        assert!(!link.serving());
+        // The loop sleeps until the deadline, then ticks.
+        let deadline = link
+            .deadline()
+            .expect("no deadline for an agent gone quiet");
+        assert!(deadline <= Instant::now() + WATCHDOG);
+        std::thread::sleep(deadline.saturating_duration_since(Instant::now()));
+        let devnull = File::open("/dev/null").unwrap();
+        link.tick(&Inherited::clean_slate(), devnull.as_fd());
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(agent.wait().unwrap().signal(), Some(libc::SIGKILL));
+        let running = link.running().unwrap();
+        assert!(running.killed.as_deref().unwrap().contains("did not exit"));
+        assert_eq!(link.deadline(), None);
     }
 }
