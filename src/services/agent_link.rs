@@ -743,7 +743,16 @@ mod tests {
             .unwrap();
         let (mut link, theirs) = link_to(agent.id() as i32);
         drop(theirs);
-        assert!(link.read().is_empty());
+        // A test forking meanwhile holds a copy of that end until its exec:
+        // wait for the end of file as the loop does, by polling.
+        let until = Instant::now() + Duration::from_secs(30);
+        while link.serving() && Instant::now() < until {
+            if let Some((fd, _)) = link.fd() {
+                let mut fds = [nix::poll::PollFd::new(fd, nix::poll::PollFlags::POLLIN)];
+                let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(100u16));
+            }
+            assert!(link.read().is_empty());
+        }
         assert!(!link.serving());
         // The loop sleeps until the deadline, then ticks.
         let deadline = link
