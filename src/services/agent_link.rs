@@ -643,6 +643,14 @@ mod tests {
     use crate::observe::ServiceState;
     use crate::services::status::Phase;
 
+    /// A real process to stand in for an agent or a hook.
+    fn sleeper() -> std::process::Child {
+        std::process::Command::new("sleep")
+            .arg("600")
+            .spawn()
+            .unwrap()
+    }
+
     /// A link to `pid` as to an agent that said `hello`; and the agent's end.
     fn link_to(pid: i32) -> (AgentLink, UnixStream) {
         let (ours, theirs) = UnixStream::pair().unwrap();
@@ -668,10 +676,7 @@ mod tests {
     #[test]
     fn an_agent_that_does_not_read_its_link_is_killed_instead_of_pid1_queueing_without_bound() {
         // A real process in the agent's place, which never reads its end.
-        let mut agent = std::process::Command::new("sleep")
-            .arg("600")
-            .spawn()
-            .unwrap();
+        let mut agent = sleeper();
         let (mut link, _theirs) = link_to(agent.id() as i32);
         // Snapshots that change every time, as a crash-looping service's do.
         let snapshot = |restarts| Services {
@@ -707,12 +712,6 @@ mod tests {
 
     #[test]
     fn an_agent_asking_for_a_second_hook_while_one_runs_is_killed_instead_of_pid1_forking_again() {
-        let sleeper = || {
-            std::process::Command::new("sleep")
-                .arg("600")
-                .spawn()
-                .unwrap()
-        };
         let (mut agent, mut hook) = (sleeper(), sleeper());
         let (mut link, _theirs) = link_to(agent.id() as i32);
         assert!(link.may_start_hook());
@@ -737,10 +736,7 @@ mod tests {
 
     #[test]
     fn an_agent_that_closes_its_link_and_lives_on_is_killed_and_restarted() {
-        let mut agent = std::process::Command::new("sleep")
-            .arg("600")
-            .spawn()
-            .unwrap();
+        let mut agent = sleeper();
         let (mut link, theirs) = link_to(agent.id() as i32);
         drop(theirs);
         // A test forking meanwhile holds a copy of that end until its exec:
