@@ -65,12 +65,24 @@ pub(super) fn prepare(config: &crate::services::ServicesConfig) -> Result<AgentL
         None => None,
         Some(addr) => Some(bind(addr).map_err(|err| format!("cannot listen on {addr}: {err}"))?),
     };
-    let lock = config.updates.as_ref().and_then(|updates| {
-        // Without it the agent tries itself, and says who holds it.
-        crate::update::staging::manage(&updates.app_dir, &updates.state_dir())
-            .inspect_err(|err| debug!("{}", crate::update::chain(err)))
-            .ok()
-    });
+    let lock = match &config.updates {
+        None => None,
+        Some(updates) => {
+            match crate::update::staging::manage(&updates.app_dir, &updates.state_dir()) {
+                Ok(lock) => Some(lock),
+                // A second supervisor of the app dir (the new pod of a rolling
+                // update on the same volume) must not run beside the first.
+                Err(err @ crate::update::Error::Managed { .. }) => {
+                    return Err(crate::update::chain(&err));
+                }
+                // Otherwise the agent tries itself, and says why it cannot.
+                Err(err) => {
+                    debug!("{}", crate::update::chain(&err));
+                    None
+                }
+            }
+        }
+    };
     Ok(AgentLink::new(listener, lock))
 }
 
