@@ -141,17 +141,24 @@ pub enum Reaped {
 impl AgentLink {
     /// Prepares the agent's start: its environment is moltd's own (tokens
     /// included, which services never get) with the names of the passed
-    /// descriptors and moltd's log level.
-    pub fn new(listener: Option<OwnedFd>, lock: Option<Flock<File>>) -> AgentLink {
+    /// descriptors, moltd's log level and the release's `entry`, which PID 1
+    /// may have taken from its command (`moltd -- /app/current/bin/server`)
+    /// rather than from `MOLTD_ENTRY`.
+    pub fn new(
+        listener: Option<OwnedFd>,
+        lock: Option<Flock<File>>,
+        entry: Option<&std::path::Path>,
+    ) -> AgentLink {
         let mut fds = vec!["link"];
         fds.extend(listener.as_ref().map(|_| "listen"));
         fds.extend(lock.as_ref().map(|_| "lock"));
         let level = log::max_level().to_string().to_lowercase();
-        let ours = [(FDS_VAR, fds.join(",")), ("MOLTD_LOG", level)];
+        let mut ours = vec![(FDS_VAR, fds.join(",").into()), ("MOLTD_LOG", level.into())];
+        ours.extend(entry.map(|entry| ("MOLTD_ENTRY", OsString::from(entry))));
         let environment = spawn::environment(
             std::env::vars_os()
                 .filter(|(name, _)| !ours.iter().any(|(n, _)| name == n))
-                .chain(ours.clone().map(|(n, v)| (n.into(), v.into()))),
+                .chain(ours.iter().map(|(n, v)| (n.into(), v.clone()))),
         );
         AgentLink {
             argv: ["moltd".into(), "agent".into()],
@@ -655,7 +662,7 @@ mod tests {
     fn link_to(pid: i32) -> (AgentLink, UnixStream) {
         let (ours, theirs) = UnixStream::pair().unwrap();
         ours.set_nonblocking(true).unwrap();
-        let mut link = AgentLink::new(None, None);
+        let mut link = AgentLink::new(None, None, None);
         link.lives = 1;
         link.life = Life::Up(Box::new(Running {
             pid,

@@ -83,7 +83,8 @@ pub(super) fn prepare(config: &crate::services::ServicesConfig) -> Result<AgentL
             }
         }
     };
-    Ok(AgentLink::new(listener, lock))
+    let entry = config.updates.as_ref().and_then(|u| u.entry.as_deref());
+    Ok(AgentLink::new(listener, lock, entry))
 }
 
 /// Binds the HTTP listener with moltd's backlog (std binds with
