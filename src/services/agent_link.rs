@@ -53,6 +53,10 @@ const BACKOFF_MIN: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(60);
 /// An agent up this long starts again after [`BACKOFF_MIN`].
 const STABLE: Duration = Duration::from_secs(60);
+/// The most PID 1 keeps queued for the agent: one that leaves this much
+/// unread (stopped, hung, or sending requests without reading the
+/// answers) is killed, so that it cannot make PID 1 grow.
+const MAX_UNREAD: usize = protocol::MAX_FRAME;
 
 /// The update agent as PID 1 sees it.
 pub struct AgentLink {
@@ -105,6 +109,17 @@ struct Running {
     waiting: BTreeSet<u64>,
     /// Why PID 1 killed it, if it did.
     killed: Option<String>,
+    /// When it closed its link: it is to exit within [`WATCHDOG`].
+    closed: Option<Instant>,
+}
+
+impl Running {
+    /// When it must have exited, having closed its link (an agent that
+    /// keeps running without it could never be told or asked anything).
+    fn exit_due(&self) -> Option<Instant> {
+        let closed = self.closed.filter(|_| self.killed.is_none())?;
+        Some(closed + WATCHDOG)
+    }
 }
 
 /// What became of a dead agent's business.
@@ -210,13 +225,17 @@ impl AgentLink {
     /// When [`AgentLink::tick`] has something to do.
     pub fn deadline(&self) -> Option<Instant> {
         match &self.life {
-            Life::Up(running) => running.unanswered.values().min().copied(),
+            Life::Up(running) => {
+                let exit = running.exit_due();
+                running.unanswered.values().copied().chain(exit).min()
+            }
             Life::Down { restart_at, .. } => Some(*restart_at),
         }
     }
 
     /// Starts the agent when its restart is due; kills it when a client
-    /// waited too long for its first answer.
+    /// waited too long for its first answer, or when it closed its link
+    /// and did not exit.
     pub fn tick(&mut self, inherited: &Inherited, devnull: BorrowedFd) {
         let now = Instant::now();
         match &self.life {
@@ -224,6 +243,9 @@ impl AgentLink {
             Life::Up(running) if running.unanswered.values().any(|d| *d <= now) => {
                 let why = format!("it did not answer a request within {}s", WATCHDOG.as_secs());
                 self.kill(why);
+            }
+            Life::Up(running) if running.exit_due().is_some_and(|d| d <= now) => {
+                self.kill("it closed its link and did not exit".into());
             }
             _ => {}
         }
@@ -291,6 +313,7 @@ impl AgentLink {
             unanswered: BTreeMap::new(),
             waiting: BTreeSet::new(),
             killed: None,
+            closed: None,
         }));
     }
 
@@ -327,9 +350,11 @@ impl AgentLink {
             let _ = process::send_signal(running.pid, libc::SIGKILL);
             running.killed = Some(why);
         }
-        // Nothing more from it is believed, and no client waits on it.
+        // Nothing more from it is believed, no client waits on it, and
+        // nothing more goes to it.
         running.stream = None;
         running.unanswered.clear();
+        running.out = Vec::new();
     }
 
     /// Reads what the agent sent. A broken frame gets it killed; `hello`
@@ -393,6 +418,7 @@ impl AgentLink {
         };
         if closed {
             running.stream = None;
+            running.closed = Some(Instant::now());
         }
         if let Some(problem) = problem {
             self.kill(format!("it broke the protocol: {problem}"));
@@ -424,6 +450,10 @@ impl AgentLink {
                 running.out.extend(protocol::frame(&message.encode()));
                 self.flush();
             }
+        }
+        if self.running().is_some_and(|r| r.out.len() > MAX_UNREAD) {
+            let why = format!("it left more than {MAX_UNREAD} bytes of its link unread");
+            self.kill(why);
         }
     }
 
@@ -543,6 +573,21 @@ impl AgentLink {
         }
     }
 
+    /// Whether the agent may have a hook started now. Its worker runs one
+    /// at a time and waits for each, so an agent asking for another while
+    /// one runs (or after it was killed) is refused, and killed: it must
+    /// not make PID 1 fork without bound.
+    pub fn may_start_hook(&mut self) -> bool {
+        if self.running().is_none_or(|r| r.killed.is_some()) {
+            return false;
+        }
+        if let Some(hook) = self.hooks.first() {
+            self.kill(format!("it asked for a hook while its hook {hook} runs"));
+            return false;
+        }
+        true
+    }
+
     /// Registers a hook the agent started.
     pub fn hook_started(&mut self, pid: i32) {
         self.hooks.insert(pid);
@@ -606,5 +651,134 @@ impl AgentLink {
             restart_at: Instant::now() + delay,
         };
         Reaped::Agent(Ended { cause, clients })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::observe::ServiceState;
+    use crate::services::status::Phase;
+
+    /// A real process to stand in for an agent or a hook.
+    fn sleeper() -> std::process::Child {
+        std::process::Command::new("sleep")
+            .arg("600")
+            .spawn()
+            .unwrap()
+    }
+
+    /// A link to `pid` as to an agent that said `hello`; and the agent's end.
+    fn link_to(pid: i32) -> (AgentLink, UnixStream) {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        let mut link = AgentLink::new(None, None, None);
+        link.lives = 1;
+        link.life = Life::Up(Box::new(Running {
+            pid,
+            stream: Some(ours),
+            frames: protocol::Frames::default(),
+            out: Vec::new(),
+            greeted: true,
+            ready: true,
+            since: Instant::now(),
+            unanswered: BTreeMap::new(),
+            waiting: BTreeSet::new(),
+            killed: None,
+            closed: None,
+        }));
+        (link, theirs)
+    }
+
+    #[test]
+    fn an_agent_that_does_not_read_its_link_is_killed_instead_of_pid1_queueing_without_bound() {
+        // A real process in the agent's place, which never reads its end.
+        let mut agent = sleeper();
+        let (mut link, _theirs) = link_to(agent.id() as i32);
+        // Snapshots that change every time, as a crash-looping service's do.
+        let snapshot = |restarts| Services {
+            list: (0..20)
+                .map(|n| ServiceState {
+                    name: format!("service-with-a-long-name-{n:04}"),
+                    phase: Phase::CrashLoop,
+                    restarts,
+                    essential: false,
+                })
+                .collect(),
+            shutting_down: false,
+            reaped: u64::from(restarts),
+        };
+        let mut most = 0;
+        for restarts in 0..(3 * MAX_UNREAD / 1000) as u32 {
+            link.publish(snapshot(restarts));
+            let Some(running) = link.running() else {
+                break;
+            };
+            most = most.max(running.out.len());
+            if running.killed.is_some() {
+                break;
+            }
+        }
+        assert!(most <= MAX_UNREAD + 2048, "{most} bytes queued");
+        let running = link.running().unwrap();
+        assert!(running.killed.as_deref().unwrap().contains("unread"));
+        assert!(running.out.is_empty() && running.stream.is_none());
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(agent.wait().unwrap().signal(), Some(libc::SIGKILL));
+    }
+
+    #[test]
+    fn an_agent_asking_for_a_second_hook_while_one_runs_is_killed_instead_of_pid1_forking_again() {
+        let (mut agent, mut hook) = (sleeper(), sleeper());
+        let (mut link, _theirs) = link_to(agent.id() as i32);
+        assert!(link.may_start_hook());
+        link.hook_started(hook.id() as i32);
+        assert!(!link.may_start_hook());
+        let running = link.running().unwrap();
+        assert!(
+            running
+                .killed
+                .as_deref()
+                .unwrap()
+                .contains("asked for a hook")
+        );
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(agent.wait().unwrap().signal(), Some(libc::SIGKILL));
+        // Nothing more is started for it, even once its hook is gone.
+        hook.kill().unwrap();
+        hook.wait().unwrap();
+        link.hooks.clear();
+        assert!(!link.may_start_hook());
+    }
+
+    #[test]
+    fn an_agent_that_closes_its_link_and_lives_on_is_killed_and_restarted() {
+        let mut agent = sleeper();
+        let (mut link, theirs) = link_to(agent.id() as i32);
+        drop(theirs);
+        // A test forking meanwhile holds a copy of that end until its exec:
+        // wait for the end of file as the loop does, by polling.
+        let until = Instant::now() + Duration::from_secs(30);
+        while link.serving() && Instant::now() < until {
+            if let Some((fd, _)) = link.fd() {
+                let mut fds = [nix::poll::PollFd::new(fd, nix::poll::PollFlags::POLLIN)];
+                let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(100u16));
+            }
+            assert!(link.read().is_empty());
+        }
+        assert!(!link.serving());
+        // The loop sleeps until the deadline, then ticks.
+        let deadline = link
+            .deadline()
+            .expect("no deadline for an agent gone quiet");
+        assert!(deadline <= Instant::now() + WATCHDOG);
+        std::thread::sleep(deadline.saturating_duration_since(Instant::now()));
+        let devnull = File::open("/dev/null").unwrap();
+        link.tick(&Inherited::clean_slate(), devnull.as_fd());
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(agent.wait().unwrap().signal(), Some(libc::SIGKILL));
+        let running = link.running().unwrap();
+        assert!(running.killed.as_deref().unwrap().contains("did not exit"));
+        assert_eq!(link.deadline(), None);
     }
 }

@@ -222,23 +222,30 @@ fn the_hooks_of_a_killed_agent_are_killed_and_its_client_hears_why() {
             .unwrap_or_default()
             .is_empty()
     });
-    // The hook's pid is the namespace's: find it from outside.
+    // The hook's pid is the namespace's: find it from outside, once it
+    // has exec'd sleep (it writes its pid just before).
     let inside = dir.read("hook-pids").trim().to_owned();
-    let hook = std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .find(|entry| {
-            let status = std::fs::read_to_string(entry.path().join("status")).unwrap_or_default();
-            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-            cmdline == b"sleep\x001000\x00"
-                && status
-                    .lines()
-                    .any(|l| l.starts_with("NSpid:") && l.ends_with(&format!("\t{inside}")))
-        })
-        .map(|entry| entry.path());
-    let Some(hook) = hook else {
-        running.fail("cannot find the hook's process");
+    let find = || {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .find(|entry| {
+                let status =
+                    std::fs::read_to_string(entry.path().join("status")).unwrap_or_default();
+                let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+                cmdline == b"sleep\x001000\x00"
+                    && status
+                        .lines()
+                        .any(|l| l.starts_with("NSpid:") && l.ends_with(&format!("\t{inside}")))
+            })
+            .map(|entry| entry.path())
     };
+    let mut hook = None;
+    running.wait_for("the hook to exec sleep", || {
+        hook = find();
+        hook.is_some()
+    });
+    let hook = hook.unwrap();
     let agent = running.agent_pid(None);
     kill(agent, nix::libc::SIGKILL);
     running.wait_for("the hook to be killed and reaped", || !hook.exists());

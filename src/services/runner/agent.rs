@@ -121,6 +121,7 @@ impl Runner {
                 let client = link.client_id();
                 self.handle(Event::Command { client, request });
             }
+            FromAgent::Hook { .. } if !link.may_start_hook() => {}
             FromAgent::Hook { argv, cwd } => {
                 let argv: Vec<OsString> = argv.into_iter().map(OsString::from).collect();
                 let started = self.spawn_hook(&argv, cwd.as_deref());
