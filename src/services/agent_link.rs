@@ -20,6 +20,8 @@
 //! in `welcome`), and the hooks of a dead agent (killed, then reaped
 //! quietly).
 
+mod start;
+
 use super::machine::ClientId;
 use crate::agent::FDS_VAR;
 use crate::agent::protocol::{self, FromAgent, FromInit};
@@ -27,7 +29,7 @@ use crate::observe::Services;
 use crate::sys::process;
 use crate::sys::reap::ExitStatus;
 use crate::sys::signals::Inherited;
-use crate::sys::spawn::{self, Isolation, SpawnError};
+use crate::sys::spawn;
 use log::{info, warn};
 use nix::fcntl::Flock;
 use nix::libc;
@@ -36,7 +38,6 @@ use std::ffi::{CString, OsString};
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -249,95 +250,6 @@ impl AgentLink {
             }
             _ => {}
         }
-    }
-
-    fn start(&mut self, inherited: &Inherited, devnull: BorrowedFd) {
-        self.lives += 1;
-        // A crash point fires in the first agent only: the next one is to
-        // recover from it.
-        #[cfg(feature = "test-hooks")]
-        if self.lives == 2 {
-            self.environment
-                .retain(|entry| !entry.as_bytes().starts_with(b"MOLTD_TEST_CRASH_AT="));
-        }
-        let (ours, theirs) = match UnixStream::pair() {
-            Ok(pair) => pair,
-            Err(err) => return self.failed(format!("cannot create its link: {err}")),
-        };
-        let exe = std::path::Path::new("/proc/self/exe");
-        let path = match (exe.exists(), &self.found) {
-            (false, Some(found)) => found.as_path(),
-            _ => exe,
-        };
-        let Ok(path) = CString::new(path.as_os_str().as_bytes()) else {
-            return self.failed("its path holds a NUL byte".into());
-        };
-        let program = match spawn::Program::at(&path, &self.argv) {
-            Ok(program) => program,
-            Err(_) => return self.failed("its arguments hold a NUL byte".into()),
-        };
-        let mut pass = vec![theirs.as_fd()];
-        pass.extend(self.listener.as_ref().map(AsFd::as_fd));
-        pass.extend(self.lock.as_deref().map(AsFd::as_fd));
-        let mut options = spawn::Options::new(Isolation::Background, inherited);
-        options.stdio[0] = Some(devnull);
-        options.pass = &pass;
-        options.environment = Some(&self.environment);
-        let pid = match spawn::spawn(&program, &options) {
-            Ok(pid) => pid,
-            Err(SpawnError::Exec { pid, errno }) => {
-                // Reaped as the agent: its exit 127 restarts it later.
-                warn!("cannot start the update agent: {}", errno.desc());
-                pid
-            }
-            Err(SpawnError::Setup(what, errno)) => {
-                return self.failed(format!("{what}: {}", errno.desc()));
-            }
-            Err(SpawnError::NulInArgument(_)) => {
-                return self.failed("its arguments hold a NUL byte".into());
-            }
-        };
-        drop(theirs);
-        if let Err(err) = ours.set_nonblocking(true) {
-            warn!("cannot make the update agent's link non-blocking: {err}");
-        }
-        self.sent = None;
-        self.life = Life::Up(Box::new(Running {
-            pid,
-            stream: Some(ours),
-            frames: protocol::Frames::default(),
-            out: Vec::new(),
-            greeted: false,
-            ready: false,
-            since: Instant::now(),
-            unanswered: BTreeMap::new(),
-            waiting: BTreeSet::new(),
-            killed: None,
-            closed: None,
-        }));
-    }
-
-    /// The agent could not even be started: try again later.
-    fn failed(&mut self, cause: String) {
-        let delay = self.next_delay(Duration::ZERO);
-        warn!(
-            "cannot start the update agent: {cause}; trying again in {}s",
-            delay.as_secs()
-        );
-        self.life = Life::Down {
-            cause,
-            restart_at: Instant::now() + delay,
-        };
-    }
-
-    /// The delay before the next start, after a life of `lived`.
-    fn next_delay(&mut self, lived: Duration) -> Duration {
-        if lived >= STABLE {
-            self.backoff = BACKOFF_MIN;
-        }
-        let delay = self.backoff;
-        self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
-        delay
     }
 
     /// KILLs the agent, saying why; its exit is handled when it is reaped.
@@ -655,130 +567,4 @@ impl AgentLink {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::observe::ServiceState;
-    use crate::services::status::Phase;
-
-    /// A real process to stand in for an agent or a hook.
-    fn sleeper() -> std::process::Child {
-        std::process::Command::new("sleep")
-            .arg("600")
-            .spawn()
-            .unwrap()
-    }
-
-    /// A link to `pid` as to an agent that said `hello`; and the agent's end.
-    fn link_to(pid: i32) -> (AgentLink, UnixStream) {
-        let (ours, theirs) = UnixStream::pair().unwrap();
-        ours.set_nonblocking(true).unwrap();
-        let mut link = AgentLink::new(None, None, None);
-        link.lives = 1;
-        link.life = Life::Up(Box::new(Running {
-            pid,
-            stream: Some(ours),
-            frames: protocol::Frames::default(),
-            out: Vec::new(),
-            greeted: true,
-            ready: true,
-            since: Instant::now(),
-            unanswered: BTreeMap::new(),
-            waiting: BTreeSet::new(),
-            killed: None,
-            closed: None,
-        }));
-        (link, theirs)
-    }
-
-    #[test]
-    fn an_agent_that_does_not_read_its_link_is_killed_instead_of_pid1_queueing_without_bound() {
-        // A real process in the agent's place, which never reads its end.
-        let mut agent = sleeper();
-        let (mut link, _theirs) = link_to(agent.id() as i32);
-        // Snapshots that change every time, as a crash-looping service's do.
-        let snapshot = |restarts| Services {
-            list: (0..20)
-                .map(|n| ServiceState {
-                    name: format!("service-with-a-long-name-{n:04}"),
-                    phase: Phase::CrashLoop,
-                    restarts,
-                    essential: false,
-                })
-                .collect(),
-            shutting_down: false,
-            reaped: u64::from(restarts),
-        };
-        let mut most = 0;
-        for restarts in 0..(3 * MAX_UNREAD / 1000) as u32 {
-            link.publish(snapshot(restarts));
-            let Some(running) = link.running() else {
-                break;
-            };
-            most = most.max(running.out.len());
-            if running.killed.is_some() {
-                break;
-            }
-        }
-        assert!(most <= MAX_UNREAD + 2048, "{most} bytes queued");
-        let running = link.running().unwrap();
-        assert!(running.killed.as_deref().unwrap().contains("unread"));
-        assert!(running.out.is_empty() && running.stream.is_none());
-        use std::os::unix::process::ExitStatusExt;
-        assert_eq!(agent.wait().unwrap().signal(), Some(libc::SIGKILL));
-    }
-
-    #[test]
-    fn an_agent_asking_for_a_second_hook_while_one_runs_is_killed_instead_of_pid1_forking_again() {
-        let (mut agent, mut hook) = (sleeper(), sleeper());
-        let (mut link, _theirs) = link_to(agent.id() as i32);
-        assert!(link.may_start_hook());
-        link.hook_started(hook.id() as i32);
-        assert!(!link.may_start_hook());
-        let running = link.running().unwrap();
-        assert!(
-            running
-                .killed
-                .as_deref()
-                .unwrap()
-                .contains("asked for a hook")
-        );
-        use std::os::unix::process::ExitStatusExt;
-        assert_eq!(agent.wait().unwrap().signal(), Some(libc::SIGKILL));
-        // Nothing more is started for it, even once its hook is gone.
-        hook.kill().unwrap();
-        hook.wait().unwrap();
-        link.hooks.clear();
-        assert!(!link.may_start_hook());
-    }
-
-    #[test]
-    fn an_agent_that_closes_its_link_and_lives_on_is_killed_and_restarted() {
-        let mut agent = sleeper();
-        let (mut link, theirs) = link_to(agent.id() as i32);
-        drop(theirs);
-        // A test forking meanwhile holds a copy of that end until its exec:
-        // wait for the end of file as the loop does, by polling.
-        let until = Instant::now() + Duration::from_secs(30);
-        while link.serving() && Instant::now() < until {
-            if let Some((fd, _)) = link.fd() {
-                let mut fds = [nix::poll::PollFd::new(fd, nix::poll::PollFlags::POLLIN)];
-                let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(100u16));
-            }
-            assert!(link.read().is_empty());
-        }
-        assert!(!link.serving());
-        // The loop sleeps until the deadline, then ticks.
-        let deadline = link
-            .deadline()
-            .expect("no deadline for an agent gone quiet");
-        assert!(deadline <= Instant::now() + WATCHDOG);
-        std::thread::sleep(deadline.saturating_duration_since(Instant::now()));
-        let devnull = File::open("/dev/null").unwrap();
-        link.tick(&Inherited::clean_slate(), devnull.as_fd());
-        use std::os::unix::process::ExitStatusExt;
-        assert_eq!(agent.wait().unwrap().signal(), Some(libc::SIGKILL));
-        let running = link.running().unwrap();
-        assert!(running.killed.as_deref().unwrap().contains("did not exit"));
-        assert_eq!(link.deadline(), None);
-    }
-}
+mod tests;
