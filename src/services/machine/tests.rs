@@ -3,6 +3,7 @@ use crate::init::policy;
 use crate::services::control::Op;
 use crate::services::scan::{Part, Readiness, SignalSet};
 use crate::services::status::Phase;
+use nix::libc;
 use std::path::PathBuf;
 
 pub(super) const SVWAIT: Duration = Duration::from_secs(7);
