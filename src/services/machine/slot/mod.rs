@@ -28,7 +28,7 @@
 //! | Running, checking | CheckExited 0 | | Running, ready |
 //! | Running, checking | CheckExited otherwise | | Running, check due in [`CHECK_EVERY`] |
 //! | Running, checking, deadline passed | Tick | KILL the check's group | same, no deadline |
-//! | Running | RunExited, group gone | count a quick death unless it ran [`STABLE`] | after `run` |
+//! | Running | RunExited, group gone | count a quick death unless it ran [`STABLE`](super::STABLE) | after `run` |
 //! | Running | RunExited, group alive | same count; down-signal and CONT to the group | Stopping (`run` gone), KILL at SVWAIT |
 //! | Stopping | RunExited, group gone | | after `run` |
 //! | Stopping | RunExited, group alive | | Stopping (`run` gone), same deadline |
@@ -44,15 +44,17 @@
 //! After `run` (its whole group is gone): with a `finish`, spawn
 //! `./finish CODE SIGNAL` and go to Finishing (KILL at SVWAIT); else settle.
 //!
-//! Settle: Down. A `finish` that exited [`FINISH_NO_RESTART`] gives up; a
+//! Settle: Down. A `finish` that exited [`FINISH_NO_RESTART`](super::FINISH_NO_RESTART) gives up; a
 //! program run once is now wanted down; one wanted up starts again (as
 //! Start) after a delay that doubles with each quick death in a row, up to
-//! the backoff cap; after [`GIVE_UP_AFTER`] of them it has given up, which
+//! the backoff cap; after [`GIVE_UP_AFTER`](super::GIVE_UP_AFTER) of them it has given up, which
 //! stops the container if the service is essential.
 
+mod end;
+
 use super::{
-    Action, COULD_NOT_START, CRASH_LOOP_AFTER, FINISH_NO_RESTART, GIVE_UP_AFTER, Goal, MIN_RESTART,
-    Program, STABLE, Settings, SpawnFailure, Which, describe,
+    Action, COULD_NOT_START, CRASH_LOOP_AFTER, Goal, MIN_RESTART, Program, Settings, SpawnFailure,
+    Which, describe,
 };
 use crate::services::scan::{Part, Readiness};
 use crate::signals;
@@ -519,127 +521,6 @@ impl Slot {
         if let Life::Finishing { pid, .. } = &mut self.life {
             *pid = Some(started);
         }
-    }
-
-    /// `run` was reaped, while running or stopping.
-    fn run_exited(&mut self, cx: &mut Ctx, status: ExitStatus, group_alive: bool) {
-        let (pgid, exec_failed, stopping) = match self.life {
-            Life::Running {
-                pid, exec_failed, ..
-            } => (pid, exec_failed, None),
-            Life::Stopping { pgid, deadline, .. } => (pgid, false, Some(deadline)),
-            _ => return,
-        };
-        self.end_check(cx);
-        // runit's convention: a run that could not be started "exited 111".
-        let status = if exec_failed {
-            ExitStatus::Exited(COULD_NOT_START)
-        } else {
-            status
-        };
-        self.last_exit = Some(status);
-        match stopping {
-            Some(_) => info!("{}: stopped ({})", cx.label, describe(status)),
-            None => {
-                let ran = self.last_start.map_or(Duration::ZERO, |t| cx.now - t);
-                if ran < STABLE {
-                    self.quick_deaths += 1;
-                } else {
-                    self.quick_deaths = 0;
-                }
-                if !exec_failed {
-                    self.last_problem = None;
-                }
-                info!(
-                    "{}: {} after {}s",
-                    cx.label,
-                    describe(status),
-                    ran.as_secs()
-                );
-            }
-        }
-        if !group_alive {
-            return self.after_run(cx, status);
-        }
-        let deadline = match stopping {
-            Some(deadline) => deadline,
-            None => {
-                // Leftovers of a run that died on its own are stopped like a
-                // service being stopped.
-                debug!("{}: run exited, stopping the rest of its group", cx.label);
-                stop_group(cx, pgid, self.part.down_signal);
-                Some(cx.now + cx.settings.svwait)
-            }
-        };
-        self.life = Life::Stopping {
-            pgid,
-            run: None,
-            exit: Some(status),
-            deadline,
-        };
-    }
-
-    /// The whole group of `run` is gone: run `finish`, or settle.
-    fn after_run(&mut self, cx: &mut Ctx, exit: ExitStatus) {
-        if !self.part.finish {
-            return self.settle(cx, exit, None);
-        }
-        let (code, signal) = match exit {
-            ExitStatus::Exited(code) => (code, 0),
-            ExitStatus::Signaled(signal) => (-1, signal),
-        };
-        self.set_life(
-            Life::Finishing {
-                pid: None,
-                exit,
-                deadline: Some(cx.now + cx.settings.svwait),
-            },
-            cx.now,
-        );
-        cx.actions.push(Action::Spawn {
-            service: cx.service.to_owned(),
-            which: cx.which,
-            program: Program::Finish { code, signal },
-        });
-    }
-
-    /// The cycle is over: decide whether and when to start again.
-    fn settle(&mut self, cx: &mut Ctx, exit: ExitStatus, finish: Option<ExitStatus>) {
-        self.set_life(Life::Down, cx.now);
-        if finish == Some(ExitStatus::Exited(FINISH_NO_RESTART)) {
-            info!(
-                "{}: finish exited {FINISH_NO_RESTART}, not restarting",
-                cx.label
-            );
-            self.intent = Intent::Down;
-            cx.gave_up = true;
-            return;
-        }
-        if self.intent == Intent::Once {
-            self.intent = Intent::Down;
-        }
-        if self.intent != Intent::Up || !cx.may_start {
-            return;
-        }
-        if self.quick_deaths >= GIVE_UP_AFTER {
-            cx.gave_up = true;
-        }
-        let delay = match self.quick_deaths {
-            0 => Duration::ZERO,
-            n => (MIN_RESTART * 2u32.pow((n - 1).min(20))).min(cx.settings.backoff_max),
-        };
-        if self.quick_deaths == CRASH_LOOP_AFTER {
-            warn!(
-                "{}: crash-looping: {} times in a row within {}s of starting (last {}); \
-                 restarting with a growing delay, up to {}s",
-                cx.label,
-                self.quick_deaths,
-                STABLE.as_secs(),
-                describe(exit),
-                cx.settings.backoff_max.as_secs()
-            );
-        }
-        self.start_soon(cx, delay);
     }
 
     /// A deadline passed: KILL `group`, once.

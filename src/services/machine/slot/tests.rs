@@ -2,7 +2,7 @@
 //! event, the actions and the state that follow.
 
 use super::*;
-use crate::services::machine::SpawnFailure;
+use crate::services::machine::{FINISH_NO_RESTART, SpawnFailure};
 
 const SVWAIT: Duration = Duration::from_secs(7);
 const GRACE: Duration = Duration::from_secs(1);
