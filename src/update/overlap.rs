@@ -11,8 +11,8 @@ use super::layout;
 use super::status::Phase;
 
 impl Updater {
-    /// The overlap strategy, from the switch of `current` on (see the
-    /// module doc).
+    /// The overlap strategy, from the switch of `current` on (see
+    /// [`super::apply`]).
     pub(super) fn overlap_steps(
         &mut self,
         payload: &mut dyn Payload,

@@ -32,7 +32,7 @@
 //! - `definition`: the services a scan found, and what a new scan changes.
 //!
 //! This file routes each [`Event`] to them and holds what concerns them all:
-//! signals to moltd, shutdown, and the exit.
+//! signals to moltd and shutdown (in `shutdown`), and the exit.
 
 mod definition;
 mod main_command;
