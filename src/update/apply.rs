@@ -491,7 +491,7 @@ impl Updater {
 
     /// Switches back to `from` after a failed gate, checks it, and marks
     /// `to` bad (for an update) or just reports (for a manual rollback).
-    fn undo(
+    pub(super) fn undo(
         &mut self,
         payload: &mut dyn Payload,
         names: &[String],

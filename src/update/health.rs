@@ -20,13 +20,39 @@ impl Updater {
         payload: &mut dyn Payload,
         names: &[String],
     ) -> Result<(), String> {
+        self.gate(payload, names, true)
+    }
+
+    /// The gate's first half alone: the services stay up for the grace
+    /// period. While two generations share a socket, a URL or command could
+    /// be answered by the old one, so only this can judge the new one.
+    pub(super) fn stays_up(
+        &mut self,
+        payload: &mut dyn Payload,
+        names: &[String],
+    ) -> Result<(), String> {
+        self.gate(payload, names, false)
+    }
+
+    /// Whether the gate has a URL or command to ask.
+    pub(super) fn probes(&self) -> bool {
+        let sw = &self.config.switch;
+        sw.health_url.is_some() || sw.health_cmd.is_some()
+    }
+
+    fn gate(
+        &mut self,
+        payload: &mut dyn Payload,
+        names: &[String],
+        probe: bool,
+    ) -> Result<(), String> {
         let sw = self.config.switch.clone();
         let started = Instant::now();
         let pids = payload.pids(names)?;
         if let Some((name, _)) = names.iter().zip(&pids).find(|(_, pid)| pid.is_none()) {
             return Err(format!("{name} is not running"));
         }
-        let mut healthy = sw.health_url.is_none() && sw.health_cmd.is_none();
+        let mut healthy = !(probe && self.probes());
         let mut last_problem = String::new();
         // What an earlier gate's command printed is not this one's.
         for finished in [true, false] {

@@ -1,8 +1,17 @@
 //! The overlap strategy (`MOLTD_STRATEGY=overlap`), from the switch of
 //! `current` on: the new release's services start beside the old ones, and
-//! the old ones stop only once the new ones passed the health gate. Apart
-//! from [`super::apply`]'s stop-then-start sequence, which shares only the
-//! steps before the switch and the commit.
+//! the old ones stop only once the new ones are ready and stayed up for the
+//! grace period. Apart from [`super::apply`]'s stop-then-start sequence,
+//! which shares only the steps before the switch, the undo and the commit.
+//!
+//! Why the URL or command of the health gate is asked only after the old
+//! generation stopped: both generations accept on the same held sockets,
+//! so while both run the old one may answer for the new one, and a broken
+//! release would pass. What judges the new generation alone while both
+//! run is its own readiness and its staying up; the probe then runs with
+//! the new one alone, and a failure there is undone as in the restart
+//! strategy (stop it, switch back, start the old one: with held sockets,
+//! clients see latency, not refusals).
 
 use super::Updater;
 use super::apply::{Payload, Why};
@@ -44,7 +53,7 @@ impl Updater {
         // A failed overlap stopped what it started itself; a failed gate
         // leaves the second generation to stop.
         let gated = match next {
-            Ok(next) => match self.health(payload, &next) {
+            Ok(next) => match self.stays_up(payload, &next) {
                 Ok(()) => Ok(next),
                 Err(problem) => Err((problem, Some(next))),
             },
@@ -61,6 +70,22 @@ impl Updater {
                 // one does not undo it.
                 if let Err(problem) = payload.retire(&next) {
                     log::warn!("cannot stop the services of {from_text}: {problem}");
+                }
+                if self.probes() {
+                    // The second generation is each service now.
+                    let names: Vec<String> = next
+                        .iter()
+                        .map(|n| n.strip_suffix("/next").unwrap_or(n).to_owned())
+                        .collect();
+                    self.reporter.phase(
+                        Phase::HealthCheck,
+                        8,
+                        format!("checking the health of {to} alone"),
+                    );
+                    if let Err(problem) = self.health(payload, &names) {
+                        let reason = format!("release {to} failed its health check: {problem}");
+                        return self.undo(payload, &names, from.as_deref(), to, why, reason);
+                    }
                 }
                 if let (Why::Rollback, Some(left)) = (why, &from) {
                     self.state.bad.insert(left.clone());

@@ -186,3 +186,34 @@ fn overlap_cut_short_by_the_agents_death_stops_the_second_generation() {
     running.signal(SIGTERM);
     running.wait().expect_code(0);
 }
+
+/// Regression: the health command (or URL) ran while both generations
+/// served on the same held sockets, so the old one could answer for the
+/// new one and a broken release passed. The probe now runs only once the
+/// old generation is gone; while both run, the new one is judged by its
+/// own readiness and staying up.
+#[test]
+fn overlap_health_probe_runs_only_with_the_new_generation_alone() {
+    let (dir, feed) = notifying_setup("overlap_probe_alone", Notifies::OnGo);
+    dir.write("go", "");
+    let probe = format!(
+        "old=$(sed -n 1p {dir}/started | cut -d' ' -f1); \
+         if kill -0 \"$old\" 2>/dev/null; then echo both; else echo alone; fi >> {dir}/probes",
+        dir = dir.path().display()
+    );
+    let mut running = moltd(&dir, &feed, Mode::Pid1)
+        .env("MOLTD_STRATEGY", "overlap")
+        .env("MOLTD_HEALTH_CMD", &probe)
+        .spawn();
+    let doc = wait_for_state(&mut running, &dir, "completed");
+    if doc["current"] != "v3.0.0" {
+        running.fail(&format!("bad status: {doc}"));
+    }
+    let probes = dir.read("probes");
+    assert!(
+        !probes.is_empty() && probes.lines().all(|line| line == "alone"),
+        "probes: {probes:?}"
+    );
+    running.signal(SIGTERM);
+    running.wait().expect_code(0);
+}
