@@ -196,7 +196,8 @@ def updates_moltd(moltd, feed, tmp, rounds, rate, held, strategy):
 
         def update(n):
             releases.publish(n + 1)
-            subprocess.run([moltd, "update"], env=env, check=True, stdout=subprocess.DEVNULL, timeout=120)
+            subprocess.run([moltd, "update"], env=env, check=True, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, timeout=120)
             wait_for(lambda: load.version() == releases.version(n + 1) and status_state(tmp) == "completed",
                      120, f"update {n + 1}")
         try:
