@@ -39,7 +39,9 @@ OUTCOMES = ("ok", "refused", "reset", "timeout", "other")
 # How long a request may take before it counts as timed out: longer than any
 # restart delay of moltd (1 s here), so a queued request is not cut short.
 TIMEOUT_S = 5
-# The load before the first event, whose latencies are the baseline.
+# The load before the first event; its latencies from 0.5 s to 0.5 s
+# before the first event are the baseline (a request due just before the
+# first event may be caught by it).
 BASELINE_S = 3
 
 
@@ -176,7 +178,7 @@ def measure(load, rounds, event):
         event(n)
     ended = time.monotonic()
     results = load.stop()
-    return {"baseline": summary(results, start + 0.5, began), "events": summary(results, began, ended),
+    return {"baseline": summary(results, start + 0.5, began - 0.5), "events": summary(results, began, ended),
             "seconds": ended - began}
 
 
