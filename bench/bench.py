@@ -22,6 +22,7 @@ import time
 
 import biglist
 import footprint
+import loss
 import pid1
 import update
 from feed import Feed
@@ -100,6 +101,10 @@ def run(args, tmp):
     def want(*items):
         return not args.only or bool(set(items) & set(args.only))
 
+    # Item 12 takes long (--loss-rounds x 8 events): only when asked for.
+    def asked(item):
+        return bool(args.only) and item in args.only
+
     if want(1, 2, 3, 4):
         step("items 1-4: single-command mode")
         results["single_command"] = pid1.single_command_rows(inits, args)
@@ -141,6 +146,10 @@ def run(args, tmp):
             step(f"item 7: update downtime at {args.feed_rate} MB/s")
             feed.rate = args.feed_rate * 1e6
             results["downtime_s"] = downtime(args, tmp, feed, archives)
+        if asked(12):
+            step(f"item 12: requests lost during {args.loss_rounds} updates and crash restarts each")
+            feed.rate = None
+            results["loss"] = loss.run(moltd, feed, f"{tmp}/loss", args.loss_rounds, args.loss_rate)
     finally:
         feed.close()
     if want(10):
@@ -247,6 +256,9 @@ def table(r):
                 "| policy | CPU s | peak RSS KiB | RSS after KiB | state.json bytes |", "|---|---|---|---|---|"]
         out += [f"| {name} | {fmt(row['cpu_s'], 2)} | {fmt(row['hwm_kib'], 0)} | {fmt(row['rss_kib'], 0)} | "
                 f"{fmt(row['state_bytes'], 0)} |" for name, row in r["big_list"].items()]
+        out.append("")
+    if "loss" in r:
+        out += loss.tables(r["loss"], s["loss_rounds"], s["loss_rate"])
     return "\n".join(out).rstrip()
 
 
@@ -261,14 +273,16 @@ def main():
     parser.add_argument("--update-runs", type=int, default=3, help="runs per figure of items 7 and 8")
     parser.add_argument("--payload-mb", type=int, nargs="+", default=[10, 200])
     parser.add_argument("--feed-rate", type=float, default=25, help="MB/s of the throttled feed (item 7)")
+    parser.add_argument("--loss-rounds", type=int, default=100, help="updates, and crashes, per setup (item 12)")
+    parser.add_argument("--loss-rate", type=float, default=500, help="requests per second of item 12's load")
     parser.add_argument("--quick", action="store_true", help="few runs, small payloads, 5 s idle window")
-    parser.add_argument("--only", type=int, nargs="+", choices=range(1, 12), metavar="ITEM",
-                        help="run only these items of BENCHMARKS.md (1-11)")
+    parser.add_argument("--only", type=int, nargs="+", choices=range(1, 13), metavar="ITEM",
+                        help="run only these items of BENCHMARKS.md (1-12; 12 only when named)")
     parser.set_defaults(json=os.path.join(TARGET, "bench-results.json"))
     args = parser.parse_args()
     if args.quick:
         args.runs, args.reap_runs, args.update_runs, args.orphans, args.rounds = 1, 1, 1, 1000, 200
-        args.idle_seconds, args.payload_mb = 5, [2, 20]
+        args.idle_seconds, args.payload_mb, args.loss_rounds = 5, [2, 20], 3
     args.moltd = os.path.abspath(args.moltd)
     for build in ("moltd_static", "moltd_baseline", "moltd_static_baseline"):
         setattr(args, build, getattr(args, build) and os.path.abspath(getattr(args, build)))

@@ -28,10 +28,14 @@ import time
 ARCH = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
 
 # The payload app: answers every GET with its version, so a prober can tell
-# which release is up. SO_REUSEADDR (Python's default for HTTPServer) lets a
-# new release bind the port the moment the old one is gone.
+# which release is up. It serves on the socket moltd holds for it (descriptor
+# 3, when LISTEN_PID is its own pid), else binds the port itself with
+# SO_REUSEADDR (Python's default for HTTPServer), so a new release binds it
+# the moment the old one is gone; its own queue is as long as moltd's would
+# be, so a burst is queued, not dropped. It says READY=1 on NOTIFY_SOCKET
+# once it accepts. On TERM it stops accepting and answers what it accepted.
 APP = """#!/usr/bin/env python3
-import http.server, os, sys
+import http.server, os, signal, socket, sys, threading
 here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 version = open(os.path.join(here, "VERSION"), "rb").read()
 class Handler(http.server.BaseHTTPRequestHandler):
@@ -42,9 +46,22 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.wfile.write(version)
     def log_message(self, *_):
         pass
-http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
+class Server(http.server.HTTPServer):
+    request_queue_size = socket.SOMAXCONN
+server = Server(("127.0.0.1", int(sys.argv[1])), Handler, bind_and_activate=False)
+if os.environ.get("LISTEN_PID") == str(os.getpid()) and os.environ.get("LISTEN_FDS") == "1":
+    server.socket.close()
+    server.socket = socket.socket(fileno=3)
+else:
+    server.server_bind()
+    server.server_activate()
+notify = os.environ.get("NOTIFY_SOCKET")
+if notify:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+        s.sendto(b"READY=1", "\\0" + notify[1:] if notify.startswith("@") else notify)
+signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
+server.serve_forever(poll_interval=0.05)
 """
-
 
 def asset_name(version):
     return f"app-{version}-linux-{ARCH}.tar.gz"
