@@ -38,6 +38,12 @@ fn lines(finished: &Finished, tag: &str) -> Vec<String> {
     lines.filter(|l| !l.starts_with("downloading ")).collect()
 }
 
+/// The health command's output shown at the default level.
+fn health_lines(finished: &Finished) -> Vec<String> {
+    let warnings = lines(finished, "warn").into_iter();
+    warnings.filter(|l| l.starts_with("health | ")).collect()
+}
+
 /// The download's progress lines for `tag`, without the prefix.
 fn progress(finished: &Finished, tag: &str) -> Vec<String> {
     after(finished, &format!("moltd: notice: downloading {tag}: ")).collect()
@@ -230,10 +236,7 @@ fn a_failing_health_command_shows_its_output_prefixed_once() {
                    [ $V = 1.0.0 ] || { echo 'wget: cannot connect' >&2; exit 1; }";
     let (finished, doc) = gated_by("visible_health_fails", command);
     assert_eq!(doc["state"], "rolled_back", "{doc}");
-    let shown: Vec<String> = lines(&finished, "warn")
-        .into_iter()
-        .filter(|l| l.starts_with("health | "))
-        .collect();
+    let shown = health_lines(&finished);
     // The last try's lines, once; the earlier tries' nowhere.
     assert_eq!(
         shown,
@@ -303,10 +306,7 @@ fn a_health_command_cut_short_by_the_deadline_shows_the_last_try_that_exited() {
                    touch \"$MARK\"; echo 'connection refused'; exit 1";
     let (finished, doc) = gated_by("visible_health_cut_short", command);
     assert_eq!(doc["state"], "rolled_back", "{doc}");
-    let shown: Vec<String> = lines(&finished, "warn")
-        .into_iter()
-        .filter(|l| l.starts_with("health | "))
-        .collect();
+    let shown = health_lines(&finished);
     assert_eq!(
         shown,
         ["health | connection refused"],
