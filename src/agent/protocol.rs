@@ -104,30 +104,40 @@ pub fn frame(text: &str) -> Vec<u8> {
 }
 
 /// Collects bytes read from the link and cuts them into frames.
+///
+/// Frames are taken from a read position, and what was taken is dropped
+/// once per [`Frames::push`], not once per frame: a read holding thousands
+/// of small frames costs its length, not its length times their number.
 #[derive(Debug, Default)]
 pub struct Frames {
     buf: Vec<u8>,
+    /// Where the next frame starts in `buf`.
+    start: usize,
 }
 
 impl Frames {
     pub fn push(&mut self, bytes: &[u8]) {
+        self.buf.drain(..self.start);
+        self.start = 0;
         self.buf.extend_from_slice(bytes);
     }
 
     /// The next whole frame's text, if one has arrived. A length over the
     /// limit is an error as soon as the length is read.
     pub fn next_text(&mut self) -> Result<Option<String>, ProtocolError> {
-        let Some(head) = self.buf.first_chunk::<4>() else {
+        let rest = &self.buf[self.start..];
+        let Some(head) = rest.first_chunk::<4>() else {
             return Ok(None);
         };
         let len = u32::from_be_bytes(*head) as usize;
         if len > MAX_FRAME {
             return Err(ProtocolError::TooBig(len));
         }
-        if self.buf.len() < 4 + len {
+        let Some(text) = rest.get(4..4 + len) else {
             return Ok(None);
-        }
-        let text: Vec<u8> = self.buf.drain(..4 + len).skip(4).collect();
+        };
+        let text = text.to_vec();
+        self.start += 4 + len;
         String::from_utf8(text)
             .map(Some)
             .map_err(|_| ProtocolError::NotUtf8)
