@@ -50,18 +50,10 @@ impl Notice {
             from,
             to,
             reason,
-            host: host_name(),
+            host: crate::update::rollout::host_name(),
             time: status::rfc3339(SystemTime::now()),
         }
     }
-}
-
-fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .ok()
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_default()
 }
 
 /// Starts the delivery thread; notices go to the returned sender.

@@ -31,6 +31,7 @@ pub mod listing;
 mod overlap;
 pub mod poll;
 pub mod release;
+pub mod rollout;
 pub mod select;
 pub mod source;
 pub mod staging;

@@ -1,0 +1,558 @@
+//! Fleet rollouts from the feed alone: whether this node takes a release
+//! now, at a later time, or never, and why.
+//!
+//! Many replicas of one image poll the same feed; without this, a release
+//! reaches all of them within one poll interval, so a bad one that passes
+//! the health gate reaches the whole fleet. There is no server to ask, so
+//! everything comes from what the publisher writes and what the node knows
+//! of itself. Pure functions of those and a clock, so every rule is
+//! table-tested and the fleet's behaviour can be simulated.
+//!
+//! * **Wariness** in [0, 1]: `MOLTD_ROLLOUT_WARINESS`, else the first 8
+//!   bytes of SHA-256(`MOLTD_NODE_ID`, else the hostname) over 2^64. Ids
+//!   spread evenly, so a share p of the fleet has a wariness below p.
+//! * **Throttle** at time t, as Fedora CoreOS's update graph computes it:
+//!   the start share `p` until `start`, then rising linearly to 1 over
+//!   `duration`. A node takes the release when its wariness is at most the
+//!   throttle, so from `start + (w - p) / (1 - p) * duration` on.
+//! * **Markers**: `withdrawn` (never taken; a node running it leaves it)
+//!   and `urgent` (skips the minimum age and the window, never the
+//!   throttle).
+//! * **Minimum age** (`MOLTD_MIN_AGE`, since publication) and the
+//!   **window** (`MOLTD_WINDOW`): outside them a release the throttle
+//!   allows is staged but not applied, until the time given.
+//!
+//! The metadata is a line of the release notes, strict and small:
+//!
+//! ```text
+//! moltd-rollout: start=2026-12-07T10:00:00Z percent=5 duration=48h
+//! moltd-rollout: withdrawn
+//! ```
+//!
+//! Every `moltd-rollout:` line counts; together they give at most one of
+//! each key and marker. `start`, `percent` and `duration` come together.
+//! Anything else on such a line makes the release ineligible, with the
+//! reason: a typo must not roll a release out to the whole fleet at once.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::time::Duration;
+
+/// The prefix of a metadata line in the release notes.
+pub const PREFIX: &str = "moltd-rollout:";
+
+/// A release's phased rollout, as the publisher states it.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Schedule {
+    /// Unix time the rise starts.
+    pub start: u64,
+    /// The share of the fleet that may take it from the beginning, in
+    /// percent (0 to 100).
+    pub percent: f64,
+    /// How long the share takes to rise from `percent` to 100.
+    pub duration_secs: u64,
+}
+
+impl Schedule {
+    /// The throttle in [0, 1] at Unix time `now`.
+    pub fn throttle(&self, now: u64) -> f64 {
+        let p = self.percent / 100.0;
+        if now < self.start {
+            return p;
+        }
+        if self.duration_secs == 0 {
+            return 1.0;
+        }
+        let elapsed = (now - self.start) as f64 / self.duration_secs as f64;
+        (p + (1.0 - p) * elapsed).min(1.0)
+    }
+
+    /// The first Unix time a node of wariness `w` takes the release.
+    pub fn eligible_from(&self, w: f64) -> u64 {
+        let p = self.percent / 100.0;
+        if w <= p {
+            return 0;
+        }
+        if p >= 1.0 || self.duration_secs == 0 {
+            return self.start;
+        }
+        let share = ((w - p) / (1.0 - p)).clamp(0.0, 1.0);
+        let at = self.start + (share * self.duration_secs as f64).ceil() as u64;
+        // The first second the throttle reaches w, whichever way the
+        // division rounded.
+        (at.saturating_sub(2).max(self.start)..at + 3)
+            .find(|&t| self.throttle(t) >= w)
+            .unwrap_or(self.start + self.duration_secs)
+    }
+}
+
+/// What the publisher says about one release.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Meta {
+    pub schedule: Option<Schedule>,
+    #[serde(default)]
+    pub withdrawn: bool,
+    #[serde(default)]
+    pub urgent: bool,
+}
+
+/// The `moltd-rollout:` lines of release notes; none gives the default
+/// (rolls out as before). An error names what was wrong.
+pub fn parse_notes(notes: &str) -> Result<Meta, String> {
+    let mut items = Vec::new();
+    for line in notes.lines() {
+        if let Some(rest) = line.trim().strip_prefix(PREFIX) {
+            items.extend(rest.split_whitespace());
+        }
+    }
+    let mut meta = Meta::default();
+    let (mut start, mut percent, mut duration) = (None, None, None);
+    for item in items {
+        let once = |seen: bool| match seen {
+            true => Err(format!("{item:?} is given twice")),
+            false => Ok(()),
+        };
+        match item.split_once('=') {
+            None if item == "withdrawn" => {
+                once(meta.withdrawn)?;
+                meta.withdrawn = true;
+            }
+            None if item == "urgent" => {
+                once(meta.urgent)?;
+                meta.urgent = true;
+            }
+            Some(("start", value)) => {
+                once(start.is_some())?;
+                start = Some(parse_rfc3339(value).ok_or_else(|| {
+                    format!("start={value:?} is not a UTC time such as 2026-12-07T10:00:00Z")
+                })?);
+            }
+            Some(("percent", value)) => {
+                once(percent.is_some())?;
+                percent = Some(
+                    value
+                        .parse::<f64>()
+                        .ok()
+                        .filter(|p| (0.0..=100.0).contains(p))
+                        .ok_or_else(|| format!("percent={value:?} is not a number from 0 to 100"))?,
+                );
+            }
+            Some(("duration", value)) => {
+                once(duration.is_some())?;
+                duration = Some(super::config::parse_duration(value).ok_or_else(|| {
+                    format!("duration={value:?} is not a duration such as 48h or 90m")
+                })?);
+            }
+            _ => {
+                return Err(format!(
+                    "{item:?} is not one of start=, percent=, duration=, withdrawn, urgent"
+                ));
+            }
+        }
+    }
+    meta.schedule = match (start, percent, duration) {
+        (None, None, None) => None,
+        (Some(start), Some(percent), Some(duration)) => Some(Schedule {
+            start,
+            percent,
+            duration_secs: duration.as_secs(),
+        }),
+        _ => return Err("start=, percent= and duration= must be given together".into()),
+    };
+    Ok(meta)
+}
+
+/// The fields of an asset `rollout.json` or a manifest's `rollout` object:
+/// the same as the notes' line, as JSON.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fields {
+    pub start: Option<String>,
+    pub percent: Option<f64>,
+    pub duration: Option<String>,
+    #[serde(default)]
+    pub withdrawn: bool,
+    #[serde(default)]
+    pub urgent: bool,
+}
+
+impl Fields {
+    /// The same checks as [`parse_notes`], through its line syntax.
+    pub fn meta(&self) -> Result<Meta, String> {
+        let mut line = String::from(PREFIX);
+        let words = [
+            self.start.as_ref().map(|s| format!("start={s}")),
+            self.percent.map(|p| format!("percent={p}")),
+            self.duration.as_ref().map(|d| format!("duration={d}")),
+            self.withdrawn.then(|| "withdrawn".to_owned()),
+            self.urgent.then(|| "urgent".to_owned()),
+        ];
+        for word in words.into_iter().flatten() {
+            if word.contains(char::is_whitespace) {
+                return Err(format!("{word:?} holds a space"));
+            }
+            line.push(' ');
+            line.push_str(&word);
+        }
+        parse_notes(&line)
+    }
+}
+
+/// `YYYY-MM-DDTHH:MM:SS` with `Z` or a `±HH:MM` offset (fractions of a
+/// second are dropped), as Unix time.
+pub fn parse_rfc3339(text: &str) -> Option<u64> {
+    let bytes = text.as_bytes();
+    if bytes.len() < 20 || bytes[4] != b'-' || bytes[7] != b'-' || bytes[13] != b':' {
+        return None;
+    }
+    if !matches!(bytes[10], b'T' | b't') || bytes[16] != b':' {
+        return None;
+    }
+    let num = |range| num_in(text, range);
+    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 {
+        return None;
+    }
+    if second > 60 {
+        return None;
+    }
+    let mut rest = &text[19..];
+    if let Some(fraction) = rest.strip_prefix('.') {
+        let digits = fraction.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return None;
+        }
+        rest = &fraction[digits..];
+    }
+    let offset = match rest {
+        "Z" | "z" => 0,
+        _ => {
+            let sign = match rest.as_bytes().first()? {
+                b'+' => 1,
+                b'-' => -1,
+                _ => return None,
+            };
+            if rest.len() != 6 || rest.as_bytes()[3] != b':' {
+                return None;
+            }
+            let (h, m) = (num_in(rest, 1..3)?, num_in(rest, 4..6)?);
+            if h > 23 || m > 59 {
+                return None;
+            }
+            sign * (h * 3600 + m * 60)
+        }
+    };
+    let days = days_from_civil(year, month, day);
+    let secs = days * 86_400 + hour * 3600 + minute * 60 + second - offset;
+    u64::try_from(secs).ok()
+}
+
+fn num_in(text: &str, range: std::ops::Range<usize>) -> Option<i64> {
+    let part = text.get(range)?;
+    part.bytes()
+        .all(|b| b.is_ascii_digit())
+        .then(|| part.parse().ok())?
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (the inverse of
+/// [`super::status::rfc3339`]'s conversion).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let yoe = year.rem_euclid(400);
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// The node's wariness from its id: the first 8 bytes of SHA-256 over 2^64.
+pub fn wariness_of(id: &str) -> f64 {
+    let digest = Sha256::digest(id.as_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    u64::from_be_bytes(first) as f64 / 2f64.powi(64)
+}
+
+/// The container's hostname: the pod's or StatefulSet member's name on
+/// Kubernetes.
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_default()
+}
+
+/// Where the node's wariness came from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Node {
+    /// `MOLTD_NODE_ID`, else the hostname.
+    pub id: String,
+    pub wariness: f64,
+    /// Whether `MOLTD_ROLLOUT_WARINESS` set it (else it is the id's).
+    pub configured: bool,
+}
+
+/// A maintenance window: from `start` minutes after midnight UTC on each
+/// of `days` (0 is Monday), for `length` minutes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Window {
+    pub days: Vec<u8>,
+    pub start: u32,
+    pub length: u32,
+}
+
+const DAYS: [&str; 7] = [
+    "monday",
+    "tuesday",
+    "wednesday",
+    "thursday",
+    "friday",
+    "saturday",
+    "sunday",
+];
+const WEEK: u64 = 7 * 86_400;
+
+/// `Mon` or `Monday`, in any case; 0 is Monday.
+fn day(name: &str) -> Option<u8> {
+    let name = name.to_ascii_lowercase();
+    DAYS.iter()
+        .position(|d| *d == name || (name.len() == 3 && d.starts_with(&name)))
+        .map(|i| i as u8)
+}
+
+/// `MOLTD_WINDOW`: windows separated by `;`, each `DAYS HH:MM LENGTH`, as
+/// Fedora CoreOS's periodic strategy states them (days, a start time in
+/// UTC, a length): `Sat,Sun 22:30 1h; Mon-Fri 03:00 30m`. DAYS is a comma
+/// list of days and ranges (`Mon-Fri`) or `*` for every day; LENGTH is
+/// a duration of at least a minute and at most a week.
+pub fn parse_windows(text: &str) -> Result<Vec<Window>, String> {
+    let mut windows = Vec::new();
+    for part in text.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+        let words: Vec<&str> = part.split_whitespace().collect();
+        let [days, time, length] = words.as_slice() else {
+            return Err(format!("{part:?} is not DAYS HH:MM LENGTH"));
+        };
+        let mut set = Vec::new();
+        for item in days.split(',') {
+            let range = match item.split_once('-') {
+                _ if item == "*" => Some((0, 6)),
+                Some((a, b)) => day(a).zip(day(b)),
+                None => day(item).map(|d| (d, d)),
+            };
+            let (a, b) = range.ok_or_else(|| format!("{item:?} is not a day such as Mon"))?;
+            let mut d = a;
+            loop {
+                if !set.contains(&d) {
+                    set.push(d);
+                }
+                if d == b {
+                    break;
+                }
+                d = (d + 1) % 7;
+            }
+        }
+        let start = time
+            .split_once(':')
+            .filter(|(h, m)| h.len() == 2 && m.len() == 2)
+            .and_then(|(h, m)| Some((num_in(h, 0..2)?, num_in(m, 0..2)?)))
+            .filter(|(h, m)| *h < 24 && *m < 60)
+            .map(|(h, m)| (h * 60 + m) as u32)
+            .ok_or_else(|| format!("{time:?} is not a time such as 22:30"))?;
+        let length = super::config::parse_duration(length)
+            .map(|d| d.as_secs() / 60)
+            .filter(|m| (1..=7 * 24 * 60).contains(m))
+            .ok_or_else(|| format!("{length:?} is not a length from 1m to 168h"))?;
+        windows.push(Window {
+            days: set,
+            start,
+            length: length as u32,
+        });
+    }
+    if windows.is_empty() {
+        return Err("no window".into());
+    }
+    Ok(windows)
+}
+
+/// The first Unix time at or after `now` inside one of `windows`.
+pub fn next_open(windows: &[Window], now: u64) -> u64 {
+    // 1970-01-01 was a Thursday: shift so that weeks start on Monday.
+    let in_week = (now + 3 * 86_400) % WEEK;
+    let mut best = u64::MAX;
+    for window in windows {
+        for &d in &window.days {
+            let begin = u64::from(d) * 86_400 + u64::from(window.start) * 60;
+            let since = (in_week + WEEK - begin) % WEEK;
+            if since < u64::from(window.length) * 60 {
+                return now;
+            }
+            best = best.min((begin + WEEK - in_week) % WEEK);
+        }
+    }
+    now + best
+}
+
+/// What this node's settings are.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Policy {
+    pub node: Node,
+    /// `MOLTD_MIN_AGE`.
+    pub min_age: Option<Duration>,
+    /// `MOLTD_WINDOW`, as given and parsed.
+    pub window: Option<(String, Vec<Window>)>,
+}
+
+/// Why a release waits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Wait {
+    /// The throttle has not reached this node yet: not taken.
+    Throttle,
+    /// Younger than `MOLTD_MIN_AGE`: staged, not applied.
+    MinAge,
+    /// Outside `MOLTD_WINDOW`: staged, not applied.
+    Window,
+}
+
+/// Whether this node takes a release.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "decision", rename_all = "snake_case")]
+pub enum Decision {
+    Now { why: String },
+    At { at: u64, wait: Wait, why: String },
+    Never { why: String },
+}
+
+impl Decision {
+    pub fn why(&self) -> &str {
+        match self {
+            Decision::Now { why } | Decision::At { why, .. } | Decision::Never { why } => why,
+        }
+    }
+
+    /// A line for people.
+    pub fn describe(&self) -> String {
+        match self {
+            Decision::Now { why } => format!("eligible now ({why})"),
+            Decision::At { at, why, .. } => format!(
+                "eligible at {} ({why})",
+                super::status::rfc3339(std::time::UNIX_EPOCH + Duration::from_secs(*at))
+            ),
+            Decision::Never { why } => format!("never taken ({why})"),
+        }
+    }
+}
+
+fn percent(share: f64) -> String {
+    format!("{:.1}%", share * 100.0)
+}
+
+/// Whether this node takes a release with metadata `meta` (an error: it
+/// was malformed), published at `published` (Unix time, if the feed says),
+/// at Unix time `now`.
+pub fn decide(
+    policy: &Policy,
+    meta: &Result<Meta, String>,
+    published: Option<u64>,
+    now: u64,
+) -> Decision {
+    let meta = match meta {
+        Ok(meta) => meta,
+        Err(problem) => {
+            return Decision::Never {
+                why: format!("malformed rollout metadata: {problem}"),
+            };
+        }
+    };
+    if meta.withdrawn {
+        return Decision::Never {
+            why: "withdrawn by the publisher".into(),
+        };
+    }
+    let w = policy.node.wariness;
+    let mut at = now;
+    let mut wait = None;
+    let mut why = match &meta.schedule {
+        None => "no rollout schedule".to_owned(),
+        Some(schedule) => {
+            let from = schedule.eligible_from(w);
+            if from > now {
+                at = from;
+                wait = Some(Wait::Throttle);
+            }
+            format!(
+                "throttle {} now, this node's wariness {w:.4}",
+                percent(schedule.throttle(now))
+            )
+        }
+    };
+    if meta.urgent {
+        why.push_str("; urgent: no minimum age or window");
+    } else {
+        if let Some(age) = policy.min_age {
+            let Some(published) = published else {
+                return Decision::Never {
+                    why: "MOLTD_MIN_AGE is set but the feed gives no publication time".into(),
+                };
+            };
+            let old_enough = published.saturating_add(age.as_secs());
+            if old_enough > at {
+                at = old_enough;
+                wait = Some(wait.unwrap_or(Wait::MinAge));
+            }
+        }
+        if let Some((text, windows)) = &policy.window {
+            let open = next_open(windows, at);
+            if open > at {
+                at = open;
+                wait = Some(wait.unwrap_or(Wait::Window));
+            }
+            if wait == Some(Wait::Window) || open > now {
+                why.push_str(&format!("; window {text}"));
+            }
+        }
+        if wait == Some(Wait::MinAge) {
+            why.push_str("; younger than MOLTD_MIN_AGE");
+        }
+    }
+    match wait {
+        None => Decision::Now { why },
+        Some(wait) => Decision::At { at, wait, why },
+    }
+}
+
+/// The share of a fleet of `nodes` that has taken a release by each of
+/// `hours` hours after its start (the first entry: at the start), with the
+/// throttle it tracks; when `withdrawn_at` is `Some(h)`, nobody takes it
+/// after hour `h`. A node takes it at the first hour its wariness is at
+/// most the throttle. The figure of BENCHMARKS.md, "Fleet rollouts".
+pub fn simulate(
+    nodes: &[f64],
+    schedule: &Schedule,
+    hours: u64,
+    withdrawn_at: Option<u64>,
+) -> Vec<(u64, f64, f64)> {
+    let mut taken = vec![false; nodes.len()];
+    let mut count = 0usize;
+    (0..=hours)
+        .map(|hour| {
+            let now = schedule.start + hour * 3600;
+            let throttle = schedule.throttle(now);
+            if withdrawn_at.is_none_or(|h| hour <= h) {
+                for (i, w) in nodes.iter().enumerate() {
+                    if !taken[i] && schedule.eligible_from(*w) <= now {
+                        taken[i] = true;
+                        count += 1;
+                    }
+                }
+            }
+            (hour, throttle, count as f64 / nodes.len() as f64)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;
