@@ -492,8 +492,27 @@ pub fn agent(mut updater: Updater, mut link: Link) {
             }
             Some(_) => {}
         }
+        next_check = rollout_wake(&updater, next_check);
         link.working(false);
     }
+}
+
+/// `next_check`, or earlier when a release the last check judged becomes
+/// eligible before it (a throttle, minimum age or window): the schedule
+/// computes the time, nothing polls for it. A second late, so the clock
+/// has passed it.
+fn rollout_wake(updater: &Updater, next_check: Instant) -> Instant {
+    let Some(wait) = updater.wake_in() else {
+        return next_check;
+    };
+    let wake = Instant::now() + wait;
+    if wake < next_check {
+        log::info!(
+            "next check in {}s, when a release becomes eligible",
+            wait.as_secs()
+        );
+    }
+    next_check.min(wake)
 }
 
 /// Waits for the first boot's next round until `deadline`, answering

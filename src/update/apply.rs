@@ -270,13 +270,37 @@ impl Updater {
         ran: super::Ran,
     ) -> Result<String, Error> {
         let current = ran.current.unwrap_or_else(|| "nothing installed".into());
+        // A decision that waits says until when and why; one for now, why.
+        let decision = ran
+            .decision
+            .as_ref()
+            .map(|d| format!("; {}", d.describe()))
+            .unwrap_or_default();
+        if let Some((to, why)) = ran.leave {
+            let to = to.release.tag;
+            return match mode {
+                Mode::Check => Ok(format!("{why}: moltd would go back to {to}")),
+                Mode::Stage => Ok(format!("{why}: release {to} staged to go back to")),
+                Mode::Auto => {
+                    self.check_cancel()?;
+                    crate::notice!("{why}: going back to {to}");
+                    self.switch(payload, &to, Why::Update)?;
+                    Ok(format!("{why}: went back to {to}"))
+                }
+            };
+        }
+        let waits = matches!(ran.decision, Some(super::rollout::Decision::At { .. }));
         match (ran.newer, mode) {
-            (None, _) => Ok(format!("no newer release (current: {current})")),
+            (None, _) => Ok(self.nothing_taken(&current)),
             (Some(c), Mode::Check) => Ok(format!(
-                "newer release {} available (current: {current})",
+                "newer release {} available (current: {current}){decision}",
                 c.release.tag
             )),
-            (Some(c), Mode::Stage) => Ok(format!("release {} staged", c.release.tag)),
+            (Some(c), Mode::Stage) => Ok(format!("release {} staged{decision}", c.release.tag)),
+            (Some(c), Mode::Auto) if waits => Ok(format!(
+                "release {} staged, not applied yet{decision}",
+                c.release.tag
+            )),
             (Some(c), Mode::Auto) => {
                 // The last moment a rollback asked for meanwhile wins.
                 self.check_cancel()?;

@@ -184,6 +184,8 @@ pub struct Config {
     pub switch: Switch,
     /// `MOLTD_SKIP`: tags marked bad by configuration (see [`skip`]).
     pub skip: BTreeSet<String>,
+    /// Wariness, minimum age and windows (see [`super::rollout`]).
+    pub rollout: super::rollout::Policy,
 }
 
 /// moltd's own files inside `app_dir`.
@@ -454,6 +456,7 @@ impl Config {
             status_file,
             switch,
             skip: skip(env),
+            rollout: super::rollout::Policy::from_env(&var)?,
         })
     }
 

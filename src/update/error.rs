@@ -30,6 +30,10 @@ pub enum Error {
         expected: &'static str,
     },
     #[error(
+        "bad MOLTD_WINDOW {value:?}: {problem}; expected windows such as 'Sat,Sun 22:30 1h; Mon-Fri 03:00 30m' (days, a UTC start time, a length)"
+    )]
+    Window { value: String, problem: String },
+    #[error(
         "no release source: set MOLTD_REPO=owner/repo (or GH_USER and GH_REPO), or MOLTD_SOURCE=url with MOLTD_URL"
     )]
     NoSource,

@@ -91,6 +91,13 @@ impl Updater {
         let skipped = self.state.skipped(&self.state.listing.releases);
         let candidates =
             select::ranked(&self.state.listing.releases, &self.config.policy, &skipped);
+        let any = !candidates.is_empty();
+        let candidates = self.first_boot_order(candidates);
+        if any && candidates.is_empty() {
+            return Err(super::adopt::all_withdrawn(super::source::listing_url(
+                &self.config.source,
+            )));
+        }
         if candidates.is_empty() {
             let none = BTreeSet::new();
             let marked: Vec<_> =

@@ -56,6 +56,12 @@ pub struct Listing {
     /// first page's tags change.
     #[serde(rename = "listing_pages")]
     pub pages: usize,
+    /// Whether the pages read held a release the policy allows that is
+    /// older than the installed ones (not kept): a list that still holds
+    /// older releases but not the current one lost it (see
+    /// [`Listing::lost`]).
+    #[serde(rename = "listing_older")]
+    pub older: bool,
 }
 
 impl Listing {
@@ -69,6 +75,20 @@ impl Listing {
     /// The caps are reached: no more pages are read for this first page.
     pub fn capped(&self) -> bool {
         self.pages >= MAX_PAGES || self.read >= MAX_RELEASES
+    }
+
+    /// Whether `tag`, a release of the policy's of version `version`, was
+    /// removed from the feed (deleted, or a draft again): the list was read
+    /// to its end, not cut by the caps, and no longer holds it while it
+    /// still holds older releases (a feed that answers an empty or cut list
+    /// withdraws nothing).
+    pub fn lost(&self, tag: &str, version: &semver::Version, prefix: &str) -> bool {
+        let complete = self.next.is_none() && !self.capped() && self.url.is_some();
+        let older = self.older
+            || (self.releases.iter())
+                .filter_map(|r| super::select::tag_version(&r.tag, prefix))
+                .any(|v| v < *version);
+        complete && older && !self.releases.iter().any(|r| r.tag == tag)
     }
 
     /// How many more releases may be read.

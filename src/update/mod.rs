@@ -19,6 +19,7 @@
 //! the supervisor can drive [`Updater::run_once`] and [`poll::Schedule`]
 //! from its own event loop instead.
 
+mod adopt;
 mod apply;
 pub mod config;
 mod error;
@@ -82,10 +83,15 @@ fn verification_settings(config: &Config) -> String {
 #[derive(Debug)]
 pub struct Ran {
     pub current: Option<String>,
-    /// The newer release, if there is one.
+    /// The newer release this node takes, if there is one.
     pub newer: Option<Candidate>,
-    /// Where it was staged (modes `stage` and `auto`).
+    /// Where it was staged (modes `stage` and `auto`), or where the
+    /// release to leave a withdrawn one for is.
     pub staged: Option<PathBuf>,
+    /// Whether `newer` is applied now or waits (see [`rollout`]).
+    pub decision: Option<rollout::Decision>,
+    /// The current release is withdrawn: the release to go back to, and why.
+    pub leave: Option<(Candidate, String)>,
 }
 
 pub struct Updater {
@@ -102,6 +108,8 @@ pub struct Updater {
     cancel: Arc<AtomicBool>,
     /// What `recover` did at start, if anything.
     recovered: Option<Recovery>,
+    /// When a release the last check judged becomes eligible (Unix time).
+    wake_at: Option<u64>,
 }
 
 /// What [`Updater::open`] found cut short and undid.
@@ -170,12 +178,15 @@ impl Updater {
             key,
             cancel: Arc::default(),
             recovered: None,
+            wake_at: None,
         };
         #[cfg(feature = "test-hooks")]
         updater
             .reporter
             .crash_at(updater.config.switch.crash_at.clone());
         updater.recovered = updater.recover();
+        let report = rollout::Report::new(&updater.config.rollout);
+        updater.reporter.rollout(report);
         updater.reporter.seed(&updater.state);
         Ok(updater)
     }
@@ -190,8 +201,9 @@ impl Updater {
         &self.config
     }
 
-    /// Reads the release list and picks the release to move to, if any.
-    pub fn check(&mut self) -> Result<Option<Candidate>, Error> {
+    /// Reads the release list and picks the release to move to, if any,
+    /// as the rollout allows (see [`adopt`]).
+    pub fn check(&mut self) -> Result<adopt::Plan, Error> {
         let url = source::listing_url(&self.config.source);
         self.reporter
             .phase(Phase::Checking, 1, format!("checking {url} for releases"));
@@ -250,14 +262,9 @@ impl Updater {
         // The pages read are freed by now; PID 1 idles until the next check.
         crate::sys::mem::trim_heap();
         more?;
-        let newer = select::choose(
-            &self.state.listing.releases,
-            &self.config.policy,
-            self.state.current.as_deref(),
-            &self.state.skipped(&self.state.listing.releases),
-        );
-        self.reporter.found(newer.as_ref().map(|c| &c.release));
-        Ok(newer)
+        let plan = self.plan();
+        self.reporter.found(plan.newer.as_ref().map(|c| &c.release));
+        Ok(plan)
     }
 
     /// Downloads, verifies and stages `candidate`; returns its folder. A
@@ -488,37 +495,56 @@ impl Updater {
     }
 
     fn check_and_stage(&mut self, mode: Mode) -> Result<Ran, Error> {
-        let newer = self.check()?;
+        let plan = self.check()?;
         let current = self.state.current.clone();
-        let staged = match (&newer, mode) {
-            (None, _) => {
-                let now = current.as_deref().unwrap_or("nothing installed");
-                self.reporter
-                    .phase(Phase::Idle, 1, format!("no newer release (current: {now})"));
+        let now = current.as_deref().unwrap_or("nothing installed");
+        // What waits, and until when, when anything does.
+        let waiting = match &plan.decision {
+            Some(decision @ rollout::Decision::At { .. }) => {
+                format!("; {}", decision.describe())
+            }
+            _ => String::new(),
+        };
+        let staged = match (&plan.leave, &plan.newer, mode) {
+            (Some((to, why)), _, Mode::Check) => {
+                let message = format!("{why}: moltd would go back to {}", to.release.tag);
+                self.reporter.phase(Phase::Idle, 1, message);
                 None
             }
-            (Some(c), Mode::Check) => {
+            (Some((to, _)), _, _) => Some(self.stage(to)?),
+            (None, None, _) => {
+                let message = self.nothing_taken(now);
+                self.reporter.phase(Phase::Idle, 1, message);
+                None
+            }
+            (None, Some(c), Mode::Check) => {
                 self.reporter.phase(
                     Phase::Idle,
                     1,
-                    format!("newer release {} available", c.release.tag),
+                    format!("newer release {} available{waiting}", c.release.tag),
                 );
                 None
             }
-            (Some(c), Mode::Stage | Mode::Auto) => {
+            (None, Some(c), Mode::Stage | Mode::Auto) => {
                 let path = self.stage(c)?;
                 self.reporter.phase(
                     Phase::Staged,
                     STAGING_STEPS,
-                    format!("release {} staged in {}", c.release.tag, path.display()),
+                    format!(
+                        "release {} staged in {}{waiting}",
+                        c.release.tag,
+                        path.display()
+                    ),
                 );
                 Some(path)
             }
         };
         Ok(Ran {
             current,
-            newer,
+            newer: plan.newer,
             staged,
+            decision: plan.decision,
+            leave: plan.leave,
         })
     }
 

@@ -38,6 +38,14 @@ pub struct Release {
     /// The release's web page.
     pub url: Option<String>,
     pub assets: Vec<Asset>,
+    /// When it was published (Unix time), for `MOLTD_MIN_AGE`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub published: Option<u64>,
+    /// A manifest entry's `rollout` object (see [`super::rollout::Fields`]),
+    /// checked when the release is judged: a bad one makes only this
+    /// release ineligible, not the whole manifest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<serde_json::Value>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,6 +76,7 @@ struct ApiRelease {
     prerelease: bool,
     body: Option<String>,
     html_url: Option<String>,
+    published_at: Option<String>,
     #[serde(default)]
     assets: Vec<ApiAsset>,
 }
@@ -165,6 +174,11 @@ pub fn parse_api(body: impl Read, max: usize) -> Result<Parsed, serde_json::Erro
             prerelease: r.prerelease,
             notes: r.body.map(shorten_notes),
             url: r.html_url,
+            published: r
+                .published_at
+                .as_deref()
+                .and_then(super::rollout::parse_rfc3339),
+            rollout: None,
             assets: r
                 .assets
                 .into_iter()
@@ -194,6 +208,10 @@ struct ManifestEntry {
     #[serde(default)]
     prerelease: bool,
     notes: Option<String>,
+    /// RFC 3339, for `MOLTD_MIN_AGE`.
+    published_at: Option<String>,
+    /// The rollout's fields (see [`super::rollout::Fields`]).
+    rollout: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -248,6 +266,11 @@ pub fn parse_manifest(body: &[u8], base: &str) -> Result<Vec<Release>, serde_jso
                 notes: e.notes.map(shorten_notes),
                 url: None,
                 assets,
+                published: e
+                    .published_at
+                    .as_deref()
+                    .and_then(super::rollout::parse_rfc3339),
+                rollout: e.rollout,
             }
         })
         .collect())

@@ -405,6 +405,64 @@ pub struct Policy {
     pub window: Option<(String, Vec<Window>)>,
 }
 
+// Wariness is checked to be a number in [0, 1] when read: never NaN.
+impl Eq for Node {}
+impl Eq for Policy {}
+
+impl Policy {
+    /// `MOLTD_ROLLOUT_WARINESS`, `MOLTD_NODE_ID` (else the hostname),
+    /// `MOLTD_MIN_AGE`, `MOLTD_WINDOW`, through `var` (trimmed, empty is
+    /// unset).
+    pub fn from_env(var: &dyn Fn(&str) -> Option<String>) -> Result<Policy, super::Error> {
+        let bad = |var: &'static str, value: &str, expected: &'static str| super::Error::Config {
+            var,
+            value: value.to_owned(),
+            expected,
+        };
+        let id = var("MOLTD_NODE_ID").unwrap_or_else(host_name);
+        let node = match var("MOLTD_ROLLOUT_WARINESS") {
+            None => Node {
+                wariness: wariness_of(&id),
+                id,
+                configured: false,
+            },
+            Some(text) => Node {
+                wariness: text
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|w| (0.0..=1.0).contains(w))
+                    .ok_or_else(|| {
+                        bad(
+                            "MOLTD_ROLLOUT_WARINESS",
+                            &text,
+                            "a number from 0 (takes releases first) to 1 (last)",
+                        )
+                    })?,
+                id,
+                configured: true,
+            },
+        };
+        let min_age = match var("MOLTD_MIN_AGE") {
+            None => None,
+            Some(text) => Some(super::config::parse_duration(&text).ok_or_else(|| {
+                bad("MOLTD_MIN_AGE", &text, "a duration such as 24h")
+            })?),
+        };
+        let window = match var("MOLTD_WINDOW") {
+            None => None,
+            Some(text) => match parse_windows(&text) {
+                Ok(windows) => Some((text, windows)),
+                Err(problem) => return Err(super::Error::Window { value: text, problem }),
+            },
+        };
+        Ok(Policy {
+            node,
+            min_age,
+            window,
+        })
+    }
+}
+
 /// Why a release waits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -435,13 +493,121 @@ impl Decision {
 
     /// A line for people.
     pub fn describe(&self) -> String {
-        match self {
-            Decision::Now { why } => format!("eligible now ({why})"),
-            Decision::At { at, why, .. } => format!(
-                "eligible at {} ({why})",
-                super::status::rfc3339(std::time::UNIX_EPOCH + Duration::from_secs(*at))
-            ),
-            Decision::Never { why } => format!("never taken ({why})"),
+        Judged::new("", self).describe()
+    }
+}
+
+/// The asset a publisher may give the metadata in instead of the notes.
+pub const ASSET: &str = "rollout.json";
+
+/// What the publisher says of a release: its notes' lines, a manifest's
+/// `rollout` object and the `rollout.json` asset's bytes (or why they could
+/// not be read). A schedule from more than one of them is an error;
+/// markers from any of them count.
+pub fn meta_of(
+    notes: Option<&str>,
+    manifest: Option<&serde_json::Value>,
+    asset: Option<&Result<Vec<u8>, String>>,
+) -> Result<Meta, String> {
+    let mut all = vec![parse_notes(notes.unwrap_or_default())];
+    if let Some(value) = manifest {
+        all.push(
+            Fields::deserialize(value)
+                .map_err(|err| format!("the manifest's rollout: {err}"))
+                .and_then(|fields| fields.meta()),
+        );
+    }
+    if let Some(bytes) = asset {
+        all.push(bytes.clone().and_then(|bytes| {
+            serde_json::from_slice::<Fields>(&bytes)
+                .map_err(|err| format!("{ASSET}: {err}"))
+                .and_then(|fields| fields.meta())
+        }));
+    }
+    let mut meta = Meta::default();
+    for one in all {
+        let one = one?;
+        if one.schedule.is_some() && meta.schedule.is_some() {
+            return Err(format!(
+                "the schedule is given twice (notes, {ASSET} or the manifest): give it once"
+            ));
+        }
+        meta.schedule = meta.schedule.or(one.schedule);
+        meta.withdrawn |= one.withdrawn;
+        meta.urgent |= one.urgent;
+    }
+    Ok(meta)
+}
+
+/// A release as one check judged it, for the status document.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Judged {
+    pub tag: String,
+    /// `now`, `at` or `never`.
+    pub decision: String,
+    /// When it is taken, for `at` (RFC 3339).
+    pub at: Option<String>,
+    /// What it waits for, for `at`.
+    pub waiting_for: Option<Wait>,
+    pub why: String,
+}
+
+impl Judged {
+    pub fn new(tag: &str, decision: &Decision) -> Judged {
+        let (kind, at, wait) = match decision {
+            Decision::Now { .. } => ("now", None, None),
+            Decision::At { at, wait, .. } => ("at", Some(*at), Some(*wait)),
+            Decision::Never { .. } => ("never", None, None),
+        };
+        Judged {
+            tag: tag.to_owned(),
+            decision: kind.to_owned(),
+            at: at.map(|at| {
+                super::status::rfc3339(std::time::UNIX_EPOCH + Duration::from_secs(at))
+            }),
+            waiting_for: wait,
+            why: decision.why().to_owned(),
+        }
+    }
+}
+
+impl Judged {
+    /// A line for people, as [`Decision::describe`] says it.
+    pub fn describe(&self) -> String {
+        match (self.decision.as_str(), &self.at) {
+            ("now", _) => format!("eligible now ({})", self.why),
+            ("at", Some(at)) => format!("eligible at {at} ({})", self.why),
+            _ => format!("never taken ({})", self.why),
+        }
+    }
+}
+
+/// The rollout as this node sees it: the status document's `rollout`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    pub node_id: String,
+    pub wariness: f64,
+    /// Set by `MOLTD_ROLLOUT_WARINESS` (else derived from the node id).
+    pub wariness_configured: bool,
+    pub min_age: Option<String>,
+    pub window: Option<String>,
+    /// The releases the last check judged, newest first: those newer than
+    /// the current one down to the one taken.
+    pub releases: Vec<Judged>,
+    /// Why the current release is being left: withdrawn by the publisher.
+    pub leaving: Option<String>,
+}
+
+impl Report {
+    pub fn new(policy: &Policy) -> Report {
+        Report {
+            node_id: policy.node.id.clone(),
+            wariness: policy.node.wariness,
+            wariness_configured: policy.node.configured,
+            min_age: policy.min_age.map(|d| format!("{}s", d.as_secs())),
+            window: policy.window.as_ref().map(|(text, _)| text.clone()),
+            releases: Vec::new(),
+            leaving: None,
         }
     }
 }

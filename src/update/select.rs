@@ -30,7 +30,7 @@ pub fn tag_version(tag: &str, prefix: &str) -> Option<Version> {
 }
 
 /// An exact pin: `=1.2.3` with all three numbers.
-fn pinned(policy: &Policy) -> bool {
+pub fn pinned(policy: &Policy) -> bool {
     matches!(
         policy.requirement.comparators.as_slice(),
         [c] if c.op == Op::Exact && c.minor.is_some() && c.patch.is_some()
@@ -81,6 +81,12 @@ pub fn floor(policy: &Policy, current: Option<&str>, previous: Option<&str>) -> 
 /// installed release, which tells more pages need not be read.
 pub fn can_choose(policy: &Policy, floor: Option<&Version>, release: &Release) -> bool {
     allowed_version(policy, release).is_some_and(|v| floor.is_none_or(|floor| v >= *floor))
+}
+
+/// Whether `release` is one the policy allows but older than `floor`: not
+/// kept, only noted (see [`super::listing::Listing::lost`]).
+pub fn below_floor(policy: &Policy, floor: Option<&Version>, release: &Release) -> bool {
+    allowed_version(policy, release).is_some_and(|v| floor.is_some_and(|floor| v < *floor))
 }
 
 /// The releases the policy allows (not drafts, not bad), with their versions.
@@ -243,6 +249,8 @@ mod tests {
             draft: false,
             prerelease,
             notes: None,
+            published: None,
+            rollout: None,
             url: None,
             assets: Vec::new(),
         }

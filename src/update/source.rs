@@ -262,6 +262,11 @@ impl Reader<'_> {
         select::can_choose(self.policy, self.floor.as_ref(), release)
     }
 
+    /// Whether `releases` holds one older than those kept.
+    fn older(&self, releases: &[Release]) -> bool {
+        (releases.iter()).any(|r| select::below_floor(self.policy, self.floor.as_ref(), r))
+    }
+
     /// The releases of `releases` the listing keeps.
     fn keep(&self, releases: Vec<Release>) -> impl Iterator<Item = Release> {
         releases.into_iter().filter(|r| self.keeps(r))
@@ -280,6 +285,7 @@ pub fn first_page(reader: &Reader, listing: &mut Listing) -> Result<Freshness, E
     let etag = listing.etag.as_deref().filter(|_| cached);
     if cached {
         // What an update since the list was read left behind.
+        listing.older |= reader.older(&listing.releases);
         listing.releases.retain(|r| reader.keeps(r));
     }
     let Some(page) = fetch_page(reader, &url, etag, MAX_RELEASES)? else {
@@ -297,6 +303,7 @@ pub fn first_page(reader: &Reader, listing: &mut Listing) -> Result<Freshness, E
         let tags: HashSet<&str> = page.releases.iter().map(|r| r.tag.as_str()).collect();
         listing.releases.retain(|r| !tags.contains(r.tag.as_str()));
         drop(tags);
+        listing.older |= reader.older(&page.releases);
         let kept: Vec<Release> = reader.keep(page.releases).collect();
         listing.releases.splice(..0, kept);
         listing.etag = page.etag;
@@ -306,6 +313,7 @@ pub fn first_page(reader: &Reader, listing: &mut Listing) -> Result<Freshness, E
         etag: page.etag,
         url: Some(url),
         policy: Some(policy),
+        older: reader.older(&page.releases),
         read: page.releases.len(),
         releases: reader.keep(page.releases).collect(),
         first: Some(first),
@@ -363,6 +371,7 @@ pub fn more_pages(
         read += 1;
         listing.pages += 1;
         listing.read += page.releases.len();
+        listing.older |= reader.older(&page.releases);
         // Pages shift when releases come or go between two requests.
         let new = reader
             .keep(page.releases)

@@ -254,6 +254,8 @@ mod tests {
             draft: false,
             prerelease: false,
             notes: None,
+            published: None,
+            rollout: None,
             url: None,
             assets: vec![asset(digest)],
         };
@@ -302,6 +304,8 @@ mod tests {
             draft: false,
             prerelease: false,
             notes: None,
+            published: None,
+            rollout: None,
             url: None,
             assets: Vec::new(),
         };

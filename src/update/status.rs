@@ -82,6 +82,10 @@ pub struct Status {
     /// Totals since moltd started, for metrics.
     #[serde(default)]
     pub counters: Counters,
+    /// The fleet rollout as this node sees it: its wariness and what the
+    /// last check decided (see `update::rollout`).
+    #[serde(default)]
+    pub rollout: Option<super::rollout::Report>,
 }
 
 /// What the updater did since moltd started (the metrics' counters).
@@ -159,6 +163,7 @@ impl Reporter {
             skipped_releases: Vec::new(),
             suspended: None,
             counters: Counters::default(),
+            rollout: None,
         };
         Reporter {
             path,
@@ -346,6 +351,11 @@ impl Reporter {
             self.announced = tag;
             self.notify(Notice::Available);
         }
+    }
+
+    /// What the last check decided about the rollout.
+    pub fn rollout(&mut self, report: super::rollout::Report) {
+        self.status.rollout = Some(report);
     }
 
     /// Forgets the download's progress (a new run, or an abandoned one).

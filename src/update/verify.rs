@@ -184,6 +184,8 @@ mod tests {
             draft: false,
             prerelease: false,
             notes: None,
+            published: None,
+            rollout: None,
             url: None,
             assets: names
                 .iter()
