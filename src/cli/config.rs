@@ -92,6 +92,17 @@ fn effective(
             };
             Some(("(hidden)".into(), format!("{how} {origin}")))
         }
+        "MOLTD_NODE_ID" if unset => {
+            Some((updates?.rollout.node.id.clone(), "the hostname".into()))
+        }
+        "MOLTD_ROLLOUT_WARINESS" if unset => {
+            let node = &updates?.rollout.node;
+            let from = match given(env, "MOLTD_NODE_ID") {
+                Some(_) => "from SHA-256 of MOLTD_NODE_ID",
+                None => "from SHA-256 of the hostname",
+            };
+            Some((format!("{:.4}", node.wariness), from.into()))
+        }
         "MOLTD_API_TOKEN" if unset && given(env, "MOLTD_API_TOKEN_FILE").is_some() => {
             Some(("(hidden)".into(), "read from MOLTD_API_TOKEN_FILE".into()))
         }

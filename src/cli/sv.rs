@@ -344,6 +344,25 @@ fn update_summary(reply: UpdateReply) -> String {
     if let Some(why) = status.suspended {
         let _ = writeln!(text, "automatic updates suspended: {why}");
     }
+    if let Some(rollout) = &status.rollout {
+        let how = match rollout.wariness_configured {
+            true => "MOLTD_ROLLOUT_WARINESS",
+            false => "from the node id",
+        };
+        let _ = writeln!(
+            text,
+            "rollout: wariness {:.4} ({how}), node id {}",
+            rollout.wariness,
+            Escaped(&rollout.node_id)
+        );
+        for judged in &rollout.releases {
+            let line = format!("{}: {}", judged.tag, judged.describe());
+            let _ = writeln!(text, "  {}", Escaped(&line));
+        }
+        if let Some(why) = &rollout.leaving {
+            let _ = writeln!(text, "  leaving: {}", Escaped(why));
+        }
+    }
     if !status.bad_releases.is_empty() {
         // Marks from MOLTD_SKIP say so: `moltd unmark` cannot clear them.
         let bad: Vec<String> = (status.bad_releases.iter())
