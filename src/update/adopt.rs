@@ -71,8 +71,17 @@ impl Updater {
     }
 
     fn judge(&self, release: &super::release::Release, now: u64) -> Decision {
+        self.judge_with(&self.config.rollout, release, now)
+    }
+
+    fn judge_with(
+        &self,
+        policy: &rollout::Policy,
+        release: &super::release::Release,
+        now: u64,
+    ) -> Decision {
         let meta = self.meta(release);
-        rollout::decide(&self.config.rollout, &meta, release.published, now)
+        rollout::decide(policy, &meta, release.published, now)
     }
 
     /// How long until the agent should check again because a release
@@ -226,14 +235,19 @@ impl Updater {
     }
 
     /// The first boot's candidates held to the rollout: those this node
-    /// never takes are out; of the rest, those it takes now (or once a
-    /// window opens: nothing runs meanwhile, so it does not wait) come
-    /// first, then those the throttle has not reached.
+    /// never takes (withdrawn, malformed) are out; of the rest, those the
+    /// throttle reached come first. No minimum age and no window: nothing
+    /// runs until a release is installed.
     pub(super) fn first_boot_order(&self, candidates: Vec<Candidate>) -> Vec<Candidate> {
         let now = unix_now();
+        let policy = rollout::Policy {
+            min_age: None,
+            window: None,
+            ..self.config.rollout.clone()
+        };
         let (mut takes, mut later) = (Vec::new(), Vec::new());
         for candidate in candidates {
-            match self.judge(&candidate.release, now) {
+            match self.judge_with(&policy, &candidate.release, now) {
                 Decision::Never { why } => {
                     log::info!("release {} is not installed: {why}", candidate.release.tag);
                 }
@@ -252,6 +266,6 @@ impl Updater {
 /// The error for a first boot whose every release is withdrawn.
 pub(super) fn all_withdrawn(feed: String) -> Error {
     Error::NothingInstallable(format!(
-        "every release of {feed} is withdrawn or has malformed rollout metadata"
+        "every release of {feed} is withdrawn by its publisher or has malformed rollout metadata"
     ))
 }

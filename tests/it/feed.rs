@@ -322,6 +322,8 @@ pub struct FakeRelease {
     pub assets: Vec<FakeAsset>,
     /// The release notes (`body`); by default a line naming the tag.
     pub notes: Option<String>,
+    /// `published_at` (RFC 3339); none by default.
+    pub published_at: Option<String>,
 }
 
 impl FakeRelease {
@@ -332,6 +334,7 @@ impl FakeRelease {
             draft: false,
             assets,
             notes: None,
+            published_at: None,
         }
     }
 }
@@ -362,6 +365,7 @@ pub fn releases_json(base: &str, releases: &[FakeRelease]) -> String {
                 "prerelease": r.prerelease,
                 "body": r.notes.clone().unwrap_or_else(|| format!("notes for {}", r.tag)),
                 "html_url": format!("{base}/releases/{}", r.tag),
+                "published_at": r.published_at,
                 "assets": assets,
             })
         })
@@ -502,6 +506,11 @@ impl Feed {
         let mut releases = self.releases.lock().unwrap();
         let slot = releases.iter_mut().find(|r| r.tag == release.tag);
         *slot.expect("a published tag") = release;
+    }
+
+    /// Deletes the release `tag`.
+    pub fn remove(&self, tag: &str) {
+        self.releases.lock().unwrap().retain(|r| r.tag != tag);
     }
 
     /// Adds a release; it is listed first, as GitHub lists the newest.

@@ -24,6 +24,7 @@ mod production;
 mod ready;
 mod release_layouts;
 mod requests;
+mod rollout;
 mod secrets;
 mod service_signals;
 mod services;
