@@ -92,9 +92,7 @@ fn effective(
             };
             Some(("(hidden)".into(), format!("{how} {origin}")))
         }
-        "MOLTD_NODE_ID" if unset => {
-            Some((updates?.rollout.node.id.clone(), "the hostname".into()))
-        }
+        "MOLTD_NODE_ID" if unset => Some((updates?.rollout.node.id.clone(), "the hostname".into())),
         "MOLTD_ROLLOUT_WARINESS" if unset => {
             let node = &updates?.rollout.node;
             let from = match given(env, "MOLTD_NODE_ID") {

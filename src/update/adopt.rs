@@ -184,7 +184,9 @@ impl Updater {
                 _ => return None,
             },
             None if listing.lost(current, &version, &policy.tag_prefix) => {
-                format!("release {current} is no longer in the release list (deleted, or a draft again)")
+                format!(
+                    "release {current} is no longer in the release list (deleted, or a draft again)"
+                )
             }
             None => return None,
         };

@@ -104,3 +104,54 @@ pub fn tags_digest(releases: &[Release]) -> String {
     tags.sort_unstable();
     format!("sha256:{}", fingerprint(tags))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listing(tags: &[&str], next: Option<&str>, read: usize, older: bool) -> Listing {
+        Listing {
+            url: Some("https://h/r".into()),
+            releases: tags
+                .iter()
+                .map(|tag| Release {
+                    tag: (*tag).into(),
+                    draft: false,
+                    prerelease: false,
+                    notes: None,
+                    url: None,
+                    assets: Vec::new(),
+                    published: None,
+                    rollout: None,
+                })
+                .collect(),
+            next: next.map(String::from),
+            read,
+            pages: 1,
+            older,
+            ..Listing::default()
+        }
+    }
+
+    /// A release is lost only from a list read to its end that still
+    /// holds older releases: an empty, cut or paged list loses nothing.
+    #[test]
+    fn a_release_is_lost_only_from_a_whole_list_with_older_ones() {
+        let v2 = semver::Version::new(2, 0, 0);
+        let table = [
+            (listing(&["v1.0.0"], None, 1, false), true),
+            (listing(&["v3.0.0"], None, 2, true), true),
+            (listing(&["v2.0.0", "v1.0.0"], None, 2, false), false),
+            (listing(&[], None, 0, false), false),
+            (listing(&["v3.0.0"], None, 1, false), false),
+            (
+                listing(&["v1.0.0"], Some("https://h/r?page=2"), 1, false),
+                false,
+            ),
+            (listing(&["v1.0.0"], None, MAX_RELEASES, false), false),
+        ];
+        for (i, (listing, lost)) in table.into_iter().enumerate() {
+            assert_eq!(listing.lost("v2.0.0", &v2, ""), lost, "row {i}");
+        }
+    }
+}

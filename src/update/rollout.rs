@@ -134,7 +134,9 @@ pub fn parse_notes(notes: &str) -> Result<Meta, String> {
                         .parse::<f64>()
                         .ok()
                         .filter(|p| (0.0..=100.0).contains(p))
-                        .ok_or_else(|| format!("percent={value:?} is not a number from 0 to 100"))?,
+                        .ok_or_else(|| {
+                            format!("percent={value:?} is not a number from 0 to 100")
+                        })?,
                 );
             }
             Some(("duration", value)) => {
@@ -444,15 +446,21 @@ impl Policy {
         };
         let min_age = match var("MOLTD_MIN_AGE") {
             None => None,
-            Some(text) => Some(super::config::parse_duration(&text).ok_or_else(|| {
-                bad("MOLTD_MIN_AGE", &text, "a duration such as 24h")
-            })?),
+            Some(text) => Some(
+                super::config::parse_duration(&text)
+                    .ok_or_else(|| bad("MOLTD_MIN_AGE", &text, "a duration such as 24h"))?,
+            ),
         };
         let window = match var("MOLTD_WINDOW") {
             None => None,
             Some(text) => match parse_windows(&text) {
                 Ok(windows) => Some((text, windows)),
-                Err(problem) => return Err(super::Error::Window { value: text, problem }),
+                Err(problem) => {
+                    return Err(super::Error::Window {
+                        value: text,
+                        problem,
+                    });
+                }
             },
         };
         Ok(Policy {
@@ -562,9 +570,8 @@ impl Judged {
         Judged {
             tag: tag.to_owned(),
             decision: kind.to_owned(),
-            at: at.map(|at| {
-                super::status::rfc3339(std::time::UNIX_EPOCH + Duration::from_secs(at))
-            }),
+            at: at
+                .map(|at| super::status::rfc3339(std::time::UNIX_EPOCH + Duration::from_secs(at))),
             waiting_for: wait,
             why: decision.why().to_owned(),
         }

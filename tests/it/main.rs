@@ -12,6 +12,7 @@ mod control;
 mod dumb_init;
 mod feed;
 mod firstboot;
+mod fleet;
 mod footprint;
 mod held_sockets;
 mod honest_config;

@@ -70,7 +70,11 @@ fn a_withdrawn_release_is_left_for_the_previous_one() {
     }
     // It stays there: v2.0.0 is never taken again while withdrawn.
     let reply = dir.moltd_client(&["update"]);
-    expect_reply(&reply, &mut running, "v2.0.0: never taken (withdrawn by the publisher)");
+    expect_reply(
+        &reply,
+        &mut running,
+        "v2.0.0: never taken (withdrawn by the publisher)",
+    );
     let doc = status(&dir);
     if doc["rollout"]["releases"][0]["decision"] != "never" {
         running.fail(&format!("status: {doc}"));
@@ -117,7 +121,11 @@ fn a_release_younger_than_the_minimum_age_is_staged_not_applied() {
     young.published_at = Some(utc(-60));
     feed.publish(young.clone());
     let reply = dir.moltd_client(&["update"]);
-    expect_reply(&reply, &mut running, "release v2.0.0 staged, not applied yet; eligible at ");
+    expect_reply(
+        &reply,
+        &mut running,
+        "release v2.0.0 staged, not applied yet; eligible at ",
+    );
     expect_reply(&reply, &mut running, "younger than MOLTD_MIN_AGE");
     if current(&dir) != "v1.0.0" || !dir.join("app/releases/v2.0.0").is_dir() {
         running.fail("v2.0.0 should be staged, v1.0.0 current");
@@ -175,7 +183,9 @@ fn a_bad_window_is_a_clear_error_at_start() {
     let run = moltd(&dir, &feed, Mode::Pid1)
         .env("MOLTD_WINDOW", "Caturday 22:30 1h")
         .run();
-    run.expect_stderr_contains("bad MOLTD_WINDOW \"Caturday 22:30 1h\": \"Caturday\" is not a day such as Mon");
+    run.expect_stderr_contains(
+        "bad MOLTD_WINDOW \"Caturday 22:30 1h\": \"Caturday\" is not a day such as Mon",
+    );
 }
 
 #[test]
@@ -194,7 +204,11 @@ fn the_agent_wakes_when_the_throttle_reaches_the_node() {
         &format!("moltd-rollout: start={} percent=0 duration=8s", utc(0)),
     ));
     let reply = dir.moltd_client(&["update"]);
-    expect_reply(&reply, &mut running, "no newer release this node takes now (current: v1.0.0); v2.0.0: eligible at ");
+    expect_reply(
+        &reply,
+        &mut running,
+        "no newer release this node takes now (current: v1.0.0); v2.0.0: eligible at ",
+    );
     running.wait_for("v2 to serve", || served(port).as_deref() == Some("2.0.0"));
     running.wait_for_file("moltd.stderr", "when a release becomes eligible");
 }
@@ -211,7 +225,9 @@ fn malformed_rollout_metadata_makes_only_that_release_ineligible() {
     let reply = dir.moltd_client(&["update"]);
     expect_reply(&reply, &mut running, "updated to v2.0.0");
     let doc = status(&dir);
-    let why = doc["rollout"]["releases"][0]["why"].as_str().unwrap_or_default();
+    let why = doc["rollout"]["releases"][0]["why"]
+        .as_str()
+        .unwrap_or_default();
     if !why.contains("malformed rollout metadata: \"pecent=5\" is not one of") {
         running.fail(&format!("status: {doc}"));
     }

@@ -52,11 +52,19 @@ fn release_notes_metadata() {
         ("Fixes a leak.\n", ok(None, false, false)),
         (
             "Notes\nmoltd-rollout: start=2026-12-07T10:00:00Z percent=5 duration=48h\n",
-            ok(Some(schedule("2026-12-07T10:00:00Z", 5.0, 48)), false, false),
+            ok(
+                Some(schedule("2026-12-07T10:00:00Z", 5.0, 48)),
+                false,
+                false,
+            ),
         ),
         (
             "  moltd-rollout:   duration=2h  percent=12.5 start=2026-12-07T10:00:00Z  \r\n",
-            ok(Some(schedule("2026-12-07T10:00:00Z", 12.5, 2)), false, false),
+            ok(
+                Some(schedule("2026-12-07T10:00:00Z", 12.5, 2)),
+                false,
+                false,
+            ),
         ),
         ("moltd-rollout: withdrawn", ok(None, true, false)),
         (
@@ -66,7 +74,10 @@ fn release_notes_metadata() {
         ("moltd-rollout: urgent", ok(None, false, true)),
         ("moltd-rollout:", ok(None, false, false)),
         // Not at the start of a line: prose about the syntax.
-        ("use `moltd-rollout: withdrawn` to withdraw", ok(None, false, false)),
+        (
+            "use `moltd-rollout: withdrawn` to withdraw",
+            ok(None, false, false),
+        ),
         ("moltd-rollout: percent=5", Err("must be given together")),
         (
             "moltd-rollout: start=2026-12-07T10:00:00Z percent=105 duration=1h",
@@ -85,7 +96,10 @@ fn release_notes_metadata() {
             Err("\"days\" is not one of"),
         ),
         ("moltd-rollout: withdrawn withdrawn", Err("given twice")),
-        ("moltd-rollout: withdrawm", Err("\"withdrawm\" is not one of")),
+        (
+            "moltd-rollout: withdrawm",
+            Err("\"withdrawm\" is not one of"),
+        ),
         ("moltd-rollout: pecent=5", Err("\"pecent=5\" is not one of")),
     ];
     for (notes, expected) in table {
@@ -117,7 +131,9 @@ fn json_fields_follow_the_same_rules() {
     assert!(parse(r#"{"withdrawn":true}"#).unwrap().withdrawn);
     assert!(parse(r#"{"urgent":true}"#).unwrap().urgent);
     assert!(parse(r#"{"percent":5}"#).is_err());
-    assert!(parse(r#"{"start":"2026-12-07T10:00:00Z withdrawn","percent":5,"duration":"1h"}"#).is_err());
+    assert!(
+        parse(r#"{"start":"2026-12-07T10:00:00Z withdrawn","percent":5,"duration":"1h"}"#).is_err()
+    );
     assert!(parse(r#"{"withdrawn":true,"typo":1}"#).is_err());
 }
 
@@ -191,7 +207,10 @@ fn maintenance_windows() {
             },
         ]
     );
-    assert_eq!(parse_windows("Fri-Mon 00:00 1h").unwrap()[0].days, [4, 5, 6, 0]);
+    assert_eq!(
+        parse_windows("Fri-Mon 00:00 1h").unwrap()[0].days,
+        [4, 5, 6, 0]
+    );
     assert_eq!(parse_windows("* 00:00 1h").unwrap()[0].days.len(), 7);
     assert_eq!(parse_windows("Tuesday 00:00 1h").unwrap()[0].days, [1]);
     for bad in [
@@ -212,12 +231,21 @@ fn maintenance_windows() {
         // Monday 10:00: Saturday 22:30.
         (monday + 10 * 3600, monday + 5 * 86_400 + 22 * 3600 + 1800),
         // Inside Saturday's window.
-        (monday + 5 * 86_400 + 23 * 3600, monday + 5 * 86_400 + 23 * 3600),
+        (
+            monday + 5 * 86_400 + 23 * 3600,
+            monday + 5 * 86_400 + 23 * 3600,
+        ),
         // Sunday 23:59 and Monday 00:30: inside the window that spills over.
-        (monday + 6 * 86_400 + 23 * 3600 + 3540, monday + 6 * 86_400 + 23 * 3600 + 3540),
+        (
+            monday + 6 * 86_400 + 23 * 3600 + 3540,
+            monday + 6 * 86_400 + 23 * 3600 + 3540,
+        ),
         (monday + 7 * 86_400 + 1800, monday + 7 * 86_400 + 1800),
         // Monday 01:00, its end: next Saturday.
-        (monday + 7 * 86_400 + 3600, monday + 12 * 86_400 + 22 * 3600 + 1800),
+        (
+            monday + 7 * 86_400 + 3600,
+            monday + 12 * 86_400 + 22 * 3600 + 1800,
+        ),
     ];
     for (now, expected) in table {
         assert_eq!(next_open(&w, now), expected, "{now}");
@@ -260,7 +288,14 @@ fn the_decision() {
     let malformed = Err("\"pecent=5\" is not one of".to_owned());
     // Windows: every day 00:00 for 2h.
     let night = Some("* 00:00 2h");
-    type Row<'a> = (Policy, &'a Result<Meta, String>, Option<u64>, u64, &'a str, u64);
+    type Row<'a> = (
+        Policy,
+        &'a Result<Meta, String>,
+        Option<u64>,
+        u64,
+        &'a str,
+        u64,
+    );
     #[rustfmt::skip]
     let table: Vec<Row> = vec![
         (policy(0.5, None, None), &plain, Some(start), start, "now", 0),
@@ -296,13 +331,22 @@ fn the_decision() {
         Decision::At { wait, .. } => Some(wait),
         _ => None,
     };
-    assert_eq!(waits(policy(0.55, Some(48), None), h(1)), Some(Wait::Throttle));
-    assert_eq!(waits(policy(0.05, Some(48), None), h(1)), Some(Wait::MinAge));
+    assert_eq!(
+        waits(policy(0.55, Some(48), None), h(1)),
+        Some(Wait::Throttle)
+    );
+    assert_eq!(
+        waits(policy(0.05, Some(48), None), h(1)),
+        Some(Wait::MinAge)
+    );
     assert_eq!(waits(policy(0.05, None, night), h(1)), Some(Wait::Window));
     let why = decide(&policy(0.0, None, None), &withdrawn, None, start).describe();
     assert_eq!(why, "never taken (withdrawn by the publisher)");
     let why = decide(&policy(0.5, Some(24), None), &plain, Some(start), h(1)).describe();
-    assert!(why.starts_with("eligible at 2026-12-08T10:00:00Z ("), "{why}");
+    assert!(
+        why.starts_with("eligible at 2026-12-08T10:00:00Z ("),
+        "{why}"
+    );
 }
 
 /// The issue's figure: over 10,000 node ids, the share that has taken a
