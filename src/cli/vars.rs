@@ -121,6 +121,8 @@ pub const VARS: &[Var] = &[
     var(SWITCH, "MOLTD_PREFLIGHT", "none", "shell command run in the new release's folder before anything stops; non-zero marks it bad", Plain),
     var(SWITCH, "MOLTD_PRE_UPDATE", "none", "shell command before the switch; non-zero aborts it", Plain),
     var(SWITCH, "MOLTD_POST_UPDATE", "none", "shell command after a committed update", Plain),
+    var(SWITCH, "MOLTD_FLEETLOCK_URL", "none", "a FleetLock server: a slot is taken before a switch stops anything, given back after", Url),
+    var(SWITCH, "MOLTD_FLEETLOCK_GROUP", "default", "this replica's group on the FleetLock server", Plain),
     var(SWITCH, "MOLTD_RESTART", "all services", "the services stopped and started around a switch", Plain),
     var(SWITCH, "MOLTD_STRATEGY", "restart", "restart (stop, switch, start) or overlap (start the new beside the old, stop the old once the new is ready and healthy)", Plain),
     var(SWITCH, "MOLTD_HEALTH_GRACE", "10s", "how long restarted services must stay up", Plain),

@@ -359,10 +359,14 @@ impl Updater {
     }
 
     fn switch(&mut self, payload: &mut dyn Payload, to: &str, why: Why) -> Result<(), Error> {
-        let result = self.switch_steps(payload, to, why);
+        // A FleetLock slot (when configured) spans the whole switch.
+        let result = self
+            .lock_slot()
+            .and_then(|()| self.switch_steps(payload, to, why));
         if let Err(problem) = payload.release() {
             log::error!("cannot hand the payload back: {problem}");
         }
+        self.unlock_slot();
         result
     }
 

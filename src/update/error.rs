@@ -29,6 +29,12 @@ pub enum Error {
         value: String,
         expected: &'static str,
     },
+    #[error("the fleet lock at {} refused ({status}){}", Escaped(.url), detail(.message))]
+    FleetLock {
+        url: String,
+        status: u16,
+        message: String,
+    },
     #[error(
         "bad MOLTD_WINDOW {value:?}: {problem}; expected windows such as 'Sat,Sun 22:30 1h; Mon-Fri 03:00 30m' (days, a UTC start time, a length)"
     )]

@@ -117,6 +117,14 @@ impl Http {
         request
     }
 
+    /// A POST that identifies moltd, without the token (it belongs to the
+    /// release API only).
+    pub fn post(&self, url: &str) -> RequestBuilder {
+        self.client
+            .post(url)
+            .header(USER_AGENT, concat!("moltd/", env!("CARGO_PKG_VERSION")))
+    }
+
     /// Sends a request, turning transport failures into [`Error::Transport`].
     /// A redirect that comes back as the answer is one reqwest would not
     /// follow (a `Location` to `file:` or another scheme): an

@@ -25,6 +25,7 @@ pub mod config;
 mod error;
 pub mod fetch;
 mod first_boot;
+mod fleetlock;
 mod health;
 pub mod http;
 pub mod layout;
@@ -185,6 +186,7 @@ impl Updater {
             .reporter
             .crash_at(updater.config.switch.crash_at.clone());
         updater.recovered = updater.recover();
+        updater.unlock_slot();
         let report = rollout::Report::new(&updater.config.rollout);
         updater.reporter.rollout(report);
         updater.reporter.seed(&updater.state);
@@ -204,6 +206,7 @@ impl Updater {
     /// Reads the release list and picks the release to move to, if any,
     /// as the rollout allows (see [`adopt`]).
     pub fn check(&mut self) -> Result<adopt::Plan, Error> {
+        self.unlock_slot();
         let url = source::listing_url(&self.config.source);
         self.reporter
             .phase(Phase::Checking, 1, format!("checking {url} for releases"));

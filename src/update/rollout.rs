@@ -405,6 +405,17 @@ pub struct Policy {
     pub min_age: Option<Duration>,
     /// `MOLTD_WINDOW`, as given and parsed.
     pub window: Option<(String, Vec<Window>)>,
+    /// `MOLTD_FLEETLOCK_URL` and `MOLTD_FLEETLOCK_GROUP` (see
+    /// [`super::fleetlock`]).
+    pub lock: Option<Lock>,
+}
+
+/// A FleetLock server and this node's group there.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lock {
+    /// The server's base URL, without a trailing slash.
+    pub url: String,
+    pub group: String,
 }
 
 // Wariness is checked to be a number in [0, 1] when read: never NaN.
@@ -463,10 +474,34 @@ impl Policy {
                 }
             },
         };
+        let lock = match var("MOLTD_FLEETLOCK_URL") {
+            None => None,
+            Some(url) => {
+                let web = reqwest::Url::parse(&url)
+                    .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.has_host());
+                if !web {
+                    return Err(bad("MOLTD_FLEETLOCK_URL", &url, "an http or https URL"));
+                }
+                let group = var("MOLTD_FLEETLOCK_GROUP").unwrap_or_else(|| "default".into());
+                let fits = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '.';
+                if !group.chars().all(fits) {
+                    return Err(bad(
+                        "MOLTD_FLEETLOCK_GROUP",
+                        &group,
+                        "letters, digits, '-' and '.'",
+                    ));
+                }
+                Some(Lock {
+                    url: url.trim_end_matches('/').to_owned(),
+                    group,
+                })
+            }
+        };
         Ok(Policy {
             node,
             min_age,
             window,
+            lock,
         })
     }
 }

@@ -42,6 +42,9 @@ pub struct State {
     pub applying: Option<String>,
     /// Unix time of the last successful check.
     pub last_check: Option<u64>,
+    /// A FleetLock slot is held (taken before a switch, released after
+    /// it): released at start and at every check until the server agrees.
+    pub fleet_lock: bool,
     /// The release list as last read (stored flat: `etag`, `listing`,
     /// `listing_url`, ...).
     #[serde(flatten)]

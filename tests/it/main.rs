@@ -13,6 +13,7 @@ mod dumb_init;
 mod feed;
 mod firstboot;
 mod fleet;
+mod fleetlock;
 mod footprint;
 mod held_sockets;
 mod honest_config;

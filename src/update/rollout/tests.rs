@@ -261,6 +261,7 @@ fn policy(wariness: f64, min_age: Option<u64>, window: Option<&str>) -> Policy {
         },
         min_age: min_age.map(|h| Duration::from_secs(h * 3600)),
         window: window.map(|w| (w.to_owned(), parse_windows(w).unwrap())),
+        lock: None,
     }
 }
 
