@@ -212,16 +212,7 @@ impl Updater {
                 .iter()
                 .find(|r| r.tag == tag)
                 .cloned()
-                .unwrap_or_else(|| super::release::Release {
-                    tag,
-                    draft: false,
-                    prerelease: false,
-                    notes: None,
-                    url: None,
-                    assets: Vec::new(),
-                    published: None,
-                    rollout: None,
-                });
+                .unwrap_or_else(|| super::release::Release::named(&tag));
             return Some((Candidate { version, release }, why));
         }
         let feed = select::ranked(&listing.releases, policy, skipped)

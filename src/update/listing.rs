@@ -114,16 +114,7 @@ mod tests {
             url: Some("https://h/r".into()),
             releases: tags
                 .iter()
-                .map(|tag| Release {
-                    tag: (*tag).into(),
-                    draft: false,
-                    prerelease: false,
-                    notes: None,
-                    url: None,
-                    assets: Vec::new(),
-                    published: None,
-                    rollout: None,
-                })
+                .map(|tag| Release::named(tag))
                 .collect(),
             next: next.map(String::from),
             read,

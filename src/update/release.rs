@@ -62,6 +62,21 @@ pub struct Asset {
 }
 
 impl Release {
+    /// A release known only by its tag: one installed that the list no
+    /// longer holds.
+    pub fn named(tag: &str) -> Release {
+        Release {
+            tag: tag.to_owned(),
+            draft: false,
+            prerelease: false,
+            notes: None,
+            url: None,
+            assets: Vec::new(),
+            published: None,
+            rollout: None,
+        }
+    }
+
     pub fn asset(&self, name: &str) -> Option<&Asset> {
         self.assets.iter().find(|a| a.name == name)
     }
