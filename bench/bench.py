@@ -152,6 +152,9 @@ def run(args, tmp):
             results["loss"] = loss.run(moltd, feed, f"{tmp}/loss", args.loss_rounds, args.loss_rate)
     finally:
         feed.close()
+    if want(13):
+        step("item 13: rollout of one release over 10,000 simulated nodes")
+        results["rollout_simulation"] = rollout_simulation()
     if want(10):
         step("item 10: a release list of 10 pages x 10,000 releases")
         results["big_list"] = biglist.big_list(moltd, f"{tmp}/biglist")
@@ -160,6 +163,17 @@ def run(args, tmp):
         results.setdefault("footprint", {})["big_list"] = footprint.big_list(builds(args), f"{tmp}/footprint-list",
                                                                               args.runs)
     return results
+
+
+def rollout_simulation():
+    """Item 13: the table the pure simulation (update::rollout::simulate, over
+    10,000 node ids, 5% start, 48 h, withdrawn at hour 12) prints from its
+    unit test, which also checks it (within 2 points of the throttle at
+    every hour; frozen after the withdrawal)."""
+    out = subprocess.run(
+        ["cargo", "test", "--quiet", "--lib", "fleet_of_ten_thousand_follows_the_schedule", "--", "--nocapture"],
+        cwd=os.path.join(HERE, ".."), capture_output=True, text=True, check=True).stdout
+    return [line for line in out.splitlines() if line.startswith("|")]
 
 
 def downtime(args, tmp, feed, archives):
@@ -259,6 +273,9 @@ def table(r):
         out.append("")
     if "loss" in r:
         out += loss.tables(r["loss"], s["loss_rounds"], s["loss_rate"])
+    if "rollout_simulation" in r:
+        out += ["### A rollout over 10,000 simulated nodes, 5% start, 48 h, withdrawn at hour 12 (item 13)", ""]
+        out += r["rollout_simulation"] + [""]
     return "\n".join(out).rstrip()
 
 
@@ -276,8 +293,8 @@ def main():
     parser.add_argument("--loss-rounds", type=int, default=100, help="updates, and crashes, per setup (item 12)")
     parser.add_argument("--loss-rate", type=float, default=500, help="requests per second of item 12's load")
     parser.add_argument("--quick", action="store_true", help="few runs, small payloads, 5 s idle window")
-    parser.add_argument("--only", type=int, nargs="+", choices=range(1, 13), metavar="ITEM",
-                        help="run only these items of BENCHMARKS.md (1-12; 12 only when named)")
+    parser.add_argument("--only", type=int, nargs="+", choices=range(1, 14), metavar="ITEM",
+                        help="run only these items of BENCHMARKS.md (1-13; 12 only when named)")
     parser.set_defaults(json=os.path.join(TARGET, "bench-results.json"))
     args = parser.parse_args()
     if args.quick:

@@ -384,6 +384,14 @@ fn fleet_of_ten_thousand_follows_the_schedule() {
             "hour {hour}: {share} vs {throttle}"
         );
     }
+    let (worst, hour) = free
+        .iter()
+        .map(|(hour, throttle, share)| ((share - throttle).abs(), *hour))
+        .fold((0.0, 0), |a, b| if b.0 > a.0 { b } else { a });
+    println!(
+        "| largest gap | {:.2} points at hour {hour} | | |",
+        worst * 100.0
+    );
     let plateau = cut[withdrawn_at as usize].2;
     assert!((plateau - schedule.throttle(schedule.start + withdrawn_at * 3600)).abs() <= 0.02);
     for (hour, _, share) in &cut[withdrawn_at as usize..] {
