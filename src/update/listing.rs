@@ -112,10 +112,7 @@ mod tests {
     fn listing(tags: &[&str], next: Option<&str>, read: usize, older: bool) -> Listing {
         Listing {
             url: Some("https://h/r".into()),
-            releases: tags
-                .iter()
-                .map(|tag| Release::named(tag))
-                .collect(),
+            releases: tags.iter().map(|tag| Release::named(tag)).collect(),
             next: next.map(String::from),
             read,
             pages: 1,
