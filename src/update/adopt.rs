@@ -11,8 +11,10 @@
 //!   it does not take yet, or never, are passed over for this check.
 //! * The earliest time a judged release becomes eligible is when the agent
 //!   checks again (see [`Updater::wake_at`]): nothing polls to find out.
-//! * A current release withdrawn by the publisher (the marker, or gone from
-//!   a list read to its end that still holds older releases) is left for
+//! * A current release withdrawn by the publisher (the marker, a draft
+//!   again, or gone from a list read to its end that still holds older
+//!   releases: the list keeps the current release whatever the policy) is
+//!   left for
 //!   the newest good installed release, else the newest good one in the
 //!   feed that this node takes, through the normal health-gated switch.
 //!   Leaving is urgent: no minimum age, no window.
@@ -35,17 +37,6 @@ pub struct Plan {
     pub decision: Option<Decision>,
     /// The current release is withdrawn: where to go, and why.
     pub leave: Option<(Candidate, String)>,
-}
-
-impl Plan {
-    /// The time `newer` may be applied, when it must wait (minimum age or
-    /// window): staged until then.
-    pub fn staged_until(&self) -> Option<u64> {
-        match &self.decision {
-            Some(Decision::At { at, .. }) => Some(*at),
-            _ => None,
-        }
-    }
 }
 
 fn unix_now() -> u64 {
@@ -177,6 +168,9 @@ impl Updater {
         let current = self.state.current.as_deref()?;
         let version = select::tag_version(current, &policy.tag_prefix)?;
         let why = match listing.releases.iter().find(|r| r.tag == current) {
+            Some(release) if release.draft => {
+                format!("release {current} was turned back into a draft")
+            }
             Some(release) => match self.meta(release) {
                 Ok(meta) if meta.withdrawn => {
                     format!("release {current} was withdrawn by the publisher")

@@ -226,6 +226,7 @@ impl Updater {
                 self.state.current.as_deref(),
                 self.state.previous.as_deref(),
             ),
+            current: self.state.current.as_deref(),
         };
         let freshness = source::first_page(&reader, &mut self.state.listing)?;
         let stored = self.state.listing.pages;

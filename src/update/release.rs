@@ -368,6 +368,13 @@ mod tests {
         assert_eq!(asset.digest.as_deref(), Some("sha256:ab"));
         assert_eq!(releases[0].assets[1].name, "app.tar.gz.minisig");
 
+        // The rollout's fields are kept as given, judged per release.
+        let phased = br#"{"version":"2.0.0","url":"a.tgz","published_at":"2026-12-07T10:00:00Z","rollout":{"percent":5,"typo":1}}"#;
+        let releases = parse_manifest(phased, "http://h/m.json").unwrap();
+        assert_eq!(releases[0].published, Some(1_796_637_600));
+        let meta = super::super::rollout::meta_of(None, releases[0].rollout.as_ref(), None);
+        assert!(meta.unwrap_err().contains("unknown field `typo`"));
+
         let many = br#"{"releases":[{"version":"1.0.0","url":"https://o/a.tgz"},{"version":"1.1.0","url":"https://o/b.tgz","prerelease":true}]}"#;
         let releases = parse_manifest(many, "http://h/m.json").unwrap();
         assert_eq!(releases.len(), 2);

@@ -636,7 +636,8 @@ pub struct Report {
     /// The releases the last check judged, newest first: those newer than
     /// the current one down to the one taken.
     pub releases: Vec<Judged>,
-    /// Why the current release is being left: withdrawn by the publisher.
+    /// Why the last check left the current release (withdrawn by the
+    /// publisher, or deleted), if it did.
     pub leaving: Option<String>,
 }
 

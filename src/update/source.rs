@@ -94,6 +94,10 @@ pub struct Reader<'a> {
     pub policy: &'a Policy,
     /// [`select::floor`]: older releases are not kept.
     pub floor: Option<semver::Version>,
+    /// The installed release's tag: kept whatever the policy says (a pin
+    /// elsewhere, a draft again), so that a list read to its end tells
+    /// whether it is still published (see [`Listing::lost`]).
+    pub current: Option<&'a str>,
 }
 
 /// One page of the list as the server sent it.
@@ -257,9 +261,11 @@ fn fetch_page(
 }
 
 impl Reader<'_> {
-    /// Whether the listing keeps `release`: [`select::can_choose`].
+    /// Whether the listing keeps `release`: [`select::can_choose`], or
+    /// the installed one.
     fn keeps(&self, release: &Release) -> bool {
         select::can_choose(self.policy, self.floor.as_ref(), release)
+            || self.current == Some(release.tag.as_str())
     }
 
     /// Whether `releases` holds one older than those kept.

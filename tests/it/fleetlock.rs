@@ -5,10 +5,9 @@
 //! waits with the release staged while another holds it, and gives it back
 //! after the switch, or at start after a switch cut short.
 
-use crate::apply::{
-    App, current, kill_leftovers, moltd, release, served, setup, ship, v1_and_v2, wait_for_state,
-};
+use crate::apply::{App, current, kill_leftovers, moltd, release, served, setup, ship, v1_and_v2};
 use crate::feed::Feed;
+use crate::rollout::settled;
 use crate::util::Mode;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
@@ -139,7 +138,7 @@ fn a_switch_waits_for_the_fleet_lock_slot_and_gives_it_back() {
         .env("MOLTD_NODE_ID", "web-0")
         .spawn();
     running.wait_for("v1 to serve", || served(port).as_deref() == Some("1.0.0"));
-    wait_for_state(&mut running, &dir, "idle");
+    settled(&mut running);
     // The first boot stops nothing: no slot asked for.
     if !lock.calls().is_empty() {
         running.fail(&format!("calls at first boot: {:?}", lock.calls()));

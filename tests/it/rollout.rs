@@ -4,7 +4,7 @@
 //! is staged and not applied, an urgent one skips both, and the agent wakes
 //! when the throttle reaches it. The fleet of 20 is in `tests/it/fleet.rs`.
 
-use crate::apply::{App, current, moltd, release, served, setup, status, wait_for_state};
+use crate::apply::{App, current, moltd, release, served, setup, status};
 use crate::feed::*;
 use crate::util::{Client, Mode, Running, TestDir};
 use std::time::{Duration, SystemTime};
@@ -16,6 +16,12 @@ pub(crate) fn utc(offset: i64) -> String {
         o => SystemTime::now() - Duration::from_secs(o.unsigned_abs()),
     };
     moltd::update::status::rfc3339(at)
+}
+
+/// Waits until the agent's first scheduled check is over, so that a
+/// request is not answered "already updating".
+pub(crate) fn settled(running: &mut Running) {
+    running.wait_for_file("moltd.stderr", "next check in");
 }
 
 /// `version` with `line` in its notes.
@@ -37,7 +43,7 @@ fn expect_reply(reply: &Client, running: &mut Running, text: &str) {
 /// moltd on v1.0.0, updated to v2.0.0 by hand, serving on `port`.
 fn on_v2(dir: &TestDir, port: u16, feed: &Feed, running: &mut Running) {
     running.wait_for("v1 to serve", || served(port).as_deref() == Some("1.0.0"));
-    wait_for_state(running, dir, "idle");
+    settled(running);
     feed.publish(release("2.0.0", App::Good));
     let reply = dir.moltd_client(&["update"]);
     expect_reply(&reply, running, "updated to v2.0.0");
@@ -108,6 +114,27 @@ fn a_deleted_release_is_left_only_when_the_list_still_holds_older_ones() {
     });
 }
 
+/// A token sees drafts in the list: the release is there, a draft again.
+#[test]
+fn a_release_turned_back_into_a_draft_is_left() {
+    let (dir, port) = setup("rollout_draft");
+    let feed = Feed::start(vec![release("1.0.0", App::Good)]);
+    let mut running = moltd(&dir, &feed, Mode::Pid1).spawn();
+    on_v2(&dir, port, &feed, &mut running);
+    let mut draft = release("2.0.0", App::Good);
+    draft.draft = true;
+    feed.republish(draft);
+    let reply = dir.moltd_client(&["update"]);
+    expect_reply(
+        &reply,
+        &mut running,
+        "release v2.0.0 was turned back into a draft: went back to v1.0.0",
+    );
+    running.wait_for("v1 to serve again", || {
+        served(port).as_deref() == Some("1.0.0")
+    });
+}
+
 #[test]
 fn a_release_younger_than_the_minimum_age_is_staged_not_applied() {
     let (dir, port) = setup("rollout_min_age");
@@ -116,7 +143,7 @@ fn a_release_younger_than_the_minimum_age_is_staged_not_applied() {
         .env("MOLTD_MIN_AGE", "1h")
         .spawn();
     running.wait_for("v1 to serve", || served(port).as_deref() == Some("1.0.0"));
-    wait_for_state(&mut running, &dir, "idle");
+    settled(&mut running);
     let mut young = release("2.0.0", App::Good);
     young.published_at = Some(utc(-60));
     feed.publish(young.clone());
@@ -158,7 +185,7 @@ fn outside_the_window_a_release_is_staged_and_the_status_says_until_when() {
         .env("MOLTD_WINDOW", &window)
         .spawn();
     running.wait_for("v1 to serve", || served(port).as_deref() == Some("1.0.0"));
-    wait_for_state(&mut running, &dir, "idle");
+    settled(&mut running);
     feed.publish(release("2.0.0", App::Good));
     let reply = dir.moltd_client(&["update"]);
     expect_reply(&reply, &mut running, &format!("window {window}"));
@@ -197,7 +224,7 @@ fn the_agent_wakes_when_the_throttle_reaches_the_node() {
         .env("MOLTD_ROLLOUT_WARINESS", "0.5")
         .spawn();
     running.wait_for("v1 to serve", || served(port).as_deref() == Some("1.0.0"));
-    wait_for_state(&mut running, &dir, "idle");
+    settled(&mut running);
     // From 0% now to 100% in 8 s: this node's turn comes after 4 s.
     feed.publish(noted(
         "2.0.0",
@@ -214,12 +241,50 @@ fn the_agent_wakes_when_the_throttle_reaches_the_node() {
 }
 
 #[test]
+fn a_rollout_json_asset_holds_the_schedule() {
+    let (dir, port) = setup("rollout_asset");
+    let feed = Feed::start(vec![release("1.0.0", App::Good)]);
+    let mut running = moltd(&dir, &feed, Mode::Pid1)
+        .env("MOLTD_ROLLOUT_WARINESS", "0.5")
+        .spawn();
+    running.wait_for("v1 to serve", || served(port).as_deref() == Some("1.0.0"));
+    settled(&mut running);
+    // Starts in an hour at 0%: this node waits; then the asset says
+    // withdrawn, and the reason changes.
+    let phased = |json: String| {
+        let mut r = release("2.0.0", App::Good);
+        r.assets
+            .push(FakeAsset::new("rollout.json", json.into_bytes()));
+        r
+    };
+    let schedule = format!(r#"{{"start":"{}","percent":0,"duration":"1h"}}"#, utc(3600));
+    feed.publish(phased(schedule));
+    let reply = dir.moltd_client(&["update"]);
+    expect_reply(&reply, &mut running, "v2.0.0: eligible at ");
+    expect_reply(
+        &reply,
+        &mut running,
+        "throttle 0.0% now, this node's wariness 0.5000",
+    );
+    feed.republish(phased(r#"{"withdrawn":true}"#.into()));
+    let reply = dir.moltd_client(&["update"]);
+    expect_reply(
+        &reply,
+        &mut running,
+        "v2.0.0: never taken (withdrawn by the publisher)",
+    );
+    if current(&dir) != "v1.0.0" || feed.server.requests_to("/dl/v2.0.0/rollout.json").len() != 2 {
+        running.fail("v1.0.0 should run, rollout.json read once a check");
+    }
+}
+
+#[test]
 fn malformed_rollout_metadata_makes_only_that_release_ineligible() {
     let (dir, port) = setup("rollout_malformed");
     let feed = Feed::start(vec![release("1.0.0", App::Good)]);
     let mut running = moltd(&dir, &feed, Mode::Pid1).spawn();
     running.wait_for("v1 to serve", || served(port).as_deref() == Some("1.0.0"));
-    wait_for_state(&mut running, &dir, "idle");
+    settled(&mut running);
     feed.publish(release("2.0.0", App::Good));
     feed.publish(noted("3.0.0", "moltd-rollout: pecent=5"));
     let reply = dir.moltd_client(&["update"]);
