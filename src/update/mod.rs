@@ -206,6 +206,8 @@ impl Updater {
     /// Reads the release list and picks the release to move to, if any,
     /// as the rollout allows (see [`adopt`]).
     pub fn check(&mut self) -> Result<adopt::Plan, Error> {
+        // A check that fails leaves the schedule's backoff alone.
+        self.wake_at = None;
         self.unlock_slot();
         let url = source::listing_url(&self.config.source);
         self.reporter
