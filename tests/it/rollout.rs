@@ -278,6 +278,44 @@ fn a_rollout_json_asset_holds_the_schedule() {
     }
 }
 
+/// The wake-up time of a check is forgotten when the next check fails:
+/// a feed that is down gets the backoff, not a check every second.
+#[test]
+fn a_feed_down_at_the_wake_up_gets_the_backoff() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let (dir, port) = setup("rollout_wake_down");
+    let down = Arc::new(AtomicBool::new(false));
+    let down_in = down.clone();
+    let feed = Feed::with_hook(
+        vec![release("1.0.0", App::Good)],
+        Box::new(move |request, _| {
+            let list = request.path.starts_with("/repos/");
+            (list && down_in.load(Ordering::SeqCst)).then(|| Response::new(503, "down"))
+        }),
+    );
+    let mut running = moltd(&dir, &feed, Mode::Pid1)
+        .env("MOLTD_ROLLOUT_WARINESS", "0.5")
+        .spawn();
+    running.wait_for("v1 to serve", || served(port).as_deref() == Some("1.0.0"));
+    settled(&mut running);
+    feed.publish(noted(
+        "2.0.0",
+        &format!("moltd-rollout: start={} percent=0 duration=4s", utc(0)),
+    ));
+    let reply = dir.moltd_client(&["update"]);
+    expect_reply(&reply, &mut running, "v2.0.0: eligible at ");
+    let before = feed.server.requests_to("/repos/").len();
+    down.store(true, Ordering::SeqCst);
+    let failed = || feed.server.requests_to("/repos/").len() - before;
+    running.wait_for("the check at the wake-up", || failed() >= 1);
+    // The backoff's first wait is 30 s: nothing more for a while.
+    std::thread::sleep(Duration::from_secs(6));
+    if failed() != 1 {
+        running.fail(&format!("{} checks of a feed that is down", failed()));
+    }
+}
+
 #[test]
 fn malformed_rollout_metadata_makes_only_that_release_ineligible() {
     let (dir, port) = setup("rollout_malformed");
