@@ -40,6 +40,18 @@ fn expect_reply(reply: &Client, running: &mut Running, text: &str) {
     }
 }
 
+/// moltd with `env`, serving v1.0.0 on `port`, its first check over.
+fn on_v1<'a>(dir: &'a TestDir, port: u16, feed: &Feed, env: &[(&str, &str)]) -> Running<'a> {
+    let mut moltd = moltd(dir, feed, Mode::Pid1);
+    for (key, value) in env {
+        moltd = moltd.env(key, value);
+    }
+    let mut running = moltd.spawn();
+    running.wait_for("v1 to serve", || served(port).as_deref() == Some("1.0.0"));
+    settled(&mut running);
+    running
+}
+
 /// moltd on v1.0.0, updated to v2.0.0 by hand, serving on `port`.
 fn on_v2(dir: &TestDir, port: u16, feed: &Feed, running: &mut Running) {
     running.wait_for("v1 to serve", || served(port).as_deref() == Some("1.0.0"));
@@ -48,6 +60,15 @@ fn on_v2(dir: &TestDir, port: u16, feed: &Feed, running: &mut Running) {
     let reply = dir.moltd_client(&["update"]);
     expect_reply(&reply, running, "updated to v2.0.0");
     running.wait_for("v2 to serve", || served(port).as_deref() == Some("2.0.0"));
+}
+
+/// `moltd update` leaves v2.0.0 for `why` and v1.0.0 serves again.
+fn goes_back_to_v1(dir: &TestDir, port: u16, running: &mut Running, why: &str) {
+    let reply = dir.moltd_client(&["update"]);
+    expect_reply(&reply, running, &format!("{why}: went back to v1.0.0"));
+    running.wait_for("v1 to serve again", || {
+        served(port).as_deref() == Some("1.0.0")
+    });
 }
 
 #[test]
@@ -62,15 +83,12 @@ fn a_withdrawn_release_is_left_for_the_previous_one() {
     if current(&dir) != "v2.0.0" {
         running.fail("a check moved the release");
     }
-    let reply = dir.moltd_client(&["update"]);
-    expect_reply(
-        &reply,
+    goes_back_to_v1(
+        &dir,
+        port,
         &mut running,
-        "release v2.0.0 was withdrawn by the publisher: went back to v1.0.0",
+        "release v2.0.0 was withdrawn by the publisher",
     );
-    running.wait_for("v1 to serve again", || {
-        served(port).as_deref() == Some("1.0.0")
-    });
     if current(&dir) != "v1.0.0" {
         running.fail("current is not v1.0.0");
     }
@@ -103,15 +121,12 @@ fn a_deleted_release_is_left_only_when_the_list_still_holds_older_ones() {
     }
     // Still listing v1.0.0 but no longer v2.0.0: deleted.
     feed.publish(release("1.0.0", App::Good));
-    let reply = dir.moltd_client(&["update"]);
-    expect_reply(
-        &reply,
+    goes_back_to_v1(
+        &dir,
+        port,
         &mut running,
-        "release v2.0.0 is no longer in the release list (deleted, or a draft again): went back to v1.0.0",
+        "release v2.0.0 is no longer in the release list (deleted, or a draft again)",
     );
-    running.wait_for("v1 to serve again", || {
-        served(port).as_deref() == Some("1.0.0")
-    });
 }
 
 /// A token sees drafts in the list: the release is there, a draft again.
@@ -124,26 +139,19 @@ fn a_release_turned_back_into_a_draft_is_left() {
     let mut draft = release("2.0.0", App::Good);
     draft.draft = true;
     feed.republish(draft);
-    let reply = dir.moltd_client(&["update"]);
-    expect_reply(
-        &reply,
+    goes_back_to_v1(
+        &dir,
+        port,
         &mut running,
-        "release v2.0.0 was turned back into a draft: went back to v1.0.0",
+        "release v2.0.0 was turned back into a draft",
     );
-    running.wait_for("v1 to serve again", || {
-        served(port).as_deref() == Some("1.0.0")
-    });
 }
 
 #[test]
 fn a_release_younger_than_the_minimum_age_is_staged_not_applied() {
     let (dir, port) = setup("rollout_min_age");
     let feed = Feed::start(vec![release("1.0.0", App::Good)]);
-    let mut running = moltd(&dir, &feed, Mode::Pid1)
-        .env("MOLTD_MIN_AGE", "1h")
-        .spawn();
-    running.wait_for("v1 to serve", || served(port).as_deref() == Some("1.0.0"));
-    settled(&mut running);
+    let mut running = on_v1(&dir, port, &feed, &[("MOLTD_MIN_AGE", "1h")]);
     let mut young = release("2.0.0", App::Good);
     young.published_at = Some(utc(-60));
     feed.publish(young.clone());
@@ -181,11 +189,7 @@ fn outside_the_window_a_release_is_staged_and_the_status_says_until_when() {
     let (dir, port) = setup("rollout_window");
     let feed = Feed::start(vec![release("1.0.0", App::Good)]);
     let window = window_later();
-    let mut running = moltd(&dir, &feed, Mode::Pid1)
-        .env("MOLTD_WINDOW", &window)
-        .spawn();
-    running.wait_for("v1 to serve", || served(port).as_deref() == Some("1.0.0"));
-    settled(&mut running);
+    let mut running = on_v1(&dir, port, &feed, &[("MOLTD_WINDOW", &window)]);
     feed.publish(release("2.0.0", App::Good));
     let reply = dir.moltd_client(&["update"]);
     expect_reply(&reply, &mut running, &format!("window {window}"));
@@ -220,11 +224,7 @@ fn the_agent_wakes_when_the_throttle_reaches_the_node() {
     let (dir, port) = setup("rollout_wake");
     let feed = Feed::start(vec![release("1.0.0", App::Good)]);
     // Interval an hour: only the computed wake-up can apply v2 in time.
-    let mut running = moltd(&dir, &feed, Mode::Pid1)
-        .env("MOLTD_ROLLOUT_WARINESS", "0.5")
-        .spawn();
-    running.wait_for("v1 to serve", || served(port).as_deref() == Some("1.0.0"));
-    settled(&mut running);
+    let mut running = on_v1(&dir, port, &feed, &[("MOLTD_ROLLOUT_WARINESS", "0.5")]);
     // From 0% now to 100% in 8 s: this node's turn comes after 4 s.
     feed.publish(noted(
         "2.0.0",
@@ -244,11 +244,7 @@ fn the_agent_wakes_when_the_throttle_reaches_the_node() {
 fn a_rollout_json_asset_holds_the_schedule() {
     let (dir, port) = setup("rollout_asset");
     let feed = Feed::start(vec![release("1.0.0", App::Good)]);
-    let mut running = moltd(&dir, &feed, Mode::Pid1)
-        .env("MOLTD_ROLLOUT_WARINESS", "0.5")
-        .spawn();
-    running.wait_for("v1 to serve", || served(port).as_deref() == Some("1.0.0"));
-    settled(&mut running);
+    let mut running = on_v1(&dir, port, &feed, &[("MOLTD_ROLLOUT_WARINESS", "0.5")]);
     // Starts in an hour at 0%: this node waits; then the asset says
     // withdrawn, and the reason changes.
     let phased = |json: String| {
@@ -294,11 +290,7 @@ fn a_feed_down_at_the_wake_up_gets_the_backoff() {
             (list && down_in.load(Ordering::SeqCst)).then(|| Response::new(503, "down"))
         }),
     );
-    let mut running = moltd(&dir, &feed, Mode::Pid1)
-        .env("MOLTD_ROLLOUT_WARINESS", "0.5")
-        .spawn();
-    running.wait_for("v1 to serve", || served(port).as_deref() == Some("1.0.0"));
-    settled(&mut running);
+    let mut running = on_v1(&dir, port, &feed, &[("MOLTD_ROLLOUT_WARINESS", "0.5")]);
     feed.publish(noted(
         "2.0.0",
         &format!("moltd-rollout: start={} percent=0 duration=4s", utc(0)),
