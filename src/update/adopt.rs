@@ -10,14 +10,13 @@
 //!   down to the first this node takes (now, or staged until a time); those
 //!   it does not take yet, or never, are passed over for this check.
 //! * The earliest time a judged release becomes eligible is when the agent
-//!   checks again (see [`Updater::wake_at`]): nothing polls to find out.
+//!   checks again (see [`Updater::wake_in`]): nothing polls to find out.
 //! * A current release withdrawn by the publisher (the marker, a draft
 //!   again, or gone from a list read to its end that still holds older
 //!   releases: the list keeps the current release whatever the policy) is
-//!   left for
-//!   the newest good installed release, else the newest good one in the
-//!   feed that this node takes, through the normal health-gated switch.
-//!   Leaving is urgent: no minimum age, no window.
+//!   left for the newest good installed release, else the newest good one
+//!   in the feed that this node takes, through the normal health-gated
+//!   switch. Leaving is urgent: no minimum age, no window.
 
 use super::rollout::{self, Decision, Judged, Meta, Report, Wait};
 use super::select::{self, Candidate};
@@ -29,7 +28,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 const ASSET_LIMIT: u64 = 64 * 1024;
 
 /// What a check concluded.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Plan {
     /// The release to move to, if any.
     pub newer: Option<Candidate>,
@@ -131,7 +130,7 @@ impl Updater {
         let decision = newer.as_ref().and(chosen);
         let leave = self.leave(now, &skipped);
         if let Some((to, why)) = &leave {
-            log::warn!("{why}: going back to {}", to.release.tag);
+            log::warn!("{why}: the release to go back to is {}", to.release.tag);
             report.leaving = Some(why.clone());
         }
         self.wake_at = wake;

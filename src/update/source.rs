@@ -94,9 +94,10 @@ pub struct Reader<'a> {
     pub policy: &'a Policy,
     /// [`select::floor`]: older releases are not kept.
     pub floor: Option<semver::Version>,
-    /// The installed release's tag: kept whatever the policy says (a pin
-    /// elsewhere, a draft again), so that a list read to its end tells
-    /// whether it is still published (see [`Listing::lost`]).
+    /// The installed release's tag: kept whatever the version policy says
+    /// (a pin elsewhere, a draft again) when it is a tag of the prefix's,
+    /// so that a list read to its end tells whether it is still published
+    /// (see [`Listing::lost`]).
     pub current: Option<&'a str>,
 }
 
@@ -264,8 +265,10 @@ impl Reader<'_> {
     /// Whether the listing keeps `release`: [`select::can_choose`], or
     /// the installed one.
     fn keeps(&self, release: &Release) -> bool {
+        let tag = release.tag.as_str();
         select::can_choose(self.policy, self.floor.as_ref(), release)
-            || self.current == Some(release.tag.as_str())
+            || (self.current == Some(tag)
+                && select::tag_version(tag, &self.policy.tag_prefix).is_some())
     }
 
     /// Whether `releases` holds one older than those kept.
