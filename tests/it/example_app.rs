@@ -50,12 +50,16 @@ fn web_service(dir: &TestDir, release: &std::path::Path, port: u16) {
     );
 }
 
-fn start(dir: &TestDir) -> Running<'_> {
-    Moltd::new(dir, Mode::Pid1)
+/// moltd supervising `web`, the app at `version` on a free port: the port.
+fn start<'a>(dir: &'a TestDir, version: &str) -> (u16, Running<'a>) {
+    let port = free_port();
+    web_service(dir, &release(dir, version), port);
+    let moltd = Moltd::new(dir, Mode::Pid1)
         .args(["--services", "svc"])
         // Long enough that a stop within the tests' wait is not SVWAIT's KILL.
         .env("SVWAIT", "60")
-        .spawn()
+        .spawn();
+    (port, moltd)
 }
 
 /// The app's pid as the test sees it, once it answered: the one child of
@@ -85,9 +89,7 @@ fn term_pending(pid: i32) -> bool {
 #[test]
 fn example_app_serves_its_version_on_the_held_socket_and_is_ready_by_notify() {
     let dir = TestDir::new("example_app_held");
-    let port = free_port();
-    web_service(&dir, &release(&dir, "1.2.3"), port);
-    let mut moltd = start(&dir);
+    let (port, mut moltd) = start(&dir, "1.2.3");
     moltd.wait_for_sv("web", "run: web: (pid ");
     // Only READY=1 can make a `notify` service ready.
     let up = dir.sv(&["-w", "20", "up", "web"]);
@@ -111,9 +113,7 @@ fn example_app_serves_its_version_on_the_held_socket_and_is_ready_by_notify() {
 #[test]
 fn example_app_answers_the_request_in_hand_then_exits_0_on_term() {
     let dir = TestDir::new("example_app_term");
-    let port = free_port();
-    web_service(&dir, &release(&dir, "2.0.0"), port);
-    let mut moltd = start(&dir);
+    let (port, mut moltd) = start(&dir, "2.0.0");
     moltd.wait_for("the app to answer", || {
         matches!(get(port, "/VERSION"), Got::Answer(_))
     });
