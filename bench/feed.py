@@ -34,16 +34,22 @@ ARCH = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.
 # the moment the old one is gone; its own queue is as long as moltd's would
 # be, so a burst is queued, not dropped. It says READY=1 on NOTIFY_SOCKET
 # once it accepts. On TERM it stops accepting and answers what it accepted.
+# GET /crash is the bad input of an app that crashes on one: it answers it,
+# then exits 1 at once, leaving any connection still queued unaccepted.
 APP = """#!/usr/bin/env python3
 import http.server, os, signal, socket, sys, threading
 here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 version = open(os.path.join(here, "VERSION"), "rb").read()
 class Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
+        body = b"crashing" if self.path == "/crash" else version
         self.send_response(200)
-        self.send_header("Content-Length", str(len(version)))
+        self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        self.wfile.write(version)
+        self.wfile.write(body)
+        if self.path == "/crash":
+            self.wfile.flush()
+            os._exit(1)
     def log_message(self, *_):
         pass
 class Server(http.server.HTTPServer):

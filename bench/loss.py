@@ -15,7 +15,10 @@ stalled port shows as latency rather than as fewer requests. Four setups:
 * overlap, held socket: the same with MOLTD_STRATEGY=overlap.
 
 Each update installs a new release, 1.0.1, 1.0.2, ... (each a whole tree,
-as small as the app); crashes are a KILL to the app.
+as small as the app). Crashes come two ways: a KILL to the app, which takes
+with it the connection it had accepted and not answered, and the app's own
+exit between two requests (it answers `GET /crash`, then exits 1), as an
+app that crashes on a bad input does.
 """
 
 import asyncio
@@ -231,12 +234,23 @@ def updates_original(feed, tmp, rounds, rate):
             load.stop()
 
 
-def crashes(init, tmp, port, rounds, rate, strategy="restart"):
-    """`rounds` KILLs of the app under `init` (a supervisor's argv, already
-    given its services); after each, the next app must answer, and then
-    serve for a second before the next crash. "failed_in_flight" counts the
-    failed requests that were under way at a KILL (due before it, failed
-    after it): those the killed process had taken."""
+def crash_request(port):
+    """`GET /crash`: the app answers it, then exits 1."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=TIMEOUT_S)
+    try:
+        conn.request("GET", "/crash")
+        conn.getresponse().read()
+    finally:
+        conn.close()
+
+
+def crashes(init, tmp, port, rounds, rate, strategy="restart", how="kill"):
+    """`rounds` crashes of the app under `init` (a supervisor's argv, already
+    given its services): a KILL (`how` "kill") or the app's own exit after
+    answering `GET /crash` ("self"). After each, the next app must answer,
+    and then serve for a second before the next crash. "failed_in_flight"
+    counts the failed requests that were under way at a crash (due before
+    it, failed after it): with a KILL, those the killed process had taken."""
     kills = []
     with open(f"{tmp}/init.log", "w") as log, Namespace(init, [], env=init_env(tmp, strategy), stdout=log) as ns:
         load = Load(port, rate)
@@ -244,8 +258,12 @@ def crashes(init, tmp, port, rounds, rate, strategy="restart"):
 
         def crash(n):
             pid = app_pid(ns.pid)
-            kills.append(time.monotonic())
-            os.kill(pid, signal.SIGKILL)
+            if how == "kill":
+                kills.append(time.monotonic())
+                os.kill(pid, signal.SIGKILL)
+            else:
+                crash_request(port)
+                kills.append(time.monotonic())
             wait_for(lambda: app_pid(ns.pid) not in (None, pid) and load.version() is not None, 60,
                      f"the restart after crash {n + 1}")
             time.sleep(1)  # serving again, as an app does between two crashes
@@ -270,31 +288,41 @@ def init_env(tmp, strategy):
     return env
 
 
-def crashes_moltd(moltd, feed, tmp, rounds, rate, held, strategy):
+def crashes_moltd(moltd, feed, tmp, rounds, rate, held, strategy, how):
     port = free_port()
     install(Releases(tmp, feed).archive(0), f"{tmp}/app", "v1.0.0")
-    return crashes([moltd, "--services", moltd_services(tmp, port, held)], tmp, port, rounds, rate, strategy)
+    return crashes([moltd, "--services", moltd_services(tmp, port, held)], tmp, port, rounds, rate, strategy, how)
 
 
-def crashes_runsvdir(feed, tmp, rounds, rate):
+def crashes_runsvdir(feed, tmp, rounds, rate, how):
     port = free_port()
     install(Releases(tmp, feed).archive(0), f"{tmp}/app", "v1.0.0")
-    return crashes(["runsvdir", moltd_services(tmp, port, False)], tmp, port, rounds, rate)
+    return crashes(["runsvdir", moltd_services(tmp, port, False)], tmp, port, rounds, rate, how=how)
 
 
-def run(moltd, feed, tmp, rounds, rate):
-    """Item 12: {"updates"|"crashes": {setup: {"baseline", "events", "seconds"}}}."""
+# The kinds of events item 12 measures, in its tables' order: the key in the
+# results, and how a crash happens (None: updates).
+KINDS = {"updates": None, "crashes": "kill", "self_crashes": "self"}
+
+
+def run(moltd, feed, tmp, rounds, rate, kinds=tuple(KINDS)):
+    """Item 12, for `kinds` (keys of KINDS): {kind: {setup: {"baseline",
+    "events", "seconds"}}}."""
     # Up to rate x the longest stall connections are open at once.
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     setups = {"moltd today (no listen file)": (False, "restart"),
               "restart, held socket": (True, "restart"),
               "overlap, held socket": (True, "overlap")}
-    measures = {"updates": {"original order": lambda d: updates_original(feed, d, rounds, rate)},
-                "crashes": {"original (runsvdir)": lambda d: crashes_runsvdir(feed, d, rounds, rate)}}
+    measures = {"updates": {"original order": lambda d: updates_original(feed, d, rounds, rate)}}
+    for kind in ("crashes", "self_crashes"):
+        measures[kind] = {"original (runsvdir)": lambda d, c=KINDS[kind]: crashes_runsvdir(feed, d, rounds, rate, c)}
     for name, (held, strategy) in setups.items():
         measures["updates"][name] = lambda d, h=held, s=strategy: updates_moltd(moltd, feed, d, rounds, rate, h, s)
-        measures["crashes"][name] = lambda d, h=held, s=strategy: crashes_moltd(moltd, feed, d, rounds, rate, h, s)
+        for kind in ("crashes", "self_crashes"):
+            measures[kind][name] = lambda d, h=held, s=strategy, c=KINDS[kind]: crashes_moltd(
+                moltd, feed, d, rounds, rate, h, s, c)
+    measures = {kind: by_setup for kind, by_setup in measures.items() if kind in kinds}
     results = {}
     for kind, by_setup in measures.items():
         for name, measure_one in by_setup.items():
@@ -311,12 +339,14 @@ def tables(r, rounds, rate):
     def three(row):
         return " / ".join(f"{row[q]:.1f}" for q in ("p50_ms", "p99_ms", "max_ms"))
 
+    titles = {"updates": "updates", "crashes": "crash restarts (KILL)",
+              "self_crashes": "crash restarts (the app exits 1 after answering GET /crash)"}
     out = []
-    for kind, title in (("updates", "updates"), ("crashes", "crash restarts")):
-        in_flight = kind == "crashes"
-        out += [f"### Requests lost during {rounds} {title}, {rate:g} requests/s without keep-alive (item 12)", "",
-                "| setup | requests | ok | refused | reset | timed out | other "
-                + ("| of the failed, under way at a KILL " if in_flight else "")
+    for kind in (k for k in KINDS if k in r):
+        in_flight = kind != "updates"
+        out += [f"### Requests lost during {rounds} {titles[kind]}, {rate:g} requests/s without keep-alive (item 12)",
+                "", "| setup | requests | ok | refused | reset | timed out | other "
+                + ("| of the failed, under way at a crash " if in_flight else "")
                 + "| added p50 / p99 / max ms | during: p50 / p99 / max ms | baseline: p50 / p99 / max ms |",
                 "|---|---|---|---|---|---|---|---|---|---|" + ("---|" if in_flight else "")]
         for name, row in r[kind].items():

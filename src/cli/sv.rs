@@ -292,6 +292,9 @@ pub fn status(names: Vec<OsString>, control: &Control) -> i32 {
             _ => {}
         }
     }
+    if names.is_empty() {
+        known = with_second_generations(known, control);
+    }
     write_out(&status::table(&known));
     if names.is_empty() {
         match control.ask_updater(UpdateRequest::Status, &mut |_| {}) {
@@ -300,6 +303,41 @@ pub fn status(names: Vec<OsString>, control: &Control) -> i32 {
         }
     }
     code
+}
+
+/// `known` with, after each service, its second generation (`NAME/next`)
+/// while an overlap runs one (or it is on its way). Asked for by name: the
+/// list of every service holds the services alone, as the updater counts
+/// on. An error here leaves the table as it was.
+fn with_second_generations(known: Vec<Status>, control: &Control) -> Vec<Status> {
+    let request = Request {
+        op: Op::Status,
+        names: known.iter().map(|s| format!("{}/next", s.name)).collect(),
+        wait: None,
+        kill_on_timeout: false,
+    };
+    // No names would ask for every service.
+    let answers = if request.names.is_empty() {
+        Vec::new()
+    } else {
+        control.ask(&request).unwrap_or_default()
+    };
+    let mut next: Vec<Status> = answers
+        .into_iter()
+        .filter_map(|answer| match answer {
+            Answer::Done(status) if status.main.phase != status::Phase::Down => Some(status),
+            _ => None,
+        })
+        .collect();
+    let mut table = Vec::with_capacity(known.len() + next.len());
+    for service in known {
+        let label = format!("{}/next", service.name);
+        table.push(service);
+        if let Some(at) = next.iter().position(|s| s.name == label) {
+            table.push(next.swap_remove(at));
+        }
+    }
+    table
 }
 
 /// The updater's part of `moltd status`: versions, state, progress, last

@@ -1,15 +1,17 @@
 //! The image from `docker/Dockerfile`, built and run for real with podman:
 //! moltd is PID 1 of a container, supervises the example services from
-//! `services/`, updates itself from a loopback feed (`--network host`), rolls
-//! a broken release back, and `podman stop` ends it gracefully within SVWAIT.
+//! `services/`, serves the example app on the socket it holds (a `kill -9` of
+//! the app refuses no connection), updates itself from a loopback feed
+//! (`--network host`), rolls a broken release back, and `podman stop` ends
+//! it gracefully within SVWAIT.
 //! A second run is the pod of `docker/k8s.yaml`: a read-only root, its
 //! non-root user, and only its volumes writable (`/run` in memory, `/app`
 //! and `/tmp` as empty folders owned by that user, as `fsGroup` makes them),
 //! probed the way the kubelet probes it.
 //!
 //! Needs the static binary (`MOLTD_STATIC_BIN`, set by `.ci/run`, which also
-//! installs podman, runc and busybox-static); without it the test prints why
-//! and passes. Each run builds its own image tag and container name and
+//! installs podman, runc and busybox-static) and the static example app the
+//! same build makes beside it; without them the test prints why and passes. Each run builds its own image tag and container name and
 //! removes both.
 //!
 //! Steps are separate functions over one [`Container`].
@@ -74,11 +76,22 @@ fn free_port() -> u16 {
     listener.local_addr().unwrap().port()
 }
 
-/// A release of the example app (`docker/app`) at `version`: the payload the
-/// image runs, as a release pipeline would archive it.
-fn example_app_release(version: &str) -> FakeRelease {
-    let app = std::fs::read(repo("docker/app/bin/app")).unwrap();
-    app_release_with(version, &app)
+/// The static example app (`moltd-example-app`), built beside the static
+/// moltd `bin` by the same `cargo build`: the image's `bin/app`.
+fn example_app(bin: &Path) -> PathBuf {
+    let app = bin.with_file_name("moltd-example-app");
+    assert!(
+        app.is_file(),
+        "{} is missing: the static build of moltd makes it too",
+        app.display()
+    );
+    app
+}
+
+/// A release of the example app at `version`: the payload the image runs,
+/// as a release pipeline would archive it.
+fn example_app_release(bin: &Path, version: &str) -> FakeRelease {
+    app_release_with(version, &std::fs::read(example_app(bin)).unwrap())
 }
 
 /// A release at `version` whose `bin/app` is `app`.
@@ -98,12 +111,15 @@ fn app_release_with(version: &str, app: &[u8]) -> FakeRelease {
 }
 
 /// The build context `podman build` sees from the repository's root (what
-/// `.dockerignore` lets through), with the static binary in its place.
-fn build_context(dir: &TestDir, bin: &Path) -> PathBuf {
+/// `.dockerignore` lets through), with the static binaries in their place
+/// and the app's held socket on `app_port` instead of 8080 (the container
+/// shares the host's network).
+fn build_context(dir: &TestDir, bin: &Path, app_port: u16) -> PathBuf {
     let context = dir.join("context");
     let target = context.join("target/x86_64-unknown-linux-gnu/release");
     std::fs::create_dir_all(&target).unwrap();
     std::fs::copy(bin, target.join("moltd")).unwrap();
+    std::fs::copy(example_app(bin), target.join("moltd-example-app")).unwrap();
     std::fs::create_dir_all(context.join("docker")).unwrap();
     for path in [
         "docker/Dockerfile",
@@ -121,6 +137,12 @@ fn build_context(dir: &TestDir, bin: &Path) -> PathBuf {
             .unwrap();
         assert!(status.success(), "cannot copy {path}");
     }
+    let listen = context.join("services/app/listen");
+    let shipped = std::fs::read_to_string(&listen).unwrap();
+    let line = "\ntcp://0.0.0.0:8080\n";
+    assert!(shipped.contains(line), "services/app/listen lacks {line:?}");
+    let ours = shipped.replace(line, &format!("\ntcp://0.0.0.0:{app_port}\n"));
+    std::fs::write(listen, ours).unwrap();
     context
 }
 
@@ -147,7 +169,7 @@ impl Container {
             app_port: free_port(),
             status_port: free_port(),
         };
-        let context = build_context(dir, bin);
+        let context = build_context(dir, bin, container.app_port);
         let build = podman_in(
             &context,
             &[
@@ -264,8 +286,15 @@ impl Drop for Container {
 /// `GET path` on a port of the container from outside it, as the kubelet
 /// probes a pod: the status code and the body, if it answers.
 fn probe(port: u16, path: &str) -> Option<(u16, String)> {
+    ask(
+        std::net::TcpStream::connect(("127.0.0.1", port)).ok()?,
+        path,
+    )
+}
+
+/// `GET path` on a connected `stream`: the status code and the body.
+fn ask(mut stream: std::net::TcpStream, path: &str) -> Option<(u16, String)> {
     use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     let request = format!("GET {path} HTTP/1.0\r\nHost: pod\r\n\r\n");
     stream.write_all(request.as_bytes()).ok()?;
@@ -293,6 +322,58 @@ fn services_run(container: &Container, version: &str, listen_port: u16) {
     let answer = probe(listen_port, &live);
     if answer.as_ref().map(|(code, body)| (*code, body.trim())) != Some((200, "ok")) {
         container.fail(&format!("liveness probe {live}: {answer:?}"));
+    }
+}
+
+/// The app's pid in the container, from `sv status app` (`run: app: (pid N)`).
+fn app_pid(container: &Container) -> String {
+    let line = container.wait_for("the app to run", &["sv", "status", "app"], |out| {
+        out.starts_with("run: app: (pid ")
+    });
+    line.trim_start_matches("run: app: (pid ")
+        .split(')')
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// `kill -9` of the app while requests come one after another from outside
+/// the container: the kernel queues them on the socket moltd holds until
+/// the restarted app takes them, so none is refused (an app binding its
+/// own port refuses them until it is back). The crash comes after the
+/// app has served a while, as crashes do, so moltd restarts it at once.
+fn kill_9_of_the_app_refuses_nothing(container: &Container, version: &str) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let before = app_pid(container);
+    let done = AtomicBool::new(false);
+    let (answered, refused) = std::thread::scope(|scope| {
+        let load = scope.spawn(|| {
+            let (mut answered, mut refused) = (0, 0);
+            while !done.load(Ordering::Relaxed) {
+                match std::net::TcpStream::connect(("127.0.0.1", container.app_port)) {
+                    Err(err) if err.kind() == std::io::ErrorKind::ConnectionRefused => refused += 1,
+                    Err(_) => {}
+                    Ok(stream) => match ask(stream, "/VERSION") {
+                        Some((200, body)) if body.trim() == version => answered += 1,
+                        _ => {}
+                    },
+                }
+            }
+            (answered, refused)
+        });
+        container.expect(&container.exec(&["kill", "-9", &before]), "kill -9");
+        container.wait_for("a new app to run", &["sv", "status", "app"], |out| {
+            out.starts_with("run: app: (pid ") && !out.contains(&format!("(pid {before})"))
+        });
+        serves(container, version);
+        done.store(true, Ordering::Relaxed);
+        load.join().unwrap()
+    });
+    eprintln!("kill -9 of the app: {answered} answered, {refused} refused");
+    if refused != 0 || answered == 0 {
+        container.fail(&format!(
+            "kill -9 of the app: {answered} answered, {refused} refused"
+        ));
     }
 }
 
@@ -333,8 +414,8 @@ fn wait_for_status(
 
 /// v1.1.0 is published: the updater inside the container (the image's
 /// health check, `MOLTD_HEALTH_CMD`) switches the app over to it.
-fn updates_itself(container: &Container, feed: &Feed) {
-    feed.publish(example_app_release("1.1.0"));
+fn updates_itself(container: &Container, feed: &Feed, bin: &Path) {
+    feed.publish(example_app_release(bin, "1.1.0"));
     let status = wait_for_status(container, "the update to v1.1.0", |status| {
         status["current"] == "v1.1.0"
     });
@@ -424,7 +505,8 @@ fn image_updates_itself_rolls_back_and_stops_gracefully() {
     let container = Container::start(&dir, &bin, &following(&feed, listen_port), &[]);
     services_run(&container, "0.0.0", listen_port);
     has_tmp_and_labels(&container);
-    updates_itself(&container, &feed);
+    kill_9_of_the_app_refuses_nothing(&container, "0.0.0");
+    updates_itself(&container, &feed, &bin);
     rolls_back_a_broken_release(&container, &feed);
     stops_gracefully(&container);
 }
@@ -438,7 +520,7 @@ fn image_runs_as_the_k8s_pod_read_only_non_root_with_its_volumes() {
     let Some(bin) = static_bin(test) else {
         return;
     };
-    let feed = Feed::start(vec![example_app_release("1.0.0")]);
+    let feed = Feed::start(vec![example_app_release(&bin, "1.0.0")]);
     let dir = TestDir::new("container_k8s");
     let user = k8s_user();
     // Only the pod's volumes are writable: podman adds none of its own.
@@ -472,7 +554,7 @@ fn image_runs_as_the_k8s_pod_read_only_non_root_with_its_volumes() {
     if !text(&shown.stdout).contains("release: v1.0.0 (previous: none)") {
         container.fail(&format!("moltd status as the pod's user: {shown:?}"));
     }
-    feed.publish(example_app_release("1.1.0"));
+    feed.publish(example_app_release(&bin, "1.1.0"));
     wait_for_status(&container, "the update to v1.1.0", |status| {
         status["current"] == "v1.1.0" && status["previous"] == "v1.0.0"
     });

@@ -79,7 +79,7 @@ fn python() -> &'static PathBuf {
 }
 
 /// A port nothing listens on right now.
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -107,14 +107,14 @@ fn services(dir: &TestDir) -> Moltd<'_> {
 }
 
 /// How one request went.
-enum Got {
+pub enum Got {
     Answer(String),
     Refused,
     Failed(std::io::Error),
 }
 
 /// One request without keep-alive, as a load generator sends it.
-fn get(port: u16, path: &str) -> Got {
+pub fn get(port: u16, path: &str) -> Got {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let attempt = || -> std::io::Result<String> {
         let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(10))?;

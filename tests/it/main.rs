@@ -10,6 +10,7 @@ mod cli;
 mod container;
 mod control;
 mod dumb_init;
+mod example_app;
 mod feed;
 mod firstboot;
 mod fleet;

@@ -77,7 +77,8 @@ fn started(dir: &TestDir, version: &str) -> Option<String> {
 
 /// The old release's `run` keeps serving while the new one starts, and is
 /// stopped only once the new one is ready and healthy; the new one is then
-/// the service.
+/// the service. `moltd status` lists the second generation below its
+/// service meanwhile (it once listed services only).
 #[test]
 fn overlap_update_keeps_the_old_pid_until_the_new_one_is_ready() {
     let (dir, feed) = notifying_setup("overlap_update", Notifies::OnGo);
@@ -91,6 +92,18 @@ fn overlap_update_keeps_the_old_pid_until_the_new_one_is_ready() {
     // Not ready yet: both run, the old one is still the service.
     assert_eq!(pid(&dir, "web").as_deref(), Some(old.as_str()));
     assert_eq!(pid(&dir, "web/next").as_deref(), Some(new.as_str()));
+    let table = dir.moltd_client(&["status"]).stdout;
+    let rows: Vec<Vec<&str>> = (table.lines().skip(1))
+        .map(|line| line.split_whitespace().collect::<Vec<_>>())
+        .take_while(|words| !words.is_empty())
+        .collect();
+    assert_eq!(rows.len(), 2, "{table}");
+    assert_eq!(rows[0][..4], ["web", "run", "yes", old.as_str()], "{table}");
+    assert_eq!(
+        rows[1][..4],
+        ["web/next", "run", "no", new.as_str()],
+        "{table}"
+    );
     assert_eq!(crate::apply::status(&dir)["state"], "starting");
     dir.write("go", "");
     let doc = wait_for_state(&mut running, &dir, "completed");
@@ -101,6 +114,8 @@ fn overlap_update_keeps_the_old_pid_until_the_new_one_is_ready() {
         pid(&dir, "web").as_deref() == Some(new.as_str())
     });
     assert_eq!(pid(&dir, "web/next"), None);
+    let table = dir.moltd_client(&["status"]).stdout;
+    assert!(!table.contains("web/next"), "{table}");
     // v2 started once, v3 once: nothing was restarted.
     assert_eq!(
         dir.read("started").lines().count(),
