@@ -7,6 +7,7 @@
 mod config;
 mod dumb_init;
 mod moltd;
+mod self_update;
 mod sv;
 mod tini;
 mod update;
@@ -41,6 +42,11 @@ pub enum Outcome {
     Rollback { socket: PathBuf },
     /// Clear the bad mark of `tags`, through the supervisor if one answers.
     Unmark { tags: Vec<String>, socket: PathBuf },
+    /// Ask the supervisor listening on `socket` to replace itself.
+    SelfUpdate {
+        request: crate::control::SelfUpdate,
+        socket: PathBuf,
+    },
     /// Print the status table of the supervisor listening on `socket`.
     Status {
         names: Vec<OsString>,
@@ -145,6 +151,10 @@ pub fn main(args: Vec<OsString>) -> i32 {
         Outcome::Rollback { socket } => {
             inherited.restore();
             control(socket).map_or(1, |c| update::rollback(&c))
+        }
+        Outcome::SelfUpdate { request, socket } => {
+            inherited.restore();
+            control(socket).map_or(1, |c| self_update::run(&request, &c))
         }
         Outcome::Unmark { tags, socket } => {
             inherited.restore();

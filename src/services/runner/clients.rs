@@ -4,6 +4,7 @@
 //! reason it cannot, if it is down).
 
 use super::Runner;
+use super::self_update::Requester;
 use crate::control;
 use crate::services::control::Request;
 use crate::services::machine::{ClientId, Event};
@@ -97,6 +98,13 @@ impl Runner {
             };
             if let Err(why) = forwarded {
                 self.reply(id, &control::encode_reply(&Err(why)));
+            }
+            return;
+        }
+        if let Some(request) = control::SelfUpdate::decode(line) {
+            match request {
+                Ok(request) => self.self_update(request, Requester::Socket(id)),
+                Err(bad) => self.reply(id, &control::encode_reply(&Err(bad.to_string()))),
             }
             return;
         }

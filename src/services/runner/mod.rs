@@ -19,6 +19,7 @@
 mod agent;
 mod clients;
 mod ready;
+mod self_update;
 mod sockets;
 mod spawn;
 mod watch;
