@@ -50,18 +50,7 @@ fn statuses(moltd: &mut Running, dir: &TestDir, count: usize) -> Vec<(String, St
     let mut rows = Vec::new();
     moltd.wait_for(&format!("{count} services to run and be ready"), || {
         let out = dir.moltd_client(&["status"]).stdout;
-        rows = out
-            .lines()
-            .skip(1)
-            .filter_map(|line| {
-                let f: Vec<&str> = line.split_whitespace().collect();
-                Some((
-                    f.first()?.to_string(),
-                    f.get(1)?.to_string(),
-                    f.get(3)?.to_string(),
-                ))
-            })
-            .collect();
+        rows = rows_of(&out);
         rows.len() == count
             && out
                 .lines()
@@ -260,9 +249,12 @@ fn a_child_that_dies_during_the_exec_is_reaped_and_restarted() {
 }
 
 fn statuses_now(dir: &TestDir) -> Vec<(String, String, String)> {
-    dir.moltd_client(&["status"])
-        .stdout
-        .lines()
+    rows_of(&dir.moltd_client(&["status"]).stdout)
+}
+
+/// Name, state and pid of each row of `moltd status`.
+fn rows_of(out: &str) -> Vec<(String, String, String)> {
+    out.lines()
         .skip(1)
         .filter_map(|line| {
             let f: Vec<&str> = line.split_whitespace().collect();
@@ -367,57 +359,45 @@ fn a_self_test_that_hangs_is_killed_and_refused() {
     assert!(statuses_now(&dir).iter().all(|r| r.1 == "run"));
 }
 
+/// A self-update with `MOLTD_TEST_CRASH_AT=step` fails, saying `why`, and
+/// leaves the same moltd supervising the same processes: a restart works
+/// and the logger still logs.
+fn crash_at(step: &str, why: &str) {
+    let dir = TestDir::new("reexec-crash");
+    plain(&dir, "idle");
+    ticker(&dir);
+    let newer = moltd_copy(&dir, "moltd-new", "9.0.0");
+    let mut moltd = Moltd::new(&dir, Mode::Pid1)
+        .args(["--services", "svc"])
+        .env("MOLTD_APP_DIR", dir.join("app"))
+        .env("MOLTD_TEST_CRASH_AT", step)
+        .spawn();
+    let before = statuses(&mut moltd, &dir, 3);
+    let reply = self_update(&dir, &[newer.to_str().unwrap()]);
+    assert_eq!(reply.code, Some(1), "{step}: {reply:?}");
+    assert!(
+        reply.stderr.contains(why) && reply.stderr.contains(step),
+        "{step}: {reply:?}"
+    );
+    unchanged(&mut moltd, &dir, &before);
+    assert_eq!(dir.sv(&["restart", "idle"]).code, Some(0));
+    let seen = dir.read("moltd.stdout").matches("logged tick").count();
+    moltd.wait_for("new log lines", || {
+        dir.read("moltd.stdout").matches("logged tick").count() > seen + 3
+    });
+}
+
 #[test]
 fn a_crash_before_the_exec_leaves_the_old_moltd() {
     for step in ["self-update:freeze", "self-update:keep", "self-update:exec"] {
-        let dir = TestDir::new("reexec-crash-before");
-        plain(&dir, "idle");
-        ticker(&dir);
-        let newer = moltd_copy(&dir, "moltd-new", "9.0.0");
-        let mut moltd = Moltd::new(&dir, Mode::Pid1)
-            .args(["--services", "svc"])
-            .env("MOLTD_APP_DIR", dir.join("app"))
-            .env("MOLTD_TEST_CRASH_AT", step)
-            .spawn();
-        let before = statuses(&mut moltd, &dir, 3);
-        let reply = self_update(&dir, &[newer.to_str().unwrap()]);
-        assert_eq!(reply.code, Some(1), "{step}: {reply:?}");
-        assert!(
-            reply
-                .stderr
-                .contains(&format!("MOLTD_TEST_CRASH_AT={step}")),
-            "{reply:?}"
-        );
-        unchanged(&mut moltd, &dir, &before);
+        crash_at(step, "MOLTD_TEST_CRASH_AT=");
     }
 }
 
 #[test]
 fn a_new_moltd_that_crashes_while_resuming_falls_back_to_the_previous_one() {
     for step in ["resume:read", "resume:adopt", "resume:agent", "resume:loop"] {
-        let dir = TestDir::new("reexec-crash-after");
-        plain(&dir, "idle");
-        ticker(&dir);
-        let newer = moltd_copy(&dir, "moltd-new", "9.0.0");
-        let mut moltd = Moltd::new(&dir, Mode::Pid1)
-            .args(["--services", "svc"])
-            .env("MOLTD_APP_DIR", dir.join("app"))
-            .env("MOLTD_TEST_CRASH_AT", step)
-            .spawn();
-        let before = statuses(&mut moltd, &dir, 3);
-        let reply = self_update(&dir, &[newer.to_str().unwrap()]);
-        assert_eq!(reply.code, Some(1), "{step}: {reply:?}");
-        assert!(
-            reply.stderr.contains("panicked") && reply.stderr.contains(step),
-            "{step}: {reply:?}"
-        );
-        unchanged(&mut moltd, &dir, &before);
-        // Still supervising: a restart works and the logger still logs.
-        assert_eq!(dir.sv(&["restart", "idle"]).code, Some(0));
-        let seen = dir.read("moltd.stdout").matches("logged tick").count();
-        moltd.wait_for("new log lines", || {
-            dir.read("moltd.stdout").matches("logged tick").count() > seen + 3
-        });
+        crash_at(step, "the new moltd panicked");
     }
 }
 
