@@ -134,6 +134,9 @@ fn self_update_keeps_every_pid_socket_and_pipe_and_moltd_answers_after() {
     moltd.wait_for("the app to answer", || {
         matches!(get(port, "/"), Got::Answer(_))
     });
+    let fds = |pid: i32| fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count();
+    let moltd_pid = moltd.moltd_pid();
+    let open_before = fds(moltd_pid);
     let stop = Arc::new(AtomicBool::new(false));
     let requests = load(port, stop.clone());
 
@@ -148,8 +151,9 @@ fn self_update_keeps_every_pid_socket_and_pipe_and_moltd_answers_after() {
     assert_eq!(statuses(&mut moltd, &dir, 4), before);
     assert!(dir.sv(&["status", "web"]).stdout.starts_with("run:"));
     assert!(exe(&mut moltd).ends_with("app/.moltd/bin/moltd-9.0.0"));
-    // PID 1 still holds the app's listening socket, the same inode.
-    let moltd_pid = moltd.moltd_pid();
+    // PID 1 still holds the app's listening socket, the same inode, and
+    // no descriptor more than before (not the state, not the old binary).
+    assert_eq!(fds(moltd_pid), open_before);
     assert!(
         held.iter().any(|s| socket_fds(moltd_pid).contains(s)),
         "{held:?}"
@@ -325,7 +329,11 @@ fn bad_binaries_are_refused_with_the_reason_and_nothing_changes() {
     refused(&other_machine, true, "is for another machine");
     let fails = dir.join("fails");
     fs::copy("/bin/false", &fails).unwrap();
-    refused(&fails, true, "its self-test failed (exit code 1)");
+    refused(
+        &fails,
+        true,
+        "its self-test failed (exit code 1): no output: is it a moltd?",
+    );
     let older = moltd_copy(&dir, "older", "0.0.1");
     refused(
         &older,

@@ -107,6 +107,9 @@ pub fn resume(config: ServicesConfig, fd: RawFd, fallback: Option<String>) -> i3
     runner.reap();
     runner.handle(Event::Scanned(listing));
     reexec::resumed();
+    // Needed no more: the state, and the previous binary to fall back to.
+    drop(file);
+    drop(exec::adopt(state.previous));
     let own = crate::version::version();
     let gap = since_freeze(state.clock);
     let reply = match &fallback {

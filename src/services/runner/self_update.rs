@@ -165,7 +165,10 @@ impl Runner {
                     ExitStatus::Exited(code) => format!("exit code {code}"),
                     ExitStatus::Signaled(signal) => crate::signals::name(signal),
                 },
-                output: output.trim().replace('\n', "; "),
+                output: match output.trim() {
+                    "" => "no output: is it a moltd?".to_owned(),
+                    text => text.replace('\n', "; "),
+                },
             }),
         };
         if let Err(refusal) = outcome {
