@@ -63,8 +63,14 @@ fn statuses(moltd: &mut Running, dir: &TestDir, count: usize) -> Vec<(String, St
 /// The pid, as the test sees it, of moltd's child whose pid in the
 /// namespace is `inner` (what `moltd status` shows).
 fn host_pid(moltd: &mut Running, inner: &str) -> i32 {
-    let moltd = moltd.moltd_pid();
-    let children = fs::read_to_string(format!("/proc/{moltd}/task/{moltd}/children")).unwrap();
+    host_pid_of(moltd.moltd_pid(), inner)
+        .unwrap_or_else(|| panic!("no child of moltd is {inner} in its namespace"))
+}
+
+/// The same, for PID 1 at host pid `moltd`; `None` if it has no such
+/// child (alive or a zombie).
+fn host_pid_of(moltd: i32, inner: &str) -> Option<i32> {
+    let children = fs::read_to_string(format!("/proc/{moltd}/task/{moltd}/children")).ok()?;
     children
         .split_whitespace()
         .find(|pid| {
@@ -76,7 +82,6 @@ fn host_pid(moltd: &mut Running, inner: &str) -> i32 {
                 == Some(inner)
         })
         .and_then(|pid| pid.parse().ok())
-        .unwrap_or_else(|| panic!("no child of moltd is {inner} in its namespace"))
 }
 
 fn exe(moltd: &mut Running) -> PathBuf {
@@ -445,5 +450,68 @@ fn a_recorded_moltd_that_never_comes_up_twice_gives_way_to_the_image_s() {
     assert!(
         dir.read("moltd.stderr")
             .contains("did not come up in 2 starts")
+    );
+}
+
+/// The self-test's exit and a service's, reaped in one batch: the exec used
+/// to happen while handling the first, and the new moltd adopted the
+/// service's already reaped pid as running, for good. PID 1 is stopped
+/// (from outside its namespace) while both die, and the service is started
+/// after the self-test, so that the self-test comes first in the batch
+/// (the kernel hands out exits in the order the children were made).
+#[test]
+fn an_exit_reaped_with_the_self_test_s_is_handled_before_the_exec() {
+    let dir = TestDir::new("reexec-batch");
+    plain(&dir, "idle");
+    let newer = moltd_copy(&dir, "moltd-new", "9.0.0");
+    let mut moltd = Moltd::new(&dir, Mode::Pid1)
+        .args(["--services", "svc"])
+        .env("MOLTD_APP_DIR", dir.join("app"))
+        .env("MOLTD_TEST_CRASH_AT", "self-test:hold")
+        .spawn();
+    statuses(&mut moltd, &dir, 1);
+    fs::create_dir_all(dir.join("app")).unwrap();
+    let mut client = dir.moltd_client_background(&["self-update", newer.to_str().unwrap()]);
+    let pid1 = moltd.moltd_pid();
+    let self_test = || {
+        let children = fs::read_to_string(format!("/proc/{pid1}/task/{pid1}/children"));
+        children
+            .unwrap_or_default()
+            .split_whitespace()
+            .find_map(|pid| {
+                let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                cmdline
+                    .windows(9)
+                    .any(|w| w == b"self-test")
+                    .then(|| pid.parse::<i32>().unwrap())
+            })
+    };
+    moltd.wait_for("the self-test to run", || self_test().is_some());
+    let test_pid = self_test().unwrap();
+    assert_eq!(dir.sv(&["restart", "idle"]).code, Some(0));
+    let rows = statuses(&mut moltd, &dir, 1);
+    let service = host_pid(&mut moltd, &rows[0].2);
+    assert!(service > test_pid, "the service must be the younger child");
+    let signal =
+        |pid: i32, signal| nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal).unwrap();
+    signal(pid1, nix::sys::signal::SIGSTOP);
+    signal(service, nix::sys::signal::SIGKILL);
+    fs::write(dir.join("app/self-test.go"), "").unwrap();
+    moltd.wait_for("both to be zombies", || {
+        process_state(service) == Some('Z') && process_state(test_pid) == Some('Z')
+    });
+    signal(pid1, nix::sys::signal::SIGCONT);
+    let status = crate::util::wait_child(&mut client, "the self-update client");
+    assert!(status.success());
+    moltd.wait_for("the service to run again with a new pid", || {
+        let rows = statuses_now(&dir);
+        rows.len() == 1
+            && rows[0].1 == "run"
+            && rows[0].2 != ""
+            && host_pid_of(pid1, &rows[0].2).is_some()
+    });
+    assert!(
+        process_state(service).is_none(),
+        "the dead service was not reaped"
     );
 }

@@ -213,6 +213,7 @@ pub fn self_test(args: &[OsString]) -> i32 {
             "moltd {version} is not newer than the running {from} (--force takes it anyway)"
         )),
     });
+    hold_at("self-test:hold");
     match outcome {
         Ok(_) => {
             println!("{SELF_TEST_OK}{version}");
@@ -349,15 +350,17 @@ pub fn crash_on_resume(step: &str, fallback: bool) {
     }
 }
 
-/// Test builds only: with `MOLTD_TEST_CRASH_AT=resume:hold`, the resume
-/// waits (up to 30 s) for a file `resume.go` in `MOLTD_APP_DIR` before it
-/// reaps or reads a signal, so that a test can make a child die and a
-/// signal arrive in the gap, however fast the exec.
-pub fn hold_on_resume() {
-    if !crash_here("resume:hold") {
+/// Test builds only: with `MOLTD_TEST_CRASH_AT` naming `step`
+/// (`resume:hold`: before the resume reaps or reads a signal;
+/// `self-test:hold`: before the self-test exits), waits up to 30 s for a
+/// file `<step's name>.go` in `MOLTD_APP_DIR`, so that a test can make
+/// children die and signals arrive at that moment, however fast the rest.
+pub fn hold_at(step: &str) {
+    if !crash_here(step) {
         return;
     }
-    let go = crate::update::config::app_dir(&|name| std::env::var_os(name)).join("resume.go");
+    let name = format!("{}.go", step.split(':').next().unwrap_or(step));
+    let go = crate::update::config::app_dir(&|name| std::env::var_os(name)).join(name);
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while !go.exists() && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));

@@ -364,6 +364,7 @@ impl Runner {
                 }
             }
             self.publish();
+            self.exec_if_due();
         }
     }
 

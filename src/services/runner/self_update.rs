@@ -48,12 +48,16 @@ pub(super) struct Pending {
     timed_out: bool,
     /// Its stdout and stderr.
     output: Pipe,
+    /// It passed, saying this version: the exec is due once the loop has
+    /// handled everything of this wake-up (the exits reaped with the
+    /// self-test's above all, which the next PID 1 could not reap again).
+    passed: Option<String>,
 }
 
 impl Pending {
-    /// The self-test's deadline, while it has not been killed for it.
+    /// The self-test's deadline, while it runs and has not been killed.
     pub(super) fn deadline(&self) -> Option<Instant> {
-        (!self.timed_out).then_some(self.deadline)
+        (!self.timed_out && self.passed.is_none()).then_some(self.deadline)
     }
 }
 
@@ -114,6 +118,7 @@ impl Runner {
             deadline: Instant::now() + reexec::SELF_TEST_TIMEOUT,
             timed_out: false,
             output,
+            passed: None,
         });
         info!(
             "self-update: testing {} (self-test pid {pid})",
@@ -142,7 +147,7 @@ impl Runner {
         if self.self_update.as_ref().is_none_or(|p| p.pid != pid) {
             return false;
         }
-        let Some(pending) = self.self_update.take() else {
+        let Some(mut pending) = self.self_update.take() else {
             return false;
         };
         let mut bytes = Vec::new();
@@ -157,10 +162,14 @@ impl Runner {
             .lines()
             .find_map(|line| line.strip_prefix(reexec::SELF_TEST_OK))
             .map(str::to_owned);
-        let outcome = match (pending.timed_out, status, version) {
-            (true, ..) => Err(Refusal::SelfTestHung),
-            (false, ExitStatus::Exited(0), Some(version)) => self.replace(&pending, &version),
-            (false, status, _) => Err(Refusal::SelfTestFailed {
+        let refusal = match (pending.timed_out, status, version) {
+            (true, ..) => Refusal::SelfTestHung,
+            (false, ExitStatus::Exited(0), Some(version)) => {
+                pending.passed = Some(version);
+                self.self_update = Some(pending);
+                return true;
+            }
+            (false, status, _) => Refusal::SelfTestFailed {
                 status: match status {
                     ExitStatus::Exited(code) => format!("exit code {code}"),
                     ExitStatus::Signaled(signal) => crate::signals::name(signal),
@@ -169,12 +178,25 @@ impl Runner {
                     "" => "no output: is it a moltd?".to_owned(),
                     text => text.replace('\n', "; "),
                 },
-            }),
+            },
         };
-        if let Err(refusal) = outcome {
+        self.refuse_self_update(pending.requester, &refusal);
+        true
+    }
+
+    /// At the end of a wake-up: a self-update whose self-test passed goes
+    /// on (steps 4 and 5).
+    pub(super) fn exec_if_due(&mut self) {
+        if self.self_update.as_ref().is_none_or(|p| p.passed.is_none()) {
+            return;
+        }
+        let Some(pending) = self.self_update.take() else {
+            return;
+        };
+        let version = pending.passed.clone().unwrap_or_default();
+        if let Err(refusal) = self.replace(&pending, &version) {
             self.refuse_self_update(pending.requester, &refusal);
         }
-        true
     }
 
     /// Steps 4 and 5: keep, freeze, exec. Returns only on failure, with
