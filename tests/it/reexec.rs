@@ -507,7 +507,7 @@ fn an_exit_reaped_with_the_self_test_s_is_handled_before_the_exec() {
         let rows = statuses_now(&dir);
         rows.len() == 1
             && rows[0].1 == "run"
-            && rows[0].2 != ""
+            && !rows[0].2.is_empty()
             && host_pid_of(pid1, &rows[0].2).is_some()
     });
     assert!(
