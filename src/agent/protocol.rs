@@ -60,6 +60,8 @@ pub enum SelfUpdateAnswer {
     Refused(String),
     /// PID 1 execs the new binary, of this version, right after this frame:
     /// the link closes and the agent is started again on the new binary.
+    /// Should the `execve` itself fail, a [`SelfUpdateAnswer::Refused`]
+    /// follows on the same link.
     Exec(String),
 }
 
