@@ -221,29 +221,37 @@ fn the_agent_is_started_again_on_the_new_binary() {
     assert_eq!(statuses(&mut moltd, &dir, 1), before);
 }
 
-/// Waits in the gap (`resume:hold`) until the test says go.
-fn held_in_the_gap(dir: &TestDir) -> Running<'_> {
+/// moltd with `MOLTD_TEST_CRASH_AT=step`.
+fn crashing_at<'a>(dir: &'a TestDir, step: &str) -> Running<'a> {
     Moltd::new(dir, Mode::Pid1)
         .args(["--services", "svc"])
         .env("MOLTD_APP_DIR", dir.join("app"))
-        .env("MOLTD_TEST_CRASH_AT", "resume:hold")
+        .env("MOLTD_TEST_CRASH_AT", step)
         .spawn()
+}
+
+/// moltd with one service, in the middle of a self-update to 9.0.0: the
+/// new program runs and waits in the gap (`resume:hold`) until the test
+/// writes `app/resume.go`. Returns the service's row and the client.
+fn in_the_gap(dir: &TestDir) -> (Running<'_>, (String, String, String), std::process::Child) {
+    plain(dir, "idle");
+    let newer = moltd_copy(dir, "moltd-new", "9.0.0");
+    let mut moltd = crashing_at(dir, "resume:hold");
+    let row = statuses(&mut moltd, dir, 1).remove(0);
+    let client = dir.moltd_client_background(&["self-update", newer.to_str().unwrap()]);
+    let pid1 = moltd.moltd_pid();
+    moltd.wait_for("the new moltd to be in the gap", || {
+        fs::read_link(format!("/proc/{pid1}/exe")).is_ok_and(|e| e.ends_with("moltd-9.0.0"))
+    });
+    (moltd, row, client)
 }
 
 #[test]
 fn a_child_that_dies_during_the_exec_is_reaped_and_restarted() {
     let dir = TestDir::new("reexec-zombie");
-    plain(&dir, "idle");
-    let newer = moltd_copy(&dir, "moltd-new", "9.0.0");
-    let mut moltd = held_in_the_gap(&dir);
-    let before = statuses(&mut moltd, &dir, 1);
-    let inner = before[0].2.clone();
+    let (mut moltd, row, mut client) = in_the_gap(&dir);
+    let inner = row.2;
     let pid = host_pid(&mut moltd, &inner);
-    let mut client = dir.moltd_client_background(&["self-update", newer.to_str().unwrap()]);
-    let pid1 = moltd.moltd_pid();
-    moltd.wait_for("the new moltd to be in the gap", || {
-        fs::read_link(format!("/proc/{pid1}/exe")).is_ok_and(|e| e.ends_with("moltd-9.0.0"))
-    });
     // Dies while nobody reaps: a zombie until the new moltd runs.
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL).unwrap();
     moltd.wait_for("the service to be a zombie", || {
@@ -280,15 +288,7 @@ fn rows_of(out: &str) -> Vec<(String, String, String)> {
 #[test]
 fn a_sigterm_sent_during_the_exec_is_not_lost() {
     let dir = TestDir::new("reexec-sigterm");
-    plain(&dir, "idle");
-    let newer = moltd_copy(&dir, "moltd-new", "9.0.0");
-    let mut moltd = held_in_the_gap(&dir);
-    statuses(&mut moltd, &dir, 1);
-    let mut client = dir.moltd_client_background(&["self-update", newer.to_str().unwrap()]);
-    let pid1 = moltd.moltd_pid();
-    moltd.wait_for("the new moltd to be in the gap", || {
-        fs::read_link(format!("/proc/{pid1}/exe")).is_ok_and(|e| e.ends_with("moltd-9.0.0"))
-    });
+    let (mut moltd, _, mut client) = in_the_gap(&dir);
     moltd.signal(nix::libc::SIGTERM);
     fs::write(dir.join("app/resume.go"), "").unwrap();
     crate::util::wait_child(&mut client, "the self-update client");
@@ -381,11 +381,7 @@ fn crash_at(step: &str, why: &str) {
     plain(&dir, "idle");
     ticker(&dir);
     let newer = moltd_copy(&dir, "moltd-new", "9.0.0");
-    let mut moltd = Moltd::new(&dir, Mode::Pid1)
-        .args(["--services", "svc"])
-        .env("MOLTD_APP_DIR", dir.join("app"))
-        .env("MOLTD_TEST_CRASH_AT", step)
-        .spawn();
+    let mut moltd = crashing_at(&dir, step);
     let before = statuses(&mut moltd, &dir, 3);
     let reply = self_update(&dir, &[newer.to_str().unwrap()]);
     assert_eq!(reply.code, Some(1), "{step}: {reply:?}");
@@ -464,11 +460,7 @@ fn an_exit_reaped_with_the_self_test_s_is_handled_before_the_exec() {
     let dir = TestDir::new("reexec-batch");
     plain(&dir, "idle");
     let newer = moltd_copy(&dir, "moltd-new", "9.0.0");
-    let mut moltd = Moltd::new(&dir, Mode::Pid1)
-        .args(["--services", "svc"])
-        .env("MOLTD_APP_DIR", dir.join("app"))
-        .env("MOLTD_TEST_CRASH_AT", "self-test:hold")
-        .spawn();
+    let mut moltd = crashing_at(&dir, "self-test:hold");
     statuses(&mut moltd, &dir, 1);
     fs::create_dir_all(dir.join("app")).unwrap();
     let mut client = dir.moltd_client_background(&["self-update", newer.to_str().unwrap()]);
