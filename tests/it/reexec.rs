@@ -192,6 +192,16 @@ fn self_update_keeps_every_pid_socket_and_pipe_and_moltd_answers_after() {
         let pid = answered_by();
         !pid.is_empty() && pid != web_pid
     });
+    // The folder keeps the recorded binary and the one it replaced.
+    let newest = moltd_copy(&dir, "moltd-newest", "10.0.0");
+    assert_eq!(self_update(&dir, &[newest.to_str().unwrap()]).code, Some(0));
+    let mut kept: Vec<String> = fs::read_dir(dir.join("app/.moltd/bin"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("moltd-") && !name.ends_with(".version"))
+        .collect();
+    kept.sort();
+    assert_eq!(kept, ["moltd-0.0.9", "moltd-10.0.0"]);
 }
 
 #[test]

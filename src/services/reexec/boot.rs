@@ -7,7 +7,8 @@
 //! image's moltd ([`at_boot`]) execs the recorded binary if it is newer
 //! than itself, counting the try first; the recorded binary zeroes the
 //! count once its loop runs ([`came_up`]). After [`MAX_TRIES`] starts that
-//! never got there, the image's own binary runs and says why.
+//! never got there, the image's own binary runs and says why. The folder
+//! keeps the recorded binary and the one it replaced, no more.
 
 use log::{info, warn};
 use std::io::Write;
@@ -87,7 +88,29 @@ pub fn keep(app_dir: &Path, file: &Path, version: &str) -> std::io::Result<PathB
     std::fs::rename(&temporary, &kept)?;
     set_tries(&dir, 0)?;
     record(&dir, &name)?;
+    prune(&dir, &name);
     Ok(kept)
+}
+
+/// Removes the kept binaries other than `keep` and the one running (the
+/// fallback of the exec to come), so that the folder holds two at most.
+fn prune(dir: &Path, keep: &str) {
+    let running = std::fs::read_link("/proc/self/exe").ok();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let binary = name.strip_suffix(".version").unwrap_or(&name);
+        let ours = binary == keep || running.as_deref() == Some(dir.join(binary).as_path());
+        if binary.starts_with(PREFIX) && !ours {
+            if let Err(err) = std::fs::remove_file(&path) {
+                warn!("cannot remove {}: {err}", path.display());
+            }
+        }
+    }
 }
 
 /// A resume that failed: the record goes back to the binary that runs

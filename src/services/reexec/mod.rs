@@ -315,7 +315,10 @@ pub fn fall_back_on_panic(previous: RawFd, state_fd: RawFd, fds: Vec<RawFd>) {
             previous,
             state_fd,
             &fds,
-            &format!("the new moltd panicked: {info}"),
+            &format!(
+                "the new moltd panicked: {}",
+                info.to_string().replace('\n', " ")
+            ),
         )
     }));
 }
