@@ -12,6 +12,26 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+/// Removes the big files a test leaves (copies of the debug binary, about
+/// 100 MB each, and the kept ones under `app/.moltd/bin`) when it ends,
+/// passed or failed: the logs stay. Made right after the [`TestDir`], so it
+/// goes after moltd was killed.
+struct Sweep<'a>(&'a TestDir);
+
+impl Drop for Sweep<'_> {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(self.0.join("app/.moltd/bin"));
+        for entry in fs::read_dir(self.0.path()).into_iter().flatten().flatten() {
+            if entry
+                .metadata()
+                .is_ok_and(|m| m.is_file() && m.len() > 1 << 20)
+            {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+    }
+}
+
 /// A copy of the test binary that says it is `version`.
 fn moltd_copy(dir: &TestDir, name: &str, version: &str) -> PathBuf {
     let path = dir.join(name);
@@ -126,6 +146,7 @@ fn load(port: u16, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<(usize, Vec
 #[test]
 fn self_update_keeps_every_pid_socket_and_pipe_and_moltd_answers_after() {
     let dir = TestDir::new("reexec-keeps");
+    let _sweep = Sweep(&dir);
     let port = free_port();
     app_service(&dir, "web", "inherit");
     dir.write("svc/web/listen", &format!("tcp://127.0.0.1:{port}\n"));
@@ -207,6 +228,7 @@ fn self_update_keeps_every_pid_socket_and_pipe_and_moltd_answers_after() {
 #[test]
 fn the_agent_is_started_again_on_the_new_binary() {
     let dir = TestDir::new("reexec-agent");
+    let _sweep = Sweep(&dir);
     plain(&dir, "idle");
     let newer = moltd_copy(&dir, "moltd-new", "9.0.0");
     let port = free_port();
@@ -259,6 +281,7 @@ fn in_the_gap(dir: &TestDir) -> (Running<'_>, (String, String, String), std::pro
 #[test]
 fn a_child_that_dies_during_the_exec_is_reaped_and_restarted() {
     let dir = TestDir::new("reexec-zombie");
+    let _sweep = Sweep(&dir);
     let (mut moltd, row, mut client) = in_the_gap(&dir);
     let inner = row.2;
     let pid = host_pid(&mut moltd, &inner);
@@ -298,6 +321,7 @@ fn rows_of(out: &str) -> Vec<(String, String, String)> {
 #[test]
 fn a_sigterm_sent_during_the_exec_is_not_lost() {
     let dir = TestDir::new("reexec-sigterm");
+    let _sweep = Sweep(&dir);
     let (mut moltd, _, mut client) = in_the_gap(&dir);
     moltd.signal(nix::libc::SIGTERM);
     fs::write(dir.join("app/resume.go"), "").unwrap();
@@ -316,6 +340,7 @@ fn unchanged(moltd: &mut Running, dir: &TestDir, before: &[(String, String, Stri
 #[test]
 fn bad_binaries_are_refused_with_the_reason_and_nothing_changes() {
     let dir = TestDir::new("reexec-refusals");
+    let _sweep = Sweep(&dir);
     plain(&dir, "idle");
     let mut moltd = start(&dir);
     let before = statuses(&mut moltd, &dir, 1);
@@ -365,6 +390,7 @@ fn bad_binaries_are_refused_with_the_reason_and_nothing_changes() {
 #[test]
 fn a_self_test_that_hangs_is_killed_and_refused() {
     let dir = TestDir::new("reexec-hangs");
+    let _sweep = Sweep(&dir);
     plain(&dir, "idle");
     let mut moltd = start(&dir);
     let before = statuses(&mut moltd, &dir, 1);
@@ -388,6 +414,7 @@ fn a_self_test_that_hangs_is_killed_and_refused() {
 /// and the logger still logs.
 fn crash_at(step: &str, why: &str) {
     let dir = TestDir::new("reexec-crash");
+    let _sweep = Sweep(&dir);
     plain(&dir, "idle");
     ticker(&dir);
     let newer = moltd_copy(&dir, "moltd-new", "9.0.0");
@@ -424,6 +451,7 @@ fn a_new_moltd_that_crashes_while_resuming_falls_back_to_the_previous_one() {
 #[test]
 fn a_container_restart_runs_the_recorded_newer_moltd() {
     let dir = TestDir::new("reexec-boot");
+    let _sweep = Sweep(&dir);
     plain(&dir, "idle");
     let newer = moltd_copy(&dir, "moltd-new", "9.0.0");
     let mut moltd = start(&dir);
@@ -440,6 +468,7 @@ fn a_container_restart_runs_the_recorded_newer_moltd() {
 #[test]
 fn a_recorded_moltd_that_never_comes_up_twice_gives_way_to_the_image_s() {
     let dir = TestDir::new("reexec-boot-fails");
+    let _sweep = Sweep(&dir);
     plain(&dir, "idle");
     let bin = dir.join("app/.moltd/bin");
     fs::create_dir_all(&bin).unwrap();
@@ -468,6 +497,7 @@ fn a_recorded_moltd_that_never_comes_up_twice_gives_way_to_the_image_s() {
 #[test]
 fn an_exit_reaped_with_the_self_test_s_is_handled_before_the_exec() {
     let dir = TestDir::new("reexec-batch");
+    let _sweep = Sweep(&dir);
     plain(&dir, "idle");
     let newer = moltd_copy(&dir, "moltd-new", "9.0.0");
     let mut moltd = crashing_at(&dir, "self-test:hold");
@@ -516,4 +546,31 @@ fn an_exit_reaped_with_the_self_test_s_is_handled_before_the_exec() {
         process_state(service).is_none(),
         "the dead service was not reaped"
     );
+}
+
+/// Combined mode: the main command is carried like a service (same pid,
+/// its exit still ends moltd with its code), and so are signals to it.
+#[test]
+fn the_main_command_keeps_its_pid_and_its_exit_still_ends_moltd() {
+    let dir = TestDir::new("reexec-main");
+    let _sweep = Sweep(&dir);
+    plain(&dir, "idle");
+    let newer = moltd_copy(&dir, "moltd-new", "9.0.0");
+    dir.script(
+        "main.sh",
+        "#!/bin/sh\ntrap 'exit 7' TERM\nwhile :; do sleep 0.05; done\n",
+    );
+    let mut moltd = Moltd::new(&dir, Mode::Pid1)
+        .args(["--services", "svc", "--", "./main.sh"])
+        .env("MOLTD_APP_DIR", dir.join("app"))
+        .spawn();
+    let before = statuses(&mut moltd, &dir, 2);
+    assert!(before.iter().any(|r| r.0 == ".main"), "{before:?}");
+    let reply = self_update(&dir, &[newer.to_str().unwrap()]);
+    assert_eq!(reply.code, Some(0), "{reply:?}");
+    assert_eq!(statuses(&mut moltd, &dir, 2), before);
+    assert!(exe(&mut moltd).ends_with("app/.moltd/bin/moltd-9.0.0"));
+    // TERM to moltd goes to the main command, whose exit code is moltd's.
+    moltd.signal(nix::libc::SIGTERM);
+    moltd.wait().expect_code(7);
 }

@@ -79,12 +79,12 @@ pub fn resume(config: ServicesConfig, fd: RawFd, fallback: Option<String>) -> i3
     reexec::crash_on_resume("resume:adopt", fallback.is_some());
     let listing = runner.watch_listing(listing);
     let base = freeze_instant(state.clock);
-    let strays = match &listing {
-        Ok(listing) => runner.supervisor.thaw(base, listing, state.slots.clone()),
-        Err(_) => runner
-            .supervisor
-            .thaw(base, &Listing::default(), state.slots.clone()),
-    };
+    let rules = runner.main.as_ref().map(|main| main.rules.clone());
+    let empty = Listing::default();
+    let read = listing.as_ref().unwrap_or(&empty);
+    let strays = runner
+        .supervisor
+        .thaw(base, read, state.slots.clone(), rules);
     let strays = match strays {
         Ok(strays) => strays,
         Err(problem) => return failed(problem),

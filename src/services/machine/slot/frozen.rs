@@ -9,27 +9,10 @@
 //! not tie to it: the self-update is refused with that reason, to be tried
 //! again a moment later.
 
+use super::super::frozen::{at, decode_exit, encode_exit, offset};
 use super::{Intent, Life, Readying, Slot};
 use crate::services::scan::Part;
-use crate::sys::reap::ExitStatus;
-use std::time::{Duration, Instant};
-
-/// `t` as signed nanoseconds from `base`.
-fn offset(t: Instant, base: Instant) -> i128 {
-    match t.checked_duration_since(base) {
-        Some(after) => after.as_nanos() as i128,
-        None => -((base - t).as_nanos() as i128),
-    }
-}
-
-/// The inverse of [`offset`]; a time before the clock's start is the start.
-fn at(base: Instant, offset: i128) -> Instant {
-    let span = Duration::from_nanos(offset.unsigned_abs().min(u64::MAX as u128) as u64);
-    match offset >= 0 {
-        true => base + span,
-        false => base.checked_sub(span).unwrap_or(base),
-    }
-}
+use std::time::Instant;
 
 impl Slot {
     /// The record of this slot, or what it is busy with.
@@ -66,11 +49,7 @@ impl Slot {
         let last_start = self
             .last_start
             .map_or("-".to_owned(), |t| offset(t, base).to_string());
-        let last_exit = match self.last_exit {
-            None => "-".to_owned(),
-            Some(ExitStatus::Exited(code)) => format!("exit:{code}"),
-            Some(ExitStatus::Signaled(signal)) => format!("signal:{signal}"),
-        };
+        let last_exit = encode_exit(self.last_exit);
         Ok(format!(
             "{intent} {} {} {last_start} {last_exit} {} {} {} {life}",
             offset(self.since, base),
@@ -151,12 +130,7 @@ impl Slot {
                 "-" => None,
                 t => Some(time(t)?),
             },
-            last_exit: match last_exit.split_once(':') {
-                None if *last_exit == "-" => None,
-                Some(("exit", code)) => Some(ExitStatus::Exited(code.parse().ok()?)),
-                Some(("signal", signal)) => Some(ExitStatus::Signaled(signal.parse().ok()?)),
-                _ => return None,
-            },
+            last_exit: decode_exit(last_exit)?,
             quick_deaths: quick.parse().ok()?,
             paused: flag(paused)?,
             got_term: flag(term)?,
