@@ -10,7 +10,7 @@
 //! never got there, the image's own binary runs and says why. The folder
 //! keeps the recorded binary and the one it replaced, no more.
 
-use log::{info, warn};
+use log::warn;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -156,7 +156,7 @@ pub fn at_boot(app_dir: &Path) -> Option<PathBuf> {
         warn!("cannot count a try of the recorded moltd {version}: {err}; running this one, {own}");
         return None;
     }
-    info!("starting the recorded moltd {version} ({})", path.display());
+    crate::notice!("starting the recorded moltd {version} ({})", path.display());
     Some(path)
 }
 

@@ -21,7 +21,7 @@ use crate::sys::exec;
 use crate::sys::io::Pipe;
 use crate::sys::process;
 use crate::sys::signals::Inherited;
-use log::{error, info, warn};
+use log::{error, warn};
 use nix::fcntl::{Flock, FlockArg};
 use nix::libc;
 use std::fs::File;
@@ -114,7 +114,7 @@ pub fn resume(config: ServicesConfig, fd: RawFd, fallback: Option<String>) -> i3
     let gap = since_freeze(state.clock);
     let reply = match &fallback {
         None => {
-            info!(
+            crate::notice!(
                 "resumed moltd {own} (from {}): {} programs kept, {:.1} ms from freeze to loop",
                 state.from,
                 state.slots.len(),

@@ -259,7 +259,7 @@ impl Runner {
                 link.flush();
             }
         }
-        info!(
+        crate::notice!(
             "self-update: replacing moltd {} with {version} ({})",
             crate::version::version(),
             path.display()
