@@ -107,6 +107,63 @@ impl UpdateRequest {
     }
 }
 
+/// How a self-update request line starts, on the control socket and on
+/// the agent's link alike.
+pub const SELF_UPDATE_PREFIX: &str = "self-update\t";
+
+/// A request to replace the running PID 1 with the binary at `path`
+/// (`moltd self-update [--force] FILE`, `POST /self-update`). The line is
+/// `self-update\tPATH\t0|1` (1: forced, any version goes), on the control
+/// socket and as the agent's frame; a path holding a tab or a newline
+/// cannot be sent (the line would not read back the same).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SelfUpdate {
+    pub path: std::path::PathBuf,
+    pub force: bool,
+}
+
+/// A self-update request that cannot be carried out as asked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadSelfUpdate {
+    #[error(
+        "bad request: the binary's path must be absolute and valid UTF-8 with no tab or newline"
+    )]
+    Path,
+    #[error("bad request: expected self-update, a path, and 0 or 1")]
+    Fields,
+}
+
+impl SelfUpdate {
+    /// The request line, without the newline; refuses a path that would
+    /// not read back the same.
+    pub fn encode(&self) -> Result<String, BadSelfUpdate> {
+        let path = self.path.to_str().ok_or(BadSelfUpdate::Path)?;
+        if !self.path.is_absolute() || path.contains(['\t', '\n']) {
+            return Err(BadSelfUpdate::Path);
+        }
+        Ok(format!(
+            "{SELF_UPDATE_PREFIX}{path}\t{}",
+            u8::from(self.force)
+        ))
+    }
+
+    /// `None` when `line` is not a self-update request.
+    pub fn decode(line: &str) -> Option<Result<SelfUpdate, BadSelfUpdate>> {
+        let rest = line
+            .trim_end_matches('\n')
+            .strip_prefix(SELF_UPDATE_PREFIX)?;
+        let fields: Vec<&str> = rest.split('\t').collect();
+        Some(match fields[..] {
+            [path, force @ ("0" | "1")] if path.starts_with('/') => Ok(SelfUpdate {
+                path: path.into(),
+                force: force == "1",
+            }),
+            [_, "0" | "1"] => Err(BadSelfUpdate::Path),
+            _ => Err(BadSelfUpdate::Fields),
+        })
+    }
+}
+
 /// The reply text: `ok` or `error` on the first line, then the text.
 pub fn encode_reply(reply: &UpdateReply) -> String {
     match reply {
@@ -238,6 +295,44 @@ mod tests {
             UpdateRequest::update(false, true),
             Ok(UpdateRequest::Apply { force: true })
         );
+    }
+
+    #[test]
+    fn self_update_lines_round_trip_and_bad_ones_say_why() {
+        for force in [false, true] {
+            let request = SelfUpdate {
+                path: "/app/.moltd/bin/moltd 2".into(),
+                force,
+            };
+            let line = request.encode().unwrap();
+            assert_eq!(SelfUpdate::decode(&format!("{line}\n")), Some(Ok(request)));
+        }
+        let relative = SelfUpdate {
+            path: "moltd".into(),
+            force: false,
+        };
+        assert_eq!(relative.encode(), Err(BadSelfUpdate::Path));
+        let tab = SelfUpdate {
+            path: "/a\tb".into(),
+            force: false,
+        };
+        assert_eq!(tab.encode(), Err(BadSelfUpdate::Path));
+        assert_eq!(SelfUpdate::decode("update\tcheck"), None);
+        assert_eq!(
+            SelfUpdate::decode("self-update\tmoltd\t0"),
+            Some(Err(BadSelfUpdate::Path))
+        );
+        for bad in [
+            "self-update\t/m",
+            "self-update\t/m\tyes",
+            "self-update\t/m\t1\tx",
+        ] {
+            assert_eq!(
+                SelfUpdate::decode(bad),
+                Some(Err(BadSelfUpdate::Fields)),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

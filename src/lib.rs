@@ -24,6 +24,7 @@ pub mod signals;
 #[allow(unsafe_code)]
 pub mod sys;
 pub mod update;
+pub mod version;
 
 /// Reads one environment variable; a parameter so parsers can be tested
 /// without touching the process environment. Here, at the root, because

@@ -126,7 +126,7 @@ pub fn run(passed: Passed, config: Config) -> Result<(), AgentError> {
     let mut frames = protocol::Frames::default();
     let hello = FromAgent::Hello {
         version: protocol::VERSION,
-        moltd: env!("CARGO_PKG_VERSION").into(),
+        moltd: crate::version::version().into(),
     };
     link.write_all(&protocol::frame(&hello.encode()))
         .map_err(AgentError::Link)?;
@@ -346,6 +346,9 @@ impl Pump {
             FromInit::Trigger => to_worker(&self.worker, ToAgent::Trigger),
             FromInit::Services(services) => self.observer.publish(services),
             FromInit::Client { client, line } => self.client(client, &line)?,
+            // PID 1's answer to a self-update this agent asked for; on
+            // `exec` the link closes next and the new PID 1 starts a new agent.
+            FromInit::SelfUpdate(answer) => info!("self-update: {answer:?}"),
         }
         Ok(())
     }

@@ -14,7 +14,7 @@
 //! ([`Request`], [`Answer`]), parsed by the code that parses them from
 //! `sv`.
 
-use crate::control::UpdateReply;
+use crate::control::{SELF_UPDATE_PREFIX, SelfUpdate, UpdateReply};
 use crate::observe::{ServiceState, Services};
 use crate::services::control::{Answer, Request};
 use crate::services::status::Phase;
@@ -48,6 +48,21 @@ pub enum FromAgent {
     Pending { client: u64, text: String },
     /// Answer control client `client` and close its connection.
     Reply { client: u64, reply: UpdateReply },
+    /// Replace PID 1 with this binary (`self-update\tPATH\t0|1`, the
+    /// control socket's line); answered with [`FromInit::SelfUpdate`].
+    SelfUpdate(SelfUpdate),
+}
+
+/// PID 1's answer to [`FromAgent::SelfUpdate`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SelfUpdateAnswer {
+    /// Nothing changed, for this reason (one line).
+    Refused(String),
+    /// PID 1 execs the new binary, of this version, right after this frame:
+    /// the link closes and the agent is started again on the new binary.
+    /// Should the `execve` itself fail, a [`SelfUpdateAnswer::Refused`]
+    /// follows on the same link.
+    Exec(String),
 }
 
 /// What PID 1 sends the agent.
@@ -77,6 +92,7 @@ pub enum FromInit {
     Trigger,
     /// The services as the observers show them.
     Services(Services),
+    SelfUpdate(SelfUpdateAnswer),
 }
 
 /// A frame that breaks the protocol.
@@ -218,6 +234,12 @@ impl FromAgent {
                 Ok(text) => format!("reply\t{client}\tok\n{text}"),
                 Err(text) => format!("reply\t{client}\terror\n{text}"),
             },
+            // Paths that cannot be encoded are refused by the agent before
+            // it asks; one that slips through is sent as a path PID 1
+            // cannot find.
+            FromAgent::SelfUpdate(request) => request
+                .encode()
+                .unwrap_or_else(|_| format!("{SELF_UPDATE_PREFIX}/\t{}", u8::from(request.force))),
         }
     }
 
@@ -282,6 +304,11 @@ impl FromAgent {
                     },
                 }
             }
+            "self-update" => FromAgent::SelfUpdate(
+                SelfUpdate::decode(text)
+                    .and_then(Result::ok)
+                    .ok_or(bad("self-update", "expected an absolute path and 0 or 1"))?,
+            ),
             other => return Err(ProtocolError::UnknownKind(other.to_owned())),
         })
     }
@@ -325,6 +352,14 @@ impl FromInit {
                     text.push_str(&line);
                 }
                 text
+            }
+            // One line: the reason's own newlines (a self-test's output)
+            // become spaces.
+            FromInit::SelfUpdate(SelfUpdateAnswer::Refused(reason)) => {
+                format!("self-update\trefused\t{}", reason.replace('\n', " "))
+            }
+            FromInit::SelfUpdate(SelfUpdateAnswer::Exec(version)) => {
+                format!("self-update\texec\t{version}")
             }
         }
     }
@@ -384,6 +419,15 @@ impl FromInit {
                     reaped: number(reaped, "services")?,
                 })
             }
+            "self-update" => match parts.fields.as_slice() {
+                ["refused", reason @ ..] if !reason.is_empty() && parts.body.is_empty() => {
+                    FromInit::SelfUpdate(SelfUpdateAnswer::Refused(reason.join("\t")))
+                }
+                ["exec", version] if !version.is_empty() && parts.body.is_empty() => {
+                    FromInit::SelfUpdate(SelfUpdateAnswer::Exec((*version).to_owned()))
+                }
+                _ => return Err(bad("self-update", "expected refused or exec and a field")),
+            },
             other => return Err(ProtocolError::UnknownKind(other.to_owned())),
         })
     }
@@ -505,6 +549,25 @@ mod tests {
             shutting_down: true,
             reaped: 12,
         }));
+        for force in [false, true] {
+            round_trip_agent(FromAgent::SelfUpdate(SelfUpdate {
+                path: "/app/.moltd/bin/moltd-0.2.0".into(),
+                force,
+            }));
+        }
+        round_trip_init(FromInit::SelfUpdate(SelfUpdateAnswer::Refused(
+            "not an ELF executable".into(),
+        )));
+        round_trip_init(FromInit::SelfUpdate(SelfUpdateAnswer::Refused(
+            "its self-test failed:\tbad".into(),
+        )));
+        round_trip_init(FromInit::SelfUpdate(SelfUpdateAnswer::Exec("0.2.0".into())));
+    }
+
+    #[test]
+    fn self_update_refusals_are_one_line() {
+        let text = FromInit::SelfUpdate(SelfUpdateAnswer::Refused("a\nb".into())).encode();
+        assert_eq!(text, "self-update\trefused\ta b");
     }
 
     #[test]
@@ -568,6 +631,10 @@ mod tests {
             "reply\t7\nok",
             "reply\t7\tmaybe\ntext",
             "reply\tseven\tok\ntext",
+            "self-update",
+            "self-update\tmoltd\t0",
+            "self-update\t/moltd",
+            "self-update\t/moltd\tyes",
         ] {
             let err = FromAgent::decode(bad).unwrap_err();
             assert!(matches!(err, ProtocolError::Bad { .. }), "{bad:?}: {err}");
@@ -598,6 +665,11 @@ mod tests {
             "services\t0\t0\nweb\trun\t0\n",
             "services\t0\t0\nweb\tflying\t0\t0\n",
             "services\t0\t0\nweb\trun\tmany\t0\n",
+            "self-update",
+            "self-update\trefused",
+            "self-update\texec",
+            "self-update\texec\t1\t2",
+            "self-update\tdone\tx",
         ] {
             let err = FromInit::decode(bad).unwrap_err();
             assert!(matches!(err, ProtocolError::Bad { .. }), "{bad:?}: {err}");

@@ -27,7 +27,7 @@ Optional arguments:
    -h, --help           Print this help and exit.
    -V, --version        Print the version and exit.
 ",
-        env!("CARGO_PKG_VERSION")
+        crate::version::version()
     )
 }
 
@@ -82,7 +82,7 @@ pub fn parse(args: Vec<OsString>, env: Env) -> Outcome {
             Short('V') | Long("version") => {
                 return Outcome::stderr(
                     0,
-                    format!("dumb-init v1.2.5 (moltd {})\n", env!("CARGO_PKG_VERSION")),
+                    format!("dumb-init v1.2.5 (moltd {})\n", crate::version::version()),
                 );
             }
             Short('v') | Long("verbose") => debug = true,

@@ -27,6 +27,7 @@ Usage: moltd [OPTIONS] [--] COMMAND [ARGS...]
        moltd [--control PATH] update [--check | --force | --stage-only]
        moltd [--control PATH] rollback
        moltd [--control PATH] unmark TAG...
+       moltd [--control PATH] self-update [--force] FILE
        moltd [OPTIONS] config
        moltd help [env]
 
@@ -136,7 +137,7 @@ fn parse_args(args: Vec<OsString>, env: Env, names: &[OsString]) -> Result<Outco
             Short('V') | Long("version") => {
                 return Ok(Outcome::stdout(format!(
                     "moltd {}\n",
-                    env!("CARGO_PKG_VERSION")
+                    crate::version::version()
                 )));
             }
             Short('h') | Long("help") => return Ok(Outcome::stdout(HELP)),
@@ -168,6 +169,9 @@ fn parse_args(args: Vec<OsString>, env: Env, names: &[OsString]) -> Result<Outco
             return Ok(super::update::parse(command.split_off(1), socket(), env));
         }
         Some("rollback") => return Ok(Outcome::Rollback { socket: socket() }),
+        Some("self-update") => {
+            return Ok(super::self_update::parse(command.split_off(1), socket()));
+        }
         Some("unmark") => {
             return Ok(super::update::parse_unmark(command.split_off(1), socket()));
         }

@@ -42,7 +42,7 @@ Environment variables:
   TINI_KILL_PROCESS_GROUP: Forward signals to the child's process group.
 
 ",
-        version = env!("CARGO_PKG_VERSION")
+        version = crate::version::version()
     )
 }
 
@@ -58,7 +58,7 @@ pub fn parse(args: Vec<OsString>, env: Env) -> Outcome {
     if args.len() == 2 && args[1] == "--version" {
         return Outcome::stdout(format!(
             "tini version 0.19.0 (moltd {})\n",
-            env!("CARGO_PKG_VERSION")
+            crate::version::version()
         ));
     }
     // getopt's own complaint, then the usage, as tini prints them.

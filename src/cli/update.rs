@@ -190,7 +190,7 @@ pub fn rollback(control: &Control) -> i32 {
 
 /// Tells the user what the supervisor took on, and how long the client
 /// waits for its outcome.
-fn waiting(control: &Control) -> impl FnMut(&str) {
+pub(super) fn waiting(control: &Control) -> impl FnMut(&str) {
     let wait = control.wait.as_secs_f64();
     move |what| {
         write_err(&format!(
@@ -200,7 +200,7 @@ fn waiting(control: &Control) -> impl FnMut(&str) {
     }
 }
 
-fn print_reply(reply: UpdateReply) -> i32 {
+pub(super) fn print_reply(reply: UpdateReply) -> i32 {
     match reply {
         Ok(text) => {
             write_out(&format!("{text}\n"));

@@ -205,10 +205,12 @@ pub fn nearest(name: &str) -> Option<&'static str> {
 
 /// Whether a `MOLTD_*` name is one moltd reads. `MOLTD_TEST_CRASH_AT`
 /// exists only in test builds; the agent's descriptors are set by PID 1
-/// for the agent alone.
+/// for the agent alone; `MOLTD_BUILD_VERSION` is read by the build
+/// (`crate::version`), never at run time.
 pub fn known(name: &str) -> bool {
     find(name).is_some()
         || name == crate::agent::FDS_VAR
+        || name == "MOLTD_BUILD_VERSION"
         || (cfg!(feature = "test-hooks") && name == "MOLTD_TEST_CRASH_AT")
 }
 

@@ -78,7 +78,7 @@ fn deliver(client: &reqwest::blocking::Client, url: &str, notice: &Notice) {
         let sent = client
             .post(url)
             .header("Content-Type", "application/json")
-            .header("User-Agent", concat!("moltd/", env!("CARGO_PKG_VERSION")))
+            .header("User-Agent", format!("moltd/{}", crate::version::version()))
             .body(serde_json::to_vec(notice).unwrap_or_default())
             .send();
         let problem = match sent {

@@ -9,7 +9,7 @@
 //! within its own timeout, never a hang.
 
 use super::control::{Answer, Request};
-use crate::control::{self, UpdateReply, UpdateRequest};
+use crate::control::{self, SelfUpdate, UpdateReply, UpdateRequest};
 use nix::errno::Errno;
 use nix::sys::socket::{self, AddressFamily, SockFlag, SockType, UnixAddr, sockopt};
 use nix::sys::time::TimeVal;
@@ -55,6 +55,8 @@ pub enum ClientError {
     Exchange(std::io::Error),
     #[error("unexpected reply from moltd: {0:?}")]
     BadReply(String),
+    #[error("{0}")]
+    BadRequest(String),
 }
 
 fn secs(duration: &Duration) -> String {
@@ -139,9 +141,33 @@ impl Control {
         request: UpdateRequest,
         pending: &mut dyn FnMut(&str),
     ) -> Result<UpdateReply, ClientError> {
+        self.exchange(&request.encode(), pending)
+    }
+
+    /// Asks PID 1 to replace itself with the binary `request` names; the
+    /// reply comes from the new PID 1 once it resumed (or from the old one,
+    /// with why nothing changed).
+    pub fn ask_self_update(
+        &self,
+        request: &SelfUpdate,
+        pending: &mut dyn FnMut(&str),
+    ) -> Result<UpdateReply, ClientError> {
+        let line = request
+            .encode()
+            .map_err(|bad| ClientError::BadRequest(bad.to_string()))?;
+        self.exchange(&format!("{line}\n"), pending)
+    }
+
+    /// Sends one request line and reads a reply that may start with a
+    /// `pending` line (then the outcome may take [`Control::wait`]).
+    fn exchange(
+        &self,
+        line: &str,
+        pending: &mut dyn FnMut(&str),
+    ) -> Result<UpdateReply, ClientError> {
         let mut stream = self.connect()?;
         stream
-            .write_all(request.encode().as_bytes())
+            .write_all(line.as_bytes())
             .map_err(ClientError::Exchange)?;
         let mut text = Vec::new();
         let deadline = Instant::now() + self.timeout;

@@ -107,7 +107,7 @@ impl Http {
         let mut request = self
             .client
             .get(url)
-            .header(USER_AGENT, concat!("moltd/", env!("CARGO_PKG_VERSION")));
+            .header(USER_AGENT, format!("moltd/{}", crate::version::version()));
         if let Some((value, origin)) = &self.auth {
             let same = reqwest::Url::parse(url).is_ok_and(|u| u.origin() == origin.origin());
             if same {

@@ -25,6 +25,7 @@ mod pid1;
 mod preflight;
 mod production;
 mod ready;
+mod reexec;
 mod release_layouts;
 mod requests;
 mod rollout;

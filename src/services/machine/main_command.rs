@@ -108,6 +108,51 @@ impl MainCommand {
         }
     }
 
+    /// Its record in a self-update's frozen state (see `super::frozen`):
+    /// pid, starts, since, last exit; only while it runs, unheld.
+    pub(super) fn freeze(&self, base: Instant) -> Result<String, &'static str> {
+        if self.life != MainLife::Running || self.hold != Hold::Free || self.deadline.is_some() {
+            return Err("held by an update, stopping or not running");
+        }
+        Ok(format!(
+            "{} {} {} {}",
+            self.forwarder.child(),
+            self.starts,
+            super::frozen::offset(self.since, base),
+            super::frozen::encode_exit(self.last_exit)
+        ))
+    }
+
+    /// The main command of a frozen record, running, forwarding by `rules`
+    /// (the command line's, read again by the resuming program).
+    pub(super) fn thaw(rules: policy::Rules, record: &str, base: Instant) -> Option<MainCommand> {
+        let [pid, starts, since, last_exit] = record.split(' ').collect::<Vec<_>>()[..] else {
+            return None;
+        };
+        Some(MainCommand {
+            forwarder: Forwarder::new(rules, pid.parse().ok().filter(|&p: &i32| p > 1)?),
+            life: MainLife::Running,
+            hold: Hold::Free,
+            last_exit: super::frozen::decode_exit(last_exit)?,
+            deadline: None,
+            starts: starts.parse().ok()?,
+            since: super::frozen::at(base, since.parse().ok()?),
+        })
+    }
+
+    /// Whether a record reads (the self-test's check).
+    pub(super) fn frozen_reads(record: &str) -> bool {
+        let rules = policy::Rules {
+            delivery: policy::Delivery::Child,
+            job_control: policy::JobControl::ForwardThenStop,
+            rewrites: Vec::new(),
+            success_codes: Vec::new(),
+            term_group_on_exit: false,
+            forward_faults: false,
+        };
+        MainCommand::thaw(rules, record, Instant::now()).is_some()
+    }
+
     pub(super) fn running(&self) -> bool {
         self.life == MainLife::Running
     }

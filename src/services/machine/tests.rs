@@ -117,15 +117,19 @@ pub(super) fn answers(actions: &[Action]) -> Vec<Answer> {
 
 /// A main command with pid `pid`, forwarding to its group.
 pub(super) fn main_command(pid: i32) -> Forwarder {
-    let rules = policy::Rules {
+    Forwarder::new(main_rules(), pid)
+}
+
+/// How [`main_command`] forwards.
+pub(super) fn main_rules() -> policy::Rules {
+    policy::Rules {
         delivery: policy::Delivery::Group,
         job_control: policy::JobControl::ForwardThenStop,
         rewrites: Vec::new(),
         success_codes: Vec::new(),
         term_group_on_exit: true,
         forward_faults: false,
-    };
-    Forwarder::new(rules, pid)
+    }
 }
 
 #[test]

@@ -4,6 +4,7 @@
 //! itself and the agent's supervision).
 
 use super::Runner;
+use super::self_update::Requester;
 use crate::agent::protocol::{FromAgent, FromInit};
 use crate::control;
 use crate::init::Isolation;
@@ -164,6 +165,10 @@ impl Runner {
                     },
                 });
                 self.on_trigger();
+            }
+            FromAgent::SelfUpdate(request) => {
+                let requester = Requester::Agent(link.client_id());
+                self.self_update(request, requester);
             }
         }
     }

@@ -4,6 +4,7 @@
 //! reason it cannot, if it is down).
 
 use super::Runner;
+use super::self_update::Requester;
 use crate::control;
 use crate::services::control::Request;
 use crate::services::machine::{ClientId, Event};
@@ -44,6 +45,17 @@ pub(super) struct Client {
     request: Vec<u8>,
     /// Its request is being handled: wait for the reply, read no more.
     pub(super) asked: bool,
+}
+
+impl Client {
+    /// A client whose request is being handled (it gets its reply).
+    pub(super) fn answering(stream: UnixStream) -> Client {
+        Client {
+            stream,
+            request: Vec::new(),
+            asked: true,
+        }
+    }
 }
 
 impl Runner {
@@ -97,6 +109,13 @@ impl Runner {
             };
             if let Err(why) = forwarded {
                 self.reply(id, &control::encode_reply(&Err(why)));
+            }
+            return;
+        }
+        if let Some(request) = control::SelfUpdate::decode(line) {
+            match request {
+                Ok(request) => self.self_update(request, Requester::Socket(id)),
+                Err(bad) => self.reply(id, &control::encode_reply(&Err(bad.to_string()))),
             }
             return;
         }
