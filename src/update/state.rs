@@ -46,6 +46,28 @@ pub struct State {
     /// `listing_url`, ...).
     #[serde(flatten)]
     pub listing: Listing,
+    /// moltd's own releases (`MOLTD_SELF_REPO`).
+    #[serde(skip_serializing_if = "SelfState::is_empty")]
+    pub moltd: SelfState,
+}
+
+/// What survives a restart of moltd's own updates: its release list, and
+/// the versions refused (a download that failed verification, or PID 1's
+/// refusal: an older version, a failed self-test), each with the assets it
+/// was about, so a refused version is not downloaded and offered to PID 1
+/// at every check. Its tags are those of moltd's repository, apart from the
+/// app's.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SelfState {
+    pub listing: Listing,
+    pub refused: BTreeMap<String, Refusal>,
+}
+
+impl SelfState {
+    fn is_empty(&self) -> bool {
+        *self == SelfState::default()
+    }
 }
 
 /// Why a release was refused, and which assets that was about.
@@ -142,18 +164,25 @@ impl State {
         }
         let unknown: Vec<String> = tags
             .iter()
-            .filter(|tag| !self.bad.contains(*tag) && !self.refused.contains_key(*tag))
+            .filter(|tag| {
+                !self.bad.contains(*tag)
+                    && !self.refused.contains_key(*tag)
+                    && !self.moltd.refused.contains_key(*tag)
+            })
             .cloned()
             .collect();
         if !unknown.is_empty() {
             return Err(Error::NotMarkedBad {
                 tags: unknown,
-                bad: self.marked(),
+                bad: (self.marked().into_iter())
+                    .chain(self.moltd.refused.keys().cloned())
+                    .collect(),
             });
         }
         for tag in tags {
             self.bad.remove(tag);
             self.refused.remove(tag);
+            self.moltd.refused.remove(tag);
         }
         Ok(())
     }

@@ -82,6 +82,30 @@ pub struct Status {
     /// Totals since moltd started, for metrics.
     #[serde(default)]
     pub counters: Counters,
+    /// moltd's own version and updates (`MOLTD_SELF_REPO`).
+    #[serde(default)]
+    pub moltd: SelfStatus,
+}
+
+/// moltd's own version, and where its self-updates are.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SelfStatus {
+    /// The version running (the agent's, which PID 1 restarts on each new
+    /// binary).
+    pub version: String,
+    /// `MOLTD_SELF_REPO`, if set.
+    pub repo: Option<String>,
+    /// The newer version last found, if any.
+    pub available: Option<String>,
+    /// The verified binary waiting for PID 1, if any.
+    pub staged: Option<PathBuf>,
+    /// What the last self-update did or why it did nothing.
+    pub message: Option<String>,
+    /// The last failure of a check or download of moltd itself.
+    pub last_error: Option<String>,
+    /// Versions not offered again, with the reason (a failed verification,
+    /// or PID 1's refusal); `moltd unmark TAG` clears one.
+    pub refused: BTreeMap<String, String>,
 }
 
 /// What the updater did since moltd started (the metrics' counters).
@@ -159,6 +183,7 @@ impl Reporter {
             skipped_releases: Vec::new(),
             suspended: None,
             counters: Counters::default(),
+            moltd: SelfStatus::default(),
         };
         Reporter {
             path,
@@ -210,6 +235,9 @@ impl Reporter {
             .map(|(tag, refusal)| (tag.clone(), refusal.reason.clone()))
             .collect();
         self.status.skipped_releases = state.skip.iter().cloned().collect();
+        self.status.moltd.refused = (state.moltd.refused.iter())
+            .map(|(tag, refusal)| (tag.clone(), refusal.reason.clone()))
+            .collect();
         // What is installed now, or was just marked, is not on offer.
         let stale = self.status.available.as_ref().is_some_and(|a| {
             self.status.bad_releases.contains(&a.tag)
@@ -412,6 +440,18 @@ impl Reporter {
         self.status.message = message;
         // The download was abandoned: its progress no longer means anything.
         self.clear_progress();
+        self.write();
+    }
+
+    /// What the status says of moltd itself before any check (shown with
+    /// the next [`Reporter::seed`]).
+    pub fn seed_moltd(&mut self, status: SelfStatus) {
+        self.status.moltd = status;
+    }
+
+    /// Changes what the status says of moltd itself, and writes it.
+    pub fn moltd(&mut self, change: impl FnOnce(&mut SelfStatus)) {
+        change(&mut self.status.moltd);
         self.write();
     }
 

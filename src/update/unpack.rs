@@ -245,6 +245,35 @@ impl Writer<'_> {
     }
 }
 
+/// Writes `reader`, an asset that is one program rather than an archive,
+/// into the empty folder `tree` as the executable `name`, within the same
+/// caps and `room`. `asset` names the download in messages.
+pub fn single_file(
+    mut reader: impl Read,
+    tree: &Path,
+    room: &mut Room,
+    limits: &Limits,
+    name: &Path,
+    asset: &str,
+) -> Result<Unpacked, Error> {
+    let mut writer = Writer {
+        tree,
+        limits,
+        asset,
+        room,
+        bytes: 0,
+        entries: 0,
+        made: BTreeSet::new(),
+    };
+    writer.count()?;
+    writer.file(name, 0o755, &mut reader)?;
+    Ok(Unpacked {
+        root: tree.to_path_buf(),
+        entries: writer.entries,
+        bytes: writer.bytes,
+    })
+}
+
 /// Unpacks the tar stream `reader` into the empty folder `tree`, within
 /// `room`. `asset` names the archive in messages.
 pub fn unpack(
