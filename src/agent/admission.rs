@@ -156,6 +156,13 @@ pub fn admit(work: &Work, status: &Mutex<Status>, op: &UpdateRequest) -> Admissi
                     format!("clearing the bad mark of {}", tags.join(", "))
                 }
                 UpdateRequest::Status => String::new(),
+                UpdateRequest::Itself(Some(request)) => format!(
+                    "asking PID 1 to replace itself with {}",
+                    request.path.display()
+                ),
+                UpdateRequest::Itself(None) => {
+                    "checking MOLTD_SELF_REPO for a newer moltd and applying it".into()
+                }
             })
         }
     }

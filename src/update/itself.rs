@@ -21,7 +21,10 @@
 use super::select::{self, AssetRule, Candidate};
 use super::state::{self, Refusal, State};
 use super::status::SelfStatus;
-use super::{Checks, Error, Plan, Updater, chain, config, fetch, plan, read_listing, staging};
+use super::{
+    Checks, Error, Payload, Plan, Updater, chain, config, fetch, plan, read_listing, staging,
+};
+use crate::control::SelfUpdate;
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -125,6 +128,63 @@ impl Updater {
             status.message = Some(format!("moltd {tag} verified and staged in {}", path.display()));
         });
         Ok(Some(Offer { tag, path, force }))
+    }
+
+    /// One scheduled self-update: a newer moltd from `MOLTD_SELF_REPO`,
+    /// verified, offered to PID 1. Returns what happened, or why nothing
+    /// did.
+    pub fn update_itself(&mut self, payload: &mut dyn Payload) -> Result<String, String> {
+        let running = crate::version::version();
+        match self.check_itself().map_err(|err| chain(&err))? {
+            None => Ok(format!("no newer moltd (running {running})")),
+            Some(offer) => self.offer(payload, &offer),
+        }
+    }
+
+    /// `POST /self-update`: the binary `request` names, or with none a
+    /// check of `MOLTD_SELF_REPO` now.
+    pub(super) fn request_itself(
+        &mut self,
+        payload: &mut dyn Payload,
+        request: Option<SelfUpdate>,
+    ) -> Result<String, String> {
+        let Some(request) = request else {
+            if !self.updates_itself() {
+                return Err("moltd does not update itself: MOLTD_SELF_REPO is not set".into());
+            }
+            return self.update_itself(payload);
+        };
+        let path = request.path.display().to_string();
+        match payload.replace_pid1(&request)? {
+            Ok(version) => {
+                self.itself_replaced(&version);
+                Ok(format!("PID 1 is replacing itself with moltd {version} from {path}"))
+            }
+            Err(reason) => {
+                log::error!("PID 1 refused {path}: {reason}");
+                self.reporter
+                    .moltd(|status| status.message = Some(format!("{path} refused: {reason}")));
+                Err(format!("refused: {reason}"))
+            }
+        }
+    }
+
+    /// Offers PID 1 the verified `offer`; a refusal is remembered.
+    fn offer(&mut self, payload: &mut dyn Payload, offer: &Offer) -> Result<String, String> {
+        let request = SelfUpdate {
+            path: offer.path.clone(),
+            force: offer.force,
+        };
+        match payload.replace_pid1(&request)? {
+            Ok(version) => {
+                self.itself_replaced(&version);
+                Ok(format!("PID 1 is replacing itself with moltd {version}"))
+            }
+            Err(reason) => {
+                self.itself_refused(offer, &format!("PID 1 refused it: {reason}"));
+                Err(format!("moltd {} refused by PID 1: {reason}", offer.tag))
+            }
+        }
     }
 
     /// Downloads and verifies `candidate` into `.moltd/self/moltd-TAG`
@@ -256,7 +316,7 @@ impl Updater {
 
     /// PID 1 refused `offer` (its self-test failed, it is older, ...):
     /// remembered like a failed verification, and its file removed.
-    pub fn itself_refused(&mut self, offer: &Offer, reason: &str) {
+    fn itself_refused(&mut self, offer: &Offer, reason: &str) {
         let release = (self.state.moltd.listing.releases.iter())
             .find(|r| r.tag == offer.tag)
             .cloned();
@@ -269,7 +329,7 @@ impl Updater {
 
     /// PID 1 is about to exec `version`: said in the status until the agent
     /// restarts on it.
-    pub fn itself_replaced(&mut self, version: &str) {
+    fn itself_replaced(&mut self, version: &str) {
         crate::notice!("PID 1 is replacing itself with moltd {version}");
         let message = format!("PID 1 is replacing itself with moltd {version}");
         self.reporter.moltd(|status| status.message = Some(message));
