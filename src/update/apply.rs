@@ -250,7 +250,14 @@ impl Updater {
             }
             (None, _) => {}
         }
-        self.update(payload, mode).map_err(|err| chain(&err))
+        let result = self.update(payload, mode).map_err(|err| chain(&err));
+        match mode {
+            // What a check says of the app, then of moltd itself.
+            Mode::Check => {
+                result.map(|found| format!("{found}\n{}", self.status().moltd.summary().trim_end()))
+            }
+            _ => result,
+        }
     }
 
     fn update(&mut self, payload: &mut dyn Payload, mode: Mode) -> Result<String, Error> {

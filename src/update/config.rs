@@ -207,8 +207,8 @@ pub struct SelfUpdate {
 }
 
 /// `MOLTD_SELF_ASSET`'s default: `moltd-1.4.0-linux-amd64`, with or without
-/// `.tar.gz`, and no checksum or signature file.
-pub const SELF_ASSET: &str = "moltd-*{os}-{arch}";
+/// `.tar.gz` (signature and checksum files beside it never match a glob).
+pub const SELF_ASSET: &str = "moltd-*-{os}-{arch}*";
 
 /// moltd's own files inside `app_dir`.
 pub fn state_dir(app_dir: &std::path::Path) -> PathBuf {

@@ -57,6 +57,8 @@ pub struct Request<'a> {
         &'a minisign_verify::PublicKey,
         &'a minisign_verify::Signature,
     )>,
+    /// The variable that set the key, for messages.
+    pub key_var: &'static str,
     /// Set by another thread to stop the download (a rollback).
     pub cancel: &'a AtomicBool,
 }
@@ -274,6 +276,7 @@ pub fn fetch_and_unpack(
                 key.verify_stream(signature)
                     .map_err(|source| Error::BadSignature {
                         asset: request.name.to_string(),
+                        var: request.key_var,
                         source,
                     })?,
             )
@@ -378,6 +381,7 @@ fn finish(
     if let Some(verifier) = &mut download.minisign {
         verifier.finalize().map_err(|source| Error::BadSignature {
             asset: request.name.to_string(),
+            var: request.key_var,
             source,
         })?;
     }

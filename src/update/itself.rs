@@ -22,7 +22,8 @@ use super::select::{self, AssetRule, Candidate};
 use super::state::{self, Refusal, State};
 use super::status::SelfStatus;
 use super::{
-    Checks, Error, Payload, Plan, Updater, chain, config, fetch, plan, read_listing, staging,
+    Checks, Error, Payload, Plan, Unchecked, Updater, chain, config, fetch, plan, read_listing,
+    staging,
 };
 use crate::control::SelfUpdate;
 use std::fs;
@@ -125,7 +126,10 @@ impl Updater {
         let force = semver::Version::parse(version).is_ok_and(|v| candidate.version < v);
         self.reporter.moltd(|status| {
             status.staged = Some(path.clone());
-            status.message = Some(format!("moltd {tag} verified and staged in {}", path.display()));
+            status.message = Some(format!(
+                "moltd {tag} verified and staged in {}",
+                path.display()
+            ));
         });
         Ok(Some(Offer { tag, path, force }))
     }
@@ -158,7 +162,9 @@ impl Updater {
         match payload.replace_pid1(&request)? {
             Ok(version) => {
                 self.itself_replaced(&version);
-                Ok(format!("PID 1 is replacing itself with moltd {version} from {path}"))
+                Ok(format!(
+                    "PID 1 is replacing itself with moltd {version} from {path}"
+                ))
             }
             Err(reason) => {
                 log::error!("PID 1 refused {path}: {reason}");
@@ -208,18 +214,30 @@ impl Updater {
         let key = (settings.minisign_key.as_deref())
             .map(super::verify::public_key)
             .transpose()
-            .map_err(Error::MinisignKey)?;
+            .map_err(|source| Error::MinisignKey {
+                var: "MOLTD_SELF_MINISIGN_KEY",
+                source,
+            })?;
         let checks = Checks {
             rule: AssetRule::Glob(&settings.asset),
-            require_checksum: true,
+            unchecked: Unchecked::Refused {
+                hint: "moltd never runs a binary of itself unchecked",
+            },
             key: key.as_ref(),
+            key_var: "MOLTD_SELF_MINISIGN_KEY",
         };
         let Plan {
             asset,
             expected,
             signature,
             url,
-        } = plan(&self.http, &self.config, &settings.source, candidate, &checks)?;
+        } = plan(
+            &self.http,
+            &self.config,
+            &settings.source,
+            candidate,
+            &checks,
+        )?;
         let archive = asset.name.ends_with(".tar.gz") || asset.name.ends_with(".tgz");
         let content = match archive {
             true => fetch::Content::Archive { strip: None },
@@ -236,12 +254,12 @@ impl Updater {
             name: &asset.name,
             expected: expected.as_ref(),
             signature: key.as_ref().zip(signature.as_ref()),
+            key_var: checks.key_var,
             cancel: &self.cancel,
         };
         let result = (|| {
             let needed = asset.size.unwrap_or(0);
-            let mut room =
-                staging::Room::measure(&dir, self.config.limits.min_free, needed)?;
+            let mut room = staging::Room::measure(&dir, self.config.limits.min_free, needed)?;
             let unpacked = fetch::fetch_and_unpack(
                 &self.http,
                 &request,
@@ -302,7 +320,10 @@ impl Updater {
             settings: self_settings(&self.config),
             reason: reason.to_owned(),
         };
-        self.state.moltd.refused.insert(release.tag.clone(), refusal);
+        self.state
+            .moltd
+            .refused
+            .insert(release.tag.clone(), refusal);
         if let Err(err) = self.save_state() {
             log::warn!("{}", chain(&err));
         }
@@ -339,7 +360,8 @@ impl Updater {
     /// source, and the versions refused.
     pub(super) fn seed_itself(&mut self) {
         let repo = self.config.self_update.as_ref().map(|s| match &s.source {
-            config::Source::GitHub { owner, repo, .. } | config::Source::Gitea { owner, repo, .. } => {
+            config::Source::GitHub { owner, repo, .. }
+            | config::Source::Gitea { owner, repo, .. } => {
                 format!("{owner}/{repo}")
             }
             config::Source::Manifest { url } => url.clone(),

@@ -25,8 +25,8 @@ mod error;
 pub mod fetch;
 mod first_boot;
 mod health;
-pub mod itself;
 pub mod http;
+pub mod itself;
 pub mod layout;
 pub mod listing;
 mod overlap;
@@ -115,8 +115,29 @@ fn read_listing(
 /// How a release's asset is chosen and what its download must pass.
 struct Checks<'a> {
     rule: AssetRule<'a>,
-    require_checksum: bool,
+    /// Whether a download with no SHA-256 is accepted.
+    unchecked: Unchecked,
     key: Option<&'a minisign_verify::PublicKey>,
+    /// The variable that set `key`, for messages.
+    key_var: &'static str,
+}
+
+/// Whether a download without a SHA-256 may be accepted, else the hint its
+/// refusal gives.
+#[derive(Clone, Copy)]
+enum Unchecked {
+    Accepted,
+    Refused { hint: &'static str },
+}
+
+/// For the app's releases, `MOLTD_REQUIRE_CHECKSUM` decides.
+fn app_unchecked(require_checksum: bool) -> Unchecked {
+    match require_checksum {
+        true => Unchecked::Refused {
+            hint: "set MOLTD_REQUIRE_CHECKSUM=false to accept it unchecked",
+        },
+        false => Unchecked::Accepted,
+    }
 }
 
 /// The asset to download and what it is checked against, known before its
@@ -140,11 +161,16 @@ fn plan<'r>(
 ) -> Result<Plan<'r>, Error> {
     let release = &candidate.release;
     let tag = &release.tag;
-    let asset = select::pick_asset(release, &candidate.version, &checks.rule, std::env::consts::ARCH)
-        .map_err(|problem| Error::Asset {
-            tag: tag.clone(),
-            problem,
-        })?;
+    let asset = select::pick_asset(
+        release,
+        &candidate.version,
+        &checks.rule,
+        std::env::consts::ARCH,
+    )
+    .map_err(|problem| Error::Asset {
+        tag: tag.clone(),
+        problem,
+    })?;
     let field = verify::from_digest_field(asset);
     let expected = match &field {
         Ok(Some(expected)) => Some(expected.clone()),
@@ -157,35 +183,39 @@ fn plan<'r>(
                 )?;
                 let sha256 = verify::parse_sums(&String::from_utf8_lossy(&text), &asset.name)
                     .ok_or_else(|| Error::ChecksumNotListed {
-                    file: sums.name.clone(),
-                    asset: asset.name.clone(),
-                })?;
+                        file: sums.name.clone(),
+                        asset: asset.name.clone(),
+                    })?;
                 Some(verify::Expected {
                     sha256,
                     origin: sums.name.clone(),
                 })
             }
-            None if checks.require_checksum => {
-                return Err(match field {
-                    Err(problem) => Error::UnusableDigest {
-                        tag: tag.clone(),
-                        asset: asset.name.clone(),
-                        problem,
-                    },
-                    Ok(_) => Error::MissingChecksum {
-                        tag: tag.clone(),
-                        asset: asset.name.clone(),
-                    },
-                });
-            }
-            None => {
-                let why = field.err().unwrap_or_else(|| "no checksum".into());
-                log::warn!(
-                    "{why} for {}: installing it unchecked (MOLTD_REQUIRE_CHECKSUM=false)",
-                    asset.name
-                );
-                None
-            }
+            None => match checks.unchecked {
+                Unchecked::Refused { hint } => {
+                    return Err(match field {
+                        Err(problem) => Error::UnusableDigest {
+                            tag: tag.clone(),
+                            asset: asset.name.clone(),
+                            problem,
+                            hint,
+                        },
+                        Ok(_) => Error::MissingChecksum {
+                            tag: tag.clone(),
+                            asset: asset.name.clone(),
+                            hint,
+                        },
+                    });
+                }
+                Unchecked::Accepted => {
+                    let why = field.err().unwrap_or_else(|| "no checksum".into());
+                    log::warn!(
+                        "{why} for {}: installing it unchecked (MOLTD_REQUIRE_CHECKSUM=false)",
+                        asset.name
+                    );
+                    None
+                }
+            },
         },
     };
     let signature = match checks.key {
@@ -196,6 +226,7 @@ fn plan<'r>(
                 .ok_or_else(|| Error::MissingSignature {
                     tag: tag.clone(),
                     asset: asset.name.clone(),
+                    var: checks.key_var,
                 })?;
             let text = http.document(
                 &sig_asset.download_url,
@@ -206,6 +237,7 @@ fn plan<'r>(
                 minisign_verify::Signature::decode(&String::from_utf8_lossy(&text)).map_err(
                     |source| Error::BadSignature {
                         asset: asset.name.clone(),
+                        var: checks.key_var,
                         source,
                     },
                 )?,
@@ -274,7 +306,10 @@ impl Updater {
             .as_deref()
             .map(verify::public_key)
             .transpose()
-            .map_err(Error::MinisignKey)?;
+            .map_err(|source| Error::MinisignKey {
+                var: "MOLTD_MINISIGN_KEY",
+                source,
+            })?;
         let http = Http::new(&config)?;
         // Before anything reads or repairs the state: `recover` under a
         // supervisor that is switching would undo its switch.
@@ -451,8 +486,9 @@ impl Updater {
         };
         let checks = Checks {
             rule,
-            require_checksum: config.require_checksum,
+            unchecked: app_unchecked(config.require_checksum),
             key: key.as_ref(),
+            key_var: "MOLTD_MINISIGN_KEY",
         };
         let Plan {
             asset,
@@ -467,6 +503,7 @@ impl Updater {
             name: &asset.name,
             expected: expected.as_ref(),
             signature: key.as_ref().zip(signature.as_ref()),
+            key_var: checks.key_var,
             cancel,
         };
         let staging = staging::Staging::begin(&releases, &config.state_dir(), tag)?;

@@ -108,6 +108,47 @@ pub struct SelfStatus {
     pub refused: BTreeMap<String, String>,
 }
 
+impl SelfStatus {
+    /// Lines for `moltd status` and `moltd update --check`: the version
+    /// running and where its own updates are. Text from the feed (tags,
+    /// reasons) is escaped.
+    pub fn summary(&self) -> String {
+        use crate::logging::Escaped;
+        use std::fmt::Write;
+        let mut text = match &self.repo {
+            Some(repo) => format!(
+                "moltd: {} (updates itself from {})\n",
+                self.version,
+                Escaped(repo)
+            ),
+            None => format!("moltd: {} (MOLTD_SELF_REPO not set)\n", self.version),
+        };
+        if let Some(tag) = &self.available {
+            let staged = match &self.staged {
+                Some(path) => format!(", staged in {}", path.display()),
+                None => String::new(),
+            };
+            let _ = writeln!(text, "newer moltd: {}{staged}", Escaped(tag));
+        }
+        if let Some(message) = &self.message {
+            let _ = writeln!(text, "moltd's own update: {}", Escaped(message));
+        }
+        if let Some(error) = &self.last_error {
+            let _ = writeln!(text, "moltd's last error: {}", Escaped(error));
+        }
+        for (tag, reason) in &self.refused {
+            let _ = writeln!(
+                text,
+                "moltd {} refused (moltd unmark {} to retry): {}",
+                Escaped(tag),
+                Escaped(tag),
+                Escaped(reason)
+            );
+        }
+        text
+    }
+}
+
 /// What the updater did since moltd started (the metrics' counters).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counters {

@@ -25,6 +25,7 @@ mod ready;
 mod release_layouts;
 mod requests;
 mod secrets;
+mod selfrepo;
 mod service_signals;
 mod services;
 mod stage_errors;
