@@ -387,6 +387,48 @@ mod tests {
     }
 
     #[test]
+    fn warnings_for_moltds_own_updates() {
+        let table: [(&[(&str, &str)], bool, &[&str]); 4] = [
+            (
+                &[("MOLTD_SELF_REPO", "acme/moltd")],
+                true,
+                &["MOLTD_SELF_REPO is set without MOLTD_SELF_MINISIGN_KEY"],
+            ),
+            (
+                &[
+                    ("MOLTD_SELF_REPO", "acme/moltd"),
+                    ("MOLTD_SELF_MINISIGN_KEY", "RW"),
+                ],
+                true,
+                &[],
+            ),
+            (
+                &[
+                    ("MOLTD_SELF_REPO", "acme/moltd"),
+                    ("MOLTD_SELF_MINISIGN_KEY", "RW"),
+                ],
+                false,
+                &["MOLTD_SELF_REPO does nothing without a release source"],
+            ),
+            (
+                &[("MOLTD_SELF_ASSET", "x"), ("MOLTD_SELF_VERSION", "^1")],
+                true,
+                &["MOLTD_SELF_ASSET, MOLTD_SELF_VERSION do nothing without MOLTD_SELF_REPO"],
+            ),
+        ];
+        for (vars, updates, expected) in table {
+            let got = warnings(&env_of(vars), &[], updates);
+            assert_eq!(got.len(), expected.len(), "{vars:?}: {got:?}");
+            for (got, want) in got.iter().zip(expected) {
+                assert!(
+                    got.starts_with(want),
+                    "{vars:?}: {got:?}, expected {want:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn durations_in_the_shortest_unit() {
         for (secs, text) in [
             (300, "5m"),

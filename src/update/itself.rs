@@ -22,8 +22,7 @@ use super::select::{self, AssetRule, Candidate};
 use super::state::{self, Refusal, State};
 use super::status::SelfStatus;
 use super::{
-    Checks, Error, Payload, Plan, Unchecked, Updater, chain, config, fetch, plan, read_listing,
-    staging,
+    Checks, Error, Payload, Unchecked, Updater, chain, config, fetch, plan, read_listing, staging,
 };
 use crate::control::SelfUpdate;
 use std::fs;
@@ -226,18 +225,14 @@ impl Updater {
             key: key.as_ref(),
             key_var: "MOLTD_SELF_MINISIGN_KEY",
         };
-        let Plan {
-            asset,
-            expected,
-            signature,
-            url,
-        } = plan(
+        let plan = plan(
             &self.http,
             &self.config,
             &settings.source,
             candidate,
             &checks,
         )?;
+        let asset = plan.asset;
         let archive = asset.name.ends_with(".tar.gz") || asset.name.ends_with(".tgz");
         let content = match archive {
             true => fetch::Content::Archive { strip: None },
@@ -247,16 +242,7 @@ impl Updater {
         let tree = dir.join(format!(".staging-{}", asset.name));
         remove_tree(&tree)?;
         fs::create_dir(&tree).map_err(Error::io("create", &tree))?;
-        let request = fetch::Request {
-            url,
-            accept: "application/octet-stream",
-            size: asset.size,
-            name: &asset.name,
-            expected: expected.as_ref(),
-            signature: key.as_ref().zip(signature.as_ref()),
-            key_var: checks.key_var,
-            cancel: &self.cancel,
-        };
+        let request = plan.request(&checks, &self.cancel);
         let result = (|| {
             let needed = asset.size.unwrap_or(0);
             let mut room = staging::Room::measure(&dir, self.config.limits.min_free, needed)?;
@@ -286,7 +272,7 @@ impl Updater {
         let removed = remove_tree(&tree);
         result?;
         removed?;
-        let checked = match &signature {
+        let checked = match &plan.signature {
             Some(_) => "sha256 and minisign signature verified",
             None => "sha256 verified, no signature key",
         };

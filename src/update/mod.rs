@@ -149,6 +149,22 @@ struct Plan<'r> {
     url: &'r str,
 }
 
+impl Plan<'_> {
+    /// The download of the planned asset, checked as planned.
+    fn request<'p>(&'p self, checks: &Checks<'p>, cancel: &'p AtomicBool) -> fetch::Request<'p> {
+        fetch::Request {
+            url: self.url,
+            accept: "application/octet-stream",
+            size: self.asset.size,
+            name: &self.asset.name,
+            expected: self.expected.as_ref(),
+            signature: checks.key.zip(self.signature.as_ref()),
+            key_var: checks.key_var,
+            cancel,
+        }
+    }
+}
+
 /// Picks `candidate`'s asset under `checks` and finds its expected SHA-256
 /// (the digest field, else a checksums file) and signature; `source` is
 /// the feed it came from.
@@ -490,22 +506,14 @@ impl Updater {
             key: key.as_ref(),
             key_var: "MOLTD_MINISIGN_KEY",
         };
+        let plan = plan(http, config, &config.source, candidate, &checks)?;
+        let request = plan.request(&checks, cancel);
         let Plan {
             asset,
             expected,
             signature,
             url,
-        } = plan(http, config, &config.source, candidate, &checks)?;
-        let request = fetch::Request {
-            url,
-            accept: "application/octet-stream",
-            size: asset.size,
-            name: &asset.name,
-            expected: expected.as_ref(),
-            signature: key.as_ref().zip(signature.as_ref()),
-            key_var: checks.key_var,
-            cancel,
-        };
+        } = &plan;
         let staging = staging::Staging::begin(&releases, &config.state_dir(), tag)?;
         // An archive hardly unpacks to less than its compressed size.
         let needed = asset.size.unwrap_or(0);

@@ -228,6 +228,33 @@ mod tests {
     use super::*;
 
     #[test]
+    fn unmark_clears_a_refused_version_of_moltd_and_it_survives_a_save() {
+        let dir = std::env::temp_dir().join(format!("moltd-self-state-{}", std::process::id()));
+        let path = dir.join("state.json");
+        let mut state = State::default();
+        state.moltd.refused.insert(
+            "v9.0.0".into(),
+            Refusal {
+                reason: "PID 1 refused it: older".into(),
+                ..Refusal::default()
+            },
+        );
+        state.save(&path).unwrap();
+        let mut loaded = State::load(&path);
+        assert_eq!(loaded, state);
+        match loaded.unmark(&["v8.0.0".into()]) {
+            Err(Error::NotMarkedBad { bad, .. }) => assert_eq!(bad, ["v9.0.0"]),
+            other => panic!("{other:?}"),
+        }
+        loaded.unmark(&["v9.0.0".into()]).unwrap();
+        assert!(loaded.moltd.refused.is_empty());
+        // Nothing of moltd's own is written once there is nothing to keep.
+        loaded.save(&path).unwrap();
+        assert!(!fs::read_to_string(&path).unwrap().contains("moltd"));
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn a_failed_atomic_write_leaves_the_old_file_and_no_temporary() {
         let dir = std::env::temp_dir().join(format!("moltd-atomic-{}", std::process::id()));
         fs::create_dir_all(dir.join("target.json")).unwrap();
