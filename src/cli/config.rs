@@ -388,7 +388,8 @@ mod tests {
 
     #[test]
     fn warnings_for_moltds_own_updates() {
-        let table: [(&[(&str, &str)], bool, &[&str]); 4] = [
+        type Case<'a> = (&'a [(&'a str, &'a str)], bool, &'a [&'a str]);
+        let table: [Case; 4] = [
             (
                 &[("MOLTD_SELF_REPO", "acme/moltd")],
                 true,
