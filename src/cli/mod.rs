@@ -92,6 +92,16 @@ pub fn main(args: Vec<OsString>) -> i32 {
     if personality == Personality::Moltd && args.get(1).is_some_and(|a| a == "agent") {
         return moltd::agent(&env);
     }
+    // Hidden: a candidate binary proving itself to the PID 1 that runs it.
+    let self_test = crate::services::reexec::SELF_TEST;
+    if personality == Personality::Moltd && args.get(1).is_some_and(|a| a == self_test) {
+        return crate::services::reexec::self_test(&args[2..]);
+    }
+    // Hidden: a self-update's new PID 1 (or the previous one, falling back).
+    let (args, resume) = match personality {
+        Personality::Moltd => resume_args(args),
+        _ => (args, None),
+    };
     let control = |socket| {
         client_control(socket, &env).inspect_err(|problem| {
             write_err(&format!("moltd: error: {problem}\n"));
@@ -132,6 +142,9 @@ pub fn main(args: Vec<OsString>) -> i32 {
         }
         Outcome::Services(config, level) => {
             logging::init(personality, level, json);
+            if let Some((fd, fallback)) = resume {
+                return services::resume(*config, fd, fallback);
+            }
             warn_about_config(personality, &env, config.updates.is_some());
             services::run(*config, inherited)
         }
@@ -170,6 +183,25 @@ pub fn main(args: Vec<OsString>) -> i32 {
             code
         }
     }
+}
+
+/// Takes `--resume FD [--fallback WHY]` off the front of moltd's arguments:
+/// the rest are those the first moltd was given.
+fn resume_args(mut args: Vec<OsString>) -> (Vec<OsString>, Option<(i32, Option<String>)>) {
+    use crate::services::reexec::{FALLBACK_FLAG, RESUME_FLAG};
+    if args.get(1).is_none_or(|a| a != RESUME_FLAG) {
+        return (args, None);
+    }
+    let Some(fd) = args.get(2).and_then(|a| a.to_str()?.parse().ok()) else {
+        return (args, None);
+    };
+    args.drain(1..3);
+    let mut fallback = None;
+    if args.get(1).is_some_and(|a| a == FALLBACK_FLAG) && args.len() > 2 {
+        fallback = Some(args[2].to_string_lossy().into_owned());
+        args.drain(1..3);
+    }
+    (args, Some((fd, fallback)))
 }
 
 /// The names in moltd's environment.

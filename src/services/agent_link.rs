@@ -197,6 +197,38 @@ impl AgentLink {
         }
     }
 
+    /// What a self-update keeps of the link (the agent itself is started
+    /// anew on the new binary), or why it cannot go now: an update holds
+    /// services, a hook runs, or a client waits for the agent.
+    pub fn freeze(&self) -> Result<crate::services::reexec::state::Agent, String> {
+        use std::os::fd::AsRawFd;
+        if !self.held.is_empty() {
+            return Err("an update holds services".into());
+        }
+        if !self.hooks.is_empty() || !self.orphans.is_empty() {
+            return Err("an update hook runs".into());
+        }
+        let pid = match &self.life {
+            Life::Up(running) if !running.waiting.is_empty() => {
+                return Err("a client waits for the update agent".into());
+            }
+            Life::Up(running) => Some(running.pid),
+            Life::Down { .. } => None,
+        };
+        Ok(crate::services::reexec::state::Agent {
+            pid,
+            listen: self.listener.as_ref().map(AsRawFd::as_raw_fd),
+            lock: self.lock.as_ref().map(|lock| lock.as_raw_fd()),
+        })
+    }
+
+    /// The agent of the PID 1 this one replaced: killed (its link closed
+    /// at the exec) and reaped quietly; the next is started on this binary.
+    pub fn retire(&mut self, pid: i32) {
+        let _ = process::send_signal(pid, libc::SIGKILL);
+        self.orphans.insert(pid);
+    }
+
     /// Whether `pid` is the running agent's.
     pub fn is_agent(&self, pid: i32) -> bool {
         matches!(&self.life, Life::Up(running) if running.pid == pid)

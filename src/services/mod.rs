@@ -13,6 +13,7 @@ pub mod client;
 pub mod control;
 pub mod machine;
 mod output;
+pub mod reexec;
 mod runner;
 pub mod scan;
 pub mod status;
@@ -22,7 +23,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use machine::Settings;
-pub use runner::run;
+pub use runner::{resume, run};
 
 /// Where services live when neither `--services` nor `MOLTD_SERVICES` says.
 pub const DEFAULT_DIR: &str = "/etc/service";

@@ -30,6 +30,16 @@ impl Output {
     }
 
     /// Reads what is waiting in the pipe and writes out every whole line.
+    /// A pipe the previous PID 1 read, taken back after a self-update.
+    pub fn adopt(label: String, to_stderr: bool, pipe: Pipe) -> Output {
+        Output {
+            pipe,
+            label,
+            to_stderr,
+            pending: Vec::new(),
+        }
+    }
+
     pub fn drain(&mut self) {
         let mut buf = [0u8; 8192];
         while let Ok(n @ 1..) = self.pipe.read_some(&mut buf) {

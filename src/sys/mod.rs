@@ -13,8 +13,11 @@
 //! * [`mem`] hands freed heap back to the kernel after a big parse, and
 //!   unmaps the binary's start-up pages once.
 //! * [`confine`] is what the update agent gives up before its first request.
+//! * [`exec`] is PID 1 replacing itself: the state memfd, kept descriptors,
+//!   `execve`.
 
 pub mod confine;
+pub mod exec;
 pub mod fs;
 pub mod io;
 pub mod mem;

@@ -178,3 +178,57 @@ pub fn describe_signal(signal: i32) -> String {
     let text = unsafe { std::ffi::CStr::from_ptr(nix::libc::strsignal(signal)) };
     text.to_string_lossy().into_owned()
 }
+
+impl Inherited {
+    /// The start-up state as text, for PID 1's frozen state (a program that
+    /// resumes it was started with everything blocked, and must give
+    /// children what the first moltd got): the blocked signals, comma
+    /// separated, then whether SIGCHLD was ignored and dispositions reset.
+    pub fn encode(&self) -> String {
+        let blocked: Vec<String> = (1..=libc::SIGRTMAX())
+            .filter(|&signal| {
+                // SAFETY: sigismember reads the set; a number out of range
+                // gives -1, which counts as not blocked.
+                unsafe { libc::sigismember(self.mask.as_ref(), signal) == 1 }
+            })
+            .map(|signal| signal.to_string())
+            .collect();
+        format!(
+            "{} {} {}",
+            if blocked.is_empty() {
+                "-".to_owned()
+            } else {
+                blocked.join(",")
+            },
+            u8::from(self.sigchld_ignored),
+            u8::from(self.reset_dispositions)
+        )
+    }
+
+    /// The inverse of [`Inherited::encode`].
+    pub fn decode(text: &str) -> Option<Inherited> {
+        let [blocked, ignored, reset] = text.split(' ').collect::<Vec<_>>()[..] else {
+            return None;
+        };
+        let mut set: libc::sigset_t = *SigSet::empty().as_ref();
+        for number in blocked.split(',').filter(|n| *n != "-") {
+            let signal: i32 = number.parse().ok()?;
+            // SAFETY: sigaddset writes into the set it is given; a number
+            // out of range gives -1, refused here.
+            if unsafe { libc::sigaddset(&mut set, signal) } != 0 {
+                return None;
+            }
+        }
+        let flag = |text: &str| match text {
+            "0" => Some(false),
+            "1" => Some(true),
+            _ => None,
+        };
+        Some(Inherited {
+            // SAFETY: `set` was made by sigemptyset and sigaddset.
+            mask: unsafe { SigSet::from_sigset_t_unchecked(set) },
+            sigchld_ignored: flag(ignored)?,
+            reset_dispositions: flag(reset)?,
+        })
+    }
+}

@@ -35,6 +35,7 @@
 //! signals to moltd and shutdown (in `shutdown`), and the exit.
 
 mod definition;
+mod frozen;
 mod main_command;
 mod shutdown;
 mod slot;
@@ -56,6 +57,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 use waiters::{Goal, Waiter};
 
+pub use frozen::{FrozenSlot, check_frozen};
 pub use shutdown::{not_forwarded_because, shutdown_code};
 
 /// A program that ran at least this long was not crash-looping.

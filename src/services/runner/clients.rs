@@ -47,6 +47,17 @@ pub(super) struct Client {
     pub(super) asked: bool,
 }
 
+impl Client {
+    /// A client whose request is being handled (it gets its reply).
+    pub(super) fn answering(stream: UnixStream) -> Client {
+        Client {
+            stream,
+            request: Vec::new(),
+            asked: true,
+        }
+    }
+}
+
 impl Runner {
     pub(super) fn accept(&mut self) {
         let Some(listener) = &self.listener else {

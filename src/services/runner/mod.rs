@@ -19,6 +19,8 @@
 mod agent;
 mod clients;
 mod ready;
+mod resume;
+pub use resume::resume;
 mod self_update;
 mod sockets;
 mod spawn;
@@ -28,11 +30,12 @@ use clients::{Client, open_control};
 use ready::{NotifySocket, ReadyPipes};
 use watch::{DirError, read_dir};
 
-use super::ServicesConfig;
 use super::agent_link::{AgentLink, Reaped};
 use super::control::Answer;
 use super::machine::{Action, ClientId, Event, Supervisor, Which};
 use super::output::Output;
+use super::scan::Listing;
+use super::{ServicesConfig, reexec};
 use crate::init::messages::Messages;
 use crate::init::policy::Forwarder;
 use crate::init::{self, InitConfig, Reaping};
@@ -55,6 +58,44 @@ use std::time::Instant;
 
 /// Runs service mode and returns the code moltd should exit with.
 pub fn run(config: ServicesConfig, inherited: Inherited) -> i32 {
+    let app_dir = crate::update::config::app_dir(&|name| std::env::var_os(name));
+    // A container start: the moltd a self-update recorded, if newer.
+    if let Some(recorded) = reexec::boot::at_boot(&app_dir) {
+        let errno = reexec::exec_recorded(&recorded);
+        warn!(
+            "cannot exec the recorded moltd {}: {}; running this one",
+            recorded.display(),
+            errno.desc()
+        );
+    }
+    let (mut runner, listing) = match set_up(config, inherited, None) {
+        Ok(set_up) => set_up,
+        Err(code) => return code,
+    };
+    let listing = runner.watch_listing(listing);
+    if !runner.held && runner.start_main() {
+        runner.handle(Event::Scanned(listing));
+    }
+    reexec::boot::came_up(&app_dir);
+    runner.run()
+}
+
+/// What a resumed PID 1 takes over from the previous one instead of
+/// opening anew (see `resume`).
+struct Kept {
+    listener: Option<UnixListener>,
+    notify: Option<NotifySocket>,
+    agent: Option<AgentLink>,
+}
+
+/// Everything service mode opens before its loop, and the first
+/// reading of the services directory; `kept` holds what a resume took
+/// over. Returns the exit code on failure.
+fn set_up(
+    config: ServicesConfig,
+    inherited: Inherited,
+    kept: Option<Kept>,
+) -> Result<(Runner, Result<Listing, DirError>), i32> {
     // Before anything is spawned: no child ever sees moltd's secrets, and
     // every one learns where to say it is ready.
     let notify_path = ready::notify_path(&config.control);
@@ -67,16 +108,13 @@ pub fn run(config: ServicesConfig, inherited: Inherited) -> i32 {
             "cannot open /dev/null for closed standard streams: {}",
             err.desc()
         );
-        return 1;
+        return Err(1);
     }
     let (personality, reaping, death) = match &config.main {
         Some(main) => (main.personality, main.reaping, main.parent_death_signal),
         None => (Personality::Moltd, Reaping::Subreaper, None),
     };
-    let signals = match init::prepare(personality, reaping, death, inherited) {
-        Ok(signals) => signals,
-        Err(code) => return code,
-    };
+    let signals = init::prepare(personality, reaping, death, inherited)?;
     let dir = config
         .dir
         .as_ref()
@@ -86,7 +124,7 @@ pub fn run(config: ServicesConfig, inherited: Inherited) -> i32 {
     // waits for it. One that cannot be read is a mistake to report.
     if let (Err(problem @ DirError::Unreadable(..)), None) = (&listing, &config.main) {
         error!("{problem}; give a command or --services DIR");
-        return 1;
+        return Err(1);
     }
     let inotify = dir.as_ref().and_then(|dir| {
         Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK)
@@ -99,11 +137,6 @@ pub fn run(config: ServicesConfig, inherited: Inherited) -> i32 {
             })
             .ok()
     });
-    let listener = open_control(&config.control);
-    // Without it, services become ready by their other ways.
-    let notify = NotifySocket::bind(&notify_path)
-        .inspect_err(|err| warn!("{err}"))
-        .ok();
     let devnull = match nix::fcntl::open(
         "/dev/null",
         OFlag::O_RDWR | OFlag::O_CLOEXEC,
@@ -112,18 +145,29 @@ pub fn run(config: ServicesConfig, inherited: Inherited) -> i32 {
         Ok(fd) => fd,
         Err(err) => {
             error!("cannot open /dev/null: {}", err.desc());
-            return 1;
+            return Err(1);
         }
     };
-    let agent = match agent::wanted(&config).then(|| agent::prepare(&config)) {
-        Some(Ok(link)) => Some(link),
-        Some(Err(problem)) => {
-            error!("{problem}");
-            return 1;
-        }
-        None => None,
+    let resumed = kept.is_some();
+    let kept = match kept {
+        Some(kept) => kept,
+        None => Kept {
+            listener: open_control(&config.control),
+            // Without it, services become ready by their other ways.
+            notify: NotifySocket::bind(&notify_path)
+                .inspect_err(|err| warn!("{err}"))
+                .ok(),
+            agent: match agent::wanted(&config).then(|| agent::prepare(&config)) {
+                Some(Ok(link)) => Some(link),
+                Some(Err(problem)) => {
+                    error!("{problem}");
+                    return Err(1);
+                }
+                None => None,
+            },
+        },
     };
-    let mut runner = Runner {
+    let runner = Runner {
         supervisor: Supervisor::new(config.settings),
         inherited: *signals.inherited(),
         signals,
@@ -132,8 +176,8 @@ pub fn run(config: ServicesConfig, inherited: Inherited) -> i32 {
         inotify,
         watched: BTreeMap::new(),
         ancestor: None,
-        listener,
-        notify,
+        listener: kept.listener,
+        notify: kept.notify,
         ready_pipes: ReadyPipes::default(),
         control: config.control,
         clients: BTreeMap::new(),
@@ -141,18 +185,15 @@ pub fn run(config: ServicesConfig, inherited: Inherited) -> i32 {
         io: BTreeMap::new(),
         sockets: sockets::Held::default(),
         exit: None,
-        held: config.updates.is_some(),
-        agent,
+        held: config.updates.is_some() && !resumed,
+        agent: kept.agent,
         trigger: None,
         updates: config.updates,
         reaped: 0,
         main: config.main,
+        self_update: None,
     };
-    let listing = runner.watch_listing(listing);
-    if !runner.held && runner.start_main() {
-        runner.handle(Event::Scanned(listing));
-    }
-    runner.run()
+    Ok((runner, listing))
 }
 
 /// The pipes of one service.
@@ -240,6 +281,8 @@ struct Runner {
     reaped: u64,
     /// The main command (combined mode, or single-command mode with updates).
     main: Option<InitConfig>,
+    /// A self-update whose self-test runs.
+    self_update: Option<self_update::Pending>,
 }
 
 /// What a ready descriptor in the poll set belongs to.
@@ -307,6 +350,7 @@ impl Runner {
             if let Some(link) = &mut self.agent {
                 link.tick(&self.inherited, self.devnull.as_fd());
             }
+            self.self_test_late();
             if self
                 .supervisor
                 .next_deadline()
@@ -397,11 +441,16 @@ impl Runner {
                 fds.push(PollFd::new(output.pipe.read.as_fd(), PollFlags::POLLIN));
             }
         }
-        let agent_deadline = self.agent.as_ref().and_then(AgentLink::deadline);
-        let deadline = match (self.supervisor.next_deadline(), agent_deadline) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        let deadline = [
+            self.supervisor.next_deadline(),
+            self.agent.as_ref().and_then(AgentLink::deadline),
+            self.self_update
+                .as_ref()
+                .and_then(self_update::Pending::deadline),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         let timeout = match deadline {
             None => PollTimeout::NONE,
             Some(deadline) => {
@@ -520,6 +569,12 @@ impl Runner {
         if signal != libc::SIGCHLD {
             self.handle(Event::Signal(signal));
         }
+        self.reap();
+    }
+
+    /// Reaps every child that has exited and hands each exit to whom it
+    /// belongs.
+    fn reap(&mut self) {
         // Reap after every signal, not only SIGCHLD: the signalfd hands out
         // lower-numbered signals first, so a flood of them must not starve
         // reaping. Collect the whole batch first, so that when a group is probed its
@@ -536,6 +591,9 @@ impl Runner {
             }
         }
         for (pid, status) in batch {
+            if self.self_test_exited(pid, status) {
+                continue;
+            }
             match self.agent.as_mut().map(|link| link.reaped(pid, status)) {
                 Some(Reaped::Hook) => continue,
                 Some(Reaped::Agent(ended)) => {

@@ -88,6 +88,11 @@ impl NotifySocket {
         })
     }
 
+    /// The socket the previous PID 1 bound, taken back after a self-update.
+    pub fn adopt(fd: OwnedFd, path: PathBuf) -> NotifySocket {
+        NotifySocket { fd, path }
+    }
+
     pub fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
     }
@@ -165,6 +170,11 @@ impl ReadyPipes {
         )?;
         self.pipes.insert((service.to_owned(), which), read);
         Ok(write)
+    }
+
+    /// Whether no program waits to say it is ready on one.
+    pub fn is_empty(&self) -> bool {
+        self.pipes.is_empty()
     }
 
     /// Drops the pipe of a program that is gone or started without one.

@@ -103,6 +103,20 @@ impl Held {
         }
     }
 
+    /// Every held socket, for a self-update's state.
+    pub(super) fn all(&self) -> impl Iterator<Item = (&str, &Address, BorrowedFd<'_>)> {
+        self.services.iter().flat_map(|(service, held)| {
+            held.iter()
+                .map(move |(address, fd)| (service.as_str(), address, fd.as_fd()))
+        })
+    }
+
+    /// A socket the previous PID 1 held, taken back (see `runner::resume`).
+    pub(super) fn adopt(&mut self, service: &str, address: Address, fd: OwnedFd) {
+        let held = self.services.entry(service.to_owned()).or_default();
+        held.push((address, fd));
+    }
+
     /// The service was forgotten (its folder removed and its programs
     /// down): its sockets are closed.
     pub(super) fn forget(&mut self, service: &str) {

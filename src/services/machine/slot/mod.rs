@@ -51,6 +51,7 @@
 //! stops the container if the service is essential.
 
 mod end;
+mod frozen;
 
 use super::{
     Action, COULD_NOT_START, CRASH_LOOP_AFTER, Goal, MIN_RESTART, Program, Settings, SpawnFailure,
