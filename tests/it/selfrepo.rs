@@ -329,3 +329,67 @@ fn post_self_update_answers_bad_input_with_a_4xx() {
         running.fail("PID 1 changed");
     }
 }
+
+/// This build of moltd without its debugging sections (a sixth of the
+/// size, the same program), for a download that takes seconds, not tens.
+fn stripped(dir: &TestDir) -> Vec<u8> {
+    let out = dir.join("moltd-stripped");
+    let status = std::process::Command::new("strip")
+        .arg("-o")
+        .arg(&out)
+        .arg(moltd_bin())
+        .status();
+    match status {
+        Ok(status) if status.success() => fs::read(&out).unwrap(),
+        _ => fs::read(moltd_bin()).unwrap(),
+    }
+}
+
+/// The pid of service `name`, from `sv status`.
+fn service_pid(running: &mut Running, name: &str) -> String {
+    let line = running.wait_for_sv(name, "run:");
+    line.split("(pid ")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// The whole path: a newer moltd (a copy of this build said to be 9.0.0
+/// by its `.version` file, where the agent stages it) is found in the
+/// feed, downloaded, verified by digest and signature, offered to PID 1,
+/// which self-tests, keeps and execs it: PID 1 then runs the kept binary,
+/// the service runs on the same pid, the agent runs the new version and
+/// finds nothing newer.
+#[test]
+fn a_newer_moltd_from_the_self_repo_replaces_pid1_and_keeps_the_services() {
+    let keys = minisign::KeyPair::generate_unencrypted_keypair().unwrap();
+    let dir = TestDir::new("selfrepo_replaces");
+    let binary = stripped(&dir);
+    let name = own_asset("9.0.0", "");
+    let assets = vec![
+        FakeAsset::new(&name, binary.clone()),
+        FakeAsset::new(&format!("{name}.minisig"), sign(&keys, &binary)),
+    ];
+    let (feed, _) = feed_with_moltd(vec![FakeRelease::new("v9.0.0", assets)]);
+    // Where the agent stages v9.0.0; PID 1 keeps the file beside its copy.
+    dir.write("app/.moltd/self/moltd-v9.0.0.version", "9.0.0\n");
+    let mut running = self_updating(&dir, &feed, &keys).spawn();
+    let before = service_pid(&mut running, "idle");
+    let kept = dir.join("app/.moltd/bin/moltd-9.0.0");
+    let pid = running.moltd_pid();
+    running.wait_for("PID 1 to run the kept moltd 9.0.0", || {
+        fs::read_link(format!("/proc/{pid}/exe")).ok() == Some(kept.clone())
+    });
+    if service_pid(&mut running, "idle") != before {
+        running.fail("the service was restarted");
+    }
+    running.wait_for("the new agent to say 9.0.0 and find nothing newer", || {
+        let shown = dir.moltd_client(&["status"]).stdout;
+        shown.contains("moltd: 9.0.0") && shown.contains("no newer moltd (running v9.0.0)")
+    });
+    if !dir.join("app/.moltd/self/moltd-v9.0.0").exists() {
+        // Kept where it was verified until a newer one replaces it.
+        running.fail("the staged binary is gone");
+    }
+}
