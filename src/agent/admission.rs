@@ -112,8 +112,9 @@ pub fn admit(work: &Work, status: &Mutex<Status>, op: &UpdateRequest) -> Admissi
                 None => "no newer release".to_owned(),
             };
             Admission::Answer(Ok(format!(
-                "{found} (current: {current}; as of the last check: an update is in progress, {})",
-                step(&status)
+                "{found} (current: {current}; as of the last check: an update is in progress, {})\n{}",
+                step(&status),
+                status.moltd.summary().trim_end()
             )))
         }
         UpdateRequest::Apply { .. } if busy => {

@@ -99,6 +99,9 @@ impl Updater {
             &marks.skipped(releases),
         );
         let Some(candidate) = newer else {
+            // What was staged runs now (PID 1 kept its own copy), or was
+            // refused: nothing is on offer.
+            self.forget_staged_except(&self.config.state_dir().join("self"), None);
             self.reporter.moltd(|status| {
                 status.available = None;
                 status.staged = None;
@@ -165,11 +168,12 @@ impl Updater {
                     "PID 1 is replacing itself with moltd {version} from {path}"
                 ))
             }
+            // PID 1's reason says what refused it.
             Err(reason) => {
-                log::error!("PID 1 refused {path}: {reason}");
+                log::error!("{path}: {reason}");
                 self.reporter
-                    .moltd(|status| status.message = Some(format!("{path} refused: {reason}")));
-                Err(format!("refused: {reason}"))
+                    .moltd(|status| status.message = Some(format!("{path}: {reason}")));
+                Err(reason)
             }
         }
     }
@@ -185,9 +189,18 @@ impl Updater {
                 self.itself_replaced(&version);
                 Ok(format!("PID 1 is replacing itself with moltd {version}"))
             }
+            Err(reason) if busy(&reason) => {
+                let message = format!(
+                    "moltd {}: {reason}; offered again at the next check",
+                    offer.tag
+                );
+                self.reporter
+                    .moltd(|status| status.message = Some(message.clone()));
+                Err(message)
+            }
             Err(reason) => {
-                self.itself_refused(offer, &format!("PID 1 refused it: {reason}"));
-                Err(format!("moltd {} refused by PID 1: {reason}", offer.tag))
+                self.itself_refused(offer, &reason);
+                Err(format!("moltd {}: {reason}", offer.tag))
             }
         }
     }
@@ -277,20 +290,21 @@ impl Updater {
             None => "sha256 verified, no signature key",
         };
         crate::notice!("moltd {tag} downloaded: {checked}");
-        self.forget_staged_except(&dir, &target);
+        self.forget_staged_except(&dir, Some(&target));
         Ok(target)
     }
 
-    /// Removes binaries staged for versions no longer on offer (and what
-    /// lies beside them under their name).
-    fn forget_staged_except(&self, dir: &Path, keep: &Path) {
+    /// Removes binaries staged for versions no longer on offer, all but
+    /// `keep` (and what lies beside them under their name).
+    fn forget_staged_except(&self, dir: &Path, keep: Option<&Path>) {
         let Ok(entries) = fs::read_dir(dir) else {
             return;
         };
-        let kept = keep.file_name().unwrap_or_default().to_string_lossy();
+        let kept = keep.and_then(Path::file_name).map(|n| n.to_string_lossy());
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with(&format!("{PROGRAM}-")) && !name.starts_with(&*kept) {
+            let spared = kept.as_ref().is_some_and(|kept| name.starts_with(&**kept));
+            if name.starts_with(&format!("{PROGRAM}-")) && !spared {
                 let _ = fs::remove_file(entry.path());
             }
         }
@@ -373,6 +387,21 @@ pub(super) fn self_settings(config: &config::Config) -> String {
     super::release::fingerprint(fields.iter().map(String::as_str))
 }
 
+/// Whether PID 1 refused for a reason of the moment, not of the binary
+/// (`services::reexec::Refusal`: busy, a self-update under way, a
+/// self-test or state file it could not start or write): such an offer is
+/// made again at the next check instead of being remembered.
+fn busy(reason: &str) -> bool {
+    [
+        "not now: ",
+        "a self-update is already under way",
+        "cannot start its self-test",
+        "cannot write the state",
+    ]
+    .iter()
+    .any(|words| reason.contains(words))
+}
+
 /// Removes the staging folder `tree` if it is there.
 fn remove_tree(tree: &Path) -> Result<(), Error> {
     match fs::remove_dir_all(tree) {
@@ -380,5 +409,32 @@ fn remove_tree(tree: &Path) -> Result<(), Error> {
             Err(Error::io("remove", tree)(err))
         }
         _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// PID 1's refusals of the moment are offered again; those of the
+    /// binary are remembered.
+    #[test]
+    fn refusals_of_the_moment_are_not_remembered() {
+        for (reason, busy) in [
+            ("self-update refused: not now: an update hook runs", true),
+            (
+                "self-update refused: a self-update is already under way",
+                true,
+            ),
+            (
+                "self-update refused: cannot write the state: no space",
+                true,
+            ),
+            ("self-update refused: /x is not an ELF executable", false),
+            (
+                "self-update refused: its self-test failed (exit code 1): older",
+                false,
+            ),
+        ] {
+            assert_eq!(super::busy(reason), busy, "{reason}");
+        }
     }
 }
