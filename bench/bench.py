@@ -23,6 +23,7 @@ import time
 import biglist
 import footprint
 import loss
+import reexec
 import pid1
 import update
 from feed import Feed
@@ -101,7 +102,8 @@ def run(args, tmp):
     def want(*items):
         return not args.only or bool(set(items) & set(args.only))
 
-    # Item 12 takes long (--loss-rounds x 8 events): only when asked for.
+    # Items 12 and 13 take long (--loss-rounds x 8 events; --reexec-rounds
+    # self-updates): only when asked for.
     def asked(item):
         return bool(args.only) and item in args.only
 
@@ -150,6 +152,10 @@ def run(args, tmp):
             step(f"item 12: requests lost during {args.loss_rounds} updates and crash restarts each")
             feed.rate = None
             results["loss"] = loss.run(moltd, feed, f"{tmp}/loss", args.loss_rounds, args.loss_rate)
+        if asked(13):
+            step(f"item 13: {args.reexec_rounds} self-updates alternating two builds")
+            results["reexec"] = reexec.run(moltd, args.moltd_second, f"{tmp}/reexec", args.reexec_rounds,
+                                           args.loss_rate)
     finally:
         feed.close()
     if want(10):
@@ -259,6 +265,8 @@ def table(r):
         out.append("")
     if "loss" in r:
         out += loss.tables(r["loss"], s["loss_rounds"], s["loss_rate"])
+    if "reexec" in r:
+        out += reexec.tables(r["reexec"], s["loss_rate"])
     return "\n".join(out).rstrip()
 
 
@@ -275,16 +283,19 @@ def main():
     parser.add_argument("--feed-rate", type=float, default=25, help="MB/s of the throttled feed (item 7)")
     parser.add_argument("--loss-rounds", type=int, default=100, help="updates, and crashes, per setup (item 12)")
     parser.add_argument("--loss-rate", type=float, default=500, help="requests per second of item 12's load")
+    parser.add_argument("--reexec-rounds", type=int, default=100, help="self-updates of item 13")
+    parser.add_argument("--moltd-second", default=os.path.join(TARGET, "bench-second", "release", "moltd"),
+                        help="item 13: the same tree built with MOLTD_BUILD_VERSION=0.1.1 (run.sh builds it)")
     parser.add_argument("--quick", action="store_true", help="few runs, small payloads, 5 s idle window")
-    parser.add_argument("--only", type=int, nargs="+", choices=range(1, 13), metavar="ITEM",
-                        help="run only these items of BENCHMARKS.md (1-12; 12 only when named)")
+    parser.add_argument("--only", type=int, nargs="+", choices=range(1, 14), metavar="ITEM",
+                        help="run only these items of BENCHMARKS.md (1-13; 12 and 13 only when named)")
     parser.set_defaults(json=os.path.join(TARGET, "bench-results.json"))
     args = parser.parse_args()
     if args.quick:
         args.runs, args.reap_runs, args.update_runs, args.orphans, args.rounds = 1, 1, 1, 1000, 200
-        args.idle_seconds, args.payload_mb, args.loss_rounds = 5, [2, 20], 3
+        args.idle_seconds, args.payload_mb, args.loss_rounds, args.reexec_rounds = 5, [2, 20], 3, 4
     args.moltd = os.path.abspath(args.moltd)
-    for build in ("moltd_static", "moltd_baseline", "moltd_static_baseline"):
+    for build in ("moltd_static", "moltd_baseline", "moltd_static_baseline", "moltd_second"):
         setattr(args, build, getattr(args, build) and os.path.abspath(getattr(args, build)))
 
     # A TERM (timeout, kill) unwinds like Ctrl-C: every namespace is killed

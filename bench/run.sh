@@ -4,6 +4,7 @@
 # static), then runs bench/bench.py with the given arguments, e.g.
 #   bench/run.sh              # the full run (about 12 minutes on 2 cores)
 #   bench/run.sh --quick      # a rough run in well under a minute, for development
+#   bench/run.sh --only 13    # 100 self-updates of PID 1 (issue 17)
 #   bench/run.sh --help       # every knob (runs, payload sizes, feed rate, idle window)
 #   bench/run.sh --baseline REV [ARGS]
 #                             # also builds commit REV (both builds, in
@@ -44,6 +45,15 @@ build() {
         CARGO_TARGET_DIR=$1 cargo build --release --quiet --target x86_64-unknown-linux-gnu
 }
 build "$PWD/target"
+
+# Item 13's second build: the same tree saying it is 0.1.1 (src/version.rs),
+# made in the same target folder (only moltd itself is rebuilt) and kept
+# aside, then the first is made again.
+second=$PWD/target/bench-second/release
+mkdir -p "$second"
+MOLTD_BUILD_VERSION=0.1.1 cargo build --release --quiet
+cp target/release/moltd "$second/moltd"
+cargo build --release --quiet
 
 if [ -n "$baseline" ]; then
     dir=$PWD/target/bench-baseline

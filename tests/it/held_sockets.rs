@@ -17,7 +17,7 @@ use std::time::Duration;
 /// `sd_listen_fds(3)` does); with `bind PORT` it binds the port itself, as
 /// apps did before. `GET /` answers its pid, the `LISTEN_*` variables and
 /// what descriptor 3 is; `GET /crash` answers, then the app kills itself.
-const APP: &str = r#"
+pub(crate) const APP: &str = r#"
 import http.server, os, signal, socket, sys
 
 if sys.argv[1] == "inherit":
@@ -67,7 +67,7 @@ server.serve_forever()
 
 /// The python interpreter itself, not a wrapper that may not exec it (the
 /// app's pid must be the pid of `run`).
-fn python() -> &'static PathBuf {
+pub(crate) fn python() -> &'static PathBuf {
     static PYTHON: OnceLock<PathBuf> = OnceLock::new();
     PYTHON.get_or_init(|| {
         let out = Command::new("python3")
@@ -79,7 +79,7 @@ fn python() -> &'static PathBuf {
 }
 
 /// A port nothing listens on right now.
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -88,7 +88,7 @@ fn free_port() -> u16 {
 }
 
 /// Writes the app and a `run` that execs it with `args`.
-fn app_service(dir: &TestDir, name: &str, args: &str) {
+pub(crate) fn app_service(dir: &TestDir, name: &str, args: &str) {
     dir.write("app.py", APP);
     dir.script(
         &format!("svc/{name}/run"),
@@ -107,14 +107,14 @@ fn services(dir: &TestDir) -> Moltd<'_> {
 }
 
 /// How one request went.
-enum Got {
+pub(crate) enum Got {
     Answer(String),
     Refused,
     Failed(std::io::Error),
 }
 
 /// One request without keep-alive, as a load generator sends it.
-fn get(port: u16, path: &str) -> Got {
+pub(crate) fn get(port: u16, path: &str) -> Got {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let attempt = || -> std::io::Result<String> {
         let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(10))?;
@@ -135,7 +135,7 @@ fn get(port: u16, path: &str) -> Got {
 }
 
 /// The `pid=` of an answer.
-fn pid_of(body: &str) -> &str {
+pub(crate) fn pid_of(body: &str) -> &str {
     body.split_whitespace()
         .find_map(|w| w.strip_prefix("pid="))
         .unwrap_or_default()

@@ -22,6 +22,7 @@ mod pid1;
 mod preflight;
 mod production;
 mod ready;
+mod reexec;
 mod release_layouts;
 mod requests;
 mod secrets;

@@ -348,3 +348,18 @@ pub fn crash_on_resume(step: &str, fallback: bool) {
         panic!("MOLTD_TEST_CRASH_AT={step}");
     }
 }
+
+/// Test builds only: with `MOLTD_TEST_CRASH_AT=resume:hold`, the resume
+/// waits (up to 30 s) for a file `resume.go` in `MOLTD_APP_DIR` before it
+/// reaps or reads a signal, so that a test can make a child die and a
+/// signal arrive in the gap, however fast the exec.
+pub fn hold_on_resume() {
+    if !crash_here("resume:hold") {
+        return;
+    }
+    let go = crate::update::config::app_dir(&|name| std::env::var_os(name)).join("resume.go");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !go.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}

@@ -95,6 +95,7 @@ pub fn resume(config: ServicesConfig, fd: RawFd, fallback: Option<String>) -> i3
         link.retire(pid);
     }
     reexec::crash_on_resume("resume:loop", fallback.is_some());
+    reexec::hold_on_resume();
     // Children that died in the gap, and signals that came then (pending,
     // blocked), are the loop's first events; the scan starts what appeared.
     runner.reap();
