@@ -482,7 +482,7 @@ pub fn agent(mut updater: Updater, mut link: Link) {
                 // After the app's own check, never during its update.
                 if updater.updates_itself() {
                     if let Err(problem) = updater.update_itself(&mut link) {
-                        log::warn!("moltd did not update itself: {problem}");
+                        log::error!("moltd did not update itself: {problem}");
                     }
                 }
                 next_check = Instant::now() + schedule.after(outcome, &mut failures);

@@ -51,11 +51,9 @@ impl Updater {
     /// downloaded and verified, or `None` (not configured, nothing newer,
     /// or only refused versions). The status shows what it found.
     pub fn check_itself(&mut self) -> Result<Option<Offer>, Error> {
+        // Logged once, by whoever gets the error.
         let result = self.check_itself_steps();
         let error = result.as_ref().err().map(|err| chain(err));
-        if let Some(error) = &error {
-            log::error!("moltd's own update: {error}");
-        }
         self.reporter.moltd(|status| status.last_error = error);
         result
     }
@@ -170,7 +168,6 @@ impl Updater {
             }
             // PID 1's reason says what refused it.
             Err(reason) => {
-                log::error!("{path}: {reason}");
                 self.reporter
                     .moltd(|status| status.message = Some(format!("{path}: {reason}")));
                 Err(reason)
@@ -314,7 +311,6 @@ impl Updater {
     /// download's checks or by PID 1): not offered again until its assets
     /// change or `moltd unmark` clears it.
     fn refuse_itself(&mut self, release: &super::release::Release, reason: &str) {
-        log::error!("moltd {} refused: {reason}", release.tag);
         let refusal = Refusal {
             assets: state::assets_fingerprint(release),
             settings: self_settings(&self.config),
@@ -342,9 +338,8 @@ impl Updater {
             .find(|r| r.tag == offer.tag)
             .cloned();
         let _ = fs::remove_file(&offer.path);
-        match release {
-            Some(release) => self.refuse_itself(&release, reason),
-            None => log::error!("moltd {} refused: {reason}", offer.tag),
+        if let Some(release) = release {
+            self.refuse_itself(&release, reason);
         }
     }
 
