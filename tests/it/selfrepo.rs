@@ -393,3 +393,49 @@ fn a_newer_moltd_from_the_self_repo_replaces_pid1_and_keeps_the_services() {
         running.fail("the staged binary stayed beside the kept one");
     }
 }
+
+/// `POST /self-update?file=PATH` with a newer binary: PID 1 self-tests,
+/// keeps and execs it, the service stays on its pid. The agent that
+/// answers is replaced at once, so the answer may not arrive; when it
+/// does, it says so.
+#[test]
+fn post_self_update_with_a_newer_file_replaces_pid1() {
+    let dir = TestDir::new("selfrepo_http_file");
+    let listen = crate::apply::free_port();
+    dir.script("services/idle/run", "#!/bin/sh\nexec sleep 1000\n");
+    let file = dir.join("moltd new");
+    fs::write(&file, stripped(&dir)).unwrap();
+    fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    dir.write("moltd new.version", "9.1.0\n");
+    let feed = Feed::start(vec![release("1.0.0", App::Good)]);
+    let mut running = Moltd::new(&dir, Mode::Pid1)
+        .args(["--services", "services"])
+        .env("MOLTD_REPO", "acme/app")
+        .env("GITHUB_API_URL", feed.url())
+        .env("MOLTD_APP_DIR", dir.join("app"))
+        .env("MOLTD_STATUS_FILE", dir.join("status.json"))
+        .env("MOLTD_INTERVAL", "1h")
+        .env("MOLTD_LISTEN", format!("127.0.0.1:{listen}"))
+        .env("MOLTD_API_TOKEN", "secret")
+        .spawn();
+    let before = service_pid(&mut running, "idle");
+    running.wait_for("the agent to be idle", || {
+        status(&dir)["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("no newer release"))
+    });
+    let path = format!("/self-update?file={}", file.display()).replace(' ', "%20");
+    match http(listen, "POST", &path, Some("secret")) {
+        None => {}
+        Some((200, body)) if body.contains("replacing itself with moltd 9.1.0") => {}
+        other => running.fail(&format!("POST {path}: {other:?}")),
+    }
+    let kept = dir.join("app/.moltd/bin/moltd-9.1.0");
+    let pid = running.moltd_pid();
+    running.wait_for("PID 1 to run the kept moltd 9.1.0", || {
+        fs::read_link(format!("/proc/{pid}/exe")).ok() == Some(kept.clone())
+    });
+    if service_pid(&mut running, "idle") != before {
+        running.fail("the service was restarted");
+    }
+}
