@@ -431,5 +431,27 @@ mod tests {
         ] {
             assert_eq!(super::busy(reason), busy, "{reason}");
         }
+        // As PID 1 words them.
+        use crate::services::reexec::Refusal;
+        let of_the_moment = [
+            Refusal::Busy("an update hook runs".into()),
+            Refusal::UnderWay,
+            Refusal::SelfTestStart("fork failed".into()),
+            Refusal::State(std::io::Error::other("no space")),
+        ];
+        for refusal in of_the_moment {
+            assert!(super::busy(&refusal.to_string()), "{refusal}");
+        }
+        let of_the_binary = [
+            Refusal::NotElf("/x".into()),
+            Refusal::SelfTestHung,
+            Refusal::SelfTestFailed {
+                status: "exit code 1".into(),
+                output: "not newer".into(),
+            },
+        ];
+        for refusal in of_the_binary {
+            assert!(!super::busy(&refusal.to_string()), "{refusal}");
+        }
     }
 }
