@@ -21,12 +21,7 @@ pub struct Output {
 
 impl Output {
     pub fn new(label: String, to_stderr: bool) -> Result<Output, Errno> {
-        Ok(Output {
-            pipe: Pipe::new(true)?,
-            label,
-            to_stderr,
-            pending: Vec::new(),
-        })
+        Ok(Output::adopt(label, to_stderr, Pipe::new(true)?))
     }
 
     /// Reads what is waiting in the pipe and writes out every whole line.

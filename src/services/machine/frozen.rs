@@ -150,3 +150,65 @@ pub fn check_frozen(slots: &[FrozenSlot]) -> Result<(), String> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{def, exited, listing, running, settings, spawn};
+    use super::*;
+    use crate::services::machine::{Event, Program};
+    use crate::sys::reap::ExitStatus;
+    use std::time::Duration;
+
+    fn listing_of(event: Event) -> Listing {
+        match event {
+            Event::Scanned(Ok(listing)) => listing,
+            _ => unreachable!(),
+        }
+    }
+
+    /// Resumed, a supervisor shows what it showed, runs down the same
+    /// deadlines, and knows the same pids.
+    #[test]
+    fn a_frozen_supervisor_thaws_with_the_same_pids_phases_and_deadlines() {
+        let t0 = Instant::now();
+        let defs = [def("db"), def("web"), def("worker")];
+        let mut sup = running(t0, &defs);
+        // db dies at once: a quick death, in backoff until a second after
+        // its start; web and worker are in their grace period.
+        sup.step(t0, exited(100, ExitStatus::Exited(3), false));
+        let now = t0 + Duration::from_millis(500);
+        sup.step(now, Event::Tick);
+        let records = sup.freeze(now).unwrap();
+        let mut thawed = Supervisor::new(settings());
+        let strays = thawed
+            .thaw(now, &listing_of(listing(&defs)), records)
+            .unwrap();
+        assert!(strays.is_empty());
+        assert_eq!(thawed.statuses(now), sup.statuses(now));
+        assert_eq!(thawed.next_deadline(), sup.next_deadline());
+        // The adopted `run` is the one its exit is matched to.
+        let actions = thawed.step(now, exited(101, ExitStatus::Exited(0), false));
+        assert!(thawed.statuses(now)[1].main.pid.is_none(), "{actions:?}");
+    }
+
+    #[test]
+    fn a_busy_supervisor_is_not_frozen_and_says_what_is_busy() {
+        let t0 = Instant::now();
+        let mut sup = Supervisor::new(settings());
+        let actions = sup.step(t0, listing(&[def("web")]));
+        assert!(actions.contains(&spawn("web", Which::Main, Program::Run)));
+        let refused = sup.freeze(t0).unwrap_err();
+        assert!(refused.contains("web is starting"), "{refused}");
+    }
+
+    #[test]
+    fn a_folder_gone_during_the_exec_leaves_its_pid_to_stop() {
+        let t0 = Instant::now();
+        let sup = running(t0, &[def("web"), def("old")]);
+        let records = sup.freeze(t0).unwrap();
+        let mut thawed = Supervisor::new(settings());
+        let strays = thawed.thaw(t0, &listing_of(listing(&[def("web")])), records);
+        assert_eq!(strays, Ok(vec![101]));
+        assert_eq!(thawed.statuses(t0).len(), 1);
+    }
+}

@@ -63,6 +63,12 @@ pub fn resume(config: ServicesConfig, fd: RawFd, fallback: Option<String>) -> i3
         1
     };
     reexec::crash_on_resume("resume:read", fallback.is_some());
+    // Every descriptor checked before any is taken: a failure after the
+    // first is taken would close it on the way out, and the previous
+    // binary needs them all.
+    if let Some(fd) = state.fds().into_iter().find(|&fd| !exec::is_open(fd)) {
+        return failed(format!("descriptor {fd} of the state is not open"));
+    }
     let Some(inherited) = Inherited::decode(&state.signals) else {
         return failed("the state's signals do not read".into());
     };
