@@ -36,6 +36,11 @@ pub enum UpdateRequest {
     Unmark(Vec<String>),
     /// The status document, as JSON.
     Status,
+    /// Replace PID 1 with this binary (`POST /self-update?file=PATH`), or,
+    /// with none, look for a newer moltd in `MOLTD_SELF_REPO` and apply it
+    /// (`POST /self-update`). On the socket: `update\tself-update` and the
+    /// self-update line's fields.
+    Itself(Option<SelfUpdate>),
 }
 
 /// The updater's answer: whether it worked, and what to tell the user.
@@ -50,6 +55,8 @@ pub enum BadRequest {
     NoTags,
     #[error("bad request: unknown update request {0:?}")]
     Unknown(String),
+    #[error(transparent)]
+    SelfUpdate(BadSelfUpdate),
 }
 
 /// How every updater request line starts (PID 1 forwards such lines to the
@@ -82,6 +89,11 @@ impl UpdateRequest {
             UpdateRequest::Rollback => "rollback".to_owned(),
             UpdateRequest::Unmark(tags) => format!("unmark\t{}", tags.join("\t")),
             UpdateRequest::Status => "status".to_owned(),
+            // A path that cannot be sent was refused where the request
+            // was built; one that slips through asks for no file.
+            UpdateRequest::Itself(request) => (request.as_ref())
+                .and_then(|request| request.encode().ok())
+                .unwrap_or_else(|| SELF_UPDATE_PREFIX.trim_end().to_owned()),
         };
         format!("{UPDATE_PREFIX}{fields}\n")
     }
@@ -90,6 +102,16 @@ impl UpdateRequest {
     /// error when it is but asks for nothing the updater does.
     pub fn decode(line: &str) -> Option<Result<UpdateRequest, BadRequest>> {
         let line = line.trim_end_matches('\n').strip_prefix(UPDATE_PREFIX)?;
+        if line == SELF_UPDATE_PREFIX.trim_end() {
+            return Some(Ok(UpdateRequest::Itself(None)));
+        }
+        if let Some(request) = SelfUpdate::decode(line) {
+            return Some(
+                request
+                    .map(|request| UpdateRequest::Itself(Some(request)))
+                    .map_err(BadRequest::SelfUpdate),
+            );
+        }
         let mut fields = line.split('\t');
         let verb = fields.next().unwrap_or_default();
         let rest: Vec<&str> = fields.collect();
@@ -249,6 +271,11 @@ mod tests {
             UpdateRequest::Unmark(vec!["v3.0.0".into()]),
             UpdateRequest::Unmark(vec!["v3.0.0".into(), "web-v1.0.0".into()]),
             UpdateRequest::Status,
+            UpdateRequest::Itself(None),
+            UpdateRequest::Itself(Some(SelfUpdate {
+                path: "/tmp/moltd new".into(),
+                force: true,
+            })),
         ];
         for request in requests {
             assert_eq!(UpdateRequest::decode(&request.encode()), Some(Ok(request)));

@@ -112,8 +112,9 @@ pub fn admit(work: &Work, status: &Mutex<Status>, op: &UpdateRequest) -> Admissi
                 None => "no newer release".to_owned(),
             };
             Admission::Answer(Ok(format!(
-                "{found} (current: {current}; as of the last check: an update is in progress, {})",
-                step(&status)
+                "{found} (current: {current}; as of the last check: an update is in progress, {})\n{}",
+                step(&status),
+                status.moltd.summary().trim_end()
             )))
         }
         UpdateRequest::Apply { .. } if busy => {
@@ -156,6 +157,13 @@ pub fn admit(work: &Work, status: &Mutex<Status>, op: &UpdateRequest) -> Admissi
                     format!("clearing the bad mark of {}", tags.join(", "))
                 }
                 UpdateRequest::Status => String::new(),
+                UpdateRequest::Itself(Some(request)) => format!(
+                    "asking PID 1 to replace itself with {}",
+                    request.path.display()
+                ),
+                UpdateRequest::Itself(None) => {
+                    "checking MOLTD_SELF_REPO for a newer moltd and applying it".into()
+                }
             })
         }
     }

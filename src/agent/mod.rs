@@ -318,6 +318,7 @@ impl Pump {
                 ToLoop::KillHook(pid) => FromAgent::KillHook(pid),
                 ToLoop::Reply { client, reply } => FromAgent::Reply { client, reply },
                 ToLoop::Ready => FromAgent::Ready { updating },
+                ToLoop::SelfUpdate(request) => FromAgent::SelfUpdate(request),
             })?;
         }
         Ok(())
@@ -348,7 +349,13 @@ impl Pump {
             FromInit::Client { client, line } => self.client(client, &line)?,
             // PID 1's answer to a self-update this agent asked for; on
             // `exec` the link closes next and the new PID 1 starts a new agent.
-            FromInit::SelfUpdate(answer) => info!("self-update: {answer:?}"),
+            FromInit::SelfUpdate(answer) => to_worker(
+                &self.worker,
+                ToAgent::SelfUpdate(match answer {
+                    protocol::SelfUpdateAnswer::Exec(version) => Ok(version),
+                    protocol::SelfUpdateAnswer::Refused(reason) => Err(reason),
+                }),
+            ),
         }
         Ok(())
     }

@@ -62,6 +62,9 @@ pub enum ToLoop {
     KillHook(i32),
     /// Answer socket client `client` and close its connection.
     Reply { client: u64, reply: UpdateReply },
+    /// Replace PID 1 with this binary; answered with
+    /// [`ToAgent::SelfUpdate`].
+    SelfUpdate(crate::control::SelfUpdate),
     /// A release is installed: the services may start. The main command,
     /// if any, is held (an `Op::Up` for the agent, answered like any
     /// request) until [`Payload::release`], so that it may fail a first
@@ -83,6 +86,9 @@ pub enum ToAgent {
     /// The services a dead agent stopped (from PID 1's `welcome`): the
     /// first message, once PID 1 answered.
     Welcome(Vec<String>),
+    /// PID 1's answer to [`ToLoop::SelfUpdate`]: the version it execs, or
+    /// why it refused.
+    SelfUpdate(Result<String, String>),
     /// `moltd update`/`rollback`/`status`, or the same over HTTP.
     Client {
         to: ReplyTo,
@@ -473,6 +479,12 @@ pub fn agent(mut updater: Updater, mut link: Link) {
             None => {
                 link.working(true);
                 let outcome = updater.automatic(&mut link, false);
+                // After the app's own check, never during its update.
+                if updater.updates_itself() {
+                    if let Err(problem) = updater.update_itself(&mut link) {
+                        log::error!("moltd did not update itself: {problem}");
+                    }
+                }
                 next_check = Instant::now() + schedule.after(outcome, &mut failures);
                 log::info!(
                     "next check in {:.1}s",

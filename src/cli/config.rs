@@ -215,6 +215,7 @@ pub fn warnings(env: Env, names: &[OsString], updates: bool) -> Vec<String> {
             ));
         }
     }
+    found.extend(self_update_warnings(&set, updates));
     let mut unknown: Vec<String> = names
         .iter()
         .filter_map(|n| n.to_str())
@@ -229,6 +230,42 @@ pub fn warnings(env: Env, names: &[OsString], updates: bool) -> Vec<String> {
                 format!("unknown variable {name}: moltd does not read it (see 'moltd help env')")
             }
         });
+    }
+    found
+}
+
+/// What is said about `MOLTD_SELF_*`: settings without the repository, a
+/// repository without the release source whose checks carry it, and the
+/// signature key a binary PID 1 will exec should have.
+fn self_update_warnings(set: &dyn Fn(&str) -> bool, updates: bool) -> Vec<String> {
+    let mut found = Vec::new();
+    let settings: Vec<&str> = VARS
+        .iter()
+        .filter(|v| v.group == vars::SELF && v.name != "MOLTD_SELF_REPO")
+        .map(|v| v.name)
+        .filter(|name| set(name))
+        .collect();
+    if !set("MOLTD_SELF_REPO") {
+        if !settings.is_empty() {
+            found.push(format!(
+                "{} nothing without MOLTD_SELF_REPO",
+                match settings.as_slice() {
+                    [one] => format!("{one} does"),
+                    _ => format!("{} do", settings.join(", ")),
+                }
+            ));
+        }
+        return found;
+    }
+    if !updates {
+        found.push(
+            "MOLTD_SELF_REPO does nothing without a release source for the app (MOLTD_REPO or MOLTD_URL): moltd's own releases are checked with the app's".into(),
+        );
+    }
+    if !set("MOLTD_SELF_MINISIGN_KEY") {
+        found.push(
+            "MOLTD_SELF_REPO is set without MOLTD_SELF_MINISIGN_KEY: moltd will run a new binary of itself as PID 1 on the strength of a SHA-256 from the same feed; a signature key is strongly recommended".into(),
+        );
     }
     found
 }
@@ -348,6 +385,49 @@ mod tests {
         ];
         for (vars, present, updates, expected) in table {
             let got = warnings(&env_of(vars), &names(present), updates);
+            assert_eq!(got.len(), expected.len(), "{vars:?}: {got:?}");
+            for (got, want) in got.iter().zip(expected) {
+                assert!(
+                    got.starts_with(want),
+                    "{vars:?}: {got:?}, expected {want:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn warnings_for_moltds_own_updates() {
+        type Case<'a> = (&'a [(&'a str, &'a str)], bool, &'a [&'a str]);
+        let table: [Case; 4] = [
+            (
+                &[("MOLTD_SELF_REPO", "acme/moltd")],
+                true,
+                &["MOLTD_SELF_REPO is set without MOLTD_SELF_MINISIGN_KEY"],
+            ),
+            (
+                &[
+                    ("MOLTD_SELF_REPO", "acme/moltd"),
+                    ("MOLTD_SELF_MINISIGN_KEY", "RW"),
+                ],
+                true,
+                &[],
+            ),
+            (
+                &[
+                    ("MOLTD_SELF_REPO", "acme/moltd"),
+                    ("MOLTD_SELF_MINISIGN_KEY", "RW"),
+                ],
+                false,
+                &["MOLTD_SELF_REPO does nothing without a release source"],
+            ),
+            (
+                &[("MOLTD_SELF_ASSET", "x"), ("MOLTD_SELF_VERSION", "^1")],
+                true,
+                &["MOLTD_SELF_ASSET, MOLTD_SELF_VERSION do nothing without MOLTD_SELF_REPO"],
+            ),
+        ];
+        for (vars, updates, expected) in table {
+            let got = warnings(&env_of(vars), &[], updates);
             assert_eq!(got.len(), expected.len(), "{vars:?}: {got:?}");
             for (got, want) in got.iter().zip(expected) {
                 assert!(

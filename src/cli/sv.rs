@@ -411,6 +411,7 @@ fn update_summary(reply: UpdateReply) -> String {
             .collect();
         let _ = writeln!(text, "bad releases: {}", Escaped(&bad.join(", ")));
     }
+    text.push_str(&status.moltd.summary());
     text
 }
 

@@ -56,6 +56,7 @@ const SOURCE: &str = "Where releases come from";
 pub const WHICH: &str = "When to check, which release";
 pub const FETCH: &str = "Downloading, verifying, unpacking";
 pub const SWITCH: &str = "Switching releases";
+pub const SELF: &str = "moltd updating itself (digest always required)";
 pub const AGENT: &str = "The update agent (the process that does the network work)";
 
 use Show::{Plain, Secret, SecretUrl, Url};
@@ -131,6 +132,10 @@ pub const VARS: &[Var] = &[
     var(SWITCH, "MOLTD_HEALTH_TIMEOUT", "60s", "how long the URL or command gets to pass", Plain),
     var(SWITCH, "MOLTD_HOOK_TIMEOUT", "600s", "how long a hook may run before it is killed", Plain),
     var(SWITCH, "MOLTD_KEEP", "3", "installed releases to keep (at least 2)", Plain),
+    var(SELF, "MOLTD_SELF_REPO", "none (moltd does not update itself)", "owner/repo of moltd's own releases (same MOLTD_SOURCE, API URL and token)", Plain),
+    var(SELF, "MOLTD_SELF_ASSET", crate::update::config::SELF_ASSET, "glob naming moltd's asset: the binary, or a .tar.gz holding moltd", Plain),
+    var(SELF, "MOLTD_SELF_VERSION", "*", "semver requirement for moltd itself; =X.Y.Z pins (and may go back)", Plain),
+    var(SELF, "MOLTD_SELF_MINISIGN_KEY", "none (strongly recommended)", "minisign public key (RW...) or .pub file for moltd's own assets", Plain),
     var(AGENT, "MOLTD_AGENT_USER", "the app dir's owner, else root", "user (name, uid or uid:gid) the agent runs as, when moltd is root", Plain),
     var(AGENT, "MOLTD_AGENT_MEMORY", "1G", "the agent's address-space limit (RLIMIT_AS), or unlimited", Plain),
 ];

@@ -211,7 +211,7 @@ async fn route(context: &Context, request: Request<Incoming>) -> Reply {
             shared.metrics(),
         ),
         (&Method::GET, "/status") => reply(StatusCode::OK, "application/json", shared.status()),
-        (&Method::POST, "/update" | "/rollback") => {
+        (&Method::POST, "/update" | "/rollback" | "/self-update") => {
             let Some(token) = &context.token else {
                 let why = "disabled: set MOLTD_API_TOKEN to enable\n";
                 return text(StatusCode::NOT_FOUND, why);
@@ -230,6 +230,10 @@ async fn route(context: &Context, request: Request<Incoming>) -> Reply {
             }
             let op = match path {
                 "/rollback" => Ok(UpdateRequest::Rollback),
+                "/self-update" => match self_update(query) {
+                    Ok(op) => Ok(op),
+                    Err(bad) => return text(StatusCode::BAD_REQUEST, format!("{bad}\n")),
+                },
                 _ => UpdateRequest::update(
                     query.split('&').any(|p| p == "check"),
                     query.split('&').any(|p| p == "force"),
@@ -247,11 +251,44 @@ async fn route(context: &Context, request: Request<Incoming>) -> Reply {
                 None => not_configured(),
             }
         }
-        (_, "/healthz" | "/metrics" | "/status" | "/update" | "/rollback") => {
+        (_, "/healthz" | "/metrics" | "/status" | "/update" | "/rollback" | "/self-update") => {
             text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
         }
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }
+}
+
+/// `POST /self-update?file=PATH[&force]`: replace PID 1 with the binary
+/// PATH (an absolute path on the container's file system, percent-encoded
+/// as a query value); with no query, check `MOLTD_SELF_REPO` now.
+fn self_update(query: &str) -> Result<UpdateRequest, String> {
+    let url = reqwest::Url::parse(&format!("http://moltd/?{query}"))
+        .map_err(|err| format!("bad request: {err}"))?;
+    let (mut file, mut force) = (None, false);
+    for (name, value) in url.query_pairs() {
+        match (name.as_ref(), value.as_ref()) {
+            ("file", path) if file.is_none() => file = Some(path.to_owned()),
+            ("force", "" | "1" | "true") => force = true,
+            ("file", _) => return Err("bad request: file given twice".into()),
+            (other, _) => {
+                return Err(format!(
+                    "bad request: unknown parameter {other:?} (file=PATH and force are known)"
+                ));
+            }
+        }
+    }
+    let request = match (file, force) {
+        (Some(path), force) => crate::control::SelfUpdate {
+            path: path.into(),
+            force,
+        },
+        (None, true) => {
+            return Err("bad request: force goes with file=PATH (a newer moltd from MOLTD_SELF_REPO needs no force)".into());
+        }
+        (None, false) => return Ok(UpdateRequest::Itself(None)),
+    };
+    request.encode().map_err(|bad| bad.to_string())?;
+    Ok(UpdateRequest::Itself(Some(request)))
 }
 
 /// The token of an `Authorization: Bearer <token>` value. The scheme is
@@ -282,7 +319,34 @@ fn reply(code: StatusCode, kind: &'static str, body: impl Into<Bytes>) -> Reply 
 
 #[cfg(test)]
 mod tests {
-    use super::bearer;
+    use super::{UpdateRequest, bearer, self_update};
+
+    #[test]
+    fn self_update_queries() {
+        let file = |path: &str, force| {
+            Ok(UpdateRequest::Itself(Some(crate::control::SelfUpdate {
+                path: path.into(),
+                force,
+            })))
+        };
+        assert_eq!(self_update(""), Ok(UpdateRequest::Itself(None)));
+        assert_eq!(self_update("file=/tmp/moltd"), file("/tmp/moltd", false));
+        assert_eq!(
+            self_update("file=%2Ftmp%2Fmy%20moltd&force"),
+            file("/tmp/my moltd", true)
+        );
+        for (query, why) in [
+            ("file=moltd", "absolute"),
+            ("file=", "absolute"),
+            ("file=/a%09b", "tab"),
+            ("force", "force goes with file"),
+            ("file=/a&file=/b", "twice"),
+            ("check", "unknown parameter"),
+        ] {
+            let err = self_update(query).unwrap_err();
+            assert!(err.contains(why), "{query}: {err}");
+        }
+    }
 
     #[test]
     fn bearer_scheme_in_any_case() {

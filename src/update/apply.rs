@@ -70,6 +70,13 @@ pub trait Payload {
     /// mode's command, whose exit ends moltd) is on its own again, and is
     /// started if the switch left it down.
     fn release(&mut self) -> Result<(), String>;
+    /// Asks PID 1 to replace itself with the binary `request` names:
+    /// `Ok(Ok(VERSION))` when it execs it (the link closes next),
+    /// `Ok(Err(REASON))` when it refused and nothing changed.
+    fn replace_pid1(
+        &mut self,
+        request: &crate::control::SelfUpdate,
+    ) -> Result<Result<String, String>, String>;
     /// Runs `sh -c COMMAND moltd ARGS...` (in folder `cwd`, if given) and
     /// waits for it, killing its group after `timeout`.
     fn run_hook(
@@ -222,6 +229,7 @@ impl Updater {
     pub fn request(&mut self, payload: &mut dyn Payload, request: UpdateRequest) -> UpdateReply {
         let (mode, force) = match request {
             UpdateRequest::Status => return super::status::reply(&self.shared_status()),
+            UpdateRequest::Itself(request) => return self.request_itself(payload, request),
             UpdateRequest::Unmark(tags) => return self.unmark(&tags).map_err(|err| chain(&err)),
             UpdateRequest::Rollback => return self.rollback(payload).map_err(|err| chain(&err)),
             UpdateRequest::Check => (Mode::Check, false),
@@ -242,7 +250,14 @@ impl Updater {
             }
             (None, _) => {}
         }
-        self.update(payload, mode).map_err(|err| chain(&err))
+        let result = self.update(payload, mode).map_err(|err| chain(&err));
+        match mode {
+            // What a check says of the app, then of moltd itself.
+            Mode::Check => {
+                result.map(|found| format!("{found}\n{}", self.status().moltd.summary().trim_end()))
+            }
+            _ => result,
+        }
     }
 
     fn update(&mut self, payload: &mut dyn Payload, mode: Mode) -> Result<String, Error> {

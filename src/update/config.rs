@@ -186,7 +186,31 @@ pub struct Config {
     pub skip: BTreeSet<String>,
     /// Wariness, minimum age and windows (see [`super::rollout`]).
     pub rollout: super::rollout::Policy,
+    /// `MOLTD_SELF_REPO` and its settings: where moltd's own releases come
+    /// from.
+    pub self_update: Option<SelfUpdate>,
 }
+
+/// Where moltd finds new versions of itself, and what it accepts: the
+/// payload's kind of source, API URL and token, another repository. A
+/// digest is always required (PID 1 will exec what this accepts, whatever
+/// `MOLTD_REQUIRE_CHECKSUM` says for the payload).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SelfUpdate {
+    pub source: Source,
+    /// `MOLTD_SELF_ASSET`: a glob as `MOLTD_ASSET`; a raw binary, or a
+    /// `.tar.gz`/`.tgz` holding a `moltd` file.
+    pub asset: String,
+    /// `MOLTD_SELF_VERSION` as the requirement; tags are `v` and semver.
+    pub policy: Policy,
+    /// `MOLTD_SELF_MINISIGN_KEY`: strongly recommended (a notice at start
+    /// without it).
+    pub minisign_key: Option<String>,
+}
+
+/// `MOLTD_SELF_ASSET`'s default: `moltd-1.4.0-linux-amd64`, with or without
+/// `.tar.gz` (signature and checksum files beside it never match a glob).
+pub const SELF_ASSET: &str = "moltd-*-{os}-{arch}*";
 
 /// moltd's own files inside `app_dir`.
 pub fn state_dir(app_dir: &std::path::Path) -> PathBuf {
@@ -234,51 +258,52 @@ impl Config {
         };
 
         let repo = match (var("MOLTD_REPO"), var("GH_USER"), var("GH_REPO")) {
-            (Some(full), _, _) => match full.split_once('/') {
-                Some((owner, repo))
-                    if !owner.is_empty() && !repo.is_empty() && !repo.contains('/') =>
-                {
-                    Some((owner.to_string(), repo.to_string()))
-                }
-                _ => return Err(bad("MOLTD_REPO", &full, "owner/repo")),
-            },
+            (Some(full), _, _) => Some(owner_repo("MOLTD_REPO", &full)?),
             (None, Some(owner), Some(repo)) => Some((owner, repo)),
             _ => None,
         };
         let source_kind = var("MOLTD_SOURCE").unwrap_or_else(|| "github".into());
         // Resolved now, raised after the other variables are checked: with no
         // source, updates are off, but a bad value elsewhere is still wrong.
-        let source = (|| -> Result<Source, Error> {
-            Ok(match source_kind.as_str() {
-                "github" => {
-                    let (owner, repo) = repo.ok_or(Error::NoSource)?;
-                    let api =
-                        var("GITHUB_API_URL").unwrap_or_else(|| "https://api.github.com".into());
-                    Source::GitHub {
-                        api: trim_slash(api),
-                        owner,
-                        repo,
+        let source = match source_kind.as_str() {
+            "url" | "manifest" => var("MOLTD_URL")
+                .map(|url| Source::Manifest { url })
+                .ok_or(Error::NoSource),
+            "github" | "gitea" | "forgejo" => repo
+                .ok_or(Error::NoSource)
+                .and_then(|(owner, repo)| repo_source(&var, &source_kind, owner, repo)),
+            _ => Err(bad("MOLTD_SOURCE", &source_kind, "github, gitea or url")),
+        };
+        let self_update = match var("MOLTD_SELF_REPO") {
+            None => None,
+            Some(full) => {
+                let (owner, repo) = owner_repo("MOLTD_SELF_REPO", &full)?;
+                let source = match source_kind.as_str() {
+                    "url" | "manifest" => {
+                        return Err(bad(
+                            "MOLTD_SOURCE",
+                            &source_kind,
+                            "github or gitea with MOLTD_SELF_REPO (moltd's own releases come from a repository)",
+                        ));
                     }
-                }
-                "gitea" | "forgejo" => {
-                    let (owner, repo) = repo.ok_or(Error::NoSource)?;
-                    let api = var("MOLTD_API_URL").ok_or(Error::Config {
-                    var: "MOLTD_API_URL",
-                    value: String::new(),
-                    expected: "the API base of the Gitea or Forgejo server, e.g. https://codeberg.org/api/v1",
-                })?;
-                    Source::Gitea {
-                        api: trim_slash(api),
-                        owner,
-                        repo,
-                    }
-                }
-                "url" | "manifest" => Source::Manifest {
-                    url: var("MOLTD_URL").ok_or(Error::NoSource)?,
-                },
-                _ => return Err(bad("MOLTD_SOURCE", &source_kind, "github, gitea or url")),
-            })
-        })();
+                    _ => repo_source(&var, &source_kind, owner, repo)?,
+                };
+                let requirement = match var("MOLTD_SELF_VERSION") {
+                    None => semver::VersionReq::STAR,
+                    Some(text) => requirement("MOLTD_SELF_VERSION", &text)?,
+                };
+                Some(SelfUpdate {
+                    source,
+                    asset: var("MOLTD_SELF_ASSET").unwrap_or_else(|| SELF_ASSET.into()),
+                    policy: Policy {
+                        tag_prefix: String::new(),
+                        requirement,
+                        prerelease: false,
+                    },
+                    minisign_key: var("MOLTD_SELF_MINISIGN_KEY"),
+                })
+            }
+        };
         let token = crate::secrets::release_token(env)?.map(|(token, _)| token);
 
         let interval = match (var("MOLTD_INTERVAL"), var("SLEEP")) {
@@ -314,15 +339,7 @@ impl Config {
         let tag_prefix = var("MOLTD_TAG_PREFIX").unwrap_or_default();
         let requirement = match var("MOLTD_VERSION") {
             None => semver::VersionReq::STAR,
-            Some(text) => {
-                semver::VersionReq::parse(text.trim_start_matches('v')).map_err(|_| {
-                    bad(
-                        "MOLTD_VERSION",
-                        &text,
-                        "a semver requirement such as ^1.4, ~2.0 or =1.2.3",
-                    )
-                })?
-            }
+            Some(text) => requirement("MOLTD_VERSION", &text)?,
         };
         let prerelease = flag(&var, "MOLTD_PRERELEASE", false)?;
         let require_checksum = flag(&var, "MOLTD_REQUIRE_CHECKSUM", true)?;
@@ -457,6 +474,7 @@ impl Config {
             switch,
             skip: skip(env),
             rollout: super::rollout::Policy::from_env(&var)?,
+            self_update,
         })
     }
 
@@ -469,6 +487,67 @@ impl Config {
     pub fn state_dir(&self) -> PathBuf {
         state_dir(&self.app_dir)
     }
+}
+
+/// `owner/repo` from variable `name`.
+fn owner_repo(name: &'static str, full: &str) -> Result<(String, String), Error> {
+    match full.split_once('/') {
+        Some((owner, repo)) if !owner.is_empty() && !repo.is_empty() && !repo.contains('/') => {
+            Ok((owner.to_string(), repo.to_string()))
+        }
+        _ => Err(Error::Config {
+            var: name,
+            value: full.to_string(),
+            expected: "owner/repo",
+        }),
+    }
+}
+
+/// The repository `owner/repo` on the server `MOLTD_SOURCE` (`kind`) names.
+fn repo_source(
+    var: &dyn Fn(&str) -> Option<String>,
+    kind: &str,
+    owner: String,
+    repo: String,
+) -> Result<Source, Error> {
+    Ok(match kind {
+        "github" => {
+            let api = var("GITHUB_API_URL").unwrap_or_else(|| "https://api.github.com".into());
+            Source::GitHub {
+                api: trim_slash(api),
+                owner,
+                repo,
+            }
+        }
+        "gitea" | "forgejo" => {
+            let api = var("MOLTD_API_URL").ok_or(Error::Config {
+                var: "MOLTD_API_URL",
+                value: String::new(),
+                expected: "the API base of the Gitea or Forgejo server, e.g. https://codeberg.org/api/v1",
+            })?;
+            Source::Gitea {
+                api: trim_slash(api),
+                owner,
+                repo,
+            }
+        }
+        _ => {
+            return Err(Error::Config {
+                var: "MOLTD_SOURCE",
+                value: kind.to_string(),
+                expected: "github, gitea or url",
+            });
+        }
+    })
+}
+
+/// A semver requirement from variable `name` (a leading `v` is allowed).
+fn requirement(name: &'static str, text: &str) -> Result<semver::VersionReq, Error> {
+    semver::VersionReq::parse(text.trim_start_matches('v')).map_err(|_| Error::Config {
+        var: name,
+        value: text.to_string(),
+        expected: "a semver requirement such as ^1.4, ~2.0 or =1.2.3",
+    })
 }
 
 fn trim_slash(url: String) -> String {

@@ -79,19 +79,25 @@ pub enum Error {
     },
     #[error("release {}: {}", Escaped(.tag), Escaped(.problem))]
     Asset { tag: String, problem: String },
+    /// `hint` says what would let it through, if anything does.
     #[error(
-        "release {} has no checksum for {asset} (no digest field, no SHA256SUMS, checksums.txt or {asset}.sha256 asset); set MOLTD_REQUIRE_CHECKSUM=false to accept it unchecked",
+        "release {} has no checksum for {asset} (no digest field, no SHA256SUMS, checksums.txt or {asset}.sha256 asset); {hint}",
         Escaped(.tag), asset = Escaped(.asset)
     )]
-    MissingChecksum { tag: String, asset: String },
+    MissingChecksum {
+        tag: String,
+        asset: String,
+        hint: &'static str,
+    },
     #[error(
-        "release {} has no usable checksum for {}: {} in its digest field, and no checksum asset; set MOLTD_REQUIRE_CHECKSUM=false to accept it unchecked",
+        "release {} has no usable checksum for {}: {} in its digest field, and no checksum asset; {hint}",
         Escaped(.tag), Escaped(.asset), Escaped(.problem)
     )]
     UnusableDigest {
         tag: String,
         asset: String,
         problem: String,
+        hint: &'static str,
     },
     #[error("{} lists no sha256 for {}", Escaped(.file), Escaped(.asset))]
     ChecksumNotListed { file: String, asset: String },
@@ -102,13 +108,23 @@ pub enum Error {
         expected: String,
         origin: String,
     },
-    #[error("MOLTD_MINISIGN_KEY is not a minisign public key")]
-    MinisignKey(#[source] minisign_verify::Error),
-    #[error("release {} has no {}.minisig, and MOLTD_MINISIGN_KEY requires one", Escaped(.tag), Escaped(.asset))]
-    MissingSignature { tag: String, asset: String },
-    #[error("{}.minisig does not verify against MOLTD_MINISIGN_KEY", Escaped(.asset))]
+    /// `var` names the setting: the app's key or moltd's own.
+    #[error("{var} is not a minisign public key")]
+    MinisignKey {
+        var: &'static str,
+        #[source]
+        source: minisign_verify::Error,
+    },
+    #[error("release {} has no {}.minisig, and {var} requires one", Escaped(.tag), Escaped(.asset))]
+    MissingSignature {
+        tag: String,
+        asset: String,
+        var: &'static str,
+    },
+    #[error("{}.minisig does not verify against {var}", Escaped(.asset))]
     BadSignature {
         asset: String,
+        var: &'static str,
         #[source]
         source: minisign_verify::Error,
     },
@@ -359,6 +375,7 @@ mod tests {
                 Error::MissingChecksum {
                     tag: "v1\n".into(),
                     asset: asset.clone(),
+                    hint: "",
                 },
                 "release v1\\n has no checksum for app\\n\\u{1b}[2J.tar.gz (no digest field, no SHA256SUMS, checksums.txt or app\\n\\u{1b}[2J.tar.gz.sha256 asset)",
             ),

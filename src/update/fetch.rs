@@ -30,7 +30,7 @@ use super::config::{Limits, Timeouts};
 use super::error::Cap;
 use super::http::Http;
 use super::staging::Room;
-use super::unpack::{Unpacked, unpack};
+use super::unpack::{Unpacked, single_file, unpack};
 use super::verify::Expected;
 use flate2::bufread::GzDecoder;
 use reqwest::blocking::Response;
@@ -57,8 +57,20 @@ pub struct Request<'a> {
         &'a minisign_verify::PublicKey,
         &'a minisign_verify::Signature,
     )>,
+    /// The variable that set the key, for messages.
+    pub key_var: &'static str,
     /// Set by another thread to stop the download (a rollback).
     pub cancel: &'a AtomicBool,
+}
+
+/// What the downloaded bytes are.
+#[derive(Clone, Copy, Debug)]
+pub enum Content<'a> {
+    /// A `.tar.gz`, unpacked with this many leading folders stripped (a
+    /// single top folder when `None`).
+    Archive { strip: Option<usize> },
+    /// One program, written as this file of the tree.
+    File(&'a Path),
 }
 
 /// Called with bytes done and bytes total while the download runs.
@@ -227,7 +239,7 @@ pub fn fetch_and_unpack(
     room: &mut Room,
     limits: &Limits,
     timeouts: &Timeouts,
-    strip: Option<usize>,
+    content: Content,
     progress: Progress,
 ) -> Result<Unpacked, Error> {
     let url = request.url;
@@ -264,6 +276,7 @@ pub fn fetch_and_unpack(
                 key.verify_stream(signature)
                     .map_err(|source| Error::BadSignature {
                         asset: request.name.to_string(),
+                        var: request.key_var,
                         source,
                     })?,
             )
@@ -291,6 +304,13 @@ pub fn fetch_and_unpack(
         failure: None,
     };
 
+    let strip = match content {
+        Content::Archive { strip } => strip,
+        Content::File(name) => {
+            let written = single_file(&mut download, tree, room, limits, name, request.name);
+            return finish(download, written, request);
+        }
+    };
     let mut gunzip = Gunzip::new(BufReader::with_capacity(64 * 1024, &mut download));
     let unpacked =
         unpack(&mut gunzip, tree, room, limits, strip, request.name).and_then(|unpacked| {
@@ -315,6 +335,17 @@ pub fn fetch_and_unpack(
             Ok(unpacked)
         });
     drop(gunzip);
+    finish(download, unpacked, request)
+}
+
+/// Ends the pass once the bytes were taken: the network's error first, then
+/// the digest of the whole download (read to its end unless unpacking
+/// stopped early), then the signature.
+fn finish(
+    mut download: Download,
+    unpacked: Result<Unpacked, Error>,
+    request: &Request,
+) -> Result<Unpacked, Error> {
     if let Some(error) = download.failure.take() {
         return Err(error);
     }
@@ -350,6 +381,7 @@ pub fn fetch_and_unpack(
     if let Some(verifier) = &mut download.minisign {
         verifier.finalize().map_err(|source| Error::BadSignature {
             asset: request.name.to_string(),
+            var: request.key_var,
             source,
         })?;
     }

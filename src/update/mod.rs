@@ -28,6 +28,7 @@ mod first_boot;
 mod fleetlock;
 mod health;
 pub mod http;
+pub mod itself;
 pub mod layout;
 pub mod listing;
 mod overlap;
@@ -78,6 +79,201 @@ fn verification_settings(config: &Config) -> String {
         format!("{:?}", config.limits),
     ];
     release::fingerprint(fields.iter().map(String::as_str))
+}
+
+/// Reads the release list `reader` names into `listing`: the first page
+/// (whose failure is the outer error), then as many more as it takes to
+/// find a release allowed and not skipped by `marks` (whose failure is the
+/// inner one: the pages read are kept).
+fn read_listing(
+    reader: &source::Reader,
+    listing: &mut listing::Listing,
+    marks: &State,
+) -> Result<Result<usize, Error>, Error> {
+    let freshness = source::first_page(reader, listing)?;
+    let stored = listing.pages;
+    let more = source::more_pages(
+        reader,
+        listing,
+        freshness == Freshness::Fetched,
+        &|releases| {
+            let skipped = marks.skipped(releases);
+            select::allowed(releases, reader.policy, &skipped)
+                .next()
+                .is_some()
+        },
+    );
+    match (freshness, &more) {
+        (Freshness::NotModified, Ok(0)) => {
+            log::info!("release list not modified since the last check");
+        }
+        (Freshness::NotModified, Ok(n)) => log::info!(
+            "first page of the release list not modified; read {n} more page(s) after the {stored} stored"
+        ),
+        _ => {}
+    }
+    Ok(more)
+}
+
+/// How a release's asset is chosen and what its download must pass.
+struct Checks<'a> {
+    rule: AssetRule<'a>,
+    /// Whether a download with no SHA-256 is accepted.
+    unchecked: Unchecked,
+    key: Option<&'a minisign_verify::PublicKey>,
+    /// The variable that set `key`, for messages.
+    key_var: &'static str,
+}
+
+/// Whether a download without a SHA-256 may be accepted, else the hint its
+/// refusal gives.
+#[derive(Clone, Copy)]
+enum Unchecked {
+    Accepted,
+    Refused { hint: &'static str },
+}
+
+/// For the app's releases, `MOLTD_REQUIRE_CHECKSUM` decides.
+fn app_unchecked(require_checksum: bool) -> Unchecked {
+    match require_checksum {
+        true => Unchecked::Refused {
+            hint: "set MOLTD_REQUIRE_CHECKSUM=false to accept it unchecked",
+        },
+        false => Unchecked::Accepted,
+    }
+}
+
+/// The asset to download and what it is checked against, known before its
+/// first byte.
+struct Plan<'r> {
+    asset: &'r release::Asset,
+    expected: Option<verify::Expected>,
+    signature: Option<minisign_verify::Signature>,
+    url: &'r str,
+}
+
+impl Plan<'_> {
+    /// The download of the planned asset, checked as planned.
+    fn request<'p>(&'p self, checks: &Checks<'p>, cancel: &'p AtomicBool) -> fetch::Request<'p> {
+        fetch::Request {
+            url: self.url,
+            accept: "application/octet-stream",
+            size: self.asset.size,
+            name: &self.asset.name,
+            expected: self.expected.as_ref(),
+            signature: checks.key.zip(self.signature.as_ref()),
+            key_var: checks.key_var,
+            cancel,
+        }
+    }
+}
+
+/// Picks `candidate`'s asset under `checks` and finds its expected SHA-256
+/// (the digest field, else a checksums file) and signature; `source` is
+/// the feed it came from.
+fn plan<'r>(
+    http: &Http,
+    config: &Config,
+    source: &config::Source,
+    candidate: &'r Candidate,
+    checks: &Checks,
+) -> Result<Plan<'r>, Error> {
+    let release = &candidate.release;
+    let tag = &release.tag;
+    let asset = select::pick_asset(
+        release,
+        &candidate.version,
+        &checks.rule,
+        std::env::consts::ARCH,
+    )
+    .map_err(|problem| Error::Asset {
+        tag: tag.clone(),
+        problem,
+    })?;
+    let field = verify::from_digest_field(asset);
+    let expected = match &field {
+        Ok(Some(expected)) => Some(expected.clone()),
+        Ok(None) | Err(_) => match verify::checksum_asset(release, &asset.name) {
+            Some(sums) => {
+                let text = http.document(
+                    &sums.download_url,
+                    "application/octet-stream",
+                    config.limits.document,
+                )?;
+                let sha256 = verify::parse_sums(&String::from_utf8_lossy(&text), &asset.name)
+                    .ok_or_else(|| Error::ChecksumNotListed {
+                        file: sums.name.clone(),
+                        asset: asset.name.clone(),
+                    })?;
+                Some(verify::Expected {
+                    sha256,
+                    origin: sums.name.clone(),
+                })
+            }
+            None => match checks.unchecked {
+                Unchecked::Refused { hint } => {
+                    return Err(match field {
+                        Err(problem) => Error::UnusableDigest {
+                            tag: tag.clone(),
+                            asset: asset.name.clone(),
+                            problem,
+                            hint,
+                        },
+                        Ok(_) => Error::MissingChecksum {
+                            tag: tag.clone(),
+                            asset: asset.name.clone(),
+                            hint,
+                        },
+                    });
+                }
+                Unchecked::Accepted => {
+                    let why = field.err().unwrap_or_else(|| "no checksum".into());
+                    log::warn!(
+                        "{why} for {}: installing it unchecked (MOLTD_REQUIRE_CHECKSUM=false)",
+                        asset.name
+                    );
+                    None
+                }
+            },
+        },
+    };
+    let signature = match checks.key {
+        None => None,
+        Some(_) => {
+            let sig_asset = release
+                .asset(&format!("{}.minisig", asset.name))
+                .ok_or_else(|| Error::MissingSignature {
+                    tag: tag.clone(),
+                    asset: asset.name.clone(),
+                    var: checks.key_var,
+                })?;
+            let text = http.document(
+                &sig_asset.download_url,
+                "application/octet-stream",
+                config.limits.document,
+            )?;
+            Some(
+                minisign_verify::Signature::decode(&String::from_utf8_lossy(&text)).map_err(
+                    |source| Error::BadSignature {
+                        asset: asset.name.clone(),
+                        var: checks.key_var,
+                        source,
+                    },
+                )?,
+            )
+        }
+    };
+    // Private GitHub repositories serve assets only through the API URL.
+    let url = match (&config.token, &asset.api_url, source) {
+        (Some(_), Some(api_url), config::Source::GitHub { .. }) => api_url,
+        _ => &asset.download_url,
+    };
+    Ok(Plan {
+        asset,
+        expected,
+        signature,
+        url,
+    })
 }
 
 /// What one run found and did.
@@ -136,7 +332,10 @@ impl Updater {
             .as_deref()
             .map(verify::public_key)
             .transpose()
-            .map_err(Error::MinisignKey)?;
+            .map_err(|source| Error::MinisignKey {
+                var: "MOLTD_MINISIGN_KEY",
+                source,
+            })?;
         let http = Http::new(&config)?;
         // Before anything reads or repairs the state: `recover` under a
         // supervisor that is switching would undo its switch.
@@ -155,6 +354,14 @@ impl Updater {
                 log::info!(
                     "release {tag} may be tried again: the settings that refused it changed"
                 );
+            }
+            same
+        });
+        let settings = itself::self_settings(&config);
+        state.moltd.refused.retain(|tag, refusal| {
+            let same = refusal.settings == settings;
+            if !same {
+                log::info!("moltd {tag} may be tried again: the settings that refused it changed");
             }
             same
         });
@@ -189,7 +396,7 @@ impl Updater {
         updater.unlock_slot();
         let report = rollout::Report::new(&updater.config.rollout);
         updater.reporter.rollout(report);
-        updater.reporter.seed(&updater.state);
+        updater.seed_itself();
         Ok(updater)
     }
 
@@ -218,40 +425,23 @@ impl Updater {
             skip: self.state.skip.clone(),
             ..State::default()
         };
-        let reader = source::Reader {
-            http: &self.http,
-            source: &self.config.source,
-            limit: self.config.limits.document,
-            policy: &self.config.policy,
-            floor: select::floor(
-                &self.config.policy,
-                self.state.current.as_deref(),
-                self.state.previous.as_deref(),
-            ),
-            current: self.state.current.as_deref(),
-        };
-        let freshness = source::first_page(&reader, &mut self.state.listing)?;
-        let stored = self.state.listing.pages;
-        let more = source::more_pages(
-            &reader,
-            &mut self.state.listing,
-            freshness == Freshness::Fetched,
-            &|releases| {
-                let skipped = marks.skipped(releases);
-                select::allowed(releases, reader.policy, &skipped)
-                    .next()
-                    .is_some()
-            },
+        let floor = select::floor(
+            &self.config.policy,
+            self.state.current.as_deref(),
+            self.state.previous.as_deref(),
         );
-        match (freshness, &more) {
-            (Freshness::NotModified, Ok(0)) => {
-                log::info!("release list not modified since the last check");
-            }
-            (Freshness::NotModified, Ok(n)) => log::info!(
-                "first page of the release list not modified; read {n} more page(s) after the {stored} stored"
-            ),
-            _ => {}
-        }
+        let more = read_listing(
+            &source::Reader {
+                http: &self.http,
+                source: &self.config.source,
+                limit: self.config.limits.document,
+                policy: &self.config.policy,
+                floor,
+                current: self.state.current.as_deref(),
+            },
+            &mut self.state.listing,
+            &marks,
+        )?;
         if more.is_ok() {
             self.state.last_check = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
@@ -324,92 +514,20 @@ impl Updater {
             (None, config::Source::Manifest { .. }) => AssetRule::Only,
             (None, _) => AssetRule::Default,
         };
-        let asset = select::pick_asset(release, &candidate.version, &rule, std::env::consts::ARCH)
-            .map_err(|problem| Error::Asset {
-                tag: tag.clone(),
-                problem,
-            })?;
-        let field = verify::from_digest_field(asset);
-        let expected = match &field {
-            Ok(Some(expected)) => Some(expected.clone()),
-            Ok(None) | Err(_) => match verify::checksum_asset(release, &asset.name) {
-                Some(sums) => {
-                    let text = http.document(
-                        &sums.download_url,
-                        "application/octet-stream",
-                        config.limits.document,
-                    )?;
-                    let sha256 = verify::parse_sums(&String::from_utf8_lossy(&text), &asset.name)
-                        .ok_or_else(|| Error::ChecksumNotListed {
-                        file: sums.name.clone(),
-                        asset: asset.name.clone(),
-                    })?;
-                    Some(verify::Expected {
-                        sha256,
-                        origin: sums.name.clone(),
-                    })
-                }
-                None if config.require_checksum => {
-                    return Err(match field {
-                        Err(problem) => Error::UnusableDigest {
-                            tag: tag.clone(),
-                            asset: asset.name.clone(),
-                            problem,
-                        },
-                        Ok(_) => Error::MissingChecksum {
-                            tag: tag.clone(),
-                            asset: asset.name.clone(),
-                        },
-                    });
-                }
-                None => {
-                    let why = field.err().unwrap_or_else(|| "no checksum".into());
-                    log::warn!(
-                        "{why} for {}: installing it unchecked (MOLTD_REQUIRE_CHECKSUM=false)",
-                        asset.name
-                    );
-                    None
-                }
-            },
+        let checks = Checks {
+            rule,
+            unchecked: app_unchecked(config.require_checksum),
+            key: key.as_ref(),
+            key_var: "MOLTD_MINISIGN_KEY",
         };
-        let signature = match key {
-            None => None,
-            Some(_) => {
-                let sig_asset = release
-                    .asset(&format!("{}.minisig", asset.name))
-                    .ok_or_else(|| Error::MissingSignature {
-                        tag: tag.clone(),
-                        asset: asset.name.clone(),
-                    })?;
-                let text = http.document(
-                    &sig_asset.download_url,
-                    "application/octet-stream",
-                    config.limits.document,
-                )?;
-                Some(
-                    minisign_verify::Signature::decode(&String::from_utf8_lossy(&text)).map_err(
-                        |source| Error::BadSignature {
-                            asset: asset.name.clone(),
-                            source,
-                        },
-                    )?,
-                )
-            }
-        };
-        // Private GitHub repositories serve assets only through the API URL.
-        let url = match (&config.token, &asset.api_url, &config.source) {
-            (Some(_), Some(api_url), config::Source::GitHub { .. }) => api_url,
-            _ => &asset.download_url,
-        };
-        let request = fetch::Request {
+        let plan = plan(http, config, &config.source, candidate, &checks)?;
+        let request = plan.request(&checks, cancel);
+        let Plan {
+            asset,
+            expected,
+            signature,
             url,
-            accept: "application/octet-stream",
-            size: asset.size,
-            name: &asset.name,
-            expected: expected.as_ref(),
-            signature: key.as_ref().zip(signature.as_ref()),
-            cancel,
-        };
+        } = &plan;
         let staging = staging::Staging::begin(&releases, &config.state_dir(), tag)?;
         // An archive hardly unpacks to less than its compressed size.
         let needed = asset.size.unwrap_or(0);
@@ -431,7 +549,9 @@ impl Updater {
             &mut room,
             &config.limits,
             &config.timeouts,
-            config.strip_components,
+            fetch::Content::Archive {
+                strip: config.strip_components,
+            },
             &mut |done, total| reporter.progress(done, total),
         )?;
         let checked = match (&expected, &signature) {

@@ -157,6 +157,13 @@ pub enum AssetRule<'a> {
     Only,
 }
 
+/// A signature or checksum published beside an asset, never one itself.
+fn is_beside(name: &str) -> bool {
+    [".minisig", ".sig", ".asc", ".sha256", ".sha256sum"]
+        .iter()
+        .any(|suffix| name.ends_with(suffix))
+}
+
 fn is_archive(name: &str) -> bool {
     name.ends_with(".tar.gz") || name.ends_with(".tgz")
 }
@@ -183,14 +190,17 @@ pub fn pick_asset<'r>(
                 })
                 .collect();
             if patterns.is_empty() {
-                return Err(format!("MOLTD_ASSET {glob:?} is not a valid glob"));
+                return Err(format!("the glob {glob:?} is not valid"));
             }
+            // A glob ending in `*` (moltd's own default) would also match
+            // the signature and checksum files published beside an asset.
             let matches = release
                 .assets
                 .iter()
                 .filter(|a| patterns.iter().any(|p| p.matches(&a.name)))
+                .filter(|a| !is_beside(&a.name))
                 .collect();
-            (matches, format!("MOLTD_ASSET {glob:?}"))
+            (matches, format!("the glob {glob:?}"))
         }
         AssetRule::Default => {
             let matches = release
@@ -436,7 +446,7 @@ mod tests {
             "app-1.2.3-linux-amd64.zip",
             "SHA256SUMS",
         ]);
-        let table: [(&Release, AssetRule, &str, Result<&str, &str>); 9] = [
+        let table: [(&Release, AssetRule, &str, Result<&str, &str>); 11] = [
             (
                 &standard,
                 AssetRule::Default,
@@ -484,6 +494,26 @@ mod tests {
                 AssetRule::Default,
                 "x86_64",
                 Err("2 assets match"),
+            ),
+            (
+                &with_assets(&[
+                    "moltd-1.2.3-linux-amd64",
+                    "moltd-1.2.3-linux-amd64.minisig",
+                    "moltd-1.2.3-linux-amd64.sha256",
+                    "moltd-1.2.3-linux-arm64",
+                ]),
+                AssetRule::Glob(crate::update::config::SELF_ASSET),
+                "x86_64",
+                Ok("moltd-1.2.3-linux-amd64"),
+            ),
+            (
+                &with_assets(&[
+                    "moltd-1.2.3-linux-arm64.tar.gz",
+                    "moltd-1.2.3-linux-arm64.tar.gz.minisig",
+                ]),
+                AssetRule::Glob(crate::update::config::SELF_ASSET),
+                "aarch64",
+                Ok("moltd-1.2.3-linux-arm64.tar.gz"),
             ),
             (
                 &with_assets(&["app.tar.gz", "app.tar.gz.minisig"]),

@@ -49,6 +49,28 @@ pub struct State {
     /// `listing_url`, ...).
     #[serde(flatten)]
     pub listing: Listing,
+    /// moltd's own releases (`MOLTD_SELF_REPO`).
+    #[serde(skip_serializing_if = "SelfState::is_empty")]
+    pub moltd: SelfState,
+}
+
+/// What survives a restart of moltd's own updates: its release list, and
+/// the versions refused (a download that failed verification, or PID 1's
+/// refusal: an older version, a failed self-test), each with the assets it
+/// was about, so a refused version is not downloaded and offered to PID 1
+/// at every check. Its tags are those of moltd's repository, apart from the
+/// app's.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SelfState {
+    pub listing: Listing,
+    pub refused: BTreeMap<String, Refusal>,
+}
+
+impl SelfState {
+    fn is_empty(&self) -> bool {
+        *self == SelfState::default()
+    }
 }
 
 /// Why a release was refused, and which assets that was about.
@@ -145,18 +167,25 @@ impl State {
         }
         let unknown: Vec<String> = tags
             .iter()
-            .filter(|tag| !self.bad.contains(*tag) && !self.refused.contains_key(*tag))
+            .filter(|tag| {
+                !self.bad.contains(*tag)
+                    && !self.refused.contains_key(*tag)
+                    && !self.moltd.refused.contains_key(*tag)
+            })
             .cloned()
             .collect();
         if !unknown.is_empty() {
             return Err(Error::NotMarkedBad {
                 tags: unknown,
-                bad: self.marked(),
+                bad: (self.marked().into_iter())
+                    .chain(self.moltd.refused.keys().cloned())
+                    .collect(),
             });
         }
         for tag in tags {
             self.bad.remove(tag);
             self.refused.remove(tag);
+            self.moltd.refused.remove(tag);
         }
         Ok(())
     }
@@ -200,6 +229,33 @@ pub fn write_atomically(path: &Path, contents: &[u8]) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unmark_clears_a_refused_version_of_moltd_and_it_survives_a_save() {
+        let dir = std::env::temp_dir().join(format!("moltd-self-state-{}", std::process::id()));
+        let path = dir.join("state.json");
+        let mut state = State::default();
+        state.moltd.refused.insert(
+            "v9.0.0".into(),
+            Refusal {
+                reason: "PID 1 refused it: older".into(),
+                ..Refusal::default()
+            },
+        );
+        state.save(&path).unwrap();
+        let mut loaded = State::load(&path);
+        assert_eq!(loaded, state);
+        match loaded.unmark(&["v8.0.0".into()]) {
+            Err(Error::NotMarkedBad { bad, .. }) => assert_eq!(bad, ["v9.0.0"]),
+            other => panic!("{other:?}"),
+        }
+        loaded.unmark(&["v9.0.0".into()]).unwrap();
+        assert!(loaded.moltd.refused.is_empty());
+        // Nothing of moltd's own is written once there is nothing to keep.
+        loaded.save(&path).unwrap();
+        assert!(!fs::read_to_string(&path).unwrap().contains("moltd"));
+        let _ = fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn a_failed_atomic_write_leaves_the_old_file_and_no_temporary() {

@@ -86,6 +86,71 @@ pub struct Status {
     /// last check decided (see `update::rollout`).
     #[serde(default)]
     pub rollout: Option<super::rollout::Report>,
+    /// moltd's own version and updates (`MOLTD_SELF_REPO`).
+    #[serde(default)]
+    pub moltd: SelfStatus,
+}
+
+/// moltd's own version, and where its self-updates are.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SelfStatus {
+    /// The version running (the agent's, which PID 1 restarts on each new
+    /// binary).
+    pub version: String,
+    /// `MOLTD_SELF_REPO`, if set.
+    pub repo: Option<String>,
+    /// The newer version last found, if any.
+    pub available: Option<String>,
+    /// The verified binary waiting for PID 1, if any.
+    pub staged: Option<PathBuf>,
+    /// What the last self-update did or why it did nothing.
+    pub message: Option<String>,
+    /// The last failure of a check or download of moltd itself.
+    pub last_error: Option<String>,
+    /// Versions not offered again, with the reason (a failed verification,
+    /// or PID 1's refusal); `moltd unmark TAG` clears one.
+    pub refused: BTreeMap<String, String>,
+}
+
+impl SelfStatus {
+    /// Lines for `moltd status` and `moltd update --check`: the version
+    /// running and where its own updates are. Text from the feed (tags,
+    /// reasons) is escaped.
+    pub fn summary(&self) -> String {
+        use crate::logging::Escaped;
+        use std::fmt::Write;
+        let mut text = match &self.repo {
+            Some(repo) => format!(
+                "moltd: {} (updates itself from {})\n",
+                self.version,
+                Escaped(repo)
+            ),
+            None => format!("moltd: {} (MOLTD_SELF_REPO not set)\n", self.version),
+        };
+        if let Some(tag) = &self.available {
+            let staged = match &self.staged {
+                Some(path) => format!(", staged in {}", path.display()),
+                None => String::new(),
+            };
+            let _ = writeln!(text, "newer moltd: {}{staged}", Escaped(tag));
+        }
+        if let Some(message) = &self.message {
+            let _ = writeln!(text, "moltd's own update: {}", Escaped(message));
+        }
+        if let Some(error) = &self.last_error {
+            let _ = writeln!(text, "moltd's last error: {}", Escaped(error));
+        }
+        for (tag, reason) in &self.refused {
+            let _ = writeln!(
+                text,
+                "moltd {} refused (moltd unmark {} to retry): {}",
+                Escaped(tag),
+                Escaped(tag),
+                Escaped(reason)
+            );
+        }
+        text
+    }
 }
 
 /// What the updater did since moltd started (the metrics' counters).
@@ -164,6 +229,7 @@ impl Reporter {
             suspended: None,
             counters: Counters::default(),
             rollout: None,
+            moltd: SelfStatus::default(),
         };
         Reporter {
             path,
@@ -215,6 +281,9 @@ impl Reporter {
             .map(|(tag, refusal)| (tag.clone(), refusal.reason.clone()))
             .collect();
         self.status.skipped_releases = state.skip.iter().cloned().collect();
+        self.status.moltd.refused = (state.moltd.refused.iter())
+            .map(|(tag, refusal)| (tag.clone(), refusal.reason.clone()))
+            .collect();
         // What is installed now, or was just marked, is not on offer.
         let stale = self.status.available.as_ref().is_some_and(|a| {
             self.status.bad_releases.contains(&a.tag)
@@ -422,6 +491,18 @@ impl Reporter {
         self.status.message = message;
         // The download was abandoned: its progress no longer means anything.
         self.clear_progress();
+        self.write();
+    }
+
+    /// What the status says of moltd itself before any check (shown with
+    /// the next [`Reporter::seed`]).
+    pub fn seed_moltd(&mut self, status: SelfStatus) {
+        self.status.moltd = status;
+    }
+
+    /// Changes what the status says of moltd itself, and writes it.
+    pub fn moltd(&mut self, change: impl FnOnce(&mut SelfStatus)) {
+        change(&mut self.status.moltd);
         self.write();
     }
 

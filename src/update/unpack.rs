@@ -126,7 +126,19 @@ struct Writer<'a> {
     made: BTreeSet<PathBuf>,
 }
 
-impl Writer<'_> {
+impl<'a> Writer<'a> {
+    fn new(tree: &'a Path, limits: &'a Limits, asset: &'a str, room: &'a mut Room) -> Writer<'a> {
+        Writer {
+            tree,
+            limits,
+            asset,
+            room,
+            bytes: 0,
+            entries: 0,
+            made: BTreeSet::new(),
+        }
+    }
+
     fn limit(&self, cap: Cap, limit: u64) -> Error {
         Error::Limit {
             asset: self.asset.to_string(),
@@ -245,6 +257,27 @@ impl Writer<'_> {
     }
 }
 
+/// Writes `reader`, an asset that is one program rather than an archive,
+/// into the empty folder `tree` as the executable `name`, within the same
+/// caps and `room`. `asset` names the download in messages.
+pub fn single_file(
+    mut reader: impl Read,
+    tree: &Path,
+    room: &mut Room,
+    limits: &Limits,
+    name: &Path,
+    asset: &str,
+) -> Result<Unpacked, Error> {
+    let mut writer = Writer::new(tree, limits, asset, room);
+    writer.count()?;
+    writer.file(name, 0o755, &mut reader)?;
+    Ok(Unpacked {
+        root: tree.to_path_buf(),
+        entries: writer.entries,
+        bytes: writer.bytes,
+    })
+}
+
 /// Unpacks the tar stream `reader` into the empty folder `tree`, within
 /// `room`. `asset` names the archive in messages.
 pub fn unpack(
@@ -259,15 +292,7 @@ pub fn unpack(
         asset: asset.to_string(),
         source,
     };
-    let mut writer = Writer {
-        tree,
-        limits,
-        asset,
-        room,
-        bytes: 0,
-        entries: 0,
-        made: BTreeSet::new(),
-    };
+    let mut writer = Writer::new(tree, limits, asset, room);
     let mut archive = tar::Archive::new(reader);
     let mut paths = BTreeSet::new();
     let mut dirs = BTreeSet::new();

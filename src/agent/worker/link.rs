@@ -14,6 +14,17 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 impl Payload for Link {
+    fn replace_pid1(
+        &mut self,
+        request: &crate::control::SelfUpdate,
+    ) -> Result<Result<String, String>, String> {
+        self.send(ToLoop::SelfUpdate(request.clone()))?;
+        match self.wait_for(None, |m| matches!(m, ToAgent::SelfUpdate(_)))? {
+            Some(ToAgent::SelfUpdate(answer)) => Ok(answer),
+            _ => Err("no answer from PID 1".into()),
+        }
+    }
+
     fn ready(&mut self) -> Result<Vec<String>, String> {
         if let Some(names) = &self.started {
             return Ok(names.clone());

@@ -193,3 +193,79 @@ fn reserve_of_space_and_inodes() {
         assert_eq!(got, expected, "{value:?} on {bytes} bytes, {inodes} inodes");
     }
 }
+
+#[test]
+fn moltds_own_repository_shares_the_apps_source_kind() {
+    let github = config(&[
+        ("MOLTD_REPO", "acme/app"),
+        ("GITHUB_API_URL", "http://feed/"),
+        ("MOLTD_SELF_REPO", "acme/moltd"),
+        ("MOLTD_SELF_VERSION", "^1.2"),
+        ("MOLTD_SELF_MINISIGN_KEY", "RWkey"),
+    ])
+    .unwrap()
+    .self_update
+    .unwrap();
+    assert_eq!(
+        github.source,
+        Source::GitHub {
+            api: "http://feed".into(),
+            owner: "acme".into(),
+            repo: "moltd".into(),
+        }
+    );
+    assert_eq!(github.asset, SELF_ASSET);
+    assert!(
+        github
+            .policy
+            .requirement
+            .matches(&semver::Version::new(1, 3, 0))
+    );
+    assert!(
+        !github
+            .policy
+            .requirement
+            .matches(&semver::Version::new(2, 0, 0))
+    );
+    assert_eq!(github.minisign_key.as_deref(), Some("RWkey"));
+    let gitea = config(&[
+        ("MOLTD_SOURCE", "gitea"),
+        ("MOLTD_API_URL", "https://codeberg.org/api/v1"),
+        ("MOLTD_REPO", "acme/app"),
+        ("MOLTD_SELF_REPO", "acme/moltd"),
+        ("MOLTD_SELF_ASSET", "moltd-{arch}"),
+    ])
+    .unwrap()
+    .self_update
+    .unwrap();
+    assert!(matches!(gitea.source, Source::Gitea { ref repo, .. } if repo == "moltd"));
+    assert_eq!(gitea.asset, "moltd-{arch}");
+    let none = config(&[("MOLTD_REPO", "acme/app")]).unwrap();
+    assert_eq!(none.self_update, None);
+}
+
+#[test]
+fn bad_self_update_values_name_the_variable() {
+    let table: [(Vars, &str); 4] = [
+        (&[("MOLTD_SELF_REPO", "moltd")], "MOLTD_SELF_REPO"),
+        (&[("MOLTD_SELF_REPO", "a/b/c")], "MOLTD_SELF_REPO"),
+        (
+            &[("MOLTD_SELF_REPO", "a/b"), ("MOLTD_SELF_VERSION", "newest")],
+            "MOLTD_SELF_VERSION",
+        ),
+        (
+            &[
+                ("MOLTD_SOURCE", "url"),
+                ("MOLTD_URL", "https://x/m.json"),
+                ("MOLTD_SELF_REPO", "a/b"),
+            ],
+            "MOLTD_SOURCE",
+        ),
+    ];
+    for (vars, name) in table {
+        let mut vars = vars.to_vec();
+        vars.push(("MOLTD_REPO", "acme/app"));
+        let err = config(&vars).unwrap_err();
+        assert!(err.to_string().contains(name), "{vars:?}: {err}");
+    }
+}
