@@ -258,6 +258,7 @@ fn parse_args(args: Vec<OsString>, env: Env, names: &[OsString]) -> Result<Outco
             updates,
             observe,
             withheld,
+            hold_sockets: held_sockets(env)?,
         };
         if subcommand.is_some_and(|c| c == "config") {
             let mut flags = Vec::new();
@@ -324,6 +325,20 @@ fn seconds_from(
     match value.to_str().and_then(|v| v.parse::<u64>().ok()) {
         Some(secs) if secs >= min => Ok(Duration::from_secs(secs)),
         _ => Err(format!("bad {name} {value:?}: expected whole seconds, at least {min}").into()),
+    }
+}
+
+/// `MOLTD_HELD_SOCKETS`: `off` ignores every `listen` file, for an image
+/// whose service folders hold one but whose app binds its port itself.
+fn held_sockets(env: Env) -> Result<bool, lexopt::Error> {
+    match env("MOLTD_HELD_SOCKETS").as_ref().map(|v| v.to_str()) {
+        None | Some(Some("on")) => Ok(true),
+        Some(Some("off")) => Ok(false),
+        Some(value) => Err(format!(
+            "bad MOLTD_HELD_SOCKETS {:?}: expected on or off",
+            value.unwrap_or("(not UTF-8)")
+        )
+        .into()),
     }
 }
 

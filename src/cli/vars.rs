@@ -68,6 +68,7 @@ pub const VARS: &[Var] = &[
     var(INIT, "MOLTD_CONTROL", crate::services::DEFAULT_CONTROL, "the control socket sv and moltd status use (--control)", Plain),
     var(INIT, "SVWAIT", "7", "seconds a stopping service gets before KILL", Plain),
     var(INIT, "MOLTD_BACKOFF_MAX", "30", "longest delay, in seconds, before a crashed service restarts", Plain),
+    var(INIT, "MOLTD_HELD_SOCKETS", "on", "off: ignore the services' listen files, for an app that binds its port itself", Plain),
     var(INIT, "MOLTD_READY_GRACE", "1s", "how long a service with no notify, notification-fd or check must stay up to count as ready", Plain),
     var(INIT, "DUMB_INIT_SETSID", "1", "0: forward signals to the child only, in moltd's session (-c)", Plain),
     var(INIT, "MOLTD_PASS_ENV", "none (children get no secret)", "secret variables children may see after all, comma-separated", Plain),

@@ -52,4 +52,6 @@ pub struct ServicesConfig {
     pub observe: crate::observe::Config,
     /// moltd's secret variables, left out of every child's environment.
     pub withheld: Vec<&'static str>,
+    /// Whether `listen` files are honoured (`MOLTD_HELD_SOCKETS`).
+    pub hold_sockets: bool,
 }

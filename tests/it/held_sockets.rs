@@ -380,3 +380,30 @@ fn bad_listen_files_name_service_file_and_line_and_other_services_run() {
     });
     moltd_stop(moltd).expect_code(0);
 }
+
+/// An image's service folder holds a `listen` file, but the app a user's
+/// release brings binds the port itself: with `MOLTD_HELD_SOCKETS=off` the
+/// file is ignored and the app gets its port (held, it would find the port
+/// in use and crash-loop).
+#[test]
+fn an_app_binding_the_port_of_a_listen_file_runs_with_held_sockets_off() {
+    let dir = TestDir::new("held_sockets_off");
+    let port = free_port();
+    app_service(&dir, "web", &format!("bind {port}"));
+    dir.write("svc/web/listen", &format!("tcp://127.0.0.1:{port}\n"));
+    let mut moltd = services(&dir).env("MOLTD_HELD_SOCKETS", "off").spawn();
+    let mut body = String::new();
+    moltd.wait_for("the app answers on the port it bound", || {
+        match get(port, "/") {
+            Got::Answer(text) => {
+                body = text;
+                true
+            }
+            _ => false,
+        }
+    });
+    if !body.contains("LISTEN_FDS=None") {
+        moltd.fail(&format!("the app was passed sockets: {body}"));
+    }
+    moltd_stop(moltd).expect_code(0);
+}

@@ -183,7 +183,7 @@ fn set_up(
         clients: BTreeMap::new(),
         next_client: 0,
         io: BTreeMap::new(),
-        sockets: sockets::Held::default(),
+        sockets: sockets::Held::new(config.hold_sockets),
         exit: None,
         held: config.updates.is_some() && !resumed,
         agent: kept.agent,

@@ -16,9 +16,11 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 
 /// Every service's bound sockets, by address.
-#[derive(Default)]
 pub(super) struct Held {
     services: BTreeMap<String, Vec<(Address, OwnedFd)>>,
+    /// `MOLTD_HELD_SOCKETS=off`: `listen` files are ignored, for apps that
+    /// bind their ports themselves.
+    enabled: bool,
 }
 
 /// What one start of `run` is given.
@@ -30,6 +32,13 @@ pub(super) struct Passed<'a> {
 }
 
 impl Held {
+    pub(super) fn new(enabled: bool) -> Held {
+        Held {
+            services: BTreeMap::new(),
+            enabled,
+        }
+    }
+
     /// The sockets of `service` for a start of its `run`: those already held
     /// are kept, new ones bound, those its `listen` file no longer names
     /// closed. The error (a bad `listen` file, an address that cannot be
@@ -40,7 +49,10 @@ impl Held {
         dir: &Path,
         listen: &Result<Vec<Listen>, ListenError>,
     ) -> Result<Passed<'_>, String> {
-        let listen = listen.as_ref().map_err(ToString::to_string)?;
+        let listen = match self.enabled {
+            true => listen.as_ref().map_err(ToString::to_string)?.as_slice(),
+            false => &[],
+        };
         let held = self.services.entry(service.to_owned()).or_default();
         // Closed first: a line whose options changed names the same port.
         held.retain(|(address, _)| listen.iter().any(|l| &l.address == address));
