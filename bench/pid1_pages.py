@@ -177,34 +177,59 @@ def where(args):
             feed.close()
 
 
-# Run by gdb inside PID 1's tracer: a breakpoint on every function of the
-# binary (nm's list in $MOLTD_ORDER_NM) that writes the function's name to
-# $MOLTD_ORDER_OUT the first time it runs, and never stops PID 1.
+# Run by gdb, which starts PID 1 (through unshare, following its fork) and
+# stops it where its start-up ends (drop_start_up_pages' callback), then puts
+# a breakpoint on every function of the binary (nm's list in $MOLTD_ORDER_NM)
+# that writes the function's name to $MOLTD_ORDER_OUT the first time it runs,
+# and lets PID 1 run on at full speed.
 GDB_SCRIPT = """
 import gdb, os
-out = open(os.environ["MOLTD_ORDER_OUT"], "w")
+env = os.environ
+out = open(env["MOLTD_ORDER_OUT"], "w")
 class First(gdb.Breakpoint):
     def stop(self):
         out.write(self.symbol + "\\n")
         out.flush()
-        self.enabled = False  # once is enough: PID 1 runs at full speed again
+        self.enabled = False  # once is enough
         return False
-gdb.execute("set pagination off")
-bias = int(os.environ["MOLTD_ORDER_BIAS"], 16)
-functions = [(int(a, 16) + bias, s) for a, s in (line.split() for line in open(os.environ["MOLTD_ORDER_NM"]))]
-# The functions PID 1 is in (its loop and the calls that lead to it) run
-# without being entered again: they come first.
+for command in ("set pagination off", "set confirm off", "set startup-with-shell off",
+                "set follow-fork-mode child", "catch exec", "run"):
+    gdb.execute(command)
+# PID 1 has just exec'd moltd: its own children are not followed.
+gdb.execute("set follow-fork-mode parent")
+gdb.execute("delete")
+pid = gdb.selected_inferior().pid
+bias = next(int(line.split("-")[0], 16) for line in open("/proc/%d/maps" % pid)
+            if line.split()[2] == "00000000" and line.rstrip().endswith("/moltd"))
+functions = [(int(a, 16) + bias, s) for a, s in (line.split() for line in open(env["MOLTD_ORDER_NM"]))]
+marker = next(a for a, s in functions if "clean_image_ranges12first_object" in s)
+gdb.Breakpoint("*0x%x" % marker, internal=True, temporary=True)
+gdb.execute("continue")
+# The drop throws away breakpoints written into the code pages it drops: a
+# hardware one stops PID 1 at its loop's first poll, when the drop is done.
+gdb.execute("thbreak *0x%x" % next(a for a, s in functions if s == "__libc_poll"))
+gdb.execute("continue")
+# The functions PID 1 is in run on without being entered again: the loop and
+# what it called first, the callers of the loop (mostly start-up code) last;
+# the drop's last steps ran after it, too.
 frame, running = gdb.newest_frame(), []
 while frame is not None:
     running += [s for a, s in functions if a <= frame.pc()][-1:]
     frame = frame.older()
-for symbol in reversed(running):
+loop = next(i for i, s in enumerate(running) if "6Runner3run" in s)
+running[loop:loop] = [s for a, s in functions if "drop_start_up_pages" in s or s == "__madvise"]
+loop = next(i for i, s in enumerate(running) if "6Runner3run" in s)
+for symbol in reversed(running[:loop + 1]):
     out.write(symbol + "\\n")
+with open(env["MOLTD_ORDER_OUT"] + ".last", "w") as last:
+    last.write("".join(s + "\\n" for s in running[loop + 1:]))
+breakpoints = []  # gdb calls stop() only while the Python object lives
 for address, symbol in functions:
     if symbol not in running:
-        b = First("*0x%x" % address, internal=True)
-        b.symbol = symbol
-open(os.environ["MOLTD_ORDER_OUT"] + ".ready", "w").close()
+        breakpoints.append(First("*0x%x" % address, internal=True))
+        breakpoints[-1].symbol = symbol
+with open(env["MOLTD_ORDER_OUT"] + ".pid", "w") as f:
+    f.write(str(pid))
 gdb.execute("continue")
 """
 
@@ -232,27 +257,27 @@ def order(args):
         with open(f"{tmp}/order.py", "w") as f:
             f.write(GDB_SCRIPT)
         feed = Feed()
+        update.install(small, f"{tmp}/app", "v1.0.0")
+        feed.serve([("1.0.0", small)])
+        env = update.moltd_env(feed, tmp, MOLTD_MODE="check")
+        svdir = services(f"{tmp}/sv")
+        hits = f"{tmp}/hits"
+        gdb = subprocess.Popen(["gdb", "-nx", "-batch", "-x", f"{tmp}/order.py", "--args",
+                                *pid1.in_namespace([ORDER_BUILD, "--services", svdir])],
+                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               env=dict(env, MOLTD_ORDER_NM=f"{tmp}/nm", MOLTD_ORDER_OUT=hits))
         try:
-            ns, env, svdir = start([ORDER_BUILD], tmp, feed, small, cold=False)
-            with ns:
-                pid1.services_up(ns.pid, SERVICES)
-                pid1.wait_for(lambda: update.status_state(tmp) == "idle", 120, "the first check")
-                # Start-up is over and its pages dropped: from here on PID 1 runs its loop.
-                base = next(int(line.split("-")[0], 16) for line in open(f"/proc/{ns.pid}/maps")
-                            if line.split()[2] == "00000000" and line.rstrip().endswith("/moltd"))
-                gdb = subprocess.Popen(["gdb", "-nx", "-batch", "-p", str(ns.pid), "-x", f"{tmp}/order.py"],
-                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                       env=dict(os.environ, MOLTD_ORDER_NM=f"{tmp}/nm", MOLTD_ORDER_BIAS=f"{base:x}",
-                                                MOLTD_ORDER_OUT=f"{tmp}/hits"))
-                try:
-                    pid1.wait_for(lambda: os.path.exists(f"{tmp}/hits.ready"), 600, "gdb's breakpoints")
-                    exercise(ORDER_BUILD, ns.pid, env, svdir)
-                finally:
-                    gdb.kill()
-                    gdb.wait()
-            names = [line.strip() for line in open(f"{tmp}/hits")]
+            pid1.wait_for(lambda: os.path.exists(f"{hits}.pid"), 600, "gdb's breakpoints")
+            pid = int(open(f"{hits}.pid").read())
+            pid1.services_up(pid, SERVICES)
+            pid1.wait_for(lambda: update.status_state(tmp) == "idle", 120, "the first check")
+            exercise(ORDER_BUILD, pid, env, svdir)
+            os.kill(pid, signal.SIGKILL)
         finally:
+            gdb.kill()
+            gdb.wait()
             feed.close()
+        names = [line.strip() for line in open(hits)] + [line.strip() for line in open(f"{hits}.last")]
     with open(os.path.join(ROOT, "src", "pid1.order"), "w") as f:
         f.write("".join(n + "\n" for n in names))
     print(f"src/pid1.order: {len(names)} functions", file=sys.stderr)
