@@ -132,7 +132,10 @@ fn resident_code_kib(pid: i32, binary: &std::path::Path) -> u64 {
     let mut kib = 0;
     for line in smaps.lines() {
         let fields: Vec<&str> = line.split_whitespace().collect();
-        if fields.first().is_some_and(|f| f.contains('-') && !f.ends_with(':')) {
+        if fields
+            .first()
+            .is_some_and(|f| f.contains('-') && !f.ends_with(':'))
+        {
             in_code = fields.get(1) == Some(&"r-xp")
                 && fields.last() == Some(&&*binary.to_string_lossy());
         } else if in_code && fields.first() == Some(&"Rss:") {
