@@ -9,28 +9,26 @@ and removed.
 
 * `where [--moltd PATH] [--symbols PATH]`: PID 1's resident KiB per kind of
   mapping (from /proc/PID/smaps) idle and after the events; with
-  `--symbols`, an unstripped build of the same code (see `order`), also
-  the functions on the resident code pages (/proc/PID/pagemap). With
-  fault-around at 64 KiB each touched page maps its neighbours; run it
-  once with /sys/kernel/debug/fault_around_bytes at 4096 to see the
-  pages PID 1 really touches.
+  `--symbols`, an unstripped build of the same code (target/order's, see
+  `order`), also the count of resident code pages and of the functions on
+  them (/proc/PID/pagemap). A fault maps the 64 KiB window of cached pages
+  around it, so resident pages come in windows.
 * `order`: writes src/pid1.order, the functions PID 1 runs once start-up is
   over (std's, the crates' and glibc's included), in the order PID 1 first
-  needs them: build.rs hands it to the linker (`--symbol-ordering-file`),
-  which puts them together at the start of `.text`, so PID 1's loop maps a
-  few 64 KiB windows of code instead of most of them. Builds the static
-  release build with `-C strip=none` in target/order (RUSTFLAGS are not part
-  of the symbols' hashes, so the names are the shipped build's) and runs it
-  as PID 1 under valgrind's callgrind, which names every function executed
-  between the end of start-up (`drop_start_up_pages`) and the start of
-  shutdown. Rerun it after changing PID 1's code; a stale list is still
-  correct (unknown names are skipped), only less tight.
+  runs them: build.rs hands it to lld (`--symbol-ordering-file`), which puts
+  them together at the start of `.text`, so PID 1's loop maps a few 64 KiB
+  windows of code instead of most of them. Builds the static release build
+  with `-C strip=none` in target/order (RUSTFLAGS are not part of the
+  symbols' hashes, so the names are the shipped build's) and runs it as
+  PID 1 under gdb (GDB_SCRIPT), from the end of start-up
+  (`drop_start_up_pages`) through `exercise`. Rerun it after changing PID
+  1's code or the release profile; a stale list is still correct (unknown
+  names are skipped), only less tight.
 
 Usage: python3 bench/pid1_pages.py where|order [...]; needs root.
 """
 
 import argparse
-import glob
 import os
 import re
 import shutil
