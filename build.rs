@@ -7,8 +7,10 @@
 //! under `bench/pid1_pages.py order`, which regenerates it) at the start
 //! of `.text`, together, and the rest after them: PID 1's loop then maps
 //! a few windows instead of most of them (BENCHMARKS.md, "PID 1's
-//! footprint"). Names the list does not know, after a change, only leave
-//! those functions where they would be anyway.
+//! footprint"). The names carry hashes that change with the code, the
+//! release profile and the toolchain: names the list no longer matches
+//! only leave those functions where they would be anyway, so regenerate it
+//! after such changes.
 //!
 //! Only for release builds linked by lld (`--symbol-ordering-file` is
 //! lld's), which rustc uses by default on x86_64 Linux since 1.90; a build
