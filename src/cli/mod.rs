@@ -124,9 +124,10 @@ pub fn main(args: Vec<OsString>) -> i32 {
         Personality::Tini => tini::parse(args, &env),
         Personality::DumbInit => dumb_init::parse(args, &env),
     };
-    if matches!(outcome, Outcome::Run(..) | Outcome::Services(..)) {
-        // From here on moltd is an init or a supervisor, for as long as the
-        // container runs: the code of start-up need not stay resident.
+    if matches!(outcome, Outcome::Run(..)) {
+        // From here on moltd is an init for as long as the container runs:
+        // the code of start-up need not stay resident. A supervisor drops
+        // it once its own start-up is over too (services::runner).
         crate::sys::mem::drop_start_up_pages();
     }
     // Checked during parsing; tini and dumb-init keep their own formats.

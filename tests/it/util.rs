@@ -195,6 +195,12 @@ impl<'a> Moltd<'a> {
         self
     }
 
+    /// Runs this build of moltd (the static one) instead of the tests' own.
+    pub fn program(mut self, program: &Path) -> Self {
+        self.program = program.to_path_buf();
+        self
+    }
+
     /// Runs moltd through a symlink with this name.
     pub fn named(mut self, name: &str) -> Self {
         self.program = self.dir.moltd_as(name);

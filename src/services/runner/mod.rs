@@ -300,6 +300,10 @@ enum Source {
 
 impl Runner {
     fn run(mut self) -> i32 {
+        // Start-up is over: from here on PID 1 runs its loop, whose code
+        // is linked together at the start of `.text` (build.rs), for as
+        // long as the container runs. What start-up alone mapped goes.
+        crate::sys::mem::drop_start_up_pages();
         loop {
             if let Some(code) = self.exit {
                 for io in self.io.values_mut() {
