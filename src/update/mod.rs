@@ -32,6 +32,7 @@ pub mod itself;
 pub mod layout;
 pub mod listing;
 mod overlap;
+mod plan;
 pub mod poll;
 pub mod release;
 pub mod rollout;
@@ -48,8 +49,8 @@ pub use config::{Config, Mode};
 pub use error::{Error, chain};
 
 use http::Http;
+use plan::{Checks, Plan, Unchecked, app_unchecked, plan, read_listing};
 use select::{AssetRule, Candidate};
-use source::Freshness;
 use state::State;
 use status::{Phase, Reporter, STAGING_STEPS};
 use std::path::PathBuf;
@@ -79,201 +80,6 @@ fn verification_settings(config: &Config) -> String {
         format!("{:?}", config.limits),
     ];
     release::fingerprint(fields.iter().map(String::as_str))
-}
-
-/// Reads the release list `reader` names into `listing`: the first page
-/// (whose failure is the outer error), then as many more as it takes to
-/// find a release allowed and not skipped by `marks` (whose failure is the
-/// inner one: the pages read are kept).
-fn read_listing(
-    reader: &source::Reader,
-    listing: &mut listing::Listing,
-    marks: &State,
-) -> Result<Result<usize, Error>, Error> {
-    let freshness = source::first_page(reader, listing)?;
-    let stored = listing.pages;
-    let more = source::more_pages(
-        reader,
-        listing,
-        freshness == Freshness::Fetched,
-        &|releases| {
-            let skipped = marks.skipped(releases);
-            select::allowed(releases, reader.policy, &skipped)
-                .next()
-                .is_some()
-        },
-    );
-    match (freshness, &more) {
-        (Freshness::NotModified, Ok(0)) => {
-            log::info!("release list not modified since the last check");
-        }
-        (Freshness::NotModified, Ok(n)) => log::info!(
-            "first page of the release list not modified; read {n} more page(s) after the {stored} stored"
-        ),
-        _ => {}
-    }
-    Ok(more)
-}
-
-/// How a release's asset is chosen and what its download must pass.
-struct Checks<'a> {
-    rule: AssetRule<'a>,
-    /// Whether a download with no SHA-256 is accepted.
-    unchecked: Unchecked,
-    key: Option<&'a minisign_verify::PublicKey>,
-    /// The variable that set `key`, for messages.
-    key_var: &'static str,
-}
-
-/// Whether a download without a SHA-256 may be accepted, else the hint its
-/// refusal gives.
-#[derive(Clone, Copy)]
-enum Unchecked {
-    Accepted,
-    Refused { hint: &'static str },
-}
-
-/// For the app's releases, `MOLTD_REQUIRE_CHECKSUM` decides.
-fn app_unchecked(require_checksum: bool) -> Unchecked {
-    match require_checksum {
-        true => Unchecked::Refused {
-            hint: "set MOLTD_REQUIRE_CHECKSUM=false to accept it unchecked",
-        },
-        false => Unchecked::Accepted,
-    }
-}
-
-/// The asset to download and what it is checked against, known before its
-/// first byte.
-struct Plan<'r> {
-    asset: &'r release::Asset,
-    expected: Option<verify::Expected>,
-    signature: Option<minisign_verify::Signature>,
-    url: &'r str,
-}
-
-impl Plan<'_> {
-    /// The download of the planned asset, checked as planned.
-    fn request<'p>(&'p self, checks: &Checks<'p>, cancel: &'p AtomicBool) -> fetch::Request<'p> {
-        fetch::Request {
-            url: self.url,
-            accept: "application/octet-stream",
-            size: self.asset.size,
-            name: &self.asset.name,
-            expected: self.expected.as_ref(),
-            signature: checks.key.zip(self.signature.as_ref()),
-            key_var: checks.key_var,
-            cancel,
-        }
-    }
-}
-
-/// Picks `candidate`'s asset under `checks` and finds its expected SHA-256
-/// (the digest field, else a checksums file) and signature; `source` is
-/// the feed it came from.
-fn plan<'r>(
-    http: &Http,
-    config: &Config,
-    source: &config::Source,
-    candidate: &'r Candidate,
-    checks: &Checks,
-) -> Result<Plan<'r>, Error> {
-    let release = &candidate.release;
-    let tag = &release.tag;
-    let asset = select::pick_asset(
-        release,
-        &candidate.version,
-        &checks.rule,
-        std::env::consts::ARCH,
-    )
-    .map_err(|problem| Error::Asset {
-        tag: tag.clone(),
-        problem,
-    })?;
-    let field = verify::from_digest_field(asset);
-    let expected = match &field {
-        Ok(Some(expected)) => Some(expected.clone()),
-        Ok(None) | Err(_) => match verify::checksum_asset(release, &asset.name) {
-            Some(sums) => {
-                let text = http.document(
-                    &sums.download_url,
-                    "application/octet-stream",
-                    config.limits.document,
-                )?;
-                let sha256 = verify::parse_sums(&String::from_utf8_lossy(&text), &asset.name)
-                    .ok_or_else(|| Error::ChecksumNotListed {
-                        file: sums.name.clone(),
-                        asset: asset.name.clone(),
-                    })?;
-                Some(verify::Expected {
-                    sha256,
-                    origin: sums.name.clone(),
-                })
-            }
-            None => match checks.unchecked {
-                Unchecked::Refused { hint } => {
-                    return Err(match field {
-                        Err(problem) => Error::UnusableDigest {
-                            tag: tag.clone(),
-                            asset: asset.name.clone(),
-                            problem,
-                            hint,
-                        },
-                        Ok(_) => Error::MissingChecksum {
-                            tag: tag.clone(),
-                            asset: asset.name.clone(),
-                            hint,
-                        },
-                    });
-                }
-                Unchecked::Accepted => {
-                    let why = field.err().unwrap_or_else(|| "no checksum".into());
-                    log::warn!(
-                        "{why} for {}: installing it unchecked (MOLTD_REQUIRE_CHECKSUM=false)",
-                        asset.name
-                    );
-                    None
-                }
-            },
-        },
-    };
-    let signature = match checks.key {
-        None => None,
-        Some(_) => {
-            let sig_asset = release
-                .asset(&format!("{}.minisig", asset.name))
-                .ok_or_else(|| Error::MissingSignature {
-                    tag: tag.clone(),
-                    asset: asset.name.clone(),
-                    var: checks.key_var,
-                })?;
-            let text = http.document(
-                &sig_asset.download_url,
-                "application/octet-stream",
-                config.limits.document,
-            )?;
-            Some(
-                minisign_verify::Signature::decode(&String::from_utf8_lossy(&text)).map_err(
-                    |source| Error::BadSignature {
-                        asset: asset.name.clone(),
-                        var: checks.key_var,
-                        source,
-                    },
-                )?,
-            )
-        }
-    };
-    // Private GitHub repositories serve assets only through the API URL.
-    let url = match (&config.token, &asset.api_url, source) {
-        (Some(_), Some(api_url), config::Source::GitHub { .. }) => api_url,
-        _ => &asset.download_url,
-    };
-    Ok(Plan {
-        asset,
-        expected,
-        signature,
-        url,
-    })
 }
 
 /// What one run found and did.
