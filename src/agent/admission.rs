@@ -32,6 +32,9 @@ pub struct Work {
     /// Why updates are off, if they are: every request but `status` is
     /// answered with it.
     off: Option<String>,
+    /// Whether moltd's own updates run although the app's are off
+    /// (`MOLTD_SELF_REPO` alone): they and `unmark` go through.
+    itself: bool,
 }
 
 impl Work {
@@ -45,7 +48,22 @@ impl Work {
             cancel,
             first_boot: AtomicBool::new(off.is_none()),
             off,
+            itself: false,
         }
+    }
+
+    /// The work of a thread that updates moltd only, the app's updates
+    /// being off for `reason`.
+    pub fn only_itself(reason: String) -> Work {
+        Work {
+            itself: true,
+            ..Work::new(Arc::default(), Some(reason))
+        }
+    }
+
+    /// Whether the app's updates run (the trigger file is watched).
+    pub fn updating(&self) -> bool {
+        self.off.is_none()
     }
 
     fn busy(&self) -> bool {
@@ -101,8 +119,20 @@ pub fn admit(work: &Work, status: &Mutex<Status>, op: &UpdateRequest) -> Admissi
     };
     let busy = work.busy();
     let refuse = |text: String| Admission::Answer(Err(text));
-    if let Some(reason) = &work.off {
-        return refuse(format!("updates are off: {reason}"));
+    match (&work.off, op) {
+        (None, _) => {}
+        (Some(_), UpdateRequest::Itself(_) | UpdateRequest::Unmark(_)) if work.itself => {}
+        // What is known of moltd's own releases is worth a check's answer.
+        (Some(reason), UpdateRequest::Check) if work.itself => {
+            return refuse(format!(
+                "updates of the app are off: {reason}\n{}",
+                status.moltd.summary().trim_end()
+            ));
+        }
+        (Some(reason), _) if work.itself => {
+            return refuse(format!("updates of the app are off: {reason}"));
+        }
+        (Some(reason), _) => return refuse(format!("updates are off: {reason}")),
     }
     match op {
         UpdateRequest::Check if busy => {

@@ -19,7 +19,7 @@ type Own = Arc<Mutex<Vec<FakeRelease>>>;
 
 /// A feed of the app's v1.0.0 that also lists `own` as moltd's releases
 /// (`acme/moltd`) and serves their assets.
-fn feed_with_moltd(own: Vec<FakeRelease>) -> (Feed, Own) {
+pub(crate) fn feed_with_moltd(own: Vec<FakeRelease>) -> (Feed, Own) {
     let own = Arc::new(Mutex::new(own));
     let listed = own.clone();
     let hook: Hook = Box::new(move |request, base| {
@@ -39,7 +39,7 @@ fn feed_with_moltd(own: Vec<FakeRelease>) -> (Feed, Own) {
 }
 
 /// The asset name the default `MOLTD_SELF_ASSET` takes on this machine.
-fn own_asset(version: &str, suffix: &str) -> String {
+pub(crate) fn own_asset(version: &str, suffix: &str) -> String {
     let arch = match std::env::consts::ARCH {
         "x86_64" => "amd64",
         "aarch64" => "arm64",
@@ -49,7 +49,7 @@ fn own_asset(version: &str, suffix: &str) -> String {
 }
 
 /// A minisign signature of `data` by `keys`.
-fn sign(keys: &minisign::KeyPair, data: &[u8]) -> Vec<u8> {
+pub(crate) fn sign(keys: &minisign::KeyPair, data: &[u8]) -> Vec<u8> {
     minisign::sign(
         Some(&keys.pk),
         &keys.sk,
@@ -81,7 +81,7 @@ fn self_updating<'a>(dir: &'a TestDir, feed: &Feed, key: &minisign::KeyPair) -> 
 }
 
 /// Requests for moltd's own release list so far.
-fn own_checks(feed: &Feed) -> usize {
+pub(crate) fn own_checks(feed: &Feed) -> usize {
     feed.server.requests_to("/repos/acme/moltd/releases").len()
 }
 
@@ -94,7 +94,7 @@ fn two_more_checks(running: &mut Running, feed: &Feed) {
 }
 
 /// PID 1's binary, as the test sees it.
-fn pid1_exe(running: &mut Running) -> std::path::PathBuf {
+pub(crate) fn pid1_exe(running: &mut Running) -> std::path::PathBuf {
     let pid = running.moltd_pid();
     fs::read_link(format!("/proc/{pid}/exe")).unwrap()
 }
@@ -332,7 +332,7 @@ fn post_self_update_answers_bad_input_with_a_4xx() {
 
 /// This build of moltd without its debugging sections (a sixth of the
 /// size, the same program), for a download that takes seconds, not tens.
-fn stripped(dir: &TestDir) -> Vec<u8> {
+pub(crate) fn stripped(dir: &TestDir) -> Vec<u8> {
     let out = dir.join("moltd-stripped");
     let status = std::process::Command::new("strip")
         .arg("-o")
@@ -346,7 +346,7 @@ fn stripped(dir: &TestDir) -> Vec<u8> {
 }
 
 /// The pid of service `name`, from `sv status`.
-fn service_pid(running: &mut Running, name: &str) -> String {
+pub(crate) fn service_pid(running: &mut Running, name: &str) -> String {
     let line = running.wait_for_sv(name, "run:");
     line.split("(pid ")
         .nth(1)
