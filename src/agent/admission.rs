@@ -302,4 +302,41 @@ mod tests {
             Admission::Answer(Ok(_))
         ));
     }
+
+    /// `MOLTD_SELF_REPO` alone: moltd's own updates and `unmark` go
+    /// through, the app's requests get why they are off (a check with what
+    /// is known of moltd).
+    #[test]
+    fn only_moltd_updates_itself() {
+        let work = Work::only_itself("no source for the app".into());
+        assert!(!work.updating());
+        let idle = status(Phase::Idle, 1, None);
+        idle.lock().unwrap().moltd.repo = Some("acme/moltd".into());
+        for op in [
+            UpdateRequest::Itself(None),
+            UpdateRequest::Unmark(vec!["v9.0.0".into()]),
+        ] {
+            // Each on a thread with nothing queued.
+            let free = Work::only_itself("no source for the app".into());
+            assert!(
+                matches!(admit(&free, &idle, &op), Admission::Forward(_)),
+                "{op:?}"
+            );
+        }
+        let check = answered(admit(&work, &idle, &UpdateRequest::Check));
+        assert!(
+            check.starts_with("updates of the app are off: no source for the app\nmoltd: ")
+                && check.contains("(updates itself from acme/moltd)"),
+            "{check}"
+        );
+        for op in [
+            UpdateRequest::Apply { force: true },
+            UpdateRequest::Rollback,
+        ] {
+            assert_eq!(
+                answered(admit(&work, &idle, &op)),
+                "updates of the app are off: no source for the app"
+            );
+        }
+    }
 }

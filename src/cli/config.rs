@@ -411,7 +411,7 @@ mod tests {
     #[test]
     fn warnings_for_moltds_own_updates() {
         type Case<'a> = (&'a [(&'a str, &'a str)], bool, &'a [&'a str]);
-        let table: [Case; 4] = [
+        let table: [Case; 5] = [
             (
                 &[("MOLTD_SELF_REPO", "acme/moltd")],
                 true,
@@ -431,7 +431,21 @@ mod tests {
                     ("MOLTD_SELF_MINISIGN_KEY", "RW"),
                 ],
                 false,
-                &["MOLTD_SELF_REPO does nothing without a release source"],
+                &[],
+            ),
+            // Alone, what it reads is not said to do nothing; the rest is.
+            (
+                &[
+                    ("MOLTD_SELF_REPO", "acme/moltd"),
+                    ("MOLTD_SELF_MINISIGN_KEY", "RW"),
+                    ("MOLTD_INTERVAL", "1h"),
+                    ("MOLTD_MAX_DOWNLOAD", "100M"),
+                    ("MOLTD_KEEP", "4"),
+                ],
+                false,
+                &[
+                    "updates of the app are off (no MOLTD_REPO, GH_USER and GH_REPO, or MOLTD_URL), so MOLTD_KEEP does nothing",
+                ],
             ),
             (
                 &[("MOLTD_SELF_ASSET", "x"), ("MOLTD_SELF_VERSION", "^1")],

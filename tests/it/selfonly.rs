@@ -8,10 +8,10 @@ use crate::apply::{free_port, status};
 use crate::feed::*;
 use crate::observe::http;
 use crate::selfrepo::{
-    feed_with_moltd, own_asset, own_checks, pid1_exe, service_pid, sign, stripped,
+    a_newer_moltd_replaces_pid1, feed_with_moltd, own_asset, own_checks, pid1_exe, service_pid,
+    sign,
 };
 use crate::util::{Mode, Moltd, TestDir, moltd_bin};
-use std::fs;
 
 /// moltd as PID 1 with an idle service and `MOLTD_SELF_REPO` as its only
 /// release source, checking every second.
@@ -97,34 +97,12 @@ fn moltd_self_repo_alone_checks_moltd_and_starts_the_services_at_once() {
 /// A newer moltd (this build, said to be 9.0.0 by its `.version` file) in
 /// the feed with no source for the app: found, verified and offered to
 /// PID 1, which execs it with the service on the same pid; the new agent
-/// finds nothing newer.
+/// finds nothing newer. Nothing of the app was asked for or made.
 #[test]
 fn moltd_self_repo_alone_replaces_pid1_and_keeps_the_services() {
-    let keys = minisign::KeyPair::generate_unencrypted_keypair().unwrap();
     let dir = TestDir::new("selfonly_replaces");
-    let binary = stripped(&dir);
-    let name = own_asset("9.0.0", "");
-    let assets = vec![
-        FakeAsset::new(&name, binary.clone()),
-        FakeAsset::new(&format!("{name}.minisig"), sign(&keys, &binary)),
-    ];
-    let (feed, _) = feed_with_moltd(vec![FakeRelease::new("v9.0.0", assets)]);
-    dir.write("app/.moltd/self/moltd-v9.0.0.version", "9.0.0\n");
-    let mut running = only_itself(&dir, &feed, &keys).spawn();
-    let before = service_pid(&mut running, "idle");
-    let kept = dir.join("app/.moltd/bin/moltd-9.0.0");
-    let pid = running.moltd_pid();
-    running.wait_for("PID 1 to run the kept moltd 9.0.0", || {
-        fs::read_link(format!("/proc/{pid}/exe")).ok() == Some(kept.clone())
-    });
-    if service_pid(&mut running, "idle") != before {
-        running.fail("the service was restarted");
-    }
-    running.wait_for("the new agent to say 9.0.0 and find nothing newer", || {
-        let shown = dir.moltd_client(&["status"]).stdout;
-        shown.contains("moltd: 9.0.0") && shown.contains("no newer moltd (running v9.0.0)")
-    });
+    let feed = a_newer_moltd_replaces_pid1(&dir, only_itself);
     if dir.join("app/current").exists() || !feed.server.requests_to("/repos/acme/app").is_empty() {
-        running.fail("the app was updated");
+        panic!("the app was updated");
     }
 }

@@ -332,7 +332,7 @@ fn post_self_update_answers_bad_input_with_a_4xx() {
 
 /// This build of moltd without its debugging sections (a sixth of the
 /// size, the same program), for a download that takes seconds, not tens.
-pub(crate) fn stripped(dir: &TestDir) -> Vec<u8> {
+fn stripped(dir: &TestDir) -> Vec<u8> {
     let out = dir.join("moltd-stripped");
     let status = std::process::Command::new("strip")
         .arg("-o")
@@ -363,9 +363,18 @@ pub(crate) fn service_pid(running: &mut Running, name: &str) -> String {
 /// finds nothing newer.
 #[test]
 fn a_newer_moltd_from_the_self_repo_replaces_pid1_and_keeps_the_services() {
-    let keys = minisign::KeyPair::generate_unencrypted_keypair().unwrap();
     let dir = TestDir::new("selfrepo_replaces");
-    let binary = stripped(&dir);
+    a_newer_moltd_replaces_pid1(&dir, self_updating);
+}
+
+/// The whole path above for moltd as `moltd` configures it (with an idle
+/// service) in `dir`; returns the feed, to see what was asked of it.
+pub(crate) fn a_newer_moltd_replaces_pid1<'a>(
+    dir: &'a TestDir,
+    moltd: fn(&'a TestDir, &Feed, &minisign::KeyPair) -> Moltd<'a>,
+) -> Feed {
+    let keys = minisign::KeyPair::generate_unencrypted_keypair().unwrap();
+    let binary = stripped(dir);
     let name = own_asset("9.0.0", "");
     let assets = vec![
         FakeAsset::new(&name, binary.clone()),
@@ -374,7 +383,7 @@ fn a_newer_moltd_from_the_self_repo_replaces_pid1_and_keeps_the_services() {
     let (feed, _) = feed_with_moltd(vec![FakeRelease::new("v9.0.0", assets)]);
     // Where the agent stages v9.0.0; PID 1 keeps the file beside its copy.
     dir.write("app/.moltd/self/moltd-v9.0.0.version", "9.0.0\n");
-    let mut running = self_updating(&dir, &feed, &keys).spawn();
+    let mut running = moltd(dir, &feed, &keys).spawn();
     let before = service_pid(&mut running, "idle");
     let kept = dir.join("app/.moltd/bin/moltd-9.0.0");
     let pid = running.moltd_pid();
@@ -392,6 +401,7 @@ fn a_newer_moltd_from_the_self_repo_replaces_pid1_and_keeps_the_services() {
     if dir.join("app/.moltd/self/moltd-v9.0.0").exists() {
         running.fail("the staged binary stayed beside the kept one");
     }
+    feed
 }
 
 /// `POST /self-update?file=PATH` with a newer binary: PID 1 self-tests,
