@@ -273,7 +273,7 @@ pub fn start(
         // `MOLTD_SELF_REPO` alone: moltd updates itself, the app's
         // requests are answered with why they are not.
         Ok(mut updater) if config.source.is_none() => {
-            let work = Work::only_itself(APP_OFF.into());
+            let work = Work::only_itself(crate::update::APP_OFF.into());
             let started = Started::new(updater.shared_status(), work);
             updater.set_hook(started.attach(observer, to_agent));
             let link = link(started.work.clone());
@@ -427,9 +427,6 @@ fn agent_off(mut link: Link) {
     }
     while let Ok(Some(_)) = link.next(None) {}
 }
-
-/// Why `moltd update` does nothing with `MOLTD_SELF_REPO` alone.
-const APP_OFF: &str = "no release source for the app (MOLTD_REPO, GH_USER and GH_REPO, or MOLTD_URL); moltd updates itself from MOLTD_SELF_REPO";
 
 /// Lets the services start without a release to wait for: PID 1 did not
 /// hold them, the main command is let go.

@@ -58,6 +58,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+/// Why the app's updates are off with `MOLTD_SELF_REPO` alone.
+pub const APP_OFF: &str = "no release source for the app (MOLTD_REPO, GH_USER and GH_REPO, or MOLTD_URL); moltd updates itself from MOLTD_SELF_REPO";
+
 /// Why updates cannot run although a source is configured, when the
 /// installed release can run without them: moltd cannot write its own files
 /// in the app dir (a read-only mount, another owner) and `current` names a
@@ -204,10 +207,13 @@ impl Updater {
         if app {
             updater.recovered = updater.recover();
             updater.unlock_slot();
+            let report = rollout::Report::new(&updater.config.rollout);
+            updater.reporter.rollout(report);
         }
-        let report = rollout::Report::new(&updater.config.rollout);
-        updater.reporter.rollout(report);
         updater.seed_itself();
+        if !app {
+            updater.reporter.app_off(APP_OFF);
+        }
         Ok(updater)
     }
 

@@ -71,6 +71,10 @@ fn moltd_self_repo_alone_checks_moltd_and_starts_the_services_at_once() {
     {
         running.fail(&format!("moltd update --check: {check:?}"));
     }
+    let shown = dir.moltd_client(&["status"]).stdout;
+    if !shown.contains("updates of the app are off") || shown.contains("first boot") {
+        running.fail(&format!("moltd status says {shown}"));
+    }
     let update = dir.moltd_client(&["update"]);
     if update.code != Some(1) || !update.stderr.contains("updates of the app are off") {
         running.fail(&format!("moltd update: {update:?}"));
