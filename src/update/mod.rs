@@ -62,12 +62,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 pub const APP_OFF: &str = "no release source for the app (MOLTD_REPO, GH_USER and GH_REPO, or MOLTD_URL); moltd updates itself from MOLTD_SELF_REPO";
 
 /// Why updates cannot run although a source is configured, when the
-/// installed release can run without them: moltd cannot write its own files
-/// in the app dir (a read-only mount, another owner) and `current` names a
-/// release. `None` when moltd must not start (a mistake in the
-/// configuration, another moltd managing the app dir, nothing installed).
+/// services can run without them: moltd cannot write its own files in the
+/// app dir (a read-only mount, another owner) and `current` names a
+/// release, or only moltd updates itself (`MOLTD_SELF_REPO` alone). `None`
+/// when moltd must not start (a mistake in the configuration, another
+/// moltd managing the app dir, nothing installed).
 pub fn updates_off(config: &Config, err: &Error) -> Option<String> {
-    let installed = config.app_dir.join("current").is_dir();
+    let installed = config.source.is_none() || config.app_dir.join("current").is_dir();
     (installed && matches!(err, Error::Io { .. })).then(|| chain(err))
 }
 

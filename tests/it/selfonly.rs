@@ -12,6 +12,7 @@ use crate::selfrepo::{
     sign,
 };
 use crate::util::{Mode, Moltd, TestDir, moltd_bin};
+use std::fs;
 
 /// moltd as PID 1 with an idle service and `MOLTD_SELF_REPO` as its only
 /// release source, checking every second.
@@ -108,5 +109,38 @@ fn moltd_self_repo_alone_replaces_pid1_and_keeps_the_services() {
     let feed = a_newer_moltd_replaces_pid1(&dir, only_itself);
     if dir.join("app/current").exists() || !feed.server.requests_to("/repos/acme/app").is_empty() {
         panic!("the app was updated");
+    }
+}
+
+/// An app dir moltd cannot write (a read-only mount): nothing of moltd's
+/// own can be staged, so its updates are off with the reason, and the
+/// service runs all the same; the agent does not fail again and again.
+#[test]
+fn moltd_self_repo_alone_with_a_read_only_app_dir_says_updates_are_off() {
+    let keys = minisign::KeyPair::generate_unencrypted_keypair().unwrap();
+    let dir = TestDir::new("selfonly_read_only");
+    fs::create_dir_all(dir.join("app")).unwrap();
+    let _read_only = crate::firstboot::ReadOnly::mount(&dir.join("app"));
+    let (feed, _) = feed_with_moltd(Vec::new());
+    let mut running = only_itself(&dir, &feed, &keys).spawn();
+    service_pid(&mut running, "idle");
+    let off = format!(
+        "updates are off: cannot create {}",
+        dir.join("app/.moltd").display()
+    );
+    running.wait_for("the status to say updates are off", || {
+        status(&dir)["suspended"]
+            .as_str()
+            .is_some_and(|s| s.contains(&off))
+    });
+    let update = dir.moltd_client(&["update"]);
+    if update.code != Some(1) || !update.stderr.contains(&off) {
+        running.fail(&format!("moltd update: {update:?}"));
+    }
+    if dir
+        .read("moltd.stderr")
+        .contains("the update agent stopped")
+    {
+        running.fail("the update agent failed");
     }
 }
