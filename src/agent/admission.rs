@@ -32,6 +32,9 @@ pub struct Work {
     /// Why updates are off, if they are: every request but `status` is
     /// answered with it.
     off: Option<String>,
+    /// Whether moltd's own updates run although the app's are off
+    /// (`MOLTD_SELF_REPO` alone): they and `unmark` go through.
+    itself: bool,
 }
 
 impl Work {
@@ -45,7 +48,22 @@ impl Work {
             cancel,
             first_boot: AtomicBool::new(off.is_none()),
             off,
+            itself: false,
         }
+    }
+
+    /// The work of a thread that updates moltd only, the app's updates
+    /// being off for `reason`.
+    pub fn only_itself(reason: String) -> Work {
+        Work {
+            itself: true,
+            ..Work::new(Arc::default(), Some(reason))
+        }
+    }
+
+    /// Whether the app's updates run (the trigger file is watched).
+    pub fn updating(&self) -> bool {
+        self.off.is_none()
     }
 
     fn busy(&self) -> bool {
@@ -101,8 +119,20 @@ pub fn admit(work: &Work, status: &Mutex<Status>, op: &UpdateRequest) -> Admissi
     };
     let busy = work.busy();
     let refuse = |text: String| Admission::Answer(Err(text));
-    if let Some(reason) = &work.off {
-        return refuse(format!("updates are off: {reason}"));
+    match (&work.off, op) {
+        (None, _) => {}
+        (Some(_), UpdateRequest::Itself(_) | UpdateRequest::Unmark(_)) if work.itself => {}
+        // What is known of moltd's own releases is worth a check's answer.
+        (Some(reason), UpdateRequest::Check) if work.itself => {
+            return refuse(format!(
+                "updates of the app are off: {reason}\n{}",
+                status.moltd.summary().trim_end()
+            ));
+        }
+        (Some(reason), _) if work.itself => {
+            return refuse(format!("updates of the app are off: {reason}"));
+        }
+        (Some(reason), _) => return refuse(format!("updates are off: {reason}")),
     }
     match op {
         UpdateRequest::Check if busy => {
@@ -271,5 +301,42 @@ mod tests {
             admit(&off, &idle, &UpdateRequest::Status),
             Admission::Answer(Ok(_))
         ));
+    }
+
+    /// `MOLTD_SELF_REPO` alone: moltd's own updates and `unmark` go
+    /// through, the app's requests get why they are off (a check with what
+    /// is known of moltd).
+    #[test]
+    fn only_moltd_updates_itself() {
+        let work = Work::only_itself("no source for the app".into());
+        assert!(!work.updating());
+        let idle = status(Phase::Idle, 1, None);
+        idle.lock().unwrap().moltd.repo = Some("acme/moltd".into());
+        for op in [
+            UpdateRequest::Itself(None),
+            UpdateRequest::Unmark(vec!["v9.0.0".into()]),
+        ] {
+            // Each on a thread with nothing queued.
+            let free = Work::only_itself("no source for the app".into());
+            assert!(
+                matches!(admit(&free, &idle, &op), Admission::Forward(_)),
+                "{op:?}"
+            );
+        }
+        let check = answered(admit(&work, &idle, &UpdateRequest::Check));
+        assert!(
+            check.starts_with("updates of the app are off: no source for the app\nmoltd: ")
+                && check.contains("(updates itself from acme/moltd)"),
+            "{check}"
+        );
+        for op in [
+            UpdateRequest::Apply { force: true },
+            UpdateRequest::Rollback,
+        ] {
+            assert_eq!(
+                answered(admit(&work, &idle, &op)),
+                "updates of the app are off: no source for the app"
+            );
+        }
     }
 }

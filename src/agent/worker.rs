@@ -37,7 +37,7 @@ use crate::update::{Payload, Recovery, Updater, chain, outcome, poll};
 use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::os::fd::OwnedFd;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -270,8 +270,18 @@ pub fn start(
 ) -> Result<Started, String> {
     let thread = std::thread::Builder::new().name("updater".into());
     let (spawned, started) = match Updater::open(config.clone(), lock) {
+        // `MOLTD_SELF_REPO` alone: moltd updates itself, the app's
+        // requests are answered with why they are not.
+        Ok(mut updater) if config.source.is_none() => {
+            let work = Work::only_itself(crate::update::APP_OFF.into());
+            let started = Started::new(updater.shared_status(), work);
+            updater.set_hook(started.attach(observer, to_agent));
+            let link = link(started.work.clone());
+            (thread.spawn(move || agent_itself(updater, link)), started)
+        }
         Ok(mut updater) => {
-            let started = Started::new(updater.shared_status(), updater.cancel_flag(), None);
+            let work = Work::new(updater.cancel_flag(), None);
+            let started = Started::new(updater.shared_status(), work);
             updater.set_hook(started.attach(observer, to_agent));
             let link = link(started.work.clone());
             (thread.spawn(move || agent(updater, link)), started)
@@ -282,7 +292,8 @@ pub fn start(
             };
             let mut reporter = crate::update::status::Reporter::new(config.status_file);
             // Nothing downloads, so nothing is ever cancelled.
-            let started = Started::new(reporter.shared(), Arc::default(), Some(reason.clone()));
+            let work = Work::new(Arc::default(), Some(reason.clone()));
+            let started = Started::new(reporter.shared(), work);
             reporter.set_hook(started.attach(observer, to_agent));
             let current = crate::update::layout::current_tag(&config.app_dir);
             reporter.off(current, &reason);
@@ -368,13 +379,11 @@ pub struct Started {
 }
 
 impl Started {
-    fn new(status: Arc<Mutex<Status>>, cancel: Arc<AtomicBool>, off: Option<String>) -> Started {
-        let updating = off.is_none();
-        let work = Arc::new(Work::new(cancel, off));
+    fn new(status: Arc<Mutex<Status>>, work: Work) -> Started {
         Started {
             status,
-            work,
-            updating,
+            updating: work.updating(),
+            work: Arc::new(work),
         }
     }
 
@@ -413,13 +422,62 @@ fn ask_blocking(
 /// answers every request with the reason, so the thread only waits for the
 /// loop to end.
 fn agent_off(mut link: Link) {
-    if resume(&mut link, None).is_err() {
-        return;
-    }
-    if link.ready().and_then(|_| link.release()).is_err() {
+    if start_at_once(&mut link).is_err() {
         return;
     }
     while let Ok(Some(_)) = link.next(None) {}
+}
+
+/// Lets the services start without a release to wait for: PID 1 did not
+/// hold them, the main command is let go.
+fn start_at_once(link: &mut Link) -> Result<(), String> {
+    resume(link, None)?;
+    link.ready().and_then(|_| link.release())
+}
+
+/// The thread when moltd updates only itself (`MOLTD_SELF_REPO` without a
+/// source for the app): the services start at once, and moltd's own
+/// releases are checked on the schedule; `admit` answers the app's
+/// requests with why they are off.
+fn agent_itself(mut updater: Updater, mut link: Link) {
+    if start_at_once(&mut link).is_err() {
+        return;
+    }
+    let schedule = updater.config().schedule;
+    let mut failures = 0;
+    let mut next_check = Instant::now();
+    loop {
+        match link.next(Some(next_check)) {
+            Err(_) => return,
+            Ok(None) => {
+                link.working(true);
+                check_itself(&mut updater, &mut link);
+                next_check = Instant::now() + schedule.after(poll::Outcome::Normal, &mut failures);
+                log::info!(
+                    "next check of moltd's releases in {:.1}s",
+                    next_check
+                        .saturating_duration_since(Instant::now())
+                        .as_secs_f64()
+                );
+            }
+            Ok(Some(ToAgent::Client { to, op })) => {
+                let reply = carry_out(&mut updater, &mut link, op);
+                link.reply(to, reply);
+            }
+            Ok(Some(_)) => {}
+        }
+        link.working(false);
+    }
+}
+
+/// A scheduled check of `MOLTD_SELF_REPO`, if set: what it did is logged
+/// and in the status.
+fn check_itself(updater: &mut Updater, link: &mut Link) {
+    if updater.updates_itself() {
+        if let Err(problem) = updater.update_itself(link) {
+            log::error!("moltd did not update itself: {problem}");
+        }
+    }
 }
 
 /// The updater thread's whole life.
@@ -480,11 +538,7 @@ pub fn agent(mut updater: Updater, mut link: Link) {
                 link.working(true);
                 let outcome = updater.automatic(&mut link, false);
                 // After the app's own check, never during its update.
-                if updater.updates_itself() {
-                    if let Err(problem) = updater.update_itself(&mut link) {
-                        log::error!("moltd did not update itself: {problem}");
-                    }
-                }
+                check_itself(&mut updater, &mut link);
                 next_check = Instant::now() + schedule.after(outcome, &mut failures);
                 log::info!(
                     "next check in {:.1}s",

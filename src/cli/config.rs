@@ -52,7 +52,7 @@ pub fn report(
         };
         text.push_str(&format!("{:<width$} = {value:<30} ({source})\n", var.name));
     }
-    for warning in warnings(env, names, services.updates.is_some()) {
+    for warning in warnings(env, names, services.updates_app()) {
         text.push_str(&format!("warning: {warning}\n"));
     }
     text.push_str("configuration is valid\n");
@@ -70,7 +70,7 @@ fn effective(
     let updates = services.updates.as_ref();
     let unset = given(env, name).is_none();
     match name {
-        "MOLTD_REPO" if unset => match &updates?.source {
+        "MOLTD_REPO" if unset => match updates?.source.as_ref()? {
             Source::GitHub { owner, repo, .. } | Source::Gitea { owner, repo, .. } => {
                 Some((format!("{owner}/{repo}"), "from GH_USER and GH_REPO".into()))
             }
@@ -147,9 +147,23 @@ fn shown(show: Show, value: &str) -> String {
     }
 }
 
+/// What `MOLTD_SELF_REPO` alone reads of the app's update settings: the
+/// schedule, the limits of a download, where `.moltd/` lives.
+const SELF_READS: &[&str] = &[
+    "MOLTD_INTERVAL",
+    "SLEEP",
+    "MOLTD_JITTER",
+    "MOLTD_MAX_DOWNLOAD",
+    "MOLTD_MAX_UNPACKED",
+    "MOLTD_MAX_ENTRIES",
+    "MOLTD_MIN_FREE",
+    "MOLTD_STALL_TIMEOUT",
+    "MOLTD_DOWNLOAD_TIMEOUT",
+];
+
 /// What a start warns about (and `moltd config` lists): accepted input that
 /// does nothing. `names` are the names in the environment; `updates` says
-/// whether a release source is configured.
+/// whether a release source for the app is configured.
 pub fn warnings(env: Env, names: &[OsString], updates: bool) -> Vec<String> {
     let set = |name: &str| given(env, name).is_some();
     let mut found = Vec::new();
@@ -195,6 +209,7 @@ pub fn warnings(env: Env, names: &[OsString], updates: bool) -> Vec<String> {
         }
     }
     if !updates {
+        let itself = set("MOLTD_SELF_REPO");
         let idle: Vec<&str> = VARS
             .iter()
             .filter(|v| v.group == vars::WHICH || v.group == vars::FETCH)
@@ -203,11 +218,15 @@ pub fn warnings(env: Env, names: &[OsString], updates: bool) -> Vec<String> {
                     .filter(|v| v.group == vars::SWITCH && v.name != "MOLTD_APP_DIR"),
             )
             .map(|v| v.name)
-            .filter(|name| set(name))
+            .filter(|name| set(name) && !(itself && SELF_READS.contains(name)))
             .collect();
+        let off = match itself {
+            true => "updates of the app are off",
+            false => "updates are off",
+        };
         if !idle.is_empty() {
             found.push(format!(
-                "updates are off (no MOLTD_REPO, GH_USER and GH_REPO, or MOLTD_URL), so {} nothing",
+                "{off} (no MOLTD_REPO, GH_USER and GH_REPO, or MOLTD_URL), so {} nothing",
                 match idle.len() {
                     1 => format!("{} does", idle[0]),
                     _ => format!("{} do", idle.join(", ")),
@@ -215,7 +234,7 @@ pub fn warnings(env: Env, names: &[OsString], updates: bool) -> Vec<String> {
             ));
         }
     }
-    found.extend(self_update_warnings(&set, updates));
+    found.extend(self_update_warnings(&set));
     let mut unknown: Vec<String> = names
         .iter()
         .filter_map(|n| n.to_str())
@@ -234,10 +253,9 @@ pub fn warnings(env: Env, names: &[OsString], updates: bool) -> Vec<String> {
     found
 }
 
-/// What is said about `MOLTD_SELF_*`: settings without the repository, a
-/// repository without the release source whose checks carry it, and the
-/// signature key a binary PID 1 will exec should have.
-fn self_update_warnings(set: &dyn Fn(&str) -> bool, updates: bool) -> Vec<String> {
+/// What is said about `MOLTD_SELF_*`: settings without the repository, and
+/// the signature key a binary PID 1 will exec should have.
+fn self_update_warnings(set: &dyn Fn(&str) -> bool) -> Vec<String> {
     let mut found = Vec::new();
     let settings: Vec<&str> = VARS
         .iter()
@@ -256,11 +274,6 @@ fn self_update_warnings(set: &dyn Fn(&str) -> bool, updates: bool) -> Vec<String
             ));
         }
         return found;
-    }
-    if !updates {
-        found.push(
-            "MOLTD_SELF_REPO does nothing without a release source for the app (MOLTD_REPO or MOLTD_URL): moltd's own releases are checked with the app's".into(),
-        );
     }
     if !set("MOLTD_SELF_MINISIGN_KEY") {
         found.push(
@@ -398,7 +411,7 @@ mod tests {
     #[test]
     fn warnings_for_moltds_own_updates() {
         type Case<'a> = (&'a [(&'a str, &'a str)], bool, &'a [&'a str]);
-        let table: [Case; 4] = [
+        let table: [Case; 5] = [
             (
                 &[("MOLTD_SELF_REPO", "acme/moltd")],
                 true,
@@ -418,7 +431,21 @@ mod tests {
                     ("MOLTD_SELF_MINISIGN_KEY", "RW"),
                 ],
                 false,
-                &["MOLTD_SELF_REPO does nothing without a release source"],
+                &[],
+            ),
+            // Alone, what it reads is not said to do nothing; the rest is.
+            (
+                &[
+                    ("MOLTD_SELF_REPO", "acme/moltd"),
+                    ("MOLTD_SELF_MINISIGN_KEY", "RW"),
+                    ("MOLTD_INTERVAL", "1h"),
+                    ("MOLTD_MAX_DOWNLOAD", "100M"),
+                    ("MOLTD_KEEP", "4"),
+                ],
+                false,
+                &[
+                    "updates of the app are off (no MOLTD_REPO, GH_USER and GH_REPO, or MOLTD_URL), so MOLTD_KEEP does nothing",
+                ],
             ),
             (
                 &[("MOLTD_SELF_ASSET", "x"), ("MOLTD_SELF_VERSION", "^1")],

@@ -146,7 +146,7 @@ pub fn main(args: Vec<OsString>) -> i32 {
             if let Some((fd, fallback)) = resume {
                 return services::resume(*config, fd, fallback);
             }
-            warn_about_config(personality, &env, config.updates.is_some());
+            warn_about_config(personality, &env, config.updates_app());
             services::run(*config, inherited)
         }
         Outcome::Update(command) => {

@@ -238,8 +238,9 @@ fn parse_args(args: Vec<OsString>, env: Env, names: &[OsString]) -> Result<Outco
             .and_then(|p| update::unpack::entry_path(p, 0).ok().flatten());
         updates.entry = updates.entry.take().or(entry);
     }
-    // With updates, a lone command runs under the supervisor, which can
-    // stop and start it for an update without exiting.
+    // With updates (the app's, or moltd's own only), a lone command runs
+    // under the supervisor, which can stop and start it for an update, or
+    // replace itself, without exiting.
     if command.is_empty() || services_dir.is_some() || updates.is_some() {
         let settings = Settings {
             svwait: seconds_from(env, "SVWAIT", services::DEFAULT_SVWAIT, 0)?,

@@ -354,7 +354,8 @@ fn update_summary(reply: UpdateReply) -> String {
     };
     // Tags and messages name releases and assets from the feed.
     let none = || "none".to_owned();
-    let first_boot = status.current.is_none();
+    // With updates off, nothing waits for a release.
+    let first_boot = status.current.is_none() && status.suspended.is_none();
     let mut text = format!(
         "\nrelease: {} (previous: {})\nupdate: {}, step {}/{}",
         Escaped(&status.current.unwrap_or_else(none)),

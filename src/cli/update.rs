@@ -230,7 +230,13 @@ pub fn run(command: UpdateCommand, control: &Control) -> i32 {
         }
     }
     let env = |name: &str| std::env::var_os(name);
-    let updater = Config::from_env(&env).and_then(Updater::new);
+    // `MOLTD_SELF_REPO` alone gives nothing to check for the app.
+    let updater = Config::from_env(&env).and_then(|config| {
+        config
+            .app_source()
+            .map(drop)
+            .and_then(|()| Updater::new(config))
+    });
     let mut updater = match updater {
         Ok(updater) => updater,
         Err(err) => {

@@ -46,7 +46,8 @@ pub struct ServicesConfig {
     pub settings: Settings,
     /// Combined mode's main command.
     pub main: Option<InitConfig>,
-    /// The updater's settings, when a release source is configured.
+    /// The updater's settings, when a release source is configured (for
+    /// the app, or only `MOLTD_SELF_REPO`).
     pub updates: Option<crate::update::Config>,
     /// The HTTP listener, metrics file and webhook.
     pub observe: crate::observe::Config,
@@ -54,4 +55,12 @@ pub struct ServicesConfig {
     pub withheld: Vec<&'static str>,
     /// Whether `listen` files are honoured (`MOLTD_HELD_SOCKETS`).
     pub hold_sockets: bool,
+}
+
+impl ServicesConfig {
+    /// Whether the app has a release source: its services then wait for a
+    /// first release. `MOLTD_SELF_REPO` alone updates moltd only.
+    pub fn updates_app(&self) -> bool {
+        self.updates.as_ref().is_some_and(|u| u.source.is_some())
+    }
 }

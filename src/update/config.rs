@@ -166,7 +166,10 @@ pub enum Strategy {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
-    pub source: Source,
+    /// The app's release source; `None` when `MOLTD_SELF_REPO` is the only
+    /// one: moltd updates itself, nothing about the app runs (no first
+    /// boot, no `current`, services start at once).
+    pub source: Option<Source>,
     pub token: Option<String>,
     pub schedule: Schedule,
     pub policy: Policy,
@@ -451,7 +454,12 @@ impl Config {
                 #[cfg(feature = "test-hooks")]
                 crash_at: var("MOLTD_TEST_CRASH_AT"),
             };
-        let source = source?;
+        // `MOLTD_SELF_REPO` alone is enough: moltd keeps itself up to date
+        // in an image whose services never change.
+        let source = match source {
+            Err(Error::NoSource) if self_update.is_some() => None,
+            source => Some(source?),
+        };
         Ok(Config {
             source,
             token,
@@ -476,6 +484,18 @@ impl Config {
             rollout: super::rollout::Policy::from_env(&var)?,
             self_update,
         })
+    }
+
+    /// The app's release source, or [`Error::NoSource`] when only moltd
+    /// updates itself.
+    pub fn app_source(&self) -> Result<&Source, Error> {
+        self.source.as_ref().ok_or(Error::NoSource)
+    }
+
+    /// The server the token is for: the app's, else moltd's own.
+    pub fn token_source(&self) -> Option<&Source> {
+        let itself = self.self_update.as_ref().map(|s| &s.source);
+        self.source.as_ref().or(itself)
     }
 
     /// Where installed releases live: `$MOLTD_APP_DIR/releases`.

@@ -95,7 +95,7 @@ impl Updater {
         let candidates = self.first_boot_order(candidates);
         if any && candidates.is_empty() {
             return Err(super::adopt::all_withdrawn(super::source::listing_url(
-                &self.config.source,
+                self.config.app_source()?,
             )));
         }
         if candidates.is_empty() {
@@ -106,7 +106,7 @@ impl Updater {
                     .collect();
             if marked.is_empty() {
                 return Err(Error::NoRelease {
-                    feed: super::source::listing_url(&self.config.source),
+                    feed: super::source::listing_url(self.config.app_source()?),
                 });
             }
             return Err(Error::NothingInstallable(format!(

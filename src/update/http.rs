@@ -87,7 +87,7 @@ impl Http {
             .build()
             .map_err(Error::Client)?;
         let auth = config.token.as_ref().and_then(|token| {
-            let (api, scheme) = match &config.source {
+            let (api, scheme) = match config.token_source()? {
                 Source::GitHub { api, .. } => (api, "Bearer"),
                 Source::Gitea { api, .. } => (api, "token"),
                 Source::Manifest { url } => (url, "Bearer"),

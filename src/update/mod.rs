@@ -58,13 +58,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+/// Why the app's updates are off with `MOLTD_SELF_REPO` alone.
+pub const APP_OFF: &str = "no release source for the app (MOLTD_REPO, GH_USER and GH_REPO, or MOLTD_URL); moltd updates itself from MOLTD_SELF_REPO";
+
 /// Why updates cannot run although a source is configured, when the
-/// installed release can run without them: moltd cannot write its own files
-/// in the app dir (a read-only mount, another owner) and `current` names a
-/// release. `None` when moltd must not start (a mistake in the
-/// configuration, another moltd managing the app dir, nothing installed).
+/// services can run without them: moltd cannot write its own files in the
+/// app dir (a read-only mount, another owner) and `current` names a
+/// release, or only moltd updates itself (`MOLTD_SELF_REPO` alone). `None`
+/// when moltd must not start (a mistake in the configuration, another
+/// moltd managing the app dir, nothing installed).
 pub fn updates_off(config: &Config, err: &Error) -> Option<String> {
-    let installed = config.app_dir.join("current").is_dir();
+    let installed = config.source.is_none() || config.app_dir.join("current").is_dir();
     (installed && matches!(err, Error::Io { .. })).then(|| chain(err))
 }
 
@@ -171,13 +175,16 @@ impl Updater {
             }
             same
         });
-        if state.current.is_none() && state.applying.is_none() {
+        // Without a source for the app, moltd only updates itself: its
+        // releases, `current` and a switch cut short are left as they are.
+        let app = config.source.is_some();
+        if app && state.current.is_none() && state.applying.is_none() {
             // An image may ship the link without moltd's state: it says.
             // Not a link to a first install cut short before its gate.
             state.current = layout::current_tag(&config.app_dir);
         }
         let releases = config.releases_dir();
-        if releases.is_dir() {
+        if app && releases.is_dir() {
             if let Err(err) = staging::clean_leftovers(&releases, &config.state_dir()) {
                 log::warn!("{}", chain(&err));
             }
@@ -198,11 +205,16 @@ impl Updater {
         updater
             .reporter
             .crash_at(updater.config.switch.crash_at.clone());
-        updater.recovered = updater.recover();
-        updater.unlock_slot();
-        let report = rollout::Report::new(&updater.config.rollout);
-        updater.reporter.rollout(report);
+        if app {
+            updater.recovered = updater.recover();
+            updater.unlock_slot();
+            let report = rollout::Report::new(&updater.config.rollout);
+            updater.reporter.rollout(report);
+        }
         updater.seed_itself();
+        if !app {
+            updater.reporter.app_off(APP_OFF);
+        }
         Ok(updater)
     }
 
@@ -222,7 +234,7 @@ impl Updater {
         // A check that fails leaves the schedule's backoff alone.
         self.wake_at = None;
         self.unlock_slot();
-        let url = source::listing_url(&self.config.source);
+        let url = source::listing_url(self.config.app_source()?);
         self.reporter
             .phase(Phase::Checking, 1, format!("checking {url} for releases"));
         let marks = State {
@@ -239,7 +251,7 @@ impl Updater {
         let more = read_listing(
             &source::Reader {
                 http: &self.http,
-                source: &self.config.source,
+                source: self.config.app_source()?,
                 limit: self.config.limits.document,
                 policy: &self.config.policy,
                 floor,
@@ -315,7 +327,8 @@ impl Updater {
             log::info!("release {tag} is already staged in {}", target.display());
             return Ok(target);
         }
-        let rule = match (&config.asset, &config.source) {
+        let source = config.app_source()?;
+        let rule = match (&config.asset, source) {
             (Some(glob), _) => AssetRule::Glob(glob),
             (None, config::Source::Manifest { .. }) => AssetRule::Only,
             (None, _) => AssetRule::Default,
@@ -326,7 +339,7 @@ impl Updater {
             key: key.as_ref(),
             key_var: "MOLTD_MINISIGN_KEY",
         };
-        let plan = plan(http, config, &config.source, candidate, &checks)?;
+        let plan = plan(http, config, source, candidate, &checks)?;
         let request = plan.request(&checks, cancel);
         let Plan {
             asset,

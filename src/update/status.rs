@@ -337,6 +337,16 @@ impl Reporter {
     pub fn off(&mut self, current: Option<String>, reason: &str) {
         let message = format!("updates are off: {reason}");
         log::warn!("{message}");
+        self.set_off(current, message);
+    }
+
+    /// The app's updates are off as configured (`MOLTD_SELF_REPO` alone):
+    /// said in the status, not logged as a problem.
+    pub fn app_off(&mut self, reason: &str) {
+        self.set_off(None, format!("updates of the app are off: {reason}"));
+    }
+
+    fn set_off(&mut self, current: Option<String>, message: String) {
         self.status.current = current;
         self.status.message = message.clone();
         self.status.suspended = Some(message);

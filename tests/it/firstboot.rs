@@ -255,10 +255,10 @@ fn first_boot_honours_a_403_with_no_requests_left() {
 }
 
 /// Unmounts a read-only bind mount when dropped.
-struct ReadOnly(std::path::PathBuf);
+pub(crate) struct ReadOnly(std::path::PathBuf);
 
 impl ReadOnly {
-    fn mount(path: &std::path::Path) -> ReadOnly {
+    pub(crate) fn mount(path: &std::path::Path) -> ReadOnly {
         let path_arg = path.as_os_str();
         for args in [
             vec!["--bind".as_ref(), path_arg, path_arg],

@@ -30,6 +30,7 @@ mod release_layouts;
 mod requests;
 mod rollout;
 mod secrets;
+mod selfonly;
 mod selfrepo;
 mod service_signals;
 mod services;

@@ -19,7 +19,7 @@ type Own = Arc<Mutex<Vec<FakeRelease>>>;
 
 /// A feed of the app's v1.0.0 that also lists `own` as moltd's releases
 /// (`acme/moltd`) and serves their assets.
-fn feed_with_moltd(own: Vec<FakeRelease>) -> (Feed, Own) {
+pub(crate) fn feed_with_moltd(own: Vec<FakeRelease>) -> (Feed, Own) {
     let own = Arc::new(Mutex::new(own));
     let listed = own.clone();
     let hook: Hook = Box::new(move |request, base| {
@@ -39,7 +39,7 @@ fn feed_with_moltd(own: Vec<FakeRelease>) -> (Feed, Own) {
 }
 
 /// The asset name the default `MOLTD_SELF_ASSET` takes on this machine.
-fn own_asset(version: &str, suffix: &str) -> String {
+pub(crate) fn own_asset(version: &str, suffix: &str) -> String {
     let arch = match std::env::consts::ARCH {
         "x86_64" => "amd64",
         "aarch64" => "arm64",
@@ -49,7 +49,7 @@ fn own_asset(version: &str, suffix: &str) -> String {
 }
 
 /// A minisign signature of `data` by `keys`.
-fn sign(keys: &minisign::KeyPair, data: &[u8]) -> Vec<u8> {
+pub(crate) fn sign(keys: &minisign::KeyPair, data: &[u8]) -> Vec<u8> {
     minisign::sign(
         Some(&keys.pk),
         &keys.sk,
@@ -81,7 +81,7 @@ fn self_updating<'a>(dir: &'a TestDir, feed: &Feed, key: &minisign::KeyPair) -> 
 }
 
 /// Requests for moltd's own release list so far.
-fn own_checks(feed: &Feed) -> usize {
+pub(crate) fn own_checks(feed: &Feed) -> usize {
     feed.server.requests_to("/repos/acme/moltd/releases").len()
 }
 
@@ -94,7 +94,7 @@ fn two_more_checks(running: &mut Running, feed: &Feed) {
 }
 
 /// PID 1's binary, as the test sees it.
-fn pid1_exe(running: &mut Running) -> std::path::PathBuf {
+pub(crate) fn pid1_exe(running: &mut Running) -> std::path::PathBuf {
     let pid = running.moltd_pid();
     fs::read_link(format!("/proc/{pid}/exe")).unwrap()
 }
@@ -346,7 +346,7 @@ fn stripped(dir: &TestDir) -> Vec<u8> {
 }
 
 /// The pid of service `name`, from `sv status`.
-fn service_pid(running: &mut Running, name: &str) -> String {
+pub(crate) fn service_pid(running: &mut Running, name: &str) -> String {
     let line = running.wait_for_sv(name, "run:");
     line.split("(pid ")
         .nth(1)
@@ -363,9 +363,18 @@ fn service_pid(running: &mut Running, name: &str) -> String {
 /// finds nothing newer.
 #[test]
 fn a_newer_moltd_from_the_self_repo_replaces_pid1_and_keeps_the_services() {
-    let keys = minisign::KeyPair::generate_unencrypted_keypair().unwrap();
     let dir = TestDir::new("selfrepo_replaces");
-    let binary = stripped(&dir);
+    a_newer_moltd_replaces_pid1(&dir, self_updating);
+}
+
+/// The whole path above for moltd as `moltd` configures it (with an idle
+/// service) in `dir`; returns the feed, to see what was asked of it.
+pub(crate) fn a_newer_moltd_replaces_pid1<'a>(
+    dir: &'a TestDir,
+    moltd: fn(&'a TestDir, &Feed, &minisign::KeyPair) -> Moltd<'a>,
+) -> Feed {
+    let keys = minisign::KeyPair::generate_unencrypted_keypair().unwrap();
+    let binary = stripped(dir);
     let name = own_asset("9.0.0", "");
     let assets = vec![
         FakeAsset::new(&name, binary.clone()),
@@ -374,7 +383,7 @@ fn a_newer_moltd_from_the_self_repo_replaces_pid1_and_keeps_the_services() {
     let (feed, _) = feed_with_moltd(vec![FakeRelease::new("v9.0.0", assets)]);
     // Where the agent stages v9.0.0; PID 1 keeps the file beside its copy.
     dir.write("app/.moltd/self/moltd-v9.0.0.version", "9.0.0\n");
-    let mut running = self_updating(&dir, &feed, &keys).spawn();
+    let mut running = moltd(dir, &feed, &keys).spawn();
     let before = service_pid(&mut running, "idle");
     let kept = dir.join("app/.moltd/bin/moltd-9.0.0");
     let pid = running.moltd_pid();
@@ -392,6 +401,7 @@ fn a_newer_moltd_from_the_self_repo_replaces_pid1_and_keeps_the_services() {
     if dir.join("app/.moltd/self/moltd-v9.0.0").exists() {
         running.fail("the staged binary stayed beside the kept one");
     }
+    feed
 }
 
 /// `POST /self-update?file=PATH` with a newer binary: PID 1 self-tests,

@@ -74,6 +74,8 @@ pub(super) fn set_up(
         }
     };
     let resumed = kept.is_some();
+    // Services wait for the app's first release; moltd's own need not.
+    let held = config.updates_app() && !resumed;
     let kept = match kept {
         Some(kept) => kept,
         None => Kept {
@@ -110,7 +112,7 @@ pub(super) fn set_up(
         io: BTreeMap::new(),
         sockets: sockets::Held::new(config.hold_sockets),
         exit: None,
-        held: config.updates.is_some() && !resumed,
+        held,
         agent: kept.agent,
         trigger: None,
         updates: config.updates,

@@ -92,7 +92,11 @@ fn sources() {
         (&[("MOLTD_REPO", "no-slash")], None),
     ];
     for (vars, expected) in table {
-        assert_eq!(config(vars).ok().map(|c| c.source), expected, "{vars:?}");
+        assert_eq!(
+            config(vars).ok().and_then(|c| c.source),
+            expected,
+            "{vars:?}"
+        );
     }
 }
 
@@ -242,6 +246,31 @@ fn moltds_own_repository_shares_the_apps_source_kind() {
     assert_eq!(gitea.asset, "moltd-{arch}");
     let none = config(&[("MOLTD_REPO", "acme/app")]).unwrap();
     assert_eq!(none.self_update, None);
+}
+
+/// `MOLTD_SELF_REPO` alone is a configuration: moltd updates itself, the
+/// app has no source; without either, updates are off.
+#[test]
+fn moltds_own_repository_alone_updates_moltd_only() {
+    let alone = config(&[
+        ("MOLTD_SELF_REPO", "acme/moltd"),
+        ("GITHUB_API_URL", "http://feed/"),
+        ("MOLTD_INTERVAL", "1h"),
+    ])
+    .unwrap();
+    assert_eq!(alone.source, None);
+    assert!(matches!(alone.app_source(), Err(Error::NoSource)));
+    let own = alone.self_update.as_ref().map(|s| &s.source);
+    assert_eq!(alone.token_source(), own);
+    assert!(matches!(own, Some(Source::GitHub { repo, .. }) if repo == "moltd"));
+    assert_eq!(
+        alone.schedule.interval,
+        std::time::Duration::from_secs(3600)
+    );
+    assert!(matches!(config(&[]), Err(Error::NoSource)));
+    // A bad value elsewhere is still reported.
+    let bad = config(&[("MOLTD_SELF_REPO", "acme/moltd"), ("MOLTD_KEEP", "1")]);
+    assert!(bad.unwrap_err().to_string().contains("MOLTD_KEEP"));
 }
 
 #[test]
