@@ -19,7 +19,7 @@ fn shipped_v1(name: &str) -> (TestDir, u16, Feed) {
 }
 
 /// The pid of service `name`, from `sv status`.
-fn service_pid(running: &mut Running, name: &str) -> String {
+pub(crate) fn service_pid(running: &mut Running, name: &str) -> String {
     let line = running.wait_for_sv(name, "run:");
     line.split("(pid ")
         .nth(1)

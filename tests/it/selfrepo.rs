@@ -7,6 +7,7 @@
 //! again at the next checks; `POST /self-update` answers bad input with a
 //! 4xx.
 
+pub(crate) use crate::agent::service_pid;
 use crate::apply::{App, release, status};
 use crate::feed::*;
 use crate::observe::http;
@@ -265,16 +266,7 @@ fn post_self_update_answers_bad_input_with_a_4xx() {
     dir.script("services/idle/run", "#!/bin/sh\nexec sleep 1000\n");
     dir.write("not-moltd", "just text\n");
     let feed = Feed::start(vec![release("1.0.0", App::Good)]);
-    let mut running = Moltd::new(&dir, Mode::Pid1)
-        .args(["--services", "services"])
-        .env("MOLTD_REPO", "acme/app")
-        .env("GITHUB_API_URL", feed.url())
-        .env("MOLTD_APP_DIR", dir.join("app"))
-        .env("MOLTD_STATUS_FILE", dir.join("status.json"))
-        .env("MOLTD_INTERVAL", "1h")
-        .env("MOLTD_LISTEN", format!("127.0.0.1:{listen}"))
-        .env("MOLTD_API_TOKEN", "secret")
-        .spawn();
+    let mut running = with_http(&dir, &feed, listen);
     let exe = moltd_bin();
     // The first boot and the check after it are over: the agent is free.
     running.wait_for("the agent to be idle", || {
@@ -345,16 +337,6 @@ fn stripped(dir: &TestDir) -> Vec<u8> {
     }
 }
 
-/// The pid of service `name`, from `sv status`.
-pub(crate) fn service_pid(running: &mut Running, name: &str) -> String {
-    let line = running.wait_for_sv(name, "run:");
-    line.split("(pid ")
-        .nth(1)
-        .and_then(|rest| rest.split(')').next())
-        .unwrap_or_default()
-        .to_owned()
-}
-
 /// The whole path: a newer moltd (a copy of this build said to be 9.0.0
 /// by its `.version` file, where the agent stages it) is found in the
 /// feed, downloaded, verified by digest and signature, offered to PID 1,
@@ -418,16 +400,7 @@ fn post_self_update_with_a_newer_file_replaces_pid1() {
     fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     dir.write("moltd new.version", "9.1.0\n");
     let feed = Feed::start(vec![release("1.0.0", App::Good)]);
-    let mut running = Moltd::new(&dir, Mode::Pid1)
-        .args(["--services", "services"])
-        .env("MOLTD_REPO", "acme/app")
-        .env("GITHUB_API_URL", feed.url())
-        .env("MOLTD_APP_DIR", dir.join("app"))
-        .env("MOLTD_STATUS_FILE", dir.join("status.json"))
-        .env("MOLTD_INTERVAL", "1h")
-        .env("MOLTD_LISTEN", format!("127.0.0.1:{listen}"))
-        .env("MOLTD_API_TOKEN", "secret")
-        .spawn();
+    let mut running = with_http(&dir, &feed, listen);
     let before = service_pid(&mut running, "idle");
     running.wait_for("the agent to be idle", || {
         status(&dir)["message"]
@@ -448,4 +421,19 @@ fn post_self_update_with_a_newer_file_replaces_pid1() {
     if service_pid(&mut running, "idle") != before {
         running.fail("the service was restarted");
     }
+}
+
+/// moltd as PID 1 with an app source on `feed` and its HTTP listener on
+/// `listen`, token `secret`, for the `POST /self-update` tests.
+fn with_http<'a>(dir: &'a TestDir, feed: &Feed, listen: u16) -> Running<'a> {
+    Moltd::new(dir, Mode::Pid1)
+        .args(["--services", "services"])
+        .env("MOLTD_REPO", "acme/app")
+        .env("GITHUB_API_URL", feed.url())
+        .env("MOLTD_APP_DIR", dir.join("app"))
+        .env("MOLTD_STATUS_FILE", dir.join("status.json"))
+        .env("MOLTD_INTERVAL", "1h")
+        .env("MOLTD_LISTEN", format!("127.0.0.1:{listen}"))
+        .env("MOLTD_API_TOKEN", "secret")
+        .spawn()
 }
